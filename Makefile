@@ -1,0 +1,56 @@
+# gbadz developer commands. Every target bootstraps what it needs and is safe to re-run.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The suite's PostgreSQL lane; `make test GBADZ_TEST_REQUIRE_POSTGRES=0` lets it skip visibly.
+export GBADZ_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+export GBADZ_TEST_REQUIRE_POSTGRES ?= 1
+
+.PHONY: setup demo test lint fmt bench serve services services-down clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check "$$(grep -oE '^uv==[0-9.]+' requirements.lock)"
+	$(VENV)/bin/uv pip sync --quiet --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	@touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/gbadz demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)
+	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+serve: $(STAMP)
+	$(VENV)/bin/gbadz services up
+	$(VENV)/bin/gbadz serve
+
+services: $(STAMP)
+	$(VENV)/bin/gbadz services up
+
+services-down: $(STAMP)
+	$(VENV)/bin/gbadz services down
+
+# Regenerate the lock after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --group dev --python-version 3.11 --generate-hashes --no-header --quiet -o requirements.lock
+
+clean:
+	-$(VENV)/bin/gbadz services down 2>/dev/null
+	rm -rf $(VENV) .gbadz .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,3 @@
+from gbadz.cli import main
+
+main()

@@ -1,0 +1,191 @@
+"""The FastAPI application: ``create_app(settings)`` wires lifespan, routes and error handlers."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gbadz import __version__, db, storage
+from gbadz.config import Settings
+from gbadz.errors import (
+    DatabaseUnavailable,
+    ErrorBody,
+    GbadzError,
+    ServiceUnavailable,
+    StorageUnavailable,
+    error_responses,
+)
+from gbadz.log import get_logger
+
+log = get_logger("gbadz.app")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_HTTP_ERROR_NAMES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    429: "TooManyRequests",
+}
+
+
+class RequestIdMiddleware:
+    """Give every request an id (or keep a sane incoming ``X-Request-ID``) and echo it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            await self.app(scope, receive, send_with_id)
+
+
+def request_id_of(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def _body(request: Request, error: str, detail: Any) -> dict[str, Any]:
+    return ErrorBody(error=error, detail=detail, request_id=request_id_of(request)).model_dump()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def gbadz_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GbadzError)
+        status = exc.status_code
+        if status >= 500 and not isinstance(exc, ServiceUnavailable):
+            log.error("configuration error", error=exc.error, detail=exc.detail)
+        return JSONResponse(_body(request, exc.error, exc.detail), status_code=status)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # Name the field and the reason; never echo the submitted value back (it may be a secret).
+        detail = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+            for err in exc.errors()
+        ]
+        return JSONResponse(
+            jsonable_encoder(_body(request, "RequestValidationError", detail)), status_code=422
+        )
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        name = _HTTP_ERROR_NAMES.get(exc.status_code, "HTTPError")
+        return JSONResponse(
+            _body(request, name, exc.detail), status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        request_id = request_id_of(request)
+        log.exception("unhandled error", request_id=request_id, path=request.url.path)
+        return JSONResponse(
+            _body(
+                request,
+                "InternalServerError",
+                "an unexpected error occurred; quote the request_id when reporting it",
+            ),
+            status_code=500,
+            headers={"x-request-id": request_id or ""},
+        )
+
+    app.add_exception_handler(GbadzError, gbadz_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)
+
+
+def readiness(app: FastAPI) -> dict[str, str]:
+    """Check the database and S3; raise the first failure with every check's outcome attached."""
+    checks: dict[str, str] = {}
+    failures: list[str] = []
+    try:
+        checks["database"] = "ok (schema " + db.check_database(app.state.engine) + ")"
+    except DatabaseUnavailable as exc:
+        checks["database"] = exc.detail
+        failures.append(f"database: {exc.detail}")
+    try:
+        storage.check_storage(app.state.s3, app.state.settings.s3)
+        checks["s3"] = "ok"
+    except StorageUnavailable as exc:
+        checks["s3"] = exc.detail
+        failures.append(f"s3: {exc.detail}")
+    if failures:
+        raise NotReady("; ".join(failures), checks)
+    return checks
+
+
+class NotReady(ServiceUnavailable):
+    def __init__(self, detail: str, checks: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.checks = checks
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API for fully resolved settings (see :func:`gbadz.embedded.resolve_settings`)."""
+    engine = db.create_engine(settings.db)
+    s3_client = storage.make_client(settings.s3, retries=1)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="gbadz",
+        version=__version__,
+        summary="Greater Bay Area special data zone: catalog, licensed access and cross-boundary transfer log",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = db.make_sessionmaker(engine)
+    app.state.s3 = s3_client
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="Readiness: the database answers with a current schema and S3 accepts our credentials",
+        responses=error_responses(NotReady),
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            checks = await run_in_threadpool(readiness, request.app)
+        except NotReady as exc:
+            body = _body(request, "NotReady", exc.detail) | {"checks": exc.checks}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ready", "checks": checks})
+
+    return app

@@ -1,0 +1,1 @@
+"""The catalog: datasets, versions, quality reports, licences and search."""

@@ -1,0 +1,218 @@
+"""The ``gbadz`` command line: embedded services, the API server, migrations and the demo.
+
+Expected failures print one line naming what failed and how to fix it, and exit 1; a
+configuration error exits 2. Commands that scripts read take ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated, Any
+
+import click
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from gbadz import db, embedded, log, storage
+from gbadz.config import Settings, get_settings
+from gbadz.errors import GbadzError
+
+app = typer.Typer(
+    name="gbadz",
+    help="gbadz: the Greater Bay Area special data zone's data-sharing platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+services_app = typer.Typer(
+    help="Embedded S3 server and SQLite database on loopback (state under .gbadz/).", no_args_is_help=True
+)
+db_app = typer.Typer(help="Catalog database schema.", no_args_is_help=True)
+storage_app = typer.Typer(help="Object storage buckets.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(db_app, name="db")
+app.add_typer(storage_app, name="storage")
+
+out = Console()
+err = Console(stderr=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _settings() -> Settings:
+    settings = get_settings()
+    log.configure(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_json)
+    return settings
+
+
+def _resolved() -> Settings:
+    return embedded.resolve_settings(_settings())
+
+
+def _services(settings: Settings) -> embedded.EmbeddedServices:
+    return embedded.EmbeddedServices(settings.home, bucket_settings=settings.s3)
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _status_payload(settings: Settings) -> dict[str, Any]:
+    status = _services(settings).status()
+    status["api"] = {"url": f"http://{settings.api.host}:{settings.api.port}"}
+    return status
+
+
+@services_app.command("up")
+def services_up(as_json: JsonFlag = False) -> None:
+    """Start the embedded services (idempotent: a running server is reused)."""
+    settings = _settings()
+    started_at = time.perf_counter()
+    _, started = _services(settings).up(with_database=settings.db.url is None)
+    resolved = embedded.resolve_settings(settings)
+    engine = db.create_engine(resolved.db)
+    revision = db.upgrade(engine)
+    engine.dispose()
+    payload = _status_payload(settings) | {"started": started, "schema": revision}
+    if as_json:
+        _print_json(payload)
+        return
+    verb = "started" if started else "already running"
+    out.print(
+        f"[green]S3[/green] {verb} at {payload['s3']['endpoint']} (pid {payload['s3']['pid']}) "
+        f"in {time.perf_counter() - started_at:.1f}s"
+    )
+    out.print(f"[green]database[/green] {db.describe_url(resolved.db.url or '')} at schema {revision}")
+
+
+@services_app.command("down")
+def services_down(as_json: JsonFlag = False) -> None:
+    """Stop what `services up` started (by PID); the data is kept."""
+    stopped = _services(_settings()).down()
+    if as_json:
+        _print_json({"stopped": stopped})
+    else:
+        out.print("stopped the embedded S3 server" if stopped else "nothing was running")
+
+
+@services_app.command("status")
+def services_status(as_json: JsonFlag = False) -> None:
+    """Show the embedded services and their endpoints."""
+    payload = _status_payload(_settings())
+    if as_json:
+        _print_json(payload)
+        return
+    table = Table("service", "state", "where")
+    s3 = payload["s3"]
+    table.add_row("s3", "running" if s3["running"] else "stopped", s3["endpoint"] or "-")
+    table.add_row(
+        "database", "file" if payload["database"]["url"] else "-", payload["database"]["url"] or "-"
+    )
+    table.add_row("api", "-", payload["api"]["url"])
+    out.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the catalog migrations."""
+    engine = db.create_engine(_resolved().db)
+    out.print(f"database at schema {db.upgrade(engine, revision)}")
+    engine.dispose()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database."""
+    engine = db.create_engine(_resolved().db)
+    out.print(db.current_revision(engine) or "base (no schema)")
+    engine.dispose()
+
+
+@storage_app.command("init")
+def storage_init() -> None:
+    """Create the gbadz buckets on the configured S3 endpoint if they are missing."""
+    settings = _resolved()
+    created = storage.ensure_buckets(storage.make_client(settings.s3), settings.s3)
+    out.print(f"created: {', '.join(created)}" if created else "all buckets exist")
+
+
+@app.command("check")
+def check(as_json: JsonFlag = False) -> None:
+    """Check that the database and S3 are usable; exit 1 naming the first problem."""
+    settings = _resolved()
+    engine = db.create_engine(settings.db)
+    try:
+        revision = db.check_database(engine)
+    finally:
+        engine.dispose()
+    storage.check_storage(storage.make_client(settings.s3, retries=0), settings.s3)
+    db_url = db.describe_url(settings.db.url or "")
+    payload = {
+        "database": {"url": db_url, "schema": revision},
+        "s3": {"endpoint": settings.s3.endpoint_url, "buckets": list(settings.s3.buckets)},
+    }
+    if as_json:
+        _print_json(payload)
+    else:
+        out.print(f"[green]ok[/green] database {db_url} (schema {revision}); S3 {settings.s3.endpoint_url}")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings: 8000).")] = None,
+) -> None:
+    """Run the API against the configured (or embedded) services."""
+    import uvicorn
+
+    from gbadz.app import create_app
+
+    settings = _resolved()
+    log.configure(settings.log_level, settings.log_json)
+    application = create_app(settings)
+    uvicorn.run(application, host=host or settings.api.host, port=port or settings.api.port, log_level="info")
+
+
+@app.command("demo")
+def demo(as_json: JsonFlag = False) -> None:
+    """The main job on embedded defaults: services up, schema, storage and database at work."""
+    from gbadz import demo as demo_module
+
+    report = demo_module.run(_settings(), console=None if as_json else out)
+    if as_json:
+        _print_json(report)
+
+
+def _config_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = "__".join(str(p) for p in error.get("loc", ()) if p != "__root__")
+        name = f"GBADZ_{loc.upper()}" if loc else "settings"
+        parts.append(f"{name}: {error.get('msg', '')}")
+    return "configuration error: " + "; ".join(parts)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except GbadzError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except ValidationError as exc:
+        err.print(f"[red]error:[/red] {_config_error(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

