@@ -82,6 +82,10 @@ def record(
 
 
 def record_detached(factory: sessionmaker[Session], **fields: Any) -> AuditEvent:
-    """Record an event in its own transaction (for denials whose request will roll back)."""
+    """Record an event in its own transaction (for denials whose request will roll back).
+
+    SQLite allows one writer at a time: call this before the request's transaction has
+    written anything, as a denial naturally does (decide first, then write).
+    """
     with factory.begin() as session:
         return record(session, **fields)

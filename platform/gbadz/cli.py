@@ -19,7 +19,7 @@ from rich.table import Table
 
 from gbadz import db, embedded, log, storage
 from gbadz.config import Settings, get_settings
-from gbadz.errors import GbadzError
+from gbadz.errors import GbadzError, ServiceUnavailable
 
 app = typer.Typer(
     name="gbadz",
@@ -141,14 +141,23 @@ def storage_init() -> None:
 
 @app.command("check")
 def check(as_json: JsonFlag = False) -> None:
-    """Check that the database and S3 are usable; exit 1 naming the first problem."""
+    """Check that the database and S3 are usable; exit 1 naming every problem on one line."""
     settings = _resolved()
+    problems: list[str] = []
     engine = db.create_engine(settings.db)
+    revision = None
     try:
         revision = db.check_database(engine)
+    except GbadzError as exc:
+        problems.append(exc.detail)
     finally:
         engine.dispose()
-    storage.check_storage(storage.make_client(settings.s3, retries=0), settings.s3)
+    try:
+        storage.check_storage(storage.make_client(settings.s3, retries=0), settings.s3)
+    except GbadzError as exc:
+        problems.append(exc.detail)
+    if problems:
+        raise ServiceUnavailable("; ".join(problems))
     db_url = db.describe_url(settings.db.url or "")
     payload = {
         "database": {"url": db_url, "schema": revision},

@@ -1,0 +1,150 @@
+"""The `gbadz` command line in subprocesses, as an operator runs it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from gbadz import storage
+from gbadz.config import S3Settings
+from gbadz.embedded import _pid_alive
+from tests.conftest import run_cli
+
+
+def _status(home: Path) -> dict[str, object]:
+    result = run_cli(home, "services", "status", "--json")
+    assert 0 == result.returncode, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "gbadz-home"
+    yield path
+    run_cli(path, "services", "down")
+
+
+class TestServices:
+    def test_up_is_idempotent_and_down_stops_everything(self, home: Path) -> None:
+        """`up` twice starts one server; `down` leaves no process behind; data survives a restart."""
+        first = run_cli(home, "services", "up", "--json")
+        assert 0 == first.returncode, first.stderr
+        up1 = json.loads(first.stdout)
+        second = json.loads(run_cli(home, "services", "up", "--json").stdout)
+        assert (True, False) == (up1["started"], second["started"])
+        assert up1["s3"]["pid"] == second["s3"]["pid"]
+        assert _pid_alive(up1["s3"]["pid"])
+
+        status = _status(home)
+        s3 = status["s3"]
+        assert isinstance(s3, dict)
+        for key in ("endpoint", "access_key", "secret_key", "secure"):
+            assert key in s3
+        assert {"url"} <= set(status["database"])  # type: ignore[arg-type]
+        assert {"url"} <= set(status["api"])  # type: ignore[arg-type]
+
+        settings = S3Settings(
+            endpoint_url=s3["endpoint"], access_key=s3["access_key"], secret_key=s3["secret_key"]
+        )
+        store = storage.ObjectStore(storage.make_client(settings), settings)
+        store.put_bytes(settings.curated_bucket, "keep/me.txt", b"still here")
+
+        down = run_cli(home, "services", "down")
+        assert 0 == down.returncode, down.stderr
+        pid = up1["s3"]["pid"]
+        assert not _pid_alive(pid), "the S3 server is still running after `services down`"
+        assert "nothing was running" in run_cli(home, "services", "down").stdout
+
+        again = json.loads(run_cli(home, "services", "up", "--json").stdout)
+        assert again["started"] is True
+        assert up1["s3"]["endpoint"] == again["s3"]["endpoint"]
+        store = storage.ObjectStore(storage.make_client(settings), settings)
+        assert b"still here" == store.get_bytes(settings.curated_bucket, "keep/me.txt")
+
+    def test_down_never_kills_a_stranger(self, home: Path) -> None:
+        """If the recorded PID now belongs to another process, `down` leaves it alone."""
+        import json as _json
+        import subprocess
+
+        run_cli(home, "services", "up")
+        run_cli(home, "services", "down")
+        stranger = subprocess.Popen(["sleep", "30"])
+        try:
+            state_path = home / "services.json"
+            state = _json.loads(state_path.read_text())
+            state["s3"]["pid"] = stranger.pid
+            state_path.write_text(_json.dumps(state))
+            result = run_cli(home, "services", "down")
+            assert "nothing was running" in result.stdout
+            assert stranger.poll() is None
+        finally:
+            stranger.kill()
+            stranger.wait()
+
+
+class TestCliErrors:
+    def test_wrong_s3_secret_is_one_line(self, home: Path, s3_settings: S3Settings, tmp_path: Path) -> None:
+        """A wrong S3 secret gives one line naming the problem and the fix, no traceback."""
+        env = {
+            "GBADZ_S3__ENDPOINT_URL": s3_settings.endpoint_url or "",
+            "GBADZ_S3__ACCESS_KEY": s3_settings.access_key or "",
+            "GBADZ_DB__URL": f"sqlite:///{tmp_path / 'x.db'}",
+        }
+        migrated = run_cli(home, "db", "upgrade", **env, GBADZ_S3__SECRET_KEY="unused")
+        assert 0 == migrated.returncode, migrated.stderr
+        result = run_cli(home, "check", **env, GBADZ_S3__SECRET_KEY="wrong-secret-value")
+        assert 1 == result.returncode
+        lines = result.stderr.strip().splitlines()
+        assert 1 == len(lines), result.stderr
+        assert "the secret key was rejected (SignatureDoesNotMatch): check GBADZ_S3__SECRET_KEY" in lines[0]
+        assert "database" not in lines[0]
+        assert "Traceback" not in result.stderr
+        assert "wrong-secret-value" not in result.stderr
+
+    def test_unreachable_database_is_one_line(self, home: Path, s3_settings: S3Settings) -> None:
+        """An unreachable database gives one line naming it and the setting, no traceback."""
+        result = run_cli(
+            home,
+            "check",
+            GBADZ_S3__ENDPOINT_URL=s3_settings.endpoint_url or "",
+            GBADZ_S3__ACCESS_KEY=s3_settings.access_key or "",
+            GBADZ_S3__SECRET_KEY=s3_settings.secret_key.get_secret_value() if s3_settings.secret_key else "",
+            GBADZ_DB__URL="postgresql://gbadz:pw-not-shown@127.0.0.1:1/gbadz",
+            GBADZ_DB__CONNECT_TIMEOUT_S="2",
+        )
+        assert 1 == result.returncode
+        lines = result.stderr.strip().splitlines()
+        assert 1 == len(lines), result.stderr
+        assert "cannot connect to the database" in lines[0]
+        assert "GBADZ_DB__URL" in lines[0]
+        assert "pw-not-shown" not in result.stderr
+
+    def test_bad_configuration_exits_2(self, home: Path) -> None:
+        """A malformed setting exits 2 naming the variable."""
+        result = run_cli(home, "check", GBADZ_S3__ENDPOINT_URL="ftp://nope")
+        assert (2, 1) == (result.returncode, len(result.stderr.strip().splitlines()))
+        assert "GBADZ_S3__ENDPOINT_URL" in result.stderr
+
+    def test_services_never_started(self, home: Path) -> None:
+        """Asking for a check before anything was started says how to start it."""
+        result = run_cli(home, "check")
+        assert 1 == result.returncode
+        assert "gbadz services up" in result.stderr
+
+
+class TestDemo:
+    def test_demo_shows_storage_and_database_working(self, home: Path) -> None:
+        """`gbadz demo` on embedded defaults ends with a ready API and real round trips."""
+        started = time.monotonic()
+        result = run_cli(home, "demo", "--json", timeout=300)
+        assert 0 == result.returncode, result.stderr
+        report = json.loads(result.stdout)
+        assert 200 == report["readyz"]["status_code"]
+        assert report["storage"]["version_id"]
+        assert report["audit"]["events_for_demo"] >= 1
+        assert time.monotonic() - started < 120
+        again = json.loads(run_cli(home, "demo", "--json", timeout=300).stdout)
+        assert report["audit"]["events_for_demo"] + 1 == again["audit"]["events_for_demo"]

@@ -1,0 +1,139 @@
+"""The catalog database on both lanes: migrations, the audit table, clear connection errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from gbadz import audit, db
+from gbadz.config import DatabaseSettings
+from gbadz.errors import ConfigurationError, DatabaseUnavailable
+
+
+class TestMigrations:
+    def test_schema_is_at_head(self, engine: Engine) -> None:
+        """After `upgrade`, the database is at the newest revision and readiness passes."""
+        assert db.head_revision() == db.current_revision(engine)
+        assert db.head_revision() == db.check_database(engine)
+
+    def test_downgrade_and_upgrade_round_trip(self, fresh_database_url: str) -> None:
+        """Every migration can be undone and re-applied (an empty database on the same lane)."""
+        engine = db.create_engine(DatabaseSettings(url=fresh_database_url))
+        assert db.current_revision(engine) is None
+        db.upgrade(engine)
+        db.downgrade(engine, "base")
+        assert "audit_events" not in sa.inspect(engine).get_table_names()
+        assert db.current_revision(engine) is None
+        assert db.head_revision() == db.upgrade(engine)
+        assert "audit_events" in sa.inspect(engine).get_table_names()
+        engine.dispose()
+
+    def test_unmigrated_database_is_not_ready(self, fresh_database_url: str) -> None:
+        """A database without the schema is reported with the command that fixes it."""
+        engine = db.create_engine(DatabaseSettings(url=fresh_database_url))
+        with pytest.raises(DatabaseUnavailable, match="run `gbadz db upgrade`"):
+            db.check_database(engine)
+        engine.dispose()
+
+
+class TestConnectionErrors:
+    def test_unreachable_postgres(self) -> None:
+        """An unreachable server is named (without its password) with the setting to fix."""
+        engine = db.create_engine(
+            DatabaseSettings(url="postgresql://gbadz:hunter2@127.0.0.1:1/gbadz", connect_timeout_s=2)
+        )
+        with pytest.raises(DatabaseUnavailable) as info:
+            db.check_database(engine)
+        message = info.value.detail
+        assert "127.0.0.1:1" in message
+        assert "GBADZ_DB__URL" in message
+        assert "hunter2" not in message
+
+    def test_sqlite_in_missing_directory(self) -> None:
+        """A SQLite path that cannot be opened is a clear DatabaseUnavailable."""
+        engine = db.create_engine(DatabaseSettings(url="sqlite:////nonexistent-dir/x/gbadz.db"))
+        with pytest.raises(DatabaseUnavailable, match="unable to open database file"):
+            db.check_database(engine)
+
+    def test_no_url_configured(self) -> None:
+        """No URL at all points the user at the setting and the embedded services."""
+        with pytest.raises(ConfigurationError, match="GBADZ_DB__URL"):
+            db.create_engine(DatabaseSettings(url=None))
+
+
+class TestAuditTrail:
+    def test_record_and_read_back(self, session: Session) -> None:
+        """An audit event is stored with its actor, action, subject, details and a UTC time."""
+        before = datetime.now(UTC)
+        audit.record(
+            session,
+            actor="org:sz-hospital",
+            action="dataset.registered",
+            subject_type="dataset",
+            subject_id="ds-1",
+            details={"version": 3, "note": "深圳"},
+            request_id="req-1",
+        )
+        (event,) = audit.AuditRepository(session).for_subject("dataset", "ds-1")
+        assert ("org:sz-hospital", "dataset.registered", {"version": 3, "note": "深圳"}, "req-1") == (
+            event.actor,
+            event.action,
+            event.details,
+            event.request_id,
+        )
+        assert event.occurred_at.tzinfo is not None
+        assert before <= event.occurred_at <= datetime.now(UTC)
+
+    def test_naive_datetimes_are_refused(self, session: Session) -> None:
+        """A timestamp without a timezone cannot be stored (it would be ambiguous)."""
+        event = audit.AuditEvent(
+            actor="a",
+            action="b",
+            subject_type="c",
+            subject_id="d",
+            occurred_at=datetime(2026, 1, 1),  # noqa: DTZ001
+        )
+        session.add(event)
+        with pytest.raises(sa.exc.StatementError, match="naive datetime"):
+            session.flush()
+
+    def test_detached_record_survives_rollback(self, engine: Engine) -> None:
+        """A denial's audit event commits even when the request's own transaction rolls back."""
+        factory = db.make_sessionmaker(engine)
+        subject = f"denial-{datetime.now(UTC).timestamp()}"
+
+        def denied_request() -> None:
+            with db.session_scope(factory) as request_session:
+                # The request looked things up, decided to deny, and records the denial detached.
+                assert [] == audit.AuditRepository(request_session).for_subject("t", subject)
+                audit.record_detached(
+                    factory, actor="x", action="denied", subject_type="t", subject_id=subject
+                )
+                raise RuntimeError("request failed")
+
+        with pytest.raises(RuntimeError):
+            denied_request()
+        with db.session_scope(factory) as check:
+            actions = [e.action for e in audit.AuditRepository(check).for_subject("t", subject)]
+        assert ["denied"] == actions
+
+    def test_request_transaction_rolls_back_its_events(self, engine: Engine) -> None:
+        """An event recorded in a failed request's transaction disappears with it."""
+        factory = db.make_sessionmaker(engine)
+        subject = f"rollback-{datetime.now(UTC).timestamp()}"
+
+        def failed_request() -> None:
+            with db.session_scope(factory) as request_session:
+                audit.record(
+                    request_session, actor="x", action="changed", subject_type="t", subject_id=subject
+                )
+                raise RuntimeError("request failed")
+
+        with pytest.raises(RuntimeError):
+            failed_request()
+        with db.session_scope(factory) as check:
+            assert [] == list(audit.AuditRepository(check).for_subject("t", subject))
