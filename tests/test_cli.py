@@ -56,6 +56,9 @@ class TestServices:
         assert 0 == down.returncode, down.stderr
         pid = up1["s3"]["pid"]
         assert not _pid_alive(pid), "the S3 server is still running after `services down`"
+        ports = {str(p) for p in json.loads((home / "services.json").read_text())["s3"]["ports"].values()}
+        leftovers = [s for s in Path("/tmp").glob("seaweedfs-*.sock") if s.stem.rsplit("-", 1)[-1] in ports]
+        assert [] == leftovers, "unix sockets left behind in /tmp"
         assert "nothing was running" in run_cli(home, "services", "down").stdout
 
         again = json.loads(run_cli(home, "services", "up", "--json").stdout)

@@ -257,6 +257,10 @@ class EmbeddedServices:
             "-metricsPort=0",
             f"-s3.config={identities}",
         ]
+        run_dir = self.home / "s3" / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if len(str(run_dir)) < 90:  # unix socket paths are limited to 108 bytes
+            argv += [f"-s3.localSocket={run_dir / 's3.sock'}", f"-filer.localSocket={run_dir / 'filer.sock'}"]
         log_file = log_dir / "weed.out"
         with open(log_file, "ab") as out:
             proc = subprocess.Popen(  # noqa: S603 - argv is built here, no shell
@@ -323,11 +327,22 @@ class EmbeddedServices:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while time.monotonic() < deadline:
             if not _pid_alive(pid):
+                EmbeddedServices._remove_sockets(state)
                 return
             time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
         while _pid_alive(pid):
             time.sleep(0.05)
+        EmbeddedServices._remove_sockets(state)
+
+    @staticmethod
+    def _remove_sockets(state: S3State) -> None:
+        """Remove the unix sockets our server left in /tmp (it names them by port)."""
+        ports = {str(port) for port in state.ports.values()}
+        for sock in Path("/tmp").glob("seaweedfs-*.sock"):  # noqa: S108 - where weed puts them
+            if sock.stem.rsplit("-", 1)[-1] in ports and sock.is_socket():
+                with contextlib.suppress(OSError):
+                    sock.unlink()
 
     def status(self) -> dict[str, Any]:
         state = self.load_state()
