@@ -151,3 +151,48 @@ class TestDemo:
         assert time.monotonic() - started < 120
         again = json.loads(run_cli(home, "demo", "--json", timeout=300).stdout)
         assert report["audit"]["events_for_demo"] + 1 == again["audit"]["events_for_demo"]
+
+
+class TestKeys:
+    def test_list_rotate_export_without_leaking_secrets(self, home: Path) -> None:
+        """`gbadz keys` lists and rotates KEKs and exports a verifying public key; no secret is printed."""
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        from gbadz.config import Settings
+        from gbadz.crypto.keys import KeyContext, provider_from_settings
+
+        provider = provider_from_settings(Settings(home=home))
+        dek_id = provider.data_key_id(KeyContext("mo-visitors", "1", "nationality", "general"))
+        dek = provider.data_key(dek_id)
+
+        listed = run_cli(home, "keys", "list", "--json")
+        assert 0 == listed.returncode, listed.stderr
+        keks = json.loads(listed.stdout)["keks"]
+        assert [("mo-visitors/general", 1, 1)] == [
+            (k["kek_id"], k["primary_version"], k["data_keys"]) for k in keks
+        ]
+        passphrase = (home / "keys" / "passphrase").read_text()
+        for output in (listed.stdout, listed.stderr):
+            assert passphrase not in output
+            assert dek.hex() not in output
+
+        rotated = run_cli(home, "keys", "rotate", "mo-visitors/general", "--json")
+        assert {"rotated": {"mo-visitors/general": 2}} == json.loads(rotated.stdout)
+        assert dek == provider_from_settings(Settings(home=home)).data_key(dek_id)
+
+        pem = run_cli(home, "keys", "export-public")
+        assert 0 == pem.returncode, pem.stderr
+        load_pem_public_key(pem.stdout.encode())
+
+    def test_rotate_needs_a_target(self, home: Path) -> None:
+        """`keys rotate` with neither an id nor --all says what it needs."""
+        result = run_cli(home, "keys", "rotate")
+        assert (1, "error: name one KEK id or pass --all") == (result.returncode, result.stderr.strip())
+
+    def test_wrong_passphrase_is_one_line(self, home: Path) -> None:
+        """A keyring opened with the wrong passphrase fails in one line naming the variable."""
+        run_cli(home, "keys", "export-public")
+        result = run_cli(home, "keys", "list", GBADZ_CRYPTO__PASSPHRASE="a-wrong-passphrase-123")
+        assert 1 == result.returncode
+        assert 1 == len(result.stderr.strip().splitlines())
+        assert "GBADZ_CRYPTO__PASSPHRASE" in result.stderr

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from gbadz import db, embedded, log, storage
 from gbadz.config import Settings, get_settings
-from gbadz.errors import GbadzError, ServiceUnavailable
+from gbadz.errors import BadRequest, GbadzError, ServiceUnavailable
 
 app = typer.Typer(
     name="gbadz",
@@ -36,6 +36,8 @@ storage_app = typer.Typer(help="Object storage buckets.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(db_app, name="db")
 app.add_typer(storage_app, name="storage")
+keys_app = typer.Typer(help="Keyring: key-encryption keys, data keys and signing keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 err = Console(stderr=True)
@@ -137,6 +139,78 @@ def storage_init() -> None:
     settings = _resolved()
     created = storage.ensure_buckets(storage.make_client(settings.s3), settings.s3)
     out.print(f"created: {', '.join(created)}" if created else "all buckets exist")
+
+
+def _provider(settings: Settings) -> Any:
+    from gbadz.crypto.keys import provider_from_settings
+
+    return provider_from_settings(settings)
+
+
+@keys_app.command("list")
+def keys_list(as_json: JsonFlag = False) -> None:
+    """List key-encryption keys (ids, versions, how many data keys each wraps) and signing keys.
+
+    Key material is never printed.
+    """
+    provider = _provider(_settings())
+    keks = provider.list_keks()
+    signing = provider.public_keys()
+    if as_json:
+        _print_json(
+            {
+                "keks": [k.__dict__ for k in keks],
+                "signing": [{"name": s.name, "key_id": s.key_id, "created": s.created} for s in signing],
+                "destroyed_datasets": provider.destroyed_datasets(),
+            }
+        )
+        return
+    table = Table("kek", "classification", "version", "data keys", "created")
+    for k in keks:
+        table.add_row(k.kek_id, k.classification, str(k.primary_version), str(k.data_keys), k.created)
+    out.print(table)
+    for s in signing:
+        out.print(f"signing key [bold]{s.name}[/bold] id {s.key_id} (Ed25519, created {s.created})")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    kek_id: Annotated[str | None, typer.Argument(help="KEK id as shown by `gbadz keys list`.")] = None,
+    all_keys: Annotated[bool, typer.Option("--all", help="Rotate every KEK.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Rotate key-encryption keys: re-wrap their data keys under a new version; data is not rewritten."""
+    provider = _provider(_settings())
+    if (kek_id is None) == (not all_keys):
+        raise BadRequest("name one KEK id or pass --all")
+    targets = [k.kek_id for k in provider.list_keks()] if all_keys else [kek_id]
+    rotated = {target: provider.rotate(target) for target in targets if target is not None}
+    if as_json:
+        _print_json({"rotated": rotated})
+    else:
+        for target, version in rotated.items():
+            out.print(f"rotated {target} to version {version}")
+        if not rotated:
+            out.print("no key-encryption keys yet")
+
+
+@keys_app.command("export-public")
+def keys_export_public(
+    name: Annotated[str, typer.Option(help="Signing key name.")] = "transfer-log",
+    fmt: Annotated[str, typer.Option("--format", help="pem or jwk.")] = "pem",
+) -> None:
+    """Print a signing key's public half (creating the key on first use) for offline verification."""
+    from gbadz.crypto import signing
+
+    if fmt not in {"pem", "jwk"}:
+        raise BadRequest(f"unknown format {fmt!r}: use pem or jwk")
+    provider = _provider(_settings())
+    provider.signing_key(name)
+    info = next(k for k in provider.public_keys() if k.name == name)
+    if fmt == "pem":
+        sys.stdout.write(signing.to_pem(info))
+    else:
+        _print_json(signing.to_jwk(info))
 
 
 @app.command("check")

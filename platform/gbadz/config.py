@@ -77,6 +77,17 @@ class S3Settings(BaseModel):
         return self.endpoint_url is not None and self.endpoint_url.startswith("https://")
 
 
+class CryptoSettings(BaseModel):
+    """The local keyring: KEKs, wrapped data keys and signing keys, encrypted at rest."""
+
+    keyring_path: Path | None = Field(default=None, description="default: <home>/keys/keyring.bin")
+    passphrase: SecretStr | None = Field(
+        default=None,
+        description="derives the keyring's at-rest key (scrypt); required outside ENV=dev",
+    )
+    scrypt_log2_n: int = Field(default=15, ge=10, le=20, description="scrypt cost: N = 2**log2_n")
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -96,16 +107,31 @@ class Settings(BaseSettings):
     db: DatabaseSettings = DatabaseSettings()
     s3: S3Settings = S3Settings()
     api: ApiSettings = ApiSettings()
+    crypto: CryptoSettings = CryptoSettings()
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
+        if self.env == "dev":
+            return self
         secret = self.s3.secret_key
-        if self.env != "dev" and secret is not None and secret.get_secret_value() in PLACEHOLDER_SECRETS:
+        if secret is not None and secret.get_secret_value() in PLACEHOLDER_SECRETS:
             raise ValueError(
                 "s3.secret_key is a well-known placeholder; set a real GBADZ_S3__SECRET_KEY "
                 "(placeholders are accepted only with GBADZ_ENV=dev)"
             )
+        passphrase = self.crypto.passphrase
+        if passphrase is not None and (
+            passphrase.get_secret_value() in PLACEHOLDER_SECRETS or len(passphrase.get_secret_value()) < 16
+        ):
+            raise ValueError(
+                "crypto.passphrase is a placeholder or shorter than 16 characters; set a strong "
+                "GBADZ_CRYPTO__PASSPHRASE (accepted only with GBADZ_ENV=dev)"
+            )
         return self
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.crypto.keyring_path or self.home / "keys" / "keyring.bin"
 
 
 @lru_cache(maxsize=1)

@@ -88,3 +88,25 @@ def error_responses(*errors: type[GbadzError]) -> dict[int | str, dict[str, Any]
         names.append(cls.__name__)
         entry["description"] = " | ".join(names)
     return responses
+
+
+class KeyringUnavailable(ServiceUnavailable):
+    """The keyring cannot be opened: wrong passphrase, altered file, or no passphrase configured."""
+
+
+class KeyNotFound(NotFound):
+    """No key with that id exists in the keyring."""
+
+
+class KeyDestroyed(Gone):
+    """The key was destroyed (crypto-shredding); what it protected can no longer be decrypted."""
+
+
+class IntegrityCheckFailed(GbadzError):
+    """Ciphertext or its context was altered, truncated or reordered; nothing was returned."""
+
+    status_code = 400
+
+
+class ColumnAccessDenied(Forbidden):
+    """The caller's grant does not cover a protected column (or the grant is revoked or expired)."""
