@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from gbadz import db, storage
-from gbadz.config import DatabaseSettings, S3Settings, Settings, SuiteSettings
+from gbadz.config import CryptoSettings, DatabaseSettings, S3Settings, Settings, SuiteSettings
 from gbadz.embedded import EmbeddedServices
 
 SUITE = SuiteSettings()
@@ -151,7 +151,13 @@ def session(engine: Engine) -> Iterator[Session]:
 @pytest.fixture
 def settings(database_url: str, engine: Engine, s3_settings: S3Settings, tmp_path: Path) -> Settings:
     """Settings for the lane's migrated database and the real S3 server."""
-    return Settings(env="test", home=tmp_path / "home", db=DatabaseSettings(url=database_url), s3=s3_settings)
+    return Settings(
+        env="test",
+        home=tmp_path / "home",
+        db=DatabaseSettings(url=database_url),
+        s3=s3_settings,
+        crypto=CryptoSettings(passphrase=SecretStr("the test suite's keyring passphrase"), scrypt_log2_n=10),
+    )
 
 
 @pytest.fixture

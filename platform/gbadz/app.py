@@ -82,7 +82,7 @@ def install_error_handlers(app: FastAPI) -> None:
         status = exc.status_code
         if status >= 500 and not isinstance(exc, ServiceUnavailable):
             log.error("configuration error", error=exc.error, detail=exc.detail)
-        return JSONResponse(_body(request, exc.error, exc.detail), status_code=status)
+        return JSONResponse(_body(request, exc.error, exc.detail), status_code=status, headers=exc.headers)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -169,6 +169,20 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.s3 = s3_client
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
+
+    from gbadz.access import auth, oauth
+    from gbadz.access import routes as access_routes
+    from gbadz.access.tokens import TokenService
+    from gbadz.crypto.keys import provider_from_settings
+
+    tokens = TokenService(settings.oauth, provider_from_settings(settings))
+    server = oauth.GbadzAuthorizationServer(settings.oauth, app.state.sessionmaker, tokens)
+    app.state.tokens = tokens
+    app.state.authorization_server = server
+    app.state.authenticator = auth.Authenticator(settings.oauth, tokens, app.state.sessionmaker)
+    limiter = oauth.FailureLimiter(settings.oauth.failed_auth_limit, settings.oauth.failed_auth_window_s)
+    app.include_router(oauth.build_router(server, limiter))
+    app.include_router(access_routes.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import click
@@ -36,6 +39,10 @@ storage_app = typer.Typer(help="Object storage buckets.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(db_app, name="db")
 app.add_typer(storage_app, name="storage")
+orgs_app = typer.Typer(help="Organisations taking part in the zone.", no_args_is_help=True)
+clients_app = typer.Typer(help="OAuth clients of organisations.", no_args_is_help=True)
+app.add_typer(orgs_app, name="orgs")
+app.add_typer(clients_app, name="clients")
 keys_app = typer.Typer(help="Keyring: key-encryption keys, data keys and signing keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -139,6 +146,145 @@ def storage_init() -> None:
     settings = _resolved()
     created = storage.ensure_buckets(storage.make_client(settings.s3), settings.s3)
     out.print(f"created: {', '.join(created)}" if created else "all buckets exist")
+
+
+@contextmanager
+def _session() -> Iterator[Any]:
+    settings = _resolved()
+    engine = db.create_engine(settings.db)
+    try:
+        db.check_database(engine)
+        with db.session_scope(db.make_sessionmaker(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _org_payload(org: Any) -> dict[str, Any]:
+    return {
+        "id": org.id,
+        "name": org.name,
+        "jurisdiction": org.jurisdiction,
+        "registration_no": org.registration_no,
+        "gba_registered": org.gba_registered,
+        "ciio": org.ciio,
+        "created_at": org.created_at.isoformat(),
+    }
+
+
+@orgs_app.command("create")
+def orgs_create(
+    name: Annotated[str, typer.Option(help="Legal name.")],
+    jurisdiction: Annotated[
+        str, typer.Option(help="CN-GZ CN-SZ CN-ZH CN-FS CN-HZ CN-DG CN-ZS CN-JM CN-ZQ CN HK MO OTHER")
+    ],
+    registration_no: Annotated[
+        str | None, typer.Option(help="USCC, HK BR or Macao registration number.")
+    ] = None,
+    gba_registered: Annotated[
+        bool, typer.Option("--gba-registered", help="Registered in a GBA city, HK or MO.")
+    ] = False,
+    ciio: Annotated[
+        bool, typer.Option("--ciio", help="A critical information infrastructure operator.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Register an organisation; prints it with its id."""
+    from gbadz.access import service
+
+    with _session() as session:
+        org = service.create_organization(
+            session,
+            actor="cli:admin",
+            name=name,
+            jurisdiction=jurisdiction,
+            registration_no=registration_no,
+            gba_registered=gba_registered,
+            ciio=ciio,
+        )
+        payload = _org_payload(org)
+    if as_json:
+        _print_json(payload)
+    else:
+        out.print(f"organisation {payload['id']} {payload['name']} ({payload['jurisdiction']})")
+
+
+@orgs_app.command("list")
+def orgs_list(as_json: JsonFlag = False) -> None:
+    """List organisations."""
+    from gbadz.access import service
+
+    with _session() as session:
+        payload = [_org_payload(o) for o in service.list_organizations(session)]
+    if as_json:
+        _print_json(payload)
+        return
+    table = Table("id", "name", "jurisdiction", "GBA", "CIIO")
+    for o in payload:
+        table.add_row(
+            o["id"],
+            o["name"],
+            o["jurisdiction"],
+            "yes" if o["gba_registered"] else "no",
+            "yes" if o["ciio"] else "no",
+        )
+    out.print(table)
+
+
+@clients_app.command("create")
+def clients_create(
+    org: Annotated[str, typer.Option(help="Organisation id (see `gbadz orgs list`).")],
+    role: Annotated[str, typer.Option(help="provider, consumer, compliance_officer or admin.")],
+    jwks_file: Annotated[
+        Path | None, typer.Option(help="Public JWKS file: register for private_key_jwt instead of a secret.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Register an OAuth client; prints client_id and a one-time client_secret."""
+    from gbadz.access import service
+    from gbadz.access.identity import ROLE_SCOPES
+
+    jwks = None
+    if jwks_file is not None:
+        try:
+            jwks = json.loads(jwks_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise BadRequest(f"--jwks-file {jwks_file}: {exc}") from None
+    with _session() as session:
+        issued = service.create_client(
+            session,
+            actor="cli:admin",
+            org_id=org,
+            role=role,
+            auth_method="private_key_jwt" if jwks is not None else "client_secret",
+            jwks=jwks,
+        )
+        scopes = sorted(ROLE_SCOPES[issued.client.role])
+        payload: dict[str, Any] = {
+            "client_id": issued.client.client_id,
+            "client_secret": issued.client_secret,
+            "org_id": issued.client.org_id,
+            "role": issued.client.role,
+            "auth_method": issued.client.auth_method,
+            "scopes": scopes,
+        }
+    if as_json:
+        _print_json(payload)
+    else:
+        out.print(f"client_id     {payload['client_id']}")
+        if payload["client_secret"]:
+            out.print(f"client_secret {payload['client_secret']}  (shown once; store it now)")
+        out.print(f"scopes        {' '.join(scopes)}")
+
+
+@clients_app.command("revoke")
+def clients_revoke(client_id: Annotated[str, typer.Argument(help="The client to revoke.")]) -> None:
+    """Revoke a client: its credentials and all its tokens stop working."""
+    from gbadz.access import service
+
+    with _session() as session:
+        service.revoke_client(session, actor="cli:admin", client_id=client_id)
+    out.print(f"revoked {client_id}")
 
 
 def _provider(settings: Settings) -> Any:

@@ -88,6 +88,50 @@ class CryptoSettings(BaseModel):
     scrypt_log2_n: int = Field(default=15, ge=10, le=20, description="scrypt cost: N = 2**log2_n")
 
 
+class ExternalIssuer(BaseModel):
+    """An identity provider whose access tokens gbadz accepts (e.g. an organisation's Keycloak)."""
+
+    issuer: str
+    jwks_uri: str | None = None
+    jwks_file: Path | None = None
+    audience: str = "gbadz"
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256"])
+    org_claim: str = "gbadz_org"
+    role_claim: str = "gbadz_role"
+    scope_claim: str = "scope"
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ExternalIssuer:
+        if (self.jwks_uri is None) == (self.jwks_file is None):
+            raise ValueError(f"external issuer {self.issuer}: set exactly one of jwks_uri or jwks_file")
+        if "none" in {a.lower() for a in self.algorithms} or any(a.startswith("HS") for a in self.algorithms):
+            raise ValueError(f"external issuer {self.issuer}: only asymmetric algorithms are accepted")
+        return self
+
+
+class OAuthSettings(BaseModel):
+    """gbadz as an OAuth 2.0 authorization server and resource server."""
+
+    issuer: str = Field(
+        default="http://127.0.0.1:8000", description="the iss of our tokens and base of our endpoints"
+    )
+    audience: str = "gbadz"
+    access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    leeway_s: int = Field(default=30, ge=0, le=300)
+    signing_key_name: str = "oauth-access-token"
+    failed_auth_limit: int = Field(default=10, ge=1, description="failed client authentications per window")
+    failed_auth_window_s: int = Field(default=60, ge=1)
+    external_issuers: list[ExternalIssuer] = Field(default_factory=list)
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be an http(s) URL without query or fragment (RFC 8414)")
+        return value.rstrip("/")
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -108,6 +152,7 @@ class Settings(BaseSettings):
     s3: S3Settings = S3Settings()
     api: ApiSettings = ApiSettings()
     crypto: CryptoSettings = CryptoSettings()
+    oauth: OAuthSettings = OAuthSettings()
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:

@@ -24,9 +24,10 @@ class GbadzError(Exception):
 
     status_code: ClassVar[int] = 400
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers
 
     @property
     def error(self) -> str:
@@ -110,3 +111,17 @@ class IntegrityCheckFailed(GbadzError):
 
 class ColumnAccessDenied(Forbidden):
     """The caller's grant does not cover a protected column (or the grant is revoked or expired)."""
+
+
+class Unauthenticated(GbadzError):
+    """No valid bearer token (RFC 6750 §3): 401 with a WWW-Authenticate challenge."""
+
+    status_code = 401
+
+
+class InsufficientScope(Forbidden):
+    """The token is valid but lacks a scope the route needs (RFC 6750 §3.1)."""
+
+
+class TooManyRequests(GbadzError):
+    status_code = 429

@@ -141,6 +141,10 @@ class KeyProvider(Protocol):
 
     def public_keys(self) -> list[SigningKeyInfo]: ...
 
+    def rotate_signing_key(self, name: str) -> str: ...
+
+    def retired_public_keys(self, name: str) -> list[tuple[SigningKeyInfo, datetime]]: ...
+
 
 def _empty_ring() -> dict[str, Any]:
     return {"format": 1, "keks": {}, "deks": {}, "by_context": {}, "signing": {}, "destroyed": {}}
@@ -418,6 +422,35 @@ class LocalKeyProvider:
         private = Ed25519PrivateKey.from_private_bytes(_unb64(entry["private"]))
         return str(entry["key_id"]), private
 
+    def rotate_signing_key(self, name: str) -> str:
+        """Replace the named signing key; the old public key stays published (``retired_at`` set)."""
+        with self._locked() as ring:
+            old = ring["signing"].get(name)
+            if old is not None:
+                retired = ring.setdefault("signing_retired", {}).setdefault(name, [])
+                retired.append(
+                    {
+                        "public": _b64(_public_raw(old["private"])),
+                        "key_id": old["key_id"],
+                        "created": old["created"],
+                        "retired_at": _now(),
+                    }
+                )
+                del ring["signing"][name]
+        return self.signing_key(name)[0]
+
+    def retired_public_keys(self, name: str) -> list[tuple[SigningKeyInfo, datetime]]:
+        """Public keys that signed under ``name`` before a rotation, with when they were retired."""
+        return [
+            (
+                SigningKeyInfo(
+                    name=name, key_id=e["key_id"], public_key=_unb64(e["public"]), created=e["created"]
+                ),
+                datetime.fromisoformat(e["retired_at"]),
+            )
+            for e in self._load().get("signing_retired", {}).get(name, [])
+        ]
+
     def public_keys(self) -> list[SigningKeyInfo]:
         result = []
         for name, entry in sorted(self._load()["signing"].items()):
@@ -429,6 +462,11 @@ class LocalKeyProvider:
                 SigningKeyInfo(name=name, key_id=entry["key_id"], public_key=public, created=entry["created"])
             )
         return result
+
+
+def _public_raw(private_b64: str) -> bytes:
+    private = Ed25519PrivateKey.from_private_bytes(_unb64(private_b64))
+    return private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def key_id_of(private: Ed25519PrivateKey) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-import gbadz.audit  # noqa: F401  (registers the tables on Base.metadata)
+import gbadz.access.models
+import gbadz.audit  # noqa: F401
 from gbadz.models import Base
 
 config = context.config
