@@ -196,3 +196,73 @@ class TestKeys:
         assert 1 == result.returncode
         assert 1 == len(result.stderr.strip().splitlines())
         assert "GBADZ_CRYPTO__PASSPHRASE" in result.stderr
+
+
+class TestOrgsAndClients:
+    def test_admin_surface(self, home: Path, tmp_path: Path) -> None:
+        """`orgs create/list` and `clients create/revoke` work as scripts expect, with --json."""
+        env = {
+            "GBADZ_DB__URL": f"sqlite:///{tmp_path / 'admin.db'}",
+            "GBADZ_S3__ENDPOINT_URL": "http://127.0.0.1:1",
+        }
+        assert 0 == run_cli(home, "db", "upgrade", **env).returncode
+        created = run_cli(
+            home,
+            "orgs",
+            "create",
+            "--name",
+            "Shenzhen Harbour Hospital Group",
+            "--jurisdiction",
+            "CN-SZ",
+            "--registration-no",
+            "91440300MA5X",
+            "--gba-registered",
+            "--json",
+            **env,
+        )
+        assert 0 == created.returncode, created.stderr
+        org = json.loads(created.stdout)
+        assert ("CN-SZ", True, False) == (org["jurisdiction"], org["gba_registered"], org["ciio"])
+        listed = json.loads(run_cli(home, "orgs", "list", "--json", **env).stdout)
+        assert [org["id"]] == [o["id"] for o in listed]
+
+        client = json.loads(
+            run_cli(
+                home, "clients", "create", "--org", org["id"], "--role", "provider", "--json", **env
+            ).stdout
+        )
+        assert client["client_id"].startswith("gbz_")
+        assert len(client["client_secret"]) >= 40
+        assert "datasets:publish" in client["scopes"]
+        assert 0 == run_cli(home, "clients", "revoke", client["client_id"], **env).returncode
+        again = run_cli(home, "clients", "revoke", client["client_id"], **env)
+        assert (1, "already revoked") == (
+            again.returncode,
+            "already revoked" if "already revoked" in again.stderr else again.stderr,
+        )
+
+    def test_unknown_jurisdiction_lists_codes(self, home: Path, tmp_path: Path) -> None:
+        """An unknown jurisdiction is rejected with the list of valid codes, in one line."""
+        env = {
+            "GBADZ_DB__URL": f"sqlite:///{tmp_path / 'admin.db'}",
+            "GBADZ_S3__ENDPOINT_URL": "http://127.0.0.1:1",
+        }
+        run_cli(home, "db", "upgrade", **env)
+        result = run_cli(home, "orgs", "create", "--name", "X", "--jurisdiction", "SG", **env)
+        assert 1 == result.returncode
+        assert 1 == len(result.stderr.strip().splitlines())
+        assert "CN-GZ CN-SZ CN-ZH CN-FS CN-HZ CN-DG CN-ZS CN-JM CN-ZQ CN HK MO OTHER" in result.stderr
+
+    def test_bad_role(self, home: Path, tmp_path: Path) -> None:
+        """An unknown role is rejected naming the valid roles."""
+        env = {
+            "GBADZ_DB__URL": f"sqlite:///{tmp_path / 'admin.db'}",
+            "GBADZ_S3__ENDPOINT_URL": "http://127.0.0.1:1",
+        }
+        run_cli(home, "db", "upgrade", **env)
+        org = json.loads(
+            run_cli(home, "orgs", "create", "--name", "Y", "--jurisdiction", "HK", "--json", **env).stdout
+        )
+        result = run_cli(home, "clients", "create", "--org", org["id"], "--role", "root", **env)
+        assert 1 == result.returncode
+        assert "provider consumer compliance_officer admin" in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -154,8 +156,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        refresher = asyncio.create_task(app.state.authenticator.revocations.run())
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            engine.dispose()
 
     app = FastAPI(
         title="gbadz",
@@ -180,6 +188,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.tokens = tokens
     app.state.authorization_server = server
     app.state.authenticator = auth.Authenticator(settings.oauth, tokens, app.state.sessionmaker)
+    server.on_revocation = app.state.authenticator.revocations.invalidate  # type: ignore[method-assign]
     limiter = oauth.FailureLimiter(settings.oauth.failed_auth_limit, settings.oauth.failed_auth_window_s)
     app.include_router(oauth.build_router(server, limiter))
     app.include_router(access_routes.router)

@@ -513,3 +513,25 @@ class TestAdminApi:
             headers=bearer(fetch_token(http, clients["admin"])),
         )
         assert (400, "BadRequest") == (response.status_code, response.json()["error"])
+
+
+class TestRevocationAcrossReplicas:
+    def test_other_replica_stops_accepting_within_its_refresh(self, settings: Settings) -> None:
+        """Two API replicas on one database: a token revoked through one is refused by the other within ~1 s."""
+        from gbadz.app import create_app
+
+        replica_a, replica_b = create_app(settings), create_app(settings)
+        client = make_client(replica_a, "consumer")
+        with TestClient(replica_a) as a, TestClient(replica_b) as b:
+            token = fetch_token(a, client)
+            assert (
+                200 == b.get("/api/v1/me", headers=bearer(token)).status_code
+            )  # b has verified and cached it
+            assert 200 == a.post("/oauth/revoke", data={"token": token}, headers=basic(client)).status_code
+            assert (
+                401 == a.get("/api/v1/me", headers=bearer(token)).status_code
+            )  # at once on the revoking replica
+            deadline = time.monotonic() + 3.0
+            while b.get("/api/v1/me", headers=bearer(token)).status_code == 200:
+                assert time.monotonic() < deadline, "replica b still accepts a token revoked 3 s ago"
+                time.sleep(0.1)

@@ -9,13 +9,16 @@ checked against that issuer's JWKS and mapped to an organisation and role by its
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
+import sqlalchemy as sa
 from fastapi import Depends, Request
 from joserfc.jwk import KeySet
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +29,9 @@ from gbadz.access.models import OAuthClient, RevokedToken
 from gbadz.access.tokens import Principal, TokenRejected, TokenService, decode_and_validate, unverified_claims
 from gbadz.config import ExternalIssuer, OAuthSettings
 from gbadz.errors import InsufficientScope, Unauthenticated
+from gbadz.log import get_logger
+
+log = get_logger("gbadz.access.auth")
 
 REALM = "gbadz"
 
@@ -52,6 +58,9 @@ class ExternalIssuerKeys:
         self.issuer = issuer
         self._cached: tuple[float, KeySet] | None = None
 
+    def cold(self) -> bool:
+        return self._cached is None or time.monotonic() - self._cached[0] >= self.TTL_S
+
     def key_set(self) -> KeySet:
         now = time.monotonic()
         if self._cached is not None and now - self._cached[0] < self.TTL_S:
@@ -70,7 +79,77 @@ class ExternalIssuerKeys:
         return keys
 
 
+class RevocationView:
+    """Revoked token ids and revoked clients, kept in memory and re-read from the database.
+
+    A background task (:meth:`run`, started with the app) re-reads them every
+    ``refresh_s`` with one indexed query (about a millisecond, run on the event loop: a
+    thread hop per refresh measured worse under load); requests only read the snapshot. If
+    the snapshot is older than ``max_age_s`` (no refresher running, or it is stuck),
+    a request re-reads it itself. Guarantee: a revocation takes effect at once on the replica that
+    made it (it calls :meth:`invalidate`) and within ``refresh_s`` on every other replica
+    (``max_age_s`` at worst).
+    """
+
+    def __init__(
+        self, sessions: sessionmaker[Session], refresh_s: float = 1.0, max_age_s: float = 5.0
+    ) -> None:
+        self.sessions = sessions
+        self.refresh_s = refresh_s
+        self.max_age_s = max_age_s
+        self._loaded_at = -1e9
+        self._force_until = 0.0
+        self._jtis: frozenset[str] = frozenset()
+        self._clients: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def stale(self) -> bool:
+        now = time.monotonic()
+        return now - self._loaded_at > self.max_age_s or now < self._force_until
+
+    def invalidate(self) -> None:
+        # Re-read on every request for a moment, so the change is seen once its transaction commits.
+        self._force_until = time.monotonic() + 2.0
+
+    def refresh(self) -> None:
+        with self._lock:
+            if not self.stale():
+                return  # another thread refreshed while this one waited
+            self._load()
+
+    def _load(self) -> None:
+        with self.sessions() as session:
+            now = datetime.now(UTC)
+            jtis = frozenset(
+                session.scalars(sa.select(RevokedToken.jti).where(RevokedToken.expires_at > now))
+            )
+            clients = frozenset(
+                session.scalars(sa.select(OAuthClient.client_id).where(OAuthClient.revoked_at.is_not(None)))
+            )
+        self._jtis, self._clients, self._loaded_at = jtis, clients, time.monotonic()
+
+    async def run(self) -> None:
+        """Refresh forever (cancelled at shutdown); a failed read is logged and retried."""
+        while True:
+            try:
+                self._load()
+            except Exception:
+                log.warning("revocation refresh failed", exc_info=True)
+            await asyncio.sleep(self.refresh_s)
+
+    def check(self, principal: Principal) -> None:
+        """Raise :class:`TokenRejected` if the token or its client was revoked."""
+        if self.stale():
+            self.refresh()
+        if principal.jti in self._jtis:
+            raise TokenRejected("the token was revoked")
+        if not principal.external and principal.client_id in self._clients:
+            raise TokenRejected("the token's client was revoked")
+
+
 class Authenticator:
+    CACHE_SIZE = 10_000
+
     def __init__(
         self, settings: OAuthSettings, tokens: TokenService, sessions: sessionmaker[Session]
     ) -> None:
@@ -78,6 +157,22 @@ class Authenticator:
         self.tokens = tokens
         self.sessions = sessions
         self.external = {e.issuer: ExternalIssuerKeys(e) for e in settings.external_issuers}
+        self.revocations = RevocationView(sessions)
+        # Verified tokens: signature and claims cannot change, so a token is verified once and
+        # afterwards only its expiry and revocation are checked.
+        self._verified: dict[str, Principal] = {}
+
+    def needs_network(self, authorization: str | None) -> bool:
+        """Whether authenticating this header would fetch an external issuer's JWKS."""
+        token = (authorization or "").partition(" ")[2].strip()
+        if not self.external or token in self._verified:
+            return False
+        try:
+            issuer = unverified_claims(token).get("iss")
+        except TokenRejected:
+            return False
+        keys = self.external.get(issuer) if isinstance(issuer, str) else None
+        return keys is not None and keys.cold()
 
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -90,25 +185,28 @@ class Authenticator:
             )
         token = token.strip()
         try:
-            issuer = unverified_claims(token).get("iss")
-            if issuer == self.settings.issuer:
-                principal = self._own(token)
-            elif isinstance(issuer, str) and issuer in self.external:
-                principal = self._external(token, self.external[issuer])
-            else:
-                raise TokenRejected("the token's issuer is not trusted")
+            principal = self._verified.get(token)
+            if principal is None:
+                principal = self._verify(token)
+            elif principal.expires_at.timestamp() + self.settings.leeway_s < time.time():
+                self._verified.pop(token, None)
+                raise TokenRejected("the token expired")
+            self.revocations.check(principal)
         except TokenRejected as exc:
             raise Unauthenticated(exc.description, headers=_challenge(exc.error, exc.description)) from None
         return principal
 
-    def _own(self, token: str) -> Principal:
-        principal = self.tokens.principal(self.tokens.decode(token))
-        with self.sessions() as session:
-            if session.get(RevokedToken, principal.jti) is not None:
-                raise TokenRejected("the token was revoked")
-            client = session.get(OAuthClient, principal.client_id)
-            if client is None or client.revoked_at is not None:
-                raise TokenRejected("the token's client was revoked")
+    def _verify(self, token: str) -> Principal:
+        issuer = unverified_claims(token).get("iss")
+        if issuer == self.settings.issuer:
+            principal = self.tokens.principal(self.tokens.decode(token))
+        elif isinstance(issuer, str) and issuer in self.external:
+            principal = self._external(token, self.external[issuer])
+        else:
+            raise TokenRejected("the token's issuer is not trusted")
+        if len(self._verified) >= self.CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = principal
         return principal
 
     def _external(self, token: str, keys: ExternalIssuerKeys) -> Principal:
@@ -146,7 +244,13 @@ def require_scopes(*scopes: str) -> Callable[[Request], Awaitable[Principal]]:
 
     async def dependency(request: Request) -> Principal:
         authenticator: Authenticator = request.app.state.authenticator
-        principal = await run_in_threadpool(authenticator.authenticate, request.headers.get("authorization"))
+        header = request.headers.get("authorization")
+        # JWT checks are CPU work and the revocation snapshot is in memory, so authentication
+        # runs on the event loop; only fetching an external issuer's JWKS goes to a thread.
+        if authenticator.needs_network(header):
+            principal = await run_in_threadpool(authenticator.authenticate, header)
+        else:
+            principal = authenticator.authenticate(header)
         missing = sorted(set(scopes) - principal.scopes)
         if missing:
             raise InsufficientScope(

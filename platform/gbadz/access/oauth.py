@@ -181,6 +181,8 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
     def revoke_token(self, token: TokenView, request: Any) -> None:
         exp = datetime.fromtimestamp(int(token["exp"]), UTC)
         with self.gbadz.sessions.begin() as session:
+            # Entries past their expiry protect nothing any more.
+            session.execute(sa.delete(RevokedToken).where(RevokedToken.expires_at < datetime.now(UTC)))
             if session.get(RevokedToken, token["jti"]) is None:
                 session.add(RevokedToken(jti=token["jti"], expires_at=exp))
                 audit.record(
@@ -191,6 +193,7 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
                     subject_id=token["jti"],
                     details={"token_client_id": token.get("client_id")},
                 )
+        self.gbadz.on_revocation()
 
 
 class FailureLimiter:
@@ -242,6 +245,9 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_token_generator("default", self._generate_token)
         self.register_endpoint(Introspection(self))
         self.register_endpoint(Revocation(self))
+
+    def on_revocation(self) -> None:
+        """Hook: set by the app so the resource server re-reads revocations at once."""
 
     def endpoint(self, name: str) -> str:
         return f"{self.settings.issuer}/oauth/{name}"
@@ -315,9 +321,7 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return client is not None and client.revoked_at is None
 
 
-def _oauth_request(
-    server: GbadzAuthorizationServer, path: str, headers: Any, body: bytes
-) -> OAuth2Request:
+def _oauth_request(server: GbadzAuthorizationServer, path: str, headers: Any, body: bytes) -> OAuth2Request:
     form = {
         k: v[0] for k, v in parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True).items()
     }

@@ -82,5 +82,7 @@ def create_client(body: ClientCreate, principal: Admin, session: WriteSession) -
     responses=error_responses(NotFound, Conflict),
     summary="Revoke a client: its credentials and every token it holds stop working (admin)",
 )
-def revoke_client(client_id: str, principal: Admin, session: WriteSession) -> ClientRead:
-    return _client_read(service.revoke_client(session, actor=actor_of(principal), client_id=client_id))
+def revoke_client(client_id: str, principal: Admin, session: WriteSession, request: Request) -> ClientRead:
+    revoked = service.revoke_client(session, actor=actor_of(principal), client_id=client_id)
+    request.app.state.authenticator.revocations.invalidate()
+    return _client_read(revoked)

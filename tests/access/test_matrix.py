@@ -1,0 +1,73 @@
+"""The authorization matrix: every route in the OpenAPI document x every role (and no token)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from gbadz.access.identity import ROLE_SCOPES
+from tests.access.conftest import Client, bearer, fetch_token
+
+# Routes anyone may call: operations probes and the OAuth endpoints (which authenticate clients themselves).
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("POST", "/oauth/token"),
+    ("POST", "/oauth/introspect"),
+    ("POST", "/oauth/revoke"),
+    ("GET", "/oauth/jwks"),
+    ("GET", "/.well-known/oauth-authorization-server"),
+}
+
+
+def _required_scopes(dependant: Any) -> tuple[str, ...] | None:
+    for dep in dependant.dependencies:
+        scopes = getattr(dep.call, "required_scopes", None)
+        if scopes is not None:
+            return tuple(scopes)
+        found = _required_scopes(dep)
+        if found is not None:
+            return found
+    return None
+
+
+def _operations(app: FastAPI) -> list[tuple[str, str, tuple[str, ...] | None]]:
+    routes = {r.path: r for r in app.routes if isinstance(r, APIRoute)}
+    result = []
+    for path, item in app.openapi()["paths"].items():
+        for method in item:
+            result.append((method.upper(), path, _required_scopes(routes[path].dependant)))
+    return result
+
+
+class TestAuthorizationMatrix:
+    def test_every_route_declares_its_scopes(self, app: FastAPI) -> None:
+        """A route that is neither public nor scope-protected fails the suite."""
+        undeclared = [(m, p) for m, p, scopes in _operations(app) if scopes is None and (m, p) not in PUBLIC]
+        assert [] == undeclared
+        assert len(_operations(app)) > len(PUBLIC)
+
+    def test_every_route_for_every_role(
+        self, app: FastAPI, http: TestClient, clients: dict[str, Client]
+    ) -> None:
+        """No token: 401. A role lacking a scope: 403. A role holding them: neither 401 nor 403."""
+        tokens = {role: fetch_token(http, client) for role, client in clients.items()}
+        failures = []
+        for method, path, scopes in _operations(app):
+            if (method, path) in PUBLIC:
+                continue
+            url = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", path)
+            kwargs: dict[str, Any] = {"json": {}} if method in {"POST", "PUT", "PATCH"} else {}
+            anonymous = http.request(method, url, **kwargs).status_code
+            if anonymous != 401:
+                failures.append((method, path, None, anonymous))
+            for role, token in tokens.items():
+                status = http.request(method, url, headers=bearer(token), **kwargs).status_code
+                allowed = set(scopes or ()) <= ROLE_SCOPES[role]
+                if (allowed and status in {401, 403}) or (not allowed and status != 403) or status >= 500:
+                    failures.append((method, path, role, status))
+        assert [] == failures
