@@ -43,6 +43,8 @@ orgs_app = typer.Typer(help="Organisations taking part in the zone.", no_args_is
 clients_app = typer.Typer(help="OAuth clients of organisations.", no_args_is_help=True)
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(clients_app, name="clients")
+contracts_app = typer.Typer(help="Data contracts (ODCS v3 + the gbadz block).", no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
 keys_app = typer.Typer(help="Keyring: key-encryption keys, data keys and signing keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -359,6 +361,33 @@ def keys_export_public(
         _print_json(signing.to_jwk(info))
 
 
+@contracts_app.command("lint")
+def contracts_lint(
+    paths: Annotated[list[Path], typer.Argument(help="Contract files.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Validate contracts; every problem is printed as FILE: FIELD: REASON; exit 1 on any."""
+    from gbadz.ingest.contract import ContractError, load_contract
+
+    problems: list[str] = []
+    valid: list[str] = []
+    for path in paths:
+        try:
+            contract = load_contract(path)
+            valid.append(f"{path}: {contract.id} {contract.version}")
+        except ContractError as exc:
+            problems.extend(exc.lines())
+    if as_json:
+        _print_json({"valid": valid, "problems": problems})
+    else:
+        for line in valid:
+            out.print(f"[green]ok[/green] {line}", highlight=False)
+        for line in problems:
+            err.print(line, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+
+
 @app.command("check")
 def check(as_json: JsonFlag = False) -> None:
     """Check that the database and S3 are usable; exit 1 naming every problem on one line."""
@@ -426,7 +455,9 @@ def _config_error(exc: ValidationError) -> str:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)  # click returns typer.Exit codes when not in standalone mode
     except GbadzError as exc:
         err.print(f"[red]error:[/red] {exc.detail}", highlight=False, soft_wrap=True)
         sys.exit(1)

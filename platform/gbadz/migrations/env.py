@@ -6,7 +6,8 @@ import sqlalchemy as sa
 from alembic import context
 
 import gbadz.access.models
-import gbadz.audit  # noqa: F401
+import gbadz.audit
+import gbadz.catalog.models  # noqa: F401
 from gbadz.models import Base
 
 config = context.config

@@ -1,0 +1,61 @@
+"""Catalog tables: datasets (one per contract), their published versions and ingestion runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gbadz.models import Base, UTCDateTime, utcnow
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(300))
+    provider_name: Mapped[str] = mapped_column(sa.String(300))
+    origin: Mapped[str] = mapped_column(sa.String(16))
+    category: Mapped[str] = mapped_column(sa.String(16))
+    has_pi: Mapped[bool] = mapped_column(sa.Boolean)
+    has_spi: Mapped[bool] = mapped_column(sa.Boolean)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    contract: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    contract_sha256: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DatasetVersion(Base):
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(sa.ForeignKey("datasets.id"), index=True)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    source_sha256: Mapped[str] = mapped_column(sa.String(64))
+    contract_version: Mapped[str] = mapped_column(sa.String(32))
+    manifest_key: Mapped[str] = mapped_column(sa.String(500))
+    row_count: Mapped[int] = mapped_column(sa.BigInteger)
+    quality: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_id_version"),
+        sa.UniqueConstraint("dataset_id", "source_sha256", name="uq_dataset_versions_dataset_id_source"),
+    )
+
+
+class IngestionRun(Base):
+    __tablename__ = "ingestion_runs"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(sa.String(100), index=True)
+    source_sha256: Mapped[str] = mapped_column(sa.String(64))
+    landing_key: Mapped[str] = mapped_column(sa.String(500))
+    status: Mapped[str] = mapped_column(sa.String(16))  # accepted | rejected
+    version: Mapped[int | None] = mapped_column(sa.Integer, default=None)
+    summary: Mapped[str] = mapped_column(sa.Text)
+    report: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,389 @@
+"""The ingestion steps: land -> validate -> (quarantine | protect -> publish -> register).
+
+Each step is a plain function with explicit inputs, so the Airflow DAG only wires them and
+tests call them directly against the real S3 server and database. Guarantees:
+
+- the raw upload is kept immutable (envelope-encrypted, object-locked landing bucket,
+  named by its SHA-256) and is never altered or deleted by a failure;
+- a failed step leaves every published version untouched and is safe to re-run;
+- a version is visible only when complete: its manifest is written last and the catalog
+  row after that;
+- the same file ingested twice gives one version (idempotent by content hash);
+- no plaintext protected column reaches the curated bucket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from minio import Minio
+from minio.error import S3Error
+from sqlalchemy.orm import Session, sessionmaker
+
+from gbadz import audit, db, storage
+from gbadz.catalog.models import Dataset, DatasetVersion, IngestionRun
+from gbadz.config import Settings
+from gbadz.crypto.columns import ColumnProtector, ProtectedColumn
+from gbadz.crypto.envelope import EncryptingReader, decrypt_stream
+from gbadz.crypto.keys import Classification, KeyContext, KeyProvider, provider_from_settings
+from gbadz.crypto.pseudonym import pseudonymiser_for
+from gbadz.errors import StorageUnavailable
+from gbadz.ingest.contract import Contract
+from gbadz.ingest.validate import QualityReport, validate_file
+
+PART_SIZE = 16 * 1024 * 1024
+ROW_GROUP = 256 * 1024
+
+
+@dataclass
+class IngestContext:
+    settings: Settings
+    client: Minio
+    provider: KeyProvider
+    sessions: sessionmaker[Session]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestContext:
+        engine = db.create_engine(settings.db)
+        return cls(
+            settings,
+            storage.make_client(settings.s3),
+            provider_from_settings(settings),
+            db.make_sessionmaker(engine),
+        )
+
+
+@dataclass(frozen=True)
+class Landed:
+    key: str
+    sha256: str
+    size: int
+    suffix: str
+
+
+@dataclass(frozen=True)
+class Published:
+    version: int
+    manifest_key: str
+    row_count: int
+    reused: bool
+
+
+def _classification(contract: Contract) -> Classification:
+    if contract.gbadz.category in ("important", "core"):
+        return "important"
+    if contract.has_spi:
+        return "spi"
+    return "pi" if contract.has_pi else "general"
+
+
+def _file_sha256(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(4 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _exists(client: Minio, bucket: str, key: str) -> bool:
+    try:
+        client.stat_object(bucket, key)
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def land(ctx: IngestContext, contract: Contract, source: Path) -> Landed:
+    """Keep the raw upload, encrypted, under its content hash (re-landing the same file is a no-op)."""
+    sha, size = _file_sha256(source)
+    suffix = source.suffix.lower() or ".bin"
+    key = f"{contract.id}/raw/{sha}{suffix}.gbzenv"
+    bucket = ctx.settings.s3.landing_bucket
+    try:
+        if not _exists(ctx.client, bucket, key):
+            context = KeyContext(contract.id, "raw", sha, _classification(contract))
+            with source.open("rb") as fh:
+                # A file object: minio only calls read() on it.
+                reader: Any = EncryptingReader(ctx.provider, fh, context)
+                ctx.client.put_object(
+                    bucket, key, reader, length=-1, part_size=PART_SIZE, metadata={"x-amz-meta-sha256": sha}
+                )
+    except (S3Error, OSError) as exc:
+        raise StorageUnavailable(storage.explain(ctx.settings.s3, exc)) from None
+    return Landed(key=key, sha256=sha, size=size, suffix=suffix)
+
+
+def fetch_raw(ctx: IngestContext, contract: Contract, landed: Landed, workdir: Path) -> Path:
+    """Download and decrypt the landed file into ``workdir`` (verified against its hash)."""
+    target = workdir / f"{landed.sha256}{landed.suffix}"
+    context = KeyContext(contract.id, "raw", landed.sha256, _classification(contract))
+    try:
+        response = ctx.client.get_object(ctx.settings.s3.landing_bucket, landed.key)
+        try:
+            with target.open("wb") as out:
+                info = decrypt_stream(ctx.provider, response, out, expected=context)  # type: ignore[arg-type]
+        finally:
+            response.close()
+            response.release_conn()
+    except (S3Error, OSError) as exc:
+        raise StorageUnavailable(storage.explain(ctx.settings.s3, exc)) from None
+    if info.plaintext_sha256 != landed.sha256:
+        raise StorageUnavailable(f"landed object {landed.key} does not match its content hash")
+    return target
+
+
+def existing_version(ctx: IngestContext, contract: Contract, sha: str) -> DatasetVersion | None:
+    with ctx.sessions() as session:
+        row = session.scalar(
+            sa.select(DatasetVersion).where(
+                DatasetVersion.dataset_id == contract.id, DatasetVersion.source_sha256 == sha
+            )
+        )
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def quarantine(ctx: IngestContext, contract: Contract, landed: Landed, report: QualityReport) -> str:
+    """Keep the quality report beside the raw file and record the rejected run; nothing is published."""
+    key = f"{contract.id}/quarantine/{landed.sha256}.report.json"
+    body = json.dumps(report.as_dict(), default=str, indent=2).encode()
+    storage.ObjectStore(ctx.client, ctx.settings.s3).put_bytes(
+        ctx.settings.s3.landing_bucket, key, body, "application/json"
+    )
+    with db.session_scope(ctx.sessions) as session:
+        session.add(
+            IngestionRun(
+                dataset_id=contract.id,
+                source_sha256=landed.sha256,
+                landing_key=landed.key,
+                status="rejected",
+                summary=report.summary(),
+                report=json.loads(body),
+            )
+        )
+        audit.record(
+            session,
+            actor=f"provider:{contract.gbadz.provider.organization}",
+            action="ingestion.rejected",
+            subject_type="dataset",
+            subject_id=contract.id,
+            details={"source_sha256": landed.sha256, "summary": report.summary()[:1000], "report_key": key},
+        )
+    return key
+
+
+def protect(
+    ctx: IngestContext, contract: Contract, table: pa.Table
+) -> tuple[pa.Table, list[ProtectedColumn]]:
+    """Pseudonymise identifiers now; mark every other protected column for Parquet encryption."""
+    pseudonymiser = None
+    encrypted: list[ProtectedColumn] = []
+    for index, name in enumerate(table.column_names):
+        facts = contract.facts(name)
+        if facts.protection in (None, "none"):
+            continue
+        if facts.protection == "pseudonymise":
+            pseudonymiser = pseudonymiser or pseudonymiser_for(ctx.provider, contract.id)
+            table = table.set_column(index, name, pseudonymiser.array(table[name]))
+            continue
+        # encrypt, masks and drop-on-export are all stored encrypted; masks and drops apply on delivery.
+        encrypted.append(ProtectedColumn(name, "spi" if facts.spi else "pi"))
+    return table, encrypted
+
+
+def _next_version(session: Session, dataset_id: str) -> int:
+    current = session.scalar(
+        sa.select(sa.func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset_id)
+    )
+    return int(current or 0) + 1
+
+
+def publish(
+    ctx: IngestContext,
+    contract: Contract,
+    landed: Landed,
+    table: pa.Table,
+    protected: list[ProtectedColumn],
+    report: QualityReport,
+    contract_sha256: str,
+) -> Published:
+    """Write the protected Parquet, then the manifest, then register the version."""
+    found = existing_version(ctx, contract, landed.sha256)
+    if found is not None:
+        return Published(found.version, found.manifest_key, found.row_count, reused=True)
+    with ctx.sessions() as session:
+        version = _next_version(session, contract.id)
+    prefix = f"{contract.id}/v{version}/"
+    bucket = ctx.settings.s3.curated_bucket
+    with tempfile.TemporaryDirectory(prefix="gbadz-publish-") as tmp:
+        part = Path(tmp) / "part-00000.parquet"
+        ColumnProtector(ctx.provider).write_table(
+            table,
+            str(part),
+            contract.id,
+            str(version),
+            protected,
+            row_group_size=ROW_GROUP,
+            compression="zstd",
+        )
+        part_sha, part_size = _file_sha256(part)
+        try:
+            ctx.client.fput_object(bucket, prefix + part.name, str(part), part_size=PART_SIZE)
+        except (S3Error, OSError) as exc:
+            raise StorageUnavailable(storage.explain(ctx.settings.s3, exc)) from None
+    manifest: dict[str, Any] = {
+        "dataset": contract.id,
+        "version": version,
+        "contract_version": contract.version,
+        "contract_sha256": contract_sha256,
+        "source_sha256": landed.sha256,
+        "rows": table.num_rows,
+        "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+        "protected_columns": [{"name": c.name, "classification": c.classification} for c in protected],
+        "pseudonymised_columns": [
+            n for n, f in contract.gbadz.columns.items() if f.protection == "pseudonymise"
+        ],
+        "files": [
+            {
+                "key": prefix + "part-00000.parquet",
+                "sha256": part_sha,
+                "size": part_size,
+                "rows": table.num_rows,
+            }
+        ],
+        "quality": {"success": report.success, "checks": len(report.results), "summary": report.summary()},
+        "published_at": datetime.now(UTC).isoformat(),
+    }
+    manifest_key = prefix + "_manifest.json"
+    # Written last: a version without a manifest does not exist for readers.
+    storage.ObjectStore(ctx.client, ctx.settings.s3).put_bytes(
+        bucket, manifest_key, json.dumps(manifest, indent=2).encode(), "application/json"
+    )
+    register(ctx, contract, contract_sha256, landed, version, manifest_key, table.num_rows, report)
+    return Published(version, manifest_key, table.num_rows, reused=False)
+
+
+def register(
+    ctx: IngestContext,
+    contract: Contract,
+    contract_sha256: str,
+    landed: Landed,
+    version: int,
+    manifest_key: str,
+    rows: int,
+    report: QualityReport,
+) -> None:
+    contract_doc = json.loads(contract.model_dump_json(by_alias=True))
+    with db.session_scope(ctx.sessions) as session:
+        dataset = session.get(Dataset, contract.id)
+        fields = {
+            "name": contract.name,
+            "provider_name": contract.gbadz.provider.organization,
+            "origin": contract.gbadz.origin,
+            "category": contract.gbadz.category,
+            "has_pi": contract.has_pi,
+            "has_spi": contract.has_spi,
+            "status": contract.status,
+            "contract": contract_doc,
+            "contract_sha256": contract_sha256,
+        }
+        if dataset is None:
+            session.add(Dataset(id=contract.id, **fields))
+        else:
+            for key, value in fields.items():
+                setattr(dataset, key, value)
+        session.flush()
+        quality = report.as_dict()
+        session.add(
+            DatasetVersion(
+                dataset_id=contract.id,
+                version=version,
+                source_sha256=landed.sha256,
+                contract_version=contract.version,
+                manifest_key=manifest_key,
+                row_count=rows,
+                quality=json.loads(json.dumps(quality, default=str)),
+            )
+        )
+        session.add(
+            IngestionRun(
+                dataset_id=contract.id,
+                source_sha256=landed.sha256,
+                landing_key=landed.key,
+                status="accepted",
+                version=version,
+                summary=report.summary(),
+                report=json.loads(json.dumps(quality, default=str)),
+            )
+        )
+        audit.record(
+            session,
+            actor=f"provider:{contract.gbadz.provider.organization}",
+            action="dataset.version_published",
+            subject_type="dataset",
+            subject_id=contract.id,
+            details={
+                "version": version,
+                "rows": rows,
+                "source_sha256": landed.sha256,
+                "manifest": manifest_key,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: bool
+    landed: Landed
+    report: QualityReport | None
+    published: Published | None
+    quarantine_key: str | None
+
+
+def ingest(ctx: IngestContext, contract: Contract, contract_sha256: str, source: Path) -> IngestResult:
+    """Every step in order (what the DAG runs, task by task)."""
+    landed = land(ctx, contract, source)
+    found = existing_version(ctx, contract, landed.sha256)
+    if found is not None:
+        return IngestResult(
+            True, landed, None, Published(found.version, found.manifest_key, found.row_count, True), None
+        )
+    with tempfile.TemporaryDirectory(prefix="gbadz-ingest-") as tmp:
+        raw = fetch_raw(ctx, contract, landed, Path(tmp))
+        table, report = validate_file(contract, raw)
+    if table is None:
+        return IngestResult(False, landed, report, None, quarantine(ctx, contract, landed, report))
+    protected_table, protected = protect(ctx, contract, table)
+    published = publish(ctx, contract, landed, protected_table, protected, report, contract_sha256)
+    return IngestResult(True, landed, report, published, None)
+
+
+def contract_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_version(ctx: IngestContext, manifest: dict[str, Any]) -> pa.Table:
+    """Read a published version's unprotected columns (no keys): what anyone with bucket access sees."""
+    import io
+
+    store = storage.ObjectStore(ctx.client, ctx.settings.s3)
+    protected = {c["name"] for c in manifest["protected_columns"]}
+    tables = []
+    for f in manifest["files"]:
+        data = store.get_bytes(ctx.settings.s3.curated_bucket, f["key"])
+        columns = [c["name"] for c in manifest["schema"] if c["name"] not in protected]
+        tables.append(pq.read_table(io.BytesIO(data), columns=columns))
+    return pa.concat_tables(tables)

@@ -1,0 +1,273 @@
+"""Validation: read a raw file with the contract's types, then run a Great Expectations suite
+generated from the contract.
+
+Great Expectations is imported inside :func:`run_suite` only (its import costs seconds),
+never when a DAG file is parsed or the API starts. The quality report names every failing
+rule with its column, how many rows fail and which rows; values of personal-information
+columns are never copied into the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from gbadz.ingest.contract import Contract
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+}
+SAMPLE = 20
+
+
+@dataclass
+class CheckResult:
+    rule: str
+    column: str | None
+    success: bool
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    sample_rows: list[int] = field(default_factory=list)
+    sample_values: list[Any] | None = None
+    observed: Any = None
+    detail: str | None = None
+
+
+@dataclass
+class QualityReport:
+    contract_id: str
+    contract_version: str
+    success: bool
+    rows: int
+    checked_at: str
+    results: list[CheckResult]
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.success]
+
+    def summary(self) -> str:
+        if self.success:
+            return f"{self.rows:,} rows passed {len(self.results)} checks"
+        parts = []
+        for r in self.failures:
+            where = f"{r.column}: " if r.column else ""
+            count = f" ({r.unexpected_count:,} rows)" if r.unexpected_count else ""
+            parts.append(f"{where}{r.detail or r.rule}{count}")
+        return f"{len(self.failures)} of {len(self.results)} checks failed: " + "; ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _schema_failure(contract: Contract, detail: str, column: str | None = None) -> QualityReport:
+    return QualityReport(
+        contract_id=contract.id,
+        contract_version=contract.version,
+        success=False,
+        rows=0,
+        checked_at=datetime.now(UTC).isoformat(),
+        results=[CheckResult(rule="schema", column=column, success=False, detail=detail)],
+    )
+
+
+def read_table(contract: Contract, path: Path) -> pa.Table | QualityReport:
+    """The file as an Arrow table with the contract's column types, or a failed report saying why."""
+    props = contract.table.properties
+    expected = [p.name for p in props]
+    types = {p.name: ARROW_TYPES[p.logicalType] for p in props}
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            table = pq.read_table(path)
+        elif suffix in (".csv", ".txt"):
+            with pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(column_types={})) as reader:
+                first = reader.schema.names
+            missing = [c for c in expected if c not in first]
+            extra = [c for c in first if c not in types]
+            if missing or extra:
+                detail = "; ".join(
+                    x
+                    for x in (
+                        f"missing columns: {', '.join(missing)}" if missing else "",
+                        f"unexpected columns: {', '.join(extra)}" if extra else "",
+                    )
+                    if x
+                )
+                return _schema_failure(contract, detail)
+            table = pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(block_size=16 << 20),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
+                ),
+            )
+        else:
+            return _schema_failure(
+                contract, f"unsupported file type {suffix or '(none)'}: upload CSV or Parquet"
+            )
+    except pa.ArrowInvalid as exc:
+        message = str(exc).splitlines()[0][:300]
+        found = re.search(r"CSV column #(\d+)", message)
+        column = None
+        if found is not None and int(found.group(1)) < len(expected):
+            column = expected[int(found.group(1))]
+            message = message.replace(found.group(0), f"column {column}")
+        return _schema_failure(contract, f"the file does not match the contract's types: {message}", column)
+    except (OSError, UnicodeDecodeError) as exc:
+        return _schema_failure(contract, f"the file cannot be read: {exc}")
+    names = table.column_names
+    missing = [c for c in expected if c not in names]
+    extra = [c for c in names if c not in types]
+    if missing or extra:
+        parts = [
+            f"missing columns: {', '.join(missing)}" if missing else "",
+            f"unexpected columns: {', '.join(extra)}" if extra else "",
+        ]
+        return _schema_failure(contract, "; ".join(p for p in parts if p))
+    columns = []
+    for name in expected:
+        column = table[name]
+        if column.type != types[name]:
+            try:
+                column = column.cast(types[name], safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                return _schema_failure(
+                    contract, f"values are not {types[name]}: {str(exc).splitlines()[0][:200]}", name
+                )
+        columns.append(column)
+    return pa.table(columns, names=expected)
+
+
+def _suite(contract: Contract) -> list[Any]:
+    from great_expectations import expectations as gx_expectations
+
+    gxe: Any = gx_expectations  # GX re-exports its classes without __all__
+
+    table = contract.table
+    rules: list[Any] = [
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=[p.name for p in table.properties])
+    ]
+    for table_rule in table.quality:
+        low, high = table_rule.mustBeBetween
+        rules.append(gxe.ExpectTableRowCountToBeBetween(min_value=low, max_value=high))
+    for prop in table.properties:
+        if prop.required or prop.primaryKey:
+            rules.append(gxe.ExpectColumnValuesToNotBeNull(column=prop.name))
+        if prop.unique or prop.primaryKey:
+            rules.append(gxe.ExpectColumnValuesToBeUnique(column=prop.name))
+        opts = prop.logicalTypeOptions
+        if opts is not None:
+            if opts.minimum is not None or opts.maximum is not None:
+                rules.append(
+                    gxe.ExpectColumnValuesToBeBetween(
+                        column=prop.name, min_value=opts.minimum, max_value=opts.maximum
+                    )
+                )
+            if opts.pattern is not None:
+                rules.append(gxe.ExpectColumnValuesToMatchRegex(column=prop.name, regex=opts.pattern))
+            if opts.minLength is not None or opts.maxLength is not None:
+                rules.append(
+                    gxe.ExpectColumnValueLengthsToBeBetween(
+                        column=prop.name, min_value=opts.minLength, max_value=opts.maxLength
+                    )
+                )
+        for quality in prop.quality:
+            rules.append(
+                gxe.ExpectColumnValuesToBeInSet(column=prop.name, value_set=list(quality.validValues))
+            )
+    return rules
+
+
+def run_suite(contract: Contract, table: pa.Table) -> QualityReport:
+    """Validate with Great Expectations (ephemeral context, pandas engine)."""
+    import great_expectations as gx
+
+    for noisy in ("great_expectations", "great_expectations._docs_decorators"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    asset = context.data_sources.add_pandas("gbadz").add_dataframe_asset(name=contract.id)
+    batch_definition = asset.add_batch_definition_whole_dataframe("upload")
+    suite = gx.ExpectationSuite(name=f"{contract.id}-{contract.version}")
+    for rule in _suite(contract):
+        suite.add_expectation(rule)
+    suite = context.suites.add(suite)
+    frame = table.to_pandas(types_mapper=None)
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+    outcome = batch.validate(
+        suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE}
+    )
+    results = []
+    for res in outcome.results:
+        # GX returns loosely typed JSON: read it as such.
+        info: dict[str, Any] = dict(res.to_json_dict())
+        config: dict[str, Any] = info["expectation_config"]
+        column = config.get("kwargs", {}).get("column")
+        detail: dict[str, Any] = info["result"] or {}
+        pi = column is not None and contract.facts(column).pi
+        results.append(
+            CheckResult(
+                rule=config["type"],
+                column=column,
+                success=bool(info["success"]),
+                unexpected_count=detail.get("unexpected_count"),
+                unexpected_percent=detail.get("unexpected_percent"),
+                sample_rows=[int(i) for i in (detail.get("partial_unexpected_index_list") or [])][:SAMPLE],
+                # Personal data never enters a quality report.
+                sample_values=None if pi else (detail.get("partial_unexpected_list") or None),
+                observed=detail.get("observed_value"),
+                detail=_describe(config["type"], config.get("kwargs", {})),
+            )
+        )
+    return QualityReport(
+        contract_id=contract.id,
+        contract_version=contract.version,
+        success=bool(outcome.success),
+        rows=table.num_rows,
+        checked_at=datetime.now(UTC).isoformat(),
+        results=results,
+    )
+
+
+def _describe(rule: str, kwargs: dict[str, Any]) -> str:
+    names = {
+        "expect_column_values_to_not_be_null": "must not be empty",
+        "expect_column_values_to_be_unique": "must be unique",
+        "expect_column_values_to_match_regex": f"must match {kwargs.get('regex')}",
+        "expect_column_values_to_be_in_set": "must be one of the contract's values",
+        "expect_column_values_to_be_between": f"must be between {kwargs.get('min_value')} and {kwargs.get('max_value')}",
+        "expect_column_value_lengths_to_be_between": f"length must be between {kwargs.get('min_value')} and {kwargs.get('max_value')}",
+        "expect_table_row_count_to_be_between": f"row count must be between {kwargs.get('min_value')} and {kwargs.get('max_value')}",
+        "expect_table_columns_to_match_ordered_list": "columns must match the contract, in order",
+    }
+    return names.get(rule, rule)
+
+
+def validate_file(contract: Contract, path: Path) -> tuple[pa.Table | None, QualityReport]:
+    """Read and validate; the table is returned only when the file passed."""
+    table = read_table(contract, path)
+    if isinstance(table, QualityReport):
+        return None, table
+    report = run_suite(contract, table)
+    return (table if report.success else None), report
+
+
+def null_count(table: pa.Table, column: str) -> int:
+    return int(pc.sum(pc.is_null(table[column])).as_py() or 0)
