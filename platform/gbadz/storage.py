@@ -22,6 +22,9 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from gbadz.config import S3Settings
 from gbadz.errors import ConfigurationError, StorageUnavailable
 
+#: What a call to S3 can raise: an error answer, a transport failure, a local I/O error.
+S3_ERRORS: tuple[type[Exception], ...] = (S3Error, Urllib3Error, OSError)
+
 # S3 error codes that mean "your credentials are wrong", with what to do about them.
 _CREDENTIAL_ERRORS = {
     "SignatureDoesNotMatch": "the secret key was rejected (SignatureDoesNotMatch): check GBADZ_S3__SECRET_KEY",

@@ -169,8 +169,9 @@ class ColumnProtector:
         protected: Sequence[ProtectedColumn],
         **options: Any,
     ) -> None:
+        row_group_size = options.pop("row_group_size", None)
         with self.open_writer(sink, table.schema, dataset, version, protected, **options) as writer:
-            writer.write_table(table)
+            writer.write_table(table, row_group_size=row_group_size)
 
     def decryption_properties(self, grant_id: str, lookup: GrantLookup) -> pe.FileDecryptionProperties:
         """Fresh factory and token per call: no unwrapped key outlives this read."""

@@ -120,7 +120,7 @@ def land(ctx: IngestContext, contract: Contract, source: Path) -> Landed:
                 ctx.client.put_object(
                     bucket, key, reader, length=-1, part_size=PART_SIZE, metadata={"x-amz-meta-sha256": sha}
                 )
-    except (S3Error, OSError) as exc:
+    except storage.S3_ERRORS as exc:
         raise StorageUnavailable(storage.explain(ctx.settings.s3, exc)) from None
     return Landed(key=key, sha256=sha, size=size, suffix=suffix)
 
@@ -137,7 +137,7 @@ def fetch_raw(ctx: IngestContext, contract: Contract, landed: Landed, workdir: P
         finally:
             response.close()
             response.release_conn()
-    except (S3Error, OSError) as exc:
+    except storage.S3_ERRORS as exc:
         raise StorageUnavailable(storage.explain(ctx.settings.s3, exc)) from None
     if info.plaintext_sha256 != landed.sha256:
         raise StorageUnavailable(f"landed object {landed.key} does not match its content hash")
@@ -242,7 +242,7 @@ def publish(
         part_sha, part_size = _file_sha256(part)
         try:
             ctx.client.fput_object(bucket, prefix + part.name, str(part), part_size=PART_SIZE)
-        except (S3Error, OSError) as exc:
+        except storage.S3_ERRORS as exc:
             raise StorageUnavailable(storage.explain(ctx.settings.s3, exc)) from None
     manifest: dict[str, Any] = {
         "dataset": contract.id,
