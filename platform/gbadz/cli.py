@@ -388,6 +388,38 @@ def contracts_lint(
         raise typer.Exit(1)
 
 
+@app.command("ingest")
+def ingest(
+    contract: Annotated[Path, typer.Argument(help="The data contract (contracts/*.yaml).")],
+    datafile: Annotated[Path, typer.Argument(help="The upload: CSV or Parquet.")],
+    dags_folder: Annotated[Path, typer.Option(help="Folder holding gbadz_ingest.py.")] = Path("dags"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Run one upload through the ingest DAG (Airflow dag.test(), no scheduler); exit 1 if rejected."""
+    from gbadz.ingest import runner
+    from gbadz.ingest.contract import load_contract
+
+    load_contract(contract)  # a bad contract fails here, in one line, before Airflow starts
+    settings = _resolved()
+    with err.status(f"ingesting {datafile.name} under {contract.name} (land, validate, protect, publish)…"):
+        outcome = runner.run(settings, contract, datafile, dags_folder)
+    payload = {
+        "accepted": outcome.accepted,
+        "version": outcome.version,
+        "summary": outcome.summary,
+        "dag_state": outcome.dag_state,
+        "tasks": outcome.task_states,
+    }
+    if as_json:
+        _print_json(payload | {"report": outcome.report})
+    elif outcome.accepted:
+        out.print(f"[green]published[/green] version {outcome.version}: {outcome.summary}")
+    else:
+        out.print(f"[red]rejected[/red]: {outcome.summary}", soft_wrap=True)
+    if not outcome.accepted:
+        raise typer.Exit(1)
+
+
 @app.command("check")
 def check(as_json: JsonFlag = False) -> None:
     """Check that the database and S3 are usable; exit 1 naming every problem on one line."""
@@ -432,6 +464,32 @@ def serve(
     log.configure(settings.log_level, settings.log_json)
     application = create_app(settings)
     uvicorn.run(application, host=host or settings.api.host, port=port or settings.api.port, log_level="info")
+
+
+@app.command("samples")
+def samples_command(
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the sample files.")],
+    rows: Annotated[int, typer.Option(min=1, max=10_000_000)] = 100_000,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+) -> None:
+    """Write the seeded sample dataset of each contract (and a corrupted one) for trying uploads."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from gbadz.ingest import samples
+
+    if fmt not in {"csv", "parquet"}:
+        raise BadRequest(f"--format {fmt!r}: use csv or parquet")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for contract_id in samples.GENERATORS:
+        table = samples.generate(contract_id, rows)
+        for name, data in ((contract_id, table), (f"{contract_id}.bad", samples.corrupt(table, contract_id))):
+            path = out_dir / f"{name}.{fmt}"
+            if fmt == "csv":
+                pacsv.write_csv(data, path)
+            else:
+                pq.write_table(data, path)
+            out.print(f"wrote {path} ({data.num_rows:,} rows)")
 
 
 @app.command("demo")

@@ -179,6 +179,56 @@ class Settings(BaseSettings):
         return self.crypto.keyring_path or self.home / "keys" / "keyring.bin"
 
 
+def airflow_environment(settings: Settings, dags_folder: Path) -> dict[str, str]:
+    """The environment an embedded Airflow (``dag.test()``) runs with: its own home and SQLite."""
+    home = (settings.home / "airflow").resolve()
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder.resolve()),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    }
+
+
+def apply_environment(values: dict[str, str]) -> None:
+    """Export variables for in-process libraries that read the environment (Airflow, and the
+    gbadz task code Airflow runs). The one place that writes it."""
+    import os
+
+    os.environ.update(values)
+    get_settings.cache_clear()
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """GBADZ_* variables reproducing ``settings`` (for task code started by Airflow)."""
+    env = {
+        "GBADZ_ENV": settings.env,
+        "GBADZ_HOME": str(settings.home.resolve()),
+        "GBADZ_S3__REGION": settings.s3.region,
+        "GBADZ_S3__LANDING_BUCKET": settings.s3.landing_bucket,
+        "GBADZ_S3__CURATED_BUCKET": settings.s3.curated_bucket,
+        "GBADZ_S3__DELIVERY_BUCKET": settings.s3.delivery_bucket,
+        "GBADZ_CRYPTO__SCRYPT_LOG2_N": str(settings.crypto.scrypt_log2_n),
+    }
+    optional = {
+        "GBADZ_DB__URL": settings.db.url,
+        "GBADZ_S3__ENDPOINT_URL": settings.s3.endpoint_url,
+        "GBADZ_S3__ACCESS_KEY": settings.s3.access_key,
+        "GBADZ_S3__SECRET_KEY": settings.s3.secret_key.get_secret_value() if settings.s3.secret_key else None,
+        "GBADZ_CRYPTO__PASSPHRASE": settings.crypto.passphrase.get_secret_value()
+        if settings.crypto.passphrase
+        else None,
+        "GBADZ_CRYPTO__KEYRING_PATH": str(settings.crypto.keyring_path)
+        if settings.crypto.keyring_path
+        else None,
+    }
+    env.update({k: v for k, v in optional.items() if v is not None})
+    return env
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings read from the environment (cached)."""

@@ -197,6 +197,12 @@ class TestStreamingWriter:
         grant = grants.add("g", {"patient_name", "diagnosis"})
         assert table.equals(ColumnProtector(provider).read_table(io.BytesIO(sink.getvalue()), grant, grants))
 
+    def test_nothing_to_protect_writes_plain_parquet(self, provider: LocalKeyProvider) -> None:
+        """A table without protected columns is written as ordinary Parquet, readable by anyone."""
+        sink = io.BytesIO()
+        ColumnProtector(provider).write_table(_table(), sink, DATASET, VERSION, [])
+        assert _table().equals(pq.read_table(io.BytesIO(sink.getvalue())))
+
     def test_unknown_protected_column(self, provider: LocalKeyProvider) -> None:
         """Protecting a column the table does not have is refused by name."""
         with pytest.raises(ValueError, match="not in the schema: ssn"):

@@ -157,6 +157,9 @@ class ColumnProtector:
         missing = [c.name for c in protected if c.name not in schema.names]
         if missing:
             raise ValueError(f"protected columns not in the schema: {', '.join(missing)}")
+        if not protected:
+            # Nothing to protect (pyarrow refuses an encryption configuration without column keys).
+            return pq.ParquetWriter(sink, schema, **options)
         props = self.encryption_properties(dataset, version, protected)
         return pq.ParquetWriter(sink, schema, encryption_properties=props, **options)
 

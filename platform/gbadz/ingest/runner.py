@@ -1,0 +1,111 @@
+"""Run the ingest DAG in-process with ``dag.test()``: no scheduler, an Airflow metadata DB
+under ``<home>/airflow`` (migrated once per Airflow version)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from gbadz import db
+from gbadz.catalog.models import IngestionRun
+from gbadz.config import Settings, airflow_environment, apply_environment, settings_environment
+from gbadz.errors import ServicesError
+from gbadz.ingest import pipeline
+from gbadz.ingest.contract import load_contract
+
+DAG_FILE = "gbadz_ingest.py"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    dag_state: str
+    task_states: dict[str, str]
+    accepted: bool
+    version: int | None
+    summary: str
+    report: dict[str, Any]
+
+
+def _airflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("apache-airflow")
+
+
+def ensure_metadata_db(env: dict[str, str]) -> None:
+    home = Path(env["AIRFLOW_HOME"])
+    marker = home / f".migrated-{_airflow_version()}"
+    if marker.exists():
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    airflow = Path(sys.executable).parent / "airflow"
+    command = [str(airflow)] if airflow.exists() else [sys.executable, "-m", "airflow"]
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [*command, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        raise ServicesError("cannot prepare Airflow's metadata database: " + " | ".join(tail))
+    marker.write_text("ok\n")
+
+
+def load_dag(dags_folder: Path) -> Any:
+    path = dags_folder / DAG_FILE
+    spec = importlib.util.spec_from_file_location("gbadz_dags_ingest", path)
+    if spec is None or spec.loader is None:
+        raise ServicesError(f"cannot load the ingest DAG from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ingest_dag
+
+
+def run(settings: Settings, contract_path: Path, source: Path, dags_folder: Path) -> RunOutcome:
+    """Ingest one file through the real DAG; the outcome is read back from the catalog."""
+    import os
+
+    contract = load_contract(contract_path)
+    if not source.is_file():
+        raise ServicesError(f"{source}: no such file")
+    env = airflow_environment(settings, dags_folder) | settings_environment(settings)
+    apply_environment(env)
+    ensure_metadata_db({**os.environ, **env})  # noqa: TID251 - the Airflow CLI subprocess needs PATH
+    # Airflow logs to stdout; keep stdout for the caller's result (e.g. --json).
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+        dag = load_dag(dags_folder)
+        dag_run = dag.test(
+            run_conf={"contract": str(contract_path.resolve()), "source": str(source.resolve())}
+        )
+    tasks = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    sha, _ = pipeline._file_sha256(source)
+    engine = db.create_engine(settings.db)
+    try:
+        with db.make_sessionmaker(engine)() as session:
+            run_row = session.scalar(
+                sa.select(IngestionRun)
+                .where(IngestionRun.dataset_id == contract.id, IngestionRun.source_sha256 == sha)
+                .order_by(IngestionRun.id.desc())
+                .limit(1)
+            )
+            if run_row is None:
+                raise ServicesError(
+                    f"the ingest DAG ended {dag_run.state} without recording a result; task states: {tasks}"
+                )
+            return RunOutcome(
+                dag_state=str(dag_run.state),
+                task_states=tasks,
+                accepted=run_row.status == "accepted",
+                version=run_row.version,
+                summary=run_row.summary,
+                report=run_row.report,
+            )
+    finally:
+        engine.dispose()
