@@ -92,7 +92,7 @@ class TestAcceptedUpload:
         # Anyone with bucket access: schema and unprotected columns only.
         plain = pq.read_table(io.BytesIO(part), columns=["visit_id", "clinic_city", "patient_id"])
         assert table["visit_id"].to_pylist() == plain["visit_id"].to_pylist()
-        assert all(p.startswith("p") and len(p) == 27 for p in plain["patient_id"].to_pylist())
+        assert all(p.startswith("p") and len(p) == 25 for p in plain["patient_id"].to_pylist())
         with pytest.raises(OSError, match="decrypt"):
             pq.read_table(io.BytesIO(part), columns=["diagnosis_icd10"])
         # Under a grant covering them, the protected columns come back exactly.

@@ -167,14 +167,20 @@ class EncryptingReader:
     """A read-only file object yielding the envelope of ``src``: hand it to an S3 upload."""
 
     def __init__(
-        self, provider: KeyProvider, src: BinaryIO, context: KeyContext, *, chunk_size: int = DEFAULT_CHUNK
+        self,
+        provider: KeyProvider,
+        src: BinaryIO,
+        context: KeyContext,
+        *,
+        chunk_size: int = DEFAULT_CHUNK,
+        hash_plaintext: bool = True,
     ) -> None:
         self._enc = EnvelopeEncryptor(provider, context, chunk_size=chunk_size)
         self._src = src
         self._pending = bytearray(self._enc.header)
         self._next = _read_exact(src, chunk_size)
         self._done = False
-        self._digest = hashlib.sha256()
+        self._digest = hashlib.sha256() if hash_plaintext else None
         self.plaintext_size = 0
 
     @property
@@ -183,6 +189,8 @@ class EncryptingReader:
 
     @property
     def plaintext_sha256(self) -> str:
+        if self._digest is None:
+            raise ValueError("created with hash_plaintext=False")
         return self._digest.hexdigest()
 
     def _advance(self) -> None:
@@ -191,7 +199,8 @@ class EncryptingReader:
             _read_exact(self._src, self._enc.chunk_size) if len(current) == self._enc.chunk_size else b""
         )
         last = not self._next
-        self._digest.update(current)
+        if self._digest is not None:
+            self._digest.update(current)
         self.plaintext_size += len(current)
         self._pending += self._enc.seal(current, last)
         self._done = last

@@ -1,7 +1,9 @@
 """Deterministic keyed pseudonyms and contract-driven masking.
 
-A pseudonym is ``HMAC-SHA256(dataset key, canonical value)``, truncated to 128 bits and
-written as 26 lowercase base32 characters behind a ``p`` prefix. The key is one per
+A pseudonym is ``HMAC-SHA256(dataset key, canonical value)``, truncated to 120 bits and
+written as 24 lowercase base32 characters behind a ``p`` prefix (120 bits is a whole number
+of base32 groups, so a column's tokens are encoded in one call; collisions need about 2**60
+distinct identifiers). The key is one per
 dataset (shared by all its versions), so pseudonymised identifiers still join within a
 dataset and across its versions, but cannot be reversed, nor linked across datasets,
 without the key. Pseudonymised data is still personal information under PIPL Art. 73(3):
@@ -17,11 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from gbadz.crypto.keys import KeyContext, KeyProvider
 
 PSEUDONYM_COLUMN = "__pseudonym__"
-PSEUDONYM_LENGTH = 27  # "p" + 26 base32 characters (128 bits)
+PSEUDONYM_LENGTH = 25  # "p" + 24 base32 characters (120 bits)
+_DIGEST_BYTES = 15
+_TOKEN_CHARS = 24
 
 
 def _canonical(value: Any) -> bytes:
@@ -43,13 +48,22 @@ class Pseudonymiser:
         self._key = key
 
     def token(self, value: Any) -> str:
-        mac = hmac.new(self._key, _canonical(value), hashlib.sha256).digest()[:16]
-        return "p" + base64.b32encode(mac).decode("ascii").rstrip("=").lower()
+        mac = hmac.digest(self._key, _canonical(value), hashlib.sha256)[:_DIGEST_BYTES]
+        return "p" + base64.b32encode(mac).decode("ascii").lower()
 
     def array(self, values: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """Pseudonymise an Arrow column; nulls stay null."""
-        tokens = [None if v is None else self.token(v) for v in values.to_pylist()]
-        return pa.array(tokens, type=pa.string())
+        """Pseudonymise an Arrow column; nulls stay null. Each distinct value is hashed once."""
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        encoded = pc.dictionary_encode(values)
+        uniques = encoded.dictionary.to_pylist()
+        key = self._key
+        digests = b"".join(hmac.digest(key, _canonical(v), hashlib.sha256)[:_DIGEST_BYTES] for v in uniques)
+        text = base64.b32encode(digests).decode("ascii").lower()
+        tokens = pa.array(
+            ["p" + text[i * _TOKEN_CHARS : (i + 1) * _TOKEN_CHARS] for i in range(len(uniques))], pa.string()
+        )
+        return pc.take(tokens, encoded.indices)
 
 
 def pseudonymiser_for(provider: KeyProvider, dataset: str) -> Pseudonymiser:

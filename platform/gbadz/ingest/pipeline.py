@@ -116,7 +116,9 @@ def land(ctx: IngestContext, contract: Contract, source: Path) -> Landed:
             context = KeyContext(contract.id, "raw", sha, _classification(contract))
             with source.open("rb") as fh:
                 # A file object: minio only calls read() on it.
-                reader: Any = EncryptingReader(ctx.provider, fh, context)
+                reader: Any = EncryptingReader(
+                    ctx.provider, fh, context, hash_plaintext=False
+                )  # hashed above
                 ctx.client.put_object(
                     bucket, key, reader, length=-1, part_size=PART_SIZE, metadata={"x-amz-meta-sha256": sha}
                 )
@@ -361,9 +363,9 @@ def ingest(ctx: IngestContext, contract: Contract, contract_sha256: str, source:
         return IngestResult(
             True, landed, None, Published(found.version, found.manifest_key, found.row_count, True), None
         )
-    with tempfile.TemporaryDirectory(prefix="gbadz-ingest-") as tmp:
-        raw = fetch_raw(ctx, contract, landed, Path(tmp))
-        table, report = validate_file(contract, raw)
+    # In one process the local file is the landed one (same SHA-256); the DAG's tasks, which
+    # may run on different workers, fetch and decrypt the landed copy instead.
+    table, report = validate_file(contract, source)
     if table is None:
         return IngestResult(False, landed, report, None, quarantine(ctx, contract, landed, report))
     protected_table, protected = protect(ctx, contract, table)

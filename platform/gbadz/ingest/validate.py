@@ -209,7 +209,7 @@ def run_suite(contract: Contract, table: pa.Table) -> QualityReport:
     for rule in _suite(contract):
         suite.add_expectation(rule)
     suite = context.suites.add(suite)
-    frame = table.to_pandas(types_mapper=None)
+    frame = table.to_pandas()
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
     outcome = batch.validate(
         suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE}
