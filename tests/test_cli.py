@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -140,17 +139,23 @@ class TestCliErrors:
 
 class TestDemo:
     def test_demo_shows_storage_and_database_working(self, home: Path) -> None:
-        """`gbadz demo` on embedded defaults ends with a ready API and real round trips."""
-        started = time.monotonic()
-        result = run_cli(home, "demo", "--json", timeout=300)
-        assert 0 == result.returncode, result.stderr
+        """`gbadz demo` on embedded defaults: services, schema, storage, a ready API, three
+        datasets published through the ingest DAG and one rejected upload with its reasons."""
+        result = run_cli(home, "demo", "--json", timeout=600)
+        assert 0 == result.returncode, result.stderr[-3000:]
         report = json.loads(result.stdout)
         assert 200 == report["readyz"]["status_code"]
         assert report["storage"]["version_id"]
         assert report["audit"]["events_for_demo"] >= 1
-        assert time.monotonic() - started < 120
-        again = json.loads(run_cli(home, "demo", "--json", timeout=300).stdout)
-        assert report["audit"]["events_for_demo"] + 1 == again["audit"]["events_for_demo"]
+        ingest = report["ingest"]
+        for dataset in (
+            "sz-hospital-outpatient-visits",
+            "hk-logistics-deliveries",
+            "mo-tourism-visitor-arrivals",
+        ):
+            assert (True, 1) == (ingest[dataset]["accepted"], ingest[dataset]["version"]), ingest[dataset]
+        assert ingest["rejected"]["accepted"] is False
+        assert "fee_cny: must be between" in ingest["rejected"]["summary"]
 
 
 class TestKeys:

@@ -392,7 +392,9 @@ def contracts_lint(
 def ingest(
     contract: Annotated[Path, typer.Argument(help="The data contract (contracts/*.yaml).")],
     datafile: Annotated[Path, typer.Argument(help="The upload: CSV or Parquet.")],
-    dags_folder: Annotated[Path, typer.Option(help="Folder holding gbadz_ingest.py.")] = Path("dags"),
+    dags_folder: Annotated[
+        Path | None, typer.Option(help="Folder holding gbadz_ingest.py (default: ./dags).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run one upload through the ingest DAG (Airflow dag.test(), no scheduler); exit 1 if rejected."""
@@ -402,7 +404,7 @@ def ingest(
     load_contract(contract)  # a bad contract fails here, in one line, before Airflow starts
     settings = _resolved()
     with err.status(f"ingesting {datafile.name} under {contract.name} (land, validate, protect, publish)…"):
-        outcome = runner.run(settings, contract, datafile, dags_folder)
+        outcome = runner.run(settings, contract, datafile, dags_folder or runner.default_dags_folder())
     payload = {
         "accepted": outcome.accepted,
         "version": outcome.version,

@@ -57,6 +57,19 @@ def ensure_metadata_db(env: dict[str, str]) -> None:
     marker.write_text("ok\n")
 
 
+def default_dags_folder() -> Path:
+    """./dags when run from a checkout, else the dags/ folder next to this source tree."""
+    here = Path.cwd() / "dags"
+    if (here / DAG_FILE).exists():
+        return here
+    return Path(__file__).resolve().parents[3] / "dags"
+
+
+def default_contracts_folder() -> Path:
+    here = Path.cwd() / "contracts"
+    return here if here.is_dir() else Path(__file__).resolve().parents[3] / "contracts"
+
+
 def load_dag(dags_folder: Path) -> Any:
     path = dags_folder / DAG_FILE
     spec = importlib.util.spec_from_file_location("gbadz_dags_ingest", path)
