@@ -132,16 +132,21 @@ class TokenView(dict[str, Any]):
         return not self.server.is_active(self)
 
 
-class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS = ALL_AUTH_METHODS
+class _OwnTokens:
+    """What introspection and revocation share: client auth methods and finding our token."""
 
-    def __init__(self, server: GbadzAuthorizationServer) -> None:
-        super().__init__(server=server)
-        self.gbadz = server
+    CLIENT_AUTH_METHODS = ALL_AUTH_METHODS
+    gbadz: GbadzAuthorizationServer
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenView | None:
         claims = self.gbadz.verify_signature_only(token_string)
         return TokenView(claims, self.gbadz) if claims is not None else None
+
+
+class Introspection(_OwnTokens, IntrospectionEndpoint):  # type: ignore[misc]
+    def __init__(self, server: GbadzAuthorizationServer) -> None:
+        super().__init__(server=server)
+        self.gbadz = server
 
     def check_permission(self, token: TokenView, client: ClientRecord, request: Any) -> bool:
         # RFC 7662 §4: only the token's own client, or an admin (a resource server), may look.
@@ -167,16 +172,10 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
         }
 
 
-class Revocation(RevocationEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS = ALL_AUTH_METHODS
-
+class Revocation(_OwnTokens, RevocationEndpoint):  # type: ignore[misc]
     def __init__(self, server: GbadzAuthorizationServer) -> None:
         super().__init__(server=server)
         self.gbadz = server
-
-    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenView | None:
-        claims = self.gbadz.verify_signature_only(token_string)
-        return TokenView(claims, self.gbadz) if claims is not None else None
 
     def revoke_token(self, token: TokenView, request: Any) -> None:
         exp = datetime.fromtimestamp(int(token["exp"]), UTC)

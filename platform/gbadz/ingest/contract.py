@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gbadz.access.identity import JURISDICTIONS
+from gbadz.access.transfer import PURPOSES, SECTORS
 
 MAX_CONTRACT_BYTES = 1024 * 1024
 LogicalType = Literal["string", "integer", "number", "boolean", "date", "timestamp"]
@@ -33,15 +34,7 @@ SPI_CATEGORIES = (
     "whereabouts",
     "minor_under_14",
 )
-PURPOSE_CODES = (
-    "contract_with_individual",
-    "cross_border_hr",
-    "emergency",
-    "statutory_duty",
-    "trade_transport_academic_mfg_marketing",
-    "foreign_pi_transit",
-    "other",
-)
+PURPOSE_CODES = PURPOSES  # the transfer engine's purpose vocabulary (crossborder-rules.md §7.1)
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
 
 
@@ -179,12 +172,19 @@ class GbadzBlock(Strict):
     provider: Provider
     origin: str
     category: Literal["core", "important", "general"] = "general"
-    sector_overlay: Literal["none", "hgr", "health", "finance", "maps", "auto", "government"] = "none"
+    sector_overlay: str = "none"
     visible_to: list[str] = Field(
         default_factory=list, description="jurisdictions that may see important/core metadata"
     )
     columns: dict[str, ColumnFacts] = Field(default_factory=dict)
     licence: Licence
+
+    @field_validator("sector_overlay")
+    @classmethod
+    def _sector(cls, value: str) -> str:
+        if value not in SECTORS:
+            raise ValueError(f"unknown sector overlay {value!r}: use one of {', '.join(SECTORS)}")
+        return value
 
     @field_validator("origin")
     @classmethod
