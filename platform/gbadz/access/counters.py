@@ -1,0 +1,144 @@
+"""Year-to-date counters of individuals exported, per exporter (crossborder-rules.md §1.4).
+
+Counts are de-duplicated natural persons since 1 January of the exporter's current year in
+Asia/Shanghai, kept separately for the mechanism basis (which the Art.7/8 thresholds test)
+and the exempt basis (Arts.3-5(3); shown to reviewers, not tested against thresholds [U]).
+Counting is an insert of (exporter, year, basis, kind, subject) rows that ignores rows
+already present, so a delivery counted twice, or two deliveries racing with overlapping
+people, never count anyone twice; ``before`` and ``after`` are read in the same
+transaction as the insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from gbadz.access.models import CountedSubject
+from gbadz.models import utcnow
+
+COUNTER_ZONE = ZoneInfo("Asia/Shanghai")
+BASES = ("mechanism", "exempt")
+BATCH = 5_000
+
+
+def counter_year(at: datetime) -> int:
+    """The counting year of an instant: counters reset at midnight on 1 January, Beijing time."""
+    if at.tzinfo is None:
+        raise ValueError("counter_year needs a timezone-aware time")
+    return at.astimezone(COUNTER_ZONE).year
+
+
+@dataclass(frozen=True)
+class CounterSnapshot:
+    exporter_id: str
+    year: int
+    basis: str
+    pi_before: int
+    pi_after: int
+    spi_before: int
+    spi_after: int
+
+
+def count(session: Session, exporter_id: str, year: int, basis: str, kind: str) -> int:
+    stmt = sa.select(sa.func.count()).where(
+        CountedSubject.exporter_id == exporter_id,
+        CountedSubject.counter_year == year,
+        CountedSubject.basis == basis,
+        CountedSubject.kind == kind,
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, object]]) -> None:
+    dialect = session.get_bind().dialect.name
+    table = CountedSubject
+    stmt: sa.Insert
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - gbadz supports SQLite and PostgreSQL
+        raise NotImplementedError(dialect)
+    for start in range(0, len(rows), BATCH):
+        session.execute(stmt, rows[start : start + BATCH])
+
+
+def record(
+    session: Session,
+    *,
+    exporter_id: str,
+    basis: str,
+    subjects: Iterable[str],
+    sensitive_subjects: Iterable[str] = (),
+    at: datetime | None = None,
+) -> CounterSnapshot:
+    """Count the individuals of one completed transfer; return the counters before and after."""
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {', '.join(BASES)}")
+    when = at or datetime.now(UTC)
+    year = counter_year(when)
+    pi_before = count(session, exporter_id, year, basis, "pi")
+    spi_before = count(session, exporter_id, year, basis, "spi")
+    now = utcnow()
+    for kind, people in (("pi", set(subjects)), ("spi", set(sensitive_subjects))):
+        rows: list[dict[str, object]] = [
+            {
+                "exporter_id": exporter_id,
+                "counter_year": year,
+                "basis": basis,
+                "kind": kind,
+                "subject": s,
+                "first_counted_at": now,
+            }
+            for s in people
+        ]
+        if rows:
+            _insert_ignoring_duplicates(session, rows)
+    session.flush()
+    return CounterSnapshot(
+        exporter_id=exporter_id,
+        year=year,
+        basis=basis,
+        pi_before=pi_before,
+        pi_after=count(session, exporter_id, year, basis, "pi"),
+        spi_before=spi_before,
+        spi_after=count(session, exporter_id, year, basis, "spi"),
+    )
+
+
+def would_be(
+    session: Session,
+    *,
+    exporter_id: str,
+    subjects: Iterable[str],
+    sensitive_subjects: Iterable[str] = (),
+    at: datetime | None = None,
+) -> tuple[int, int]:
+    """The mechanism-basis counters if these individuals were exported now (for deciding first)."""
+    year = counter_year(at or datetime.now(UTC))
+    counts = []
+    for kind, people in (("pi", set(subjects)), ("spi", set(sensitive_subjects))):
+        already = 0
+        listed = list(people)
+        for start in range(0, len(listed), BATCH):
+            already += int(
+                session.scalar(
+                    sa.select(sa.func.count()).where(
+                        CountedSubject.exporter_id == exporter_id,
+                        CountedSubject.counter_year == year,
+                        CountedSubject.basis == "mechanism",
+                        CountedSubject.kind == kind,
+                        CountedSubject.subject.in_(listed[start : start + BATCH]),
+                    )
+                )
+                or 0
+            )
+        counts.append(count(session, exporter_id, year, "mechanism", kind) + len(people) - already)
+    return counts[0], counts[1]
