@@ -189,6 +189,18 @@ class TestKeys:
         assert 0 == pem.returncode, pem.stderr
         load_pem_public_key(pem.stdout.encode())
 
+    def test_rotate_signing_key(self, home: Path) -> None:
+        """Rotating the token-signing key gives a new key id and keeps the old public key."""
+        first = json.loads(run_cli(home, "keys", "rotate-signing", "--json").stdout)
+        second = json.loads(run_cli(home, "keys", "rotate-signing", "--json").stdout)
+        assert first["key_id"] == second["previous_key_id"]
+        assert second["key_id"] != first["key_id"]
+        from gbadz.config import Settings
+        from gbadz.crypto.keys import provider_from_settings
+
+        retired = provider_from_settings(Settings(home=home)).retired_public_keys("oauth-access-token")
+        assert first["key_id"] in [info.key_id for info, _ in retired]
+
     def test_rotate_needs_a_target(self, home: Path) -> None:
         """`keys rotate` with neither an id nor --all says what it needs."""
         result = run_cli(home, "keys", "rotate")

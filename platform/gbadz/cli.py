@@ -342,6 +342,26 @@ def keys_rotate(
             out.print("no key-encryption keys yet")
 
 
+@keys_app.command("rotate-signing")
+def keys_rotate_signing(
+    name: Annotated[
+        str, typer.Argument(help="Signing key name, e.g. oauth-access-token.")
+    ] = "oauth-access-token",
+    as_json: JsonFlag = False,
+) -> None:
+    """Replace a signing key; its public half stays published until what it signed expires."""
+    provider = _provider(_settings())
+    old = next((k.key_id for k in provider.public_keys() if k.name == name), None)
+    new = provider.rotate_signing_key(name)
+    if as_json:
+        _print_json({"name": name, "previous_key_id": old, "key_id": new})
+    else:
+        out.print(
+            f"{name}: new key {new}"
+            + (f" (previous {old} stays in the JWKS until its tokens expire)" if old else "")
+        )
+
+
 @keys_app.command("export-public")
 def keys_export_public(
     name: Annotated[str, typer.Option(help="Signing key name.")] = "transfer-log",
