@@ -71,11 +71,6 @@ def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Settings
         services.down()
 
 
-@pytest.fixture(scope="session")
-def s3_services(s3_settings: S3Settings) -> S3Settings:
-    return s3_settings
-
-
 def _postgres_url() -> str | None:
     url = SUITE.postgres_url
     if url is None:

@@ -253,10 +253,8 @@ class TestOrgsAndClients:
         assert "datasets:publish" in client["scopes"]
         assert 0 == run_cli(home, "clients", "revoke", client["client_id"], **env).returncode
         again = run_cli(home, "clients", "revoke", client["client_id"], **env)
-        assert (1, "already revoked") == (
-            again.returncode,
-            "already revoked" if "already revoked" in again.stderr else again.stderr,
-        )
+        assert 1 == again.returncode
+        assert "already revoked" in again.stderr
 
     def test_unknown_jurisdiction_lists_codes(self, home: Path, tmp_path: Path) -> None:
         """An unknown jurisdiction is rejected with the list of valid codes, in one line."""

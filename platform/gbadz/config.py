@@ -193,13 +193,14 @@ def airflow_environment(settings: Settings, dags_folder: Path) -> dict[str, str]
     }
 
 
-def apply_environment(values: dict[str, str]) -> None:
+def apply_environment(values: dict[str, str]) -> dict[str, str]:
     """Export variables for in-process libraries that read the environment (Airflow, and the
-    gbadz task code Airflow runs). The one place that writes it."""
+    gbadz task code Airflow runs); return the whole environment, for subprocesses."""
     import os
 
     os.environ.update(values)
     get_settings.cache_clear()
+    return dict(os.environ)
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:

@@ -497,6 +497,47 @@ class TestAdminApi:
         assert 200 == http.post(f"/api/v1/clients/{target}/revoke", headers=admin).status_code
         assert 409 == http.post(f"/api/v1/clients/{target}/revoke", headers=admin).status_code
 
+    def test_unusable_jwks_is_refused_and_never_a_500(
+        self, http: TestClient, app: FastAPI, clients: dict[str, Client]
+    ) -> None:
+        """A JWKS that is not one is refused at registration; a stored bad set is invalid_client, not 500."""
+        response = http.post(
+            "/api/v1/clients",
+            json={
+                "org_id": clients["consumer"].org_id,
+                "role": "consumer",
+                "auth_method": "private_key_jwt",
+                "jwks": {"keys": [{"kty": "bogus"}]},
+            },
+            headers=bearer(fetch_token(http, clients["admin"])),
+        )
+        assert (400, True) == (response.status_code, response.json()["detail"].startswith("jwks:"))
+        from gbadz.access.models import OAuthClient
+
+        with app.state.sessionmaker.begin() as session:  # a row written before registration checked keys
+            session.get(OAuthClient, clients["provider"].client_id).jwks = {"keys": [{"kty": "bogus"}]}  # type: ignore[union-attr]
+            session.get(OAuthClient, clients["provider"].client_id).auth_method = "private_key_jwt"  # type: ignore[union-attr]
+        now = int(time.time())
+        cid = clients["provider"].client_id
+        claims = {
+            "iss": cid,
+            "sub": cid,
+            "aud": f"{app.state.settings.oauth.issuer}/oauth/token",
+            "exp": now + 60,
+            "iat": now,
+            "jti": "j1",
+        }
+        assertion = f"{_b64({'alg': 'RS256', 'kid': 'k'})}.{_b64(claims)}.c2ln"
+        token = http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": assertion,
+            },
+        )
+        assert (400, "invalid_client") == (token.status_code, token.json()["error"])
+
     def test_private_key_client_must_not_register_private_keys(
         self, http: TestClient, clients: dict[str, Client]
     ) -> None:

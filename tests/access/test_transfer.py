@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from gbadz.access.transfer import (
     STRICTNESS,
-    Decision,
     Evidence,
     FactError,
     RulesError,
@@ -392,9 +391,6 @@ class TestRulesFile:
 
 
 class TestEvidence:
-    def _needs(self, kind_facts: TransferFacts) -> Decision:
-        return decide(kind_facts)
-
     def test_assessment_validity_and_warning(self) -> None:
         """A CAC approval is valid for 3 years; within 60 working days of expiry it warns; after, it fails."""
         decision = decide(sz_to_hk(pi_ytd_after=2_000_000))

@@ -84,6 +84,19 @@ class TestFailures:
         assert table is None
         assert expected in report.summary()
 
+    def test_type_error_names_the_right_column_in_any_order(self, hospital: Contract, tmp_path: Path) -> None:
+        """A CSV whose columns come in another order still gets the failing column's own name."""
+        table = samples.generate(hospital.id, 50)
+        reordered = table.select(list(reversed(table.column_names)))
+        reordered = reordered.set_column(
+            reordered.schema.get_field_index("fee_cny"), "fee_cny", pa.array(["lots"] * 50)
+        )
+        path = tmp_path / "reordered.csv"
+        pacsv.write_csv(reordered, path)
+        _, report = validate_file(hospital, path)
+        assert "fee_cny" == report.failures[0].column
+        assert "column fee_cny" in report.summary()
+
     def test_unsupported_and_empty_files(self, hospital: Contract, tmp_path: Path) -> None:
         """Unknown file types and empty files get a reason, not an exception."""
         odd = tmp_path / "data.xlsx"

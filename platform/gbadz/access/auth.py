@@ -266,7 +266,6 @@ def require_scopes(*scopes: str) -> Callable[[Request], Awaitable[Principal]]:
 
 Authenticated = Annotated[Principal, Depends(require_scopes())]
 Admin = Annotated[Principal, Depends(require_scopes("admin"))]
-CatalogReader = Annotated[Principal, Depends(require_scopes("catalog:read"))]
 
 
 def actor_of(principal: Principal) -> str:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import sqlalchemy as sa
 from authlib.oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, OAuth2Request
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc7009 import RevocationEndpoint
@@ -26,6 +26,7 @@ from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -108,7 +109,11 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         return True
 
     def resolve_client_public_key(self, client: ClientRecord) -> KeySet:
-        return KeySet.import_key_set(client.row.jwks or {"keys": []})  # type: ignore[arg-type]
+        try:
+            return KeySet.import_key_set(client.row.jwks or {"keys": []})  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError, KeyError):
+            # Registration validates the JWKS; a stored set that still fails is the client's problem, not a 500.
+            raise InvalidClientError(description="the client's registered keys cannot be used") from None
 
 
 class TokenView(dict[str, Any]):

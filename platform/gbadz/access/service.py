@@ -112,6 +112,14 @@ def create_client(
         raise BadRequest("jwks: private_key_jwt clients must register a JWKS with at least one public key")
     if jwks and any("d" in key for key in jwks.get("keys", [])):
         raise BadRequest("jwks: register public keys only (a key with 'd' is a private key)")
+    if jwks:
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
+        try:
+            KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise BadRequest(f"jwks: not a usable JSON Web Key Set ({exc})") from None
     org = get_organization(session, org_id)
     client_id = "gbz_" + secrets.token_hex(12)
     secret = salt = digest = None

@@ -213,79 +213,68 @@ FACT_NAMES = {
 Predicate = Callable[[Mapping[str, Any]], bool]
 
 
-def _compile_condition(where: str, key: str, value: Any) -> Predicate:
-    for suffix in ("_not_in", "_in", "_gte", "_lt"):
+_OPERATORS = (("_not_in", "not in"), ("_in", "in"), ("_gte", ">="), ("_lt", "<"))
+
+
+def _condition(where: str, key: str, value: Any) -> tuple[str, str, Any]:
+    """Validate one condition; return (fact, Python operator, constant) for the rule's expression."""
+    name, op = key, "=="
+    for suffix, operator in _OPERATORS:
         if key.endswith(suffix) and key[: -len(suffix)] in FACT_NAMES:
-            name, op = key[: -len(suffix)], suffix[1:]
+            name, op = key[: -len(suffix)], operator
             break
-    else:
-        name, op = key, "eq"
     kind = FACT_NAMES.get(name)
     if kind is None:
         raise RulesError(f"{where}: unknown fact {name!r}")
-    if op in ("in", "not_in"):
+    if op in ("in", "not in"):
         if not isinstance(value, list) or not value:
             raise RulesError(f"{where}: {key} needs a non-empty list")
         if isinstance(kind, tuple) and any(v not in kind for v in value):
             raise RulesError(f"{where}: {key} has values outside {', '.join(kind)}")
-        members = frozenset(value)
-        if op == "in":
-            return lambda f: f[name] in members
-        return lambda f: f[name] not in members
-    if op in ("gte", "lt"):
+        return name, op, frozenset(value)
+    if op in (">=", "<"):
         if kind is not int or isinstance(value, bool) or not isinstance(value, int):
             raise RulesError(f"{where}: {key} needs a whole number on a count fact")
-        bound = value
-        if op == "gte":
-            return lambda f: f[name] >= bound
-        return lambda f: f[name] < bound
+        return name, op, value
     if kind is bool and not isinstance(value, bool):
         raise RulesError(f"{where}: {name} is true or false")
     if isinstance(kind, tuple) and value not in kind:
         raise RulesError(f"{where}: {name} must be one of {', '.join(kind)}")
-    expected = value
-    return lambda f: f[name] == expected
+    return name, op, value
 
 
-_OPERATORS = (("_not_in", "not in"), ("_in", "in"), ("_gte", ">="), ("_lt", "<"))
+def _compile_when(where: str, when: Any) -> Predicate | None:
+    """The rule's conditions as one predicate (None: always holds).
 
-
-def _split_condition(key: str) -> tuple[str, str]:
-    """``dest_in`` -> (``dest``, ``in``); a bare fact name compares for equality."""
-    for suffix, operator in _OPERATORS:
-        if key.endswith(suffix) and key[: -len(suffix)] in FACT_NAMES:
-            return key[: -len(suffix)], operator
-    return key, "=="
-
-
-def _compile_when(where: str, when: Any) -> tuple[Predicate, ...]:
-    """One predicate per rule: the validated conditions joined into a single expression.
-
-    The source is generated only from whitelisted fact names and constants bound by name,
-    after :func:`_compile_condition` has validated every condition.
+    The expression is generated only from whitelisted fact names and operators, with the
+    validated constants bound by name: one call per rule instead of one per condition.
     """
     if when is None:
-        return ()
+        return None
     if not isinstance(when, dict):
         raise RulesError(f"{where}: 'when' must be a mapping of conditions")
     if not when:
-        return ()
+        return None
     parts: list[str] = []
     constants: dict[str, Any] = {}
     for i, (key, value) in enumerate(when.items()):
-        _compile_condition(where, key, value)  # validation; raises RulesError
-        name, op = _split_condition(key)
-        constants[f"c{i}"] = frozenset(value) if op in ("in", "not in") else value
+        name, op, constant = _condition(where, key, value)
+        constants[f"c{i}"] = constant
         parts.append(f"f[{name!r}] {op} c{i}")
-    source = "lambda f: " + " and ".join(parts)
     namespace: dict[str, Any] = {"__builtins__": {}, **constants}
-    return (eval(compile(source, f"<rule {where}>", "eval"), namespace),)  # noqa: S307
+    code = compile("lambda f: " + " and ".join(parts), f"<rule {where}>", "eval")
+    predicate: Predicate = eval(code, namespace)  # noqa: S307 - source built from validated names and operators
+    return predicate
+
+
+def _holds(match: Predicate | None, facts: Mapping[str, Any]) -> bool:
+    return match is None or match(facts)
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     id: str
-    conditions: tuple[Predicate, ...]
+    match: Predicate | None
     outcome: str
     legal_basis: str
     obligations: tuple[str, ...]
@@ -298,7 +287,7 @@ class Rule:
 @dataclass(frozen=True, slots=True)
 class AlternativeRule:
     name: str
-    conditions: tuple[Predicate, ...]
+    match: Predicate | None
     outcome: str
     note: str
 
@@ -383,7 +372,7 @@ def parse_rules(raw: bytes) -> RuleSet:
             rules.append(
                 Rule(
                     id=rid,
-                    conditions=_compile_when(where, spec.get("when")),
+                    match=_compile_when(where, spec.get("when")),
                     outcome=spec["outcome"],
                     legal_basis=str(spec["legal_basis"]),
                     obligations=_strings(where, spec.get("obligations"))
@@ -474,8 +463,7 @@ def decide(facts: TransferFacts, rules: RuleSet | None = None) -> Decision:
         if f["origin"] not in origins:
             continue
         for rule in regime_rules:
-            conditions = rule.conditions
-            if not conditions or conditions[0](f):
+            if rule.match is None or rule.match(f):
                 return _decision(rule, f, facts, rules)
     return Decision(
         outcome="HUMAN_REVIEW",
@@ -500,7 +488,7 @@ def _decision(rule: Rule, f: Mapping[str, Any], facts: TransferFacts, rules: Rul
     alternatives = tuple(
         Alternative(alt.outcome, alt.note)
         for alt in (rules.alternatives[name] for name in rule.alternatives)
-        if all(check(f) for check in alt.conditions)
+        if _holds(alt.match, f)
     )
     if rule.counter is not None:
         counter = rule.counter

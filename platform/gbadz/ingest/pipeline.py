@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 from minio import Minio
 from minio.error import S3Error
@@ -308,7 +307,7 @@ def register(
             for key, value in fields.items():
                 setattr(dataset, key, value)
         session.flush()
-        quality = report.as_dict()
+        quality = json.loads(json.dumps(report.as_dict(), default=str))  # JSON-safe once, stored twice
         session.add(
             DatasetVersion(
                 dataset_id=contract.id,
@@ -317,7 +316,7 @@ def register(
                 contract_version=contract.version,
                 manifest_key=manifest_key,
                 row_count=rows,
-                quality=json.loads(json.dumps(quality, default=str)),
+                quality=quality,
             )
         )
         session.add(
@@ -328,7 +327,7 @@ def register(
                 status="accepted",
                 version=version,
                 summary=report.summary(),
-                report=json.loads(json.dumps(quality, default=str)),
+                report=quality,
             )
         )
         audit.record(
@@ -375,17 +374,3 @@ def ingest(ctx: IngestContext, contract: Contract, contract_sha256: str, source:
 
 def contract_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read_version(ctx: IngestContext, manifest: dict[str, Any]) -> pa.Table:
-    """Read a published version's unprotected columns (no keys): what anyone with bucket access sees."""
-    import io
-
-    store = storage.ObjectStore(ctx.client, ctx.settings.s3)
-    protected = {c["name"] for c in manifest["protected_columns"]}
-    tables = []
-    for f in manifest["files"]:
-        data = store.get_bytes(ctx.settings.s3.curated_bucket, f["key"])
-        columns = [c["name"] for c in manifest["schema"] if c["name"] not in protected]
-        tables.append(pq.read_table(io.BytesIO(data), columns=columns))
-    return pa.concat_tables(tables)

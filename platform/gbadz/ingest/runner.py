@@ -82,14 +82,11 @@ def load_dag(dags_folder: Path) -> Any:
 
 def run(settings: Settings, contract_path: Path, source: Path, dags_folder: Path) -> RunOutcome:
     """Ingest one file through the real DAG; the outcome is read back from the catalog."""
-    import os
-
     contract = load_contract(contract_path)
     if not source.is_file():
         raise ServicesError(f"{source}: no such file")
     env = airflow_environment(settings, dags_folder) | settings_environment(settings)
-    apply_environment(env)
-    ensure_metadata_db({**os.environ, **env})  # noqa: TID251 - the Airflow CLI subprocess needs PATH
+    ensure_metadata_db(apply_environment(env))
     # Airflow logs to stdout; keep stdout for the caller's result (e.g. --json).
     with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")

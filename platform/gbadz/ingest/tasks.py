@@ -18,7 +18,7 @@ from gbadz.config import get_settings
 from gbadz.embedded import resolve_settings
 from gbadz.ingest import pipeline
 from gbadz.ingest.contract import Contract, load_contract
-from gbadz.ingest.validate import QualityReport, read_table, run_suite
+from gbadz.ingest.validate import QualityReport, read_table, validate_file
 
 
 def _context() -> pipeline.IngestContext:
@@ -49,9 +49,7 @@ def validate(contract_path: str, landed: dict[str, Any]) -> dict[str, Any]:
     if existing is not None:
         return {"success": True, "existing_version": existing.version, "summary": "already published"}
     with tempfile.TemporaryDirectory(prefix="gbadz-validate-") as tmp:
-        raw = pipeline.fetch_raw(ctx, contract, _landed(landed), Path(tmp))
-        table = read_table(contract, raw)
-        report = table if isinstance(table, QualityReport) else run_suite(contract, table)
+        _, report = validate_file(contract, pipeline.fetch_raw(ctx, contract, _landed(landed), Path(tmp)))
     key = f"{contract.id}/reports/{landed['sha256']}.json"
     storage.ObjectStore(ctx.client, ctx.settings.s3).put_bytes(
         ctx.settings.s3.landing_bucket,

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -85,10 +84,21 @@ def _schema_failure(contract: Contract, detail: str, column: str | None = None) 
     )
 
 
+def _column_mismatch(expected: list[str], found: list[str]) -> str | None:
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    parts = [
+        f"missing columns: {', '.join(missing)}" if missing else "",
+        f"unexpected columns: {', '.join(extra)}" if extra else "",
+    ]
+    return "; ".join(p for p in parts if p) or None
+
+
 def read_table(contract: Contract, path: Path) -> pa.Table | QualityReport:
     """The file as an Arrow table with the contract's column types, or a failed report saying why."""
     props = contract.table.properties
     expected = [p.name for p in props]
+    header = expected
     types = {p.name: ARROW_TYPES[p.logicalType] for p in props}
     suffix = path.suffix.lower()
     try:
@@ -96,19 +106,10 @@ def read_table(contract: Contract, path: Path) -> pa.Table | QualityReport:
             table = pq.read_table(path)
         elif suffix in (".csv", ".txt"):
             with pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(column_types={})) as reader:
-                first = reader.schema.names
-            missing = [c for c in expected if c not in first]
-            extra = [c for c in first if c not in types]
-            if missing or extra:
-                detail = "; ".join(
-                    x
-                    for x in (
-                        f"missing columns: {', '.join(missing)}" if missing else "",
-                        f"unexpected columns: {', '.join(extra)}" if extra else "",
-                    )
-                    if x
-                )
-                return _schema_failure(contract, detail)
+                header = reader.schema.names
+            mismatch = _column_mismatch(expected, header)
+            if mismatch:
+                return _schema_failure(contract, mismatch)
             table = pacsv.read_csv(
                 path,
                 read_options=pacsv.ReadOptions(block_size=16 << 20),
@@ -124,21 +125,15 @@ def read_table(contract: Contract, path: Path) -> pa.Table | QualityReport:
         message = str(exc).splitlines()[0][:300]
         found = re.search(r"CSV column #(\d+)", message)
         column = None
-        if found is not None and int(found.group(1)) < len(expected):
-            column = expected[int(found.group(1))]
+        if found is not None and int(found.group(1)) < len(header):
+            column = header[int(found.group(1))]  # the position is in the file's own column order
             message = message.replace(found.group(0), f"column {column}")
         return _schema_failure(contract, f"the file does not match the contract's types: {message}", column)
     except (OSError, UnicodeDecodeError) as exc:
         return _schema_failure(contract, f"the file cannot be read: {exc}")
-    names = table.column_names
-    missing = [c for c in expected if c not in names]
-    extra = [c for c in names if c not in types]
-    if missing or extra:
-        parts = [
-            f"missing columns: {', '.join(missing)}" if missing else "",
-            f"unexpected columns: {', '.join(extra)}" if extra else "",
-        ]
-        return _schema_failure(contract, "; ".join(p for p in parts if p))
+    mismatch = _column_mismatch(expected, table.column_names)
+    if mismatch:
+        return _schema_failure(contract, mismatch)
     columns = []
     for name in expected:
         column = table[name]
@@ -272,7 +267,3 @@ def validate_file(contract: Contract, path: Path) -> tuple[pa.Table | None, Qual
         return None, table
     report = run_suite(contract, table)
     return (table if report.success else None), report
-
-
-def null_count(table: pa.Table, column: str) -> int:
-    return int(pc.sum(pc.is_null(table[column])).as_py() or 0)
