@@ -1,7 +1,7 @@
 """Ingest one provider upload: land -> validate -> publish | quarantine.
 
 One parametrised DAG for every contract (ADR 0009): the run's conf names the contract file
-and the uploaded file. The steps live in gbadz.ingest.tasks; this file only wires them.
+and the uploaded file, or the id of an upload the API already landed (ADR 0010). The steps live in gbadz.ingest.tasks; this file only wires them.
 """
 
 from __future__ import annotations
@@ -25,8 +25,17 @@ DEFAULT_ARGS = {"retries": 2, "retry_delay": timedelta(seconds=10), "retry_expon
     default_args=DEFAULT_ARGS,
     tags=["gbadz", "ingest"],
     params={
-        "contract": Param(type="string", description="Path of the data contract (contracts/*.yaml)"),
-        "source": Param(type="string", description="Path of the uploaded CSV or Parquet file"),
+        "contract": Param(
+            None, type=["null", "string"], description="Path of the data contract (contracts/*.yaml)"
+        ),
+        "source": Param(
+            None, type=["null", "string"], description="Path of the uploaded CSV or Parquet file"
+        ),
+        "upload": Param(
+            None,
+            type=["null", "integer"],
+            description="Or: the id of an upload the API landed (its contract comes from the catalog)",
+        ),
     },
 )
 def gbadz_ingest() -> None:
@@ -35,36 +44,33 @@ def gbadz_ingest() -> None:
         from gbadz.ingest import tasks
 
         assert params is not None
+        if params.get("upload") is not None:
+            return tasks.land_upload(int(params["upload"]))
+        if not params.get("contract") or not params.get("source"):
+            raise ValueError("give either upload, or both contract and source")
         return tasks.land(params["contract"], params["source"])
 
     @task
-    def validate(landed: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def validate(landed: dict[str, Any]) -> dict[str, Any]:
         from gbadz.ingest import tasks
 
-        assert params is not None
-        return tasks.validate(params["contract"], landed)
+        return tasks.validate(landed)
 
     @task.branch
     def route(validation: dict[str, Any]) -> str:
         return "publish" if validation["success"] else "quarantine"
 
     @task
-    def publish(
-        landed: dict[str, Any], validation: dict[str, Any], params: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def publish(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
         from gbadz.ingest import tasks
 
-        assert params is not None
-        return tasks.publish(params["contract"], landed, validation)
+        return tasks.publish(landed, validation)
 
     @task
-    def quarantine(
-        landed: dict[str, Any], validation: dict[str, Any], params: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def quarantine(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
         from gbadz.ingest import tasks
 
-        assert params is not None
-        return tasks.quarantine(params["contract"], landed, validation)
+        return tasks.quarantine(landed, validation)
 
     landed = land()
     validation = validate(landed)

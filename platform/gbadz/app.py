@@ -181,9 +181,14 @@ def create_app(settings: Settings) -> FastAPI:
     from gbadz.access import auth, oauth
     from gbadz.access import routes as access_routes
     from gbadz.access.tokens import TokenService
+    from gbadz.catalog import routes as catalog_routes
+    from gbadz.catalog.search import CatalogSearch
     from gbadz.crypto.keys import provider_from_settings
 
-    tokens = TokenService(settings.oauth, provider_from_settings(settings))
+    app.state.keys = provider_from_settings(settings)
+    app.state.org_jurisdictions = {}
+    app.state.catalog_search = CatalogSearch(engine.dialect.name)
+    tokens = TokenService(settings.oauth, app.state.keys)
     server = oauth.GbadzAuthorizationServer(settings.oauth, app.state.sessionmaker, tokens)
     app.state.tokens = tokens
     app.state.authorization_server = server
@@ -192,6 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
     limiter = oauth.FailureLimiter(settings.oauth.failed_auth_limit, settings.oauth.failed_auth_window_s)
     app.include_router(oauth.build_router(server, limiter))
     app.include_router(access_routes.router)
+    app.include_router(catalog_routes.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -442,6 +442,42 @@ def ingest(
         raise typer.Exit(1)
 
 
+@app.command("ingest-queued")
+def ingest_queued(
+    dags_folder: Annotated[
+        Path | None, typer.Option(help="Folder holding gbadz_ingest.py (default: ./dags).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run every upload the API landed and queued through the ingest DAG, oldest first."""
+    from gbadz.ingest import runner
+
+    settings = _resolved()
+    results = []
+    for run_id in runner.queued_uploads(settings):
+        with err.status(f"ingesting upload {run_id}…"):
+            outcome = runner.run_upload(settings, run_id, dags_folder or runner.default_dags_folder())
+        results.append(
+            {
+                "upload": run_id,
+                "accepted": outcome.accepted,
+                "version": outcome.version,
+                "summary": outcome.summary,
+            }
+        )
+        if not as_json:
+            verdict = (
+                f"[green]published[/green] version {outcome.version}"
+                if outcome.accepted
+                else "[red]rejected[/red]"
+            )
+            out.print(f"upload {run_id}: {verdict}: {outcome.summary}", soft_wrap=True)
+    if as_json:
+        _print_json({"uploads": results})
+    elif not results:
+        out.print("no queued uploads")
+
+
 @app.command("check")
 def check(as_json: JsonFlag = False) -> None:
     """Check that the database and S3 are usable; exit 1 naming every problem on one line."""

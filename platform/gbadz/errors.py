@@ -125,3 +125,17 @@ class InsufficientScope(Forbidden):
 
 class TooManyRequests(GbadzError):
     status_code = 429
+
+
+class PreconditionFailed(GbadzError):
+    """``If-Match`` named a representation that is no longer current (someone changed it first)."""
+
+    status_code = 412
+
+
+class PayloadTooLarge(GbadzError):
+    status_code = 413
+
+
+class UnsupportedMediaType(GbadzError):
+    status_code = 415

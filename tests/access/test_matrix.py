@@ -36,11 +36,11 @@ def _required_scopes(dependant: Any) -> tuple[str, ...] | None:
 
 
 def _operations(app: FastAPI) -> list[tuple[str, str, tuple[str, ...] | None]]:
-    routes = {r.path: r for r in app.routes if isinstance(r, APIRoute)}
+    routes = {(r.path, m): r for r in app.routes if isinstance(r, APIRoute) for m in r.methods}
     result = []
     for path, item in app.openapi()["paths"].items():
         for method in item:
-            result.append((method.upper(), path, _required_scopes(routes[path].dependant)))
+            result.append((method.upper(), path, _required_scopes(routes[path, method.upper()].dependant)))
     return result
 
 
@@ -70,4 +70,4 @@ class TestAuthorizationMatrix:
                 allowed = set(scopes or ()) <= ROLE_SCOPES[role]
                 if (allowed and status in {401, 403}) or (not allowed and status != 403) or status >= 500:
                     failures.append((method, path, role, status))
-        assert [] == failures
+        assert [] == failures, failures

@@ -26,6 +26,19 @@ class Dataset(Base):
     contract_sha256: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # The organisation that owns the dataset (None for datasets published before it registered).
+    provider_org_id: Mapped[str | None] = mapped_column(sa.String(36), default=None, index=True)
+    # Denormalised from the contract for listing, filtering and visibility (catalog.service keeps them).
+    regime: Mapped[str] = mapped_column(sa.String(16), default="elsewhere")
+    visible_to: Mapped[str] = mapped_column(sa.String(200), default=" ")  # " HK MO "
+    purposes: Mapped[str] = mapped_column(sa.String(500), default=" ")  # " research statistics "
+    search_name: Mapped[str] = mapped_column(sa.Text, default="")
+    search_tags: Mapped[str] = mapped_column(sa.Text, default="")
+    search_columns: Mapped[str] = mapped_column(sa.Text, default="")
+    search_description: Mapped[str] = mapped_column(sa.Text, default="")
+    current_version: Mapped[int | None] = mapped_column(sa.Integer, default=None)
+    row_count: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class DatasetVersion(Base):
@@ -54,8 +67,9 @@ class IngestionRun(Base):
     dataset_id: Mapped[str] = mapped_column(sa.String(100), index=True)
     source_sha256: Mapped[str] = mapped_column(sa.String(64))
     landing_key: Mapped[str] = mapped_column(sa.String(500))
-    status: Mapped[str] = mapped_column(sa.String(16))  # accepted | rejected
+    status: Mapped[str] = mapped_column(sa.String(16))  # queued | accepted | rejected
     version: Mapped[int | None] = mapped_column(sa.Integer, default=None)
     summary: Mapped[str] = mapped_column(sa.Text)
     report: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    submitted_by: Mapped[str | None] = mapped_column(sa.String(200), default=None)

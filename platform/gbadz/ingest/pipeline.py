@@ -29,7 +29,8 @@ from minio.error import S3Error
 from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz import audit, db, storage
-from gbadz.catalog.models import Dataset, DatasetVersion, IngestionRun
+from gbadz.catalog import service as catalog_service
+from gbadz.catalog.models import DatasetVersion, IngestionRun
 from gbadz.config import Settings
 from gbadz.crypto.columns import ColumnProtector, ProtectedColumn
 from gbadz.crypto.envelope import EncryptingReader, decrypt_stream
@@ -157,7 +158,21 @@ def existing_version(ctx: IngestContext, contract: Contract, sha: str) -> Datase
         return row
 
 
-def quarantine(ctx: IngestContext, contract: Contract, landed: Landed, report: QualityReport) -> str:
+def reuse(ctx: IngestContext, found: DatasetVersion, run_id: int | None) -> None:
+    """A queued upload whose bytes were already published: close its run against that version."""
+    if run_id is None:
+        return
+    with db.session_scope(ctx.sessions) as session:
+        run = session.get(IngestionRun, run_id)
+        if run is not None and run.status == "queued":
+            run.status, run.version = "accepted", found.version
+            run.summary = f"identical to version {found.version}; nothing new published"
+            run.finished_at = datetime.now(UTC)
+
+
+def quarantine(
+    ctx: IngestContext, contract: Contract, landed: Landed, report: QualityReport, run_id: int | None = None
+) -> str:
     """Keep the quality report beside the raw file and record the rejected run; nothing is published."""
     key = f"{contract.id}/quarantine/{landed.sha256}.report.json"
     body = json.dumps(report.as_dict(), default=str, indent=2).encode()
@@ -165,15 +180,15 @@ def quarantine(ctx: IngestContext, contract: Contract, landed: Landed, report: Q
         ctx.settings.s3.landing_bucket, key, body, "application/json"
     )
     with db.session_scope(ctx.sessions) as session:
-        session.add(
-            IngestionRun(
-                dataset_id=contract.id,
-                source_sha256=landed.sha256,
-                landing_key=landed.key,
-                status="rejected",
-                summary=report.summary(),
-                report=json.loads(body),
-            )
+        _finish_run(
+            session,
+            run_id,
+            dataset_id=contract.id,
+            source_sha256=landed.sha256,
+            landing_key=landed.key,
+            status="rejected",
+            summary=report.summary(),
+            report=json.loads(body),
         )
         audit.record(
             session,
@@ -220,10 +235,12 @@ def publish(
     protected: list[ProtectedColumn],
     report: QualityReport,
     contract_sha256: str,
+    run_id: int | None = None,
 ) -> Published:
     """Write the protected Parquet, then the manifest, then register the version."""
     found = existing_version(ctx, contract, landed.sha256)
     if found is not None:
+        reuse(ctx, found, run_id)
         return Published(found.version, found.manifest_key, found.row_count, reused=True)
     with ctx.sessions() as session:
         version = _next_version(session, contract.id)
@@ -273,7 +290,7 @@ def publish(
     storage.ObjectStore(ctx.client, ctx.settings.s3).put_bytes(
         bucket, manifest_key, json.dumps(manifest, indent=2).encode(), "application/json"
     )
-    register(ctx, contract, contract_sha256, landed, version, manifest_key, table.num_rows, report)
+    register(ctx, contract, contract_sha256, landed, version, manifest_key, table.num_rows, report, run_id)
     return Published(version, manifest_key, table.num_rows, reused=False)
 
 
@@ -286,49 +303,34 @@ def register(
     manifest_key: str,
     rows: int,
     report: QualityReport,
+    run_id: int | None = None,
 ) -> None:
-    contract_doc = json.loads(contract.model_dump_json(by_alias=True))
     with db.session_scope(ctx.sessions) as session:
-        dataset = session.get(Dataset, contract.id)
-        fields = {
-            "name": contract.name,
-            "provider_name": contract.gbadz.provider.organization,
-            "origin": contract.gbadz.origin,
-            "category": contract.gbadz.category,
-            "has_pi": contract.has_pi,
-            "has_spi": contract.has_spi,
-            "status": contract.status,
-            "contract": contract_doc,
-            "contract_sha256": contract_sha256,
-        }
-        if dataset is None:
-            session.add(Dataset(id=contract.id, **fields))
-        else:
-            for key, value in fields.items():
-                setattr(dataset, key, value)
+        dataset = catalog_service.apply_contract(session, contract, contract_sha256)
         session.flush()
         quality = json.loads(json.dumps(report.as_dict(), default=str))  # JSON-safe once, stored twice
-        session.add(
-            DatasetVersion(
-                dataset_id=contract.id,
-                version=version,
-                source_sha256=landed.sha256,
-                contract_version=contract.version,
-                manifest_key=manifest_key,
-                row_count=rows,
-                quality=quality,
-            )
+        row = DatasetVersion(
+            dataset_id=contract.id,
+            version=version,
+            source_sha256=landed.sha256,
+            contract_version=contract.version,
+            manifest_key=manifest_key,
+            row_count=rows,
+            quality=quality,
+            published_at=datetime.now(UTC),
         )
-        session.add(
-            IngestionRun(
-                dataset_id=contract.id,
-                source_sha256=landed.sha256,
-                landing_key=landed.key,
-                status="accepted",
-                version=version,
-                summary=report.summary(),
-                report=quality,
-            )
+        session.add(row)
+        catalog_service.note_version(dataset, row)
+        _finish_run(
+            session,
+            run_id,
+            dataset_id=contract.id,
+            source_sha256=landed.sha256,
+            landing_key=landed.key,
+            status="accepted",
+            version=version,
+            summary=report.summary(),
+            report=quality,
         )
         audit.record(
             session,
@@ -343,6 +345,17 @@ def register(
                 "manifest": manifest_key,
             },
         )
+
+
+def _finish_run(session: Session, run_id: int | None, **fields: Any) -> None:
+    """Record an ingestion's outcome: on its queued upload's row if there is one, else a new row."""
+    run = session.get(IngestionRun, run_id) if run_id is not None else None
+    if run is None:
+        session.add(IngestionRun(**fields))
+        return
+    for key, value in fields.items():
+        setattr(run, key, value)
+    run.finished_at = datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -80,37 +80,31 @@ def load_dag(dags_folder: Path) -> Any:
     return module.ingest_dag
 
 
-def run(settings: Settings, contract_path: Path, source: Path, dags_folder: Path) -> RunOutcome:
-    """Ingest one file through the real DAG; the outcome is read back from the catalog."""
-    contract = load_contract(contract_path)
-    if not source.is_file():
-        raise ServicesError(f"{source}: no such file")
+def _run_dag(settings: Settings, conf: dict[str, Any], dags_folder: Path) -> tuple[str, dict[str, str]]:
     env = airflow_environment(settings, dags_folder) | settings_environment(settings)
     ensure_metadata_db(apply_environment(env))
     # Airflow logs to stdout; keep stdout for the caller's result (e.g. --json).
     with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
         dag = load_dag(dags_folder)
-        dag_run = dag.test(
-            run_conf={"contract": str(contract_path.resolve()), "source": str(source.resolve())}
-        )
+        dag_run = dag.test(run_conf=conf)
     tasks = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-    sha, _ = pipeline._file_sha256(source)
+    return str(dag_run.state), tasks
+
+
+def _outcome(settings: Settings, where: Any, dag_state: str, tasks: dict[str, str]) -> RunOutcome:
     engine = db.create_engine(settings.db)
     try:
         with db.make_sessionmaker(engine)() as session:
             run_row = session.scalar(
-                sa.select(IngestionRun)
-                .where(IngestionRun.dataset_id == contract.id, IngestionRun.source_sha256 == sha)
-                .order_by(IngestionRun.id.desc())
-                .limit(1)
+                sa.select(IngestionRun).where(where).order_by(IngestionRun.id.desc()).limit(1)
             )
-            if run_row is None:
+            if run_row is None or run_row.status == "queued":
                 raise ServicesError(
-                    f"the ingest DAG ended {dag_run.state} without recording a result; task states: {tasks}"
+                    f"the ingest DAG ended {dag_state} without recording a result; task states: {tasks}"
                 )
             return RunOutcome(
-                dag_state=str(dag_run.state),
+                dag_state=dag_state,
                 task_states=tasks,
                 accepted=run_row.status == "accepted",
                 version=run_row.version,
@@ -119,3 +113,37 @@ def run(settings: Settings, contract_path: Path, source: Path, dags_folder: Path
             )
     finally:
         engine.dispose()
+
+
+def run(settings: Settings, contract_path: Path, source: Path, dags_folder: Path) -> RunOutcome:
+    """Ingest one file through the real DAG; the outcome is read back from the catalog."""
+    contract = load_contract(contract_path)
+    if not source.is_file():
+        raise ServicesError(f"{source}: no such file")
+    state, tasks = _run_dag(
+        settings, {"contract": str(contract_path.resolve()), "source": str(source.resolve())}, dags_folder
+    )
+    sha, _ = pipeline._file_sha256(source)
+    where = sa.and_(IngestionRun.dataset_id == contract.id, IngestionRun.source_sha256 == sha)
+    return _outcome(settings, where, state, tasks)
+
+
+def queued_uploads(settings: Settings) -> list[int]:
+    engine = db.create_engine(settings.db)
+    try:
+        with db.make_sessionmaker(engine)() as session:
+            return list(
+                session.scalars(
+                    sa.select(IngestionRun.id)
+                    .where(IngestionRun.status == "queued")
+                    .order_by(IngestionRun.id)
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def run_upload(settings: Settings, run_id: int, dags_folder: Path) -> RunOutcome:
+    """Ingest an upload the API landed (its queued run) through the real DAG."""
+    state, tasks = _run_dag(settings, {"upload": run_id}, dags_folder)
+    return _outcome(settings, IngestionRun.id == run_id, state, tasks)

@@ -20,6 +20,8 @@ from gbadz.ingest import pipeline
 from gbadz.ingest.contract import Contract, load_contract
 from gbadz.ingest.validate import QualityReport, read_table, validate_file
 
+CATALOG_REF = "catalog:"
+
 
 def _context() -> pipeline.IngestContext:
     return pipeline.IngestContext.from_settings(resolve_settings(get_settings()))
@@ -31,20 +33,59 @@ def _landed(data: dict[str, Any]) -> pipeline.Landed:
     )
 
 
+def _contract(ref: str) -> Contract:
+    """A contract by reference: a file path, or ``catalog:<dataset id>`` for a registered one."""
+    if ref.startswith(CATALOG_REF):
+        from gbadz.catalog.models import Dataset
+        from gbadz.catalog.service import stored_contract
+
+        with _context().sessions() as session:
+            dataset = session.get(Dataset, ref.removeprefix(CATALOG_REF))
+            if dataset is None:
+                raise ValueError(f"{ref}: no such dataset in the catalog")
+            return stored_contract(dataset)
+    return load_contract(Path(ref))
+
+
 def land(contract_path: str, source: str) -> dict[str, Any]:
     contract = load_contract(Path(contract_path))
     landed = pipeline.land(_context(), contract, Path(source))
     return {
         "contract": contract.id,
+        "contract_ref": contract_path,
         "contract_sha256": pipeline.contract_hash(Path(contract_path)),
+        "upload": None,
         **asdict(landed),
     }
 
 
-def validate(contract_path: str, landed: dict[str, Any]) -> dict[str, Any]:
+def land_upload(run_id: int) -> dict[str, Any]:
+    """An upload the API already landed: its queued run says where it is."""
+    from gbadz.catalog.models import Dataset, IngestionRun
+
+    with _context().sessions() as session:
+        run = session.get(IngestionRun, run_id)
+        if run is None or run.status != "queued":
+            raise ValueError(f"upload {run_id}: no queued upload with that id")
+        dataset = session.get(Dataset, run.dataset_id)
+        if dataset is None:
+            raise ValueError(f"upload {run_id}: its dataset {run.dataset_id!r} is not in the catalog")
+        return {
+            "contract": dataset.id,
+            "contract_ref": CATALOG_REF + dataset.id,
+            "contract_sha256": dataset.contract_sha256,
+            "upload": run_id,
+            "key": run.landing_key,
+            "sha256": run.source_sha256,
+            "size": int(run.report.get("size", 0)),
+            "suffix": str(run.report.get("suffix", ".csv")),
+        }
+
+
+def validate(landed: dict[str, Any]) -> dict[str, Any]:
     """Validate the landed file; keep the report in the landing bucket; say where to go next."""
     ctx = _context()
-    contract = load_contract(Path(contract_path))
+    contract = _contract(landed["contract_ref"])
     existing = pipeline.existing_version(ctx, contract, landed["sha256"])
     if existing is not None:
         return {"success": True, "existing_version": existing.version, "summary": "already published"}
@@ -70,10 +111,13 @@ def _report(ctx: pipeline.IngestContext, key: str) -> QualityReport:
     return QualityReport(**data)
 
 
-def publish(contract_path: str, landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
+def publish(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
     ctx = _context()
-    contract = load_contract(Path(contract_path))
+    contract = _contract(landed["contract_ref"])
     if validation.get("existing_version"):
+        found = pipeline.existing_version(ctx, contract, landed["sha256"])
+        if found is not None:
+            pipeline.reuse(ctx, found, landed.get("upload"))
         return {"version": validation["existing_version"], "reused": True}
     report = _report(ctx, validation["report_key"])
     with tempfile.TemporaryDirectory(prefix="gbadz-publish-") as tmp:
@@ -83,13 +127,22 @@ def publish(contract_path: str, landed: dict[str, Any], validation: dict[str, An
         raise RuntimeError(f"{contract.id}: landed file no longer reads: {table.summary()}")
     protected_table, protected = pipeline.protect(ctx, contract, table)
     published = pipeline.publish(
-        ctx, contract, _landed(landed), protected_table, protected, report, landed["contract_sha256"]
+        ctx,
+        contract,
+        _landed(landed),
+        protected_table,
+        protected,
+        report,
+        landed["contract_sha256"],
+        run_id=landed.get("upload"),
     )
     return asdict(published)
 
 
-def quarantine(contract_path: str, landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
+def quarantine(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
     ctx = _context()
-    contract: Contract = load_contract(Path(contract_path))
-    key = pipeline.quarantine(ctx, contract, _landed(landed), _report(ctx, validation["report_key"]))
+    contract: Contract = _contract(landed["contract_ref"])
+    key = pipeline.quarantine(
+        ctx, contract, _landed(landed), _report(ctx, validation["report_key"]), run_id=landed.get("upload")
+    )
     return {"quarantine_key": key, "summary": validation["summary"]}

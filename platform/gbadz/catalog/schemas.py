@@ -1,0 +1,125 @@
+"""Wire schemas of the catalog API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ProviderRef(BaseModel):
+    name: str = Field(examples=["Shenzhen Harbour Hospital Group"])
+    org_id: str | None = Field(default=None, description="the registered organisation, if any")
+
+
+class DatasetSummary(BaseModel):
+    id: str = Field(examples=["mo-tourism-visitor-arrivals"])
+    name: str = Field(examples=["Macao visitor arrivals by origin and port"])
+    provider: ProviderRef
+    origin: str = Field(examples=["MO"], description="jurisdiction where the data was collected")
+    category: Literal["general", "important", "core"]
+    has_pi: bool = Field(description="contains personal information")
+    has_spi: bool = Field(description="contains sensitive personal information")
+    status: Literal["proposed", "draft", "active", "deprecated", "retired"]
+    tags: list[str]
+    summary: str = Field(description="the contract's stated purpose, shortened")
+    licence_purposes: list[str] = Field(examples=[["statistics", "research"]])
+    current_version: int | None
+    row_count: int | None
+    published_at: datetime | None
+    updated_at: datetime
+    score: int | None = Field(default=None, description="relevance (only when sorted by relevance)")
+
+
+class DatasetPage(BaseModel):
+    items: list[DatasetSummary]
+    total: int = Field(description="datasets matching the query that the caller may see")
+    next_cursor: str | None = Field(description="pass as cursor= for the next page; null on the last")
+    sort: Literal["relevance", "name", "-updated"]
+
+
+class ColumnRead(BaseModel):
+    name: str
+    type: str
+    description: str | None
+    required: bool
+    unique: bool
+    classification: Literal["general", "pi", "spi"]
+    spi_category: str | None
+    protection: str
+    subject_identifier: bool
+    tags: list[str]
+    examples: list[Any] | None = Field(description="sample values; never given for personal columns")
+
+
+class LicenceRead(BaseModel):
+    permitted_purposes: list[str]
+    max_grant_duration: str = Field(examples=["P1Y"])
+    onward_transfer_allowed: bool
+    attribution: str | None
+
+
+class QualitySummary(BaseModel):
+    success: bool
+    evaluated: int
+    failed: int
+    failed_checks: list[str]
+
+
+class VersionSummary(BaseModel):
+    version: int
+    row_count: int
+    contract_version: str
+    source_sha256: str
+    published_at: datetime
+    quality: QualitySummary
+
+
+class Freshness(BaseModel):
+    latest_version_published_at: datetime | None
+    contract_updated_at: datetime
+
+
+class DatasetDetail(DatasetSummary):
+    description: dict[str, str | None]
+    sector_overlay: str
+    columns: list[ColumnRead]
+    licence: LicenceRead
+    contract_version: str
+    contract_sha256: str
+    latest: VersionSummary | None
+    freshness: Freshness
+    contract: dict[str, Any] | None = Field(
+        default=None, description="the full ODCS contract (only for the provider)"
+    )
+
+
+class VersionDetail(VersionSummary):
+    dataset_id: str
+    manifest: dict[str, Any]
+    quality_report: dict[str, Any]
+
+
+class IngestionRunRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    dataset_id: str
+    status: Literal["queued", "accepted", "rejected"]
+    source_sha256: str
+    landing_key: str
+    version: int | None
+    summary: str
+    finished_at: datetime
+    submitted_by: str | None
+
+
+class UploadAccepted(IngestionRunRead):
+    size: int
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=3, max_length=1000, examples=["superseded by hk-logistics-deliveries-v2"])

@@ -1,0 +1,303 @@
+"""Catalog rules: who may see a dataset, and how providers register, change and retire one.
+
+Visibility (ADR 0010) is decided in one place for both the SQL listing
+(:func:`visibility_clause`) and single reads (:func:`can_see`):
+
+- the provider organisation always sees its own datasets, in every status;
+- everyone else sees only ``active`` and ``deprecated`` datasets, never drafts;
+- a dataset of category ``important`` or ``core`` is seen only by organisations under the
+  same legal regime as its origin (the Mainland, Hong Kong, Macao) or whose jurisdiction
+  the contract lists in ``gbadz.visible_to``; to anyone else it does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from gbadz import audit
+from gbadz.access.identity import GBA9_CITIES
+from gbadz.access.models import Organization
+from gbadz.catalog.models import Dataset, DatasetVersion
+from gbadz.errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed
+from gbadz.ingest.contract import Contract, ContractError, parse_contract
+
+REGIMES = {**dict.fromkeys(GBA9_CITIES, "mainland"), "CN": "mainland", "HK": "hong_kong", "MO": "macao"}
+LISTED_STATUSES = ("active", "deprecated")
+RESTRICTED_CATEGORIES = ("important", "core")
+
+
+def regime_of(jurisdiction: str) -> str:
+    return REGIMES.get(jurisdiction, "elsewhere")
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Whoever reads the catalog: their organisation and its jurisdiction."""
+
+    org_id: str
+    jurisdiction: str  # OTHER for organisations we do not know (e.g. an external issuer's)
+
+    @property
+    def regime(self) -> str:
+        return regime_of(self.jurisdiction)
+
+
+def viewer_for(session: Session, org_id: str) -> Viewer:
+    org = session.get(Organization, org_id)
+    return Viewer(org_id, org.jurisdiction if org is not None else "OTHER")
+
+
+def _spaced(values: Iterable[str]) -> str:
+    """``" a b "``: one value per space-delimited slot, so ``LIKE '% a %'`` matches exactly."""
+    return " " + " ".join(sorted(set(values))) + " "
+
+
+def visibility_clause(viewer: Viewer) -> sa.ColumnElement[bool]:
+    owner = Dataset.provider_org_id == viewer.org_id
+    listed = Dataset.status.in_(LISTED_STATUSES)
+    open_category = Dataset.category.not_in(RESTRICTED_CATEGORIES)
+    allowed = sa.or_(
+        open_category,
+        Dataset.regime == viewer.regime if viewer.regime != "elsewhere" else sa.false(),
+        Dataset.visible_to.like(f"% {viewer.jurisdiction} %"),
+    )
+    return sa.or_(owner, sa.and_(listed, allowed))
+
+
+def can_see(dataset: Dataset, viewer: Viewer) -> bool:
+    if dataset.provider_org_id is not None and dataset.provider_org_id == viewer.org_id:
+        return True
+    if dataset.status not in LISTED_STATUSES:
+        return False
+    if dataset.category not in RESTRICTED_CATEGORIES:
+        return True
+    same_regime = viewer.regime != "elsewhere" and dataset.regime == viewer.regime
+    return same_regime or f" {viewer.jurisdiction} " in dataset.visible_to
+
+
+def get_visible(session: Session, viewer: Viewer, dataset_id: str) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or not can_see(dataset, viewer):
+        raise NotFound(f"no dataset {dataset_id!r}")
+    return dataset
+
+
+def get_owned(session: Session, viewer: Viewer, dataset_id: str, *, lock: bool = False) -> Dataset:
+    """The dataset if the viewer's organisation provides it (404 if hidden, 403 if only visible)."""
+    query = sa.select(Dataset).where(Dataset.id == dataset_id)
+    if lock:
+        query = query.with_for_update()
+    dataset = session.scalar(query)
+    if dataset is None or not can_see(dataset, viewer):
+        raise NotFound(f"no dataset {dataset_id!r}")
+    if dataset.provider_org_id != viewer.org_id:
+        raise Forbidden(f"only the dataset's provider ({dataset.provider_name}) may do this")
+    return dataset
+
+
+def contract_document(contract: Contract) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(contract.model_dump_json(by_alias=True))
+    return doc
+
+
+def stored_contract(dataset: Dataset) -> Contract:
+    return Contract.model_validate(dataset.contract)
+
+
+def listing_fields(contract: Contract, contract_sha256: str) -> dict[str, Any]:
+    """Every column of ``datasets`` that is derived from the contract."""
+    table = contract.table
+    description = contract.description
+    columns = []
+    for prop in table.properties:
+        columns.append(prop.name)
+        if prop.description:
+            columns.append(prop.description)
+    described = [table.description or ""]
+    if description is not None:
+        described += [description.purpose or "", description.usage or "", description.limitations or ""]
+    tags = [*contract.tags, *(t for p in table.properties for t in p.tags)]
+    return {
+        "name": contract.name,
+        "provider_name": contract.gbadz.provider.organization,
+        "origin": contract.gbadz.origin,
+        "category": contract.gbadz.category,
+        "has_pi": contract.has_pi,
+        "has_spi": contract.has_spi,
+        "status": contract.status,
+        "contract": contract_document(contract),
+        "contract_sha256": contract_sha256,
+        "regime": regime_of(contract.gbadz.origin),
+        "visible_to": _spaced(contract.gbadz.visible_to),
+        "purposes": _spaced(contract.gbadz.licence.permitted_purposes),
+        "search_name": f"{contract.name} {contract.id}".lower(),
+        "search_tags": " ".join(tags).lower(),
+        "search_columns": " ".join(columns).lower(),
+        "search_description": " ".join(d for d in described if d).lower(),
+    }
+
+
+def apply_contract(session: Session, contract: Contract, contract_sha256: str) -> Dataset:
+    """Insert or refresh a dataset's row from its contract (the ingest pipeline's path).
+
+    The provider organisation is the registered organisation whose name the contract gives.
+    """
+    fields = listing_fields(contract, contract_sha256)
+    dataset = session.get(Dataset, contract.id)
+    if dataset is None:
+        dataset = Dataset(id=contract.id, **fields)
+        session.add(dataset)
+    else:
+        for key, value in fields.items():
+            setattr(dataset, key, value)
+    if dataset.provider_org_id is None:
+        dataset.provider_org_id = session.scalar(
+            sa.select(Organization.id).where(Organization.name == contract.gbadz.provider.organization)
+        )
+    return dataset
+
+
+def note_version(dataset: Dataset, version: DatasetVersion) -> None:
+    if dataset.current_version is None or version.version >= dataset.current_version:
+        dataset.current_version = version.version
+        dataset.row_count = version.row_count
+        dataset.published_at = version.published_at
+
+
+def contract_etag(dataset: Dataset) -> str:
+    return f'"c-{dataset.contract_sha256[:32]}"'
+
+
+def _parse(raw: bytes) -> tuple[Contract, str]:
+    try:
+        contract = parse_contract(raw, "contract")
+    except ContractError as exc:
+        raise BadRequest("; ".join(f"{loc}: {msg}" for loc, msg in exc.problems)) from None
+    return contract, hashlib.sha256(raw).hexdigest()
+
+
+def _semver(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _check_provider(contract: Contract, org: Organization) -> None:
+    if contract.gbadz.provider.organization != org.name:
+        raise BadRequest(
+            f"gbadz.provider.organization: must be your organisation's registered name {org.name!r}"
+        )
+    if contract.status == "retired":
+        raise BadRequest("status: a contract cannot be registered as retired; use the retire action")
+
+
+def register_contract(session: Session, *, org_id: str, actor: str, raw: bytes) -> Dataset:
+    org = session.get(Organization, org_id)
+    if org is None:
+        raise Forbidden("your organisation is not registered here; ask an administrator")
+    contract, digest = _parse(raw)
+    _check_provider(contract, org)
+    if session.get(Dataset, contract.id) is not None:
+        raise Conflict(f"id: a dataset {contract.id!r} already exists; change its contract with PUT")
+    dataset = Dataset(id=contract.id, provider_org_id=org.id, **listing_fields(contract, digest))
+    session.add(dataset)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="dataset.registered",
+        subject_type="dataset",
+        subject_id=contract.id,
+        details={"contract_version": contract.version, "contract_sha256": digest, "status": contract.status},
+    )
+    return dataset
+
+
+def update_contract(
+    session: Session, viewer: Viewer, *, actor: str, dataset_id: str, raw: bytes, if_match: str | None
+) -> tuple[Dataset, bool]:
+    """Replace a dataset's contract with a newer version; return (dataset, changed)."""
+    dataset = get_owned(session, viewer, dataset_id, lock=True)
+    if if_match is not None and if_match.strip() not in ("*", contract_etag(dataset)):
+        raise PreconditionFailed(
+            "If-Match: the contract changed since you read it; fetch it again and re-apply your change"
+        )
+    if dataset.status == "retired":
+        raise Conflict("status: the dataset is retired and its keys destroyed; it cannot change")
+    contract, digest = _parse(raw)
+    if contract.id != dataset_id:
+        raise BadRequest(f"id: the contract's id {contract.id!r} differs from the URL's {dataset_id!r}")
+    org = session.get(Organization, viewer.org_id)
+    assert org is not None  # get_owned matched the provider organisation
+    _check_provider(contract, org)
+    if digest == dataset.contract_sha256:
+        return dataset, False
+    current = str(dataset.contract.get("version", "0.0.0"))
+    if _semver(contract.version) <= _semver(current):
+        raise Conflict(f"version: {contract.version} must be greater than the current {current}")
+    before = {"contract_version": current, "status": dataset.status}
+    for key, value in listing_fields(contract, digest).items():
+        setattr(dataset, key, value)
+    dataset.updated_at = datetime.now(UTC)
+    audit.record(
+        session,
+        actor=actor,
+        action="dataset.contract_updated",
+        subject_type="dataset",
+        subject_id=dataset_id,
+        details={
+            "before": before,
+            "after": {"contract_version": contract.version, "status": contract.status},
+            "contract_sha256": digest,
+        },
+    )
+    return dataset, True
+
+
+def deprecate(session: Session, viewer: Viewer, *, actor: str, dataset_id: str, reason: str) -> Dataset:
+    dataset = get_owned(session, viewer, dataset_id, lock=True)
+    if dataset.status in ("deprecated", "retired"):
+        raise Conflict(f"status: the dataset is already {dataset.status}")
+    before = dataset.status
+    dataset.status = "deprecated"
+    dataset.contract = {**dataset.contract, "status": "deprecated"}
+    dataset.updated_at = datetime.now(UTC)
+    audit.record(
+        session,
+        actor=actor,
+        action="dataset.deprecated",
+        subject_type="dataset",
+        subject_id=dataset_id,
+        details={"before": before, "reason": reason},
+    )
+    return dataset
+
+
+def begin_retire(session: Session, viewer: Viewer, *, dataset_id: str) -> Dataset:
+    dataset = get_owned(session, viewer, dataset_id, lock=True)
+    if dataset.status == "retired":
+        raise Conflict("status: the dataset is already retired")
+    return dataset
+
+
+def finish_retire(
+    session: Session, dataset: Dataset, *, actor: str, reason: str, keys_destroyed: int
+) -> None:
+    before = dataset.status
+    dataset.status = "retired"
+    dataset.contract = {**dataset.contract, "status": "retired"}
+    dataset.updated_at = datetime.now(UTC)
+    audit.record(
+        session,
+        actor=actor,
+        action="dataset.retired",
+        subject_type="dataset",
+        subject_id=dataset.id,
+        details={"before": before, "reason": reason, "keys_destroyed": keys_destroyed},
+    )
