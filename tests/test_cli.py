@@ -156,6 +156,14 @@ class TestDemo:
             assert (True, 1) == (ingest[dataset]["accepted"], ingest[dataset]["version"]), ingest[dataset]
         assert ingest["rejected"]["accepted"] is False
         assert "fee_cny: must be between" in ingest["rejected"]["summary"]
+        # A Hong Kong startup sees the three published datasets but not the important Shenzhen one.
+        catalog = report["catalog"]
+        hong_kong = catalog["Victoria Harbour Analytics (startup)"]
+        guangzhou = catalog["Pearl River Insights (startup)"]
+        assert "sz-port-berth-schedules" not in hong_kong["datasets"]
+        assert "sz-port-berth-schedules" in guangzhou["datasets"]
+        assert hong_kong["total"] + 1 == guangzhou["total"]
+        assert {"sz-hospital-outpatient-visits", "mo-tourism-visitor-arrivals"} <= set(hong_kong["datasets"])
 
 
 class TestKeys:

@@ -55,8 +55,12 @@ def create_engine(settings: DatabaseSettings) -> Engine:
         raise ConfigurationError(f"GBADZ_DB__URL is not a database URL: {exc}") from None
     timeout = settings.connect_timeout_s
     if parsed.get_backend_name() == "sqlite":
+        # More connections than the API's 40 worker threads: a request never waits for one.
+        pool: dict[str, Any] = {}
+        if parsed.database not in (None, "", ":memory:"):
+            pool = {"pool_size": 10, "max_overflow": 40}
         engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": max(timeout, 5.0)}
+            url, connect_args={"check_same_thread": False, "timeout": max(timeout, 5.0)}, **pool
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -93,7 +93,9 @@ def run(settings: Settings, console: Console | None) -> dict[str, Any]:
     say(f"[bold]5. api[/bold] GET /readyz → {response.status_code} {response.json().get('checks')}")
     if response.status_code != 200:
         raise RuntimeError(f"the API is not ready: {response.text}")
+    organisations = _register_organisations(resolved)
     report["ingest"] = _publish_samples(resolved, say)
+    report["catalog"] = _catalog(resolved, organisations, say)
     say(
         "\n[green]gbadz works.[/green] Run the API with `gbadz serve`; stop the embedded services "
         "with `gbadz services down` (data is kept)."
@@ -134,3 +136,116 @@ def _publish_samples(settings: Settings, say: Callable[[str], None]) -> dict[str
     results["rejected"] = {"accepted": outcome.accepted, "summary": outcome.summary}
     say(f"[bold]7. rejected upload[/bold] the hospital's corrupted file: {outcome.summary}")
     return results
+
+
+PROVIDERS = {
+    "Shenzhen Harbour Hospital Group": "CN-SZ",
+    "Harbour Logistics Limited": "HK",
+    "Macao Tourism Board": "MO",
+    "Shenzhen Western Port Authority": "CN-SZ",
+}
+STARTUPS = {"Victoria Harbour Analytics (startup)": "HK", "Pearl River Insights (startup)": "CN-GZ"}
+
+
+def _register_organisations(settings: Settings) -> dict[str, str]:
+    """The providers and two startups, registered once (re-running the demo reuses them)."""
+    import sqlalchemy as sa
+
+    from gbadz.access import service
+    from gbadz.access.models import Organization
+
+    engine = db.create_engine(settings.db)
+    try:
+        with db.make_sessionmaker(engine).begin() as session:
+            ids: dict[str, str] = {}
+            for name, jurisdiction in {**PROVIDERS, **STARTUPS}.items():
+                org = session.scalar(sa.select(Organization).where(Organization.name == name))
+                if org is None:
+                    org = service.create_organization(
+                        session,
+                        actor="gbadz-demo",
+                        name=name,
+                        jurisdiction=jurisdiction,
+                        gba_registered=jurisdiction in ("HK", "MO"),
+                    )
+                ids[name] = org.id
+            return ids
+    finally:
+        engine.dispose()
+
+
+def _token(settings: Settings, org_id: str, role: str) -> str:
+    """A fresh OAuth client for the demo's caller, and a token for it (client credentials)."""
+    from gbadz.access import service
+
+    engine = db.create_engine(settings.db)
+    try:
+        with db.make_sessionmaker(engine).begin() as session:
+            issued = service.create_client(session, actor="gbadz-demo", org_id=org_id, role=role)
+            client_id, secret = issued.client.client_id, issued.client_secret or ""
+    finally:
+        engine.dispose()
+    answer = _call(
+        "POST", "/oauth/token", settings, data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+    )
+    return str(answer["access_token"])
+
+
+def _call(method: str, path: str, settings: Settings, **kwargs: Any) -> Any:
+    import anyio
+
+    api = create_app(settings)
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gbadz.local") as http:
+            return await http.request(method, path, **kwargs)
+
+    response = anyio.run(go)
+    if response.status_code >= 400 and response.status_code != 409:
+        raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
+    return response.json()
+
+
+def _catalog(settings: Settings, orgs: dict[str, str], say: Callable[[str], None]) -> dict[str, Any]:
+    """A port authority registers an important dataset by API; two startups search the catalog."""
+    from gbadz.ingest import runner
+
+    port_contract = runner.default_contracts_folder() / "registered" / "sz-port-berth-schedules.yaml"
+    provider = _token(settings, orgs["Shenzhen Western Port Authority"], "provider")
+    _call(
+        "POST",
+        "/api/v1/datasets",
+        settings,
+        content=port_contract.read_bytes(),
+        headers={"Authorization": f"Bearer {provider}", "Content-Type": "application/yaml"},
+    )
+    say(
+        "[bold]8. catalog[/bold] the Shenzhen Western Port Authority registers an [italic]important[/italic] "
+        "dataset through the API (POST /api/v1/datasets)"
+    )
+    views: dict[str, Any] = {}
+    for startup, jurisdiction in STARTUPS.items():
+        token = _token(settings, orgs[startup], "consumer")
+        page = _call(
+            "GET", "/api/v1/datasets?sort=name", settings, headers={"Authorization": f"Bearer {token}"}
+        )
+        views[startup] = {"total": page["total"], "datasets": [item["id"] for item in page["items"]]}
+        say(f"   {startup} ({jurisdiction}) sees {page['total']} dataset(s):")
+        for item in page["items"]:
+            version = (
+                f"v{item['current_version']}, {item['row_count']:,} rows"
+                if item["current_version"]
+                else "no data yet"
+            )
+            pi = "personal data" if item["has_pi"] else "no personal data"
+            say(
+                f"     - {item['id']}: {item['name']} [{item['origin']}, {item['category']}, {pi}, {version}; "
+                f"licence: {', '.join(item['licence_purposes'])}]"
+            )
+    hk = views["Victoria Harbour Analytics (startup)"]["datasets"]
+    say(
+        "   the important Shenzhen dataset is listed to the Guangzhou startup only; to Hong Kong it does not exist"
+        + (" (404)" if "sz-port-berth-schedules" not in hk else " [bold red](visible: a bug)[/bold red]")
+    )
+    return views

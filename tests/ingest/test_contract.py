@@ -10,7 +10,7 @@ import yaml
 from gbadz.ingest.contract import ContractError, load_contract, parse_contract
 from tests.conftest import REPO, run_cli
 
-CONTRACTS = sorted((REPO / "contracts").glob("*.yaml"))
+CONTRACTS = sorted((REPO / "contracts").rglob("*.yaml"))
 GOOD = (REPO / "contracts" / "sz-hospital-outpatient-visits.yaml").read_text()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -18,10 +18,24 @@ from gbadz.errors import BadRequest, Conflict, NotFound, error_responses
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 
 
-def write_session(request: Request) -> Iterator[Session]:
-    """One request, one transaction (ADR 0004)."""
-    with request.app.state.sessionmaker.begin() as session:
+async def write_session(request: Request) -> AsyncIterator[Session]:
+    """One request, one transaction (ADR 0004).
+
+    An async dependency on purpose: the session connects lazily inside the route's worker
+    thread, and commit/close run here on the event loop. A sync generator dependency would
+    need a second worker thread to release its connection, and under load every worker can
+    be waiting for a pooled connection that only such a release would free (a deadlock
+    until the pool times out).
+    """
+    session: Session = request.app.state.sessionmaker()
+    try:
         yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 WriteSession = Annotated[Session, Depends(write_session)]

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gbadz.models import Base, UTCDateTime, utcnow
 
@@ -22,7 +22,6 @@ class Dataset(Base):
     has_pi: Mapped[bool] = mapped_column(sa.Boolean)
     has_spi: Mapped[bool] = mapped_column(sa.Boolean)
     status: Mapped[str] = mapped_column(sa.String(16))
-    contract: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     contract_sha256: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -36,9 +35,37 @@ class Dataset(Base):
     search_tags: Mapped[str] = mapped_column(sa.Text, default="")
     search_columns: Mapped[str] = mapped_column(sa.Text, default="")
     search_description: Mapped[str] = mapped_column(sa.Text, default="")
+    # SQLite only: the dataset's row in the FTS5 index, assigned by a trigger (migration 0005).
+    search_rowid: Mapped[int | None] = mapped_column(sa.Integer, default=None)
     current_version: Mapped[int | None] = mapped_column(sa.Integer, default=None)
     row_count: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    summary: Mapped[str] = mapped_column(sa.Text, default="")
+    tags: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    # The full contract lives in its own table so listing and search scan lean rows (ADR 0010).
+    contract_row: Mapped[DatasetContract] = relationship(
+        lazy="select", cascade="all, delete-orphan", uselist=False
+    )
+
+    @property
+    def contract(self) -> dict[str, Any]:
+        return self.contract_row.document
+
+    @contract.setter
+    def contract(self, document: dict[str, Any]) -> None:
+        if self.contract_row is None:
+            self.contract_row = DatasetContract(document=document)
+        else:
+            self.contract_row.document = document
+
+
+class DatasetContract(Base):
+    """A dataset's current ODCS contract document (JSON), one row per dataset."""
+
+    __tablename__ = "dataset_contracts"
+
+    dataset_id: Mapped[str] = mapped_column(sa.ForeignKey("datasets.id"), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
 
 
 class DatasetVersion(Base):

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -70,9 +70,13 @@ UPLOAD_BODY = {
 }
 
 
-def read_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessionmaker() as session:
+async def read_session(request: Request) -> AsyncIterator[Session]:
+    """A session for one request, released on the event loop (see ``write_session``)."""
+    session: Session = request.app.state.sessionmaker()
+    try:
         yield session
+    finally:
+        session.close()
 
 
 ReadSession = Annotated[Session, Depends(read_session)]
@@ -113,14 +117,7 @@ def _cached_json(
     return Response(body, media_type="application/json", headers=headers)
 
 
-def _summary_text(contract: dict[str, Any]) -> str:
-    description = contract.get("description") or {}
-    text = str(description.get("purpose") or "")
-    return text if len(text) <= 280 else text[:277] + "..."
-
-
 def summary_of(dataset: Dataset, score: int | None = None) -> schemas.DatasetSummary:
-    contract = dataset.contract
     return schemas.DatasetSummary(
         id=dataset.id,
         name=dataset.name,
@@ -130,8 +127,8 @@ def summary_of(dataset: Dataset, score: int | None = None) -> schemas.DatasetSum
         has_pi=dataset.has_pi,
         has_spi=dataset.has_spi,
         status=dataset.status,
-        tags=list(contract.get("tags") or []),
-        summary=_summary_text(contract),
+        tags=list(dataset.tags or []),
+        summary=dataset.summary,
         licence_purposes=dataset.purposes.split(),
         current_version=dataset.current_version,
         row_count=dataset.row_count,

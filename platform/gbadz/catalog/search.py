@@ -129,10 +129,8 @@ class CatalogSearch:
         if self.dialect == "sqlite":
             # Each token quoted and prefix-matched; tokens hold only letters and digits.
             fts = " AND ".join(f'"{t}"*' for t in terms)
-            ids = sa.text("SELECT dataset_id FROM datasets_fts WHERE datasets_fts MATCH :fts").bindparams(
-                fts=fts
-            )
-            return Dataset.id.in_(ids.columns(sa.column("dataset_id", sa.String)))
+            rows = sa.text("SELECT rowid FROM datasets_fts WHERE datasets_fts MATCH :fts").bindparams(fts=fts)
+            return Dataset.search_rowid.in_(rows.columns(sa.column("rowid", sa.Integer)))
         tsquery = " & ".join(f"{t}:*" for t in terms)
         return sa.literal_column("datasets.search_tsv").op("@@")(
             sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), tsquery)

@@ -112,6 +112,10 @@ def stored_contract(dataset: Dataset) -> Contract:
     return Contract.model_validate(dataset.contract)
 
 
+def _shorten(text: str, limit: int = 280) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def listing_fields(contract: Contract, contract_sha256: str) -> dict[str, Any]:
     """Every column of ``datasets`` that is derived from the contract."""
     table = contract.table
@@ -138,6 +142,8 @@ def listing_fields(contract: Contract, contract_sha256: str) -> dict[str, Any]:
         "regime": regime_of(contract.gbadz.origin),
         "visible_to": _spaced(contract.gbadz.visible_to),
         "purposes": _spaced(contract.gbadz.licence.permitted_purposes),
+        "summary": _shorten((description.purpose if description else None) or table.description or ""),
+        "tags": list(contract.tags),
         "search_name": f"{contract.name} {contract.id}".lower(),
         "search_tags": " ".join(tags).lower(),
         "search_columns": " ".join(columns).lower(),
