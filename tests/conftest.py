@@ -26,6 +26,7 @@ from gbadz import db, storage
 from gbadz.config import CryptoSettings, DatabaseSettings, S3Settings, Settings, SuiteSettings
 from gbadz.embedded import EmbeddedServices
 from tests.api import app, clients, http, live_server  # noqa: F401 - shared API fixtures
+from tests.datasets import party, publish  # noqa: F401 - shared dataset fixtures
 
 SUITE = SuiteSettings()
 REPO = Path(__file__).resolve().parents[1]

@@ -198,6 +198,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(oauth.build_router(server, limiter))
     app.include_router(access_routes.router)
     app.include_router(catalog_routes.router)
+    from gbadz.access import request_routes
+
+    app.include_router(request_routes.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

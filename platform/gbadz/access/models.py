@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -76,3 +76,81 @@ class CountedSubject(Base):
     kind: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
     subject: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     first_counted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AccessRequest(Base):
+    """A startup's request for a dataset: its facts, the engine's decision and its state.
+
+    States (DSP / data.all pattern): ``submitted`` (transient) -> ``under_provider_review``
+    -> ``under_compliance_review`` (when the decision needs a mechanism or review) ->
+    ``approved`` | ``rejected``. Auto-approval goes straight to ``approved``; a licence
+    refusal or a ``PROHIBITED`` decision straight to ``rejected``.
+    """
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(sa.String(100), index=True)
+    requester_org_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    provider_org_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    requested_by: Mapped[str] = mapped_column(sa.String(200))
+    purpose: Mapped[str] = mapped_column(sa.String(64))
+    purpose_text: Mapped[str] = mapped_column(sa.Text)
+    columns: Mapped[list[str]] = mapped_column(sa.JSON)
+    destination: Mapped[str] = mapped_column(sa.String(16))
+    onward_transfer: Mapped[str] = mapped_column(sa.String(16))  # none | within_gba | outside_gba
+    duration_days: Mapped[int] = mapped_column(sa.Integer)
+    state: Mapped[str] = mapped_column(sa.String(32), index=True)
+    decision: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    licence_findings: Mapped[list[str]] = mapped_column(sa.JSON)
+    reason: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Grant(Base):
+    """What an approved request allows: these columns, for this purpose, until expiry or revocation."""
+
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    request_id: Mapped[str] = mapped_column(sa.ForeignKey("access_requests.id"), unique=True)
+    dataset_id: Mapped[str] = mapped_column(sa.String(100), index=True)
+    grantee_org_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    provider_org_id: Mapped[str | None] = mapped_column(sa.String(36))
+    purpose: Mapped[str] = mapped_column(sa.String(64))
+    columns: Mapped[list[str]] = mapped_column(sa.JSON)
+    decision: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(sa.Text, default=None)
+
+    def status(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expires_at <= now else "active"
+
+
+class MechanismEvidence(Base):
+    """A filed transfer mechanism for one exporter -> recipient pair (crossborder-rules.md §7.3)."""
+
+    __tablename__ = "mechanism_evidence"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    exporter_org_id: Mapped[str] = mapped_column(sa.String(36))
+    recipient_org_id: Mapped[str] = mapped_column(sa.String(36))
+    kind: Mapped[str] = mapped_column(sa.String(16))  # ASSESSMENT | SCC | CERT | GBA_SC
+    reference: Mapped[str] = mapped_column(sa.String(200))
+    issued: Mapped[date | None] = mapped_column(sa.Date, default=None)
+    valid_to: Mapped[date | None] = mapped_column(sa.Date, default=None)
+    effective_date: Mapped[date | None] = mapped_column(sa.Date, default=None)
+    filing_date: Mapped[date | None] = mapped_column(sa.Date, default=None)
+    purposes: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    recorded_by: Mapped[str] = mapped_column(sa.String(200))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "reference", name="uq_mechanism_evidence_kind"),
+        sa.Index("ix_mechanism_evidence_pair", "exporter_org_id", "recipient_org_id"),
+    )

@@ -13,9 +13,11 @@ from gbadz.access.auth import Admin, Authenticated, actor_of, describe
 from gbadz.access.identity import ROLE_SCOPES
 from gbadz.access.models import OAuthClient
 from gbadz.access.schemas import ClientCreate, ClientRead, Me, OrganizationCreate, OrganizationRead
-from gbadz.errors import BadRequest, Conflict, NotFound, error_responses
+from gbadz.errors import BadRequest, Conflict, InsufficientScope, NotFound, Unauthenticated, error_responses
 
-router = APIRouter(prefix="/api/v1", tags=["identity"])
+router = APIRouter(
+    prefix="/api/v1", tags=["identity"], responses=error_responses(Unauthenticated, InsufficientScope)
+)
 
 
 async def write_session(request: Request) -> AsyncIterator[Session]:

@@ -31,15 +31,19 @@ from gbadz.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    InsufficientScope,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
     StorageUnavailable,
+    Unauthenticated,
     UnsupportedMediaType,
     error_responses,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["catalog"])
+router = APIRouter(
+    prefix="/api/v1", tags=["catalog"], responses=error_responses(Unauthenticated, InsufficientScope)
+)
 
 Reader = Annotated[Principal, Depends(require_scopes("catalog:read"))]
 Publisher = Annotated[Principal, Depends(require_scopes("datasets:publish"))]

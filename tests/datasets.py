@@ -1,0 +1,120 @@
+"""Dataset fixtures shared by API tests: contracts built on the fly, registered by real providers."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from gbadz.access.models import Organization
+from tests.api import Client, bearer, fetch_token, make_client
+
+YAML = {"Content-Type": "application/yaml"}
+
+
+def contract(
+    dataset_id: str,
+    org_name: str,
+    *,
+    name: str | None = None,
+    origin: str = "HK",
+    category: str = "general",
+    status: str = "active",
+    version: str = "1.0.0",
+    tags: tuple[str, ...] = (),
+    purpose_text: str = "Operational statistics for planning.",
+    extra_columns: tuple[str, ...] = (),
+    purposes: tuple[str, ...] = ("trade_transport_academic_mfg_marketing", "other"),
+    visible_to: tuple[str, ...] = (),
+    with_pi: bool = True,
+) -> dict[str, Any]:
+    properties: list[dict[str, Any]] = [
+        {"name": "record_id", "logicalType": "string", "required": True, "unique": True, "examples": ["R-1"]},
+        {"name": "district", "logicalType": "string", "examples": ["Kowloon"], "tags": ["geography"]},
+        {"name": "trips", "logicalType": "integer", "examples": [3]},
+    ]
+    columns: dict[str, Any] = {}
+    if with_pi:
+        properties.append({"name": "phone", "logicalType": "string", "examples": ["+852 5555 0000"]})
+        properties.append({"name": "customer_id", "logicalType": "string", "examples": ["C-1"]})
+        columns = {
+            "phone": {"pi": True, "protection": "mask_last4"},
+            "customer_id": {"pi": True, "subject_identifier": True, "protection": "pseudonymise"},
+        }
+    properties += [{"name": c, "logicalType": "string"} for c in extra_columns]
+    return {
+        "apiVersion": "v3.0.2",
+        "kind": "DataContract",
+        "id": dataset_id,
+        "name": name or f"Dataset {dataset_id}",
+        "version": version,
+        "status": status,
+        "description": {"purpose": purpose_text, "usage": "Aggregate analysis."},
+        "tags": list(tags),
+        "schema": [{"name": "records", "properties": properties}],
+        "gbadz": {
+            "provider": {"organization": org_name},
+            "origin": origin,
+            "category": category,
+            "visible_to": list(visible_to),
+            "columns": columns,
+            "licence": {"permitted_purposes": list(purposes), "max_grant_duration": "P1Y"},
+        },
+    }
+
+
+def as_yaml(doc: dict[str, Any]) -> bytes:
+    return yaml.safe_dump(doc, sort_keys=False).encode()
+
+
+@dataclass
+class Party:
+    client: Client
+    token: str
+    org_name: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
+def org_name(app: FastAPI, org_id: str) -> str:
+    with app.state.sessionmaker() as session:
+        org = session.get(Organization, org_id)
+        assert org is not None
+        return org.name
+
+
+@pytest.fixture
+def party(app: FastAPI, http: TestClient) -> Callable[..., Party]:
+    def make(role: str, jurisdiction: str = "HK") -> Party:
+        client = make_client(app, role, jurisdiction)
+        return Party(client, fetch_token(http, client), org_name(app, client.org_id))
+
+    return make
+
+
+@pytest.fixture
+def publish(http: TestClient) -> Callable[..., dict[str, Any]]:
+    """Register a contract as a provider; returns the API's answer (asserting 201)."""
+
+    def register(provider: Party, **kwargs: Any) -> dict[str, Any]:
+        dataset_id = kwargs.pop("dataset_id", None) or f"t-{secrets.token_hex(5)}"
+        doc = contract(dataset_id, provider.org_name, **kwargs)
+        response = http.post("/api/v1/datasets", content=as_yaml(doc), headers=provider.headers | YAML)
+        assert 201 == response.status_code, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    return register
+
+
+def token() -> str:
+    """A word no other test uses, to make search results independent of the shared database."""
+    return "zq" + secrets.token_hex(4)
