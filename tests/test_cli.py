@@ -164,6 +164,12 @@ class TestDemo:
         assert "sz-port-berth-schedules" in guangzhou["datasets"]
         assert hong_kong["total"] + 1 == guangzhou["total"]
         assert {"sz-hospital-outpatient-visits", "mo-tourism-visitor-arrivals"} <= set(hong_kong["datasets"])
+        # Three access requests: auto-approved, GBA standard contract needed, sent to review.
+        decided = {r["dataset"]: (r["state"], r["outcome"]) for r in report["requests"]}
+        assert ("approved", "EXEMPT") == decided["mo-tourism-visitor-arrivals"]
+        assert ("under_provider_review", "GBA_SC") == decided["sz-ev-charging-sessions"]
+        assert ("under_provider_review", "HUMAN_REVIEW") == decided["sz-hospital-outpatient-visits"]
+        assert all(r["legal_basis"] for r in report["requests"])
 
 
 class TestKeys:

@@ -96,6 +96,7 @@ def run(settings: Settings, console: Console | None) -> dict[str, Any]:
     organisations = _register_organisations(resolved)
     report["ingest"] = _publish_samples(resolved, say)
     report["catalog"] = _catalog(resolved, organisations, say)
+    report["requests"] = _requests(resolved, organisations, say)
     say(
         "\n[green]gbadz works.[/green] Run the API with `gbadz serve`; stop the embedded services "
         "with `gbadz services down` (data is kept)."
@@ -211,18 +212,18 @@ def _catalog(settings: Settings, orgs: dict[str, str], say: Callable[[str], None
     """A port authority registers an important dataset by API; two startups search the catalog."""
     from gbadz.ingest import runner
 
-    port_contract = runner.default_contracts_folder() / "registered" / "sz-port-berth-schedules.yaml"
     provider = _token(settings, orgs["Shenzhen Western Port Authority"], "provider")
-    _call(
-        "POST",
-        "/api/v1/datasets",
-        settings,
-        content=port_contract.read_bytes(),
-        headers={"Authorization": f"Bearer {provider}", "Content-Type": "application/yaml"},
-    )
+    for name in ("sz-port-berth-schedules", "sz-ev-charging-sessions"):
+        _call(
+            "POST",
+            "/api/v1/datasets",
+            settings,
+            content=(runner.default_contracts_folder() / "registered" / f"{name}.yaml").read_bytes(),
+            headers={"Authorization": f"Bearer {provider}", "Content-Type": "application/yaml"},
+        )
     say(
         "[bold]8. catalog[/bold] the Shenzhen Western Port Authority registers an [italic]important[/italic] "
-        "dataset through the API (POST /api/v1/datasets)"
+        "dataset and an EV-charging dataset with personal data through the API (POST /api/v1/datasets)"
     )
     views: dict[str, Any] = {}
     for startup, jurisdiction in STARTUPS.items():
@@ -249,3 +250,49 @@ def _catalog(settings: Settings, orgs: dict[str, str], say: Callable[[str], None
         + (" (404)" if "sz-port-berth-schedules" not in hk else " [bold red](visible: a bug)[/bold red]")
     )
     return views
+
+
+REQUESTS = (
+    ("mo-tourism-visitor-arrivals", "Visitor flow model for retail site selection in Macao"),
+    ("sz-ev-charging-sessions", "Charging-demand forecast for a Bay Area charging network"),
+    ("sz-hospital-outpatient-visits", "Outpatient demand forecast for a clinic chain"),
+)
+
+
+def _requests(settings: Settings, orgs: dict[str, str], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The Hong Kong startup (GBA-registered) asks for three datasets; each is decided with its legal basis."""
+    token = _token(settings, orgs["Victoria Harbour Analytics (startup)"], "consumer")
+    say(
+        "[bold]9. access requests[/bold] Victoria Harbour Analytics (HK, GBA-registered) asks for three datasets:"
+    )
+    results = []
+    for dataset, purpose_text in REQUESTS:
+        body = _call(
+            "POST",
+            f"/api/v1/datasets/{dataset}/access-requests",
+            settings,
+            json={
+                "purpose": "trade_transport_academic_mfg_marketing",
+                "purpose_text": purpose_text,
+                "duration_days": 180,
+            },
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        decision = body["decision"]
+        results.append(
+            {
+                "dataset": dataset,
+                "state": body["state"],
+                "outcome": decision["outcome"],
+                "rule_id": decision["rule_id"],
+                "legal_basis": decision["legal_basis"],
+                "evidence_required": decision["evidence_required"],
+                "grant_id": body["grant_id"],
+            }
+        )
+        needs = f"; needs {', '.join(decision['evidence_required'])}" if decision["evidence_required"] else ""
+        say(
+            f"   {dataset}: [bold]{body['state']}[/bold] - {decision['outcome']} (rule {decision['rule_id']}{needs})"
+        )
+        say(f"      legal basis: {decision['legal_basis']}")
+    return results
