@@ -144,7 +144,7 @@ def assess(session: Session, viewer: Viewer, ask: Ask, *, at: datetime | None = 
         sector_overlay=contract.gbadz.sector_overlay,
     )
     try:
-        decision = decide(facts, session.info.get("rules"))
+        decision = decide(facts)
     except FactError as exc:
         raise BadRequest(f"{exc.field}: {exc.reason}") from None
     licence = contract.gbadz.licence
