@@ -156,13 +156,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        refresher = asyncio.create_task(app.state.authenticator.revocations.run())
+        refreshers = [
+            asyncio.create_task(app.state.authenticator.revocations.run()),
+            asyncio.create_task(app.state.catalog_index.run()),
+        ]
         try:
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for refresher in refreshers:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
             engine.dispose()
 
     app = FastAPI(
@@ -182,12 +186,14 @@ def create_app(settings: Settings) -> FastAPI:
     from gbadz.access import routes as access_routes
     from gbadz.access.tokens import TokenService
     from gbadz.catalog import routes as catalog_routes
+    from gbadz.catalog.index import CatalogIndex
     from gbadz.catalog.search import CatalogSearch
     from gbadz.crypto.keys import provider_from_settings
 
     app.state.keys = provider_from_settings(settings)
     app.state.org_jurisdictions = {}
     app.state.catalog_search = CatalogSearch(engine.dialect.name)
+    app.state.catalog_index = CatalogIndex(app.state.sessionmaker)
     tokens = TokenService(settings.oauth, app.state.keys)
     server = oauth.GbadzAuthorizationServer(settings.oauth, app.state.sessionmaker, tokens)
     app.state.tokens = tokens

@@ -135,6 +135,10 @@ class OAuthSettings(BaseModel):
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    catalog_search: Literal["index", "database"] = Field(
+        default="index",
+        description="index: in-process snapshot (fast reads, ~1 s cross-replica freshness); database: FTS per request",
+    )
     max_upload_bytes: int = Field(
         default=20 * 1024**3, ge=1, description="largest file a provider may upload for ingestion"
     )

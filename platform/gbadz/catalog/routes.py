@@ -25,6 +25,7 @@ from gbadz.access.routes import WriteSession
 from gbadz.access.tokens import Principal
 from gbadz.access.transfer import PURPOSES
 from gbadz.catalog import schemas, service
+from gbadz.catalog.index import CatalogIndex
 from gbadz.catalog.models import Dataset, DatasetVersion, IngestionRun
 from gbadz.catalog.search import CatalogSearch, SearchQuery
 from gbadz.errors import (
@@ -272,16 +273,44 @@ def list_datasets(
         limit=limit,
         cursor=cursor,
     )
-    search: CatalogSearch = request.app.state.catalog_search
-    page = search.search(session, viewer, query)
     response.headers["Cache-Control"] = "private, no-cache"
     response.headers["Vary"] = "Authorization"
-    return schemas.DatasetPage(
-        items=[summary_of(d, score) for d, score in page.items],
-        total=page.total,
-        next_cursor=page.next_cursor,
-        sort=page.sort,
-    )
+    if request.app.state.settings.api.catalog_search == "index":
+        index: CatalogIndex = request.app.state.catalog_index
+        page = index.current().search(viewer, query)
+        items = [schemas.DatasetSummary(**row, score=score) for row, score in page.items]
+    else:
+        search: CatalogSearch = request.app.state.catalog_search
+        page = search.search(session, viewer, query)
+        items = [summary_of(d, score) for d, score in page.items]
+    return schemas.DatasetPage(items=items, total=page.total, next_cursor=page.next_cursor, sort=page.sort)
+
+
+def _detail_response(body: bytes, etag: str, contract_etag: str, if_none_match: str | None) -> Response:
+    headers = {
+        "ETag": etag,
+        "Cache-Control": "private, no-cache",
+        "Vary": "Authorization",
+        "X-Contract-ETag": contract_etag,
+    }
+    if _matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _render_detail(request: Request, principal: Principal, dataset_id: str) -> tuple[bytes, str, str]:
+    """Read the dataset from the database and render its page (the slow path, cached by the index)."""
+    index: CatalogIndex = request.app.state.catalog_index
+    snapshot = index.current() if request.app.state.settings.api.catalog_search == "index" else None
+    with request.app.state.sessionmaker() as session:
+        viewer = viewer_of(request, session, principal)
+        dataset = service.get_visible(session, viewer, dataset_id)
+        owner = dataset.provider_org_id == viewer.org_id
+        body = detail_of(dataset, _latest(session, dataset), owner).model_dump_json().encode()
+        rendered = (body, _etag(body), service.contract_etag(dataset))
+    if snapshot is not None and snapshot.can_see(viewer, dataset_id) is not None:
+        snapshot.bodies[dataset_id, owner] = rendered
+    return rendered
 
 
 @router.get(
@@ -293,20 +322,28 @@ def list_datasets(
     },
     summary="A dataset: description, schema with classifications, licence, latest version and quality",
 )
-def get_dataset(
+async def get_dataset(
     dataset_id: str,
     request: Request,
     principal: Reader,
-    session: ReadSession,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    viewer = viewer_of(request, session, principal)
-    dataset = service.get_visible(session, viewer, dataset_id)
-    owner = dataset.provider_org_id == viewer.org_id
-    detail = detail_of(dataset, _latest(session, dataset), owner)
-    return _cached_json(
-        detail, if_none_match, "private, no-cache", {"X-Contract-ETag": service.contract_etag(dataset)}
-    )
+    # Fast path: the index knows the caller may see it and holds its rendered page.
+    index: CatalogIndex = request.app.state.catalog_index
+    snapshot = index.ready() if request.app.state.settings.api.catalog_search == "index" else None
+    jurisdiction = request.app.state.org_jurisdictions.get(principal.org_id)
+    if snapshot is not None and jurisdiction is not None:
+        viewer = service.Viewer(principal.org_id, jurisdiction)
+        ordinal = snapshot.can_see(viewer, dataset_id)
+        if ordinal is None:
+            raise NotFound(f"no dataset {dataset_id!r}")
+        owner = snapshot.rows[ordinal]["provider"]["org_id"] == principal.org_id
+        cached = snapshot.bodies.get((dataset_id, owner))
+        if cached is not None:
+            body, etag, contract_etag = cached
+            return _detail_response(body, etag, contract_etag, if_none_match)
+    body, etag, contract_etag = await run_in_threadpool(_render_detail, request, principal, dataset_id)
+    return _detail_response(body, etag, contract_etag, if_none_match)
 
 
 @router.get(
@@ -429,6 +466,7 @@ async def register_dataset(request: Request, principal: Publisher) -> Response:
                 session, org_id=principal.org_id, actor=actor_of(principal), raw=raw
             )
             response = _provider_detail(session, dataset)
+        request.app.state.catalog_index.invalidate()
         response.status_code = 201
         response.headers["Location"] = f"/api/v1/datasets/{dataset.id}"
         return response
@@ -462,7 +500,9 @@ async def update_dataset(
             dataset, _ = service.update_contract(
                 session, viewer, actor=actor_of(principal), dataset_id=dataset_id, raw=raw, if_match=if_match
             )
-            return _provider_detail(session, dataset)
+            response = _provider_detail(session, dataset)
+        request.app.state.catalog_index.invalidate()
+        return response
 
     return await run_in_threadpool(work)
 

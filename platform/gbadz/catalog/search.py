@@ -39,7 +39,7 @@ _WEIGHTS = (("search_name", 8), ("search_tags", 4), ("search_columns", 2), ("sea
 
 
 def terms_of(q: str | None) -> list[str]:
-    tokens = [t.lower() for t in _TOKEN.findall(q or "")]
+    tokens = _TOKEN.findall((q or "").lower())
     return list(dict.fromkeys(tokens))[:MAX_TERMS]
 
 
@@ -85,7 +85,7 @@ class SearchQuery:
 
 @dataclass
 class Page:
-    items: list[tuple[Dataset, int | None]]
+    items: list[tuple[Any, int | None]]  # (Dataset row or the index's listing dict, relevance score)
     total: int
     next_cursor: str | None
     sort: Sort
@@ -138,12 +138,13 @@ class CatalogSearch:
 
     @staticmethod
     def _score(terms: list[str]) -> sa.ColumnElement[int]:
+        """Per term and field: the weight if a word of the field starts with the term."""
         parts: list[sa.ColumnElement[int]] = []
         for term in terms:
             for column, weight in _WEIGHTS:
-                parts.append(
-                    sa.case((getattr(Dataset, column).contains(term, autoescape=True), weight), else_=0)
-                )
+                # Fields hold space-separated words (catalog.service.words); terms are letters/digits only.
+                spaced = sa.literal(" ") + getattr(Dataset, column)
+                parts.append(sa.case((spaced.like(f"% {term}%"), weight), else_=0))
         return sa.cast(sum(parts[1:], parts[0]), sa.Integer)
 
     def _filters(self, viewer: Viewer, query: SearchQuery) -> list[sa.ColumnElement[bool]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -112,6 +113,14 @@ def stored_contract(dataset: Dataset) -> Contract:
     return Contract.model_validate(dataset.contract)
 
 
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def words(text: str) -> str:
+    """Lower-case letter/digit runs, space-separated (``berth_occupancy`` -> ``berth occupancy``)."""
+    return " ".join(_WORD.findall(text.lower()))
+
+
 def _shorten(text: str, limit: int = 280) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -144,10 +153,11 @@ def listing_fields(contract: Contract, contract_sha256: str) -> dict[str, Any]:
         "purposes": _spaced(contract.gbadz.licence.permitted_purposes),
         "summary": _shorten((description.purpose if description else None) or table.description or ""),
         "tags": list(contract.tags),
-        "search_name": f"{contract.name} {contract.id}".lower(),
-        "search_tags": " ".join(tags).lower(),
-        "search_columns": " ".join(columns).lower(),
-        "search_description": " ".join(d for d in described if d).lower(),
+        # Normalised to space-separated word tokens: what every search engine here matches.
+        "search_name": words(f"{contract.name} {contract.id}"),
+        "search_tags": words(" ".join(tags)),
+        "search_columns": words(" ".join(columns)),
+        "search_description": words(" ".join(d for d in described if d)),
     }
 
 
@@ -274,6 +284,7 @@ def deprecate(session: Session, viewer: Viewer, *, actor: str, dataset_id: str, 
     dataset.status = "deprecated"
     dataset.contract = {**dataset.contract, "status": "deprecated"}
     dataset.updated_at = datetime.now(UTC)
+    session.info["catalog_changed"] = True
     audit.record(
         session,
         actor=actor,
@@ -299,6 +310,7 @@ def finish_retire(
     dataset.status = "retired"
     dataset.contract = {**dataset.contract, "status": "retired"}
     dataset.updated_at = datetime.now(UTC)
+    session.info["catalog_changed"] = True
     audit.record(
         session,
         actor=actor,
