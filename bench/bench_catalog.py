@@ -12,8 +12,10 @@ Goals (issue #6): search p99 under 50 ms; get-by-id at least 50% of the trivial 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -21,10 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 from gbadz import db
 from gbadz.access import service as access_service
@@ -266,12 +270,31 @@ def scenarios(base: str, client_id: str, secret: str) -> tuple[str, dict[str, li
     }
 
 
+@contextlib.contextmanager
+def _database(base: str | None, tmp: str) -> Iterator[str]:
+    """SQLite in ``tmp``, or a throwaway schema in the given PostgreSQL database (dropped afterwards)."""
+    if base is None:
+        yield f"sqlite:///{tmp}/catalog.db"
+        return
+    schema = f"gbadz_bench_{secrets.token_hex(4)}"
+    plain = db.normalise_url(base).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", help="PostgreSQL URL (default: SQLite in a temporary directory)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="gbadz-bench-catalog-") as tmp:
-        url = args.database_url or f"sqlite:///{tmp}/catalog.db"
+    with (
+        tempfile.TemporaryDirectory(prefix="gbadz-bench-catalog-") as tmp,
+        _database(args.database_url, tmp) as url,
+    ):
         started = time.perf_counter()
         client_id, secret = seed(url)
         print(f"seeded {DATASETS:,} datasets in {time.perf_counter() - started:.1f}s ({url.split(':')[0]})")
