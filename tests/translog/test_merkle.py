@@ -81,5 +81,7 @@ class TestProofs:
             rewritten = list(leaves[:new])
             rewritten[data.draw(st.integers(0, old - 1))] = leaf_hash(b"rewritten")
             other = CompactTree(rewritten)
-            assert not verify_consistency(old, new, compact.root(old), other.root(new), other.consistency(old, new))
+            assert not verify_consistency(
+                old, new, compact.root(old), other.root(new), other.consistency(old, new)
+            )
             assert not verify_consistency(old, new, compact.root(old), compact.root(new), proof[:-1])

@@ -7,7 +7,8 @@ from alembic import context
 
 import gbadz.access.models
 import gbadz.audit
-import gbadz.catalog.models  # noqa: F401
+import gbadz.catalog.models
+import gbadz.translog.models  # noqa: F401
 from gbadz.models import Base
 
 config = context.config
