@@ -99,9 +99,13 @@ class TestAppendAndProve:
     def test_a_rolled_back_transfer_leaves_no_entry(
         self, sessions: sessionmaker[Session], log: TransferLog
     ) -> None:
-        with pytest.raises(RuntimeError), sessions.begin() as session:
-            log.append(session, entry(1), kind="delivery")
-            raise RuntimeError("S3 went away before the URLs were made")
+        def transfer() -> None:
+            with sessions.begin() as session:
+                log.append(session, entry(1), kind="delivery")
+                raise RuntimeError("S3 went away before the URLs were made")
+
+        with pytest.raises(RuntimeError):
+            transfer()
         with sessions() as session:
             assert 0 == session.scalar(sa.select(sa.func.count()).select_from(LogEntry))
             assert 0 == session.scalar(sa.select(LogHead.size))
