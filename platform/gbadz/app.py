@@ -207,6 +207,11 @@ def create_app(settings: Settings) -> FastAPI:
     from gbadz.access import request_routes
 
     app.include_router(request_routes.router)
+    from gbadz.delivery import routes as delivery_routes
+    from gbadz.translog.log import TransferLog
+
+    app.state.transfer_log = TransferLog(app.state.keys)
+    app.include_router(delivery_routes.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -139,6 +139,9 @@ class ApiSettings(BaseModel):
         default="index",
         description="index: in-process snapshot (fast reads, ~1 s cross-replica freshness); database: FTS per request",
     )
+    delivery_url_ttl_s: int = Field(
+        default=900, ge=10, le=7 * 24 * 3600, description="lifetime of presigned delivery URLs (seconds)"
+    )
     max_upload_bytes: int = Field(
         default=20 * 1024**3, ge=1, description="largest file a provider may upload for ingestion"
     )

@@ -1,0 +1,294 @@
+"""Deliveries: a grant-scoped copy of a dataset version, logged, then handed out as short-lived URLs.
+
+Order of events (issue #8, invariant 1 of architecture.md):
+
+1. check the grant is active and held by the caller (expired or revoked: no new URLs);
+2. materialise: read the curated Parquet under the grant (only granted columns; encrypted
+   columns decrypted by the grant's keys), apply the contract's delivery protections
+   (masks; ``drop_on_export`` columns never leave), write Parquet batch by batch into the
+   delivery bucket — a failure here logs nothing and hands out nothing;
+3. in one transaction: the delivery row, the year-to-date counters (de-duplicated
+   individuals) and the transfer-log entry; commit;
+4. presign GET URLs (a local computation: it cannot fail half-way).
+
+A retry with the same ``Idempotency-Key`` after a crash between 3 and 4 reuses the logged
+delivery and only presigns again: one transfer, one log entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from minio import Minio
+from sqlalchemy.orm import Session
+
+from gbadz import storage
+from gbadz.access import counters
+from gbadz.access.models import AccessRequest, Grant, Organization
+from gbadz.catalog.models import Dataset, DatasetVersion
+from gbadz.catalog.service import stored_contract
+from gbadz.config import Settings
+from gbadz.crypto.columns import ColumnProtector, KeyGrant
+from gbadz.crypto.keys import KeyProvider
+from gbadz.crypto.pseudonym import mask_array
+from gbadz.errors import Conflict, Gone, NotFound, StorageUnavailable
+from gbadz.translog.log import TransferLog
+from gbadz.translog.models import LogEntry
+
+BATCH_ROWS = 128 * 1024
+LOCAL_ZONES = {"HK": "Asia/Hong_Kong", "MO": "Asia/Macau"}
+MASKS = {"mask_last4": "last4", "mask_email": "email"}
+
+
+@dataclass(frozen=True)
+class DeliveredFile:
+    key: str
+    size: int
+    sha256: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    transfer_id: str
+    log_index: int
+    grant_id: str
+    dataset_id: str
+    version: int
+    columns: list[str]
+    files: list[DeliveredFile]
+    reused: bool
+
+
+def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -> Grant:
+    grant = session.get(Grant, grant_id)
+    if grant is None or grant.grantee_org_id != org_id:
+        raise NotFound(f"no grant {grant_id!r}")
+    status = grant.status(now)
+    if status != "active":
+        raise Gone(f"grant: the grant is {status}; no new deliveries or URLs")
+    return grant
+
+
+def materialise(
+    client: Minio,
+    settings: Settings,
+    keys: KeyProvider,
+    grant: Grant,
+    dataset: Dataset,
+    version: DatasetVersion,
+    transfer_id: str,
+) -> tuple[list[DeliveredFile], list[str], set[str]]:
+    """Write the grant's copy into the delivery bucket; return files, columns and subject tokens."""
+    contract = stored_contract(dataset)
+    manifest = json.loads(
+        storage.ObjectStore(client, settings.s3).get_bytes(settings.s3.curated_bucket, version.manifest_key)
+    )
+    columns = [c for c in grant.columns if contract.facts(c).protection != "drop_on_export"]
+    subject_column = contract.subject_column if dataset.has_pi else None
+    read_columns = list(dict.fromkeys([*columns, *([subject_column] if subject_column else [])]))
+    key_grant = KeyGrant(
+        grant.id, dataset.id, str(version.version), frozenset(read_columns), grant.expires_at
+    )
+    protector = ColumnProtector(keys)
+    subjects: set[str] = set()
+    files: list[DeliveredFile] = []
+    prefix = f"grants/{grant.id}/v{version.version}/{transfer_id}/"
+    with tempfile.TemporaryDirectory(prefix="gbadz-deliver-") as tmp:
+        for n, item in enumerate(manifest["files"]):
+            source = Path(tmp) / f"source-{n}.parquet"
+            target = Path(tmp) / f"part-{n:05d}.parquet"
+            client.fget_object(settings.s3.curated_bucket, item["key"], str(source))
+            props = protector.decryption_properties(grant.id, lambda _gid: key_grant)
+            reader = pq.ParquetFile(str(source), decryption_properties=props)
+            writer: pq.ParquetWriter | None = None
+            rows = 0
+            try:
+                for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=read_columns):
+                    if subject_column:
+                        subjects.update(
+                            str(v) for v in batch.column(subject_column).to_pylist() if v is not None
+                        )
+                    arrays = []
+                    for name in columns:
+                        array = batch.column(name)
+                        how = MASKS.get(contract.facts(name).protection or "none")
+                        arrays.append(mask_array(array, how) if how else array)
+                    table = pa.Table.from_arrays(arrays, names=columns)
+                    if writer is None:
+                        writer = pq.ParquetWriter(str(target), table.schema, compression="zstd")
+                    writer.write_table(table)
+                    rows += table.num_rows
+            finally:
+                if writer is not None:
+                    writer.close()
+            if writer is None:  # an empty source: still a valid, empty file
+                pq.write_table(pa.table({c: pa.array([], pa.string()) for c in columns}), str(target))
+            digest = hashlib.sha256(target.read_bytes()).hexdigest()
+            size = target.stat().st_size
+            key = prefix + target.name
+            client.fput_object(settings.s3.delivery_bucket, key, str(target))
+            files.append(DeliveredFile(key, size, digest, rows))
+    return files, columns, subjects
+
+
+def _party(org: Organization | None) -> dict[str, Any]:
+    if org is None:
+        return {}
+    return {
+        "org_id": org.id,
+        "name": org.name,
+        "registration_no": org.registration_no,
+        "jurisdiction": org.jurisdiction,
+        "gba_registered": org.gba_registered,
+        "ciio": org.ciio,
+    }
+
+
+def deliver(
+    session: Session,
+    *,
+    client: Minio,
+    settings: Settings,
+    keys: KeyProvider,
+    log: TransferLog,
+    grant_id: str,
+    org_id: str,
+    actor: str,
+    idempotency_key: str | None = None,
+    mode: str = "download",
+) -> Delivery:
+    now = datetime.now(UTC)
+    grant = _active_grant(session, grant_id, org_id, now)
+    if idempotency_key is not None:
+        scoped_key = f"{grant.id}:{idempotency_key}"
+        logged = session.scalar(sa.select(LogEntry).where(LogEntry.idempotency_key == scoped_key))
+        if logged is not None:
+            body = json.loads(logged.entry)
+            return Delivery(
+                transfer_id=body["transfer_id"],
+                log_index=logged.index,
+                grant_id=grant.id,
+                dataset_id=body["dataset_id"],
+                version=body["dataset_version"],
+                columns=body["columns"],
+                files=[DeliveredFile(**f) for f in body["files"]],
+                reused=True,
+            )
+    dataset = session.get(Dataset, grant.dataset_id)
+    if dataset is None or dataset.status == "retired":
+        raise Gone("dataset: the dataset was retired; nothing can be delivered")
+    if dataset.current_version is None:
+        raise Conflict("dataset: no version has been published yet")
+    version = session.scalar(
+        sa.select(DatasetVersion).where(
+            DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.current_version
+        )
+    )
+    assert version is not None
+    transfer_id = str(uuid.uuid4())
+    try:
+        files, columns, subjects = materialise(client, settings, keys, grant, dataset, version, transfer_id)
+    except storage.S3_ERRORS as exc:
+        raise StorageUnavailable(storage.explain(settings.s3, exc)) from None
+
+    decision = grant.decision
+    contract = stored_contract(dataset)
+    spi_columns = [c for c in columns if contract.facts(c).spi]
+    basis = {"exempt": "exempt", "mechanism": "mechanism"}.get(str(decision.get("counter")))
+    exporter = session.get(Organization, dataset.provider_org_id) if dataset.provider_org_id else None
+    recipient = session.get(Organization, grant.grantee_org_id)
+    snapshot = None
+    if basis is not None and exporter is not None and subjects:
+        snapshot = counters.record(
+            session,
+            exporter_id=exporter.id,
+            subjects=subjects,
+            sensitive_subjects=subjects if spi_columns else (),
+            basis=basis,
+            at=now,
+        )
+    request = session.get(AccessRequest, grant.request_id)
+    zone = ZoneInfo(LOCAL_ZONES.get(dataset.origin, "Asia/Shanghai"))
+    evidence = decision.get("evidence") or {}
+    entry: dict[str, Any] = {
+        "transfer_id": transfer_id,
+        "access_request_id": grant.request_id,
+        "grant_id": grant.id,
+        "ts_utc": now.isoformat(),
+        "ts_local": now.astimezone(zone).isoformat(),
+        "decision_outcome": decision.get("outcome"),
+        "rule_id": decision.get("rule_id"),
+        "legal_basis": decision.get("legal_basis"),
+        "rules_version": decision.get("rules_version"),
+        "rules_hash": decision.get("rules_hash"),
+        "engine_version": decision.get("engine_version"),
+        "exporter": _party(exporter),
+        "recipient": _party(recipient),
+        "origin": dataset.origin,
+        "destination": request.destination if request else (recipient.jurisdiction if recipient else None),
+        "dataset_id": dataset.id,
+        "dataset_version": version.version,
+        "content_hash": hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest(),
+        "files": [f.__dict__ for f in files],
+        "columns": columns,
+        "category": dataset.category,
+        "sector_overlay": contract.gbadz.sector_overlay,
+        "has_pi": any(contract.facts(c).pi for c in columns),
+        "has_spi": bool(spi_columns),
+        "spi_categories": sorted({str(contract.facts(c).spi) for c in spi_columns}),
+        "deid_status": "pseudonymised"
+        if any(contract.facts(c).protection == "pseudonymise" for c in columns)
+        else "raw",
+        "n_individuals": len(subjects),
+        "counting_method": f"distinct {contract.subject_column} (pseudonymised)" if subjects else "none",
+        "counter_year": snapshot.year if snapshot else counters.counter_year(now),
+        "counter_basis": basis or "none",
+        "pi_ytd_before": snapshot.pi_before if snapshot else None,
+        "pi_ytd_after": snapshot.pi_after if snapshot else None,
+        "spi_ytd_before": snapshot.spi_before if snapshot else None,
+        "spi_ytd_after": snapshot.spi_after if snapshot else None,
+        "purpose_code": grant.purpose,
+        "purpose_text": request.purpose_text if request else None,
+        "mechanism": (decision.get("evidence_required") or [decision.get("outcome")])[0],
+        "mechanism_evidence": evidence,
+        "transfer_mode": mode,
+        "access_expiry": grant.expires_at.isoformat(),
+        "actor": actor,
+    }
+    logged = log.append(
+        session,
+        entry,
+        kind=mode,
+        grant_id=grant.id,
+        idempotency_key=f"{grant.id}:{idempotency_key}" if idempotency_key else None,
+    )
+    return Delivery(
+        transfer_id, logged.index, grant.id, dataset.id, version.version, columns, files, reused=False
+    )
+
+
+def presign(client: Minio, settings: Settings, delivery: Delivery, ttl: timedelta) -> list[dict[str, Any]]:
+    expires = datetime.now(UTC) + ttl
+    return [
+        {
+            "url": client.presigned_get_object(settings.s3.delivery_bucket, f.key, expires=ttl),
+            "key": f.key,
+            "size": f.size,
+            "sha256": f.sha256,
+            "rows": f.rows,
+            "expires_at": expires.isoformat(),
+        }
+        for f in delivery.files
+    ]

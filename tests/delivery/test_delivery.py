@@ -1,0 +1,175 @@
+"""Deliveries against the real S3 server on both databases: scope, protection, logging, failures."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from gbadz.app import create_app
+from gbadz.config import Settings
+from gbadz.ingest import pipeline, samples
+from gbadz.ingest.contract import Contract
+from gbadz.translog.merkle import leaf_hash, verify_inclusion
+from gbadz.translog.models import LogEntry
+from tests.conftest import REPO, wrong_secret
+from tests.datasets import YAML, Party
+
+GRANTED = ["delivery_id", "recipient_id", "recipient_phone", "address", "district"]
+
+
+@pytest.fixture
+def published(
+    app: FastAPI,
+    http: TestClient,
+    party: Callable[..., Party],
+    settings: Settings,
+    key_prefix: str,
+    tmp_path: Path,
+) -> tuple[Party, str]:
+    """A Hong Kong provider's logistics dataset: registered by API, version 1 published by the pipeline."""
+    provider = party("provider", "HK")
+    doc = yaml.safe_load((REPO / "contracts" / "hk-logistics-deliveries.yaml").read_text())
+    doc["id"] = f"{key_prefix.strip('/')}-deliveries"
+    doc["gbadz"]["provider"]["organization"] = provider.org_name
+    raw = yaml.safe_dump(doc).encode()
+    assert 201 == http.post("/api/v1/datasets", content=raw, headers=provider.headers | YAML).status_code
+    source = tmp_path / "deliveries.csv"
+    pacsv.write_csv(samples.generate("hk-logistics-deliveries", 2_000), source)
+    ctx = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
+    result = pipeline.ingest(ctx, Contract.model_validate(doc), "test", source)
+    assert result.accepted
+    return provider, str(doc["id"])
+
+
+def _grant(http: TestClient, consumer: Party, dataset: str) -> str:
+    response = http.post(
+        f"/api/v1/datasets/{dataset}/access-requests",
+        json={
+            "purpose": "trade_transport_academic_mfg_marketing",
+            "purpose_text": "Last-mile route optimisation",
+            "columns": GRANTED,
+        },
+        headers=consumer.headers,
+    )
+    assert 201 == response.status_code, response.text
+    body = response.json()
+    assert "approved" == body["state"], body
+    return str(body["grant_id"])
+
+
+def _log_size(app: FastAPI) -> int:
+    with app.state.sessionmaker() as session:
+        return int(session.scalar(sa.select(sa.func.count()).select_from(LogEntry)) or 0)
+
+
+class TestDelivery:
+    def test_granted_columns_protected_as_decided_and_logged_before_urls(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], published: tuple[Party, str]
+    ) -> None:
+        _, dataset = published
+        consumer = party("consumer", "HK")
+        grant = _grant(http, consumer, dataset)
+        response = http.post(
+            f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers | {"Idempotency-Key": "first-try"}
+        )
+        assert 201 == response.status_code, response.text
+        delivery = response.json()
+        assert GRANTED == delivery["columns"]
+        [link] = delivery["files"]
+        downloaded = httpx.get(link["url"], timeout=30)
+        assert 200 == downloaded.status_code
+        assert link["sha256"] == hashlib.sha256(downloaded.content).hexdigest()
+        table = pq.read_table(io.BytesIO(downloaded.content))
+        assert GRANTED == table.column_names
+        assert 2_000 == table.num_rows
+        rows = table.to_pylist()
+        assert all(r["recipient_phone"].startswith("****") for r in rows)  # masked, last four kept
+        assert all(r["recipient_id"].startswith("p") for r in rows)  # pseudonymised at publication
+        assert all(r["address"] and "*" not in r["address"] for r in rows)  # decrypted under the grant
+        assert "recipient_name" not in table.column_names  # not granted
+
+        # The transfer is in the log, with an inclusion proof in a signed checkpoint.
+        officer = party("compliance_officer")
+        entry = http.get(f"/api/v1/transfer-log/entries/{delivery['log_index']}", headers=officer.headers)
+        assert 200 == entry.status_code, entry.text
+        body = entry.json()
+        assert delivery["transfer_id"] == body["entry"]["transfer_id"]
+        [held] = [g for g in http.get("/api/v1/grants", headers=consumer.headers).json() if g["id"] == grant]
+        assert (held["outcome"], held["legal_basis"]) == (
+            body["entry"]["decision_outcome"],
+            body["entry"]["legal_basis"],
+        )
+        assert GRANTED == body["entry"]["columns"]
+        with app.state.sessionmaker() as session:
+            stored = session.get(LogEntry, delivery["log_index"])
+            assert stored is not None
+            leaf = leaf_hash(stored.entry.encode())
+        path = [base64.b64decode(p) for p in body["inclusion_proof"]]
+        assert verify_inclusion(
+            leaf, body["index"], body["tree_size"], path, bytes.fromhex(body["root_hash"])
+        )
+        checkpoint = http.get("/api/v1/transfer-log/checkpoint", headers=officer.headers).json()
+        assert checkpoint["tree_size"] >= body["index"] + 1
+        assert checkpoint["public_keys"]
+
+        # A retry with the same key is the same logged transfer: no second entry.
+        size = _log_size(app)
+        again = http.post(
+            f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers | {"Idempotency-Key": "first-try"}
+        )
+        assert 201 == again.status_code
+        assert (delivery["transfer_id"], True) == (again.json()["transfer_id"], again.json()["reused"])
+        assert size == _log_size(app)
+        # Consumers cannot read the log; strangers cannot use the grant.
+        assert 403 == http.get("/api/v1/transfer-log/checkpoint", headers=consumer.headers).status_code
+        stranger = party("consumer", "HK")
+        assert 404 == http.post(f"/api/v1/grants/{grant}/deliveries", headers=stranger.headers).status_code
+
+    def test_a_revoked_grant_gets_no_new_urls(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], published: tuple[Party, str]
+    ) -> None:
+        provider, dataset = published
+        consumer = party("consumer", "HK")
+        grant = _grant(http, consumer, dataset)
+        revoked = http.post(
+            f"/api/v1/grants/{grant}/revoke", json={"reason": "contract ended"}, headers=provider.headers
+        )
+        assert 200 == revoked.status_code
+        size = _log_size(app)
+        response = http.post(f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers)
+        assert 410 == response.status_code
+        assert "revoked" in response.json()["detail"]
+        assert size == _log_size(app)
+
+    def test_s3_down_means_no_urls_and_no_log_entry(
+        self,
+        app: FastAPI,
+        http: TestClient,
+        party: Callable[..., Party],
+        published: tuple[Party, str],
+        settings: Settings,
+    ) -> None:
+        _, dataset = published
+        consumer = party("consumer", "HK")
+        grant = _grant(http, consumer, dataset)
+        size = _log_size(app)
+        broken = create_app(settings.model_copy(update={"s3": wrong_secret(settings.s3)}))
+        with TestClient(broken) as other:
+            response = other.post(f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers)
+        assert 503 == response.status_code, response.text
+        assert size == _log_size(app)
+        # The grant is untouched: with S3 back, the delivery works.
+        assert 201 == http.post(f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers).status_code
+        assert size + 1 == _log_size(app)
