@@ -47,6 +47,10 @@ contracts_app = typer.Typer(help="Data contracts (ODCS v3 + the gbadz block).", 
 app.add_typer(contracts_app, name="contracts")
 keys_app = typer.Typer(help="Keyring: key-encryption keys, data keys and signing keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(
+    help="The tamper-evident transfer log: export and offline verification.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
 
 out = Console()
 err = Console(stderr=True)
@@ -476,6 +480,74 @@ def ingest_queued(
         _print_json({"uploads": results})
     elif not results:
         out.print("no queued uploads")
+
+
+@audit_app.command("export")
+def audit_export(
+    target: Annotated[Path, typer.Argument(help="File to write (JSON lines).")],
+    checkpoint: Annotated[bool, typer.Option(help="Sign a checkpoint for the current size first.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write every transfer-log entry, every signed checkpoint and the public keys to one file."""
+    from gbadz.crypto.keys import provider_from_settings
+    from gbadz.translog.log import TransferLog, export
+
+    settings = _resolved()
+    engine = db.create_engine(settings.db)
+    try:
+        log = TransferLog(provider_from_settings(settings))
+        sessions = db.make_sessionmaker(engine)
+        if checkpoint:
+            with sessions.begin() as session:
+                log.checkpoint(session)
+        with sessions() as session:
+            entries, checkpoints = export(session, log, target)
+    finally:
+        engine.dispose()
+    if as_json:
+        _print_json({"file": str(target), "entries": entries, "checkpoints": checkpoints})
+    else:
+        out.print(f"wrote {entries:,} entries and {checkpoints:,} signed checkpoints to {target}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    source: Annotated[Path, typer.Argument(help="An export written by `gbadz audit export`.")],
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(help="Trusted Ed25519 public key (PEM), obtained out of band; repeatable."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recompute every entry's hash, every checkpoint's root and signature, offline; exit 1 on any mismatch."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from gbadz.translog.log import verify_export
+
+    trusted = None
+    if public_key:
+        trusted = []
+        for path in public_key:
+            key = serialization.load_pem_public_key(path.read_bytes())
+            if not isinstance(key, Ed25519PublicKey):
+                err.print(f"{path}: not an Ed25519 public key")
+                raise typer.Exit(2)
+            trusted.append(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    verdict = verify_export(source, trusted)
+    if as_json:
+        _print_json(verdict.__dict__)
+    elif verdict.ok:
+        out.print(
+            f"[green]verified[/green] {verdict.entries:,} entries against {verdict.checkpoints} signed checkpoints"
+        )
+    else:
+        where = (
+            f" (first bad index: {verdict.first_bad_index})" if verdict.first_bad_index is not None else ""
+        )
+        err.print(f"[red]NOT VERIFIED[/red]: {verdict.problem}{where}", soft_wrap=True)
+    if not verdict.ok:
+        raise typer.Exit(1)
 
 
 @app.command("check")

@@ -187,3 +187,35 @@ class TestExportAndVerify:
         (tmp_path / "bad.jsonl").write_text("".join(lines))
         verdict = verify_export(tmp_path / "bad.jsonl")
         assert (False, 6) == (verdict.ok, verdict.first_bad_index)
+
+
+class TestAuditCommands:
+    def test_export_then_verify_offline_and_catch_an_edit(
+        self, sessions: sessionmaker[Session], log: TransferLog, settings: Settings, tmp_path: Path
+    ) -> None:
+        from gbadz.config import settings_environment
+        from gbadz.crypto.signing import to_pem
+        from tests.conftest import run_cli
+
+        fill(sessions, log, 12, checkpoint_every=4)
+        env = settings_environment(settings) | {"GBADZ_CRYPTO__KEYRING_PATH": str(settings.keyring_path)}
+        target = tmp_path / "export.jsonl"
+        exported = run_cli(settings.home, "audit", "export", str(target), "--json", **env)
+        assert 0 == exported.returncode, exported.stderr
+        assert 12 == json.loads(exported.stdout)["entries"]
+        # Verification needs no database and no services: an empty environment and home.
+        [key] = [k for k in provider_from_settings(settings).public_keys() if k.name == "transfer-log"]
+        pem = tmp_path / "regulator-copy.pem"
+        pem.write_text(to_pem(key))
+        offline = tmp_path / "offline-home"
+        good = run_cli(offline, "audit", "verify", str(target), "--public-key", str(pem))
+        assert 0 == good.returncode, good.stdout + good.stderr
+        assert "verified 12 entries" in good.stdout
+        lines = target.read_text().splitlines(keepends=True)
+        item = json.loads(lines[1 + 9])
+        item["entry"] = item["entry"].replace('"rows":9', '"rows":90')
+        lines[1 + 9] = json.dumps(item) + "\n"
+        target.write_text("".join(lines))
+        bad = run_cli(offline, "audit", "verify", str(target), "--public-key", str(pem))
+        assert 1 == bad.returncode
+        assert "first bad index: 9" in bad.stderr
