@@ -212,6 +212,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.state.transfer_log = TransferLog(app.state.keys)
     app.include_router(delivery_routes.router)
+    from gbadz.delivery import compliance
+
+    app.include_router(compliance.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -173,3 +173,92 @@ class TestDelivery:
         # The grant is untouched: with S3 back, the delivery works.
         assert 201 == http.post(f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers).status_code
         assert size + 1 == _log_size(app)
+
+
+class TestComplianceView:
+    def test_counted_transfer_shows_in_transfers_csv_and_counters(
+        self,
+        app: FastAPI,
+        http: TestClient,
+        party: Callable[..., Party],
+        settings: Settings,
+        key_prefix: str,
+        tmp_path: Path,
+    ) -> None:
+        """Shenzhen health data (sector rule: review) approved by provider and compliance, delivered, counted."""
+        hospital = party("provider", "CN-SZ")
+        doc = yaml.safe_load((REPO / "contracts" / "sz-hospital-outpatient-visits.yaml").read_text())
+        doc["id"] = f"{key_prefix.strip('/')}-visits"
+        doc["gbadz"]["provider"]["organization"] = hospital.org_name
+        assert (
+            201
+            == http.post(
+                "/api/v1/datasets", content=yaml.safe_dump(doc).encode(), headers=hospital.headers | YAML
+            ).status_code
+        )
+        source = tmp_path / "visits.csv"
+        table = samples.generate("sz-hospital-outpatient-visits", 1_500)
+        pacsv.write_csv(table, source)
+        ctx = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
+        assert pipeline.ingest(ctx, Contract.model_validate(doc), "test", source).accepted
+
+        startup, officer = party("consumer", "HK"), party("compliance_officer", "CN-SZ")
+        columns = ["visit_id", "patient_id", "visit_date", "department"]
+        asked = http.post(
+            f"/api/v1/datasets/{doc['id']}/access-requests",
+            json={
+                "purpose": "trade_transport_academic_mfg_marketing",
+                "purpose_text": "Clinic demand model",
+                "columns": columns,
+            },
+            headers=startup.headers,
+        ).json()
+        assert ("under_provider_review", "HUMAN_REVIEW") == (asked["state"], asked["decision"]["outcome"]), (
+            asked
+        )
+        http.post(f"/api/v1/access-requests/{asked['id']}/approve", json={}, headers=hospital.headers)
+        approved = http.post(
+            f"/api/v1/access-requests/{asked['id']}/approve",
+            json={"reason": "reviewed"},
+            headers=officer.headers,
+        )
+        assert "approved" == approved.json()["state"], approved.text
+        delivered = http.post(
+            f"/api/v1/grants/{approved.json()['grant_id']}/deliveries", headers=startup.headers
+        )
+        assert 201 == delivered.status_code, delivered.text
+
+        patients = len(set(table.column("patient_id").to_pylist()))
+        counts = http.get("/api/v1/compliance/counters", headers=officer.headers).json()
+        [mine] = [c for c in counts if c["exporter_org_id"] == hospital.client.org_id]
+        assert patients == mine["pi_individuals"]
+        assert 100_000 == mine["next_threshold"]["pi"]
+
+        rows = http.get(
+            "/api/v1/transfers", params={"dataset": doc["id"], "format": "csv"}, headers=officer.headers
+        )
+        assert "text/csv" in rows.headers["content-type"]
+        lines = rows.text.strip().splitlines()
+        assert 2 == len(lines)
+        assert "HUMAN_REVIEW" in lines[1]
+        assert "Sector rule" in lines[1]
+        listed = http.get(
+            "/api/v1/transfers",
+            params={"exporter": hospital.client.org_id, "origin": "CN-SZ", "destination": "HK"},
+            headers=officer.headers,
+        ).json()
+        assert [delivered.json()["transfer_id"]] == [r["entry"]["transfer_id"] for r in listed]
+        assert patients == listed[0]["entry"]["n_individuals"]
+        assert 0 == listed[0]["entry"]["pi_ytd_before"]
+        assert patients == listed[0]["entry"]["pi_ytd_after"]
+        assert (
+            422
+            == http.get("/api/v1/transfers", params={"outcome": "MAYBE"}, headers=officer.headers).status_code
+        )
+        assert (
+            400
+            == http.get(
+                "/api/v1/transfers", params={"since": "2026-01-01T00:00:00"}, headers=officer.headers
+            ).status_code
+        )
+        assert 403 == http.get("/api/v1/transfers", headers=startup.headers).status_code

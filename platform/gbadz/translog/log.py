@@ -55,6 +55,11 @@ def note_text(size: int, root: bytes, at: datetime, previous: tuple[int, bytes])
     )
 
 
+def _org_id(party: Any) -> str | None:
+    value = party.get("org_id") if isinstance(party, dict) else None
+    return str(value) if value is not None else None
+
+
 class TransferLog:
     def __init__(self, keys: KeyProvider) -> None:
         self.keys = keys
@@ -84,6 +89,13 @@ class TransferLog:
             idempotency_key=idempotency_key,
             entry=body.decode(),
             leaf_hash=leaf_hash(body).hex(),
+            dataset_id=entry.get("dataset_id"),
+            exporter_org_id=_org_id(entry.get("exporter")),
+            recipient_org_id=_org_id(entry.get("recipient")),
+            origin=entry.get("origin"),
+            destination=entry.get("destination"),
+            outcome=entry.get("decision_outcome"),
+            mechanism=entry.get("mechanism"),
             logged_at=datetime.now(UTC),
         )
         session.add(row)

@@ -28,6 +28,14 @@ class LogEntry(Base):
     kind: Mapped[str] = mapped_column(sa.String(32))
     grant_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
     idempotency_key: Mapped[str | None] = mapped_column(sa.String(200), unique=True)
+    # Copied from the entry for the compliance filters (the hashed entry stays the record).
+    dataset_id: Mapped[str | None] = mapped_column(sa.String(100), default=None)
+    exporter_org_id: Mapped[str | None] = mapped_column(sa.String(36), default=None, index=True)
+    recipient_org_id: Mapped[str | None] = mapped_column(sa.String(36), default=None, index=True)
+    origin: Mapped[str | None] = mapped_column(sa.String(16), default=None)
+    destination: Mapped[str | None] = mapped_column(sa.String(16), default=None)
+    outcome: Mapped[str | None] = mapped_column(sa.String(32), default=None)
+    mechanism: Mapped[str | None] = mapped_column(sa.String(32), default=None)
     entry: Mapped[str] = mapped_column(sa.Text)  # canonical JSON, exactly the hashed bytes
     leaf_hash: Mapped[str] = mapped_column(sa.String(64))
     logged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -34,6 +34,13 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("grant_id", sa.String(36), nullable=True),
         sa.Column("idempotency_key", sa.String(200), nullable=True),
+        sa.Column("dataset_id", sa.String(100), nullable=True),
+        sa.Column("exporter_org_id", sa.String(36), nullable=True),
+        sa.Column("recipient_org_id", sa.String(36), nullable=True),
+        sa.Column("origin", sa.String(16), nullable=True),
+        sa.Column("destination", sa.String(16), nullable=True),
+        sa.Column("outcome", sa.String(32), nullable=True),
+        sa.Column("mechanism", sa.String(32), nullable=True),
         sa.Column("entry", sa.Text(), nullable=False),
         sa.Column("leaf_hash", sa.String(64), nullable=False),
         sa.Column("logged_at", ts(), nullable=False),
@@ -41,6 +48,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("idempotency_key", name="uq_transfer_log_idempotency_key"),
     )
     op.create_index(op.f("ix_transfer_log_grant_id"), "transfer_log", ["grant_id"])
+    op.create_index(op.f("ix_transfer_log_exporter_org_id"), "transfer_log", ["exporter_org_id"])
+    op.create_index(op.f("ix_transfer_log_recipient_org_id"), "transfer_log", ["recipient_org_id"])
     op.create_table(
         "transfer_log_checkpoints",
         sa.Column("tree_size", big, autoincrement=False, nullable=False),
@@ -55,6 +64,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("transfer_log_checkpoints")
+    op.drop_index(op.f("ix_transfer_log_recipient_org_id"), table_name="transfer_log")
+    op.drop_index(op.f("ix_transfer_log_exporter_org_id"), table_name="transfer_log")
     op.drop_index(op.f("ix_transfer_log_grant_id"), table_name="transfer_log")
     op.drop_table("transfer_log")
     op.drop_table("transfer_log_head")
