@@ -215,6 +215,10 @@ def create_app(settings: Settings) -> FastAPI:
     from gbadz.delivery import compliance
 
     app.include_router(compliance.router)
+    from gbadz.delivery import sharing
+
+    app.include_router(sharing.router)
+    app.include_router(sharing.profile_router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
