@@ -117,6 +117,8 @@ async def create_delivery(
                 actor=actor_of(principal),
                 idempotency_key=idempotency_key,
             )
+        if delivery.appended is not None:
+            app.state.transfer_log.committed(delivery.appended)
         links = service.presign(
             app.state.s3, settings, delivery, timedelta(seconds=settings.api.delivery_url_ttl_s)
         )

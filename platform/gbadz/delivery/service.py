@@ -43,7 +43,7 @@ from gbadz.crypto.columns import ColumnProtector, KeyGrant
 from gbadz.crypto.keys import KeyProvider
 from gbadz.crypto.pseudonym import mask_array
 from gbadz.errors import Conflict, Gone, NotFound, StorageUnavailable
-from gbadz.translog.log import TransferLog
+from gbadz.translog.log import Appended, TransferLog
 from gbadz.translog.models import LogEntry
 
 BATCH_ROWS = 128 * 1024
@@ -69,6 +69,7 @@ class Delivery:
     columns: list[str]
     files: list[DeliveredFile]
     reused: bool
+    appended: Appended | None = None  # the new log entry (None when an earlier one was reused)
 
 
 def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -> Grant:
@@ -189,12 +190,12 @@ def deliver(
     grant = _active_grant(session, grant_id, org_id, now)
     if idempotency_key is not None:
         scoped_key = f"{grant.id}:{idempotency_key}"
-        logged = session.scalar(sa.select(LogEntry).where(LogEntry.idempotency_key == scoped_key))
-        if logged is not None:
-            body = json.loads(logged.entry)
+        earlier_entry = session.scalar(sa.select(LogEntry).where(LogEntry.idempotency_key == scoped_key))
+        if earlier_entry is not None:
+            body = json.loads(earlier_entry.entry)
             return Delivery(
                 transfer_id=body["transfer_id"],
-                log_index=logged.index,
+                log_index=earlier_entry.index,
                 grant_id=grant.id,
                 dataset_id=body["dataset_id"],
                 version=body["dataset_version"],
@@ -303,7 +304,15 @@ def deliver(
         idempotency_key=f"{grant.id}:{idempotency_key}" if idempotency_key else None,
     )
     return Delivery(
-        transfer_id, logged.index, grant.id, dataset.id, version.version, columns, files, reused=False
+        transfer_id,
+        logged.index,
+        grant.id,
+        dataset.id,
+        version.version,
+        columns,
+        files,
+        reused=False,
+        appended=logged,
     )
 
 

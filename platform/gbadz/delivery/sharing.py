@@ -217,6 +217,8 @@ async def query_table(share: str, schema: str, table: str, grant: Recipient, req
                 mode="delta_sharing_query",
                 reuse_files=True,
             )
+        if delivery.appended is not None:
+            app.state.transfer_log.committed(delivery.appended)
         ttl = timedelta(seconds=settings.api.delivery_url_ttl_s)
         links = service.presign(app.state.s3, settings, delivery, ttl)
         expires_ms = int((datetime.now(UTC) + ttl).timestamp() * 1000)

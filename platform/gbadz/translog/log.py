@@ -55,6 +55,19 @@ def note_text(size: int, root: bytes, at: datetime, previous: tuple[int, bytes])
     )
 
 
+_HEAD = sa.table("transfer_log_head", sa.column("id"), sa.column("size"))
+_BUMP_HEAD = sa.update(_HEAD).where(_HEAD.c.id == 1).values(size=_HEAD.c.size + 1).returning(_HEAD.c.size)
+_INSERT_ENTRY = sa.insert(
+    sa.table("transfer_log", *(sa.column(c.name, c.type) for c in LogEntry.__table__.columns))
+)
+
+
+@dataclass(frozen=True)
+class Appended:
+    index: int
+    leaf: bytes
+
+
 def _org_id(party: Any) -> str | None:
     value = party.get("org_id") if isinstance(party, dict) else None
     return str(value) if value is not None else None
@@ -75,32 +88,42 @@ class TransferLog:
         kind: str,
         grant_id: str | None = None,
         idempotency_key: str | None = None,
-    ) -> LogEntry:
-        """Add ``entry`` inside the caller's transaction (it is durable when that commits)."""
-        size = session.execute(
-            sa.update(LogHead).where(LogHead.id == 1).values(size=LogHead.size + 1).returning(LogHead.size)
-        ).scalar_one()
+    ) -> Appended:
+        """Add ``entry`` inside the caller's transaction (it is durable when that commits).
+
+        After the commit, :meth:`committed` lets this process prove the entry at once.
+        """
+        # Prebuilt Core statements on the tables: building ORM statements per call cost 5x here.
+        size = session.execute(_BUMP_HEAD).scalar_one()
         index = int(size) - 1
         body = canonical({**entry, "index": index})
-        row = LogEntry(
-            index=index,
-            kind=kind,
-            grant_id=grant_id,
-            idempotency_key=idempotency_key,
-            entry=body.decode(),
-            leaf_hash=leaf_hash(body).hex(),
-            dataset_id=entry.get("dataset_id"),
-            exporter_org_id=_org_id(entry.get("exporter")),
-            recipient_org_id=_org_id(entry.get("recipient")),
-            origin=entry.get("origin"),
-            destination=entry.get("destination"),
-            outcome=entry.get("decision_outcome"),
-            mechanism=entry.get("mechanism"),
-            logged_at=datetime.now(UTC),
+        leaf = leaf_hash(body)
+        session.execute(
+            _INSERT_ENTRY,
+            {
+                "index": index,
+                "kind": kind,
+                "grant_id": grant_id,
+                "idempotency_key": idempotency_key,
+                "entry": body.decode(),
+                "leaf_hash": leaf.hex(),
+                "logged_at": datetime.now(UTC),
+                "dataset_id": entry.get("dataset_id"),
+                "exporter_org_id": _org_id(entry.get("exporter")),
+                "recipient_org_id": _org_id(entry.get("recipient")),
+                "origin": entry.get("origin"),
+                "destination": entry.get("destination"),
+                "outcome": entry.get("decision_outcome"),
+                "mechanism": entry.get("mechanism"),
+            },
         )
-        session.add(row)
-        session.flush()
-        return row
+        return Appended(index, leaf)
+
+    def committed(self, appended: Appended) -> None:
+        """The transaction holding ``appended`` committed: grow the in-memory tree if it is next."""
+        with self._lock:
+            if self.tree.size == appended.index:
+                self.tree.append_hash(appended.leaf)
 
     # -- reading ------------------------------------------------------------------------
     def sync(self, session: Session) -> int:
