@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gbadz.crypto.keys import LocalKeyProvider
 from gbadz.crypto.pseudonym import (
@@ -67,3 +69,12 @@ class TestMasks:
         assert ["****5678", None] == mask_array(pa.array(["12345678", None]), "last4").to_pylist()
         with pytest.raises(ValueError, match="unknown mask 'blur'"):
             mask_array(pa.array(["x"]), "blur")
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=20)), max_size=30))
+def test_vectorised_last4_mask_equals_the_scalar_mask(values: list[str | None]) -> None:
+    from gbadz.crypto.pseudonym import mask_keep_last
+
+    assert [mask_keep_last(v) for v in values] == mask_array(
+        pa.array(values, pa.string()), "last4"
+    ).to_pylist()

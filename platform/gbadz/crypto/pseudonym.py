@@ -106,4 +106,11 @@ def mask_array(values: pa.Array | pa.ChunkedArray, how: str) -> pa.Array:
         fn = MASKS[how]
     except KeyError:
         raise ValueError(f"unknown mask {how!r}: use one of {', '.join(MASKS)}") from None
+    if how == "last4":  # vectorised (the common mask on large deliveries); same result as mask_keep_last
+        text = pc.cast(values, pa.string())
+        length = pc.utf8_length(text)
+        hidden = pc.fill_null(pc.subtract(length, pc.min_element_wise(length, 4)), 0)
+        stars = pc.binary_repeat(pa.scalar("*"), hidden)
+        masked = pc.binary_join_element_wise(stars, pc.utf8_slice_codeunits(text, start=-4), "")
+        return masked.combine_chunks() if isinstance(masked, pa.ChunkedArray) else masked
     return pa.array([fn(None if v is None else str(v)) for v in values.to_pylist()], type=pa.string())

@@ -28,6 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from minio import Minio
@@ -90,7 +91,7 @@ def materialise(
     dataset: Dataset,
     version: DatasetVersion,
     transfer_id: str,
-) -> tuple[list[DeliveredFile], list[str], set[str]]:
+) -> tuple[list[DeliveredFile], list[str], pa.Array]:
     """Write the grant's copy into the delivery bucket; return files, columns and subject tokens."""
     contract = stored_contract(dataset)
     manifest = json.loads(
@@ -103,7 +104,7 @@ def materialise(
         grant.id, dataset.id, str(version.version), frozenset(read_columns), grant.expires_at
     )
     protector = ColumnProtector(keys)
-    subjects: set[str] = set()
+    distinct_parts: list[pa.Array] = []
     files: list[DeliveredFile] = []
     prefix = f"grants/{grant.id}/v{version.version}/{transfer_id}/"
     with tempfile.TemporaryDirectory(prefix="gbadz-deliver-") as tmp:
@@ -118,9 +119,7 @@ def materialise(
             try:
                 for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=read_columns):
                     if subject_column:
-                        subjects.update(
-                            str(v) for v in batch.column(subject_column).to_pylist() if v is not None
-                        )
+                        distinct_parts.append(pc.unique(pc.drop_null(batch.column(subject_column))))
                     arrays = []
                     for name in columns:
                         array = batch.column(name)
@@ -141,7 +140,9 @@ def materialise(
             key = prefix + target.name
             client.fput_object(settings.s3.delivery_bucket, key, str(target))
             files.append(DeliveredFile(key, size, digest, rows))
-    return files, columns, subjects
+    # Distinct individuals as an Arrow array: Python strings are made only if they are counted.
+    subjects = pc.unique(pa.concat_arrays(distinct_parts)) if distinct_parts else pa.array([], pa.string())
+    return files, columns, pc.cast(subjects, pa.string())
 
 
 def _delivered(session: Session, grant_id: str, version: int) -> dict[str, Any] | None:
@@ -222,7 +223,7 @@ def deliver(
             # (this is still a transfer, logged below), after checking they are still there.
             files = [DeliveredFile(**f) for f in earlier["files"]]
             columns = list(earlier["columns"])
-            subjects: set[str] = set()
+            subjects = pa.array([], pa.string())
             for f in files:
                 client.stat_object(settings.s3.delivery_bucket, f.key)
         else:
@@ -239,12 +240,13 @@ def deliver(
     exporter = session.get(Organization, dataset.provider_org_id) if dataset.provider_org_id else None
     recipient = session.get(Organization, grant.grantee_org_id)
     snapshot = None
-    if basis is not None and exporter is not None and subjects:
+    if basis is not None and exporter is not None and len(subjects):
+        people = subjects.to_pylist()
         snapshot = counters.record(
             session,
             exporter_id=exporter.id,
-            subjects=subjects,
-            sensitive_subjects=subjects if spi_columns else (),
+            subjects=people,
+            sensitive_subjects=people if spi_columns else (),
             basis=basis,
             at=now,
         )
@@ -281,7 +283,7 @@ def deliver(
         if any(contract.facts(c).protection == "pseudonymise" for c in columns)
         else "raw",
         "n_individuals": len(subjects),
-        "counting_method": f"distinct {contract.subject_column} (pseudonymised)" if subjects else "none",
+        "counting_method": f"distinct {contract.subject_column} (pseudonymised)" if len(subjects) else "none",
         "counter_year": snapshot.year if snapshot else counters.counter_year(now),
         "counter_basis": basis or "none",
         "pi_ytd_before": snapshot.pi_before if snapshot else None,
