@@ -170,6 +170,13 @@ class TestDemo:
         assert ("under_provider_review", "GBA_SC") == decided["sz-ev-charging-sessions"]
         assert ("under_provider_review", "HUMAN_REVIEW") == decided["sz-hospital-outpatient-visits"]
         assert all(r["legal_basis"] for r in report["requests"])
+        # Two transfers, logged before their URLs; the compliance view and an offline-verified log.
+        compliance = report["compliance"]
+        assert [0, 1] == sorted(d["log_index"] for d in compliance["delivered"])
+        assert compliance["verified"]
+        [hospital] = [c for c in compliance["counters"] if c["exporter"] == "Shenzhen Harbour Hospital Group"]
+        assert 0 < hospital["pi_individuals"] <= 100_000
+        assert 0 == hospital["spi_individuals"]
 
 
 class TestKeys:

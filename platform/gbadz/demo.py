@@ -97,6 +97,7 @@ def run(settings: Settings, console: Console | None) -> dict[str, Any]:
     report["ingest"] = _publish_samples(resolved, say)
     report["catalog"] = _catalog(resolved, organisations, say)
     report["requests"] = _requests(resolved, organisations, say)
+    report["compliance"] = _deliveries_and_compliance(resolved, organisations, report["requests"], say)
     say(
         "\n[green]gbadz works.[/green] Run the API with `gbadz serve`; stop the embedded services "
         "with `gbadz services down` (data is kept)."
@@ -146,6 +147,7 @@ PROVIDERS = {
     "Shenzhen Western Port Authority": "CN-SZ",
 }
 STARTUPS = {"Victoria Harbour Analytics (startup)": "HK", "Pearl River Insights (startup)": "CN-GZ"}
+OFFICE = {"Special Data Zone Compliance Office": "CN-SZ"}
 
 
 def _register_organisations(settings: Settings) -> dict[str, str]:
@@ -159,7 +161,7 @@ def _register_organisations(settings: Settings) -> dict[str, str]:
     try:
         with db.make_sessionmaker(engine).begin() as session:
             ids: dict[str, str] = {}
-            for name, jurisdiction in {**PROVIDERS, **STARTUPS}.items():
+            for name, jurisdiction in {**PROVIDERS, **STARTUPS, **OFFICE}.items():
                 org = session.scalar(sa.select(Organization).where(Organization.name == name))
                 if org is None:
                     org = service.create_organization(
@@ -252,21 +254,25 @@ def _catalog(settings: Settings, orgs: dict[str, str], say: Callable[[str], None
     return views
 
 
-REQUESTS = (
-    ("mo-tourism-visitor-arrivals", "Visitor flow model for retail site selection in Macao"),
-    ("sz-ev-charging-sessions", "Charging-demand forecast for a Bay Area charging network"),
-    ("sz-hospital-outpatient-visits", "Outpatient demand forecast for a clinic chain"),
+REQUESTS: tuple[tuple[str, str, list[str]], ...] = (
+    ("mo-tourism-visitor-arrivals", "Visitor flow model for retail site selection in Macao", []),
+    ("sz-ev-charging-sessions", "Charging-demand forecast for a Bay Area charging network", []),
+    (
+        "sz-hospital-outpatient-visits",
+        "Outpatient demand forecast for a clinic chain",
+        ["visit_id", "patient_id", "visit_date", "department", "fee_cny"],  # no sensitive columns
+    ),
 )
 
 
 def _requests(settings: Settings, orgs: dict[str, str], say: Callable[[str], None]) -> list[dict[str, Any]]:
     """The Hong Kong startup (GBA-registered) asks for three datasets; each is decided with its legal basis."""
-    token = _token(settings, orgs["Victoria Harbour Analytics (startup)"], "consumer")
+    token = _startup_token(settings, orgs)
     say(
         "[bold]9. access requests[/bold] Victoria Harbour Analytics (HK, GBA-registered) asks for three datasets:"
     )
     results = []
-    for dataset, purpose_text in REQUESTS:
+    for dataset, purpose_text, columns in REQUESTS:
         body = _call(
             "POST",
             f"/api/v1/datasets/{dataset}/access-requests",
@@ -275,6 +281,7 @@ def _requests(settings: Settings, orgs: dict[str, str], say: Callable[[str], Non
                 "purpose": "trade_transport_academic_mfg_marketing",
                 "purpose_text": purpose_text,
                 "duration_days": 180,
+                "columns": columns,
             },
             headers={"Authorization": f"Bearer {token}"},
         )
@@ -282,6 +289,7 @@ def _requests(settings: Settings, orgs: dict[str, str], say: Callable[[str], Non
         results.append(
             {
                 "dataset": dataset,
+                "id": body["id"],
                 "state": body["state"],
                 "outcome": decision["outcome"],
                 "rule_id": decision["rule_id"],
@@ -296,3 +304,106 @@ def _requests(settings: Settings, orgs: dict[str, str], say: Callable[[str], Non
         )
         say(f"      legal basis: {decision['legal_basis']}")
     return results
+
+
+_STARTUP_TOKENS: dict[str, str] = {}
+
+
+def _startup_token(settings: Settings, orgs: dict[str, str]) -> str:
+    if "token" not in _STARTUP_TOKENS:
+        _STARTUP_TOKENS["token"] = _token(settings, orgs["Victoria Harbour Analytics (startup)"], "consumer")
+    return _STARTUP_TOKENS["token"]
+
+
+def _deliveries_and_compliance(
+    settings: Settings, orgs: dict[str, str], requests: list[dict[str, Any]], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Two transfers happen; the compliance officer sees them, the counters and a verified log."""
+    import tempfile
+    from pathlib import Path
+
+    from gbadz.crypto.keys import provider_from_settings
+    from gbadz.translog.log import TransferLog, export, verify_export
+
+    startup = {"Authorization": f"Bearer {_startup_token(settings, orgs)}"}
+    hospital = {
+        "Authorization": f"Bearer {_token(settings, orgs['Shenzhen Harbour Hospital Group'], 'provider')}"
+    }
+    officer = {
+        "Authorization": f"Bearer {_token(settings, orgs['Special Data Zone Compliance Office'], 'compliance_officer')}"
+    }
+    by_dataset = {r["dataset"]: r for r in requests}
+    review = by_dataset["sz-hospital-outpatient-visits"]["id"]
+    _call(
+        "POST",
+        f"/api/v1/access-requests/{review}/approve",
+        settings,
+        json={"reason": "aggregate use only"},
+        headers=hospital,
+    )
+    approved = _call(
+        "POST",
+        f"/api/v1/access-requests/{review}/approve",
+        settings,
+        json={"reason": "health sector rule reviewed: pseudonymised, no free text"},
+        headers=officer,
+    )
+    say(
+        "[bold]10. review[/bold] the hospital, then the zone's compliance office, approve the health-data request "
+        f"({approved['state']})"
+    )
+    delivered = []
+    for dataset in ("mo-tourism-visitor-arrivals", "sz-hospital-outpatient-visits"):
+        grants = _call("GET", "/api/v1/grants", settings, headers=startup)
+        grant = next(g for g in grants if g["dataset_id"] == dataset and g["status"] == "active")
+        body = _call("POST", f"/api/v1/grants/{grant['id']}/deliveries", settings, headers=startup)
+        rows = sum(f["rows"] for f in body["files"])
+        delivered.append({"dataset": dataset, "log_index": body["log_index"], "rows": rows})
+        say(
+            f"   delivered {dataset}: {rows:,} rows, columns {', '.join(body['columns'][:4])}…, "
+            f"logged as transfer #{body['log_index']} before the {len(body['files'])} URL(s) were issued"
+        )
+    say("[bold]11. compliance[/bold] what the zone's compliance officer sees:")
+    transfers = _call("GET", "/api/v1/transfers?limit=5", settings, headers=officer)
+    for row in transfers[:2]:
+        e = row["entry"]
+        say(
+            f"   #{row['index']} {e['origin']} → {e['destination']} {e['dataset_id']}: {e['decision_outcome']} "
+            f"({e['rule_id']}) - {e['legal_basis']}; {e['n_individuals']:,} individuals"
+        )
+    counts = _call("GET", "/api/v1/compliance/counters", settings, headers=officer)
+    for c in counts:
+        say(
+            f"   {c['exporter'] or c['exporter_org_id']} ({c['basis']}, {c['year']}): {c['pi_individuals']:,} individuals, "
+            f"{c['spi_individuals']:,} sensitive - next thresholds {_threshold(c['next_threshold']['pi'])} "
+            f"individuals / {_threshold(c['next_threshold']['spi'])} sensitive"
+        )
+    checkpoint = _call("GET", "/api/v1/transfer-log/checkpoint?fresh=true", settings, headers=officer)
+    engine = db.create_engine(settings.db)
+    try:
+        with tempfile.TemporaryDirectory() as tmp, db.make_sessionmaker(engine)() as session:
+            target = Path(tmp) / "transfer-log.jsonl"
+            export(session, TransferLog(provider_from_settings(settings)), target)
+            verdict = verify_export(target)
+    finally:
+        engine.dispose()
+    say(
+        f"   signed checkpoint: {checkpoint['tree_size']} entries, root {checkpoint['root_hash'][:16]}…; "
+        + (
+            f"offline verification of the export: [green]verified[/green] {verdict.entries} entries, "
+            f"{verdict.checkpoints} checkpoints"
+            if verdict.ok
+            else f"[bold red]NOT VERIFIED[/bold red]: {verdict.problem}"
+        )
+    )
+    return {
+        "delivered": delivered,
+        "transfers": len(transfers),
+        "counters": counts,
+        "checkpoint": checkpoint["tree_size"],
+        "verified": verdict.ok,
+    }
+
+
+def _threshold(value: int | None) -> str:
+    return f"{value:,}" if value is not None else "all passed"
