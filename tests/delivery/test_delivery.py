@@ -262,3 +262,40 @@ class TestComplianceView:
             ).status_code
         )
         assert 403 == http.get("/api/v1/transfers", headers=startup.headers).status_code
+
+
+class TestCrashRecovery:
+    def test_a_crash_after_the_log_commit_is_recovered_by_the_retry(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], published: tuple[Party, str]
+    ) -> None:
+        """The transfer committed (log entry and all) but the process died before answering."""
+        from gbadz.delivery import service
+
+        _, dataset = published
+        consumer = party("consumer", "HK")
+        grant = _grant(http, consumer, dataset)
+        with app.state.sessionmaker.begin() as session:  # what the route does, up to the commit
+            crashed = service.deliver(
+                session,
+                client=app.state.s3,
+                settings=app.state.settings,
+                keys=app.state.keys,
+                log=app.state.transfer_log,
+                grant_id=grant,
+                org_id=consumer.client.org_id,
+                actor="test",
+                idempotency_key="retry-me",
+            )
+        size = _log_size(app)
+        retry = http.post(
+            f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers | {"Idempotency-Key": "retry-me"}
+        )
+        assert 201 == retry.status_code, retry.text
+        body = retry.json()
+        assert (crashed.transfer_id, crashed.log_index, True) == (
+            body["transfer_id"],
+            body["log_index"],
+            body["reused"],
+        )
+        assert size == _log_size(app)
+        assert 200 == httpx.get(body["files"][0]["url"], timeout=30).status_code
