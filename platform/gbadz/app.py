@@ -159,6 +159,11 @@ def create_app(settings: Settings) -> FastAPI:
         refreshers = [
             asyncio.create_task(app.state.authenticator.revocations.run()),
             asyncio.create_task(app.state.catalog_index.run()),
+            asyncio.create_task(
+                app.state.transfer_log.publish_periodically(
+                    app.state.sessionmaker, settings.api.checkpoint_interval_s
+                )
+            ),
         ]
         try:
             yield

@@ -139,6 +139,9 @@ class ApiSettings(BaseModel):
         default="index",
         description="index: in-process snapshot (fast reads, ~1 s cross-replica freshness); database: FTS per request",
     )
+    checkpoint_interval_s: float = Field(
+        default=60.0, gt=0, description="sign a transfer-log checkpoint this often when the log grew"
+    )
     delivery_url_ttl_s: int = Field(
         default=900, ge=10, le=7 * 24 * 3600, description="lifetime of presigned delivery URLs (seconds)"
     )

@@ -219,3 +219,30 @@ class TestAuditCommands:
         bad = run_cli(offline, "audit", "verify", str(target), "--public-key", str(pem))
         assert 1 == bad.returncode
         assert "first bad index: 9" in bad.stderr
+
+
+class TestPeriodicCheckpoints:
+    def test_the_app_signs_a_checkpoint_when_the_log_grew(
+        self, sessions: sessionmaker[Session], settings: Settings
+    ) -> None:
+        import time
+
+        from fastapi.testclient import TestClient
+
+        from gbadz.app import create_app
+
+        quick = settings.model_copy(
+            update={"api": settings.api.model_copy(update={"checkpoint_interval_s": 0.2})}
+        )
+        app = create_app(quick)
+        with TestClient(app):
+            with sessions.begin() as session:
+                app.state.transfer_log.append(session, entry(0), kind="delivery")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with sessions() as session:
+                    sizes = list(session.scalars(sa.select(Checkpoint.tree_size)))
+                if sizes:
+                    break
+                time.sleep(0.1)
+        assert [1] == sizes

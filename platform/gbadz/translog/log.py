@@ -19,6 +19,7 @@ verify an export with ``gbadz audit verify`` — no database, no network.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -29,14 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz.crypto.keys import KeyProvider
 from gbadz.crypto.signing import Signer, verify
+from gbadz.log import get_logger
 from gbadz.translog.merkle import EMPTY_ROOT, CompactTree, leaf_hash, verify_consistency
 from gbadz.translog.models import Checkpoint, LogEntry, LogHead
 
 SIGNING_KEY = "transfer-log"
+log = get_logger("gbadz.translog")
 ORIGIN = "gbadz transfer log"
 EXPORT_FORMAT = "gbadz-transfer-log-export/1"
 
@@ -168,6 +171,24 @@ class TransferLog:
         session.add(row)
         session.flush()
         return row
+
+    def checkpoint_if_grown(self, sessions: sessionmaker[Session]) -> Checkpoint | None:
+        """Sign a checkpoint when entries were added since the last one (the periodic publisher)."""
+        with sessions.begin() as session:
+            latest = self.latest_checkpoint(session)
+            size = self.sync(session)
+            if size == 0 or (latest is not None and latest.tree_size >= size):
+                return None
+            return self.checkpoint(session)
+
+    async def publish_periodically(self, sessions: sessionmaker[Session], interval_s: float) -> None:
+        """Run forever (cancelled at shutdown): a signed checkpoint every ``interval_s`` if the log grew."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.checkpoint_if_grown, sessions)
+            except Exception:
+                log.warning("periodic checkpoint failed", exc_info=True)
 
     def latest_checkpoint(self, session: Session) -> Checkpoint | None:
         return session.scalar(sa.select(Checkpoint).order_by(Checkpoint.tree_size.desc()).limit(1))
