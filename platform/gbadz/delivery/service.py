@@ -44,6 +44,7 @@ from gbadz.crypto.columns import ColumnProtector, KeyGrant
 from gbadz.crypto.keys import KeyProvider
 from gbadz.crypto.pseudonym import mask_array
 from gbadz.errors import Conflict, Gone, NotFound, StorageUnavailable
+from gbadz.ingest.pipeline import file_sha256
 from gbadz.translog.log import Appended, TransferLog
 from gbadz.translog.models import LogEntry
 
@@ -135,8 +136,7 @@ def materialise(
                     writer.close()
             if writer is None:  # an empty source: still a valid, empty file
                 pq.write_table(pa.table({c: pa.array([], pa.string()) for c in columns}), str(target))
-            digest = hashlib.sha256(target.read_bytes()).hexdigest()
-            size = target.stat().st_size
+            digest, size = file_sha256(target)  # streamed: the file may be larger than memory
             key = prefix + target.name
             client.fput_object(settings.s3.delivery_bucket, key, str(target))
             files.append(DeliveredFile(key, size, digest, rows))

@@ -86,7 +86,7 @@ def _classification(contract: Contract) -> Classification:
     return "pi" if contract.has_pi else "general"
 
 
-def _file_sha256(path: Path) -> tuple[str, int]:
+def file_sha256(path: Path) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     with path.open("rb") as fh:
         while chunk := fh.read(4 << 20):
@@ -107,7 +107,7 @@ def _exists(client: Minio, bucket: str, key: str) -> bool:
 
 def land(ctx: IngestContext, contract: Contract, source: Path) -> Landed:
     """Keep the raw upload, encrypted, under its content hash (re-landing the same file is a no-op)."""
-    sha, size = _file_sha256(source)
+    sha, size = file_sha256(source)
     suffix = source.suffix.lower() or ".bin"
     key = f"{contract.id}/raw/{sha}{suffix}.gbzenv"
     bucket = ctx.settings.s3.landing_bucket
@@ -257,7 +257,7 @@ def publish(
             row_group_size=ROW_GROUP,
             compression="zstd",
         )
-        part_sha, part_size = _file_sha256(part)
+        part_sha, part_size = file_sha256(part)
         try:
             ctx.client.fput_object(bucket, prefix + part.name, str(part), part_size=PART_SIZE)
         except storage.S3_ERRORS as exc:

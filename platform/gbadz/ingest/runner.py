@@ -123,7 +123,7 @@ def run(settings: Settings, contract_path: Path, source: Path, dags_folder: Path
     state, tasks = _run_dag(
         settings, {"contract": str(contract_path.resolve()), "source": str(source.resolve())}, dags_folder
     )
-    sha, _ = pipeline._file_sha256(source)
+    sha, _ = pipeline.file_sha256(source)
     where = sa.and_(IngestionRun.dataset_id == contract.id, IngestionRun.source_sha256 == sha)
     return _outcome(settings, where, state, tasks)
 
