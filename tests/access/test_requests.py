@@ -317,3 +317,47 @@ class TestBadInput:
         revoked = http.post(url, json={"reason": "licence breach reported"}, headers=macao.headers)
         assert "revoked" == revoked.json()["status"], revoked.text
         assert 409 == http.post(url, json={"reason": "again"}, headers=macao.headers).status_code
+
+
+class TestExpiringMechanisms:
+    def test_only_mechanisms_expiring_within_the_window_are_listed(
+        self, http: TestClient, party: MakeParty
+    ) -> None:
+        exporter, recipient = party("provider", "CN-SZ"), party("consumer", "HK")
+        officer = party("compliance_officer")
+        today = datetime.now(UTC).date()
+        references = {}
+        for label, valid_to in (("soon", today + timedelta(days=20)), ("later", today + timedelta(days=700))):
+            reference = f"CAC-ASSESS-{label}-{exporter.client.org_id[:8]}"
+            references[label] = reference
+            filed = http.post(
+                "/api/v1/mechanisms",
+                json={
+                    "exporter_org_id": exporter.client.org_id,
+                    "recipient_org_id": recipient.client.org_id,
+                    "kind": "ASSESSMENT",
+                    "reference": reference,
+                    "issued": (today - timedelta(days=300)).isoformat(),
+                    "valid_to": valid_to.isoformat(),
+                },
+                headers=exporter.headers,
+            )
+            assert 201 == filed.status_code, filed.text
+        listed = http.get("/api/v1/compliance/mechanisms/expiring", headers=officer.headers)
+        assert 200 == listed.status_code, listed.text
+        mine = [m for m in listed.json() if m["exporter_org_id"] == exporter.client.org_id]
+        assert [references["soon"]] == [m["reference"] for m in mine]
+        assert 0 < mine[0]["working_days_left"] <= 20
+        assert 403 == http.get("/api/v1/compliance/mechanisms/expiring", headers=exporter.headers).status_code
+        # Filing the same reference twice is refused.
+        again = http.post(
+            "/api/v1/mechanisms",
+            json={
+                "exporter_org_id": exporter.client.org_id,
+                "recipient_org_id": recipient.client.org_id,
+                "kind": "ASSESSMENT",
+                "reference": references["soon"],
+            },
+            headers=exporter.headers,
+        )
+        assert 409 == again.status_code
