@@ -15,16 +15,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import embedded  # bench/embedded.py
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from pydantic import SecretStr
 
-from gbadz import db
 from gbadz.access.models import AccessRequest, Grant, Organization
 from gbadz.catalog.models import Dataset, DatasetVersion
-from gbadz.config import CryptoSettings, DatabaseSettings, S3Settings, Settings
 from gbadz.delivery.service import materialise
-from gbadz.embedded import EmbeddedServices
 from gbadz.ingest import pipeline, samples
 from gbadz.ingest.contract import load_contract
 
@@ -50,25 +47,7 @@ def main() -> None:
         data = samples.generate(contract.id, ROWS)
         source = work / "upload.csv"
         pacsv.write_csv(data, source)
-        services = EmbeddedServices(
-            work / "home",
-            bucket_settings=S3Settings(
-                landing_bucket="bench-landing",
-                curated_bucket="bench-curated",
-                delivery_bucket="bench-delivery",
-            ),
-        )
-        state, _ = services.up(with_database=False)
-        assert state.s3 is not None
-        try:
-            settings = Settings(
-                env="test",
-                home=work / "home",
-                db=DatabaseSettings(url=f"sqlite:///{work / 'bench.db'}"),
-                s3=services.s3_settings(state.s3),
-                crypto=CryptoSettings(passphrase=SecretStr("benchmark keyring passphrase"), scrypt_log2_n=14),
-            )
-            db.upgrade(db.create_engine(settings.db))
+        with embedded.services(work) as settings:
             ctx = pipeline.IngestContext.from_settings(settings)
             started = time.perf_counter()
             result = pipeline.ingest(ctx, contract, "bench", source)
@@ -154,8 +133,6 @@ def main() -> None:
                 profile.disable()
                 pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
             session.close()
-        finally:
-            services.down()
     floor, mine = sorted(floors)[ROUNDS // 2], sorted(ours)[ROUNDS // 2]
     print(
         f"{ROWS:,} rows, {len(COLUMNS)} granted columns (1 decrypted, 1 masked, 1 pseudonymised), median of {ROUNDS}"

@@ -14,13 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import embedded  # bench/embedded.py
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from pydantic import SecretStr
 
-from gbadz import db
-from gbadz.config import CryptoSettings, DatabaseSettings, S3Settings, Settings
-from gbadz.embedded import EmbeddedServices
 from gbadz.ingest import pipeline, samples
 from gbadz.ingest.contract import load_contract
 from gbadz.ingest.validate import read_table, run_suite
@@ -49,25 +46,7 @@ def main() -> None:
         source = work / "upload.csv"
         pacsv.write_csv(data, source)
         size_mb = source.stat().st_size / 1e6
-        services = EmbeddedServices(
-            work / "home",
-            bucket_settings=S3Settings(
-                landing_bucket="bench-landing",
-                curated_bucket="bench-curated",
-                delivery_bucket="bench-delivery",
-            ),
-        )
-        state, _ = services.up(with_database=False)
-        assert state.s3 is not None
-        try:
-            settings = Settings(
-                env="test",
-                home=work / "home",
-                db=DatabaseSettings(url=f"sqlite:///{work / 'bench.db'}"),
-                s3=services.s3_settings(state.s3),
-                crypto=CryptoSettings(passphrase=SecretStr("benchmark keyring passphrase"), scrypt_log2_n=14),
-            )
-            db.upgrade(db.create_engine(settings.db))
+        with embedded.services(work) as settings:
             ctx = pipeline.IngestContext.from_settings(settings)
             run_suite(contract, data.slice(0, 10))  # pay Great Expectations' import before timing
 
@@ -104,8 +83,6 @@ def main() -> None:
                 "bench",
             )
             ours = time.perf_counter() - started
-        finally:
-            services.down()
     print(f"{ROWS:,} rows x {data.num_columns} columns ({size_mb:.0f} MB CSV)")
     print(f"  floor (pyarrow read CSV -> write Parquet -> PUT)  {floor:6.2f} s")
     print(

@@ -199,6 +199,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.org_jurisdictions = {}
     app.state.catalog_search = CatalogSearch(engine.dialect.name)
     app.state.catalog_index = CatalogIndex(app.state.sessionmaker)
+    app.state.catalog_index.watch(app.state.sessionmaker)
     tokens = TokenService(settings.oauth, app.state.keys)
     server = oauth.GbadzAuthorizationServer(settings.oauth, app.state.sessionmaker, tokens)
     app.state.tokens = tokens

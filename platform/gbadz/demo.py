@@ -96,8 +96,11 @@ def run(settings: Settings, console: Console | None) -> dict[str, Any]:
     organisations = _register_organisations(resolved)
     report["ingest"] = _publish_samples(resolved, say)
     report["catalog"] = _catalog(resolved, organisations, say)
-    report["requests"] = _requests(resolved, organisations, say)
-    report["compliance"] = _deliveries_and_compliance(resolved, organisations, report["requests"], say)
+    startup = _token(resolved, organisations["Victoria Harbour Analytics (startup)"], "consumer")
+    report["requests"] = _requests(resolved, startup, say)
+    report["compliance"] = _deliveries_and_compliance(
+        resolved, organisations, startup, report["requests"], say
+    )
     say(
         "\n[green]gbadz works.[/green] Run the API with `gbadz serve`; stop the embedded services "
         "with `gbadz services down` (data is kept)."
@@ -265,9 +268,8 @@ REQUESTS: tuple[tuple[str, str, list[str]], ...] = (
 )
 
 
-def _requests(settings: Settings, orgs: dict[str, str], say: Callable[[str], None]) -> list[dict[str, Any]]:
+def _requests(settings: Settings, token: str, say: Callable[[str], None]) -> list[dict[str, Any]]:
     """The Hong Kong startup (GBA-registered) asks for three datasets; each is decided with its legal basis."""
-    token = _startup_token(settings, orgs)
     say(
         "[bold]9. access requests[/bold] Victoria Harbour Analytics (HK, GBA-registered) asks for three datasets:"
     )
@@ -306,17 +308,12 @@ def _requests(settings: Settings, orgs: dict[str, str], say: Callable[[str], Non
     return results
 
 
-_STARTUP_TOKENS: dict[str, str] = {}
-
-
-def _startup_token(settings: Settings, orgs: dict[str, str]) -> str:
-    if "token" not in _STARTUP_TOKENS:
-        _STARTUP_TOKENS["token"] = _token(settings, orgs["Victoria Harbour Analytics (startup)"], "consumer")
-    return _STARTUP_TOKENS["token"]
-
-
 def _deliveries_and_compliance(
-    settings: Settings, orgs: dict[str, str], requests: list[dict[str, Any]], say: Callable[[str], None]
+    settings: Settings,
+    orgs: dict[str, str],
+    startup_token: str,
+    requests: list[dict[str, Any]],
+    say: Callable[[str], None],
 ) -> dict[str, Any]:
     """Two transfers happen; the compliance officer sees them, the counters and a verified log."""
     import tempfile
@@ -325,7 +322,7 @@ def _deliveries_and_compliance(
     from gbadz.crypto.keys import provider_from_settings
     from gbadz.translog.log import TransferLog, export, verify_export
 
-    startup = {"Authorization": f"Bearer {_startup_token(settings, orgs)}"}
+    startup = {"Authorization": f"Bearer {startup_token}"}
     hospital = {
         "Authorization": f"Bearer {_token(settings, orgs['Shenzhen Harbour Hospital Group'], 'provider')}"
     }

@@ -343,9 +343,7 @@ class TestVisibility:
         assert [] == ids(search(http, other, q=tag, status="draft"))
         assert 404 == http.get(f"/api/v1/datasets/{draft['id']}", headers=other.headers).status_code
 
-    def test_an_unknown_organisation_sees_only_general_datasets(
-        self, http: TestClient, party: MakeParty, publish: Publish
-    ) -> None:
+    def test_an_unknown_organisation_sees_only_general_datasets(self) -> None:
         from gbadz.catalog.models import Dataset
         from gbadz.catalog.service import Viewer, can_see
 

@@ -253,7 +253,7 @@ def create_access_request(
         onward_transfer=body.onward_transfer,
         gba_sc_opt_in=body.gba_sc_opt_in,
     )
-    created = service.create_request(session, viewer, principal, actor_of(principal), ask)
+    created = service.create_request(session, viewer, actor_of(principal), ask)
     session.flush()
     return _request_read(created, _grant_id(session, created))
 

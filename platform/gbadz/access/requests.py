@@ -33,6 +33,7 @@ from gbadz.access.transfer import (
     FactError,
     TransferFacts,
     check_evidence,
+    check_mechanisms,
     decide,
 )
 from gbadz.catalog.models import Dataset
@@ -207,9 +208,7 @@ def _grant(session: Session, request: AccessRequest, at: datetime) -> Grant:
     return grant
 
 
-def create_request(
-    session: Session, viewer: Viewer, principal: Principal, actor: str, ask: Ask
-) -> AccessRequest:
+def create_request(session: Session, viewer: Viewer, actor: str, ask: Ask) -> AccessRequest:
     at = _now()
     assessment = assess(session, viewer, ask, at=at)
     decision = assessment.decision
@@ -298,9 +297,9 @@ def _require_mechanism(session: Session, request: AccessRequest, at: datetime) -
     needed = request.decision.get("evidence_required") or []
     if not needed:
         return
-    decision_view = _DecisionView(tuple(needed), {"purpose": request.purpose})
-    check = check_evidence(
-        decision_view,  # type: ignore[arg-type]
+    check = check_mechanisms(
+        needed,
+        request.purpose,
         _evidence_on_file(session, request.provider_org_id, request.requester_org_id),
         at.date(),
     )
@@ -317,12 +316,6 @@ def _require_mechanism(session: Session, request: AccessRequest, at: datetime) -
             "warnings": list(check.warnings),
         },
     }
-
-
-@dataclass(frozen=True)
-class _DecisionView:
-    evidence_required: tuple[str, ...]
-    facts: dict[str, Any]
 
 
 def reject(session: Session, principal: Principal, actor: str, request_id: str, reason: str) -> AccessRequest:

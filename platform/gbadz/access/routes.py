@@ -33,8 +33,6 @@ async def write_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
         session.commit()
-        if session.info.pop("catalog_changed", False):
-            request.app.state.catalog_index.invalidate()
     except BaseException:
         session.rollback()
         raise

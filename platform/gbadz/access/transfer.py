@@ -557,6 +557,18 @@ def _years_after(start: date, years: int) -> date:
         return start.replace(year=start.year + years, day=28)
 
 
+def valid_until(item: Evidence, rules: RuleSet | None = None) -> date | None:
+    """When an assessment or certification stops being valid (explicit, or issue date + the rules' years)."""
+    if item.valid_to is not None or item.kind not in ("ASSESSMENT", "CERT"):
+        return item.valid_to
+    if item.issued is None:
+        return None
+    validity = (rules or default_rules()).validity
+    return _years_after(
+        item.issued, validity["assessment_years" if item.kind == "ASSESSMENT" else "certificate_years"]
+    )
+
+
 def _check_one(item: Evidence, purpose: str, today: date, rules: RuleSet) -> tuple[str, list[str], list[str]]:
     validity = rules.validity
     problems: list[str] = []
@@ -564,10 +576,9 @@ def _check_one(item: Evidence, purpose: str, today: date, rules: RuleSet) -> tup
     if item.purposes and purpose not in item.purposes:
         return "out_of_scope", [f"{item.kind} {item.reference} does not cover purpose {purpose}"], []
     if item.kind in ("ASSESSMENT", "CERT"):
-        if item.issued is None and item.valid_to is None:
+        valid_to = valid_until(item, rules)
+        if valid_to is None:
             return "missing", [f"{item.kind} {item.reference} has no issue date or validity"], []
-        years = validity["assessment_years" if item.kind == "ASSESSMENT" else "certificate_years"]
-        valid_to = item.valid_to or _years_after(item.issued, years)  # type: ignore[arg-type]
         if today > valid_to:
             return "expired", [f"{item.kind} {item.reference} expired on {valid_to.isoformat()}"], []
         left = working_days_between(today, valid_to)
@@ -598,11 +609,22 @@ def check_evidence(
     decision: Decision, evidence: Sequence[Evidence], today: date, rules: RuleSet | None = None
 ) -> EvidenceCheck:
     """Does the evidence on file satisfy the mechanism the decision requires, today?"""
+    return check_mechanisms(
+        decision.evidence_required, str(decision.facts.get("purpose", "other")), evidence, today, rules
+    )
+
+
+def check_mechanisms(
+    needed: Sequence[str],
+    purpose: str,
+    evidence: Sequence[Evidence],
+    today: date,
+    rules: RuleSet | None = None,
+) -> EvidenceCheck:
+    """Does the evidence on file hold one valid mechanism of the ``needed`` kinds for ``purpose``, today?"""
     rules = rules or default_rules()
-    needed = decision.evidence_required
     if not needed:
         return EvidenceCheck("not_required", None, (), ())
-    purpose = str(decision.facts.get("purpose", "other"))
     best_status, best_problems = (
         "missing",
         [f"no {' or '.join(needed)} on file for this exporter and recipient"],

@@ -29,14 +29,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz.catalog.models import Dataset
-from gbadz.catalog.search import Page, SearchQuery, decode_cursor, encode_cursor
-from gbadz.catalog.service import LISTED_STATUSES, RESTRICTED_CATEGORIES, Viewer
+from gbadz.catalog.search import WEIGHTS, Page, SearchQuery, decode_cursor, encode_cursor
+from gbadz.catalog.service import CHANGED, LISTED_STATUSES, RESTRICTED_CATEGORIES, Viewer
 from gbadz.errors import BadRequest
 from gbadz.log import get_logger
 
 log = get_logger("gbadz.catalog.index")
 
-FIELDS = (("search_name", 8), ("search_tags", 4), ("search_columns", 2), ("search_description", 1))
 _COLUMNS = (
     Dataset.id,
     Dataset.name,
@@ -315,7 +314,7 @@ def build(session: Session) -> Snapshot:
         provider_name=_groups([r["provider_name"] for r in records], size),
         visible_to=_spaced_groups([r["visible_to"] for r in records], size),
         purposes=_spaced_groups([r["purposes"] for r in records], size),
-        words=[(_Words([r[f] or "" for r in records]), weight) for f, weight in FIELDS],
+        words=[(_Words([r[f] or "" for r in records]), weight) for f, weight in WEIGHTS],
         name_order=name_order,
         name_rank=name_rank,
         updated_order=updated_order,
@@ -339,6 +338,15 @@ class CatalogIndex:
 
     def invalidate(self) -> None:
         self._dirty = True
+
+    def watch(self, sessions: sessionmaker[Session]) -> None:
+        """Invalidate when a session of ``sessions`` commits a catalog change (``session.info[CHANGED]``)."""
+
+        def after_commit(session: Session) -> None:
+            if session.info.pop(CHANGED, False):
+                self.invalidate()
+
+        sa.event.listen(sessions, "after_commit", after_commit)
 
     def ready(self) -> Snapshot | None:
         """The snapshot if it can be used without touching the database, else None."""

@@ -491,7 +491,6 @@ async def register_dataset(request: Request, principal: Publisher) -> Response:
                 session, org_id=principal.org_id, actor=actor_of(principal), raw=raw
             )
             response = _provider_detail(session, dataset)
-        request.app.state.catalog_index.invalidate()
         response.status_code = 201
         response.headers["Location"] = f"/api/v1/datasets/{dataset.id}"
         return response
@@ -525,9 +524,7 @@ async def update_dataset(
             dataset, _ = service.update_contract(
                 session, viewer, actor=actor_of(principal), dataset_id=dataset_id, raw=raw, if_match=if_match
             )
-            response = _provider_detail(session, dataset)
-        request.app.state.catalog_index.invalidate()
-        return response
+            return _provider_detail(session, dataset)
 
     return await run_in_threadpool(work)
 

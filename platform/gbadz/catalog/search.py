@@ -19,7 +19,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,17 +28,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from gbadz.catalog.models import Dataset
-from gbadz.catalog.service import LISTED_STATUSES, Viewer, visibility_clause
+from gbadz.catalog.service import LISTED_STATUSES, WORD, Viewer, visibility_clause
 from gbadz.errors import BadRequest
 
 Sort = Literal["relevance", "name", "-updated"]
 MAX_TERMS = 16
-_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
-_WEIGHTS = (("search_name", 8), ("search_tags", 4), ("search_columns", 2), ("search_description", 1))
+WEIGHTS = (("search_name", 8), ("search_tags", 4), ("search_columns", 2), ("search_description", 1))
 
 
 def terms_of(q: str | None) -> list[str]:
-    tokens = _TOKEN.findall((q or "").lower())
+    tokens = WORD.findall((q or "").lower())
     return list(dict.fromkeys(tokens))[:MAX_TERMS]
 
 
@@ -141,7 +139,7 @@ class CatalogSearch:
         """Per term and field: the weight if a word of the field starts with the term."""
         parts: list[sa.ColumnElement[int]] = []
         for term in terms:
-            for column, weight in _WEIGHTS:
+            for column, weight in WEIGHTS:
                 # Fields hold space-separated words (catalog.service.words); terms are letters/digits only.
                 spaced = sa.literal(" ") + getattr(Dataset, column)
                 parts.append(sa.case((spaced.like(f"% {term}%"), weight), else_=0))

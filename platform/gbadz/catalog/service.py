@@ -113,12 +113,12 @@ def stored_contract(dataset: Dataset) -> Contract:
     return Contract.model_validate(dataset.contract)
 
 
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+WORD = re.compile(r"[^\W_]+", re.UNICODE)  # a word: letters and digits (``_`` separates)
 
 
 def words(text: str) -> str:
     """Lower-case letter/digit runs, space-separated (``berth_occupancy`` -> ``berth occupancy``)."""
-    return " ".join(_WORD.findall(text.lower()))
+    return " ".join(WORD.findall(text.lower()))
 
 
 def _shorten(text: str, limit: int = 280) -> str:
@@ -161,6 +161,9 @@ def listing_fields(contract: Contract, contract_sha256: str) -> dict[str, Any]:
     }
 
 
+CHANGED = "catalog_changed"  # session.info flag: the read index is invalidated when the session commits
+
+
 def apply_contract(session: Session, contract: Contract, contract_sha256: str) -> Dataset:
     """Insert or refresh a dataset's row from its contract (the ingest pipeline's path).
 
@@ -174,6 +177,7 @@ def apply_contract(session: Session, contract: Contract, contract_sha256: str) -
     else:
         for key, value in fields.items():
             setattr(dataset, key, value)
+    session.info[CHANGED] = True
     if dataset.provider_org_id is None:
         dataset.provider_org_id = session.scalar(
             sa.select(Organization.id).where(Organization.name == contract.gbadz.provider.organization)
@@ -224,6 +228,7 @@ def register_contract(session: Session, *, org_id: str, actor: str, raw: bytes) 
     dataset = Dataset(id=contract.id, provider_org_id=org.id, **listing_fields(contract, digest))
     session.add(dataset)
     session.flush()
+    session.info[CHANGED] = True
     audit.record(
         session,
         actor=actor,
@@ -261,6 +266,7 @@ def update_contract(
     for key, value in listing_fields(contract, digest).items():
         setattr(dataset, key, value)
     dataset.updated_at = datetime.now(UTC)
+    session.info[CHANGED] = True
     audit.record(
         session,
         actor=actor,
@@ -276,23 +282,28 @@ def update_contract(
     return dataset, True
 
 
+def _set_status(session: Session, dataset: Dataset, status: str, *, actor: str, **details: Any) -> None:
+    """Change the status (row and stored contract alike), tell the read index, audit it."""
+    before = dataset.status
+    dataset.status = status
+    dataset.contract = {**dataset.contract, "status": status}
+    dataset.updated_at = datetime.now(UTC)
+    session.info[CHANGED] = True
+    audit.record(
+        session,
+        actor=actor,
+        action=f"dataset.{status}",
+        subject_type="dataset",
+        subject_id=dataset.id,
+        details={"before": before, **details},
+    )
+
+
 def deprecate(session: Session, viewer: Viewer, *, actor: str, dataset_id: str, reason: str) -> Dataset:
     dataset = get_owned(session, viewer, dataset_id, lock=True)
     if dataset.status in ("deprecated", "retired"):
         raise Conflict(f"status: the dataset is already {dataset.status}")
-    before = dataset.status
-    dataset.status = "deprecated"
-    dataset.contract = {**dataset.contract, "status": "deprecated"}
-    dataset.updated_at = datetime.now(UTC)
-    session.info["catalog_changed"] = True
-    audit.record(
-        session,
-        actor=actor,
-        action="dataset.deprecated",
-        subject_type="dataset",
-        subject_id=dataset_id,
-        details={"before": before, "reason": reason},
-    )
+    _set_status(session, dataset, "deprecated", actor=actor, reason=reason)
     return dataset
 
 
@@ -306,16 +317,4 @@ def begin_retire(session: Session, viewer: Viewer, *, dataset_id: str) -> Datase
 def finish_retire(
     session: Session, dataset: Dataset, *, actor: str, reason: str, keys_destroyed: int
 ) -> None:
-    before = dataset.status
-    dataset.status = "retired"
-    dataset.contract = {**dataset.contract, "status": "retired"}
-    dataset.updated_at = datetime.now(UTC)
-    session.info["catalog_changed"] = True
-    audit.record(
-        session,
-        actor=actor,
-        action="dataset.retired",
-        subject_type="dataset",
-        subject_id=dataset.id,
-        details={"before": before, "reason": reason, "keys_destroyed": keys_destroyed},
-    )
+    _set_status(session, dataset, "retired", actor=actor, reason=reason, keys_destroyed=keys_destroyed)

@@ -18,7 +18,7 @@ from gbadz.access.auth import require_scopes
 from gbadz.access.identity import JURISDICTIONS
 from gbadz.access.models import CountedSubject, MechanismEvidence, Organization
 from gbadz.access.tokens import Principal
-from gbadz.access.transfer import OUTCOMES, add_working_days, default_rules, working_days_between
+from gbadz.access.transfer import OUTCOMES, Evidence, add_working_days, valid_until, working_days_between
 from gbadz.errors import BadRequest, InsufficientScope, Unauthenticated, error_responses
 from gbadz.translog.models import LogEntry
 
@@ -201,18 +201,13 @@ def expiring_mechanisms(
 ) -> list[ExpiringRead]:
     today = datetime.now(UTC).date()
     horizon = add_working_days(today, working_days)
-    years = default_rules().validity
     with request.app.state.sessionmaker() as session:
         rows = session.scalars(sa.select(MechanismEvidence)).all()
     result = []
     for row in rows:
-        valid_to = row.valid_to
-        if valid_to is None and row.issued is not None and row.kind in ("ASSESSMENT", "CERT"):
-            span = years["assessment_years" if row.kind == "ASSESSMENT" else "certificate_years"]
-            try:
-                valid_to = row.issued.replace(year=row.issued.year + span)
-            except ValueError:
-                valid_to = row.issued.replace(year=row.issued.year + span, day=28)
+        valid_to = valid_until(
+            Evidence(kind=row.kind, reference=row.reference, issued=row.issued, valid_to=row.valid_to)
+        )
         if valid_to is None or not today <= valid_to <= horizon:
             continue
         result.append(
