@@ -225,6 +225,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(sharing.router)
     app.include_router(sharing.profile_router)
+    from fastapi.staticfiles import StaticFiles
+
+    from gbadz.access import authorize
+    from gbadz.console import routes as console_routes
+    from gbadz.console.web import HERE as CONSOLE_HERE
+
+    signin_limiter = oauth.FailureLimiter(
+        settings.console.failed_signin_limit, settings.console.failed_signin_window_s
+    )
+    app.include_router(authorize.build_router(server, signin_limiter))
+    console_routes.install(app)
+    app.mount("/console/static", StaticFiles(directory=CONSOLE_HERE / "static"), name="console-static")
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -43,6 +43,8 @@ orgs_app = typer.Typer(help="Organisations taking part in the zone.", no_args_is
 clients_app = typer.Typer(help="OAuth clients of organisations.", no_args_is_help=True)
 app.add_typer(orgs_app, name="orgs")
 app.add_typer(clients_app, name="clients")
+users_app = typer.Typer(help="People who sign in to the web console.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 contracts_app = typer.Typer(help="Data contracts (ODCS v3 + the gbadz block).", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 keys_app = typer.Typer(help="Keyring: key-encryption keys, data keys and signing keys.", no_args_is_help=True)
@@ -281,6 +283,49 @@ def clients_create(
         if payload["client_secret"]:
             out.print(f"client_secret {payload['client_secret']}  (shown once; store it now)")
         out.print(f"scopes        {' '.join(scopes)}")
+
+
+@users_app.command("create")
+def users_create(
+    org: Annotated[str, typer.Option(help="Organisation id (see `gbadz orgs list`).")],
+    role: Annotated[str, typer.Option(help="provider, consumer or compliance_officer.")],
+    username: Annotated[str, typer.Option(help="3-64 characters: a-z 0-9 . _ -")],
+    display_name: Annotated[str, typer.Option(help="The name shown in the console.")],
+    password_file: Annotated[
+        Path | None, typer.Option(help="Read the password from this file (else asked for, not echoed).")
+    ] = None,
+) -> None:
+    """Create a person who signs in to the web console (password hashed with Argon2id)."""
+    from gbadz.access import people
+
+    if password_file is not None:
+        try:
+            password = password_file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise BadRequest(f"--password-file {password_file}: {exc}") from None
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with _session() as session:
+        user = people.create_user(
+            session,
+            actor="cli:admin",
+            org_id=org,
+            username=username,
+            display_name=display_name,
+            role=role,
+            password=password,
+        )
+        out.print(f"created {user.username} ({user.role}) in organisation {user.org_id}")
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="The person to disable.")]) -> None:
+    """Disable a person: their console sessions end at their next request."""
+    from gbadz.access import people
+
+    with _session() as session:
+        people.disable_user(session, actor="cli:admin", username=username)
+    out.print(f"disabled {username}")
 
 
 @clients_app.command("revoke")

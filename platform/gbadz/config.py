@@ -150,6 +150,19 @@ class ApiSettings(BaseModel):
     )
 
 
+class ConsoleSettings(BaseModel):
+    """The web console's browser sessions (cookies are always Secure, HttpOnly, SameSite=Lax)."""
+
+    session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 86_400, description="longest a sign-in lasts")
+    idle_ttl_s: int = Field(
+        default=30 * 60, ge=60, le=86_400, description="signed out after this long unused"
+    )
+    failed_signin_limit: int = Field(
+        default=5, ge=1, description="failed sign-ins per username/address per window"
+    )
+    failed_signin_window_s: int = Field(default=300, ge=1)
+
+
 class Settings(BaseSettings):
     """All of gbadz's configuration. Tests build it directly; nothing else reads os.environ."""
 
@@ -162,6 +175,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
     db: DatabaseSettings = DatabaseSettings()
+    console: ConsoleSettings = ConsoleSettings()
     s3: S3Settings = S3Settings()
     api: ApiSettings = ApiSettings()
     crypto: CryptoSettings = CryptoSettings()

@@ -101,11 +101,52 @@ def run(settings: Settings, console: Console | None) -> dict[str, Any]:
     report["compliance"] = _deliveries_and_compliance(
         resolved, organisations, startup, report["requests"], say
     )
+    report["people"] = _people(resolved, organisations)
+    say("[bold]10. console[/bold] people who can sign in at /console/ (demo passwords, loopback only):")
+    for person in report["people"]:
+        say(f"   {person['username']:<14} {person['password']:<24} {person['role']:<18} {person['org']}")
     say(
-        "\n[green]gbadz works.[/green] Run the API with `gbadz serve`; stop the embedded services "
+        "\n[green]gbadz works.[/green] Run the API and console with `gbadz serve` "
+        f"({resolved.oauth.issuer}/console/); stop the embedded services "
         "with `gbadz services down` (data is kept)."
     )
     return report
+
+
+DEMO_PEOPLE = (
+    ("hk-startup", "Mei Chan", "consumer", "Victoria Harbour Analytics (startup)"),
+    ("sz-port", "Li Wei", "provider", "Shenzhen Western Port Authority"),
+    ("officer", "Ho Ka-yan", "compliance_officer", "Special Data Zone Compliance Office"),
+)
+
+
+def _people(settings: Settings, orgs: dict[str, str]) -> list[dict[str, str]]:
+    """One person per role for the console, created once (re-running the demo keeps them)."""
+    import sqlalchemy as sa
+
+    from gbadz.access import people
+    from gbadz.access.models import User
+
+    engine = db.create_engine(settings.db)
+    result = []
+    try:
+        with db.make_sessionmaker(engine).begin() as session:
+            for username, name, role, org in DEMO_PEOPLE:
+                password = f"demo-{username}-pass"
+                if session.scalar(sa.select(User.id).where(User.username == username)) is None:
+                    people.create_user(
+                        session,
+                        actor="gbadz-demo",
+                        org_id=orgs[org],
+                        username=username,
+                        display_name=name,
+                        role=role,
+                        password=password,
+                    )
+                result.append({"username": username, "password": password, "role": role, "org": org})
+    finally:
+        engine.dispose()
+    return result
 
 
 def _publish_samples(settings: Settings, say: Callable[[str], None]) -> dict[str, Any]:

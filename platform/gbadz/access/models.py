@@ -154,3 +154,35 @@ class MechanismEvidence(Base):
         sa.UniqueConstraint("kind", "reference", name="uq_mechanism_evidence_kind"),
         sa.Index("ix_mechanism_evidence_pair", "exporter_org_id", "recipient_org_id"),
     )
+
+
+class User(Base):
+    """A person who signs in to the console: a member of one organisation acting in one role."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(64))
+    display_name: Mapped[str] = mapped_column(sa.String(200))
+    org_id: Mapped[str] = mapped_column(sa.ForeignKey("organizations.id"), index=True)
+    role: Mapped[str] = mapped_column(sa.String(32))
+    password_hash: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    __table_args__ = (sa.UniqueConstraint("username", name="uq_users_username"),)
+
+
+class AuthorizationCode(Base):
+    """An issued authorization code (RFC 6749 §4.1), kept by hash until used or expired."""
+
+    __tablename__ = "oauth_authorization_codes"
+
+    code_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(sa.String(64))
+    user_id: Mapped[str] = mapped_column(sa.String(36))
+    redirect_uri: Mapped[str] = mapped_column(sa.String(500))
+    scope: Mapped[str] = mapped_column(sa.String(500))
+    code_challenge: Mapped[str] = mapped_column(sa.String(128))
+    code_challenge_method: Mapped[str] = mapped_column(sa.String(8))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -1,6 +1,7 @@
 """gbadz as an OAuth 2.0 authorization server, on authlib, behind a small Starlette adapter.
 
-authlib does the protocol (RFC 6749 client credentials, client authentication with
+authlib does the protocol (RFC 6749 client credentials; the authorization code grant with
+PKCE S256 required (RFC 7636) for people signing in to the console; client authentication with
 client_secret_basic / client_secret_post / private_key_jwt per RFC 7523, RFC 7662
 introspection, RFC 7009 revocation); this module supplies storage, token minting
 (:mod:`gbadz.access.tokens`), the HTTP adapter and RFC 8414 metadata. authlib has no
@@ -13,16 +14,18 @@ import threading
 import time
 from collections import defaultdict, deque
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 import sqlalchemy as sa
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, OAuth2Request
-from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -34,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gbadz import audit
 from gbadz.access.identity import ROLE_SCOPES, SCOPES
-from gbadz.access.models import OAuthClient, RevokedToken, UsedAssertion
+from gbadz.access.models import AuthorizationCode, OAuthClient, RevokedToken, UsedAssertion, User
 from gbadz.access.service import secret_matches
 from gbadz.access.tokens import OWN_ALGORITHMS, TokenRejected, TokenService, decode_and_validate
 from gbadz.config import OAuthSettings
@@ -81,8 +84,138 @@ class ClientRecord(ClientMixin):  # type: ignore[misc]
         return False
 
 
+CONSOLE_CLIENT_ID = "gbadz-console"
+CONSOLE_CALLBACK = "/console/callback"
+CODE_TTL_S = 60
+
+
+class ConsoleClient(ClientMixin):  # type: ignore[misc]
+    """The web console: a built-in public client (RFC 6749 §2.1) that may only use the
+    authorization code grant with PKCE, and only redirect to its own callback."""
+
+    client_id = CONSOLE_CLIENT_ID
+
+    def __init__(self, issuer: str) -> None:
+        self.redirect_uri = issuer + CONSOLE_CALLBACK
+
+    def get_client_id(self) -> str:
+        return CONSOLE_CLIENT_ID
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        # What a person finally gets is cut down to their role's scopes when the token is minted.
+        people = set().union(*(ROLE_SCOPES[r] for r in ("provider", "consumer", "compliance_officer")))
+        requested = set(scope.split()) if scope else people
+        return " ".join(sorted(requested & people))
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return False
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == "none" and endpoint == "token"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "authorization_code"
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def get_default_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri == self.redirect_uri
+
+
 class GbadzClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH_METHODS
+
+
+class StoredCode:
+    """An authorization code row as authlib's grant reads it."""
+
+    def __init__(self, row: AuthorizationCode) -> None:
+        self.row = row
+        self.code_challenge = row.code_challenge
+        self.code_challenge_method = row.code_challenge_method
+
+    def get_redirect_uri(self) -> str:
+        return self.row.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+
+def _code_hash(code: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+class PeopleAuthorizationCode(AuthorizationCodeGrant):  # type: ignore[misc]
+    """RFC 6749 §4.1 for people: one-use codes, kept by hash, valid for a minute."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["none"]
+    server: GbadzAuthorizationServer
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        data = request.payload.data
+        with self.server.sessions.begin() as session:
+            session.execute(
+                sa.delete(AuthorizationCode).where(AuthorizationCode.expires_at < datetime.now(UTC))
+            )
+            session.add(
+                AuthorizationCode(
+                    code_hash=_code_hash(code),
+                    client_id=request.client.get_client_id(),
+                    user_id=request.user.id,
+                    redirect_uri=request.payload.redirect_uri or request.client.get_default_redirect_uri(),
+                    scope=request.scope or "",
+                    code_challenge=data["code_challenge"],
+                    code_challenge_method=data.get("code_challenge_method") or "S256",
+                    expires_at=datetime.fromtimestamp(time.time() + CODE_TTL_S, UTC),
+                )
+            )
+
+    def query_authorization_code(self, code: str, client: Any) -> StoredCode | None:
+        with self.server.sessions.begin() as session:
+            # Deleted as it is read: a code works once, even when two exchanges race.
+            row = session.scalar(
+                sa.delete(AuthorizationCode)
+                .where(AuthorizationCode.code_hash == _code_hash(code))
+                .returning(AuthorizationCode)
+            )
+            if row is None or row.client_id != client.get_client_id():
+                return None
+            if row.expires_at < datetime.now(UTC):
+                return None
+            session.expunge(row)
+            return StoredCode(row)
+
+    def delete_authorization_code(self, authorization_code: StoredCode) -> None:
+        """Already deleted when it was looked up."""
+
+    def authenticate_user(self, authorization_code: StoredCode) -> User | None:
+        with self.server.sessions() as session:
+            user = session.get(User, authorization_code.row.user_id)
+            if user is None or user.disabled_at is not None:
+                return None
+            session.expunge(user)
+            return user
+
+
+class RequiredS256(CodeChallenge):  # type: ignore[misc]
+    """PKCE is required on every authorization request, and only with S256 (RFC 9700 §2.1.1)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD: ClassVar[list[str]] = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("Missing 'code_challenge': PKCE with S256 is required")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
@@ -245,6 +378,8 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.sessions = sessions
         self.tokens = tokens
         self.register_grant(GbadzClientCredentials)
+        self.register_grant(PeopleAuthorizationCode, [RequiredS256(required=True)])
+        self.console_client = ConsoleClient(settings.issuer)
         self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(self))
         self.register_token_generator("default", self._generate_token)
         self.register_endpoint(Introspection(self))
@@ -257,7 +392,9 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return f"{self.settings.issuer}/oauth/{name}"
 
     # -- authlib hooks -------------------------------------------------------------
-    def query_client(self, client_id: str) -> ClientRecord | None:
+    def query_client(self, client_id: str) -> ClientRecord | ConsoleClient | None:
+        if client_id == CONSOLE_CLIENT_ID:
+            return self.console_client
         with self.sessions() as session:
             row = session.get(OAuthClient, client_id)
             if row is None or row.revoked_at is not None:
@@ -283,15 +420,32 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def _generate_token(
         self,
         grant_type: str,
-        client: ClientRecord,
+        client: ClientRecord | ConsoleClient,
         user: Any = None,
         scope: str | None = None,
         expires_in: int | None = None,
         include_refresh_token: bool = True,
     ) -> dict[str, Any]:
+        if isinstance(user, User):
+            return self.person_token(user, scope)
+        assert isinstance(client, ClientRecord)
         granted = client.get_allowed_scope(scope)
         token, ttl = self.tokens.issue(
             client_id=client.row.client_id, org_id=client.row.org_id, role=client.row.role, scope=granted
+        )
+        return {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": granted}
+
+    def person_token(self, user: User, scope: str | None = None) -> dict[str, Any]:
+        return self.person_token_for(user.username, user.org_id, user.role, scope)
+
+    def person_token_for(
+        self, username: str, org_id: str, role: str, scope: str | None = None
+    ) -> dict[str, Any]:
+        """A token for a person signed in through the console: their organisation, their role's scopes."""
+        allowed = ROLE_SCOPES.get(role, frozenset()) - {"admin"}
+        granted = " ".join(sorted(allowed & set(scope.split()) if scope else allowed))
+        token, ttl = self.tokens.issue(
+            client_id=CONSOLE_CLIENT_ID, subject=f"user:{username}", org_id=org_id, role=role, scope=granted
         )
         return {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": granted}
 
@@ -321,6 +475,8 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         with self.sessions() as session:
             if session.get(RevokedToken, claims["jti"]) is not None:
                 return False
+            if claims.get("client_id") == CONSOLE_CLIENT_ID:
+                return True
             client = session.get(OAuthClient, claims.get("client_id"))
             return client is not None and client.revoked_at is None
 
@@ -425,9 +581,11 @@ def build_router(server: GbadzAuthorizationServer, limiter: FailureLimiter) -> A
                 "jwks_uri": server.endpoint("jwks"),
                 "introspection_endpoint": server.endpoint("introspect"),
                 "revocation_endpoint": server.endpoint("revoke"),
-                "grant_types_supported": ["client_credentials"],
-                "response_types_supported": [],
-                "token_endpoint_auth_methods_supported": methods,
+                "authorization_endpoint": server.endpoint("authorize"),
+                "grant_types_supported": ["client_credentials", "authorization_code"],
+                "response_types_supported": ["code"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": [*methods, "none"],
                 "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
                 "introspection_endpoint_auth_methods_supported": methods,
                 "revocation_endpoint_auth_methods_supported": methods,

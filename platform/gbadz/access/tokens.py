@@ -118,12 +118,15 @@ class TokenService:
         return key_id
 
     # -- issuing -----------------------------------------------------------------
-    def issue(self, *, client_id: str, org_id: str, role: str, scope: str) -> tuple[str, int]:
+    def issue(
+        self, *, client_id: str, org_id: str, role: str, scope: str, subject: str | None = None
+    ) -> tuple[str, int]:
+        """A signed access token; ``subject`` is the person for user tokens, else the client."""
         now = int(time.time())
         ttl = self.settings.access_token_ttl_s
         claims = {
             "iss": self.settings.issuer,
-            "sub": client_id,
+            "sub": subject or client_id,
             "aud": self.settings.audience,
             "exp": now + ttl,
             "iat": now,

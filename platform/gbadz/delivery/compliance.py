@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
@@ -153,6 +153,47 @@ def list_transfers(
         media_type="application/json",
         headers={"Cache-Control": "no-store"},
     )
+
+
+class RouteDay(BaseModel):
+    day: date = Field(description="UTC calendar day")
+    origin: str
+    destination: str
+    transfers: int
+
+
+@router.get(
+    "/compliance/transfers-by-route",
+    response_model=list[RouteDay],
+    summary="Transfers per route (origin -> destination) per UTC day over the last N days",
+)
+def transfers_by_route(
+    request: Request, principal: Auditor, days: Annotated[int, Query(ge=1, le=366)] = 30
+) -> list[RouteDay]:
+    since = datetime.now(UTC) - timedelta(days=days)
+    dialect = request.app.state.engine.dialect.name
+    day = (
+        sa.func.date(sa.func.timezone("UTC", LogEntry.logged_at))
+        if dialect == "postgresql"
+        else sa.func.date(LogEntry.logged_at)
+    )
+    query = (
+        sa.select(day.label("day"), LogEntry.origin, LogEntry.destination, sa.func.count())
+        .where(LogEntry.logged_at >= since)
+        .group_by(day, LogEntry.origin, LogEntry.destination)
+        .order_by(day)
+    )
+    with request.app.state.sessionmaker() as session:
+        rows = session.execute(query).all()
+    return [
+        RouteDay(
+            day=d if isinstance(d, date) else date.fromisoformat(str(d)),
+            origin=o or "?",
+            destination=t or "?",
+            transfers=int(n),
+        )
+        for d, o, t, n in rows
+    ]
 
 
 @router.get(

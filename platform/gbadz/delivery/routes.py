@@ -165,6 +165,62 @@ def get_checkpoint(
         return _checkpoint_read(log, cp)
 
 
+class VerificationRead(BaseModel):
+    ok: bool = Field(description="every entry, every checkpoint root and signature, and their chain verified")
+    entries: int
+    checkpoints: int
+    problem: str | None
+    first_bad_index: int | None
+    trusted_key_ids: list[str] = Field(description="the platform keys the signatures were checked against")
+    checkpoint: CheckpointRead | None = Field(description="the latest signed checkpoint")
+
+
+@router.post(
+    "/transfer-log/verifications",
+    response_model=VerificationRead,
+    tags=["transfer log"],
+    summary="Export the whole log and verify it as `gbadz audit verify` would, against the platform's own keys",
+)
+def verify_transfer_log(request: Request, principal: Auditor) -> VerificationRead:
+    import tempfile
+    from pathlib import Path
+
+    from gbadz import audit
+    from gbadz.translog.log import export, verify_export
+
+    log: TransferLog = request.app.state.transfer_log
+    keys = log.public_keys()
+    with tempfile.TemporaryDirectory(prefix="gbadz-verify-") as tmp:
+        target = Path(tmp) / "log.jsonl"
+        with request.app.state.sessionmaker() as session:
+            export(session, log, target)
+            latest = log.latest_checkpoint(session)
+            checkpoint = _checkpoint_read(log, latest) if latest is not None else None
+        verdict = verify_export(target, [base64.b64decode(k["public_key"]) for k in keys])
+    with request.app.state.sessionmaker.begin() as session:
+        audit.record(
+            session,
+            actor=actor_of(principal),
+            action="transfer_log.verified",
+            subject_type="transfer_log",
+            subject_id=str(verdict.entries),
+            details={
+                "ok": verdict.ok,
+                "problem": verdict.problem,
+                "first_bad_index": verdict.first_bad_index,
+            },
+        )
+    return VerificationRead(
+        ok=verdict.ok,
+        entries=verdict.entries,
+        checkpoints=verdict.checkpoints,
+        problem=verdict.problem,
+        first_bad_index=verdict.first_bad_index,
+        trusted_key_ids=[k["key_id"] for k in keys],
+        checkpoint=checkpoint,
+    )
+
+
 @router.get(
     "/transfer-log/entries/{index}",
     response_model=EntryRead,

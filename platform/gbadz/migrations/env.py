@@ -8,6 +8,7 @@ from alembic import context
 import gbadz.access.models
 import gbadz.audit
 import gbadz.catalog.models
+import gbadz.console.models
 import gbadz.translog.models  # noqa: F401
 from gbadz.models import Base
 

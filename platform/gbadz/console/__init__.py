@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages for providers, startups and compliance officers."""

@@ -1,0 +1,659 @@
+"""The console's pages: server-rendered, one per task, each calling the JSON API as the signed-in person.
+
+The console is a backend-for-frontend: it keeps the person's access token server-side and
+calls the same ``/api/v1`` routes a program would, in process, so every rule (visibility,
+roles, licences, the transfer engine, validation) is the API's, enforced once. Pages of
+another role answer 404, as a hidden dataset does.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from gbadz.access.identity import JURISDICTIONS
+from gbadz.access.oauth import CONSOLE_CALLBACK, CONSOLE_CLIENT_ID, GbadzAuthorizationServer
+from gbadz.access.transfer import OUTCOMES, PURPOSES
+from gbadz.console import charts, session
+from gbadz.console.i18n import LOCALES, translate
+from gbadz.console.session import LOGIN_COOKIE, SESSION_COOKIE, Signed
+from gbadz.console.web import LANG_COOKIE, locale_of, render
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+MAX_FORM_BYTES = 64 * 1024
+HOME = {
+    "consumer": "/console/catalog",
+    "provider": "/console/provider",
+    "compliance_officer": "/console/compliance",
+}
+CATEGORIES = ("general", "important", "core")
+
+
+class SignInRequired(Exception):
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+
+
+class PageNotFound(Exception):
+    """Missing, hidden, or another role's: all look the same."""
+
+
+class FormExpired(Exception):
+    """The CSRF token of a form did not match the session's."""
+
+
+class ApiFailed(Exception):
+    def __init__(self, status: int, detail: Any) -> None:
+        self.status = status
+        self.detail = detail
+
+
+def _sessions(request: Request) -> Any:
+    return request.app.state.sessionmaker
+
+
+def _cookie(response: Response, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(name, value, max_age=max_age, secure=True, httponly=True, samesite="lax", path="/")
+
+
+# -- who is signed in ----------------------------------------------------------------------
+async def signed_in(request: Request) -> Signed:
+    settings = request.app.state.settings
+    signed = await run_in_threadpool(
+        session.load, _sessions(request), settings.console, request.cookies.get(SESSION_COOKIE)
+    )
+    if signed is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise SignInRequired(target if request.method == "GET" else request.url.path)
+    if signed.token_expires_at - datetime.now(UTC) < timedelta(seconds=60):
+        server: GbadzAuthorizationServer = request.app.state.authorization_server
+        person = signed.person
+        token = server.person_token_for(person.username, person.org_id, person.role)
+        await run_in_threadpool(
+            session.replace_token,
+            _sessions(request),
+            signed.id_hash,
+            token["access_token"],
+            token["expires_in"],
+        )
+        signed = Signed(
+            signed.id_hash,
+            person,
+            signed.csrf,
+            token["access_token"],
+            datetime.now(UTC) + timedelta(seconds=token["expires_in"]),
+        )
+    request.state.signed = signed
+    return signed
+
+
+def role(*roles: str) -> Any:
+    async def dependency(request: Request) -> Signed:
+        signed = await signed_in(request)
+        if signed.person.role not in roles:
+            raise PageNotFound
+        return signed
+
+    return Depends(dependency)
+
+
+Anyone = Annotated[Signed, role("consumer", "provider", "compliance_officer")]
+Consumer = Annotated[Signed, role("consumer")]
+Provider = Annotated[Signed, role("provider")]
+Reviewer = Annotated[Signed, role("provider", "compliance_officer")]
+Officer = Annotated[Signed, role("compliance_officer")]
+
+
+async def form_of(request: Request, signed: Signed) -> FormData:
+    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+        raise FormExpired
+    form = await request.form(max_files=0, max_fields=200)
+    if not hmac.compare_digest(str(form.get("csrf") or ""), signed.csrf):
+        raise FormExpired
+    return form
+
+
+# -- the API, as the signed-in person --------------------------------------------------------
+class Api:
+    def __init__(self, request: Request, signed: Signed) -> None:
+        self.request = request
+        self.headers = {"Authorization": f"Bearer {signed.token}"}
+        request_id = getattr(request.state, "request_id", None)
+        if request_id:
+            self.headers["X-Request-ID"] = request_id
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        transport = httpx.ASGITransport(app=self.request.app)
+        base = self.request.app.state.settings.oauth.issuer
+        async with httpx.AsyncClient(transport=transport, base_url=base, headers=self.headers) as client:
+            return await client.request(method, path, **kwargs)
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.call(method, path, **kwargs)
+        if response.status_code in (403, 404, 410):
+            raise PageNotFound
+        if response.status_code == 401:
+            raise SignInRequired(self.request.url.path)
+        if response.status_code >= 400:
+            raise ApiFailed(response.status_code, response.json().get("detail"))
+        return response.json()
+
+
+def field_errors(failure: ApiFailed, fields: set[str]) -> dict[str, str]:
+    """The API's complaint, placed next to the form field it names (else at the top of the form)."""
+    errors: dict[str, str] = {}
+    if isinstance(failure.detail, list):
+        for item in failure.detail:
+            loc = [str(part) for part in item.get("loc", [])]
+            name = next((part for part in reversed(loc) if part in fields), "form")
+            errors.setdefault(name, str(item.get("msg", "invalid")))
+    else:
+        text = str(failure.detail)
+        name, sep, reason = text.partition(": ")
+        if sep and name in fields:
+            errors[name] = reason
+        else:
+            errors["form"] = text
+    return errors
+
+
+# -- signing in and out ----------------------------------------------------------------------
+@router.get("/login")
+async def login(request: Request, next: str | None = None) -> Response:
+    state, challenge = await run_in_threadpool(session.start_login, _sessions(request), next or "/console/")
+    issuer = request.app.state.settings.oauth.issuer
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": CONSOLE_CLIENT_ID,
+            "redirect_uri": issuer + CONSOLE_CALLBACK,
+            "scope": "catalog:read datasets:publish access:request access:review transfers:audit",
+            "state": state,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    response = RedirectResponse(f"/oauth/authorize?{query}", status_code=303)
+    _cookie(response, LOGIN_COOKIE, state, session.LOGIN_TTL_S)
+    return response
+
+
+@router.get("/callback")
+async def callback(request: Request, code: str = "", state: str = "", error: str = "") -> Response:
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    if not state or not expected or not hmac.compare_digest(state, expected):
+        return render(
+            request,
+            "error.html",
+            400,
+            title="Sign-in failed",
+            message="This sign-in was not started here, or it expired. Please sign in again.",
+        )
+    pending = await run_in_threadpool(session.take_login, _sessions(request), state)
+    if pending is None or error or not code:
+        return render(
+            request,
+            "error.html",
+            400,
+            title="Sign-in failed",
+            message="The sign-in expired or was refused. Please sign in again.",
+        )
+    issuer = request.app.state.settings.oauth.issuer
+    transport = httpx.ASGITransport(app=request.app)
+    async with httpx.AsyncClient(transport=transport, base_url=issuer) as client:
+        exchanged = await client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": issuer + CONSOLE_CALLBACK,
+                "client_id": CONSOLE_CLIENT_ID,
+                "code_verifier": pending.code_verifier,
+            },
+        )
+    if exchanged.status_code != 200:
+        return render(
+            request,
+            "error.html",
+            400,
+            title="Sign-in failed",
+            message="The sign-in code was not accepted. Please sign in again.",
+        )
+    token = exchanged.json()
+    principal = request.app.state.authenticator.authenticate(f"Bearer {token['access_token']}")
+    user_id = await run_in_threadpool(_user_id, request, principal.subject)
+    value = await run_in_threadpool(
+        session.open_session,
+        _sessions(request),
+        request.app.state.settings.console,
+        user_id,
+        token["access_token"],
+        int(token["expires_in"]),
+    )
+    response = RedirectResponse(pending.next_path, status_code=303)
+    _cookie(response, SESSION_COOKIE, value, request.app.state.settings.console.session_ttl_s)
+    response.delete_cookie(LOGIN_COOKIE, secure=True, httponly=True, samesite="lax", path="/")
+    return response
+
+
+def _user_id(request: Request, subject: str) -> str:
+    import sqlalchemy as sa
+
+    from gbadz.access.models import User
+
+    with _sessions(request)() as db:
+        return str(db.scalar(sa.select(User.id).where(User.username == subject.removeprefix("user:"))))
+
+
+@router.post("/logout")
+async def logout(request: Request, signed: Anyone) -> Response:
+    await form_of(request, signed)
+    await run_in_threadpool(session.close, _sessions(request), signed.id_hash)
+    response = RedirectResponse("/console/signed-out", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, secure=True, httponly=True, samesite="lax", path="/")
+    return response
+
+
+@router.get("/signed-out")
+async def signed_out(request: Request) -> Response:
+    return render(request, "signed_out.html", signed=None)
+
+
+@router.get("/lang")
+async def choose_language(request: Request, to: str = "en", next: str = "/console/") -> Response:
+    response = RedirectResponse(session.safe_next(next), status_code=303)
+    if to in LOCALES:
+        response.set_cookie(LANG_COOKIE, to, max_age=365 * 86400, secure=True, samesite="lax", path="/")
+    return response
+
+
+@router.get("/")
+async def home(request: Request, signed: Anyone) -> Response:
+    return RedirectResponse(HOME[signed.person.role], status_code=303)
+
+
+# -- catalog ---------------------------------------------------------------------------------
+@router.get("/catalog")
+async def catalog(request: Request, signed: Anyone) -> Response:
+    params = request.query_params
+    filters = {
+        "q": params.get("q", "")[:200],
+        "category": params.get("category", "") if params.get("category") in CATEGORIES else "",
+        "origin": params.get("origin", "") if params.get("origin") in JURISDICTIONS else "",
+        "has_pi": params.get("has_pi", "") if params.get("has_pi") in ("true", "false") else "",
+        "purpose": params.get("purpose", "") if params.get("purpose") in PURPOSES else "",
+    }
+    query = {k: v for k, v in filters.items() if v}
+    if params.get("cursor"):
+        query["cursor"] = params["cursor"][:512]
+    errors: dict[str, str] = {}
+    try:
+        page = await Api(request, signed).json("GET", "/api/v1/datasets", params=query)
+    except ApiFailed as failure:
+        errors = field_errors(failure, set(filters) | {"cursor"})
+        page = {"items": [], "total": 0, "next_cursor": None}
+    next_link = None
+    if page.get("next_cursor"):
+        next_link = "/console/catalog?" + urlencode(
+            {k: v for k, v in filters.items() if v} | {"cursor": page["next_cursor"]}
+        )
+    return render(
+        request,
+        "catalog.html",
+        status_code=422 if errors else 200,
+        signed=signed,
+        filters=filters,
+        page=page,
+        next_link=next_link,
+        errors=errors,
+        categories=CATEGORIES,
+        jurisdictions=JURISDICTIONS,
+        purposes=PURPOSES,
+    )
+
+
+async def _dataset_page(
+    request: Request, signed: Signed, dataset_id: str, status_code: int = 200, **extra: Any
+) -> Response:
+    api = Api(request, signed)
+    dataset = await api.json("GET", f"/api/v1/datasets/{dataset_id}")
+    versions = await api.json("GET", f"/api/v1/datasets/{dataset_id}/versions")
+    report = None
+    if dataset.get("latest"):
+        detail = await api.json(
+            "GET", f"/api/v1/datasets/{dataset_id}/versions/{dataset['latest']['version']}"
+        )
+        report = detail.get("quality_report")
+    context = {"assessment": None, "errors": {}, "values": {}} | extra
+    return render(
+        request,
+        "dataset.html",
+        status_code=status_code,
+        signed=signed,
+        dataset=dataset,
+        versions=versions,
+        report=report,
+        purposes=PURPOSES,
+        jurisdictions=JURISDICTIONS,
+        **context,
+    )
+
+
+@router.get("/datasets/{dataset_id}")
+async def dataset_page(request: Request, dataset_id: str, signed: Anyone) -> Response:
+    return await _dataset_page(request, signed, dataset_id)
+
+
+def _ask(form: FormData) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "purpose": str(form.get("purpose") or ""),
+        "columns": [str(c) for c in form.getlist("columns")],
+        "gba_sc_opt_in": form.get("gba_sc_opt_in") == "on",
+    }
+    if form.get("destination"):
+        body["destination"] = str(form.get("destination"))
+    return body
+
+
+ASK_FIELDS = {
+    "purpose",
+    "columns",
+    "destination",
+    "dest",
+    "purpose_text",
+    "duration_days",
+    "onward_transfer",
+    "gba_sc_opt_in",
+}
+
+
+@router.post("/datasets/{dataset_id}/assess")
+async def assess(request: Request, dataset_id: str, signed: Consumer) -> Response:
+    form = await form_of(request, signed)
+    ask = _ask(form)
+    body = {
+        "dataset_id": dataset_id,
+        "columns": ask["columns"],
+        "purpose": ask["purpose"],
+        "gba_sc_opt_in": ask["gba_sc_opt_in"],
+    }
+    if "destination" in ask:
+        body["dest"] = ask["destination"]
+    body["onward_outside_gba"] = form.get("onward_transfer") == "outside_gba"
+    values = dict(form) | {"columns": ask["columns"]}
+    try:
+        result = await Api(request, signed).json("POST", "/api/v1/transfer-assessments", json=body)
+    except ApiFailed as failure:
+        errors = field_errors(failure, ASK_FIELDS)
+        if "dest" in errors:
+            errors["destination"] = errors.pop("dest")
+        return await _dataset_page(request, signed, dataset_id, 422, errors=errors, values=values)
+    return await _dataset_page(request, signed, dataset_id, assessment=result, values=values)
+
+
+@router.post("/datasets/{dataset_id}/request")
+async def request_access(request: Request, dataset_id: str, signed: Consumer) -> Response:
+    form = await form_of(request, signed)
+    body = _ask(form) | {
+        "purpose_text": str(form.get("purpose_text") or ""),
+        "onward_transfer": str(form.get("onward_transfer") or "none"),
+    }
+    duration = str(form.get("duration_days") or "").strip()
+    values = dict(form) | {"columns": body["columns"]}
+    if duration:
+        if not duration.isdigit():
+            errors = {"duration_days": "Enter a whole number of days."}
+            return await _dataset_page(request, signed, dataset_id, 422, errors=errors, values=values)
+        body["duration_days"] = int(duration)
+    try:
+        created = await Api(request, signed).json(
+            "POST", f"/api/v1/datasets/{dataset_id}/access-requests", json=body
+        )
+    except ApiFailed as failure:
+        errors = field_errors(failure, ASK_FIELDS)
+        return await _dataset_page(request, signed, dataset_id, 422, errors=errors, values=values)
+    return RedirectResponse(
+        f"/console/requests?created={created['id']}#request-{created['id']}", status_code=303
+    )
+
+
+# -- requests, reviews and grants ----------------------------------------------------------------
+async def _requests_page(request: Request, signed: Signed, status_code: int = 200, **extra: Any) -> Response:
+    api = Api(request, signed)
+    requests = await api.json("GET", "/api/v1/access-requests", params={"limit": 200})
+    grants = await api.json("GET", "/api/v1/grants", params={"limit": 200})
+    me = signed.person
+    if me.role == "provider":
+        queue = [
+            r for r in requests if r["state"] == "under_provider_review" and r["provider_org_id"] == me.org_id
+        ]
+    elif me.role == "compliance_officer":
+        queue = [r for r in requests if r["state"] == "under_compliance_review"]
+    else:
+        queue = []
+    queued = {r["id"] for r in queue}
+    context = {"errors": {}, "error_for": None, "delivery": None} | extra
+    return render(
+        request,
+        "requests.html",
+        status_code=status_code,
+        signed=signed,
+        queue=queue,
+        requests=[r for r in requests if r["id"] not in queued],
+        grants=grants,
+        created=request.query_params.get("created"),
+        **context,
+    )
+
+
+@router.get("/requests")
+async def requests_page(request: Request, signed: Anyone) -> Response:
+    return await _requests_page(request, signed)
+
+
+@router.post("/requests/{request_id}/{action}")
+async def review(request: Request, request_id: str, action: str, signed: Reviewer) -> Response:
+    if action not in ("approve", "reject"):
+        raise PageNotFound
+    form = await form_of(request, signed)
+    reason = str(form.get("reason") or "").strip()
+    body: dict[str, Any] = {"reason": reason} if reason or action == "reject" else {}
+    try:
+        await Api(request, signed).json("POST", f"/api/v1/access-requests/{request_id}/{action}", json=body)
+    except ApiFailed as failure:
+        errors = field_errors(failure, {"reason"})
+        return await _requests_page(request, signed, 422, errors=errors, error_for=request_id)
+    return RedirectResponse(f"/console/requests?done={action}#request-{request_id}", status_code=303)
+
+
+@router.post("/grants/{grant_id}/deliver")
+async def deliver(request: Request, grant_id: str, signed: Consumer) -> Response:
+    form = await form_of(request, signed)
+    key = str(form.get("idempotency_key") or "")[:200]
+    headers = {"Idempotency-Key": key} if key else {}
+    try:
+        delivery = await Api(request, signed).json(
+            "POST", f"/api/v1/grants/{grant_id}/deliveries", headers=headers
+        )
+    except ApiFailed as failure:
+        return await _requests_page(
+            request, signed, failure.status, errors=field_errors(failure, set()), error_for=grant_id
+        )
+    return render(request, "delivery.html", signed=signed, delivery=delivery)
+
+
+# -- provider --------------------------------------------------------------------------------
+@router.get("/provider")
+async def provider_home(request: Request, signed: Provider) -> Response:
+    api = Api(request, signed)
+    page = await api.json(
+        "GET",
+        "/api/v1/datasets",
+        params={
+            "provider": signed.person.org_id,
+            "limit": 100,
+            "status": ["draft", "active", "deprecated", "retired"],
+        },
+    )
+    datasets = []
+    for item in page["items"]:
+        runs = await api.json("GET", f"/api/v1/datasets/{item['id']}/ingestion-runs", params={"limit": 20})
+        datasets.append({"dataset": item, "runs": runs})
+    return render(request, "provider.html", signed=signed, datasets=datasets)
+
+
+# -- compliance officer ------------------------------------------------------------------------
+@router.get("/compliance")
+async def compliance_home(request: Request, signed: Officer) -> Response:
+    api = Api(request, signed)
+    routes = await api.json("GET", "/api/v1/compliance/transfers-by-route", params={"days": 30})
+    counters = await api.json("GET", "/api/v1/compliance/counters")
+    expiring = await api.json("GET", "/api/v1/compliance/mechanisms/expiring", params={"working_days": 60})
+    checkpoint = await api.json("GET", "/api/v1/transfer-log/checkpoint")
+    today = datetime.now(UTC).date()
+    locale = locale_of(request)
+
+    def t(text: str) -> str:
+        return translate(text, locale)
+
+    return render(
+        request,
+        "compliance.html",
+        signed=signed,
+        route_chart=charts.routes_over_time(routes, today, days=30, t=t),
+        route_rows=routes,
+        counter_chart=charts.counters_against_thresholds(counters, t=t),
+        counters=counters,
+        expiring_chart=charts.expiring(expiring, t=t),
+        expiring=expiring,
+        checkpoint=checkpoint,
+        verification=None,
+    )
+
+
+TRANSFER_FILTERS = (
+    "origin",
+    "destination",
+    "outcome",
+    "mechanism",
+    "exporter",
+    "recipient",
+    "dataset",
+    "since",
+    "until",
+)
+
+
+def _transfer_query(request: Request) -> tuple[dict[str, str], dict[str, str]]:
+    params = request.query_params
+    filters = {name: params.get(name, "").strip()[:100] for name in TRANSFER_FILTERS}
+    query = {k: v for k, v in filters.items() if v}
+    for name in ("since", "until"):
+        if name in query and len(query[name]) == 10:  # a date picked in the form: that day, UTC
+            query[name] += "T00:00:00Z"
+    return filters, query
+
+
+@router.get("/compliance/transfers")
+async def transfers_page(request: Request, signed: Officer) -> Response:
+    filters, query = _transfer_query(request)
+    errors: dict[str, str] = {}
+    try:
+        rows = await Api(request, signed).json("GET", "/api/v1/transfers", params=query | {"limit": 500})
+    except ApiFailed as failure:
+        errors, rows = field_errors(failure, set(TRANSFER_FILTERS)), []
+    csv_link = "/console/compliance/transfers.csv" + (f"?{urlencode(query)}" if query else "")
+    return render(
+        request,
+        "transfers.html",
+        status_code=422 if errors else 200,
+        signed=signed,
+        filters=filters,
+        rows=rows,
+        errors=errors,
+        csv_link=csv_link,
+        jurisdictions=JURISDICTIONS,
+        outcomes=OUTCOMES,
+    )
+
+
+@router.get("/compliance/transfers.csv")
+async def transfers_csv(request: Request, signed: Officer) -> Response:
+    _, query = _transfer_query(request)
+    response = await Api(request, signed).call(
+        "GET", "/api/v1/transfers", params=query | {"format": "csv", "limit": 10_000}
+    )
+    if response.status_code != 200:
+        raise PageNotFound
+    return Response(
+        response.content,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": 'attachment; filename="gbadz-transfers.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.post("/compliance/verify")
+async def verify_log(request: Request, signed: Officer) -> Response:
+    await form_of(request, signed)
+    verification = await Api(request, signed).json("POST", "/api/v1/transfer-log/verifications")
+    return render(request, "verify.html", signed=signed, verification=verification)
+
+
+# -- errors ----------------------------------------------------------------------------------
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+
+    async def sign_in(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInRequired)
+        return RedirectResponse("/console/login?" + urlencode({"next": exc.next_path}), status_code=303)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        signed = getattr(request.state, "signed", None)
+        return render(
+            request,
+            "error.html",
+            404,
+            signed=signed,
+            title="Not found",
+            message="There is no such page, or it is not yours to see.",
+        )
+
+    async def expired(request: Request, exc: Exception) -> Response:
+        signed = getattr(request.state, "signed", None)
+        return render(
+            request,
+            "error.html",
+            403,
+            signed=signed,
+            title="Form expired",
+            message="This form expired or was not sent from this console. Go back, reload the page and try again.",
+        )
+
+    async def api_failed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiFailed)
+        signed = getattr(request.state, "signed", None)
+        status = 503 if exc.status >= 500 else exc.status
+        return render(
+            request,
+            "error.html",
+            status,
+            signed=signed,
+            title="Something went wrong",
+            message=str(exc.detail),
+        )
+
+    app.add_exception_handler(SignInRequired, sign_in)
+    app.add_exception_handler(ApiFailed, api_failed)
+    app.add_exception_handler(PageNotFound, not_found)
+    app.add_exception_handler(FormExpired, expired)
