@@ -102,7 +102,7 @@ def run(settings: Settings, console: Console | None) -> dict[str, Any]:
         resolved, organisations, startup, report["requests"], say
     )
     report["people"] = _people(resolved, organisations)
-    say("[bold]10. console[/bold] people who can sign in at /console/ (demo passwords, loopback only):")
+    say("[bold]12. console[/bold] people who can sign in at /console/ (demo passwords, loopback only):")
     for person in report["people"]:
         say(f"   {person['username']:<14} {person['password']:<24} {person['role']:<18} {person['org']}")
     say(

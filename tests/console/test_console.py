@@ -1,0 +1,397 @@
+"""The console over HTTP: sign-in (authorization code + PKCE), sessions, CSRF, roles, forms, languages."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from gbadz.access import people
+from gbadz.access.models import AccessRequest
+from gbadz.console.i18n import CATALOG, LOCALES
+from gbadz.console.models import ConsoleSession
+from tests.console.conftest import BASE, sign_in
+from tests.console.world import World
+
+SignedIn = Callable[[str], TestClient]
+TEMPLATES = Path(__file__).resolve().parents[2] / "platform" / "gbadz" / "console" / "templates"
+
+
+def _pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(32)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    return verifier, challenge
+
+
+def _authorize_url(
+    challenge: str | None, method: str = "S256", redirect: str | None = None, **extra: str
+) -> str:
+    params = {
+        "response_type": "code",
+        "client_id": "gbadz-console",
+        "redirect_uri": redirect or f"{BASE}/console/callback",
+        "state": "s-" + secrets.token_hex(4),
+    }
+    if challenge is not None:
+        params |= {"code_challenge": challenge, "code_challenge_method": method}
+    return "/oauth/authorize?" + urlencode(params | extra)
+
+
+def _code(client: TestClient, url: str, username: str, password: str) -> str:
+    page = client.get(url)
+    assert 200 == page.status_code, page.text
+    token = re.search(r'name="signin_token" value="([^"]+)"', page.text)
+    assert token is not None
+    posted = client.post(
+        url, data={"username": username, "password": password, "signin_token": token.group(1)}
+    )
+    assert 302 == posted.status_code, posted.text
+    return parse_qs(urlsplit(posted.headers["location"]).query)["code"][0]
+
+
+def _exchange(client: TestClient, code: str, verifier: str) -> tuple[int, dict[str, object]]:
+    response = client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": f"{BASE}/console/callback",
+            "client_id": "gbadz-console",
+            "code_verifier": verifier,
+        },
+    )
+    return response.status_code, response.json()
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
+
+
+class TestSignIn:
+    def test_the_flow_sets_a_host_only_secure_httponly_session_cookie_and_sign_out_ends_it(
+        self, world: World, browser_client: Callable[[], TestClient]
+    ) -> None:
+        client = browser_client()
+        anonymous = client.get("/console/catalog")
+        assert 303 == anonymous.status_code
+        assert anonymous.headers["location"].startswith("/console/login?next=")
+        start = client.get("/console/login?next=/console/catalog")
+        query = parse_qs(urlsplit(start.headers["location"]).query)
+        assert ["S256"] == query["code_challenge_method"]
+        assert 43 == len(query["code_challenge"][0])
+        page = client.get(start.headers["location"])
+        token = re.search(r'name="signin_token" value="([^"]+)"', page.text)
+        assert token is not None
+        person = world.people["consumer"]
+        posted = client.post(
+            start.headers["location"],
+            data={"username": person.username, "password": person.password, "signin_token": token.group(1)},
+        )
+        finished = client.get(posted.headers["location"])
+        assert "/console/catalog" == finished.headers["location"]
+        cookie = next(
+            v for k, v in finished.headers.multi_items() if k == "set-cookie" and "gbadz_session" in v
+        )
+        assert cookie.startswith("__Host-gbadz_session=")
+        for attribute in ("Secure", "HttpOnly", "SameSite=lax", "Path=/"):
+            assert attribute.lower() in cookie.lower()
+        assert "domain=" not in cookie.lower()
+        catalog = client.get("/console/catalog")
+        assert 200 == catalog.status_code
+        assert person.username not in catalog.text  # the display name is shown, not the login
+        assert "Consumer" in catalog.text
+        assert "default-src 'none'" in catalog.headers["content-security-policy"]
+
+        out = client.post("/console/logout", data={"csrf": _csrf(catalog.text)})
+        assert 303 == out.status_code
+        client.cookies.set(
+            "__Host-gbadz_session", cookie.split(";")[0].split("=", 1)[1], domain="console.test"
+        )
+        assert 303 == client.get("/console/catalog").status_code  # the old cookie no longer works
+
+    def test_pkce_is_required_and_only_s256(
+        self, world: World, browser_client: Callable[[], TestClient]
+    ) -> None:
+        client = browser_client()
+        missing = client.get(_authorize_url(None))
+        plain = client.get(_authorize_url("x" * 43, method="plain"))
+        for response in (missing, plain):
+            # The redirect URI is the client's own: the error goes back to it (RFC 6749 §4.1.2.1).
+            assert 302 == response.status_code
+            assert "error=invalid_request" in response.headers["location"]
+
+    def test_a_foreign_redirect_uri_or_unknown_client_is_shown_not_followed(
+        self, world: World, browser_client: Callable[[], TestClient]
+    ) -> None:
+        client = browser_client()
+        _, challenge = _pkce()
+        foreign = client.get(_authorize_url(challenge, redirect="https://evil.example/cb"))
+        unknown = client.get(_authorize_url(challenge, client_id="gbz_nope"))
+        repeated = client.get(_authorize_url(challenge) + "&state=again")
+        for response in (foreign, unknown, repeated):
+            assert 400 == response.status_code
+            assert "location" not in response.headers
+            assert "Sign-in failed" in response.text
+
+    def test_a_code_works_once_and_only_with_its_verifier(
+        self, world: World, browser_client: Callable[[], TestClient], app: FastAPI
+    ) -> None:
+        client = browser_client()
+        person = world.people["provider"]
+        verifier, challenge = _pkce()
+        code = _code(client, _authorize_url(challenge), person.username, person.password)
+        status, body = _exchange(client, code, _pkce()[0])
+        assert (400, "invalid_grant") == (status, body["error"])
+        code = _code(client, _authorize_url(challenge), person.username, person.password)
+        status, body = _exchange(client, code, verifier)
+        assert 200 == status, body
+        claims = app.state.authenticator.authenticate(f"Bearer {body['access_token']}")
+        assert f"user:{person.username}" == claims.subject
+        assert world.provider_org == claims.org_id
+        assert {"catalog:read", "datasets:publish", "access:review"} == set(claims.scopes)
+        status, body = _exchange(client, code, verifier)
+        assert (400, "invalid_grant") == (status, body["error"])
+
+    def test_wrong_passwords_are_refused_next_to_the_field_then_rate_limited(
+        self, world: World, browser_client: Callable[[], TestClient]
+    ) -> None:
+        client = browser_client()
+        _, challenge = _pkce()
+        url = _authorize_url(challenge)
+        statuses = []
+        for _ in range(6):
+            page = client.get(url)
+            token = re.search(r'name="signin_token" value="([^"]+)"', page.text)
+            assert token is not None
+            answer = client.post(
+                url,
+                data={
+                    "username": world.people["consumer"].username,
+                    "password": "not it",
+                    "signin_token": token.group(1),
+                },
+            )
+            statuses.append(answer.status_code)
+        assert [400] * 5 + [429] == statuses
+        page = client.get(url)
+        empty = client.post(url, data={"username": "", "password": "", "signin_token": "forged"})
+        assert 400 == empty.status_code
+        assert "expired" in empty.text
+        token = re.search(r'name="signin_token" value="([^"]+)"', page.text)
+        assert token is not None
+
+    def test_the_sign_in_form_names_the_missing_fields(
+        self, world: World, browser_client: Callable[[], TestClient]
+    ) -> None:
+        client = browser_client()
+        url = _authorize_url(_pkce()[1])
+        page = client.get(url)
+        token = re.search(r'name="signin_token" value="([^"]+)"', page.text)
+        assert token is not None
+        answer = client.post(url, data={"username": "", "password": "", "signin_token": token.group(1)})
+        assert 400 == answer.status_code
+        assert 'id="username-error"' in answer.text
+        assert 'id="password-error"' in answer.text
+        assert 'aria-invalid="true"' in answer.text
+
+    def test_a_disabled_person_is_signed_out_at_the_next_request(
+        self, world: World, signed_in: SignedIn, app: FastAPI
+    ) -> None:
+        client = signed_in("consumer")
+        assert 200 == client.get("/console/catalog").status_code
+        with app.state.sessionmaker.begin() as session:
+            people.disable_user(session, actor="test", username=world.people["consumer"].username)
+        assert 303 == client.get("/console/catalog").status_code
+        with app.state.sessionmaker() as session:
+            assert 0 == session.scalar(
+                sa.select(sa.func.count())
+                .select_from(ConsoleSession)
+                .where(
+                    ConsoleSession.user_id
+                    == session.scalar(
+                        sa.text("select id from users where username = :u"),
+                        {"u": world.people["consumer"].username},
+                    )
+                )
+            )
+
+
+ROLE_PAGES = {
+    "consumer": ["/console/compliance", "/console/compliance/transfers", "/console/provider"],
+    "provider": ["/console/compliance", "/console/compliance/transfers.csv"],
+    "compliance_officer": ["/console/provider"],
+}
+
+
+class TestRoles:
+    @pytest.mark.parametrize("role", sorted(ROLE_PAGES))
+    def test_another_roles_pages_look_missing(self, role: str, signed_in: SignedIn) -> None:
+        client = signed_in(role)
+        for path in ROLE_PAGES[role]:
+            response = client.get(path)
+            assert 404 == response.status_code, path
+            assert "Not found" in response.text
+
+    def test_another_roles_actions_look_missing_and_change_nothing(
+        self, world: World, signed_in: SignedIn, app: FastAPI
+    ) -> None:
+        consumer = signed_in("consumer")
+        csrf = _csrf(consumer.get("/console/catalog").text)
+        approve = consumer.post(f"/console/requests/{world.pending_request}/approve", data={"csrf": csrf})
+        assert 404 == approve.status_code
+        verify = consumer.post("/console/compliance/verify", data={"csrf": csrf})
+        assert 404 == verify.status_code
+        provider = signed_in("provider")
+        csrf = _csrf(provider.get("/console/catalog").text)
+        assess = provider.post(
+            f"/console/datasets/{world.dataset}/request",
+            data={"csrf": csrf, "purpose": "other", "purpose_text": "I am not a startup at all"},
+        )
+        assert 404 == assess.status_code
+        with app.state.sessionmaker() as session:
+            assert "under_provider_review" == session.get(AccessRequest, world.pending_request).state  # type: ignore[union-attr]
+
+    def test_a_form_without_the_sessions_csrf_token_is_refused(
+        self, world: World, signed_in: SignedIn, app: FastAPI
+    ) -> None:
+        provider = signed_in("provider")
+        for data in ({}, {"csrf": "forged"}):
+            response = provider.post(f"/console/requests/{world.pending_request}/approve", data=data)
+            assert 403 == response.status_code
+            assert "Form expired" in response.text
+        with app.state.sessionmaker() as session:
+            assert "under_provider_review" == session.get(AccessRequest, world.pending_request).state  # type: ignore[union-attr]
+
+
+class TestForms:
+    def test_a_bad_request_form_shows_errors_next_to_the_fields_and_writes_nothing(
+        self, world: World, signed_in: SignedIn, app: FastAPI
+    ) -> None:
+        client = signed_in("consumer")
+        page = client.get(f"/console/datasets/{world.dataset}")
+        assert 200 == page.status_code
+        with app.state.sessionmaker() as session:
+            before = session.scalar(sa.select(sa.func.count()).select_from(AccessRequest))
+        cases = [
+            ({"purpose": "", "purpose_text": "Route planning for the bay"}, "purpose"),
+            ({"purpose": "other", "purpose_text": "short"}, "purpose_text"),
+            (
+                {"purpose": "other", "purpose_text": "Route planning for the bay", "duration_days": "ten"},
+                "duration_days",
+            ),
+            (
+                {"purpose": "other", "purpose_text": "Route planning for the bay", "destination": "XX"},
+                "destination",
+            ),
+            (
+                {
+                    "purpose": "other",
+                    "purpose_text": "Route planning for the bay",
+                    "columns": "no_such_column",
+                },
+                "columns",
+            ),
+        ]
+        for data, field in cases:
+            response = client.post(
+                f"/console/datasets/{world.dataset}/request", data=data | {"csrf": _csrf(page.text)}
+            )
+            assert 422 == response.status_code, (field, response.text[:500])
+            assert f'id="{field}-error"' in response.text, field
+            assert f'aria-describedby="{field}-error"' in response.text, field
+        with app.state.sessionmaker() as session:
+            assert before == session.scalar(sa.select(sa.func.count()).select_from(AccessRequest))
+
+    def test_rejecting_without_a_reason_is_refused_next_to_the_reason(
+        self, world: World, signed_in: SignedIn, app: FastAPI
+    ) -> None:
+        provider = signed_in("provider")
+        queue = provider.get("/console/requests")
+        assert world.pending_request in queue.text
+        response = provider.post(
+            f"/console/requests/{world.pending_request}/reject",
+            data={"csrf": _csrf(queue.text), "reason": ""},
+        )
+        assert 422 == response.status_code
+        assert f'id="reason-{world.pending_request}-error"' in response.text
+        with app.state.sessionmaker() as session:
+            assert "under_provider_review" == session.get(AccessRequest, world.pending_request).state  # type: ignore[union-attr]
+
+    def test_a_bad_transfer_filter_is_named(self, signed_in: SignedIn) -> None:
+        officer = signed_in("compliance_officer")
+        response = officer.get("/console/compliance/transfers?since=yesterday")
+        assert 422 == response.status_code
+        assert 'id="since-error"' in response.text
+
+
+class TestLanguages:
+    def test_switching_language_keeps_the_page_and_uses_the_legal_vocabulary(
+        self, world: World, signed_in: SignedIn
+    ) -> None:
+        client = signed_in("consumer")
+        path = f"/console/datasets/{world.dataset}"
+        for code, words in (
+            ("zh-Hant", ["數據目錄", "個人信息", "許可"]),
+            ("zh-Hans", ["数据目录", "个人信息", "许可"]),
+            ("en", ["Catalog", "personal information", "Licence"]),
+        ):
+            switched = client.get(f"/console/lang?to={code}&next={path}")
+            assert path == switched.headers["location"]
+            page = client.get(path)
+            assert f'<html lang="{code}">' in page.text
+            for word in words:
+                assert word in page.text, (code, word)
+
+    def test_the_language_switch_only_returns_to_local_pages(self, signed_in: SignedIn) -> None:
+        client = signed_in("consumer")
+        for target in ("https://evil.example/", "//evil.example/", "/\\evil"):
+            assert "/console/" == client.get(f"/console/lang?to=en&next={target}").headers["location"]
+
+    def test_every_label_the_templates_use_has_all_three_languages(self) -> None:
+        used = set()
+        for template in TEMPLATES.glob("*.html"):
+            used |= set(re.findall(r"""\bt\(\s*["']([^"']+)["']""", template.read_text()))
+        missing = sorted(k for k in used if k not in CATALOG or set(CATALOG[k]) != set(LOCALES))
+        assert [] == missing
+        assert len(used) > 150
+
+
+def test_people_get_clear_errors_for_bad_accounts(app: FastAPI, world: World) -> None:
+    from gbadz.errors import BadRequest, Conflict
+
+    with app.state.sessionmaker.begin() as session:
+        base = {"actor": "t", "org_id": world.startup_org, "display_name": "X", "role": "consumer"}
+        cases = [
+            (base | {"username": "ab", "password": "long enough password"}, "username"),
+            (base | {"username": "fine-name", "password": "short"}, "password"),
+            (base | {"username": "fine-name", "password": "long enough password", "role": "admin"}, "role"),
+        ]
+        for fields, name in cases:
+            with pytest.raises(BadRequest, match=f"^{name}:"):
+                people.create_user(session, **fields)  # type: ignore[arg-type]
+        with pytest.raises(Conflict):
+            people.create_user(
+                session, **base, username=world.people["consumer"].username, password="long enough password"
+            )  # type: ignore[arg-type]
+
+
+def test_sign_in_helper_reaches_the_role_home(world: World, browser_client: Callable[[], TestClient]) -> None:
+    for role, home in (
+        ("consumer", "/console/catalog"),
+        ("provider", "/console/provider"),
+        ("compliance_officer", "/console/compliance"),
+    ):
+        client = sign_in(browser_client(), world.people[role])
+        assert home == client.get("/console/").headers["location"]
+        assert 200 == client.get(home).status_code, role

@@ -1,0 +1,125 @@
+"""A small world for console tests: a Shenzhen provider with a published dataset (and a
+rejected upload), a GBA-registered Hong Kong startup, the zone's compliance office, one person
+per role, a filed GBA standard contract and a request waiting for the provider's review."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.csv as pacsv
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from gbadz.access import people
+from gbadz.access.models import Organization
+from gbadz.config import Settings
+from gbadz.ingest import pipeline, samples
+from gbadz.ingest.contract import Contract
+from tests.api import bearer, fetch_token, make_client
+from tests.conftest import REPO
+from tests.datasets import YAML
+
+PASSWORD = "correct horse battery staple"
+GRANTED = ["delivery_id", "recipient_id", "recipient_phone", "district"]
+
+
+@dataclass
+class Person:
+    username: str
+    password: str
+    role: str
+    org_id: str
+
+
+@dataclass
+class World:
+    dataset: str
+    people: dict[str, Person]
+    pending_request: str
+    provider_org: str
+    startup_org: str
+
+
+def build(app: FastAPI, settings: Settings, tmp_path: Path) -> World:
+    http = TestClient(app)
+    tag = secrets.token_hex(3)
+    provider = make_client(app, "provider", "CN-SZ")
+    startup = make_client(app, "consumer", "HK")
+    officer = make_client(app, "compliance_officer", "CN-SZ")
+    with app.state.sessionmaker.begin() as session:
+        org = session.get(Organization, startup.org_id)
+        assert org is not None
+        org.gba_registered = True
+        provider_name = session.get(Organization, provider.org_id).name  # type: ignore[union-attr]
+    provider_token = fetch_token(http, provider)
+    doc = yaml.safe_load((REPO / "contracts" / "hk-logistics-deliveries.yaml").read_text())
+    doc["id"] = f"sz-deliveries-{tag}"
+    doc["name"] = f"Shenzhen last-mile deliveries {tag}"
+    doc["gbadz"]["provider"]["organization"] = provider_name
+    doc["gbadz"]["origin"] = "CN-SZ"
+    registered = http.post(
+        "/api/v1/datasets", content=yaml.safe_dump(doc).encode(), headers=bearer(provider_token) | YAML
+    )
+    assert 201 == registered.status_code, registered.text
+    ctx = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
+    contract = Contract.model_validate(doc)
+    good = tmp_path / "deliveries.csv"
+    pacsv.write_csv(samples.generate("hk-logistics-deliveries", 300), good)
+    assert pipeline.ingest(ctx, contract, "test", good).accepted
+    bad = tmp_path / "deliveries-bad.csv"
+    # The address column renamed: the upload is rejected, with the reason, and nothing is published.
+    bad.write_text(good.read_text().replace('"address"', '"addr"', 1))
+    assert not pipeline.ingest(ctx, contract, "test", bad).accepted
+
+    officer_token = fetch_token(http, officer)
+    effective = datetime.now(UTC).date() - timedelta(days=30)
+    filed = http.post(
+        "/api/v1/mechanisms",
+        json={
+            "exporter_org_id": provider.org_id,
+            "recipient_org_id": startup.org_id,
+            "kind": "GBA_SC",
+            "reference": f"GBA-SC-440300-{tag}",
+            "effective_date": effective.isoformat(),
+            "filing_date": (effective + timedelta(days=3)).isoformat(),
+        },
+        headers=bearer(officer_token),
+    )
+    assert 201 == filed.status_code, filed.text
+    waiting = http.post(
+        f"/api/v1/datasets/{doc['id']}/access-requests",
+        json={
+            "purpose": "trade_transport_academic_mfg_marketing",
+            "purpose_text": "Cold-chain route planning across the bay",
+            "columns": GRANTED,
+        },
+        headers=bearer(fetch_token(http, startup)),
+    )
+    assert 201 == waiting.status_code, waiting.text
+    assert "under_provider_review" == waiting.json()["state"], waiting.json()
+
+    persons = {}
+    with app.state.sessionmaker.begin() as session:
+        for role, client in (("consumer", startup), ("provider", provider), ("compliance_officer", officer)):
+            username = f"{role.split('_')[0]}-{tag}"
+            people.create_user(
+                session,
+                actor="test",
+                org_id=client.org_id,
+                username=username,
+                display_name=f"{role.title()} {tag}",
+                role=role,
+                password=PASSWORD,
+            )
+            persons[role] = Person(username, PASSWORD, role, client.org_id)
+    return World(str(doc["id"]), persons, waiting.json()["id"], provider.org_id, startup.org_id)
+
+
+def form_fields(html: str) -> dict[str, Any]:
+    return dict(re.findall(r'name="(csrf|signin_token)" value="([^"]+)"', html))
