@@ -58,9 +58,7 @@ def sign_in(client: TestClient, person: Person, next_path: str = "/console/") ->
 
 
 @pytest.fixture
-def signed_in(
-    world: World, browser_client: Callable[[], TestClient]
-) -> Iterator[Callable[[str], TestClient]]:
+def signed_in(world: World, browser_client: Callable[[], TestClient]) -> Callable[[str], TestClient]:
     def make(role: str) -> TestClient:
         return sign_in(browser_client(), world.people[role])
 
