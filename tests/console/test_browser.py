@@ -1,0 +1,261 @@
+"""Each role's journey through the console in headless Chromium, against the real app and services.
+
+Debian's chromium (installed by `make setup`) driven by Playwright; every page is checked with
+axe-core (WCAG 2.1 A/AA: labels, contrast, names, structure) and saved as a screenshot in
+test-artifacts/console/<database>/.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from axe_playwright_python.sync_playwright import Axe
+from fastapi import FastAPI
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from gbadz.app import create_app
+from gbadz.config import OAuthSettings, Settings
+from tests.api import free_port
+from tests.conftest import REPO
+from tests.console.world import GRANTED, Person, World, build
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+AXE_OPTIONS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is missing: `make setup` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Site:
+    base: str
+    app: FastAPI
+    world: World
+    shots: Path
+
+
+@pytest.fixture
+def site(settings: Settings, tmp_path: Path, database_url: str) -> Iterator[Site]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(settings.model_copy(update={"oauth": OAuthSettings(issuer=base)}))
+    world = build(app, settings, tmp_path)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    lane = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    shots = REPO / "test-artifacts" / "console" / lane
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        yield Site(base, app, world, shots)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def check(page: Page, site: Site, name: str) -> None:
+    """Screenshot the page and fail on any WCAG 2.1 A/AA violation axe-core finds."""
+    page.screenshot(path=str(site.shots / f"{name}.png"), full_page=True)
+    results = Axe().run(page, options=AXE_OPTIONS)
+    problems = [
+        f"{v['id']}: {v['help']} -> {[n['target'] for n in v['nodes']][:3]}"
+        for v in results.response["violations"]
+    ]
+    assert [] == problems, f"{name}: {problems}"
+
+
+def sign_in(page: Page, site: Site, person: Person) -> None:
+    page.goto(f"{site.base}/console/")
+    expect(page.get_by_role("heading", name="Sign in to gbadz")).to_be_visible()
+    page.get_by_label("Username").fill(person.username)
+    page.get_by_label("Password").fill(person.password)
+    page.get_by_label("Password").press("Enter")  # the keyboard submits the form
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def sign_out(page: Page) -> None:
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Signed out")).to_be_visible()
+
+
+def test_each_roles_journey(browser: Browser, site: Site) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    world = site.world
+
+    # -- the startup: sign in, search, read the dataset, assess, ask (with a mistake first)
+    page.goto(f"{site.base}/console/")
+    check(page, site, "01-sign-in")
+    sign_in(page, site, world.people["consumer"])
+    expect(page).to_have_url(f"{site.base}/console/catalog")
+    page.get_by_label("Search datasets").fill("deliveries")
+    page.get_by_role("button", name="Search").click()
+    expect(
+        page.get_by_role("link", name=f"Shenzhen last-mile deliveries {world.dataset[-6:]}")
+    ).to_be_visible()
+    check(page, site, "02-catalog")
+    page.get_by_role("link", name=f"Shenzhen last-mile deliveries {world.dataset[-6:]}").click()
+    expect(page.get_by_role("heading", name="Schema")).to_be_visible()
+    expect(page.locator("table.quality")).to_be_visible()
+    check(page, site, "03-dataset")
+    page.get_by_label("Purpose", exact=True).select_option("trade_transport_academic_mfg_marketing")
+    for column in GRANTED:
+        page.locator(f"input[name=columns][value={column}]").check()
+    page.get_by_role("button", name="Assess the transfer").click()
+    expect(page.locator(".assessment")).to_contain_text("GBA Standard Contract")
+    expect(page.locator(".assessment")).to_contain_text("M12")
+    check(page, site, "04-assessment")
+    page.get_by_label("Describe the purpose").fill("short")
+    page.get_by_role("button", name="Ask for access").click()
+    expect(page.locator("#purpose_text-error")).to_be_visible()
+    expect(page.get_by_label("Describe the purpose")).to_have_attribute("aria-invalid", "true")
+    check(page, site, "05-request-form-error")
+    page.get_by_label("Describe the purpose").fill("Cold-chain route planning for a Hong Kong grocer")
+    page.get_by_role("button", name="Ask for access").click()
+    expect(page).to_have_url(re.compile(r"/console/requests\?created="))
+    expect(page.locator("tr.highlight")).to_contain_text("with the provider")
+    check(page, site, "06-my-requests")
+    page.goto(f"{site.base}/console/compliance")
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    sign_out(page)
+
+    # -- the provider: datasets and runs (a rejected upload with its reason), then the review queue
+    sign_in(page, site, world.people["provider"])
+    expect(page).to_have_url(f"{site.base}/console/provider")
+    expect(page.locator("tr.failed")).to_contain_text("rejected")
+    expect(page.locator("tr.failed")).to_contain_text("addr")
+    check(page, site, "07-provider-datasets")
+    page.get_by_role("link", name="Review queue").click()
+    cards = page.locator("article.card")
+    expect(cards).to_have_count(2)
+    check(page, site, "08-provider-review-queue")
+    newest = cards.filter(has_text="Cold-chain route planning for a Hong Kong grocer")
+    newest.get_by_role("button", name="Reject").click()
+    expect(page.locator("p.error")).to_be_visible()  # a rejection needs a reason
+    newest = page.locator("article.card").filter(has_text="Cold-chain route planning for a Hong Kong grocer")
+    newest.get_by_label("Reason (required to reject)").fill("Columns are necessary for route planning")
+    newest.get_by_role("button", name="Approve").click()
+    expect(page.locator("article.card")).to_have_count(1)
+    sign_out(page)
+
+    # -- the compliance officer approves the GBA standard-contract transfer
+    sign_in(page, site, world.people["compliance_officer"])
+    expect(page).to_have_url(f"{site.base}/console/compliance")
+    page.get_by_role("link", name="Review queue").click()
+    expect(page.locator("article.card")).to_have_count(1)
+    page.locator("article.card").get_by_role("button", name="Approve").click()
+    expect(page.get_by_text("Nothing waits for your review.")).to_be_visible()
+    sign_out(page)
+
+    # -- the startup gets its links; the file downloads from the object store
+    sign_in(page, site, world.people["consumer"])
+    page.get_by_role("link", name="My requests and grants").click()
+    page.get_by_role("button", name="Get download links").click()
+    expect(page.get_by_text("recorded as entry")).to_be_visible()
+    check(page, site, "09-delivery-links")
+    url = page.locator("a.download").first.get_attribute("href")
+    assert url is not None
+    assert httpx.get(url).status_code == 200
+    sign_out(page)
+
+    # -- the compliance officer: dashboard, transfer log with filters and CSV, verification
+    sign_in(page, site, world.people["compliance_officer"])
+    routes = page.locator("svg[aria-labelledby=routes-title]")
+    expect(routes.locator("rect > title")).to_contain_text(["CN-SZ → HK: 1"])
+    expect(routes).to_contain_text("Shenzhen → Hong Kong SAR (1)")
+    expect(
+        page.get_by_role(
+            "img", name="Individuals exported year to date per exporter against the legal thresholds"
+        )
+    ).to_be_visible()
+    check(page, site, "10-compliance-dashboard")
+    page.get_by_role("link", name="Transfer log").first.click()
+    page.get_by_label("Outcome").select_option("GBA_SC")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("table.log tbody tr")).to_have_count(1)
+    expect(page.locator("table.log")).to_contain_text("GBA SC Implementation Guidelines")
+    check(page, site, "11-transfer-log")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert 1 == len(rows)
+    assert "GBA_SC" == rows[0]["decision_outcome"]
+    page.goto(f"{site.base}/console/compliance")
+    page.get_by_role("button", name="Verify the log").click()
+    expect(page.locator(".verdict.ok")).to_contain_text("verified")
+    check(page, site, "12-log-verified")
+    page.goto(f"{site.base}/console/compliance")
+    page.get_by_role("link", name="繁體中文").click()
+    expect(page.get_by_role("heading", name="合規看板")).to_be_visible()
+    check(page, site, "13-compliance-dashboard-zh-Hant")
+    page.get_by_role("link", name="简体中文").click()
+    expect(page.get_by_role("heading", name="合规看板")).to_be_visible()
+    page.goto(f"{site.base}/console/catalog")
+    check(page, site, "14-catalog-zh-Hans")
+    context.close()
+
+
+def test_pages_read_without_javascript_and_work_from_the_keyboard(browser: Browser, site: Site) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    sign_in(page, site, site.world.people["compliance_officer"])
+    for path, heading in (
+        ("/console/compliance", "Compliance dashboard"),
+        ("/console/compliance/transfers", "Transfer log"),
+        ("/console/catalog", "Catalog"),
+        (f"/console/datasets/{site.world.dataset}", "Shenzhen last-mile deliveries"),
+        ("/console/requests", "Review queue"),
+    ):
+        page.goto(site.base + path)
+        expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
+    page.get_by_role("button", name="Sign out").click()
+    context.close()
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, site, site.world.people["consumer"])
+    page.goto(f"{site.base}/console/catalog")
+    page.keyboard.press("Tab")
+    focused: Any = page.evaluate("document.activeElement.textContent")
+    assert "Skip to content" == focused.strip()
+    page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
+    # Every control on the page can be reached with Tab.
+    reached = set()
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
+    assert {"q", "category", "origin", "has_pi", "purpose", "Search"} <= reached
+    context.close()
