@@ -8,9 +8,14 @@ STAMP := $(VENV)/.installed
 export GBADZ_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export GBADZ_TEST_REQUIRE_POSTGRES ?= 1
 
-.PHONY: setup demo test lint fmt bench serve services services-down clean
+.PHONY: setup browser demo test lint fmt bench serve services services-down clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The console's browser tests drive Debian's Chromium (never a downloaded browser); the CJK
+# fonts make Chinese labels readable in their screenshots.
+browser:
+	@dpkg -s chromium chromium-driver fonts-noto-cjk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null; }
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +27,7 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/gbadz demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -123,7 +123,7 @@ def _log_x(value: int, left: float, plot_w: float) -> float:
 
 def counters_against_thresholds(counters: list[dict[str, Any]], t: Callable[[str], str] = str) -> Markup:
     """Individuals exported this year per exporter (log scale), with the legal thresholds marked."""
-    left, right, top, bar, gap = 230, 24, 40, 14, 14
+    left, right, top, bar, gap = 230, 48, 64, 14, 18
     width = 760
     plot_w = width - left - right
     height = top + max(len(counters), 1) * (2 * bar + gap) + 40
@@ -134,20 +134,26 @@ def counters_against_thresholds(counters: list[dict[str, Any]], t: Callable[[str
         body.append(
             f'<text x="{x:.1f}" y="{height - 14}" text-anchor="middle" fill="{TEXT}">{10**power:,}</text>'
         )
-    for value, label in THRESHOLD_LINES:
+    for n, (value, label) in enumerate(THRESHOLD_LINES):
         x = _log_x(value, left, plot_w)
+        label_y = top - 26 + 12 * (n % 2)
         body.append(
-            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 14}" y2="{height - 30}" stroke="#B00020" '
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 10}" y2="{height - 30}" stroke="#B00020" '
             'stroke-width="2" stroke-dasharray="5 3"/>'
         )
         body.append(
-            f'<text x="{x:.1f}" y="{top - 18}" text-anchor="middle" fill="#B00020">{escape(label)}</text>'
+            f'<text x="{x:.1f}" y="{label_y}" text-anchor="middle" fill="#B00020">{escape(label)}</text>'
         )
     for i, row in enumerate(counters):
         y = top + i * (2 * bar + gap)
-        name = f"{row.get('exporter') or row['exporter_org_id']} ({t(row['basis'])})"
+        exporter = str(row.get("exporter") or row["exporter_org_id"])
+        name = f"{exporter} ({t(row['basis'])})"
         body.append(
-            f'<text x="{left - 8}" y="{y + bar + 4}" text-anchor="end" fill="{TEXT}">{escape(name[:34])}</text>'
+            f'<text x="{left - 8}" y="{y + bar - 3}" text-anchor="end" fill="{TEXT}">{escape(exporter[:30])}</text>'
+        )
+        body.append(
+            f'<text x="{left - 8}" y="{y + 2 * bar - 1}" text-anchor="end" fill="{MUTED}">'
+            f"{escape(t(row['basis']))}</text>"
         )
         for j, (kind, colour) in enumerate((("pi_individuals", PALETTE[0]), ("spi_individuals", PALETTE[1]))):
             value = int(row[kind])
