@@ -77,12 +77,16 @@ class TestDiscoveryAndStandardClient:
             ("jwks_uri", "jwks"),
             ("introspection_endpoint", "introspect"),
             ("revocation_endpoint", "revoke"),
+            ("authorization_endpoint", "authorize"),
         ]:
             assert f"{issuer}/oauth/{path}" == meta[name]
-        assert {"client_secret_basic", "client_secret_post", "private_key_jwt"} == set(
+        # "none": the console is a public client (authorization code + PKCE), per RFC 7636.
+        assert {"client_secret_basic", "client_secret_post", "private_key_jwt", "none"} == set(
             meta["token_endpoint_auth_methods_supported"]
         )
-        assert ["client_credentials"] == meta["grant_types_supported"]
+        assert ["client_credentials", "authorization_code"] == meta["grant_types_supported"]
+        assert ["code"] == meta["response_types_supported"]
+        assert ["S256"] == meta["code_challenge_methods_supported"]
 
     def test_authlib_client_with_secret(self, live_server: tuple[str, FastAPI]) -> None:
         """authlib's own OAuth2Client discovers the token endpoint, gets a token and calls a protected route."""
