@@ -177,7 +177,7 @@ function init(args)
     paths[n] = line
   end
   if args[2] ~= nil and args[2] ~= "" then
-    headers["Authorization"] = "Bearer " .. args[2]
+    headers[args[2]] = args[3]
   end
   math.randomseed(os.time() + n)
 end
@@ -200,8 +200,14 @@ def _unit(value: str) -> float:
     raise ValueError(value)
 
 
-def wrk(base: str, paths: list[str], token: str, workdir: Path) -> dict[str, float]:
-    """Drive ``paths`` (drawn at random) with wrk: one thread, 32 connections, fixed duration."""
+def wrk(
+    base: str, paths: list[str], token: str, workdir: Path, header: tuple[str, str] | None = None
+) -> dict[str, float]:
+    """Drive ``paths`` (drawn at random) with wrk: one thread, 32 connections, fixed duration.
+
+    Requests carry ``Authorization: Bearer <token>`` when a token is given, else ``header``.
+    """
+    name, value = ("Authorization", f"Bearer {token}") if token else header or ("", "")
     script = workdir / "paths.lua"
     script.write_text(WRK_SCRIPT)
     listing = workdir / "paths.txt"
@@ -218,7 +224,8 @@ def wrk(base: str, paths: list[str], token: str, workdir: Path) -> dict[str, flo
             base,
             "--",
             str(listing),
-            token,
+            name,
+            value,
         ],
         capture_output=True,
         text=True,
@@ -287,6 +294,56 @@ def _database(base: str | None, tmp: str) -> Iterator[str]:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+@contextlib.contextmanager
+def api_server(url: str, tmp: str) -> Iterator[str]:
+    """``gbadz serve`` (one uvicorn worker) on a loopback port over ``url``; yields its base URL."""
+    port = free_port()
+    env = apply_environment(
+        {
+            "GBADZ_ENV": "test",
+            "GBADZ_HOME": tmp,
+            "GBADZ_LOG_LEVEL": "WARNING",
+            "GBADZ_DB__URL": url,
+            "GBADZ_S3__ENDPOINT_URL": "http://127.0.0.1:1",
+            "GBADZ_S3__ACCESS_KEY": "unused",
+            "GBADZ_S3__SECRET_KEY": "unused-secret",
+            "GBADZ_CRYPTO__PASSPHRASE": "benchmark keyring passphrase",
+            "GBADZ_CRYPTO__SCRYPT_LOG2_N": "12",
+            "GBADZ_OAUTH__ISSUER": f"http://127.0.0.1:{port}",
+        }
+    )
+    gbadz = Path(sys.executable).parent / "gbadz"
+    server = subprocess.Popen(
+        [str(gbadz), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(
+                    "the API did not start: " + (server.stderr.read().decode() if server.stderr else "")
+                )
+            time.sleep(0.1)
+        yield base
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", help="PostgreSQL URL (default: SQLite in a temporary directory)")
@@ -298,43 +355,7 @@ def main() -> None:
         started = time.perf_counter()
         client_id, secret = seed(url)
         print(f"seeded {DATASETS:,} datasets in {time.perf_counter() - started:.1f}s ({url.split(':')[0]})")
-        port = free_port()
-        env = apply_environment(
-            {
-                "GBADZ_ENV": "test",
-                "GBADZ_HOME": tmp,
-                "GBADZ_LOG_LEVEL": "WARNING",
-                "GBADZ_DB__URL": url,
-                "GBADZ_S3__ENDPOINT_URL": "http://127.0.0.1:1",
-                "GBADZ_S3__ACCESS_KEY": "unused",
-                "GBADZ_S3__SECRET_KEY": "unused-secret",
-                "GBADZ_CRYPTO__PASSPHRASE": "benchmark keyring passphrase",
-                "GBADZ_CRYPTO__SCRYPT_LOG2_N": "12",
-                "GBADZ_OAUTH__ISSUER": f"http://127.0.0.1:{port}",
-            }
-        )
-        gbadz = Path(sys.executable).parent / "gbadz"
-        server = subprocess.Popen(
-            [str(gbadz), "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(
-                        "the API did not start: " + (server.stderr.read().decode() if server.stderr else "")
-                    )
-                time.sleep(0.1)
+        with api_server(url, tmp) as base:
             token, paths = scenarios(base, client_id, secret)
             work = Path(tmp)
             wrk(base, paths["search"], token, work)  # warm-up
@@ -343,13 +364,6 @@ def main() -> None:
                 for name, listing in paths.items():
                     runs[name].append(wrk(base, listing, token if name != "trivial" else "", work))
             results = {name: _median(r) for name, r in runs.items()}
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
     print(
         f"wrk: 1 thread, {CONCURRENCY} connections, {DURATION_S}s per run against one uvicorn worker on "
         f"loopback; median of {ROUNDS} interleaved rounds"

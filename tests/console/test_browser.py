@@ -24,8 +24,9 @@ from axe_playwright_python.sync_playwright import Axe
 from fastapi import FastAPI
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from gbadz import db
 from gbadz.app import create_app
-from gbadz.config import OAuthSettings, Settings
+from gbadz.config import DatabaseSettings, OAuthSettings, Settings
 from tests.api import free_port
 from tests.conftest import REPO
 from tests.console.world import GRANTED, Person, World, build
@@ -63,10 +64,18 @@ class Site:
 
 
 @pytest.fixture
-def site(settings: Settings, tmp_path: Path, database_url: str) -> Iterator[Site]:
+def site(settings: Settings, tmp_path: Path, database_url: str, fresh_database_url: str) -> Iterator[Site]:
+    """The app on a loopback port over a database of its own, so the transfer log, the charts
+    and the verification see exactly this journey's transfers."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    app = create_app(settings.model_copy(update={"oauth": OAuthSettings(issuer=base)}))
+    own = settings.model_copy(
+        update={"oauth": OAuthSettings(issuer=base), "db": DatabaseSettings(url=fresh_database_url)}
+    )
+    engine = db.create_engine(own.db)
+    db.upgrade(engine)
+    engine.dispose()
+    app = create_app(own)
     world = build(app, settings, tmp_path)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -328,6 +328,21 @@ class TestForms:
         with app.state.sessionmaker() as session:
             assert "under_provider_review" == session.get(AccessRequest, world.pending_request).state  # type: ignore[union-attr]
 
+    def test_an_oversized_form_is_refused_whatever_its_content_length_says(
+        self, world: World, signed_in: SignedIn, app: FastAPI
+    ) -> None:
+        provider = signed_in("provider")
+        csrf = _csrf(provider.get("/console/requests").text)
+        body = urlencode({"csrf": csrf, "reason": "x" * 70_000}).encode()
+        response = provider.post(
+            f"/console/requests/{world.pending_request}/approve",
+            content=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Content-Length": "10"},
+        )
+        assert 413 == response.status_code
+        with app.state.sessionmaker() as session:
+            assert "under_provider_review" == session.get(AccessRequest, world.pending_request).state  # type: ignore[union-attr]
+
     def test_a_bad_transfer_filter_is_named(self, signed_in: SignedIn) -> None:
         officer = signed_in("compliance_officer")
         response = officer.get("/console/compliance/transfers?since=yesterday")
@@ -420,3 +435,43 @@ def test_sign_in_helper_reaches_the_role_home(world: World, browser_client: Call
         client = sign_in(browser_client(), world.people[role])
         assert home == client.get("/console/").headers["location"]
         assert 200 == client.get(home).status_code, role
+
+
+def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
+    world: World, signed_in: SignedIn, app: FastAPI
+) -> None:
+    from gbadz.translog.models import LogEntry
+
+    for role in ("provider", "compliance_officer"):
+        reviewer = signed_in(role)
+        queue = reviewer.get("/console/requests")
+        assert world.pending_request in queue.text, role
+        answer = reviewer.post(
+            f"/console/requests/{world.pending_request}/approve",
+            data={"csrf": _csrf(queue.text), "reason": "ok"},
+        )
+        assert 303 == answer.status_code, answer.text[:500]
+    with app.state.sessionmaker() as session:
+        request = session.get(AccessRequest, world.pending_request)
+        assert request is not None
+        assert "approved" == request.state
+    consumer = signed_in("consumer")
+    page = consumer.get("/console/requests")
+    action = re.search(r'action="(/console/grants/[^"]+/deliver)"', page.text)
+    key = re.search(r'name="idempotency_key" value="([^"]+)"', page.text)
+    assert action is not None
+    assert key is not None
+    form = {"csrf": _csrf(page.text), "idempotency_key": key.group(1)}
+    first = consumer.post(action.group(1), data=form)
+    again = consumer.post(action.group(1), data=form)
+    assert 200 == first.status_code, first.text[:500]
+    entries = [re.search(r"entry (\d+) of the transfer log", r.text) for r in (first, again)]
+    assert all(entries)
+    assert entries[0].group(1) == entries[1].group(1)  # type: ignore[union-attr]
+    grant_id = action.group(1).split("/")[3]
+    with app.state.sessionmaker() as session:
+        logged = session.scalar(
+            sa.select(sa.func.count()).select_from(LogEntry).where(LogEntry.grant_id == grant_id)
+        )
+    assert 1 == logged
+    assert 'href="http://127.0.0.1' in first.text  # presigned URLs on the real S3 server

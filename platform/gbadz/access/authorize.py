@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from gbadz import audit
 from gbadz.access import people
 from gbadz.access.oauth import FailureLimiter, GbadzAuthorizationServer
-from gbadz.console.web import render
+from gbadz.console.web import FormTooLarge, read_form, render
 
 SIGNIN_COOKIE = "__Host-gbadz_signin"
 MAX_FORM_BYTES = 8 * 1024
@@ -96,9 +96,10 @@ def build_router(server: GbadzAuthorizationServer, limiter: FailureLimiter) -> A
         if isinstance(consent, Response):
             return consent
         oauth_request, grant = consent
-        if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+        try:
+            form = await read_form(request, MAX_FORM_BYTES, max_fields=10)
+        except FormTooLarge:
             return _error_page(request, "The sign-in form is too large.")
-        form = await request.form(max_files=0, max_fields=10)
         username = str(form.get("username") or "").strip()
         password = str(form.get("password") or "")
         sent, expected = str(form.get("signin_token") or ""), request.cookies.get(SIGNIN_COOKIE, "")

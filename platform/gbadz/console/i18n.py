@@ -94,6 +94,12 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "表格已過期或並非從本控制台提交。請返回、重新載入頁面後重試。",
     ),
     "Something went wrong": (None, "出现问题", "出現問題"),
+    "Form too large": (None, "表单过大", "表格過大"),
+    "The form sent more than this page accepts.": (
+        None,
+        "提交的表单超出本页可接受的大小。",
+        "提交的表格超出本頁可接受的大小。",
+    ),
     # -- roles
     "provider": ("data provider", "数据提供方", "數據提供方"),
     "consumer": ("startup (data user)", "数据使用方（初创企业）", "數據使用方（初創企業）"),

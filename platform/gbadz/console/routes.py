@@ -9,6 +9,7 @@ another role answer 404, as a hidden dataset does.
 from __future__ import annotations
 
 import hmac
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -25,7 +26,7 @@ from gbadz.access.transfer import OUTCOMES, PURPOSES
 from gbadz.console import charts, session
 from gbadz.console.i18n import LOCALES, translate
 from gbadz.console.session import LOGIN_COOKIE, SESSION_COOKIE, Signed
-from gbadz.console.web import LANG_COOKIE, locale_of, render
+from gbadz.console.web import LANG_COOKIE, FormTooLarge, locale_of, read_form, render
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 MAX_FORM_BYTES = 64 * 1024
@@ -72,7 +73,8 @@ async def signed_in(request: Request) -> Signed:
     )
     if signed is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise SignInRequired(target if request.method == "GET" else request.url.path)
+        # After signing in, a GET comes back to its page; a form's target cannot be replayed.
+        raise SignInRequired(target if request.method == "GET" else "/console/")
     if signed.token_expires_at - datetime.now(UTC) < timedelta(seconds=60):
         server: GbadzAuthorizationServer = request.app.state.authorization_server
         person = signed.person
@@ -113,9 +115,7 @@ Officer = Annotated[Signed, role("compliance_officer")]
 
 
 async def form_of(request: Request, signed: Signed) -> FormData:
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        raise FormExpired
-    form = await request.form(max_files=0, max_fields=200)
+    form = await read_form(request, MAX_FORM_BYTES)
     if not hmac.compare_digest(str(form.get("csrf") or ""), signed.csrf):
         raise FormExpired
     return form
@@ -256,7 +256,7 @@ def _user_id(request: Request, subject: str) -> str:
 @router.post("/logout")
 async def logout(request: Request, signed: Anyone) -> Response:
     await form_of(request, signed)
-    await run_in_threadpool(session.close, _sessions(request), signed.id_hash)
+    await run_in_threadpool(session.close, _sessions(request), signed.id_hash, signed.person)
     response = RedirectResponse("/console/signed-out", status_code=303)
     response.delete_cookie(SESSION_COOKIE, secure=True, httponly=True, samesite="lax", path="/")
     return response
@@ -440,7 +440,8 @@ async def _requests_page(request: Request, signed: Signed, status_code: int = 20
     else:
         queue = []
     queued = {r["id"] for r in queue}
-    context = {"errors": {}, "error_for": None, "delivery": None} | extra
+    # A form sent twice (a double click, a reload) reuses the transfer the first one logged.
+    context = {"errors": {}, "error_for": None, "form_key": secrets.token_urlsafe(12)} | extra
     return render(
         request,
         "requests.html",
@@ -653,6 +654,18 @@ def install(app: FastAPI) -> None:
             message=str(exc.detail),
         )
 
+    async def too_large(request: Request, exc: Exception) -> Response:
+        signed = getattr(request.state, "signed", None)
+        return render(
+            request,
+            "error.html",
+            413,
+            signed=signed,
+            title="Form too large",
+            message="The form sent more than this page accepts.",
+        )
+
+    app.add_exception_handler(FormTooLarge, too_large)
     app.add_exception_handler(SignInRequired, sign_in)
     app.add_exception_handler(ApiFailed, api_failed)
     app.add_exception_handler(PageNotFound, not_found)

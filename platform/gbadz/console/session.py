@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from gbadz import audit
 from gbadz.access.models import Organization, User
 from gbadz.config import ConsoleSettings
 from gbadz.console.models import ConsoleSession, PendingLogin
@@ -153,6 +154,13 @@ def replace_token(sessions: sessionmaker[Session], id_hash: str, token: str, exp
             row.token_expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
 
 
-def close(sessions: sessionmaker[Session], id_hash: str) -> None:
+def close(sessions: sessionmaker[Session], id_hash: str, person: Person) -> None:
     with sessions.begin() as session:
         session.execute(sa.delete(ConsoleSession).where(ConsoleSession.id_hash == id_hash))
+        audit.record(
+            session,
+            actor=f"user:{person.username}",
+            action="user.signed_out",
+            subject_type="user",
+            subject_id=person.id,
+        )

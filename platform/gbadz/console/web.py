@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
+from starlette.datastructures import FormData, UploadFile
 
 from gbadz.console.i18n import LOCALE_NAMES, LOCALES, translate
 
@@ -73,6 +74,29 @@ def _number(value: Any) -> str:
 env.filters["when"] = _when
 env.filters["number"] = _number
 env.filters["urlquote"] = lambda value: quote(str(value), safe="")
+
+
+class FormTooLarge(Exception):
+    """A form body over the page's limit."""
+
+
+async def read_form(request: Request, limit: int, max_fields: int = 200) -> FormData:
+    """An url-encoded form, read up to ``limit`` bytes (whatever Content-Length claims)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise FormTooLarge
+        chunks.append(chunk)
+    try:
+        pairs: list[tuple[str, str | UploadFile]] = parse_qsl(  # type: ignore[assignment]
+            b"".join(chunks).decode("utf-8", errors="replace"),
+            keep_blank_values=True,
+            max_num_fields=max_fields,
+        )
+    except ValueError:  # more fields than any of our forms has
+        raise FormTooLarge from None
+    return FormData(pairs)
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
