@@ -374,7 +374,10 @@ async def get_dataset(
 @router.get(
     "/datasets/{dataset_id}/versions",
     response_model=list[schemas.VersionSummary],
-    responses=error_responses(NotFound),
+    responses={
+        304: {"description": "Not Modified (If-None-Match matched the ETag)"},
+        **error_responses(NotFound),
+    },
     summary="A dataset's published versions, newest first",
 )
 def list_versions(
