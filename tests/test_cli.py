@@ -177,6 +177,19 @@ class TestDemo:
         [hospital] = [c for c in compliance["counters"] if c["exporter"] == "Shenzhen Harbour Hospital Group"]
         assert 0 < hospital["pi_individuals"] <= 100_000
         assert 0 == hospital["spi_individuals"]
+        # One person per role for the console, whose passwords the Argon2id hashes accept.
+        assert {"consumer", "provider", "compliance_officer"} == {p["role"] for p in report["people"]}
+        from gbadz import db
+        from gbadz.access import people
+        from gbadz.config import DatabaseSettings
+
+        engine = db.create_engine(DatabaseSettings(url=f"sqlite:///{home / 'gbadz.db'}"))
+        with db.make_sessionmaker(engine)() as session:
+            for person in report["people"]:
+                user = people.authenticate(session, person["username"], person["password"])
+                assert user is not None, person["username"]
+                assert person["role"] == user.role
+        engine.dispose()
 
 
 class TestKeys:

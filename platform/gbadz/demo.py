@@ -115,7 +115,7 @@ def run(settings: Settings, console: Console | None) -> dict[str, Any]:
 
 DEMO_PEOPLE = (
     ("hk-startup", "Mei Chan", "consumer", "Victoria Harbour Analytics (startup)"),
-    ("sz-port", "Li Wei", "provider", "Shenzhen Western Port Authority"),
+    ("sz-hospital", "Li Wei", "provider", "Shenzhen Harbour Hospital Group"),
     ("officer", "Ho Ka-yan", "compliance_officer", "Special Data Zone Compliance Office"),
 )
 

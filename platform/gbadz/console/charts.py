@@ -98,8 +98,8 @@ def routes_over_time(
                 f"{day.strftime('%m-%d')}</text>"
             )
     for i, route in enumerate(routes[:8]):
-        lx = left + (i % 4) * 175
-        ly = top + plot_h + 40 + (i // 4) * 20
+        lx = left + (i % 3) * 240
+        ly = top + plot_h + 40 + (i // 3) * 20
         body.append(f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{colours[route]}"/>')
         body.append(
             f'<text x="{lx + 18}" y="{ly}" fill="{TEXT}">{escape(_named(route, names))} ({totals[route]:,})</text>'
