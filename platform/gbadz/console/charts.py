@@ -123,7 +123,7 @@ def _log_x(value: int, left: float, plot_w: float) -> float:
 
 def counters_against_thresholds(counters: list[dict[str, Any]], t: Callable[[str], str] = str) -> Markup:
     """Individuals exported this year per exporter (log scale), with the legal thresholds marked."""
-    left, right, top, bar, gap = 230, 48, 64, 14, 18
+    left, right, top, bar, gap = 250, 48, 64, 14, 18
     width = 760
     plot_w = width - left - right
     height = top + max(len(counters), 1) * (2 * bar + gap) + 40
@@ -149,7 +149,7 @@ def counters_against_thresholds(counters: list[dict[str, Any]], t: Callable[[str
         exporter = str(row.get("exporter") or row["exporter_org_id"])
         name = f"{exporter} ({t(row['basis'])})"
         body.append(
-            f'<text x="{left - 8}" y="{y + bar - 3}" text-anchor="end" fill="{TEXT}">{escape(exporter[:30])}</text>'
+            f'<text x="{left - 8}" y="{y + bar - 3}" text-anchor="end" fill="{TEXT}">{escape(exporter if len(exporter) <= 34 else exporter[:33] + "…")}</text>'
         )
         body.append(
             f'<text x="{left - 8}" y="{y + 2 * bar - 1}" text-anchor="end" fill="{MUTED}">'

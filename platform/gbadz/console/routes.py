@@ -122,6 +122,17 @@ async def form_of(request: Request, signed: Signed) -> FormData:
 
 
 # -- the API, as the signed-in person --------------------------------------------------------
+def in_process(app: FastAPI) -> httpx.AsyncClient:
+    """One HTTP client per app that calls the app itself over ASGI (no socket, no TLS context
+    per call: building a client per call cost more than the call)."""
+    client: httpx.AsyncClient | None = getattr(app.state, "console_http", None)
+    if client is None:
+        base = app.state.settings.oauth.issuer
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base, verify=False)  # noqa: S501 (no TLS: in process)
+        app.state.console_http = client
+    return client
+
+
 class Api:
     def __init__(self, request: Request, signed: Signed) -> None:
         self.request = request
@@ -131,10 +142,11 @@ class Api:
             self.headers["X-Request-ID"] = request_id
 
     async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        transport = httpx.ASGITransport(app=self.request.app)
-        base = self.request.app.state.settings.oauth.issuer
-        async with httpx.AsyncClient(transport=transport, base_url=base, headers=self.headers) as client:
-            return await client.request(method, path, **kwargs)
+        headers = self.headers | kwargs.pop("headers", {})
+        client = in_process(self.request.app)
+        response = await client.request(method, path, headers=headers, **kwargs)
+        client.cookies.clear()  # the API sets none; never let one person's reach another's call
+        return response
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.call(method, path, **kwargs)
@@ -207,18 +219,16 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
             message="The sign-in expired or was refused. Please sign in again.",
         )
     issuer = request.app.state.settings.oauth.issuer
-    transport = httpx.ASGITransport(app=request.app)
-    async with httpx.AsyncClient(transport=transport, base_url=issuer) as client:
-        exchanged = await client.post(
-            "/oauth/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": issuer + CONSOLE_CALLBACK,
-                "client_id": CONSOLE_CLIENT_ID,
-                "code_verifier": pending.code_verifier,
-            },
-        )
+    exchanged = await in_process(request.app).post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": issuer + CONSOLE_CALLBACK,
+            "client_id": CONSOLE_CLIENT_ID,
+            "code_verifier": pending.code_verifier,
+        },
+    )
     if exchanged.status_code != 200:
         return render(
             request,
