@@ -437,11 +437,7 @@ def test_sign_in_helper_reaches_the_role_home(world: World, browser_client: Call
         assert 200 == client.get(home).status_code, role
 
 
-def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
-    world: World, signed_in: SignedIn, app: FastAPI
-) -> None:
-    from gbadz.translog.models import LogEntry
-
+def _approve_through_the_console(world: World, signed_in: SignedIn) -> None:
     for role in ("provider", "compliance_officer"):
         reviewer = signed_in(role)
         queue = reviewer.get("/console/requests")
@@ -451,6 +447,14 @@ def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
             data={"csrf": _csrf(queue.text), "reason": "ok"},
         )
         assert 303 == answer.status_code, answer.text[:500]
+
+
+def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
+    world: World, signed_in: SignedIn, app: FastAPI
+) -> None:
+    from gbadz.translog.models import LogEntry
+
+    _approve_through_the_console(world, signed_in)
     with app.state.sessionmaker() as session:
         request = session.get(AccessRequest, world.pending_request)
         assert request is not None
@@ -475,3 +479,39 @@ def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
         )
     assert 1 == logged
     assert 'href="http://127.0.0.1' in first.text  # presigned URLs on the real S3 server
+
+
+def test_a_revoked_grant_gets_no_links_and_says_why(world: World, signed_in: SignedIn, app: FastAPI) -> None:
+    from gbadz.access.models import Grant
+    from gbadz.models import utcnow
+
+    _approve_through_the_console(world, signed_in)
+    consumer = signed_in("consumer")
+    page = consumer.get("/console/requests")
+    action = re.search(r'action="(/console/grants/([^"/]+)/deliver)"', page.text)
+    assert action is not None
+    with app.state.sessionmaker.begin() as session:
+        grant = session.get(Grant, action.group(2))
+        assert grant is not None
+        grant.revoked_at, grant.revoked_reason = utcnow(), "test: the provider withdrew consent"
+    answer = consumer.post(action.group(1), data={"csrf": _csrf(page.text)})
+    assert 410 == answer.status_code
+    assert "the grant is revoked" in answer.text
+    assert "X-Amz-Signature" not in answer.text
+
+
+def test_an_expired_code_is_refused(
+    world: World, browser_client: Callable[[], TestClient], app: FastAPI
+) -> None:
+    from gbadz.access.models import AuthorizationCode
+
+    client = browser_client()
+    person = world.people["consumer"]
+    verifier, challenge = _pkce()
+    code = _code(client, _authorize_url(challenge), person.username, person.password)
+    with app.state.sessionmaker.begin() as session:
+        row = session.get(AuthorizationCode, hashlib.sha256(code.encode()).hexdigest())
+        assert row is not None
+        row.expires_at = row.expires_at.replace(year=2000)
+    status, body = _exchange(client, code, verifier)
+    assert (400, "invalid_grant") == (status, body["error"])

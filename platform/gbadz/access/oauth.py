@@ -10,6 +10,7 @@ FastAPI server integration, so the adapter lives here and nowhere else.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import defaultdict, deque
@@ -146,8 +147,6 @@ class StoredCode:
 
 
 def _code_hash(code: str) -> str:
-    import hashlib
-
     return hashlib.sha256(code.encode()).hexdigest()
 
 

@@ -150,10 +150,10 @@ class Api:
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.call(method, path, **kwargs)
-        if response.status_code in (403, 404, 410):
+        if response.status_code in (403, 404):
             raise PageNotFound
         if response.status_code == 401:
-            raise SignInRequired(self.request.url.path)
+            raise SignInRequired(self.request.url.path if self.request.method == "GET" else "/console/")
         if response.status_code >= 400:
             raise ApiFailed(response.status_code, response.json().get("detail"))
         return response.json()
