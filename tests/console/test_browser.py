@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import threading
 import time
@@ -197,6 +198,12 @@ def test_each_roles_journey(browser: Browser, site: Site) -> None:
     url = page.locator("a.download").first.get_attribute("href")
     assert url is not None
     assert httpx.get(url).status_code == 200
+    page.get_by_role("link", name="My requests and grants", exact=True).click()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Delta Sharing profile").click()
+    profile = json.loads(Path(download.value.path()).read_text())
+    assert f"{site.base}/delta-sharing" == profile["endpoint"]
+    assert profile["bearerToken"]
     sign_out(page)
 
     # -- the compliance officer: dashboard, transfer log with filters and CSV, verification
@@ -212,6 +219,8 @@ def test_each_roles_journey(browser: Browser, site: Site) -> None:
     check(page, site, "10-compliance-dashboard")
     page.get_by_role("link", name="Transfer log").first.click()
     page.get_by_label("Outcome").select_option("GBA_SC")
+    page.get_by_label("Exporter").select_option(world.provider_org)
+    page.get_by_label("Recipient").select_option(world.startup_org)
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("table.log tbody tr")).to_have_count(1)
     expect(page.locator("table.log")).to_contain_text("GBA SC Implementation Guidelines")

@@ -212,6 +212,7 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
     "Expires": (None, "到期", "到期"),
     "Delivery": (None, "交付", "交付"),
     "Get download links": (None, "获取下载链接", "獲取下載連結"),
+    "Delta Sharing profile": (None, "Delta Sharing 配置文件", "Delta Sharing 設定檔"),
     "No grants yet.": (None, "暂无授权。", "暫無授權。"),
     "This transfer is recorded as entry {n} of the transfer log.": (
         None,
@@ -298,7 +299,6 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "監管機構可使用 gbadz audit verify 及其自行保存的公鑰離線驗證匯出檔案。",
     ),
     "Outcome": (None, "决定结果", "決定結果"),
-    "Exporter (organisation id)": (None, "数据出境方（机构编号）", "數據出境方（機構編號）"),
     "From (UTC)": (None, "起始（UTC）", "起始（UTC）"),
     "Before (UTC)": (None, "截至（UTC，不含）", "截至（UTC，不含）"),
     "Filter": (None, "筛选", "篩選"),

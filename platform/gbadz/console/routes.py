@@ -22,7 +22,7 @@ from starlette.datastructures import FormData
 
 from gbadz.access.identity import JURISDICTIONS
 from gbadz.access.oauth import CONSOLE_CALLBACK, CONSOLE_CLIENT_ID, GbadzAuthorizationServer
-from gbadz.access.transfer import OUTCOMES, PURPOSES
+from gbadz.access.transfer import EVIDENCE_KINDS, OUTCOMES, PURPOSES
 from gbadz.console import charts, session
 from gbadz.console.i18n import LOCALES, translate
 from gbadz.console.session import LOGIN_COOKIE, SESSION_COOKIE, Signed
@@ -501,6 +501,22 @@ async def deliver(request: Request, grant_id: str, signed: Consumer) -> Response
     return render(request, "delivery.html", signed=signed, delivery=delivery)
 
 
+@router.get("/grants/{grant_id}/sharing-profile")
+async def sharing_profile(request: Request, grant_id: str, signed: Consumer) -> Response:
+    """The grant's Delta Sharing profile file, for the open delta-sharing clients."""
+    response = await Api(request, signed).call("GET", f"/api/v1/grants/{grant_id}/sharing-profile")
+    if response.status_code != 200:
+        raise PageNotFound
+    return Response(
+        response.content,
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="gbadz-{grant_id[:8]}.share"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
 # -- provider --------------------------------------------------------------------------------
 @router.get("/provider")
 async def provider_home(request: Request, signed: Provider) -> Response:
@@ -582,6 +598,7 @@ async def transfers_page(request: Request, signed: Officer) -> Response:
     except ApiFailed as failure:
         errors, rows = field_errors(failure, set(TRANSFER_FILTERS)), []
     csv_link = "/console/compliance/transfers.csv" + (f"?{urlencode(query)}" if query else "")
+    parties = await Api(request, signed).json("GET", "/api/v1/compliance/parties")
     return render(
         request,
         "transfers.html",
@@ -593,6 +610,8 @@ async def transfers_page(request: Request, signed: Officer) -> Response:
         csv_link=csv_link,
         jurisdictions=JURISDICTIONS,
         outcomes=OUTCOMES,
+        mechanisms=sorted({*OUTCOMES, *EVIDENCE_KINDS}),
+        parties=parties,
     )
 
 

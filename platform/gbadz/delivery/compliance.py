@@ -155,6 +155,36 @@ def list_transfers(
     )
 
 
+class Party(BaseModel):
+    org_id: str
+    name: str | None
+
+
+class Parties(BaseModel):
+    exporters: list[Party]
+    recipients: list[Party]
+
+
+@router.get(
+    "/compliance/parties",
+    response_model=Parties,
+    summary="Exporters and recipients that appear in the transfer log (for filters), by name",
+)
+def log_parties(request: Request, principal: Auditor) -> Parties:
+    with request.app.state.sessionmaker() as session:
+        names = dict(session.execute(sa.select(Organization.id, Organization.name)).all())
+        found = {}
+        for side, column in (
+            ("exporters", LogEntry.exporter_org_id),
+            ("recipients", LogEntry.recipient_org_id),
+        ):
+            ids = session.scalars(sa.select(column).where(column.is_not(None)).distinct()).all()
+            found[side] = sorted(
+                (Party(org_id=i, name=names.get(i)) for i in ids), key=lambda p: (p.name or p.org_id).lower()
+            )
+    return Parties(**found)
+
+
 class RouteDay(BaseModel):
     day: date = Field(description="UTC calendar day")
     origin: str
