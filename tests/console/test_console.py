@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from gbadz.access import people
 from gbadz.access.models import AccessRequest
+from gbadz.audit import AuditEvent
 from gbadz.console.i18n import CATALOG, LOCALES
 from gbadz.console.models import ConsoleSession
 from tests.console.conftest import BASE, sign_in
@@ -459,6 +460,19 @@ def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
         request = session.get(AccessRequest, world.pending_request)
         assert request is not None
         assert "approved" == request.state
+        # The audit trail names the people who decided, not just the console.
+        actors = set(
+            session.scalars(
+                sa.select(AuditEvent.actor).where(
+                    AuditEvent.subject_id == world.pending_request, AuditEvent.action.like("access_request.%")
+                )
+            )
+        )
+        for role in ("provider", "compliance_officer"):
+            assert (
+                f"{role}:user:{world.people[role].username} via gbadz-console@{world.people[role].org_id}"
+                in actors
+            )
     consumer = signed_in("consumer")
     page = consumer.get("/console/requests")
     action = re.search(r'action="(/console/grants/[^"]+/deliver)"', page.text)

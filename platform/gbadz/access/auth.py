@@ -269,6 +269,9 @@ Admin = Annotated[Principal, Depends(require_scopes("admin"))]
 
 
 def actor_of(principal: Principal) -> str:
+    """Who did it, for the audit trail: the client, or the person when a person signed in."""
+    if principal.subject != principal.client_id:
+        return f"{principal.role}:{principal.subject} via {principal.client_id}@{principal.org_id}"
     return f"{principal.role}:{principal.client_id}@{principal.org_id}"
 
 

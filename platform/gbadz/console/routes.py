@@ -15,12 +15,14 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import httpx
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from gbadz.access.identity import JURISDICTIONS
+from gbadz.access.models import User
 from gbadz.access.oauth import CONSOLE_CALLBACK, CONSOLE_CLIENT_ID, GbadzAuthorizationServer
 from gbadz.access.transfer import EVIDENCE_KINDS, OUTCOMES, PURPOSES
 from gbadz.console import charts, session
@@ -255,10 +257,6 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
 
 
 def _user_id(request: Request, subject: str) -> str:
-    import sqlalchemy as sa
-
-    from gbadz.access.models import User
-
     with _sessions(request)() as db:
         return str(db.scalar(sa.select(User.id).where(User.username == subject.removeprefix("user:"))))
 
