@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 
@@ -22,8 +23,12 @@ MIN_PASSWORD = 12
 MAX_PASSWORD = 256
 # Argon2id with the library's RFC 9106 "low memory" profile defaults (64 MiB, 3 passes).
 _hasher = PasswordHasher()
-# Verified when the username is unknown, so a miss costs what a wrong password costs.
-_DUMMY_HASH = _hasher.hash("gbadz-dummy-password-for-timing")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the username is unknown, so a miss costs what a wrong password costs."""
+    return _hasher.hash("gbadz-dummy-password-for-timing")
 
 
 def normalise_username(username: str) -> str:
@@ -82,7 +87,7 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
         return None
     user = session.scalar(sa.select(User).where(User.username == normalise_username(username)))
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     if user is None or user.disabled_at is not None:

@@ -204,21 +204,16 @@ async def login(request: Request, next: str | None = None) -> Response:
 async def callback(request: Request, code: str = "", state: str = "", error: str = "") -> Response:
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not state or not expected or not hmac.compare_digest(state, expected):
-        return render(
+        return error_page(
             request,
-            "error.html",
             400,
-            title="Sign-in failed",
-            message="This sign-in was not started here, or it expired. Please sign in again.",
+            "Sign-in failed",
+            "This sign-in was not started here, or it expired. Please sign in again.",
         )
     pending = await run_in_threadpool(session.take_login, _sessions(request), state)
     if pending is None or error or not code:
-        return render(
-            request,
-            "error.html",
-            400,
-            title="Sign-in failed",
-            message="The sign-in expired or was refused. Please sign in again.",
+        return error_page(
+            request, 400, "Sign-in failed", "The sign-in expired or was refused. Please sign in again."
         )
     issuer = request.app.state.settings.oauth.issuer
     exchanged = await in_process(request.app).post(
@@ -232,12 +227,8 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
         },
     )
     if exchanged.status_code != 200:
-        return render(
-            request,
-            "error.html",
-            400,
-            title="Sign-in failed",
-            message="The sign-in code was not accepted. Please sign in again.",
+        return error_page(
+            request, 400, "Sign-in failed", "The sign-in code was not accepted. Please sign in again."
         )
     token = exchanged.json()
     principal = request.app.state.authenticator.authenticate(f"Bearer {token['access_token']}")
@@ -639,6 +630,11 @@ async def verify_log(request: Request, signed: Officer) -> Response:
 
 
 # -- errors ----------------------------------------------------------------------------------
+def error_page(request: Request, status: int, title: str, message: str) -> Response:
+    signed = getattr(request.state, "signed", None)
+    return render(request, "error.html", status, signed=signed, title=title, message=message)
+
+
 def install(app: FastAPI) -> None:
     app.include_router(router)
 
@@ -646,54 +642,27 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, SignInRequired)
         return RedirectResponse("/console/login?" + urlencode({"next": exc.next_path}), status_code=303)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        signed = getattr(request.state, "signed", None)
-        return render(
-            request,
-            "error.html",
-            404,
-            signed=signed,
-            title="Not found",
-            message="There is no such page, or it is not yours to see.",
-        )
-
-    async def expired(request: Request, exc: Exception) -> Response:
-        signed = getattr(request.state, "signed", None)
-        return render(
-            request,
-            "error.html",
-            403,
-            signed=signed,
-            title="Form expired",
-            message="This form expired or was not sent from this console. Go back, reload the page and try again.",
-        )
-
     async def api_failed(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiFailed)
-        signed = getattr(request.state, "signed", None)
         status = 503 if exc.status >= 500 else exc.status
-        return render(
-            request,
-            "error.html",
-            status,
-            signed=signed,
-            title="Something went wrong",
-            message=str(exc.detail),
-        )
+        return error_page(request, status, "Something went wrong", str(exc.detail))
 
-    async def too_large(request: Request, exc: Exception) -> Response:
-        signed = getattr(request.state, "signed", None)
-        return render(
-            request,
-            "error.html",
-            413,
-            signed=signed,
-            title="Form too large",
-            message="The form sent more than this page accepts.",
-        )
+    def page_for(status: int, title: str, message: str) -> Any:
+        async def handler(request: Request, exc: Exception) -> Response:
+            return error_page(request, status, title, message)
 
-    app.add_exception_handler(FormTooLarge, too_large)
+        return handler
+
     app.add_exception_handler(SignInRequired, sign_in)
     app.add_exception_handler(ApiFailed, api_failed)
-    app.add_exception_handler(PageNotFound, not_found)
-    app.add_exception_handler(FormExpired, expired)
+    for exc_class, status, title, message in (
+        (PageNotFound, 404, "Not found", "There is no such page, or it is not yours to see."),
+        (
+            FormExpired,
+            403,
+            "Form expired",
+            "This form expired or was not sent from this console. Go back, reload the page and try again.",
+        ),
+        (FormTooLarge, 413, "Form too large", "The form sent more than this page accepts."),
+    ):
+        app.add_exception_handler(exc_class, page_for(status, title, message))
