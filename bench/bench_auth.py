@@ -19,12 +19,12 @@ import httpx
 from pydantic import SecretStr
 
 from gbadz import db
-from gbadz.access import service
-from gbadz.access.auth import describe
-from gbadz.access.schemas import Me
-from gbadz.access.tokens import Principal
 from gbadz.app import create_app
 from gbadz.config import CryptoSettings, DatabaseSettings, S3Settings, Settings
+from gbadz.identity import service
+from gbadz.identity.auth import describe
+from gbadz.identity.schemas import Me
+from gbadz.identity.tokens import Principal
 
 CONCURRENCY = 32
 REQUESTS = 4000

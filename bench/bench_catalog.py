@@ -31,11 +31,11 @@ import httpx
 import psycopg
 
 from gbadz import db
-from gbadz.access import service as access_service
 from gbadz.catalog.models import Dataset
 from gbadz.catalog.service import listing_fields
 from gbadz.config import DatabaseSettings, apply_environment
-from gbadz.ingest.contract import Contract
+from gbadz.contract import Contract
+from gbadz.identity import service as access_service
 
 DATASETS = 10_000
 CONCURRENCY = 32

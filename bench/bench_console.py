@@ -23,9 +23,9 @@ import httpx
 from bench_catalog import ROUNDS, WORDS, _database, _median, api_server, seed, wrk
 
 from gbadz import db
-from gbadz.access import people
-from gbadz.access.models import OAuthClient
 from gbadz.config import DatabaseSettings
+from gbadz.identity import people
+from gbadz.identity.models import OAuthClient
 
 PASSWORD = "benchmark person password"  # noqa: S105 (a throwaway account on loopback)
 

@@ -19,11 +19,12 @@ import embedded  # bench/embedded.py
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from gbadz.access.models import AccessRequest, Grant, Organization
+from gbadz.access.models import AccessRequest, Grant
 from gbadz.catalog.models import Dataset, DatasetVersion
+from gbadz.contract import load_contract
 from gbadz.delivery.service import materialise
+from gbadz.identity.models import Organization
 from gbadz.ingest import pipeline, samples
-from gbadz.ingest.contract import load_contract
 
 ROWS = 1_000_000
 REPO = Path(__file__).resolve().parents[1]

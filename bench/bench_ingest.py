@@ -18,8 +18,8 @@ import embedded  # bench/embedded.py
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from gbadz.contract import load_contract
 from gbadz.ingest import pipeline, samples
-from gbadz.ingest.contract import load_contract
 from gbadz.ingest.validate import read_table, run_suite
 
 ROWS = 1_000_000

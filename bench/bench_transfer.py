@@ -12,8 +12,9 @@ import statistics
 import time
 from dataclasses import replace
 
-from gbadz.access.identity import JURISDICTIONS
-from gbadz.access.transfer import PURPOSES, TransferFacts, decide, default_rules
+from gbadz.law.engine import TransferFacts, decide
+from gbadz.law.rules import default_rules
+from gbadz.vocabulary import JURISDICTIONS, PURPOSES
 
 N = 200_000
 ROUNDS = 3

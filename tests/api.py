@@ -15,9 +15,9 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gbadz.access import service
 from gbadz.app import create_app
 from gbadz.config import OAuthSettings, Settings
+from gbadz.identity import service
 
 
 @dataclass

@@ -12,7 +12,7 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gbadz.access.models import Organization
+from gbadz.identity.models import Organization
 from tests.api import Client, bearer, fetch_token, make_client
 
 YAML = {"Content-Type": "application/yaml"}

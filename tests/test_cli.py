@@ -180,8 +180,8 @@ class TestDemo:
         # One person per role for the console, whose passwords the Argon2id hashes accept.
         assert {"consumer", "provider", "compliance_officer"} == {p["role"] for p in report["people"]}
         from gbadz import db
-        from gbadz.access import people
         from gbadz.config import DatabaseSettings
+        from gbadz.identity import people
 
         engine = db.create_engine(DatabaseSettings(url=f"sqlite:///{home / 'gbadz.db'}"))
         with db.make_sessionmaker(engine)() as session:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gbadz import __version__, db, storage
 from gbadz.config import Settings
 from gbadz.errors import (
+    ConfigurationError,
     DatabaseUnavailable,
     ErrorBody,
     GbadzError,
@@ -29,6 +30,7 @@ from gbadz.errors import (
     StorageUnavailable,
     error_responses,
 )
+from gbadz.law.rules import RulesError, RuleSet, default_rules, load_rules
 from gbadz.log import get_logger
 
 log = get_logger("gbadz.app")
@@ -74,8 +76,9 @@ def request_id_of(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-def _body(request: Request, error: str, detail: Any) -> dict[str, Any]:
-    return ErrorBody(error=error, detail=detail, request_id=request_id_of(request)).model_dump()
+def _body(request: Request, error: str, detail: Any, field: str | None = None) -> dict[str, Any]:
+    body = ErrorBody(error=error, detail=detail, request_id=request_id_of(request), field=field)
+    return body.model_dump(exclude={"field"} if field is None else set())
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -84,7 +87,9 @@ def install_error_handlers(app: FastAPI) -> None:
         status = exc.status_code
         if status >= 500 and not isinstance(exc, ServiceUnavailable):
             log.error("configuration error", error=exc.error, detail=exc.detail)
-        return JSONResponse(_body(request, exc.error, exc.detail), status_code=status, headers=exc.headers)
+        return JSONResponse(
+            _body(request, exc.error, exc.detail, exc.field), status_code=status, headers=exc.headers
+        )
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -149,6 +154,16 @@ class NotReady(ServiceUnavailable):
         self.checks = checks
 
 
+def transfer_rules(settings: Settings) -> RuleSet:
+    """The rules this process decides by: the packaged file, or the reviewed one the settings name."""
+    if settings.transfer.rules_file is None:
+        return default_rules()
+    try:
+        return load_rules(settings.transfer.rules_file)
+    except (OSError, RulesError) as exc:
+        raise ConfigurationError(f"GBADZ_TRANSFER__RULES_FILE: {exc}") from None
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for fully resolved settings (see :func:`gbadz.embedded.resolve_settings`)."""
     engine = db.create_engine(settings.db)
@@ -187,15 +202,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
 
-    from gbadz.access import auth, oauth
-    from gbadz.access import routes as access_routes
-    from gbadz.access.tokens import TokenService
     from gbadz.catalog import routes as catalog_routes
     from gbadz.catalog.index import CatalogIndex
     from gbadz.catalog.search import CatalogSearch
     from gbadz.crypto.keys import provider_from_settings
+    from gbadz.identity import auth, oauth
+    from gbadz.identity import routes as access_routes
+    from gbadz.identity.tokens import TokenService
 
     app.state.keys = provider_from_settings(settings)
+    app.state.rules = transfer_rules(settings)
     app.state.org_jurisdictions = {}
     app.state.catalog_search = CatalogSearch(engine.dialect.name)
     app.state.catalog_index = CatalogIndex(app.state.sessionmaker)
@@ -210,7 +226,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(oauth.build_router(server, limiter))
     app.include_router(access_routes.router)
     app.include_router(catalog_routes.router)
-    from gbadz.access import request_routes
+    from gbadz.access import routes as request_routes
 
     app.include_router(request_routes.router)
     from gbadz.delivery import routes as delivery_routes
@@ -218,7 +234,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.state.transfer_log = TransferLog(app.state.keys)
     app.include_router(delivery_routes.router)
-    from gbadz.delivery import compliance
+    from gbadz.compliance import routes as compliance
 
     app.include_router(compliance.router)
     from gbadz.delivery import sharing
@@ -227,14 +243,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(sharing.profile_router)
     from fastapi.staticfiles import StaticFiles
 
-    from gbadz.access import authorize
     from gbadz.console import routes as console_routes
+    from gbadz.console import signin
     from gbadz.console.web import HERE as CONSOLE_HERE
 
     signin_limiter = oauth.FailureLimiter(
         settings.console.failed_signin_limit, settings.console.failed_signin_window_s
     )
-    app.include_router(authorize.build_router(server, signin_limiter))
+    app.include_router(signin.build_router(server, signin_limiter))
     console_routes.install(app)
     app.mount("/console/static", StaticFiles(directory=CONSOLE_HERE / "static"), name="console-static")
 

@@ -198,7 +198,7 @@ def orgs_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Register an organisation; prints it with its id."""
-    from gbadz.access import service
+    from gbadz.identity import service
 
     with _session() as session:
         org = service.create_organization(
@@ -220,7 +220,7 @@ def orgs_create(
 @orgs_app.command("list")
 def orgs_list(as_json: JsonFlag = False) -> None:
     """List organisations."""
-    from gbadz.access import service
+    from gbadz.identity import service
 
     with _session() as session:
         payload = [_org_payload(o) for o in service.list_organizations(session)]
@@ -249,8 +249,8 @@ def clients_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Register an OAuth client; prints client_id and a one-time client_secret."""
-    from gbadz.access import service
-    from gbadz.access.identity import ROLE_SCOPES
+    from gbadz.identity import service
+    from gbadz.identity.scopes import ROLE_SCOPES
 
     jwks = None
     if jwks_file is not None:
@@ -296,7 +296,7 @@ def users_create(
     ] = None,
 ) -> None:
     """Create a person who signs in to the web console (password hashed with Argon2id)."""
-    from gbadz.access import people
+    from gbadz.identity import people
 
     if password_file is not None:
         try:
@@ -321,7 +321,7 @@ def users_create(
 @users_app.command("disable")
 def users_disable(username: Annotated[str, typer.Argument(help="The person to disable.")]) -> None:
     """Disable a person: their console sessions end at their next request."""
-    from gbadz.access import people
+    from gbadz.identity import people
 
     with _session() as session:
         people.disable_user(session, actor="cli:admin", username=username)
@@ -331,7 +331,7 @@ def users_disable(username: Annotated[str, typer.Argument(help="The person to di
 @clients_app.command("revoke")
 def clients_revoke(client_id: Annotated[str, typer.Argument(help="The client to revoke.")]) -> None:
     """Revoke a client: its credentials and all its tokens stop working."""
-    from gbadz.access import service
+    from gbadz.identity import service
 
     with _session() as session:
         service.revoke_client(session, actor="cli:admin", client_id=client_id)
@@ -436,7 +436,7 @@ def contracts_lint(
     as_json: JsonFlag = False,
 ) -> None:
     """Validate contracts; every problem is printed as FILE: FIELD: REASON; exit 1 on any."""
-    from gbadz.ingest.contract import ContractError, load_contract
+    from gbadz.contract import ContractError, load_contract
 
     problems: list[str] = []
     valid: list[str] = []
@@ -467,8 +467,8 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Run one upload through the ingest DAG (Airflow dag.test(), no scheduler); exit 1 if rejected."""
+    from gbadz.contract import load_contract
     from gbadz.ingest import runner
-    from gbadz.ingest.contract import load_contract
 
     load_contract(contract)  # a bad contract fails here, in one line, before Airflow starts
     settings = _resolved()

@@ -163,6 +163,16 @@ class ConsoleSettings(BaseModel):
     failed_signin_window_s: int = Field(default=300, ge=1)
 
 
+class TransferSettings(BaseModel):
+    """The cross-boundary rules the engine, the compliance reports and the console use."""
+
+    rules_file: Path | None = Field(
+        default=None,
+        description="a reviewed rules file to use instead of the packaged crossborder.yaml; "
+        "every decision records its version and SHA-256",
+    )
+
+
 class Settings(BaseSettings):
     """All of gbadz's configuration. Tests build it directly; nothing else reads os.environ."""
 
@@ -180,6 +190,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     crypto: CryptoSettings = CryptoSettings()
     oauth: OAuthSettings = OAuthSettings()
+    transfer: TransferSettings = TransferSettings()
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:

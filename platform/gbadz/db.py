@@ -1,17 +1,26 @@
 """Engines, sessions and migrations for SQLite (embedded) and PostgreSQL (production).
 
-One request is one transaction: :func:`session_scope` commits once at the end and rolls
-back on any error. Services ``flush()``; they never ``commit()``.
+One unit of work is one transaction, opened one way per context (ADR 0004):
+
+- an API request: the :data:`WriteSession` dependency commits once when the route returns
+  and rolls back on any error; :data:`ReadSession` only reads;
+- a CLI command, an Airflow task or the demo: :func:`session_scope`;
+- a background loop in the API process: :func:`session_scope` on ``app.state.sessionmaker``
+  (see :func:`gbadz.app.refresh_periodically`).
+
+Services ``flush()``; they never ``commit()``. Route modules never open a transaction or
+issue SQL (``tests/test_layers.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy as sa
+from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
@@ -90,6 +99,39 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: commit at the end, roll back on error."""
     with factory.begin() as session:
         yield session
+
+
+async def write_session(request: Request) -> AsyncIterator[Session]:
+    """One request, one transaction (ADR 0004).
+
+    An async dependency on purpose: the session connects lazily inside the route's worker
+    thread, and commit/close run here on the event loop. A sync generator dependency would
+    need a second worker thread to release its connection, and under load every worker can
+    be waiting for a pooled connection that only such a release would free (a deadlock
+    until the pool times out).
+    """
+    session: Session = request.app.state.sessionmaker()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+async def read_session(request: Request) -> AsyncIterator[Session]:
+    """A session for one request that only reads, released on the event loop (see ``write_session``)."""
+    session: Session = request.app.state.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+WriteSession = Annotated[Session, Depends(write_session)]
+ReadSession = Annotated[Session, Depends(read_session)]
 
 
 def _alembic_config(engine: Engine) -> Config:

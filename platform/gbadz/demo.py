@@ -124,8 +124,8 @@ def _people(settings: Settings, orgs: dict[str, str]) -> list[dict[str, str]]:
     """One person per role for the console, created once (re-running the demo keeps them)."""
     import sqlalchemy as sa
 
-    from gbadz.access import people
-    from gbadz.access.models import User
+    from gbadz.identity import people
+    from gbadz.identity.models import User
 
     engine = db.create_engine(settings.db)
     result = []
@@ -198,8 +198,8 @@ def _register_organisations(settings: Settings) -> dict[str, str]:
     """The providers and two startups, registered once (re-running the demo reuses them)."""
     import sqlalchemy as sa
 
-    from gbadz.access import service
-    from gbadz.access.models import Organization
+    from gbadz.identity import service
+    from gbadz.identity.models import Organization
 
     engine = db.create_engine(settings.db)
     try:
@@ -223,7 +223,7 @@ def _register_organisations(settings: Settings) -> dict[str, str]:
 
 def _token(settings: Settings, org_id: str, role: str) -> str:
     """A fresh OAuth client for the demo's caller, and a token for it (client credentials)."""
-    from gbadz.access import service
+    from gbadz.identity import service
 
     engine = db.create_engine(settings.db)
     try:

@@ -1,14 +1,18 @@
-"""One error hierarchy and one wire shape: ``{"error", "detail", "request_id"}``.
+"""One error hierarchy and one wire shape: ``{"error", "detail", "request_id"}`` (+ ``field``).
 
-Every expected failure is a :class:`GbadzError` subclass that names the outcome and
-carries its HTTP status. Routes list theirs in ``responses=`` via :func:`error_responses`.
+Every expected failure is a :class:`GbadzError` subclass that names the outcome
+(``DatasetNotFound``, ``RequestNotUnderReview``) and inherits its HTTP status from one of
+the status classes (``NotFound``, ``Conflict``). When the failure is about one input, the
+error names it in ``field`` (``"columns"``, ``"state"``), so a client places the message
+next to that input without parsing ``detail``. Routes list their errors in ``responses=``
+via :func:`error_responses`.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ErrorBody(BaseModel):
@@ -17,6 +21,7 @@ class ErrorBody(BaseModel):
     error: str
     detail: Any
     request_id: str | None = None
+    field: str | None = Field(default=None, description="the input the error is about, when there is one")
 
 
 class GbadzError(Exception):
@@ -24,10 +29,13 @@ class GbadzError(Exception):
 
     status_code: ClassVar[int] = 400
 
-    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, headers: dict[str, str] | None = None, *, field: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers
+        self.field = field
 
     @property
     def error(self) -> str:
@@ -139,3 +147,65 @@ class PayloadTooLarge(GbadzError):
 
 class UnsupportedMediaType(GbadzError):
     status_code = 415
+
+
+# -- outcomes of the catalog ------------------------------------------------------------------
+class DatasetNotFound(NotFound):
+    """No such dataset, or the caller may not see it (hidden looks like missing)."""
+
+
+class NotTheProvider(Forbidden):
+    """Only the dataset's provider organisation may do this."""
+
+
+class DatasetRetired(Gone):
+    """The dataset was retired and its keys destroyed: nothing more can be delivered or changed."""
+
+
+class DatasetNotOpen(Conflict):
+    """The dataset is not active or deprecated, so it takes no access requests."""
+
+
+class NoPublishedVersion(Conflict):
+    """Nothing has been published for the dataset yet."""
+
+
+# -- outcomes of access -----------------------------------------------------------------------
+class AccessRequestNotFound(NotFound):
+    """No such access request, or the caller's organisation is not a party to it."""
+
+
+class GrantNotFound(NotFound):
+    """No such grant, or the caller's organisation is not a party to it."""
+
+
+class ColumnNotInSchema(BadRequest):
+    """A requested column is not in the dataset's schema, or is named twice."""
+
+
+class RequestNotUnderReview(Conflict):
+    """The request is not at a review step (already approved or rejected)."""
+
+
+class NotYourReviewStep(Forbidden):
+    """Someone else reviews the request at its current step (the provider, then a compliance officer)."""
+
+
+class TransferProhibited(Conflict):
+    """The rules prohibit the transfer: no approval can allow it."""
+
+
+class MechanismNotOnFile(Conflict):
+    """The decision needs a mechanism (GBA SC, SCC, certification, CAC approval) and none valid is on file."""
+
+
+class GrantAlreadyRevoked(Conflict):
+    """The grant was revoked before."""
+
+
+class GrantInactive(Gone):
+    """The grant expired or was revoked: no new deliveries, URLs or shares."""
+
+
+class DuplicateMechanism(Conflict):
+    """A mechanism with this kind and reference is already on file."""

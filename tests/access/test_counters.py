@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from gbadz import db
-from gbadz.access import counters
+from gbadz.compliance import counters
 
 
 def _exporter() -> str:

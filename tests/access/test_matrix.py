@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from gbadz.access.identity import ROLE_SCOPES
+from gbadz.identity.scopes import ROLE_SCOPES
 from tests.access.conftest import Client, bearer, fetch_token
 
 SHARING = "/delta-sharing/"  # authenticated by a grant's sharing token (tests/delivery/test_sharing.py)

@@ -20,8 +20,8 @@ from joserfc import jwt
 from joserfc.jwk import OKPKey, RSAKey
 
 from gbadz import audit
-from gbadz.access.identity import ROLE_SCOPES
 from gbadz.config import OAuthSettings, Settings
+from gbadz.identity.scopes import ROLE_SCOPES
 from tests.access.conftest import Client, basic, bearer, fetch_token, make_client
 
 
@@ -516,7 +516,7 @@ class TestAdminApi:
             headers=bearer(fetch_token(http, clients["admin"])),
         )
         assert (400, True) == (response.status_code, response.json()["detail"].startswith("jwks:"))
-        from gbadz.access.models import OAuthClient
+        from gbadz.identity.models import OAuthClient
 
         with app.state.sessionmaker.begin() as session:  # a row written before registration checked keys
             session.get(OAuthClient, clients["provider"].client_id).jwks = {"keys": [{"kty": "bogus"}]}  # type: ignore[union-attr]

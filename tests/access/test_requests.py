@@ -38,7 +38,7 @@ def state_of(app: FastAPI, request_id: str) -> str:
 
 @pytest.fixture
 def gba_registered(app: FastAPI) -> Callable[[Party], Party]:
-    from gbadz.access.models import Organization
+    from gbadz.identity.models import Organization
 
     def mark(who: Party) -> Party:
         with app.state.sessionmaker.begin() as session:

@@ -10,18 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gbadz.access.transfer import (
-    STRICTNESS,
-    Evidence,
-    FactError,
-    RulesError,
-    TransferFacts,
-    add_working_days,
-    check_evidence,
-    decide,
-    default_rules,
-    parse_rules,
-)
+from gbadz.law.engine import STRICTNESS, FactError, TransferFacts, decide
+from gbadz.law.evidence import Evidence, add_working_days, check_evidence
+from gbadz.law.rules import RulesError, default_rules, parse_rules
 
 F = TransferFacts  # short alias for the tables
 
@@ -355,7 +346,7 @@ class TestBadFacts:
 def default_rules_bytes() -> bytes:
     from importlib import resources
 
-    return (resources.files("gbadz.access") / "rules" / "crossborder.yaml").read_bytes()
+    return (resources.files("gbadz.law") / "rules" / "crossborder.yaml").read_bytes()
 
 
 class TestRulesFile:
@@ -371,7 +362,11 @@ class TestRulesFile:
             (b"id: M13", b"id: M12", "unique id"),
             (b"when: {category: core}", b"when: {categori: core}", "unknown fact 'categori'"),
             (b"when: {category: core}", b"when: {category: secret}", "category must be one of"),
-            (b"spi_ytd_after_gte: 10000", b"spi_ytd_after_gte: lots", "whole number"),
+            (b"spi_ytd_after_gte: spi_assessment_from", b"spi_ytd_after_gte: lots", "names no threshold"),
+            (b"spi_ytd_after_gte: spi_assessment_from", b"spi_ytd_after_gte: 1.5", "whole number"),
+            (b"pi_exempt_below: 100000", b"pi_exempt_below: many", "whole number"),
+            (b"timezone: Asia/Shanghai", b"timezone: Mars/Olympus", "IANA time zone"),
+            (b"onward_outside_area: false", b"onward_outside_area: maybe", "true or false"),
             (b"origin_in: [OTHER]", b"origin_in: [HK]", "already covered"),
             (b'legal_basis: "PDPA Art.20(2)"', b'legal_basis: ""', "legal basis is required"),
             (b"evidence: [ASSESSMENT]", b"evidence: [HANDSHAKE]", "evidence kinds"),
@@ -450,8 +445,7 @@ counts = st.integers(min_value=0, max_value=3_000_000)
 
 @st.composite
 def facts_strategy(draw: st.DrawFn) -> TransferFacts:
-    from gbadz.access.identity import JURISDICTIONS
-    from gbadz.access.transfer import CATEGORIES, MACAO_GROUNDS, PURPOSES, SECTORS
+    from gbadz.vocabulary import CATEGORIES, JURISDICTIONS, MACAO_GROUNDS, PURPOSES, SECTORS
 
     has_pi = draw(st.booleans())
     return TransferFacts(

@@ -345,7 +345,8 @@ class TestVisibility:
 
     def test_an_unknown_organisation_sees_only_general_datasets(self) -> None:
         from gbadz.catalog.models import Dataset
-        from gbadz.catalog.service import Viewer, can_see
+        from gbadz.catalog.service import can_see
+        from gbadz.identity.service import Viewer
 
         restricted = Dataset(
             id="x",

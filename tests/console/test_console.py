@@ -15,11 +15,11 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gbadz.access import people
 from gbadz.access.models import AccessRequest
 from gbadz.audit import AuditEvent
 from gbadz.console.i18n import CATALOG, LOCALES
 from gbadz.console.models import ConsoleSession
+from gbadz.identity import people
 from tests.console.conftest import BASE, sign_in
 from tests.console.world import World
 
@@ -381,10 +381,9 @@ class TestLanguages:
             f"onward:{o}" for o in ("none", "within_gba", "outside_gba")
         }
         # Codes the templates translate through a variable.
-        from gbadz.access.identity import JURISDICTIONS
-        from gbadz.access.people import PEOPLE_ROLES
-        from gbadz.access.transfer import EVIDENCE_KINDS, OUTCOMES, PURPOSES
-        from gbadz.ingest.contract import Protection
+        from gbadz.contract import Protection
+        from gbadz.identity.people import PEOPLE_ROLES
+        from gbadz.vocabulary import EVIDENCE_KINDS, JURISDICTIONS, OUTCOMES, PURPOSES
 
         used |= {*JURISDICTIONS, *OUTCOMES, *PURPOSES, *EVIDENCE_KINDS, *PEOPLE_ROLES, *Protection.__args__}
         used |= {"general", "important", "core", "pi", "spi", "no_pi", "mechanism", "exempt"}
@@ -514,7 +513,7 @@ def test_a_revoked_grant_gets_no_links_and_says_why(world: World, signed_in: Sig
 def test_an_expired_code_is_refused(
     world: World, browser_client: Callable[[], TestClient], app: FastAPI
 ) -> None:
-    from gbadz.access.models import AuthorizationCode
+    from gbadz.identity.models import AuthorizationCode
 
     client = browser_client()
     person = world.people["consumer"]

@@ -16,11 +16,11 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gbadz.access import people
-from gbadz.access.models import Organization
 from gbadz.config import Settings
+from gbadz.contract import Contract
+from gbadz.identity import people
+from gbadz.identity.models import Organization
 from gbadz.ingest import pipeline, samples
-from gbadz.ingest.contract import Contract
 from tests.api import bearer, fetch_token, make_client
 from tests.conftest import REPO
 from tests.datasets import YAML

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 
 from gbadz.app import create_app
 from gbadz.config import Settings
+from gbadz.contract import Contract
 from gbadz.ingest import pipeline, samples
-from gbadz.ingest.contract import Contract
 from gbadz.translog.merkle import leaf_hash, verify_inclusion
 from gbadz.translog.models import LogEntry
 from tests.conftest import REPO, wrong_secret

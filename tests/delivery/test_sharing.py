@@ -13,8 +13,8 @@ import sqlalchemy as sa
 import yaml
 from fastapi import FastAPI
 
+from gbadz.contract import Contract
 from gbadz.ingest import pipeline, samples
-from gbadz.ingest.contract import Contract
 from gbadz.translog.models import LogEntry
 from tests.api import make_client
 from tests.conftest import REPO
@@ -38,7 +38,7 @@ def test_load_as_pandas_reads_exactly_the_grant(
 ) -> None:
     base, app = live_server
     provider, provider_org = _token(base, app, "provider", "HK")
-    from gbadz.access.models import Organization
+    from gbadz.identity.models import Organization
 
     with app.state.sessionmaker() as session:
         org = session.get(Organization, provider_org)

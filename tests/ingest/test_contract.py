@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gbadz.ingest.contract import ContractError, load_contract, parse_contract
+from gbadz.contract import ContractError, load_contract, parse_contract
 from tests.conftest import REPO, run_cli
 
 CONTRACTS = sorted((REPO / "contracts").rglob("*.yaml"))

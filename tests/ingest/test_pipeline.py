@@ -17,10 +17,10 @@ from pydantic import SecretStr
 from gbadz import storage
 from gbadz.catalog.models import DatasetVersion, IngestionRun
 from gbadz.config import Settings
+from gbadz.contract import Contract, load_contract
 from gbadz.crypto.columns import ColumnProtector, KeyGrant
 from gbadz.errors import StorageUnavailable
 from gbadz.ingest import pipeline, samples
-from gbadz.ingest.contract import Contract, load_contract
 from tests.conftest import REPO
 
 ROWS = 3_000

@@ -9,8 +9,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from gbadz.contract import Contract, load_contract
 from gbadz.ingest import samples
-from gbadz.ingest.contract import Contract, load_contract
 from gbadz.ingest.validate import validate_file
 from tests.conftest import REPO
 

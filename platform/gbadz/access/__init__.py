@@ -1,1 +1,1 @@
-"""Identity, OAuth 2.0, access requests, licences and the cross-boundary transfer engine."""
+"""Access: requests for licensed access, their reviews, grants and the mechanism evidence they rely on."""

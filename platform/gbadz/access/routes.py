@@ -1,104 +1,251 @@
-"""HTTP routes of identity: who am I, organisations and clients (admin)."""
+"""HTTP routes of access: transfer assessments, access requests, grants and mechanism evidence."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Depends, Query, Request
 
 from gbadz.access import service
-from gbadz.access.auth import Admin, Authenticated, actor_of, describe
-from gbadz.access.identity import ROLE_SCOPES
-from gbadz.access.models import OAuthClient
-from gbadz.access.schemas import ClientCreate, ClientRead, Me, OrganizationCreate, OrganizationRead
-from gbadz.errors import BadRequest, Conflict, InsufficientScope, NotFound, Unauthenticated, error_responses
+from gbadz.access.models import AccessRequest, Grant
+from gbadz.access.schemas import (
+    AccessRequestRead,
+    AssessmentAsk,
+    AssessmentRead,
+    DecisionRead,
+    EvidenceCreate,
+    EvidenceRead,
+    GrantRead,
+    Rejection,
+    RequestAsk,
+    Review,
+)
+from gbadz.db import ReadSession, WriteSession
+from gbadz.deps import Rules
+from gbadz.errors import (
+    AccessRequestNotFound,
+    BadRequest,
+    ColumnNotInSchema,
+    DatasetNotFound,
+    DatasetNotOpen,
+    DuplicateMechanism,
+    Forbidden,
+    GrantAlreadyRevoked,
+    GrantNotFound,
+    InsufficientScope,
+    MechanismNotOnFile,
+    NotYourReviewStep,
+    RequestNotUnderReview,
+    TransferProhibited,
+    Unauthenticated,
+    error_responses,
+)
+from gbadz.identity.auth import Authenticated, actor_of, require_scopes, viewer_of
+from gbadz.identity.tokens import Principal
 
 router = APIRouter(
-    prefix="/api/v1", tags=["identity"], responses=error_responses(Unauthenticated, InsufficientScope)
+    prefix="/api/v1", tags=["access"], responses=error_responses(Unauthenticated, InsufficientScope)
 )
 
-
-async def write_session(request: Request) -> AsyncIterator[Session]:
-    """One request, one transaction (ADR 0004).
-
-    An async dependency on purpose: the session connects lazily inside the route's worker
-    thread, and commit/close run here on the event loop. A sync generator dependency would
-    need a second worker thread to release its connection, and under load every worker can
-    be waiting for a pooled connection that only such a release would free (a deadlock
-    until the pool times out).
-    """
-    session: Session = request.app.state.sessionmaker()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+Reader = Annotated[Principal, Depends(require_scopes("catalog:read"))]
+Requester = Annotated[Principal, Depends(require_scopes("access:request"))]
+Reviewer = Annotated[Principal, Depends(require_scopes("access:review"))]
 
 
-WriteSession = Annotated[Session, Depends(write_session)]
+def _request_read(request: AccessRequest, grant_id: str | None = None) -> AccessRequestRead:
+    read = AccessRequestRead.model_validate(request)
+    read.grant_id = grant_id
+    return read
 
 
-def _client_read(client: OAuthClient, secret: str | None = None) -> ClientRead:
-    return ClientRead(
-        client_id=client.client_id,
-        org_id=client.org_id,
-        role=client.role,
-        auth_method=client.auth_method,
-        scopes=sorted(ROLE_SCOPES[client.role]),
-        created_at=client.created_at,
-        revoked_at=client.revoked_at,
-        client_secret=secret,
+def _grant_read(grant: Grant) -> GrantRead:
+    return GrantRead(
+        id=grant.id,
+        request_id=grant.request_id,
+        dataset_id=grant.dataset_id,
+        grantee_org_id=grant.grantee_org_id,
+        provider_org_id=grant.provider_org_id,
+        purpose=grant.purpose,
+        columns=grant.columns,
+        status=grant.status(service.now()),
+        granted_at=grant.granted_at,
+        expires_at=grant.expires_at,
+        revoked_at=grant.revoked_at,
+        revoked_reason=grant.revoked_reason,
+        outcome=str(grant.decision.get("outcome")),
+        legal_basis=str(grant.decision.get("legal_basis")),
     )
 
 
-@router.get("/me", response_model=Me, summary="The calling principal")
-async def me(principal: Authenticated) -> Me:
-    return Me(**describe(principal))
-
-
-@router.get("/organizations", response_model=list[OrganizationRead], summary="List organisations (admin)")
-def list_organizations(principal: Admin, session: WriteSession) -> list[OrganizationRead]:
-    return [OrganizationRead.model_validate(o) for o in service.list_organizations(session)]
+@router.post(
+    "/transfer-assessments",
+    response_model=AssessmentRead,
+    responses=error_responses(BadRequest, ColumnNotInSchema, DatasetNotFound, DatasetNotOpen),
+    summary="What would it take to move this dataset (these columns) to my organisation for this purpose?",
+    description="Decides without creating a request: the transfer engine's outcome, legal basis, "
+    "obligations and required evidence, whether that evidence is on file, and what the licence says.",
+)
+def transfer_assessment(
+    body: AssessmentAsk, request: Request, principal: Reader, session: ReadSession, rules: Rules
+) -> AssessmentRead:
+    viewer = viewer_of(request, session, principal)
+    ask = service.Ask(
+        dataset_id=body.dataset_id,
+        purpose=body.purpose,
+        purpose_text="",
+        columns=tuple(body.columns),
+        duration_days=1,
+        destination=body.dest,
+        onward_transfer="outside_gba" if body.onward_outside_gba else "none",
+        gba_sc_opt_in=body.gba_sc_opt_in,
+    )
+    result = service.assess(session, viewer, ask, rules=rules)  # advice: nothing is written
+    return AssessmentRead(
+        dataset_id=result.dataset.id,
+        columns=list(result.columns),
+        decision=DecisionRead(**(result.decision.as_dict() | {"evidence": result.evidence})),
+        licence_allows=not result.licence_findings,
+        licence_findings=list(result.licence_findings),
+        granted_days=result.contract.gbadz.licence.max_duration.days,
+        auto_approvable=not result.licence_findings and result.decision.allowed_without_review,
+    )
 
 
 @router.post(
-    "/organizations",
-    response_model=OrganizationRead,
+    "/datasets/{dataset_id}/access-requests",
     status_code=201,
-    responses=error_responses(BadRequest, Conflict),
-    summary="Register an organisation (admin)",
+    response_model=AccessRequestRead,
+    responses=error_responses(BadRequest, ColumnNotInSchema, DatasetNotFound, DatasetNotOpen),
+    summary="Ask for access: decided at once (approved, rejected, or sent to review), with its legal basis",
 )
-def create_organization(
-    body: OrganizationCreate, principal: Admin, session: WriteSession
-) -> OrganizationRead:
-    org = service.create_organization(session, actor=actor_of(principal), **body.model_dump())
-    return OrganizationRead.model_validate(org)
+def create_access_request(
+    dataset_id: str,
+    body: RequestAsk,
+    request: Request,
+    principal: Requester,
+    session: WriteSession,
+    rules: Rules,
+) -> AccessRequestRead:
+    viewer = viewer_of(request, session, principal)
+    ask = service.Ask(
+        dataset_id=dataset_id,
+        purpose=body.purpose,
+        purpose_text=body.purpose_text,
+        columns=tuple(body.columns),
+        duration_days=body.duration_days,
+        destination=body.destination,
+        onward_transfer=body.onward_transfer,
+        gba_sc_opt_in=body.gba_sc_opt_in,
+    )
+    created = service.create_request(session, viewer, actor_of(principal), ask, rules)
+    return _request_read(created, service.grant_id_of(session, created))
+
+
+@router.get(
+    "/access-requests",
+    response_model=list[AccessRequestRead],
+    summary="Requests you made, requests for your datasets, or (compliance officers) all; newest first",
+)
+def list_access_requests(
+    principal: Authenticated,
+    session: ReadSession,
+    state: Annotated[
+        Literal["under_provider_review", "under_compliance_review", "approved", "rejected"] | None, Query()
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[AccessRequestRead]:
+    return [
+        _request_read(r, service.grant_id_of(session, r))
+        for r in service.list_requests(session, principal, state, limit)
+    ]
+
+
+@router.get(
+    "/access-requests/{request_id}",
+    response_model=AccessRequestRead,
+    responses=error_responses(AccessRequestNotFound),
+    summary="One access request with its decision and state",
+)
+def get_access_request(request_id: str, principal: Authenticated, session: ReadSession) -> AccessRequestRead:
+    found = service.visible_request(session, principal, request_id)
+    return _request_read(found, service.grant_id_of(session, found))
 
 
 @router.post(
-    "/clients",
-    response_model=ClientRead,
+    "/access-requests/{request_id}/approve",
+    response_model=AccessRequestRead,
+    responses=error_responses(
+        NotYourReviewStep,
+        AccessRequestNotFound,
+        RequestNotUnderReview,
+        MechanismNotOnFile,
+        TransferProhibited,
+    ),
+    summary="Approve at the current review step (provider, then compliance officer when required)",
+)
+def approve_access_request(
+    request_id: str, body: Review, principal: Reviewer, session: WriteSession, rules: Rules
+) -> AccessRequestRead:
+    approved = service.approve(session, principal, actor_of(principal), request_id, body.reason, rules)
+    return _request_read(approved, service.grant_id_of(session, approved))
+
+
+@router.post(
+    "/access-requests/{request_id}/reject",
+    response_model=AccessRequestRead,
+    responses=error_responses(NotYourReviewStep, AccessRequestNotFound, RequestNotUnderReview),
+    summary="Reject at the current review step, with a reason",
+)
+def reject_access_request(
+    request_id: str, body: Rejection, principal: Reviewer, session: WriteSession
+) -> AccessRequestRead:
+    return _request_read(service.reject(session, principal, actor_of(principal), request_id, body.reason))
+
+
+@router.get(
+    "/grants", response_model=list[GrantRead], summary="Grants you hold or gave (compliance officers: all)"
+)
+def list_grants(
+    principal: Authenticated, session: ReadSession, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> list[GrantRead]:
+    return [_grant_read(g) for g in service.list_grants(session, principal, limit)]
+
+
+@router.post(
+    "/grants/{grant_id}/revoke",
+    response_model=GrantRead,
+    responses=error_responses(GrantNotFound, GrantAlreadyRevoked),
+    summary="Revoke a grant (its provider, its holder, or a compliance officer), with a reason",
+)
+def revoke_grant(
+    grant_id: str, body: Rejection, principal: Authenticated, session: WriteSession
+) -> GrantRead:
+    return _grant_read(service.revoke_grant(session, principal, actor_of(principal), grant_id, body.reason))
+
+
+@router.post(
+    "/mechanisms",
     status_code=201,
-    responses=error_responses(BadRequest, NotFound),
-    summary="Register an OAuth client for an organisation (admin); the secret is shown once",
+    response_model=EvidenceRead,
+    responses=error_responses(BadRequest, Forbidden, DuplicateMechanism),
+    summary="Record a filed mechanism (GBA SC, SCC, certification, CAC assessment) for an exporter -> recipient pair",
 )
-def create_client(body: ClientCreate, principal: Admin, session: WriteSession) -> ClientRead:
-    issued = service.create_client(session, actor=actor_of(principal), **body.model_dump())
-    return _client_read(issued.client, issued.client_secret)
+def record_mechanism(body: EvidenceCreate, principal: Reviewer, session: WriteSession) -> EvidenceRead:
+    row = service.record_evidence(session, principal, actor_of(principal), **body.model_dump())
+    return EvidenceRead.model_validate(row)
 
 
-@router.post(
-    "/clients/{client_id}/revoke",
-    response_model=ClientRead,
-    responses=error_responses(NotFound, Conflict),
-    summary="Revoke a client: its credentials and every token it holds stop working (admin)",
+@router.get(
+    "/mechanisms",
+    response_model=list[EvidenceRead],
+    summary="Mechanisms on file (yours, or all for compliance officers)",
 )
-def revoke_client(client_id: str, principal: Admin, session: WriteSession, request: Request) -> ClientRead:
-    revoked = service.revoke_client(session, actor=actor_of(principal), client_id=client_id)
-    request.app.state.authenticator.revocations.invalidate()
-    return _client_read(revoked)
+def list_mechanisms(
+    principal: Authenticated,
+    session: ReadSession,
+    exporter: Annotated[str | None, Query(max_length=36)] = None,
+) -> list[EvidenceRead]:
+    return [EvidenceRead.model_validate(r) for r in service.list_evidence(session, principal, exporter)]
+
+
+__all__ = ["router"]

@@ -1,70 +1,139 @@
-"""Wire schemas of the identity API."""
+"""Wire schemas of access: assessments, requests, reviews, grants and mechanism evidence."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from gbadz.access.identity import check_jurisdiction
+from gbadz.vocabulary import EvidenceKind, Jurisdiction, Purpose
+
+MAX_DURATION_DAYS = 3660
+Onward = Literal["none", "within_gba", "outside_gba"]
 
 
-class OrganizationCreate(BaseModel):
+class AssessmentAsk(BaseModel):
+    """§7.1 facts the caller supplies; the rest (origin, category, counters, registration) the platform knows."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=300, examples=["Shenzhen Harbour Hospital Group"])
-    jurisdiction: str = Field(
-        examples=["CN-SZ"], description="CN-GZ … CN-ZQ (GBA cities), CN, HK, MO or OTHER"
+    dataset_id: str = Field(max_length=100, examples=["sz-hospital-outpatient-visits"])
+    columns: list[str] = Field(default_factory=list, max_length=500, description="default: every column")
+    purpose: Purpose = Field(examples=["trade_transport_academic_mfg_marketing"])
+    dest: Jurisdiction | None = Field(default=None, description="default: your organisation's jurisdiction")
+    onward_outside_gba: bool = False
+    gba_sc_opt_in: bool = True
+
+
+class RequestAsk(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: Purpose
+    purpose_text: str = Field(
+        min_length=10, max_length=2000, examples=["Route planning model for cold-chain deliveries"]
     )
-    registration_no: str | None = Field(default=None, max_length=100, examples=["91440300MA5XXXXXX"])
-    gba_registered: bool = False
-    ciio: bool = Field(default=False, description="critical information infrastructure operator")
+    columns: list[str] = Field(default_factory=list, max_length=500, description="default: every column")
+    duration_days: int = Field(default=90, ge=1, le=MAX_DURATION_DAYS, description="capped by the licence")
+    destination: Jurisdiction | None = Field(
+        default=None, description="default: your organisation's jurisdiction"
+    )
+    onward_transfer: Onward = "none"
+    gba_sc_opt_in: bool = True
 
-    @field_validator("jurisdiction")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        return check_jurisdiction(value)
+
+class DecisionRead(BaseModel):
+    outcome: str
+    rule_id: str
+    legal_basis: str
+    obligations: list[str]
+    evidence_required: list[str]
+    note: str | None
+    alternatives: list[dict[str, str]]
+    rules_version: str
+    rules_hash: str
+    evidence: dict[str, Any]
+    facts: dict[str, Any]
 
 
-class OrganizationRead(BaseModel):
+class AssessmentRead(BaseModel):
+    dataset_id: str
+    columns: list[str]
+    decision: DecisionRead
+    licence_allows: bool
+    licence_findings: list[str]
+    granted_days: int = Field(description="the duration a request would get (capped by the licence)")
+    auto_approvable: bool
+
+
+class AccessRequestRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    name: str
-    jurisdiction: str
-    registration_no: str | None
-    gba_registered: bool
-    ciio: bool
+    dataset_id: str
+    requester_org_id: str
+    provider_org_id: str | None
+    purpose: str
+    purpose_text: str
+    columns: list[str]
+    destination: str
+    onward_transfer: str
+    duration_days: int
+    state: Literal["submitted", "under_provider_review", "under_compliance_review", "approved", "rejected"]
+    decision: DecisionRead
+    licence_findings: list[str]
+    reason: str | None
     created_at: datetime
+    updated_at: datetime
+    grant_id: str | None = None
 
 
-class ClientCreate(BaseModel):
+class GrantRead(BaseModel):
+    id: str
+    request_id: str
+    dataset_id: str
+    grantee_org_id: str
+    provider_org_id: str | None
+    purpose: str
+    columns: list[str]
+    status: Literal["active", "expired", "revoked"]
+    granted_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoked_reason: str | None
+    outcome: str
+    legal_basis: str
+
+
+class Review(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    org_id: str = Field(max_length=36)
-    role: Literal["provider", "consumer", "compliance_officer", "admin"]
-    auth_method: Literal["client_secret", "private_key_jwt"] = "client_secret"
-    jwks: dict[str, Any] | None = Field(default=None, description="public keys, for private_key_jwt")
+    reason: str | None = Field(default=None, max_length=2000)
 
 
-class ClientRead(BaseModel):
-    client_id: str
-    org_id: str
-    role: str
-    auth_method: str
-    scopes: list[str]
-    created_at: datetime
-    revoked_at: datetime | None = None
-    client_secret: str | None = Field(default=None, description="shown once, at creation")
+class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=3, max_length=2000)
 
 
-class Me(BaseModel):
-    subject: str
-    client_id: str
-    org_id: str
-    role: str
-    scopes: list[str]
-    issuer: str
-    expires_at: str
-    external: bool
+class EvidenceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    exporter_org_id: str = Field(max_length=36)
+    recipient_org_id: str = Field(max_length=36)
+    kind: EvidenceKind
+    reference: str = Field(min_length=3, max_length=200, examples=["GBA-SC-440300-2026-0012"])
+    issued: date | None = None
+    valid_to: date | None = None
+    effective_date: date | None = None
+    filing_date: date | None = None
+    purposes: list[Purpose] = Field(default_factory=list, description="empty: any purpose")
+
+
+class EvidenceRead(EvidenceCreate):
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+    id: str
+    recorded_by: str
+    recorded_at: datetime

@@ -30,9 +30,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz.catalog.models import Dataset
 from gbadz.catalog.search import WEIGHTS, Page, SearchQuery, decode_cursor, encode_cursor
-from gbadz.catalog.service import CHANGED, LISTED_STATUSES, RESTRICTED_CATEGORIES, Viewer
+from gbadz.catalog.service import CHANGED, LISTED_STATUSES
 from gbadz.errors import BadRequest
+from gbadz.identity.service import Viewer
 from gbadz.log import get_logger
+from gbadz.vocabulary import RESTRICTED_CATEGORIES
 
 log = get_logger("gbadz.catalog.index")
 

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,15 +18,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from gbadz import storage
-from gbadz.access.auth import actor_of, require_scopes
-from gbadz.access.identity import JURISDICTIONS
-from gbadz.access.routes import WriteSession
-from gbadz.access.tokens import Principal
-from gbadz.access.transfer import PURPOSES
 from gbadz.catalog import schemas, service
 from gbadz.catalog.index import CatalogIndex
 from gbadz.catalog.models import Dataset, DatasetVersion, IngestionRun
 from gbadz.catalog.search import CatalogSearch, Page, SearchQuery
+from gbadz.db import ReadSession, WriteSession
 from gbadz.errors import (
     BadRequest,
     Conflict,
@@ -41,6 +36,10 @@ from gbadz.errors import (
     UnsupportedMediaType,
     error_responses,
 )
+from gbadz.identity.auth import actor_of, require_scopes, viewer_of
+from gbadz.identity.service import Viewer
+from gbadz.identity.tokens import Principal
+from gbadz.vocabulary import JURISDICTIONS, PURPOSES
 
 router = APIRouter(
     prefix="/api/v1", tags=["catalog"], responses=error_responses(Unauthenticated, InsufficientScope)
@@ -73,31 +72,6 @@ UPLOAD_BODY = {
         "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in UPLOAD_TYPES},
     }
 }
-
-
-async def read_session(request: Request) -> AsyncIterator[Session]:
-    """A session for one request, released on the event loop (see ``write_session``)."""
-    session: Session = request.app.state.sessionmaker()
-    try:
-        yield session
-    finally:
-        session.close()
-
-
-ReadSession = Annotated[Session, Depends(read_session)]
-
-
-def viewer_of(request: Request, session: Session, principal: Principal) -> service.Viewer:
-    """The caller's organisation and jurisdiction (cached: an organisation never changes jurisdiction)."""
-    cache: dict[str, str] = request.app.state.org_jurisdictions
-    jurisdiction = cache.get(principal.org_id)
-    if jurisdiction is None:
-        viewer = service.viewer_for(session, principal.org_id)
-        if len(cache) > 100_000:
-            cache.clear()
-        cache[principal.org_id] = viewer.jurisdiction
-        return viewer
-    return service.Viewer(principal.org_id, jurisdiction)
 
 
 def _etag(body: bytes) -> str:
@@ -276,7 +250,7 @@ async def list_datasets(
     jurisdiction = request.app.state.org_jurisdictions.get(principal.org_id)
     if snapshot is not None and jurisdiction is not None:
         # Fast path, on the event loop: the index is current and the caller's organisation known.
-        page = snapshot.search(service.Viewer(principal.org_id, jurisdiction), query)
+        page = snapshot.search(Viewer(principal.org_id, jurisdiction), query)
         return Response(_page_json(page), media_type="application/json", headers=headers)
     body = await run_in_threadpool(_search_slow, request, principal, query)
     return Response(body, media_type="application/json", headers=headers)
@@ -358,7 +332,7 @@ async def get_dataset(
     snapshot = index.ready() if request.app.state.settings.api.catalog_search == "index" else None
     jurisdiction = request.app.state.org_jurisdictions.get(principal.org_id)
     if snapshot is not None and jurisdiction is not None:
-        viewer = service.Viewer(principal.org_id, jurisdiction)
+        viewer = Viewer(principal.org_id, jurisdiction)
         ordinal = snapshot.can_see(viewer, dataset_id)
         if ordinal is None:
             raise NotFound(f"no dataset {dataset_id!r}")
@@ -483,7 +457,7 @@ def _provider_detail(session: Session, dataset: Dataset) -> Response:
     openapi_extra=CONTRACT_BODY,
 )
 async def register_dataset(request: Request, principal: Publisher) -> Response:
-    from gbadz.ingest.contract import MAX_CONTRACT_BYTES
+    from gbadz.contract import MAX_CONTRACT_BYTES
 
     _contract_body(request)
     raw = await _read_limited(request, MAX_CONTRACT_BYTES)
@@ -516,7 +490,7 @@ async def update_dataset(
     principal: Publisher,
     if_match: Annotated[str | None, Header(description="X-Contract-ETag of the contract you changed")] = None,
 ) -> Response:
-    from gbadz.ingest.contract import MAX_CONTRACT_BYTES
+    from gbadz.contract import MAX_CONTRACT_BYTES
 
     _contract_body(request)
     raw = await _read_limited(request, MAX_CONTRACT_BYTES)

@@ -28,8 +28,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from gbadz.catalog.models import Dataset
-from gbadz.catalog.service import LISTED_STATUSES, WORD, Viewer, visibility_clause
+from gbadz.catalog.service import LISTED_STATUSES, WORD, visibility_clause
 from gbadz.errors import BadRequest
+from gbadz.identity.service import Viewer
 
 Sort = Literal["relevance", "name", "-updated"]
 MAX_TERMS = 16

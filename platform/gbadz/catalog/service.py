@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,36 +23,21 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from gbadz import audit
-from gbadz.access.identity import GBA9_CITIES
-from gbadz.access.models import Organization
 from gbadz.catalog.models import Dataset, DatasetVersion
-from gbadz.errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed
-from gbadz.ingest.contract import Contract, ContractError, parse_contract
+from gbadz.contract import Contract, ContractError, parse_contract
+from gbadz.errors import (
+    BadRequest,
+    Conflict,
+    DatasetNotFound,
+    Forbidden,
+    NotTheProvider,
+    PreconditionFailed,
+)
+from gbadz.identity.models import Organization
+from gbadz.identity.service import Viewer
+from gbadz.vocabulary import REGIME_OF, RESTRICTED_CATEGORIES
 
-REGIMES = {**dict.fromkeys(GBA9_CITIES, "mainland"), "CN": "mainland", "HK": "hong_kong", "MO": "macao"}
 LISTED_STATUSES = ("active", "deprecated")
-RESTRICTED_CATEGORIES = ("important", "core")
-
-
-def regime_of(jurisdiction: str) -> str:
-    return REGIMES.get(jurisdiction, "elsewhere")
-
-
-@dataclass(frozen=True)
-class Viewer:
-    """Whoever reads the catalog: their organisation and its jurisdiction."""
-
-    org_id: str
-    jurisdiction: str  # OTHER for organisations we do not know (e.g. an external issuer's)
-
-    @property
-    def regime(self) -> str:
-        return regime_of(self.jurisdiction)
-
-
-def viewer_for(session: Session, org_id: str) -> Viewer:
-    org = session.get(Organization, org_id)
-    return Viewer(org_id, org.jurisdiction if org is not None else "OTHER")
 
 
 def _spaced(values: Iterable[str]) -> str:
@@ -85,22 +69,23 @@ def can_see(dataset: Dataset, viewer: Viewer) -> bool:
 
 
 def get_visible(session: Session, viewer: Viewer, dataset_id: str) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None or not can_see(dataset, viewer):
-        raise NotFound(f"no dataset {dataset_id!r}")
+    """The dataset if the viewer may see it; :class:`DatasetNotFound` otherwise (hidden looks like missing)."""
+    dataset = session.scalar(sa.select(Dataset).where(Dataset.id == dataset_id, visibility_clause(viewer)))
+    if dataset is None:
+        raise DatasetNotFound(f"no dataset {dataset_id!r}")
     return dataset
 
 
 def get_owned(session: Session, viewer: Viewer, dataset_id: str, *, lock: bool = False) -> Dataset:
     """The dataset if the viewer's organisation provides it (404 if hidden, 403 if only visible)."""
-    query = sa.select(Dataset).where(Dataset.id == dataset_id)
+    query = sa.select(Dataset).where(Dataset.id == dataset_id, visibility_clause(viewer))
     if lock:
         query = query.with_for_update()
     dataset = session.scalar(query)
-    if dataset is None or not can_see(dataset, viewer):
-        raise NotFound(f"no dataset {dataset_id!r}")
+    if dataset is None:
+        raise DatasetNotFound(f"no dataset {dataset_id!r}")
     if dataset.provider_org_id != viewer.org_id:
-        raise Forbidden(f"only the dataset's provider ({dataset.provider_name}) may do this")
+        raise NotTheProvider(f"only the dataset's provider ({dataset.provider_name}) may do this")
     return dataset
 
 
@@ -148,7 +133,7 @@ def listing_fields(contract: Contract, contract_sha256: str) -> dict[str, Any]:
         "status": contract.status,
         "contract": contract_document(contract),
         "contract_sha256": contract_sha256,
-        "regime": regime_of(contract.gbadz.origin),
+        "regime": REGIME_OF.get(contract.gbadz.origin, "elsewhere"),
         "visible_to": _spaced(contract.gbadz.visible_to),
         "purposes": _spaced(contract.gbadz.licence.permitted_purposes),
         "summary": _shorten((description.purpose if description else None) or table.description or ""),

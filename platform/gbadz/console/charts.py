@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 from html import escape
 from typing import Any
@@ -113,7 +113,6 @@ def routes_over_time(
     return _svg(width, height, title, body, "routes")
 
 
-THRESHOLD_LINES = ((10_000, "10,000 SPI"), (100_000, "100,000 PI"), (1_000_000, "1,000,000 PI"))
 LOG_MAX = 7  # 10 million individuals at the right edge
 
 
@@ -121,8 +120,16 @@ def _log_x(value: int, left: float, plot_w: float) -> float:
     return left + plot_w * (math.log10(max(value, 1)) / LOG_MAX)
 
 
-def counters_against_thresholds(counters: list[dict[str, Any]], t: Callable[[str], str] = str) -> Markup:
-    """Individuals exported this year per exporter (log scale), with the legal thresholds marked."""
+def threshold_lines(thresholds: Mapping[str, Sequence[int]]) -> list[tuple[int, str]]:
+    """The rules' thresholds as (value, label) lines, ascending: ``10,000 SPI``, ``100,000 PI``, ..."""
+    lines = [(value, f"{value:,} {kind.upper()}") for kind, values in thresholds.items() for value in values]
+    return sorted(lines)
+
+
+def counters_against_thresholds(
+    counters: list[dict[str, Any]], thresholds: Mapping[str, Sequence[int]], t: Callable[[str], str] = str
+) -> Markup:
+    """Individuals exported this year per exporter (log scale), with the rules' legal thresholds marked."""
     left, right, top, bar, gap = 250, 48, 64, 14, 18
     width = 760
     plot_w = width - left - right
@@ -134,7 +141,7 @@ def counters_against_thresholds(counters: list[dict[str, Any]], t: Callable[[str
         body.append(
             f'<text x="{x:.1f}" y="{height - 14}" text-anchor="middle" fill="{TEXT}">{10**power:,}</text>'
         )
-    for n, (value, label) in enumerate(THRESHOLD_LINES):
+    for n, (value, label) in enumerate(threshold_lines(thresholds)):
         x = _log_x(value, left, plot_w)
         label_y = top - 26 + 12 * (n % 2)
         body.append(

@@ -15,20 +15,19 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import httpx
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from gbadz.access.identity import JURISDICTIONS
-from gbadz.access.models import User
-from gbadz.access.oauth import CONSOLE_CALLBACK, CONSOLE_CLIENT_ID, GbadzAuthorizationServer
-from gbadz.access.transfer import EVIDENCE_KINDS, OUTCOMES, PURPOSES
 from gbadz.console import charts, session
 from gbadz.console.i18n import LOCALES, translate
 from gbadz.console.session import LOGIN_COOKIE, SESSION_COOKIE, Signed
 from gbadz.console.web import LANG_COOKIE, FormTooLarge, locale_of, read_form, render
+from gbadz.deps import Rules
+from gbadz.identity import people
+from gbadz.identity.oauth import CONSOLE_CALLBACK, CONSOLE_CLIENT_ID, GbadzAuthorizationServer
+from gbadz.vocabulary import EVIDENCE_KINDS, JURISDICTIONS, OUTCOMES, PURPOSES
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 MAX_FORM_BYTES = 64 * 1024
@@ -249,7 +248,7 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
 
 def _user_id(request: Request, subject: str) -> str:
     with _sessions(request)() as db:
-        return str(db.scalar(sa.select(User.id).where(User.username == subject.removeprefix("user:"))))
+        return str(people.id_of(db, subject))
 
 
 @router.post("/logout")
@@ -528,7 +527,7 @@ async def provider_home(request: Request, signed: Provider) -> Response:
 
 # -- compliance officer ------------------------------------------------------------------------
 @router.get("/compliance")
-async def compliance_home(request: Request, signed: Officer) -> Response:
+async def compliance_home(request: Request, signed: Officer, rules: Rules) -> Response:
     api = Api(request, signed)
     routes = await api.json("GET", "/api/v1/compliance/transfers-by-route", params={"days": 30})
     counters = await api.json("GET", "/api/v1/compliance/counters")
@@ -546,7 +545,7 @@ async def compliance_home(request: Request, signed: Officer) -> Response:
         signed=signed,
         route_chart=charts.routes_over_time(routes, today, days=30, t=t),
         route_rows=routes,
-        counter_chart=charts.counters_against_thresholds(counters, t=t),
+        counter_chart=charts.counters_against_thresholds(counters, rules.threshold_lines(), t=t),
         counters=counters,
         expiring_chart=charts.expiring(expiring, t=t),
         expiring=expiring,

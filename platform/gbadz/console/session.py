@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz import audit
-from gbadz.access.models import Organization, User
 from gbadz.config import ConsoleSettings
 from gbadz.console.models import ConsoleSession, PendingLogin
+from gbadz.identity.models import Organization, User
 
 SESSION_COOKIE = "__Host-gbadz_session"
 LOGIN_COOKIE = "__Host-gbadz_login"

@@ -11,8 +11,6 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from gbadz.access.auth import actor_of, require_scopes
-from gbadz.access.tokens import Principal
 from gbadz.delivery import service
 from gbadz.errors import (
     BadRequest,
@@ -24,6 +22,8 @@ from gbadz.errors import (
     Unauthenticated,
     error_responses,
 )
+from gbadz.identity.auth import actor_of, require_scopes
+from gbadz.identity.tokens import Principal
 from gbadz.translog.log import TransferLog
 from gbadz.translog.models import Checkpoint, LogEntry
 

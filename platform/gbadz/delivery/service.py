@@ -35,15 +35,16 @@ from minio import Minio
 from sqlalchemy.orm import Session
 
 from gbadz import storage
-from gbadz.access import counters
-from gbadz.access.models import AccessRequest, Grant, Organization
+from gbadz.access.models import AccessRequest, Grant
 from gbadz.catalog.models import Dataset, DatasetVersion
 from gbadz.catalog.service import stored_contract
+from gbadz.compliance import counters
 from gbadz.config import Settings
 from gbadz.crypto.columns import ColumnProtector, KeyGrant
 from gbadz.crypto.keys import KeyProvider
 from gbadz.crypto.pseudonym import mask_array
 from gbadz.errors import Conflict, Gone, NotFound, StorageUnavailable
+from gbadz.identity.models import Organization
 from gbadz.ingest.pipeline import file_sha256
 from gbadz.translog.log import Appended, TransferLog
 from gbadz.translog.models import LogEntry

@@ -22,15 +22,15 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from gbadz.access.auth import require_scopes
 from gbadz.access.models import Grant
-from gbadz.access.tokens import Principal
 from gbadz.catalog.models import Dataset
 from gbadz.catalog.service import stored_contract
 from gbadz.crypto.keys import KeyProvider
 from gbadz.crypto.signing import Signer, verify
 from gbadz.delivery import service
 from gbadz.errors import GbadzError, Gone, NotFound, error_responses
+from gbadz.identity.auth import require_scopes
+from gbadz.identity.tokens import Principal
 
 SIGNING_KEY = "delta-sharing"
 SCHEMA = "default"

@@ -32,12 +32,12 @@ from gbadz import audit, db, storage
 from gbadz.catalog import service as catalog_service
 from gbadz.catalog.models import DatasetVersion, IngestionRun
 from gbadz.config import Settings
+from gbadz.contract import Contract
 from gbadz.crypto.columns import ColumnProtector, ProtectedColumn
 from gbadz.crypto.envelope import EncryptingReader, decrypt_stream
 from gbadz.crypto.keys import Classification, KeyContext, KeyProvider, provider_from_settings
 from gbadz.crypto.pseudonym import pseudonymiser_for
 from gbadz.errors import StorageUnavailable
-from gbadz.ingest.contract import Contract
 from gbadz.ingest.validate import QualityReport, validate_file
 
 PART_SIZE = 16 * 1024 * 1024

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from gbadz import db
 from gbadz.catalog.models import IngestionRun
 from gbadz.config import Settings, airflow_environment, apply_environment, settings_environment
+from gbadz.contract import load_contract
 from gbadz.errors import ServicesError
 from gbadz.ingest import pipeline
-from gbadz.ingest.contract import load_contract
 
 DAG_FILE = "gbadz_ingest.py"
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from gbadz import storage
 from gbadz.config import get_settings
+from gbadz.contract import Contract, load_contract
 from gbadz.embedded import resolve_settings
 from gbadz.ingest import pipeline
-from gbadz.ingest.contract import Contract, load_contract
 from gbadz.ingest.validate import QualityReport, read_table, validate_file
 
 CATALOG_REF = "catalog:"

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from gbadz.ingest.contract import Contract
+from gbadz.contract import Contract
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),

@@ -8,7 +8,9 @@ from alembic import context
 import gbadz.access.models
 import gbadz.audit
 import gbadz.catalog.models
+import gbadz.compliance.models
 import gbadz.console.models
+import gbadz.identity.models
 import gbadz.translog.models  # noqa: F401
 from gbadz.models import Base
 

@@ -107,7 +107,7 @@ def upgrade() -> None:
 def _backfill() -> None:
     """Derive the new listing fields of datasets registered before this revision from their contracts."""
     from gbadz.catalog.service import listing_fields
-    from gbadz.ingest.contract import Contract
+    from gbadz.contract import Contract
 
     bind = op.get_bind()
     rows = bind.execute(

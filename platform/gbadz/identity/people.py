@@ -12,9 +12,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 
 from gbadz import audit
-from gbadz.access.models import User
-from gbadz.access.service import get_organization
 from gbadz.errors import BadRequest, Conflict, NotFound
+from gbadz.identity.models import User
+from gbadz.identity.service import get_organization
 from gbadz.models import utcnow
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
@@ -103,3 +103,8 @@ def disable_user(session: Session, *, actor: str, username: str) -> User:
         user.disabled_at = utcnow()
         audit.record(session, actor=actor, action="user.disabled", subject_type="user", subject_id=user.id)
     return user
+
+
+def id_of(session: Session, subject: str) -> str | None:
+    """The person's id for a token subject ``user:<name>`` (None if there is no such person)."""
+    return session.scalar(sa.select(User.id).where(User.username == subject.removeprefix("user:")))

@@ -18,8 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gbadz.access.identity import JURISDICTIONS
-from gbadz.access.transfer import PURPOSES, SECTORS
+from gbadz.vocabulary import JURISDICTIONS, PURPOSES, SECTORS
 
 MAX_CONTRACT_BYTES = 1024 * 1024
 LogicalType = Literal["string", "integer", "number", "boolean", "date", "timestamp"]

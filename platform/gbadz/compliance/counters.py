@@ -1,7 +1,7 @@
 """Year-to-date counters of individuals exported, per exporter (crossborder-rules.md §1.4).
 
 Counts are de-duplicated natural persons since 1 January of the exporter's current year in
-Asia/Shanghai, kept separately for the mechanism basis (which the Art.7/8 thresholds test)
+the rules' time zone (Asia/Shanghai), kept separately for the mechanism basis (which the Art.7/8 thresholds test)
 and the exempt basis (Arts.3-5(3); shown to reviewers, not tested against thresholds [U]).
 Counting is an insert of (exporter, year, basis, kind, subject) rows that ignores rows
 already present, so a delivery counted twice, or two deliveries racing with overlapping
@@ -14,25 +14,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from gbadz.access.models import CountedSubject
+from gbadz.compliance.models import CountedSubject
+from gbadz.law.rules import RuleSet, default_rules
 from gbadz.models import utcnow
 
-COUNTER_ZONE = ZoneInfo("Asia/Shanghai")
 BASES = ("mechanism", "exempt")
 BATCH = 5_000
 
 
-def counter_year(at: datetime) -> int:
-    """The counting year of an instant: counters reset at midnight on 1 January, Beijing time."""
+def counter_year(at: datetime, rules: RuleSet | None = None) -> int:
+    """The counting year of an instant: counters reset at midnight on 1 January in the rules' time zone."""
     if at.tzinfo is None:
         raise ValueError("counter_year needs a timezone-aware time")
-    return at.astimezone(COUNTER_ZONE).year
+    return at.astimezone((rules or default_rules()).zone).year
 
 
 @dataclass(frozen=True)
@@ -78,12 +77,13 @@ def record(
     subjects: Iterable[str],
     sensitive_subjects: Iterable[str] = (),
     at: datetime | None = None,
+    rules: RuleSet | None = None,
 ) -> CounterSnapshot:
     """Count the individuals of one completed transfer; return the counters before and after."""
     if basis not in BASES:
         raise ValueError(f"basis must be one of {', '.join(BASES)}")
     when = at or datetime.now(UTC)
-    year = counter_year(when)
+    year = counter_year(when, rules)
     pi_before = count(session, exporter_id, year, basis, "pi")
     spi_before = count(session, exporter_id, year, basis, "spi")
     now = utcnow()
@@ -120,9 +120,10 @@ def would_be(
     subjects: Iterable[str],
     sensitive_subjects: Iterable[str] = (),
     at: datetime | None = None,
+    rules: RuleSet | None = None,
 ) -> tuple[int, int]:
     """The mechanism-basis counters if these individuals were exported now (for deciding first)."""
-    year = counter_year(at or datetime.now(UTC))
+    year = counter_year(at or datetime.now(UTC), rules)
     counts = []
     for kind, people in (("pi", set(subjects)), ("spi", set(sensitive_subjects))):
         already = 0

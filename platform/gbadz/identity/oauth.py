@@ -37,11 +37,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from gbadz import audit
-from gbadz.access.identity import ROLE_SCOPES, SCOPES
-from gbadz.access.models import AuthorizationCode, OAuthClient, RevokedToken, UsedAssertion, User
-from gbadz.access.service import secret_matches
-from gbadz.access.tokens import OWN_ALGORITHMS, TokenRejected, TokenService, decode_and_validate
 from gbadz.config import OAuthSettings
+from gbadz.identity.models import AuthorizationCode, OAuthClient, RevokedToken, UsedAssertion, User
+from gbadz.identity.scopes import ROLE_SCOPES, SCOPES
+from gbadz.identity.service import secret_matches
+from gbadz.identity.tokens import OWN_ALGORITHMS, TokenRejected, TokenService, decode_and_validate
 
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 ALL_AUTH_METHODS = [*SECRET_METHODS, "private_key_jwt"]
@@ -504,7 +504,7 @@ def _client_hint(headers: dict[str, str], body: bytes) -> str:
         except (ValueError, UnicodeDecodeError):
             return "malformed"
     if "client_assertion" in form:
-        from gbadz.access.tokens import unverified_claims
+        from gbadz.identity.tokens import unverified_claims
 
         try:
             return str(unverified_claims(form["client_assertion"][0]).get("sub", "unknown"))[:100]

@@ -24,11 +24,18 @@ from joserfc.jwk import KeySet
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from gbadz.access.identity import ROLE_SCOPES
-from gbadz.access.models import OAuthClient, RevokedToken
-from gbadz.access.tokens import Principal, TokenRejected, TokenService, decode_and_validate, unverified_claims
 from gbadz.config import ExternalIssuer, OAuthSettings
 from gbadz.errors import InsufficientScope, Unauthenticated
+from gbadz.identity.models import OAuthClient, RevokedToken
+from gbadz.identity.scopes import ROLE_SCOPES
+from gbadz.identity.service import Viewer, viewer_for
+from gbadz.identity.tokens import (
+    Principal,
+    TokenRejected,
+    TokenService,
+    decode_and_validate,
+    unverified_claims,
+)
 from gbadz.log import get_logger
 
 log = get_logger("gbadz.access.auth")
@@ -286,3 +293,16 @@ def describe(principal: Principal) -> dict[str, Any]:
         "expires_at": principal.expires_at.isoformat(),
         "external": principal.external,
     }
+
+
+def viewer_of(request: Request, session: Session, principal: Principal) -> Viewer:
+    """The caller's organisation and jurisdiction (cached: an organisation never changes jurisdiction)."""
+    cache: dict[str, str] = request.app.state.org_jurisdictions
+    jurisdiction = cache.get(principal.org_id)
+    if jurisdiction is None:
+        viewer = viewer_for(session, principal.org_id)
+        if len(cache) > 100_000:
+            cache.clear()
+        cache[principal.org_id] = viewer.jurisdiction
+        return viewer
+    return Viewer(principal.org_id, jurisdiction)

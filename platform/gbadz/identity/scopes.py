@@ -1,26 +1,8 @@
-"""Jurisdictions, roles and scopes: the vocabulary every access decision uses."""
+"""Roles and OAuth scopes: what each kind of principal may do."""
 
 from __future__ import annotations
 
 from typing import Literal
-
-GBA9_CITIES = ("CN-GZ", "CN-SZ", "CN-ZH", "CN-FS", "CN-HZ", "CN-DG", "CN-ZS", "CN-JM", "CN-ZQ")
-JURISDICTIONS = (*GBA9_CITIES, "CN", "HK", "MO", "OTHER")
-JURISDICTION_NAMES = {
-    "CN-GZ": "Guangzhou",
-    "CN-SZ": "Shenzhen",
-    "CN-ZH": "Zhuhai",
-    "CN-FS": "Foshan",
-    "CN-HZ": "Huizhou",
-    "CN-DG": "Dongguan",
-    "CN-ZS": "Zhongshan",
-    "CN-JM": "Jiangmen",
-    "CN-ZQ": "Zhaoqing",
-    "CN": "Mainland China outside the GBA",
-    "HK": "Hong Kong SAR",
-    "MO": "Macao SAR",
-    "OTHER": "outside the Mainland, Hong Kong and Macao",
-}
 
 Role = Literal["provider", "consumer", "compliance_officer", "admin"]
 ROLES: tuple[Role, ...] = ("provider", "consumer", "compliance_officer", "admin")
@@ -40,12 +22,6 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     "compliance_officer": frozenset({"catalog:read", "access:review", "transfers:audit"}),
     "admin": frozenset({"admin", "catalog:read"}),
 }
-
-
-def check_jurisdiction(code: str) -> str:
-    if code not in JURISDICTIONS:
-        raise ValueError(f"unknown jurisdiction {code!r}: use one of {' '.join(JURISDICTIONS)}")
-    return code
 
 
 def check_role(role: str) -> str:

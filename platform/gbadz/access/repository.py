@@ -1,0 +1,114 @@
+"""SQL of access: requests, grants and mechanism evidence, each readable by a principal.
+
+The visibility rule of access is written once, in :func:`readable_by`: a compliance officer
+reads everything; anyone else reads only what their organisation is a party to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from gbadz.access.models import AccessRequest, Grant, MechanismEvidence
+from gbadz.identity.models import Organization
+from gbadz.identity.tokens import Principal
+
+
+def sees_everything(principal: Principal) -> bool:
+    """Compliance officers oversee every party's requests, grants and mechanisms."""
+    return principal.role == "compliance_officer"
+
+
+def is_party(principal: Principal, *org_ids: str | None) -> bool:
+    """The Python twin of :func:`readable_by`, for a row already loaded."""
+    return sees_everything(principal) or principal.org_id in org_ids
+
+
+def readable_by(principal: Principal, *parties: InstrumentedAttribute[str | None]) -> sa.ColumnElement[bool]:
+    """Rows whose ``parties`` columns name the principal's organisation (all rows for an officer)."""
+    if sees_everything(principal):
+        return sa.true()
+    return sa.or_(*(column == principal.org_id for column in parties))
+
+
+def organisation(session: Session, org_id: str | None) -> Organization | None:
+    return session.get(Organization, org_id) if org_id else None
+
+
+def request_for(
+    session: Session, principal: Principal, request_id: str, *, lock: bool = False
+) -> AccessRequest | None:
+    query = sa.select(AccessRequest).where(
+        AccessRequest.id == request_id,
+        readable_by(principal, AccessRequest.requester_org_id, AccessRequest.provider_org_id),
+    )
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def requests_for(
+    session: Session, principal: Principal, state: str | None, limit: int
+) -> list[AccessRequest]:
+    query = (
+        sa.select(AccessRequest)
+        .where(readable_by(principal, AccessRequest.requester_org_id, AccessRequest.provider_org_id))
+        .order_by(AccessRequest.created_at.desc(), AccessRequest.id)
+        .limit(limit)
+    )
+    if state:
+        query = query.where(AccessRequest.state == state)
+    return list(session.scalars(query))
+
+
+def grant_id_of(session: Session, request_id: str) -> str | None:
+    return session.scalar(sa.select(Grant.id).where(Grant.request_id == request_id))
+
+
+def grants_for(session: Session, principal: Principal, limit: int) -> list[Grant]:
+    query = (
+        sa.select(Grant)
+        .where(readable_by(principal, Grant.grantee_org_id, Grant.provider_org_id))
+        .order_by(Grant.granted_at.desc(), Grant.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def grant_for(session: Session, principal: Principal, grant_id: str, *, lock: bool = False) -> Grant | None:
+    query = sa.select(Grant).where(
+        Grant.id == grant_id, readable_by(principal, Grant.grantee_org_id, Grant.provider_org_id)
+    )
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def evidence_between(session: Session, exporter: str | None, recipient: str) -> Sequence[MechanismEvidence]:
+    if exporter is None:
+        return []
+    return session.scalars(
+        sa.select(MechanismEvidence).where(
+            MechanismEvidence.exporter_org_id == exporter, MechanismEvidence.recipient_org_id == recipient
+        )
+    ).all()
+
+
+def evidence_exists(session: Session, kind: str, reference: str) -> bool:
+    return (
+        session.scalar(
+            sa.select(MechanismEvidence.id).where(
+                MechanismEvidence.kind == kind, MechanismEvidence.reference == reference
+            )
+        )
+        is not None
+    )
+
+
+def evidence_for(session: Session, principal: Principal, exporter: str | None) -> list[MechanismEvidence]:
+    query = (
+        sa.select(MechanismEvidence)
+        .where(readable_by(principal, MechanismEvidence.exporter_org_id, MechanismEvidence.recipient_org_id))
+        .order_by(MechanismEvidence.recorded_at.desc())
+    )
+    if exporter:
+        query = query.where(MechanismEvidence.exporter_org_id == exporter)
+    return list(session.scalars(query))

@@ -1,0 +1,1 @@
+"""Compliance: year-to-date counters, transfer reports, expiring mechanisms and parties."""

@@ -1,0 +1,30 @@
+"""Tables of compliance: the individuals counted towards each exporter's yearly thresholds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from gbadz.models import Base, UTCDateTime, utcnow
+
+
+class CountedSubject(Base):
+    """One individual counted once per exporter, year (Asia/Shanghai), basis and kind.
+
+    The year-to-date counters of crossborder-rules.md §1.4 are counts of these rows:
+    natural persons, de-duplicated; ``basis`` keeps exempt-basis (Provisions Arts.3-5(3))
+    and mechanism-basis exports apart; ``kind`` is ``pi`` for every individual whose
+    personal information left, ``spi`` for those whose sensitive personal information left.
+    The primary key makes a repeated or concurrent delivery unable to count anyone twice.
+    """
+
+    __tablename__ = "counted_subjects"
+
+    exporter_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    counter_year: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    basis: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+    subject: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    first_counted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,113 @@
+"""The compliance officer's API: transfers with their legal bases, counters against the thresholds,
+mechanisms about to expire (scope ``transfers:audit``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from gbadz.compliance import service
+from gbadz.compliance.repository import TransferFilter
+from gbadz.compliance.schemas import CounterRead, ExpiringRead, Parties, RouteDay, TransferRow
+from gbadz.db import ReadSession
+from gbadz.deps import Rules
+from gbadz.errors import BadRequest, InsufficientScope, Unauthenticated, error_responses
+from gbadz.identity.auth import require_scopes
+from gbadz.identity.tokens import Principal
+from gbadz.vocabulary import Jurisdiction, Outcome
+
+router = APIRouter(
+    prefix="/api/v1", tags=["compliance"], responses=error_responses(Unauthenticated, InsufficientScope)
+)
+Auditor = Annotated[Principal, Depends(require_scopes("transfers:audit"))]
+
+
+@router.get(
+    "/transfers",
+    response_model=list[TransferRow],
+    responses=error_responses(BadRequest),
+    summary="Transfers from the log, filtered; format=csv for a spreadsheet",
+)
+def list_transfers(
+    principal: Auditor,
+    session: ReadSession,
+    exporter: Annotated[str | None, Query(max_length=36, description="exporter organisation id")] = None,
+    recipient: Annotated[str | None, Query(max_length=36, description="recipient organisation id")] = None,
+    origin: Annotated[Jurisdiction | None, Query()] = None,
+    destination: Annotated[Jurisdiction | None, Query()] = None,
+    outcome: Annotated[Outcome | None, Query()] = None,
+    mechanism: Annotated[str | None, Query(max_length=32)] = None,
+    dataset: Annotated[str | None, Query(max_length=100)] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601 with a time zone")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601 with a time zone")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Response:
+    for name, moment in (("since", since), ("until", until)):
+        if moment is not None and moment.tzinfo is None:
+            raise BadRequest(f"{name}: give a time zone, e.g. 2026-11-01T00:00:00Z", field=name)
+    where = TransferFilter(
+        exporter, recipient, origin, destination, outcome, mechanism, dataset, since, until, limit
+    )
+    rows = service.transfers(session, where)
+    if format == "csv":
+        return Response(
+            service.transfers_csv(rows),
+            media_type="text/csv",
+            headers={
+                "Content-Disposition": 'attachment; filename="gbadz-transfers.csv"',
+                "Cache-Control": "no-store",
+            },
+        )
+    body = [row.model_dump(mode="json") for row in rows]
+    return Response(
+        json.dumps(body, ensure_ascii=False),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get(
+    "/compliance/parties",
+    response_model=Parties,
+    summary="Exporters and recipients that appear in the transfer log (for filters), by name",
+)
+def log_parties(principal: Auditor, session: ReadSession) -> Parties:
+    return service.parties(session)
+
+
+@router.get(
+    "/compliance/transfers-by-route",
+    response_model=list[RouteDay],
+    summary="Transfers per route (origin -> destination) per UTC day over the last N days",
+)
+def transfers_by_route(
+    principal: Auditor, session: ReadSession, days: Annotated[int, Query(ge=1, le=366)] = 30
+) -> list[RouteDay]:
+    return service.transfers_by_route(session, days)
+
+
+@router.get(
+    "/compliance/counters",
+    response_model=list[CounterRead],
+    summary="Year-to-date individuals exported per exporter (Asia/Shanghai year) against the legal thresholds",
+)
+def exporter_counters(principal: Auditor, session: ReadSession, rules: Rules) -> list[CounterRead]:
+    return service.exporter_counters(session, rules)
+
+
+@router.get(
+    "/compliance/mechanisms/expiring",
+    response_model=list[ExpiringRead],
+    summary="Assessments and certifications expiring within the next N working days (default 60)",
+)
+def expiring_mechanisms(
+    principal: Auditor,
+    session: ReadSession,
+    rules: Rules,
+    working_days: Annotated[int, Query(ge=1, le=500)] = 60,
+) -> list[ExpiringRead]:
+    return service.expiring_mechanisms(session, rules, working_days)

@@ -1,0 +1,135 @@
+"""Compliance reports: the transfer log as rows and CSV, counters against the rules' thresholds,
+mechanisms about to expire, the parties in the log.
+
+Thresholds, validity periods and the counting time zone come from the loaded rules
+(:class:`gbadz.law.rules.RuleSet`), never from constants here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from gbadz.compliance import counters, repository
+from gbadz.compliance.repository import TransferFilter
+from gbadz.compliance.schemas import CounterRead, ExpiringRead, Parties, Party, RouteDay, TransferRow
+from gbadz.law.evidence import Evidence, add_working_days, valid_until, working_days_between
+from gbadz.law.rules import RuleSet
+
+CSV_FIELDS = (
+    "index",
+    "ts_utc",
+    "transfer_id",
+    "dataset_id",
+    "dataset_version",
+    "origin",
+    "destination",
+    "exporter",
+    "recipient",
+    "decision_outcome",
+    "rule_id",
+    "legal_basis",
+    "mechanism",
+    "purpose_code",
+    "n_individuals",
+    "pi_ytd_after",
+    "spi_ytd_after",
+    "content_hash",
+    "rules_hash",
+)
+
+
+def _flat(index: int, entry: dict[str, Any]) -> dict[str, Any]:
+    row = {k: entry.get(k) for k in CSV_FIELDS}
+    row["index"] = index
+    row["exporter"] = (entry.get("exporter") or {}).get("name")
+    row["recipient"] = (entry.get("recipient") or {}).get("name")
+    return row
+
+
+def transfers(session: Session, where: TransferFilter) -> list[TransferRow]:
+    return [
+        TransferRow(index=i, kind=k, logged_at=t, entry=e)
+        for i, k, t, e in repository.transfers(session, where)
+    ]
+
+
+def transfers_csv(rows: list[TransferRow]) -> str:
+    sink = io.StringIO()
+    writer = csv.DictWriter(sink, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(_flat(row.index, row.entry))
+    return sink.getvalue()
+
+
+def parties(session: Session) -> Parties:
+    names = repository.organisation_names(session)
+    found = {
+        side: sorted(
+            (Party(org_id=i, name=names.get(i)) for i in ids), key=lambda p: (p.name or p.org_id).lower()
+        )
+        for side, ids in repository.logged_parties(session).items()
+    }
+    return Parties(**found)
+
+
+def transfers_by_route(session: Session, days: int) -> list[RouteDay]:
+    since = datetime.now(UTC) - timedelta(days=days)
+    return [
+        RouteDay(day=d, origin=o or "?", destination=t or "?", transfers=n)
+        for d, o, t, n in repository.transfers_per_day(session, since)
+    ]
+
+
+def exporter_counters(session: Session, rules: RuleSet, at: datetime | None = None) -> list[CounterRead]:
+    """Year-to-date individuals per exporter and basis, each against the rules' thresholds."""
+    year = counters.counter_year(at or datetime.now(UTC), rules)
+    lines = rules.threshold_lines()
+    names = repository.organisation_names(session)
+    result = []
+    for (exporter_id, basis), counts in sorted(repository.counts_by_exporter(session, year).items()):
+        nxt = {k: next((t for t in lines[k] if counts[k] < t), None) for k in lines}
+        result.append(
+            CounterRead(
+                exporter_org_id=exporter_id,
+                exporter=names.get(exporter_id),
+                year=year,
+                basis=basis,
+                pi_individuals=counts["pi"],
+                spi_individuals=counts["spi"],
+                thresholds={k: list(v) for k, v in lines.items()},
+                next_threshold=nxt,
+                share_of_next={k: (counts[k] / t if t else None) for k, t in nxt.items()},
+            )
+        )
+    return result
+
+
+def expiring_mechanisms(session: Session, rules: RuleSet, working_days: int) -> list[ExpiringRead]:
+    """Assessments and certifications whose validity ends within ``working_days`` (dates in the rules' zone)."""
+    today = datetime.now(rules.zone).date()
+    horizon = add_working_days(today, working_days)
+    result = []
+    for row in repository.mechanisms(session):
+        valid_to = valid_until(
+            Evidence(kind=row.kind, reference=row.reference, issued=row.issued, valid_to=row.valid_to), rules
+        )
+        if valid_to is None or not today <= valid_to <= horizon:
+            continue
+        result.append(
+            ExpiringRead(
+                id=row.id,
+                exporter_org_id=row.exporter_org_id,
+                recipient_org_id=row.recipient_org_id,
+                kind=row.kind,
+                reference=row.reference,
+                valid_to=valid_to,
+                working_days_left=working_days_between(today, valid_to),
+            )
+        )
+    return sorted(result, key=lambda r: r.valid_to)

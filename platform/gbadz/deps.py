@@ -1,0 +1,57 @@
+"""Typed dependencies for what :func:`gbadz.app.create_app` builds once per process.
+
+Routes ask for these by type (``settings: AppSettings``, ``rules: Rules``) instead of
+reading ``request.app.state``: what a route needs is visible in its signature and checked
+by mypy, and ``app.py`` is the only place that knows where the objects live.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from gbadz.config import Settings
+from gbadz.crypto.keys import KeyProvider
+from gbadz.law.rules import RuleSet
+from gbadz.translog.log import TransferLog
+
+if TYPE_CHECKING:
+    from minio import Minio
+
+
+def _state(request: Request, name: str) -> Any:
+    return getattr(request.app.state, name)
+
+
+def app_settings(request: Request) -> Settings:
+    return cast(Settings, _state(request, "settings"))
+
+
+def sessions(request: Request) -> sessionmaker[Session]:
+    return cast("sessionmaker[Session]", _state(request, "sessionmaker"))
+
+
+def s3(request: Request) -> Minio:
+    return cast("Minio", _state(request, "s3"))
+
+
+def keys(request: Request) -> KeyProvider:
+    return cast(KeyProvider, _state(request, "keys"))
+
+
+def rules(request: Request) -> RuleSet:
+    return cast(RuleSet, _state(request, "rules"))
+
+
+def transfer_log(request: Request) -> TransferLog:
+    return cast(TransferLog, _state(request, "transfer_log"))
+
+
+AppSettings = Annotated[Settings, Depends(app_settings)]
+Sessions = Annotated["sessionmaker[Session]", Depends(sessions)]
+S3 = Annotated["Minio", Depends(s3)]
+Keys = Annotated[KeyProvider, Depends(keys)]
+Rules = Annotated[RuleSet, Depends(rules)]
+Log = Annotated[TransferLog, Depends(transfer_log)]

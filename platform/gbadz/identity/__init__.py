@@ -1,0 +1,1 @@
+"""Identity: organisations, OAuth clients, people, the authorization server and the resource-server dependencies."""

@@ -1,0 +1,276 @@
+"""The cross-boundary transfer engine: facts in, decision out. Pure functions, no I/O.
+
+Every decision carries the rules' version and SHA-256 and the normalised facts it saw, so
+it can be explained and replayed. Regimes are chosen by the exporter's origin; within a
+regime the first rule whose conditions hold decides. If none holds, the decision is
+HUMAN_REVIEW: nothing is ever exempt by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gbadz.law.rules import Rule, RuleSet, default_rules
+from gbadz.vocabulary import (
+    CATEGORIES,
+    JURISDICTIONS,
+    MACAO_GROUNDS,
+    OUTCOMES,
+    PURPOSES,
+    REGION_OF,
+    SECTORS,
+)
+
+ENGINE_VERSION = "1"
+#: How demanding an outcome is, for comparisons (a higher number never lets more through).
+STRICTNESS = {outcome: rank for rank, outcome in enumerate(OUTCOMES)}
+MAX_COUNT = 2_000_000_000  # more individuals than live in the region several times over
+GBA_SC_GUIDELINES = {
+    "HK": "GBA SC Implementation Guidelines (Mainland-HK, CAC/ITIB Ann. 2023 No.3) Arts.2-3",
+    "MO": "GBA SC Implementation Guidelines (Mainland-Macao, CAC/DSEDT/DSPDP Ann. 2024 No.1)",
+}
+_REGION_OF = REGION_OF
+_CATEGORIES, _PURPOSES = frozenset(CATEGORIES), frozenset(PURPOSES)
+_SECTORS, _MACAO_GROUNDS = frozenset(SECTORS), frozenset(MACAO_GROUNDS)
+
+
+class FactError(ValueError):
+    """An input fact is unknown or out of range; ``field`` names it."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+def region_of(code: str) -> str:
+    """Organisation jurisdiction code (CN-SZ, CN, HK, MO, OTHER) to the engine's region."""
+    try:
+        return _REGION_OF[code]
+    except (KeyError, TypeError):
+        raise FactError(
+            "jurisdiction", f"unknown code {code!r}: use one of {' '.join(JURISDICTIONS)}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFacts:
+    """What the engine needs to know (crossborder-rules.md §7.1), in the organisation codes."""
+
+    origin: str
+    dest: str
+    category: str = "general"
+    has_pi: bool = False
+    has_spi: bool = False
+    anonymised: bool = False
+    anonymisation_report_ref: str | None = None
+    exporter_ciio: bool = False
+    pi_ytd_after: int = 0
+    spi_ytd_after: int = 0
+    recipient_gba_registered: bool = False
+    onward_outside_gba: bool = False
+    gba_sc_opt_in: bool = False
+    purpose: str = "other"
+    exporter_ftz_zone: str | None = None
+    dataset_on_ftz_list: bool = True
+    sector_overlay: str = "none"
+    sector_approved: bool = False
+    hk_new_purpose_without_consent: bool = False
+    originated_under_gba_sc: bool = False
+    macao_art20_ground: str = "none"
+
+    def validate(self) -> None:
+        # Written for speed (it runs on every decision): direct attribute reads, set lookups.
+        if self.origin not in _REGION_OF:
+            raise FactError("origin", f"unknown code {self.origin!r}: use one of {' '.join(JURISDICTIONS)}")
+        if self.dest not in _REGION_OF:
+            raise FactError("dest", f"unknown code {self.dest!r}: use one of {' '.join(JURISDICTIONS)}")
+        if self.category not in _CATEGORIES:
+            raise FactError(
+                "category", f"unknown value {self.category!r}: use one of {', '.join(CATEGORIES)}"
+            )
+        if self.purpose not in _PURPOSES:
+            raise FactError("purpose", f"unknown value {self.purpose!r}: use one of {', '.join(PURPOSES)}")
+        if self.sector_overlay not in _SECTORS:
+            raise FactError(
+                "sector_overlay", f"unknown value {self.sector_overlay!r}: use one of {', '.join(SECTORS)}"
+            )
+        if self.macao_art20_ground not in _MACAO_GROUNDS:
+            raise FactError(
+                "macao_art20_ground",
+                f"unknown value {self.macao_art20_ground!r}: use one of {', '.join(MACAO_GROUNDS)}",
+            )
+        for name, value in (("pi_ytd_after", self.pi_ytd_after), ("spi_ytd_after", self.spi_ytd_after)):
+            if type(value) is not int:
+                raise FactError(name, "must be a whole number of individuals")
+            if value < 0:
+                raise FactError(name, "cannot be negative")
+            if value > MAX_COUNT:
+                raise FactError(name, f"{value} individuals is not plausible (over {MAX_COUNT:,})")
+        if self.has_spi and not self.has_pi:
+            raise FactError(
+                "has_spi", "sensitive personal information is personal information: set has_pi too"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    outcome: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: str
+    rule_id: str
+    legal_basis: str
+    obligations: tuple[str, ...]
+    evidence_required: tuple[str, ...]
+    note: str | None
+    alternatives: tuple[Alternative, ...]
+    counter: str  # "mechanism" | "exempt" | "none": which year-to-date counter the transfer adds to
+    rules_version: str
+    rules_hash: str
+    engine_version: str
+    facts: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def allowed_without_review(self) -> bool:
+        return self.outcome in ("NOT_EXPORT", "EXEMPT")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "rule_id": self.rule_id,
+            "legal_basis": self.legal_basis,
+            "obligations": list(self.obligations),
+            "evidence_required": list(self.evidence_required),
+            "note": self.note,
+            "alternatives": [{"outcome": a.outcome, "note": a.note} for a in self.alternatives],
+            "counter": self.counter,
+            "rules_version": self.rules_version,
+            "rules_hash": self.rules_hash,
+            "engine_version": self.engine_version,
+            "facts": dict(self.facts),
+        }
+
+
+def normalise(facts: TransferFacts, rules: RuleSet) -> dict[str, Any]:
+    """The facts the rules see: regions instead of cities, and derived flags."""
+    facts.validate()
+    origin, dest = _REGION_OF[facts.origin], _REGION_OF[facts.dest]
+    ftz = rules.ftz_approved_lists.get(facts.exporter_ftz_zone or "")
+    return {
+        "origin": origin,
+        "dest": dest,
+        "category": facts.category,
+        "purpose": facts.purpose,
+        "sector_overlay": facts.sector_overlay,
+        "macao_art20_ground": facts.macao_art20_ground,
+        "has_pi": facts.has_pi,
+        "has_spi": facts.has_spi,
+        # PIPL Art.73(4): only an evaluated, irreversible anonymisation takes data out of PI.
+        "anonymised": facts.anonymised and bool(facts.anonymisation_report_ref),
+        "anonymisation_claimed": facts.anonymised,
+        "exporter_ciio": facts.exporter_ciio,
+        "recipient_gba_registered": facts.recipient_gba_registered,
+        "onward_outside_gba": facts.onward_outside_gba,
+        "gba_sc_opt_in": facts.gba_sc_opt_in,
+        "ftz_exempt": ftz is not None and not facts.dataset_on_ftz_list,
+        "sector_approved": facts.sector_approved,
+        "hk_new_purpose_without_consent": facts.hk_new_purpose_without_consent,
+        "originated_under_gba_sc": facts.originated_under_gba_sc,
+        "dest_macao_adequate": dest in rules.macao_adequate_destinations,
+        "pi_ytd_after": facts.pi_ytd_after,
+        "spi_ytd_after": facts.spi_ytd_after,
+        "exporter_ftz_zone": facts.exporter_ftz_zone,
+    }
+
+
+def _labels(f: Mapping[str, Any], facts: TransferFacts, rules: RuleSet) -> dict[str, str]:
+    ftz = rules.ftz_approved_lists.get(facts.exporter_ftz_zone or "") or {}
+    return {
+        "gba_sc_guidelines": GBA_SC_GUIDELINES.get(f["dest"], GBA_SC_GUIDELINES["HK"]),
+        "sector_overlay": f["sector_overlay"],
+        "ftz_zone": facts.exporter_ftz_zone or "",
+        "ftz_list_version": str(ftz.get("version", "")) if isinstance(ftz, dict) else "",
+    }
+
+
+def decide(facts: TransferFacts, rules: RuleSet | None = None) -> Decision:
+    """Decide one transfer. Raises :class:`FactError` for bad input; never returns EXEMPT by default."""
+    rules = rules or default_rules()
+    f = normalise(facts, rules)
+    for origins, regime_rules in rules.regimes:
+        if f["origin"] not in origins:
+            continue
+        for rule in regime_rules:
+            if rule.match is None or rule.match(f):
+                return _decision(rule, f, facts, rules)
+    return Decision(
+        outcome="HUMAN_REVIEW",
+        rule_id="NO_MATCH",
+        legal_basis="No rule of the rule set matched these facts",
+        obligations=(),
+        evidence_required=(),
+        note="No rule applied: a person decides, and the rules may need a new row.",
+        alternatives=(),
+        counter="mechanism" if f["has_pi"] and not f["anonymised"] else "none",
+        rules_version=rules.version,
+        rules_hash=rules.sha256,
+        engine_version=ENGINE_VERSION,
+        facts=f,
+    )
+
+
+def _decision(rule: Rule, f: Mapping[str, Any], facts: TransferFacts, rules: RuleSet) -> Decision:
+    basis = rule.legal_basis
+    if "{" in basis:
+        basis = basis.format(**_labels(f, facts, rules))
+    alternatives = tuple(
+        Alternative(alt.outcome, alt.note)
+        for alt in (rules.alternatives[name] for name in rule.alternatives)
+        if alt.match is None or alt.match(f)
+    )
+    if rule.counter is not None:
+        counter = rule.counter
+    elif rule.outcome == "NOT_EXPORT" or not f["has_pi"] or f["anonymised"]:
+        counter = "none"
+    else:
+        counter = "mechanism"
+    return Decision(
+        outcome=rule.outcome,
+        rule_id=rule.id,
+        legal_basis=basis,
+        obligations=rule.obligations,
+        evidence_required=rule.evidence,
+        note=rule.note,
+        alternatives=alternatives,
+        counter=counter,
+        rules_version=rules.version,
+        rules_hash=rules.sha256,
+        engine_version=ENGINE_VERSION,
+        facts=f,
+    )
+
+
+def gba_sc_findings(
+    decision: Decision, onward_outside_gba: bool, rules: RuleSet | None = None
+) -> tuple[str, ...]:
+    """Why a GBA standard contract cannot carry this transfer (empty when it can), by the rules' conditions.
+
+    Both parties must be inside the area the rules name, and the recipient clause forbids
+    onward provision outside it (GBA SC Guidelines; the contract's recipient clause).
+    """
+    if decision.outcome != "GBA_SC":
+        return ()
+    rules = rules or default_rules()
+    findings: list[str] = []
+    if onward_outside_gba and not rules.gba_sc_onward_outside_area:
+        findings.append("GBA standard contract: onward transfer outside the Greater Bay Area is not allowed")
+    origin, dest = decision.facts["origin"], decision.facts["dest"]
+    if origin in rules.gba_sc_area and dest not in rules.gba_sc_area:
+        findings.append("GBA standard contract: the recipient must be inside the Greater Bay Area")
+    return tuple(findings)

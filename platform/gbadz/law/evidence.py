@@ -1,0 +1,142 @@
+"""Mechanism evidence (crossborder-rules.md §7.3): is a filed contract, certificate or approval valid today?
+
+Validity periods and the filing deadline come from the rules; working days are Monday to
+Friday (public holidays are not modelled [U], which errs towards stricter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from gbadz.law.engine import Decision
+from gbadz.law.rules import RuleSet, default_rules
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A mechanism on file for one exporter and recipient pair."""
+
+    kind: str  # ASSESSMENT | SCC | CERT | GBA_SC
+    reference: str  # approval no. / filing no. / certificate no.
+    issued: date | None = None  # assessment or certificate issue date
+    valid_to: date | None = None  # explicit end of validity (extensions included)
+    effective_date: date | None = None  # contract effective date (SCC, GBA SC)
+    filing_date: date | None = None  # when the contract was filed
+    purposes: tuple[str, ...] = ()  # purposes the mechanism covers; empty means any
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceCheck:
+    status: str  # not_required | satisfied | missing | expired | late_filing | out_of_scope
+    used: Evidence | None
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def add_working_days(start: date, days: int) -> date:
+    """Monday to Friday; public holidays are not modelled [U], which errs towards stricter."""
+    current, added = start, 0
+    while added < days:
+        current += timedelta(days=1)
+        if current.weekday() < 5:
+            added += 1
+    return current
+
+
+def working_days_between(start: date, end: date) -> int:
+    if end <= start:
+        return 0
+    return sum(1 for i in range(1, (end - start).days + 1) if (start + timedelta(days=i)).weekday() < 5)
+
+
+def _years_after(start: date, years: int) -> date:
+    try:
+        return start.replace(year=start.year + years)
+    except ValueError:  # 29 February
+        return start.replace(year=start.year + years, day=28)
+
+
+def valid_until(item: Evidence, rules: RuleSet | None = None) -> date | None:
+    """When an assessment or certification stops being valid (explicit, or issue date + the rules' years)."""
+    if item.valid_to is not None or item.kind not in ("ASSESSMENT", "CERT"):
+        return item.valid_to
+    if item.issued is None:
+        return None
+    validity = (rules or default_rules()).validity
+    return _years_after(
+        item.issued, validity["assessment_years" if item.kind == "ASSESSMENT" else "certificate_years"]
+    )
+
+
+def _check_one(item: Evidence, purpose: str, today: date, rules: RuleSet) -> tuple[str, list[str], list[str]]:
+    validity = rules.validity
+    problems: list[str] = []
+    warnings: list[str] = []
+    if item.purposes and purpose not in item.purposes:
+        return "out_of_scope", [f"{item.kind} {item.reference} does not cover purpose {purpose}"], []
+    if item.kind in ("ASSESSMENT", "CERT"):
+        valid_to = valid_until(item, rules)
+        if valid_to is None:
+            return "missing", [f"{item.kind} {item.reference} has no issue date or validity"], []
+        if today > valid_to:
+            return "expired", [f"{item.kind} {item.reference} expired on {valid_to.isoformat()}"], []
+        left = working_days_between(today, valid_to)
+        if left <= validity["expiry_warning_working_days"]:
+            warnings.append(
+                f"{item.kind} {item.reference} expires on {valid_to.isoformat()} ({left} working days): apply for extension"
+            )
+        return "satisfied", problems, warnings
+    # SCC and GBA SC: a filing number, filed within 10 working days of the contract's effect.
+    if not item.reference or item.filing_date is None or item.effective_date is None:
+        return "missing", [f"{item.kind} needs a filing number, an effective date and a filing date"], []
+    deadline = add_working_days(item.effective_date, validity["filing_working_days"])
+    if item.filing_date > deadline:
+        return (
+            "late_filing",
+            [
+                f"{item.kind} {item.reference} was filed on {item.filing_date.isoformat()}, after the deadline "
+                f"{deadline.isoformat()} ({validity['filing_working_days']} working days from {item.effective_date.isoformat()})"
+            ],
+            [],
+        )
+    if item.filing_date > today:
+        return "missing", [f"{item.kind} {item.reference} is dated to be filed in the future"], []
+    return "satisfied", problems, warnings
+
+
+def check_evidence(
+    decision: Decision, evidence: Sequence[Evidence], today: date, rules: RuleSet | None = None
+) -> EvidenceCheck:
+    """Does the evidence on file satisfy the mechanism the decision requires, today?"""
+    return check_mechanisms(
+        decision.evidence_required, str(decision.facts.get("purpose", "other")), evidence, today, rules
+    )
+
+
+def check_mechanisms(
+    needed: Sequence[str],
+    purpose: str,
+    evidence: Sequence[Evidence],
+    today: date,
+    rules: RuleSet | None = None,
+) -> EvidenceCheck:
+    """Does the evidence on file hold one valid mechanism of the ``needed`` kinds for ``purpose``, today?"""
+    rules = rules or default_rules()
+    if not needed:
+        return EvidenceCheck("not_required", None, (), ())
+    best_status, best_problems = (
+        "missing",
+        [f"no {' or '.join(needed)} on file for this exporter and recipient"],
+    )
+    order = ["missing", "out_of_scope", "late_filing", "expired"]
+    for item in evidence:
+        if item.kind not in needed:
+            continue
+        status, problems, warnings = _check_one(item, purpose, today, rules)
+        if status == "satisfied":
+            return EvidenceCheck("satisfied", item, (), tuple(warnings))
+        if order.index(status) >= order.index(best_status):
+            best_status, best_problems = status, problems
+    return EvidenceCheck(best_status, None, tuple(best_problems), ())

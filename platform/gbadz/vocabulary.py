@@ -1,0 +1,86 @@
+"""The words the law and the platform share: jurisdictions, regions, purposes, sectors, outcomes.
+
+A leaf module: every package may import it and it imports nothing of gbadz. Each vocabulary
+is a ``Literal`` type (for pydantic bodies, query parameters and mypy) with its tuple of
+values derived from it, so the two can never disagree. The geography is here once: the nine
+Guangdong cities of the Greater Bay Area, the organisation codes, the engine's regions and
+the legal regime each code belongs to.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+GbaCity = Literal["CN-GZ", "CN-SZ", "CN-ZH", "CN-FS", "CN-HZ", "CN-DG", "CN-ZS", "CN-JM", "CN-ZQ"]
+Jurisdiction = Literal[GbaCity, "CN", "HK", "MO", "OTHER"]
+#: The engine's regions (crossborder-rules.md §7.1): the nine cities are one region.
+Region = Literal["CN_GBA9", "CN_OTHER", "HK", "MO", "OTHER"]
+#: The legal regime whose restricted-data rules govern who may even see a dataset.
+Regime = Literal["mainland", "hong_kong", "macao"]
+Category = Literal["core", "important", "general"]
+Purpose = Literal[
+    "contract_with_individual",
+    "cross_border_hr",
+    "emergency",
+    "statutory_duty",
+    "trade_transport_academic_mfg_marketing",
+    "foreign_pi_transit",
+    "other",
+]
+Sector = Literal["none", "hgr", "health", "finance", "maps", "auto", "government"]
+MacaoGround = Literal["none", "consent", "contract", "vital_interest", "public_interest", "public_register"]
+#: In order of strictness: a later outcome never lets more through than an earlier one.
+Outcome = Literal["NOT_EXPORT", "EXEMPT", "GBA_SC", "SCC_OR_CERT", "ASSESSMENT", "HUMAN_REVIEW", "PROHIBITED"]
+EvidenceKind = Literal["ASSESSMENT", "SCC", "CERT", "GBA_SC"]
+
+GBA9_CITIES: tuple[GbaCity, ...] = get_args(GbaCity)
+JURISDICTIONS: tuple[Jurisdiction, ...] = get_args(Jurisdiction)
+REGIONS: tuple[Region, ...] = get_args(Region)
+CATEGORIES: tuple[Category, ...] = get_args(Category)
+PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
+SECTORS: tuple[Sector, ...] = get_args(Sector)
+MACAO_GROUNDS: tuple[MacaoGround, ...] = get_args(MacaoGround)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+EVIDENCE_KINDS: tuple[EvidenceKind, ...] = get_args(EvidenceKind)
+#: Restricted categories: invisible outside the origin's regime unless the contract says otherwise.
+RESTRICTED_CATEGORIES: tuple[Category, ...] = ("important", "core")
+
+REGION_OF: dict[str, Region] = {
+    **dict.fromkeys(GBA9_CITIES, "CN_GBA9"),
+    "CN": "CN_OTHER",
+    "HK": "HK",
+    "MO": "MO",
+    "OTHER": "OTHER",
+}
+REGIME_OF: dict[str, Regime] = {
+    **dict.fromkeys(GBA9_CITIES, "mainland"),
+    "CN": "mainland",
+    "HK": "hong_kong",
+    "MO": "macao",
+}
+#: The Greater Bay Area: the nine cities, Hong Kong and Macao.
+GBA: frozenset[str] = frozenset((*GBA9_CITIES, "HK", "MO"))
+#: Local clocks outside the Mainland; Mainland times use the rules' time zone (law.rules).
+LOCAL_TIME_ZONES: dict[str, str] = {"HK": "Asia/Hong_Kong", "MO": "Asia/Macau"}
+
+JURISDICTION_NAMES: dict[Jurisdiction, str] = {
+    "CN-GZ": "Guangzhou",
+    "CN-SZ": "Shenzhen",
+    "CN-ZH": "Zhuhai",
+    "CN-FS": "Foshan",
+    "CN-HZ": "Huizhou",
+    "CN-DG": "Dongguan",
+    "CN-ZS": "Zhongshan",
+    "CN-JM": "Jiangmen",
+    "CN-ZQ": "Zhaoqing",
+    "CN": "Mainland China outside the GBA",
+    "HK": "Hong Kong SAR",
+    "MO": "Macao SAR",
+    "OTHER": "outside the Mainland, Hong Kong and Macao",
+}
+
+
+def check_jurisdiction(code: str) -> str:
+    if code not in JURISDICTIONS:
+        raise ValueError(f"unknown jurisdiction {code!r}: use one of {' '.join(JURISDICTIONS)}")
+    return code
