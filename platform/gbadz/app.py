@@ -237,10 +237,10 @@ def create_app(settings: Settings) -> FastAPI:
     from gbadz.compliance import routes as compliance
 
     app.include_router(compliance.router)
-    from gbadz.delivery import sharing
+    from gbadz.delivery import sharing_routes
 
-    app.include_router(sharing.router)
-    app.include_router(sharing.profile_router)
+    app.include_router(sharing_routes.router)
+    app.include_router(sharing_routes.profile_router)
     from fastapi.staticfiles import StaticFiles
 
     from gbadz.console import routes as console_routes

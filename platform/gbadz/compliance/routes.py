@@ -1,5 +1,5 @@
 """The compliance officer's API: transfers with their legal bases, counters against the thresholds,
-mechanisms about to expire (scope ``transfers:audit``)."""
+mechanisms about to expire, and the transfer log's checkpoints and proofs (scope ``transfers:audit``)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ from gbadz.compliance import service
 from gbadz.compliance.repository import TransferFilter
 from gbadz.compliance.schemas import CounterRead, ExpiringRead, Parties, RouteDay, TransferRow
 from gbadz.db import ReadSession
-from gbadz.deps import Rules
+from gbadz.deps import Log, Rules, Sessions
 from gbadz.errors import BadRequest, InsufficientScope, Unauthenticated, error_responses
-from gbadz.identity.auth import require_scopes
+from gbadz.identity.auth import actor_of, require_scopes
 from gbadz.identity.tokens import Principal
+from gbadz.translog import service as translog
+from gbadz.translog.schemas import CheckpointRead, ConsistencyRead, EntryRead, VerificationRead
+from gbadz.translog.service import LogEntryNotFound, NoCoveringCheckpoint
 from gbadz.vocabulary import Jurisdiction, Outcome
 
 router = APIRouter(
@@ -111,3 +114,59 @@ def expiring_mechanisms(
     working_days: Annotated[int, Query(ge=1, le=500)] = 60,
 ) -> list[ExpiringRead]:
     return service.expiring_mechanisms(session, rules, working_days)
+
+
+@router.get(
+    "/transfer-log/checkpoint",
+    response_model=CheckpointRead,
+    tags=["transfer log"],
+    summary="The latest signed checkpoint (tree size, root hash, time); fresh=true signs one for the current size",
+)
+def get_checkpoint(
+    principal: Auditor, sessions: Sessions, log: Log, fresh: Annotated[bool, Query()] = False
+) -> CheckpointRead:
+    return translog.current_checkpoint(sessions, log, fresh=fresh)
+
+
+@router.post(
+    "/transfer-log/verifications",
+    response_model=VerificationRead,
+    tags=["transfer log"],
+    summary="Export the whole log and verify it as `gbadz audit verify` would, against the platform's own keys",
+)
+def verify_transfer_log(principal: Auditor, sessions: Sessions, log: Log) -> VerificationRead:
+    return translog.verify(sessions, log, actor_of(principal))
+
+
+@router.get(
+    "/transfer-log/entries/{index}",
+    response_model=EntryRead,
+    tags=["transfer log"],
+    responses=error_responses(LogEntryNotFound, NoCoveringCheckpoint),
+    summary="One transfer-log entry with its inclusion proof in a signed checkpoint",
+)
+def get_entry(
+    index: int,
+    principal: Auditor,
+    sessions: Sessions,
+    log: Log,
+    tree_size: Annotated[int | None, Query(ge=1, description="default: the latest checkpoint")] = None,
+) -> EntryRead:
+    return translog.entry_with_proof(sessions, log, index, tree_size)
+
+
+@router.get(
+    "/transfer-log/consistency",
+    response_model=ConsistencyRead,
+    tags=["transfer log"],
+    responses=error_responses(BadRequest),
+    summary="Proof that the log of `from` entries is a prefix of the log of `to` entries (both signed checkpoints)",
+)
+def get_consistency(
+    principal: Auditor,
+    sessions: Sessions,
+    log: Log,
+    first: Annotated[int, Query(alias="from", ge=1)],
+    second: Annotated[int, Query(alias="to", ge=1)],
+) -> ConsistencyRead:
+    return translog.consistency(sessions, log, first, second)

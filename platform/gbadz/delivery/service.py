@@ -32,9 +32,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from minio import Minio
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from gbadz import storage
+from gbadz import db, storage
 from gbadz.access.models import AccessRequest, Grant
 from gbadz.catalog.models import Dataset, DatasetVersion
 from gbadz.catalog.service import stored_contract
@@ -43,14 +43,15 @@ from gbadz.config import Settings
 from gbadz.crypto.columns import ColumnProtector, KeyGrant
 from gbadz.crypto.keys import KeyProvider
 from gbadz.crypto.pseudonym import mask_array
-from gbadz.errors import Conflict, Gone, NotFound, StorageUnavailable
+from gbadz.errors import DatasetRetired, GrantInactive, GrantNotFound, NoPublishedVersion, StorageUnavailable
 from gbadz.identity.models import Organization
 from gbadz.ingest.pipeline import file_sha256
+from gbadz.law.rules import RuleSet, default_rules
 from gbadz.translog.log import Appended, TransferLog
 from gbadz.translog.models import LogEntry
+from gbadz.vocabulary import LOCAL_TIME_ZONES
 
 BATCH_ROWS = 128 * 1024
-LOCAL_ZONES = {"HK": "Asia/Hong_Kong", "MO": "Asia/Macau"}
 MASKS = {"mask_last4": "last4", "mask_email": "email"}
 
 
@@ -78,10 +79,10 @@ class Delivery:
 def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -> Grant:
     grant = session.get(Grant, grant_id)
     if grant is None or grant.grantee_org_id != org_id:
-        raise NotFound(f"no grant {grant_id!r}")
+        raise GrantNotFound(f"no grant {grant_id!r}")
     status = grant.status(now)
     if status != "active":
-        raise Gone(f"grant: the grant is {status}; no new deliveries or URLs")
+        raise GrantInactive(f"grant: the grant is {status}; no new deliveries or URLs", field="grant")
     return grant
 
 
@@ -187,6 +188,7 @@ def deliver(
     idempotency_key: str | None = None,
     mode: str = "download",
     reuse_files: bool = False,
+    rules: RuleSet | None = None,
 ) -> Delivery:
     now = datetime.now(UTC)
     grant = _active_grant(session, grant_id, org_id, now)
@@ -207,9 +209,9 @@ def deliver(
             )
     dataset = session.get(Dataset, grant.dataset_id)
     if dataset is None or dataset.status == "retired":
-        raise Gone("dataset: the dataset was retired; nothing can be delivered")
+        raise DatasetRetired("dataset: the dataset was retired; nothing can be delivered", field="dataset")
     if dataset.current_version is None:
-        raise Conflict("dataset: no version has been published yet")
+        raise NoPublishedVersion("dataset: no version has been published yet", field="dataset")
     version = session.scalar(
         sa.select(DatasetVersion).where(
             DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.current_version
@@ -250,9 +252,11 @@ def deliver(
             sensitive_subjects=people if spi_columns else (),
             basis=basis,
             at=now,
+            rules=rules,
         )
     request = session.get(AccessRequest, grant.request_id)
-    zone = ZoneInfo(LOCAL_ZONES.get(dataset.origin, "Asia/Shanghai"))
+    rules = rules or default_rules()
+    zone = ZoneInfo(LOCAL_TIME_ZONES[dataset.origin]) if dataset.origin in LOCAL_TIME_ZONES else rules.zone
     evidence = decision.get("evidence") or {}
     entry: dict[str, Any] = {
         "transfer_id": transfer_id,
@@ -285,7 +289,7 @@ def deliver(
         else "raw",
         "n_individuals": len(subjects),
         "counting_method": f"distinct {contract.subject_column} (pseudonymised)" if len(subjects) else "none",
-        "counter_year": snapshot.year if snapshot else counters.counter_year(now),
+        "counter_year": snapshot.year if snapshot else counters.counter_year(now, rules),
         "counter_basis": basis or "none",
         "pi_ytd_before": snapshot.pi_before if snapshot else None,
         "pi_ytd_after": snapshot.pi_after if snapshot else None,
@@ -332,3 +336,53 @@ def presign(client: Minio, settings: Settings, delivery: Delivery, ttl: timedelt
         }
         for f in delivery.files
     ]
+
+
+@dataclass(frozen=True)
+class HandedOut:
+    """A logged delivery and its presigned URLs."""
+
+    delivery: Delivery
+    links: list[dict[str, Any]]
+
+
+def deliver_and_presign(
+    sessions: sessionmaker[Session],
+    *,
+    client: Minio,
+    settings: Settings,
+    keys: KeyProvider,
+    log: TransferLog,
+    grant_id: str,
+    org_id: str,
+    actor: str,
+    idempotency_key: str | None = None,
+    mode: str = "download",
+    reuse_files: bool = False,
+    rules: RuleSet | None = None,
+) -> HandedOut:
+    """Deliver in a transaction of its own, commit it, and only then presign the URLs.
+
+    The one use case that commits inside a service: the transfer must be in the log
+    (committed) before any URL leaves (invariant 1), so the request-scoped session, which
+    commits after the response is built, cannot carry it.
+    """
+    with db.session_scope(sessions) as session:
+        delivery = deliver(
+            session,
+            client=client,
+            settings=settings,
+            keys=keys,
+            log=log,
+            grant_id=grant_id,
+            org_id=org_id,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            mode=mode,
+            reuse_files=reuse_files,
+            rules=rules,
+        )
+    if delivery.appended is not None:
+        log.committed(delivery.appended)
+    links = presign(client, settings, delivery, timedelta(seconds=settings.api.delivery_url_ttl_s))
+    return HandedOut(delivery, links)
