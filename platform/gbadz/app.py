@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gbadz import __version__, db, storage
+from gbadz import __version__, background, db, storage
 from gbadz.config import Settings
 from gbadz.errors import (
     ConfigurationError,
@@ -171,12 +171,24 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        revocations, index, log_ = (
+            app.state.authenticator.revocations,
+            app.state.catalog_index,
+            app.state.transfer_log,
+        )
         refreshers = [
-            asyncio.create_task(app.state.authenticator.revocations.run()),
-            asyncio.create_task(app.state.catalog_index.run()),
             asyncio.create_task(
-                app.state.transfer_log.publish_periodically(
-                    app.state.sessionmaker, settings.api.checkpoint_interval_s
+                background.every(revocations.refresh_s, revocations.load, what="revocation refresh")
+            ),
+            asyncio.create_task(
+                background.every(index.refresh_s, index.check, what="catalog generation check")
+            ),
+            asyncio.create_task(
+                background.every(
+                    settings.api.checkpoint_interval_s,
+                    lambda: log_.checkpoint_if_grown(app.state.sessionmaker),
+                    what="periodic checkpoint",
+                    wait_first=True,
                 )
             ),
         ]
@@ -208,11 +220,12 @@ def create_app(settings: Settings) -> FastAPI:
     from gbadz.crypto.keys import provider_from_settings
     from gbadz.identity import auth, oauth
     from gbadz.identity import routes as access_routes
+    from gbadz.identity.service import Viewers
     from gbadz.identity.tokens import TokenService
 
     app.state.keys = provider_from_settings(settings)
     app.state.rules = transfer_rules(settings)
-    app.state.org_jurisdictions = {}
+    app.state.viewers = Viewers()
     app.state.catalog_search = CatalogSearch(engine.dialect.name)
     app.state.catalog_index = CatalogIndex(app.state.sessionmaker)
     app.state.catalog_index.watch(app.state.sessionmaker)

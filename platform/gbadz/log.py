@@ -27,7 +27,9 @@ def configure(level: str = "INFO", json: bool = False) -> None:
     """Configure structlog and the standard library root logger once per process."""
     numeric = logging.getLevelName(level)
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[

@@ -16,7 +16,6 @@ the snapshot older than ``max_age_s`` checks the generation itself.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import threading
 import time
@@ -382,12 +381,3 @@ class CatalogIndex:
         if snapshot is not None and generation != snapshot.generation:
             self._dirty = True
         self._checked_at = time.monotonic()
-
-    async def run(self) -> None:
-        """Poll the generation forever (cancelled at shutdown); failures are logged and retried."""
-        while True:
-            try:
-                self.check()
-            except Exception:
-                log.warning("catalog generation check failed", exc_info=True)
-            await asyncio.sleep(self.refresh_s)

@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi import Path as PathParam
-from sqlalchemy.orm import Session
+from pydantic import RootModel
 from starlette.concurrency import run_in_threadpool
 
-from gbadz import storage
-from gbadz.catalog import schemas, service
+from gbadz.catalog import reads, schemas, service, views
 from gbadz.catalog.index import CatalogIndex
-from gbadz.catalog.models import Dataset, DatasetVersion, IngestionRun
-from gbadz.catalog.search import CatalogSearch, Page, SearchQuery
+from gbadz.catalog.search import CatalogSearch, SearchQuery
+from gbadz.contract import MAX_CONTRACT_BYTES
 from gbadz.db import ReadSession, WriteSession
+from gbadz.deps import S3, AppSettings, Keys, Sessions
 from gbadz.errors import (
     BadRequest,
     Conflict,
+    DatasetNotFound,
     Forbidden,
     InsufficientScope,
     NotFound,
@@ -36,10 +34,11 @@ from gbadz.errors import (
     UnsupportedMediaType,
     error_responses,
 )
-from gbadz.identity.auth import actor_of, require_scopes, viewer_of
-from gbadz.identity.service import Viewer
+from gbadz.identity.auth import actor_of, known_viewer, require_scopes, viewer_of
+from gbadz.identity.service import Viewers
 from gbadz.identity.tokens import Principal
-from gbadz.vocabulary import JURISDICTIONS, PURPOSES
+from gbadz.ingest import pipeline, uploads
+from gbadz.vocabulary import Category, Jurisdiction, Purpose
 
 router = APIRouter(
     prefix="/api/v1", tags=["catalog"], responses=error_responses(Unauthenticated, InsufficientScope)
@@ -47,9 +46,32 @@ router = APIRouter(
 
 Reader = Annotated[Principal, Depends(require_scopes("catalog:read"))]
 Publisher = Annotated[Principal, Depends(require_scopes("datasets:publish"))]
-Origin = Literal[JURISDICTIONS]  # type: ignore[valid-type]
-Purpose = Literal[PURPOSES]  # type: ignore[valid-type]
-Category = Literal["general", "important", "core"]
+
+
+def _index(request: Request) -> CatalogIndex | None:
+    """The in-process index when the API reads through it (``api.catalog_search=index``)."""
+    if request.app.state.settings.api.catalog_search != "index":
+        return None
+    index: CatalogIndex = request.app.state.catalog_index
+    return index
+
+
+def _engine(request: Request) -> CatalogSearch:
+    engine: CatalogSearch = request.app.state.catalog_search
+    return engine
+
+
+def _viewers(request: Request) -> Viewers:
+    viewers: Viewers = request.app.state.viewers
+    return viewers
+
+
+Index = Annotated[CatalogIndex | None, Depends(_index)]
+Engine = Annotated[CatalogSearch, Depends(_engine)]
+ViewersDep = Annotated[Viewers, Depends(_viewers)]
+
+
+Origin = Jurisdiction
 Status = Literal["proposed", "draft", "active", "deprecated", "retired"]
 MAX_Q = 200
 UPLOAD_TYPES = {
@@ -74,131 +96,6 @@ UPLOAD_BODY = {
 }
 
 
-def _etag(body: bytes) -> str:
-    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-    return "*" in tags or etag in tags
-
-
-def _cached_json(
-    model: Any, if_none_match: str | None, cache_control: str, extra: dict[str, str] | None = None
-) -> Response:
-    body = model.model_dump_json().encode()
-    etag = _etag(body)
-    headers = {"ETag": etag, "Cache-Control": cache_control, "Vary": "Authorization", **(extra or {})}
-    if _matches(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
-
-
-def summary_of(dataset: Dataset, score: int | None = None) -> schemas.DatasetSummary:
-    return schemas.DatasetSummary(
-        id=dataset.id,
-        name=dataset.name,
-        provider=schemas.ProviderRef(name=dataset.provider_name, org_id=dataset.provider_org_id),
-        origin=dataset.origin,
-        category=dataset.category,
-        has_pi=dataset.has_pi,
-        has_spi=dataset.has_spi,
-        status=dataset.status,
-        tags=list(dataset.tags or []),
-        summary=dataset.summary,
-        licence_purposes=dataset.purposes.split(),
-        current_version=dataset.current_version,
-        row_count=dataset.row_count,
-        published_at=dataset.published_at,
-        updated_at=dataset.updated_at,
-        score=score,
-    )
-
-
-def _quality(report: dict[str, Any]) -> schemas.QualitySummary:
-    results = report.get("results") or []
-    failed = [r for r in results if not r.get("success")]
-    return schemas.QualitySummary(
-        success=bool(report.get("success")),
-        evaluated=len(results),
-        failed=len(failed),
-        failed_checks=[f"{r.get('column') or '(table)'}: {r.get('rule')}" for r in failed],
-    )
-
-
-def _version_summary(version: DatasetVersion) -> schemas.VersionSummary:
-    return schemas.VersionSummary(
-        version=version.version,
-        row_count=version.row_count,
-        contract_version=version.contract_version,
-        source_sha256=version.source_sha256,
-        published_at=version.published_at,
-        quality=_quality(version.quality),
-    )
-
-
-def detail_of(dataset: Dataset, latest: DatasetVersion | None, owner: bool) -> schemas.DatasetDetail:
-    contract = service.stored_contract(dataset)
-    columns = []
-    for prop in contract.table.properties:
-        facts = contract.facts(prop.name)
-        classification = "spi" if facts.spi else "pi" if facts.pi else "general"
-        columns.append(
-            schemas.ColumnRead(
-                name=prop.name,
-                type=prop.logicalType,
-                description=prop.description,
-                required=prop.required,
-                unique=prop.unique,
-                classification=classification,
-                spi_category=facts.spi,
-                protection=facts.protection or "none",
-                subject_identifier=facts.subject_identifier,
-                tags=prop.tags,
-                # Sample values are metadata too: never for personal columns (ADR 0010).
-                examples=None if facts.pi else prop.examples,
-            )
-        )
-    licence = contract.gbadz.licence
-    description = contract.description
-    return schemas.DatasetDetail(
-        **summary_of(dataset).model_dump(),
-        description={
-            "purpose": description.purpose if description else None,
-            "usage": description.usage if description else None,
-            "limitations": description.limitations if description else None,
-            "table": contract.table.description,
-        },
-        sector_overlay=contract.gbadz.sector_overlay,
-        columns=columns,
-        licence=schemas.LicenceRead(
-            permitted_purposes=list(licence.permitted_purposes),
-            max_grant_duration=licence.max_grant_duration,
-            onward_transfer_allowed=licence.onward_transfer_allowed,
-            attribution=licence.attribution,
-        ),
-        contract_version=contract.version,
-        contract_sha256=dataset.contract_sha256,
-        latest=_version_summary(latest) if latest is not None else None,
-        freshness=schemas.Freshness(
-            latest_version_published_at=dataset.published_at, contract_updated_at=dataset.updated_at
-        ),
-        contract=dataset.contract if owner else None,
-    )
-
-
-def _latest(session: Session, dataset: Dataset) -> DatasetVersion | None:
-    if dataset.current_version is None:
-        return None
-    return session.scalar(
-        sa.select(DatasetVersion).where(
-            DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.current_version
-        )
-    )
-
-
 @router.get(
     "/datasets",
     response_model=schemas.DatasetPage,
@@ -214,6 +111,10 @@ def _latest(session: Session, dataset: Dataset) -> DatasetVersion | None:
 async def list_datasets(
     request: Request,
     principal: Reader,
+    sessions: Sessions,
+    viewers: ViewersDep,
+    index: Index,
+    engine: Engine,
     q: Annotated[str | None, Query(max_length=MAX_Q, examples=["visitor arrivals"])] = None,
     provider: Annotated[str | None, Query(max_length=300, description="organisation id or name")] = None,
     origin: Annotated[list[Origin] | None, Query(description="origin jurisdiction(s)")] = None,
@@ -230,7 +131,7 @@ async def list_datasets(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     if updated_since is not None and updated_since.tzinfo is None:
-        raise BadRequest("updated_since: give a time zone, e.g. 2026-11-01T00:00:00Z")
+        raise BadRequest("updated_since: give a time zone, e.g. 2026-11-01T00:00:00Z", field="updated_since")
     query = SearchQuery(
         q=q,
         provider=provider,
@@ -245,71 +146,16 @@ async def list_datasets(
         cursor=cursor,
     )
     headers = {"Cache-Control": "private, no-cache", "Vary": "Authorization"}
-    index: CatalogIndex = request.app.state.catalog_index
-    snapshot = index.ready() if request.app.state.settings.api.catalog_search == "index" else None
-    jurisdiction = request.app.state.org_jurisdictions.get(principal.org_id)
-    if snapshot is not None and jurisdiction is not None:
+    snapshot = index.ready() if index is not None else None
+    viewer = known_viewer(request, principal)
+    if snapshot is not None and viewer is not None:
         # Fast path, on the event loop: the index is current and the caller's organisation known.
-        page = snapshot.search(Viewer(principal.org_id, jurisdiction), query)
-        return Response(_page_json(page), media_type="application/json", headers=headers)
-    body = await run_in_threadpool(_search_slow, request, principal, query)
+        page = snapshot.search(viewer, query)
+        return Response(views.page_json(page), media_type="application/json", headers=headers)
+    body = await run_in_threadpool(
+        reads.search_json, sessions, viewers, principal.org_id, query, index=index, engine=engine
+    )
     return Response(body, media_type="application/json", headers=headers)
-
-
-def _page_json(page: Page) -> bytes:
-    items = []
-    for row, score in page.items:
-        item = dict(row)
-        for key in ("published_at", "updated_at"):
-            if item[key] is not None:
-                item[key] = item[key].isoformat().replace("+00:00", "Z")
-        item["score"] = score
-        items.append(item)
-    document = {"items": items, "total": page.total, "next_cursor": page.next_cursor, "sort": page.sort}
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _search_slow(request: Request, principal: Principal, query: SearchQuery) -> bytes:
-    with request.app.state.sessionmaker() as session:
-        viewer = viewer_of(request, session, principal)
-        if request.app.state.settings.api.catalog_search == "index":
-            return _page_json(request.app.state.catalog_index.current().search(viewer, query))
-        search: CatalogSearch = request.app.state.catalog_search
-        page = search.search(session, viewer, query)
-        result = schemas.DatasetPage(
-            items=[summary_of(d, score) for d, score in page.items],
-            total=page.total,
-            next_cursor=page.next_cursor,
-            sort=page.sort,
-        )
-        return result.model_dump_json().encode()
-
-
-def _detail_response(body: bytes, etag: str, contract_etag: str, if_none_match: str | None) -> Response:
-    headers = {
-        "ETag": etag,
-        "Cache-Control": "private, no-cache",
-        "Vary": "Authorization",
-        "X-Contract-ETag": contract_etag,
-    }
-    if _matches(if_none_match, etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
-
-
-def _render_detail(request: Request, principal: Principal, dataset_id: str) -> tuple[bytes, str, str]:
-    """Read the dataset from the database and render its page (the slow path, cached by the index)."""
-    index: CatalogIndex = request.app.state.catalog_index
-    snapshot = index.current() if request.app.state.settings.api.catalog_search == "index" else None
-    with request.app.state.sessionmaker() as session:
-        viewer = viewer_of(request, session, principal)
-        dataset = service.get_visible(session, viewer, dataset_id)
-        owner = dataset.provider_org_id == viewer.org_id
-        body = detail_of(dataset, _latest(session, dataset), owner).model_dump_json().encode()
-        rendered = (body, _etag(body), service.contract_etag(dataset))
-    if snapshot is not None and snapshot.can_see(viewer, dataset_id) is not None:
-        snapshot.bodies[dataset_id, owner] = rendered
-    return rendered
 
 
 @router.get(
@@ -325,24 +171,27 @@ async def get_dataset(
     dataset_id: str,
     request: Request,
     principal: Reader,
+    sessions: Sessions,
+    viewers: ViewersDep,
+    index: Index,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     # Fast path: the index knows the caller may see it and holds its rendered page.
-    index: CatalogIndex = request.app.state.catalog_index
-    snapshot = index.ready() if request.app.state.settings.api.catalog_search == "index" else None
-    jurisdiction = request.app.state.org_jurisdictions.get(principal.org_id)
-    if snapshot is not None and jurisdiction is not None:
-        viewer = Viewer(principal.org_id, jurisdiction)
+    snapshot = index.ready() if index is not None else None
+    viewer = known_viewer(request, principal)
+    if snapshot is not None and viewer is not None:
         ordinal = snapshot.can_see(viewer, dataset_id)
         if ordinal is None:
-            raise NotFound(f"no dataset {dataset_id!r}")
+            raise DatasetNotFound(f"no dataset {dataset_id!r}")
         owner = snapshot.rows[ordinal]["provider"]["org_id"] == principal.org_id
         cached = snapshot.bodies.get((dataset_id, owner))
         if cached is not None:
             body, etag, contract_etag = cached
-            return _detail_response(body, etag, contract_etag, if_none_match)
-    body, etag, contract_etag = await run_in_threadpool(_render_detail, request, principal, dataset_id)
-    return _detail_response(body, etag, contract_etag, if_none_match)
+            return views.detail_response(body, etag, contract_etag, if_none_match)
+    body, etag, contract_etag = await run_in_threadpool(
+        reads.detail, sessions, viewers, principal.org_id, dataset_id, index
+    )
+    return views.detail_response(body, etag, contract_etag, if_none_match)
 
 
 @router.get(
@@ -361,17 +210,9 @@ def list_versions(
     session: ReadSession,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    viewer = viewer_of(request, session, principal)
-    service.get_visible(session, viewer, dataset_id)
-    versions = session.scalars(
-        sa.select(DatasetVersion)
-        .where(DatasetVersion.dataset_id == dataset_id)
-        .order_by(DatasetVersion.version.desc())
-    ).all()
-    from pydantic import RootModel
-
-    body = RootModel[list[schemas.VersionSummary]]([_version_summary(v) for v in versions])
-    return _cached_json(body, if_none_match, "private, no-cache")
+    summaries = reads.version_list(session, viewer_of(request, session, principal), dataset_id)
+    body = RootModel[list[schemas.VersionSummary]](summaries)
+    return views.cached_json(body, if_none_match, "private, no-cache")
 
 
 @router.get(
@@ -386,34 +227,14 @@ def get_version(
     request: Request,
     principal: Reader,
     session: ReadSession,
+    s3: S3,
+    settings: AppSettings,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     viewer = viewer_of(request, session, principal)
-    service.get_visible(session, viewer, dataset_id)
-    row = session.scalar(
-        sa.select(DatasetVersion).where(
-            DatasetVersion.dataset_id == dataset_id, DatasetVersion.version == version
-        )
-    )
-    if row is None:
-        raise NotFound(f"dataset {dataset_id!r} has no version {version}")
-    settings = request.app.state.settings
-    try:
-        manifest = json.loads(
-            storage.ObjectStore(request.app.state.s3, settings.s3).get_bytes(
-                settings.s3.curated_bucket, row.manifest_key
-            )
-        )
-    except storage.S3_ERRORS as exc:
-        raise StorageUnavailable(storage.explain(settings.s3, exc)) from None
-    body = schemas.VersionDetail(
-        **_version_summary(row).model_dump(),
-        dataset_id=dataset_id,
-        manifest=manifest,
-        quality_report=row.quality,
-    )
+    body = reads.version_detail(session, s3, settings, viewer, dataset_id, version)
     # A published version never changes; only whether the caller may see it can.
-    return _cached_json(body, if_none_match, "private, max-age=300")
+    return views.cached_json(body, if_none_match, "private, max-age=300")
 
 
 def _contract_body(request: Request) -> None:
@@ -430,22 +251,9 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"body: over the {limit:,}-byte limit for a contract")
+            raise PayloadTooLarge(f"body: over the {limit:,}-byte limit for a contract", field="body")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _provider_detail(session: Session, dataset: Dataset) -> Response:
-    body = detail_of(dataset, _latest(session, dataset), owner=True).model_dump_json().encode()
-    return Response(
-        body,
-        media_type="application/json",
-        headers={
-            "ETag": _etag(body),
-            "X-Contract-ETag": service.contract_etag(dataset),
-            "Cache-Control": "no-store",
-        },
-    )
 
 
 @router.post(
@@ -456,23 +264,21 @@ def _provider_detail(session: Session, dataset: Dataset) -> Response:
     summary="Register a dataset by its data contract (providers)",
     openapi_extra=CONTRACT_BODY,
 )
-async def register_dataset(request: Request, principal: Publisher) -> Response:
-    from gbadz.contract import MAX_CONTRACT_BYTES
-
+async def register_dataset(request: Request, principal: Publisher, session: WriteSession) -> Response:
     _contract_body(request)
     raw = await _read_limited(request, MAX_CONTRACT_BYTES)
 
-    def work() -> Response:
-        with request.app.state.sessionmaker.begin() as session:
-            dataset = service.register_contract(
-                session, org_id=principal.org_id, actor=actor_of(principal), raw=raw
-            )
-            response = _provider_detail(session, dataset)
-        response.status_code = 201
-        response.headers["Location"] = f"/api/v1/datasets/{dataset.id}"
-        return response
+    def work() -> tuple[str, tuple[bytes, str, str]]:
+        dataset = service.register_contract(
+            session, org_id=principal.org_id, actor=actor_of(principal), raw=raw
+        )
+        return dataset.id, reads.provider_detail(session, dataset)
 
-    return await run_in_threadpool(work)
+    dataset_id, rendered = await run_in_threadpool(work)
+    response = _provider_response(rendered)
+    response.status_code = 201
+    response.headers["Location"] = f"/api/v1/datasets/{dataset_id}"
+    return response
 
 
 @router.put(
@@ -488,22 +294,20 @@ async def update_dataset(
     dataset_id: str,
     request: Request,
     principal: Publisher,
+    session: WriteSession,
     if_match: Annotated[str | None, Header(description="X-Contract-ETag of the contract you changed")] = None,
 ) -> Response:
-    from gbadz.contract import MAX_CONTRACT_BYTES
-
     _contract_body(request)
     raw = await _read_limited(request, MAX_CONTRACT_BYTES)
 
-    def work() -> Response:
-        with request.app.state.sessionmaker.begin() as session:
-            viewer = viewer_of(request, session, principal)
-            dataset, _ = service.update_contract(
-                session, viewer, actor=actor_of(principal), dataset_id=dataset_id, raw=raw, if_match=if_match
-            )
-            return _provider_detail(session, dataset)
+    def work() -> tuple[bytes, str, str]:
+        viewer = viewer_of(request, session, principal)
+        dataset, _ = service.update_contract(
+            session, viewer, actor=actor_of(principal), dataset_id=dataset_id, raw=raw, if_match=if_match
+        )
+        return reads.provider_detail(session, dataset)
 
-    return await run_in_threadpool(work)
+    return _provider_response(await run_in_threadpool(work))
 
 
 @router.post(
@@ -519,7 +323,7 @@ def deprecate_dataset(
     dataset = service.deprecate(
         session, viewer, actor=actor_of(principal), dataset_id=dataset_id, reason=body.reason
     )
-    return summary_of(dataset)
+    return views.summary_of(dataset)
 
 
 @router.post(
@@ -529,17 +333,18 @@ def deprecate_dataset(
     summary="Retire a dataset: delisted and its keys destroyed, so no copy can be decrypted (providers)",
 )
 def retire_dataset(
-    dataset_id: str, body: schemas.Reason, request: Request, principal: Publisher, session: WriteSession
+    dataset_id: str,
+    body: schemas.Reason,
+    request: Request,
+    principal: Publisher,
+    session: WriteSession,
+    keys: Keys,
 ) -> schemas.DatasetSummary:
     viewer = viewer_of(request, session, principal)
-    dataset = service.begin_retire(session, viewer, dataset_id=dataset_id)
-    # Crypto-shredding happens before the status commits: if the commit then fails, the
-    # keys are gone anyway and retrying finishes the job (destroying twice is harmless).
-    destroyed = request.app.state.keys.destroy_dataset(dataset_id)
-    service.finish_retire(
-        session, dataset, actor=actor_of(principal), reason=body.reason, keys_destroyed=destroyed
+    dataset = service.retire(
+        session, keys, viewer, actor=actor_of(principal), dataset_id=dataset_id, reason=body.reason
     )
-    return summary_of(dataset)
+    return views.summary_of(dataset)
 
 
 @router.get(
@@ -556,16 +361,9 @@ def list_ingestion_runs(
     response: Response,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> list[schemas.IngestionRunRead]:
-    viewer = viewer_of(request, session, principal)
-    service.get_owned(session, viewer, dataset_id)
-    runs = session.scalars(
-        sa.select(IngestionRun)
-        .where(IngestionRun.dataset_id == dataset_id)
-        .order_by(IngestionRun.id.desc())
-        .limit(limit)
-    ).all()
+    runs = reads.ingestion_runs(session, viewer_of(request, session, principal), dataset_id, limit)
     response.headers["Cache-Control"] = "no-store"
-    return [schemas.IngestionRunRead.model_validate(r) for r in runs]
+    return runs
 
 
 @router.post(
@@ -578,19 +376,27 @@ def list_ingestion_runs(
     summary="Upload a file for ingestion (providers): streamed, kept encrypted and immutable, queued for the DAG",
     openapi_extra=UPLOAD_BODY,
 )
-async def upload(dataset_id: str, request: Request, principal: Publisher) -> schemas.UploadAccepted:
+async def upload(
+    dataset_id: str,
+    request: Request,
+    principal: Publisher,
+    sessions: Sessions,
+    viewers: ViewersDep,
+    settings: AppSettings,
+    s3: S3,
+    keys: Keys,
+) -> schemas.UploadAccepted:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     suffix = UPLOAD_TYPES.get(kind)
     if suffix is None:
-        raise UnsupportedMediaType(f"Content-Type: send {' or '.join(UPLOAD_TYPES)}, not {kind or 'nothing'}")
-    settings = request.app.state.settings
+        raise UnsupportedMediaType(
+            f"Content-Type: send {' or '.join(UPLOAD_TYPES)}, not {kind or 'nothing'}", field="Content-Type"
+        )
     limit = settings.api.max_upload_bytes
 
     def check() -> None:
-        with request.app.state.sessionmaker() as session:
-            dataset = service.get_owned(session, viewer_of(request, session, principal), dataset_id)
-            if dataset.status == "retired":
-                raise Conflict("status: the dataset is retired; it takes no new uploads")
+        with sessions() as session:
+            service.check_uploadable(session, viewers.of(session, principal.org_id), dataset_id)
 
     await run_in_threadpool(check)
     fd, name = tempfile.mkstemp(prefix="gbadz-upload-", suffix=suffix)
@@ -601,47 +407,25 @@ async def upload(dataset_id: str, request: Request, principal: Publisher) -> sch
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise PayloadTooLarge(f"body: over the {limit:,}-byte upload limit")
+                    raise PayloadTooLarge(f"body: over the {limit:,}-byte upload limit", field="body")
                 out.write(chunk)
         if size == 0:
-            raise BadRequest("body: the upload is empty")
-        return await run_in_threadpool(_land_upload, request, principal, dataset_id, path, size)
+            raise BadRequest("body: the upload is empty", field="body")
+        ctx = pipeline.IngestContext(settings, s3, keys, sessions)
+        return await run_in_threadpool(
+            lambda: uploads.land_upload(
+                ctx, dataset_id=dataset_id, path=path, size=size, actor=actor_of(principal)
+            )
+        )
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
 
 
-def _land_upload(
-    request: Request, principal: Principal, dataset_id: str, path: Path, size: int
-) -> schemas.UploadAccepted:
-    from gbadz import audit
-    from gbadz.ingest import pipeline
-
-    app = request.app
-    with app.state.sessionmaker() as session:
-        dataset = session.get(Dataset, dataset_id)
-        assert dataset is not None
-        contract = service.stored_contract(dataset)
-    ctx = pipeline.IngestContext(app.state.settings, app.state.s3, app.state.keys, app.state.sessionmaker)
-    landed = pipeline.land(ctx, contract, path)
-    with app.state.sessionmaker.begin() as session:
-        run = IngestionRun(
-            dataset_id=dataset_id,
-            source_sha256=landed.sha256,
-            landing_key=landed.key,
-            status="queued",
-            summary=f"{size:,} bytes landed; waiting for the ingest DAG",
-            report={"suffix": landed.suffix, "size": size},
-            submitted_by=actor_of(principal),
-        )
-        session.add(run)
-        session.flush()
-        audit.record(
-            session,
-            actor=actor_of(principal),
-            action="ingestion.queued",
-            subject_type="dataset",
-            subject_id=dataset_id,
-            details={"run": run.id, "source_sha256": landed.sha256, "size": size},
-        )
-        return schemas.UploadAccepted(**schemas.IngestionRunRead.model_validate(run).model_dump(), size=size)
+def _provider_response(rendered: tuple[bytes, str, str]) -> Response:
+    body, etag, contract_etag = rendered
+    return Response(
+        body,
+        media_type="application/json",
+        headers={"ETag": etag, "X-Contract-ETag": contract_etag, "Cache-Control": "no-store"},
+    )

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from gbadz import audit
 from gbadz.catalog.models import Dataset, DatasetVersion
 from gbadz.contract import Contract, ContractError, parse_contract
+from gbadz.crypto.keys import KeyProvider
 from gbadz.errors import (
     BadRequest,
     Conflict,
@@ -303,3 +304,23 @@ def finish_retire(
     session: Session, dataset: Dataset, *, actor: str, reason: str, keys_destroyed: int
 ) -> None:
     _set_status(session, dataset, "retired", actor=actor, reason=reason, keys_destroyed=keys_destroyed)
+
+
+def retire(
+    session: Session, keys: KeyProvider, viewer: Viewer, *, actor: str, dataset_id: str, reason: str
+) -> Dataset:
+    """Delist the dataset and destroy its keys, so no copy of it can be decrypted again."""
+    dataset = begin_retire(session, viewer, dataset_id=dataset_id)
+    # Crypto-shredding happens before the status commits: if the commit then fails, the
+    # keys are gone anyway and retrying finishes the job (destroying twice is harmless).
+    destroyed = keys.destroy_dataset(dataset_id)
+    finish_retire(session, dataset, actor=actor, reason=reason, keys_destroyed=destroyed)
+    return dataset
+
+
+def check_uploadable(session: Session, viewer: Viewer, dataset_id: str) -> Dataset:
+    """The provider's dataset, if it still takes uploads."""
+    dataset = get_owned(session, viewer, dataset_id)
+    if dataset.status == "retired":
+        raise Conflict("status: the dataset is retired; it takes no new uploads", field="status")
+    return dataset

@@ -25,7 +25,6 @@ from gbadz.console.i18n import LOCALES, translate
 from gbadz.console.session import LOGIN_COOKIE, SESSION_COOKIE, Signed
 from gbadz.console.web import LANG_COOKIE, FormTooLarge, locale_of, read_form, render
 from gbadz.deps import Rules
-from gbadz.identity import people
 from gbadz.identity.oauth import CONSOLE_CALLBACK, CONSOLE_CLIENT_ID, GbadzAuthorizationServer
 from gbadz.vocabulary import EVIDENCE_KINDS, JURISDICTIONS, OUTCOMES, PURPOSES
 
@@ -231,7 +230,7 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
         )
     token = exchanged.json()
     principal = request.app.state.authenticator.authenticate(f"Bearer {token['access_token']}")
-    user_id = await run_in_threadpool(_user_id, request, principal.subject)
+    user_id = await run_in_threadpool(session.user_id, _sessions(request), principal.subject)
     value = await run_in_threadpool(
         session.open_session,
         _sessions(request),
@@ -244,11 +243,6 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
     _cookie(response, SESSION_COOKIE, value, request.app.state.settings.console.session_ttl_s)
     response.delete_cookie(LOGIN_COOKIE, secure=True, httponly=True, samesite="lax", path="/")
     return response
-
-
-def _user_id(request: Request, subject: str) -> str:
-    with _sessions(request)() as db:
-        return str(people.id_of(db, subject))
 
 
 @router.post("/logout")

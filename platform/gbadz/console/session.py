@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gbadz import audit
 from gbadz.config import ConsoleSettings
 from gbadz.console.models import ConsoleSession, PendingLogin
+from gbadz.identity import people
 from gbadz.identity.models import Organization, User
 
 SESSION_COOKIE = "__Host-gbadz_session"
@@ -164,3 +165,9 @@ def close(sessions: sessionmaker[Session], id_hash: str, person: Person) -> None
             subject_type="user",
             subject_id=person.id,
         )
+
+
+def user_id(sessions: sessionmaker[Session], subject: str) -> str:
+    """The signed-in person's id for a token subject ``user:<name>``."""
+    with sessions() as session:
+        return str(people.id_of(session, subject))

@@ -9,7 +9,6 @@ checked against that issuer's JWKS and mapped to an organisation and role by its
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -28,7 +27,7 @@ from gbadz.config import ExternalIssuer, OAuthSettings
 from gbadz.errors import InsufficientScope, Unauthenticated
 from gbadz.identity.models import OAuthClient, RevokedToken
 from gbadz.identity.scopes import ROLE_SCOPES
-from gbadz.identity.service import Viewer, viewer_for
+from gbadz.identity.service import Viewer, Viewers
 from gbadz.identity.tokens import (
     Principal,
     TokenRejected,
@@ -122,9 +121,10 @@ class RevocationView:
         with self._lock:
             if not self.stale():
                 return  # another thread refreshed while this one waited
-            self._load()
+            self.load()
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Read the revoked tokens and clients (the background refresh calls this every ``refresh_s``)."""
         with self.sessions() as session:
             now = datetime.now(UTC)
             jtis = frozenset(
@@ -134,15 +134,6 @@ class RevocationView:
                 session.scalars(sa.select(OAuthClient.client_id).where(OAuthClient.revoked_at.is_not(None)))
             )
         self._jtis, self._clients, self._loaded_at = jtis, clients, time.monotonic()
-
-    async def run(self) -> None:
-        """Refresh forever (cancelled at shutdown); a failed read is logged and retried."""
-        while True:
-            try:
-                self._load()
-            except Exception:
-                log.warning("revocation refresh failed", exc_info=True)
-            await asyncio.sleep(self.refresh_s)
 
     def check(self, principal: Principal) -> None:
         """Raise :class:`TokenRejected` if the token or its client was revoked."""
@@ -296,13 +287,12 @@ def describe(principal: Principal) -> dict[str, Any]:
 
 
 def viewer_of(request: Request, session: Session, principal: Principal) -> Viewer:
-    """The caller's organisation and jurisdiction (cached: an organisation never changes jurisdiction)."""
-    cache: dict[str, str] = request.app.state.org_jurisdictions
-    jurisdiction = cache.get(principal.org_id)
-    if jurisdiction is None:
-        viewer = viewer_for(session, principal.org_id)
-        if len(cache) > 100_000:
-            cache.clear()
-        cache[principal.org_id] = viewer.jurisdiction
-        return viewer
-    return Viewer(principal.org_id, jurisdiction)
+    """The caller's organisation and registered jurisdiction (cached per process)."""
+    viewers: Viewers = request.app.state.viewers
+    return viewers.of(session, principal.org_id)
+
+
+def known_viewer(request: Request, principal: Principal) -> Viewer | None:
+    """The caller as a viewer if its jurisdiction is already cached (the catalog's fast paths)."""
+    viewers: Viewers = request.app.state.viewers
+    return viewers.known(principal.org_id)

@@ -184,3 +184,25 @@ class Viewer:
 def viewer_for(session: Session, org_id: str) -> Viewer:
     org = session.get(Organization, org_id)
     return Viewer(org_id, org.jurisdiction if org is not None else "OTHER")
+
+
+class Viewers:
+    """Each calling organisation's registered jurisdiction, cached: an organisation never changes jurisdiction."""
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._jurisdictions: dict[str, str] = {}
+
+    def known(self, org_id: str) -> Viewer | None:
+        jurisdiction = self._jurisdictions.get(org_id)
+        return Viewer(org_id, jurisdiction) if jurisdiction is not None else None
+
+    def of(self, session: Session, org_id: str) -> Viewer:
+        viewer = self.known(org_id)
+        if viewer is None:
+            viewer = viewer_for(session, org_id)
+            if len(self._jurisdictions) > self.LIMIT:
+                self._jurisdictions.clear()
+            self._jurisdictions[org_id] = viewer.jurisdiction
+        return viewer

@@ -19,7 +19,6 @@ verify an export with ``gbadz audit verify`` — no database, no network.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import threading
@@ -180,15 +179,6 @@ class TransferLog:
             if size == 0 or (latest is not None and latest.tree_size >= size):
                 return None
             return self.checkpoint(session)
-
-    async def publish_periodically(self, sessions: sessionmaker[Session], interval_s: float) -> None:
-        """Run forever (cancelled at shutdown): a signed checkpoint every ``interval_s`` if the log grew."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await asyncio.to_thread(self.checkpoint_if_grown, sessions)
-            except Exception:
-                log.warning("periodic checkpoint failed", exc_info=True)
 
     def latest_checkpoint(self, session: Session) -> Checkpoint | None:
         return session.scalar(sa.select(Checkpoint).order_by(Checkpoint.tree_size.desc()).limit(1))

@@ -1,0 +1,121 @@
+"""Read use cases of the catalog behind the API's fast paths: search and a dataset's page.
+
+The in-process index answers most reads on the event loop; when it cannot (not current, or
+the caller's organisation not yet known), these run in a worker thread with a session of
+their own, and a rendered page is put back into the index's cache.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from minio import Minio
+from sqlalchemy.orm import Session, sessionmaker
+
+from gbadz import storage
+from gbadz.catalog import repository, schemas, service, views
+from gbadz.catalog.index import CatalogIndex
+from gbadz.catalog.models import Dataset
+from gbadz.catalog.search import CatalogSearch, SearchQuery
+from gbadz.config import Settings
+from gbadz.errors import NotFound, StorageUnavailable
+from gbadz.identity.service import Viewer, Viewers
+
+
+class VersionNotFound(NotFound):
+    """The dataset has no published version with this number."""
+
+
+def search_json(
+    sessions: sessionmaker[Session],
+    viewers: Viewers,
+    org_id: str,
+    query: SearchQuery,
+    *,
+    index: CatalogIndex | None,
+    engine: CatalogSearch,
+) -> bytes:
+    """One page of search results as JSON, from the index when given, else from the database."""
+    with sessions() as session:
+        viewer = viewers.of(session, org_id)
+        if index is not None:
+            return views.page_json(index.current().search(viewer, query))
+        page = engine.search(session, viewer, query)
+        result = schemas.DatasetPage(
+            items=[views.summary_of(d, score) for d, score in page.items],
+            total=page.total,
+            next_cursor=page.next_cursor,
+            sort=page.sort,
+        )
+        return result.model_dump_json().encode()
+
+
+def detail(
+    sessions: sessionmaker[Session],
+    viewers: Viewers,
+    org_id: str,
+    dataset_id: str,
+    index: CatalogIndex | None,
+) -> tuple[bytes, str, str]:
+    """Read the dataset and render its page (body, ETag, contract ETag); cache it in the index."""
+    snapshot = index.current() if index is not None else None
+    with sessions() as session:
+        viewer = viewers.of(session, org_id)
+        dataset = service.get_visible(session, viewer, dataset_id)
+        owner = dataset.provider_org_id == viewer.org_id
+        body = (
+            views.detail_of(dataset, repository.latest_version(session, dataset), owner)
+            .model_dump_json()
+            .encode()
+        )
+        rendered = (body, views.etag(body), service.contract_etag(dataset))
+    if snapshot is not None and snapshot.can_see(viewer, dataset_id) is not None:
+        snapshot.bodies[dataset_id, owner] = rendered
+    return rendered
+
+
+def provider_detail(session: Session, dataset: Dataset) -> tuple[bytes, str, str]:
+    """The provider's view of its dataset (contract included): body, ETag, contract ETag."""
+    body = (
+        views.detail_of(dataset, repository.latest_version(session, dataset), owner=True)
+        .model_dump_json()
+        .encode()
+    )
+    return body, views.etag(body), service.contract_etag(dataset)
+
+
+def version_list(session: Session, viewer: Viewer, dataset_id: str) -> list[schemas.VersionSummary]:
+    service.get_visible(session, viewer, dataset_id)
+    return [views.version_summary(v) for v in repository.versions(session, dataset_id)]
+
+
+def version_detail(
+    session: Session, client: Minio, settings: Settings, viewer: Viewer, dataset_id: str, number: int
+) -> schemas.VersionDetail:
+    service.get_visible(session, viewer, dataset_id)
+    row = repository.version(session, dataset_id, number)
+    if row is None:
+        raise VersionNotFound(f"dataset {dataset_id!r} has no version {number}")
+    try:
+        manifest: dict[str, Any] = json.loads(
+            storage.ObjectStore(client, settings.s3).get_bytes(settings.s3.curated_bucket, row.manifest_key)
+        )
+    except storage.S3_ERRORS as exc:
+        raise StorageUnavailable(storage.explain(settings.s3, exc)) from None
+    return schemas.VersionDetail(
+        **views.version_summary(row).model_dump(),
+        dataset_id=dataset_id,
+        manifest=manifest,
+        quality_report=row.quality,
+    )
+
+
+def ingestion_runs(
+    session: Session, viewer: Viewer, dataset_id: str, limit: int
+) -> list[schemas.IngestionRunRead]:
+    service.get_owned(session, viewer, dataset_id)
+    return [
+        schemas.IngestionRunRead.model_validate(r)
+        for r in repository.ingestion_runs(session, dataset_id, limit)
+    ]
