@@ -119,3 +119,9 @@ def ingestion_runs(
         schemas.IngestionRunRead.model_validate(r)
         for r in repository.ingestion_runs(session, dataset_id, limit)
     ]
+
+
+def check_uploadable(sessions: sessionmaker[Session], viewers: Viewers, org_id: str, dataset_id: str) -> None:
+    """Before a byte of an upload is read: the caller provides the dataset and it still takes uploads."""
+    with sessions() as session:
+        service.check_uploadable(session, viewers.of(session, org_id), dataset_id)

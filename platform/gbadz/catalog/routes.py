@@ -394,11 +394,7 @@ async def upload(
         )
     limit = settings.api.max_upload_bytes
 
-    def check() -> None:
-        with sessions() as session:
-            service.check_uploadable(session, viewers.of(session, principal.org_id), dataset_id)
-
-    await run_in_threadpool(check)
+    await run_in_threadpool(reads.check_uploadable, sessions, viewers, principal.org_id, dataset_id)
     fd, name = tempfile.mkstemp(prefix="gbadz-upload-", suffix=suffix)
     path = Path(name)
     try:
