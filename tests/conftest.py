@@ -145,16 +145,21 @@ def session(engine: Engine) -> Iterator[Session]:
             outer.rollback()
 
 
-@pytest.fixture
-def settings(database_url: str, engine: Engine, s3_settings: S3Settings, tmp_path: Path) -> Settings:
-    """Settings for the lane's migrated database and the real S3 server."""
+def lane_settings(database_url: str, s3_settings: S3Settings, home: Path) -> Settings:
+    """Settings for a lane's migrated database and the real S3 server, with a home of their own."""
     return Settings(
         env="test",
-        home=tmp_path / "home",
+        home=home,
         db=DatabaseSettings(url=database_url),
         s3=s3_settings,
         crypto=CryptoSettings(passphrase=SecretStr("the test suite's keyring passphrase"), scrypt_log2_n=10),
     )
+
+
+@pytest.fixture
+def settings(database_url: str, engine: Engine, s3_settings: S3Settings, tmp_path: Path) -> Settings:
+    """Settings for the lane's migrated database and the real S3 server."""
+    return lane_settings(database_url, s3_settings, tmp_path / "home")
 
 
 @pytest.fixture

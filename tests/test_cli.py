@@ -12,6 +12,8 @@ from gbadz.config import S3Settings
 from gbadz.embedded import _pid_alive
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.e2e
+
 
 def _status(home: Path) -> dict[str, object]:
     result = run_cli(home, "services", "status", "--json")

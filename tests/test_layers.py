@@ -23,7 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from gbadz.db import ReadSession
-from tests.access.conftest import Client, bearer, fetch_token
+from tests.api import Client, bearer, fetch_token
 
 PACKAGE = Path(__file__).resolve().parents[1] / "platform" / "gbadz"
 QUERY_CALLS = {"execute", "scalar", "scalars", "commit", "rollback", "begin", "begin_nested", "flush"}

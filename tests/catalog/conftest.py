@@ -1,4 +1,6 @@
-"""Catalog tests use the shared dataset fixtures (tests/datasets.py, registered in tests/conftest.py)."""
+"""Catalog fixtures. Search and get-by-id have two read paths (the in-process index and the
+database engines); tests marked ``both_read_paths`` run on each, every other catalog test on
+the default (the index)."""
 
 import pytest
 from fastapi import FastAPI
@@ -8,10 +10,21 @@ from gbadz.config import Settings
 from tests.datasets import YAML, Party, as_yaml, contract, org_name, token
 
 __all__ = ["YAML", "Party", "as_yaml", "contract", "org_name", "token"]
+READ_PATHS = ("index", "database")
 
 
-@pytest.fixture(params=["index", "database"])
-def app(settings: Settings, request: pytest.FixtureRequest) -> FastAPI:
-    """Every catalog test runs on both read paths: the in-process index and the database engines."""
-    api = settings.api.model_copy(update={"catalog_search": request.param})
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_read_paths"):
+        metafunc.parametrize("read_path", READ_PATHS, indirect=True)
+
+
+@pytest.fixture
+def read_path(request: pytest.FixtureRequest) -> str:
+    """The catalog's read path: ``index`` unless the test runs on both."""
+    return str(getattr(request, "param", "index"))
+
+
+@pytest.fixture
+def app(settings: Settings, read_path: str) -> FastAPI:
+    api = settings.api.model_copy(update={"catalog_search": read_path})
     return create_app(settings.model_copy(update={"api": api}))

@@ -40,6 +40,7 @@ def assert_error(response: Any, status: int, field: str | None = None) -> dict[s
     return body
 
 
+@pytest.mark.both_read_paths
 class TestSearch:
     def test_a_column_name_finds_its_dataset(
         self, http: TestClient, party: MakeParty, publish: Publish
@@ -108,6 +109,7 @@ class TestSearch:
         assert [found["id"]] == ids(search(http, consumer, q=f"澳門旅客 {word}"))
 
 
+@pytest.mark.both_read_paths
 class TestFilters:
     def test_each_filter_narrows_the_results(
         self, http: TestClient, party: MakeParty, publish: Publish
@@ -165,6 +167,7 @@ class TestFilters:
         assert [gone["id"]] == ids(search(http, provider, q=tag, status="retired"))
 
 
+@pytest.mark.both_read_paths
 class TestPagination:
     @pytest.mark.parametrize("sort", ["relevance", "name", "-updated"])
     def test_pages_cover_every_dataset_once_while_others_are_published(
@@ -269,6 +272,7 @@ class TestPagination:
         )
 
 
+@pytest.mark.both_read_paths
 class TestBadInput:
     @pytest.mark.parametrize(
         ("params", "status", "field"),
@@ -295,6 +299,7 @@ class TestBadInput:
         assert "x" * 50 not in str(body)  # the oversized value is not echoed back
 
 
+@pytest.mark.both_read_paths
 class TestVisibility:
     def test_hong_kong_consumer_cannot_see_a_shenzhen_important_dataset(
         self, http: TestClient, party: MakeParty, publish: Publish
@@ -360,6 +365,7 @@ class TestVisibility:
         assert can_see(restricted, Viewer("p", "OTHER"))  # its provider
 
 
+@pytest.mark.both_read_paths
 class TestDatasetReads:
     def test_detail_shows_schema_licence_and_hides_personal_examples(
         self, http: TestClient, party: MakeParty, publish: Publish

@@ -26,6 +26,8 @@ from schemathesis.checks import (
 from tests.api import bearer, fetch_token, make_client
 from tests.catalog.conftest import YAML, as_yaml, contract, org_name
 
+pytestmark = pytest.mark.e2e
+
 EXAMPLES = 30  # per operation and database lane
 KNOWN = "fuzz-known-dataset"
 

@@ -57,6 +57,7 @@ def _runs(http: TestClient, provider: Party, dataset: str) -> list[dict[str, Any
 
 
 class TestUploads:
+    @pytest.mark.e2e
     def test_upload_is_landed_queued_then_published_by_the_dag(
         self,
         http: TestClient,

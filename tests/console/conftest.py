@@ -4,27 +4,56 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
 from gbadz.app import create_app
-from gbadz.config import OAuthSettings, Settings
+from gbadz.config import OAuthSettings, S3Settings, Settings
+from tests.conftest import lane_settings
 from tests.console.world import Person, World, build
 
 BASE = "https://console.test"
 
 
-@pytest.fixture
-def app(settings: Settings) -> FastAPI:
+def _console_app(settings: Settings) -> FastAPI:
     return create_app(settings.model_copy(update={"oauth": OAuthSettings(issuer=BASE)}))
 
 
+@pytest.fixture(scope="module")
+def shared(
+    database_url: str, engine: Engine, s3_settings: S3Settings, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[FastAPI, Settings, World]:
+    """One app and world per module and lane: two ingests and three password hashes, built once.
+
+    Tests that change what others read (approve the pending request, disable a person, trip the
+    sign-in limiter) are marked ``fresh_world`` and get an app and world of their own.
+    """
+    home = tmp_path_factory.mktemp("console")
+    settings = lane_settings(database_url, s3_settings, home / "home")
+    app = _console_app(settings)
+    return app, settings, build(app, settings, home)
+
+
+def _fresh(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("fresh_world") is not None
+
+
 @pytest.fixture
-def world(app: FastAPI, settings: Settings, tmp_path: Path) -> World:
-    return build(app, settings, tmp_path)
+def app(request: pytest.FixtureRequest, database_url: str) -> FastAPI:
+    """The shared app of the module's lane, or one of its own for a ``fresh_world`` test."""
+    if _fresh(request):
+        return _console_app(request.getfixturevalue("settings"))
+    return request.getfixturevalue("shared")[0]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def world(request: pytest.FixtureRequest, app: FastAPI) -> World:
+    if _fresh(request):
+        return build(app, request.getfixturevalue("settings"), request.getfixturevalue("tmp_path"))
+    return request.getfixturevalue("shared")[2]  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -164,6 +164,7 @@ class TestSignIn:
         status, body = _exchange(client, code, verifier)
         assert (400, "invalid_grant") == (status, body["error"])
 
+    @pytest.mark.fresh_world
     def test_wrong_passwords_are_refused_next_to_the_field_then_rate_limited(
         self, world: World, browser_client: Callable[[], TestClient]
     ) -> None:
@@ -203,6 +204,7 @@ class TestSignIn:
         assert 'id="password-error"' in answer.text
         assert 'aria-invalid="true"' in answer.text
 
+    @pytest.mark.fresh_world
     def test_a_disabled_person_is_signed_out_at_the_next_request(
         self, world: World, signed_in: SignedIn, app: FastAPI
     ) -> None:
@@ -446,6 +448,7 @@ def _approve_through_the_console(world: World, signed_in: SignedIn) -> None:
         assert 303 == answer.status_code, answer.text[:500]
 
 
+@pytest.mark.fresh_world
 def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
     world: World, signed_in: SignedIn, app: FastAPI
 ) -> None:
@@ -491,6 +494,7 @@ def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
     assert 'href="http://127.0.0.1' in first.text  # presigned URLs on the real S3 server
 
 
+@pytest.mark.fresh_world
 def test_a_revoked_grant_gets_no_links_and_says_why(world: World, signed_in: SignedIn, app: FastAPI) -> None:
     from gbadz.access.models import Grant
     from gbadz.models import utcnow

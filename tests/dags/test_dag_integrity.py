@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, cli_env
+
+pytestmark = pytest.mark.e2e
 
 PROBE = """
 import json

@@ -12,6 +12,8 @@ from gbadz.config import Settings, settings_environment
 from gbadz.ingest import samples
 from tests.conftest import REPO, run_cli
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="session")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:

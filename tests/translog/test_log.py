@@ -189,6 +189,7 @@ class TestExportAndVerify:
         assert (False, 6) == (verdict.ok, verdict.first_bad_index)
 
 
+@pytest.mark.e2e
 class TestAuditCommands:
     def test_export_then_verify_offline_and_catch_an_edit(
         self, sessions: sessionmaker[Session], log: TransferLog, settings: Settings, tmp_path: Path

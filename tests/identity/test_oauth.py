@@ -22,7 +22,7 @@ from joserfc.jwk import OKPKey, RSAKey
 from gbadz import audit
 from gbadz.config import OAuthSettings, Settings
 from gbadz.identity.scopes import ROLE_SCOPES
-from tests.access.conftest import Client, basic, bearer, fetch_token, make_client
+from tests.api import Client, basic, bearer, fetch_token, make_client
 
 
 def _b64(data: bytes | dict[str, Any]) -> str:

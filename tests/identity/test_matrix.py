@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from gbadz.identity.scopes import ROLE_SCOPES
-from tests.access.conftest import Client, bearer, fetch_token
+from tests.api import Client, bearer, fetch_token
 
 SHARING = "/delta-sharing/"  # authenticated by a grant's sharing token (tests/delivery/test_sharing.py)
 # Routes anyone may call: operations probes and the OAuth endpoints (which authenticate clients themselves).

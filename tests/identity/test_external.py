@@ -17,7 +17,7 @@ from joserfc.jwk import RSAKey
 
 from gbadz.app import create_app
 from gbadz.config import ExternalIssuer, OAuthSettings, Settings
-from tests.access.conftest import bearer
+from tests.api import bearer
 
 ISSUER = "https://idp.hk-logistics.example/realms/gbadz"
 

@@ -102,6 +102,7 @@ class TestBadContracts:
             load_contract(big)
 
 
+@pytest.mark.e2e
 class TestLintCommand:
     def test_good_and_bad(self, tmp_path: Path) -> None:
         """`gbadz contracts lint` exits 0 on the shipped contracts, 1 naming file, field and reason otherwise."""
