@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export GBADZ_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export GBADZ_TEST_REQUIRE_POSTGRES ?= 1
 
-.PHONY: setup browser demo test lint fmt bench serve services services-down clean
+.PHONY: setup browser demo test test-fast lint fmt bench serve services services-down clean
 
 setup: $(STAMP) browser
 
@@ -29,6 +29,11 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(PY) -m pytest
+
+# The inner loop: no end-to-end tests (Airflow, CLI and demo subprocesses, browser, fuzzer) and
+# only the SQLite lane (deselected, not skipped). `make test` is what CI runs.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not e2e" -k "not postgresql" -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -161,7 +161,9 @@ def transfer_rules(settings: Settings) -> RuleSet:
     try:
         return load_rules(settings.transfer.rules_file)
     except (OSError, RulesError) as exc:
-        raise ConfigurationError(f"GBADZ_TRANSFER__RULES_FILE: {exc}") from None
+        raise ConfigurationError(
+            f"GBADZ_TRANSFER__RULES_FILE: {exc}", field="GBADZ_TRANSFER__RULES_FILE"
+        ) from None
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -54,6 +54,7 @@ class TestDecisions:
     def test_macao_statistics_to_a_hong_kong_startup_is_approved_automatically(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """Macao statistics without personal data reach a Hong Kong startup at once, with an active grant."""
         macao = party("provider", "MO")
         dataset = publish(macao, origin="MO", with_pi=False)["id"]
         startup = party("consumer", "HK")
@@ -74,6 +75,7 @@ class TestDecisions:
         gba_registered: Callable[[Party], Party],
         app: FastAPI,
     ) -> None:
+        """Shenzhen personal data needs provider review, then compliance approval once a GBA SC is filed."""
         shenzhen = party("provider", "CN-SZ")
         dataset = publish(shenzhen, origin="CN-SZ")["id"]
         startup = gba_registered(party("consumer", "HK"))
@@ -163,6 +165,7 @@ class TestDecisions:
     def test_a_late_filed_contract_does_not_satisfy_the_mechanism(
         self, http: TestClient, party: MakeParty, publish: Publish, gba_registered: Callable[[Party], Party]
     ) -> None:
+        """A GBA standard contract filed too long after taking effect is a late filing, not evidence."""
         shenzhen = party("provider", "CN-SZ")
         dataset = publish(shenzhen, origin="CN-SZ")["id"]
         startup = gba_registered(party("consumer", "HK"))
@@ -190,6 +193,7 @@ class TestDecisions:
     def test_core_data_is_prohibited_and_can_never_be_approved(
         self, http: TestClient, party: MakeParty, publish: Publish, app: FastAPI
     ) -> None:
+        """A request for core data is rejected as prohibited (M1), and nobody can approve it afterwards."""
         shenzhen = party("provider", "CN-SZ")
         dataset = publish(shenzhen, origin="CN-SZ", category="core", visible_to=("HK",))["id"]
         startup = party("consumer", "HK")
@@ -210,6 +214,7 @@ class TestDecisions:
     def test_the_provider_can_reject_with_a_reason(
         self, http: TestClient, party: MakeParty, publish: Publish, gba_registered: Callable[[Party], Party]
     ) -> None:
+        """A provider can reject a request only with a reason, and a rejected request stays rejected."""
         shenzhen = party("provider", "CN-SZ")
         dataset = publish(shenzhen, origin="CN-SZ")["id"]
         body = created(ask(http, gba_registered(party("consumer", "HK")), dataset))
@@ -224,6 +229,7 @@ class TestLicence:
     def test_a_purpose_the_licence_does_not_permit_is_rejected_with_the_clause(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """A purpose the licence does not permit is rejected, citing the permitted_purposes clause."""
         macao = party("provider", "MO")
         dataset = publish(macao, origin="MO", with_pi=False, purposes=("other",))["id"]
         body = created(ask(http, party("consumer", "HK"), dataset, purpose="emergency"))
@@ -233,6 +239,7 @@ class TestLicence:
     def test_duration_is_capped_and_columns_limited(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """A request's duration is capped at the licence maximum and covers only the columns asked for."""
         macao = party("provider", "MO")
         dataset = publish(macao, origin="MO", with_pi=False)["id"]  # licence: P1Y
         body = created(
@@ -244,6 +251,7 @@ class TestLicence:
     def test_onward_transfer_refused_when_the_licence_forbids_it(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """Onward transfer outside the GBA is rejected when the licence does not allow it."""
         macao = party("provider", "MO")
         dataset = publish(macao, origin="MO", with_pi=False)["id"]
         body = created(ask(http, party("consumer", "HK"), dataset, onward_transfer="outside_gba"))
@@ -275,6 +283,7 @@ class TestBadInput:
         status: int,
         field: str,
     ) -> None:
+        """An invalid access request is refused naming the offending field, and no request is stored."""
         macao = party("provider", "MO")
         dataset = publish(macao, origin="MO", with_pi=False)["id"]
         response = ask(http, party("consumer", "HK"), dataset, **body)
@@ -287,6 +296,7 @@ class TestBadInput:
     def test_hidden_or_missing_datasets_are_404_and_providers_cannot_request(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """A hidden dataset is a 404 like a missing one, to requests and assessments; providers can't ask."""
         shenzhen = party("provider", "CN-SZ")
         secret = publish(shenzhen, origin="CN-SZ", category="important")["id"]
         startup = party("consumer", "HK")
@@ -303,6 +313,7 @@ class TestBadInput:
     def test_grants_can_be_revoked_once_and_only_by_a_party(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """Only a party to a grant can revoke it, and only once; to anyone else the grant is missing."""
         macao = party("provider", "MO")
         dataset = publish(macao, origin="MO", with_pi=False)["id"]
         startup = party("consumer", "HK")
@@ -323,6 +334,7 @@ class TestExpiringMechanisms:
     def test_only_mechanisms_expiring_within_the_window_are_listed(
         self, http: TestClient, party: MakeParty
     ) -> None:
+        """Officers see only mechanisms expiring within the window; a reference can't be filed twice."""
         exporter, recipient = party("provider", "CN-SZ"), party("consumer", "HK")
         officer = party("compliance_officer")
         today = datetime.now(UTC).date()

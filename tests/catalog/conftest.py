@@ -14,7 +14,7 @@ READ_PATHS = ("index", "database")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.definition.get_closest_marker("both_read_paths"):
+    if "read_path" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_read_paths"):
         metafunc.parametrize("read_path", READ_PATHS, indirect=True)
 
 

@@ -45,6 +45,7 @@ class TestSearch:
     def test_a_column_name_finds_its_dataset(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """A word found only in a column name finds that dataset, including snake_case parts and prefixes."""
         provider, consumer = party("provider"), party("consumer")
         word = token()
         found = publish(provider, extra_columns=(f"berth_{word}",))
@@ -58,6 +59,7 @@ class TestSearch:
     def test_name_matches_rank_above_column_and_description_matches(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """Search ranks name matches above tag, column and description matches, in descending score."""
         provider, consumer = party("provider"), party("consumer")
         word = token()
         in_description = publish(provider, purpose_text=f"Counts of {word} events.")
@@ -71,6 +73,7 @@ class TestSearch:
         assert scores == sorted(scores, reverse=True)
 
     def test_every_word_must_match(self, http: TestClient, party: MakeParty, publish: Publish) -> None:
+        """A multi-word search returns only datasets that match every word."""
         provider, consumer = party("provider"), party("consumer")
         a, b = token(), token()
         both = publish(provider, tags=(a, b))
@@ -92,6 +95,7 @@ class TestSearch:
     def test_sql_and_full_text_meta_characters_are_just_text(
         self, http: TestClient, party: MakeParty, app: FastAPI, q: str
     ) -> None:
+        """SQL and full-text operators in a search are plain text: the search succeeds and breaks nothing."""
         consumer = party("consumer")
         response = http.get("/api/v1/datasets", params={"q": q}, headers=consumer.headers)
         assert 200 == response.status_code, response.text
@@ -103,6 +107,7 @@ class TestSearch:
     def test_chinese_titles_are_searchable(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """A dataset with a Chinese title is found by searching for that title."""
         provider, consumer = party("provider"), party("consumer")
         word = token()
         found = publish(provider, name=f"澳門旅客 {word}")
@@ -114,6 +119,7 @@ class TestFilters:
     def test_each_filter_narrows_the_results(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """Each search filter (origin, PI, purpose, provider, category, updated_since) narrows the result."""
         hk, mo = party("provider", "HK"), party("provider", "MO")
         consumer = party("consumer", "HK")
         tag = token()
@@ -141,6 +147,7 @@ class TestFilters:
     def test_deprecated_is_listed_but_retired_is_not(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """Deprecated datasets stay listed; retired ones vanish for consumers but not for their provider."""
         provider, consumer = party("provider"), party("consumer")
         tag = token()
         old = publish(provider, tags=(tag,))
@@ -173,6 +180,7 @@ class TestPagination:
     def test_pages_cover_every_dataset_once_while_others_are_published(
         self, http: TestClient, party: MakeParty, publish: Publish, sort: str
     ) -> None:
+        """Cursor pages list every existing dataset exactly once while new ones are published in between."""
         provider, consumer = party("provider"), party("consumer")
         tag = token()
         original = set()
@@ -202,6 +210,7 @@ class TestPagination:
     def test_concurrent_publishing_while_paging(
         self, http: TestClient, party: MakeParty, publish: Publish, app: FastAPI
     ) -> None:
+        """Paging while another thread publishes never repeats or skips a dataset that existed throughout."""
         provider, consumer = party("provider"), party("consumer")
         tag = token()
         original = {publish(provider, tags=(tag,))["id"] for _ in range(12)}
@@ -242,6 +251,7 @@ class TestPagination:
         assert original <= set(seen)
 
     def test_bad_cursors_are_400(self, http: TestClient, party: MakeParty, publish: Publish) -> None:
+        """A malformed cursor, or one from another query or sort, is refused rather than misapplied."""
         provider, consumer = party("provider"), party("consumer")
         tag = token()
         for _ in range(3):
@@ -294,6 +304,7 @@ class TestBadInput:
     def test_bad_parameters_name_the_field(
         self, http: TestClient, party: MakeParty, params: dict[str, Any], status: int, field: str
     ) -> None:
+        """A bad search parameter is refused naming the field, without echoing an oversized value back."""
         response = http.get("/api/v1/datasets", params=params, headers=party("consumer").headers)
         body = assert_error(response, status, field)
         assert "x" * 50 not in str(body)  # the oversized value is not echoed back
@@ -304,6 +315,7 @@ class TestVisibility:
     def test_hong_kong_consumer_cannot_see_a_shenzhen_important_dataset(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """A Shenzhen important dataset looks missing to Hong Kong, Macao and others; Guangzhou sees it."""
         sz_provider = party("provider", "CN-SZ")
         tag = token()
         secret = publish(sz_provider, tags=(tag,), origin="CN-SZ", category="important")
@@ -332,6 +344,7 @@ class TestVisibility:
     def test_visible_to_opens_restricted_metadata_to_named_jurisdictions(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """visible_to shows a restricted dataset's metadata to the named jurisdictions and no others."""
         sz_provider = party("provider", "CN-SZ")
         tag = token()
         shared = publish(sz_provider, tags=(tag,), origin="CN-SZ", category="core", visible_to=("HK",))
@@ -341,6 +354,7 @@ class TestVisibility:
     def test_drafts_are_seen_only_by_their_provider(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """A draft dataset is visible only to the provider that owns it."""
         provider, other = party("provider"), party("provider")
         tag = token()
         draft = publish(provider, tags=(tag,), status="draft")
@@ -349,6 +363,7 @@ class TestVisibility:
         assert 404 == http.get(f"/api/v1/datasets/{draft['id']}", headers=other.headers).status_code
 
     def test_an_unknown_organisation_sees_only_general_datasets(self) -> None:
+        """An organisation unknown to the catalog can't see a restricted dataset, while its provider can."""
         from gbadz.catalog.models import Dataset
         from gbadz.catalog.service import can_see
         from gbadz.identity.service import Viewer
@@ -370,6 +385,7 @@ class TestDatasetReads:
     def test_detail_shows_schema_licence_and_hides_personal_examples(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """Detail shows schema and licence but no personal examples; only the provider sees the contract."""
         provider, consumer = party("provider"), party("consumer")
         created = publish(provider)
         response = http.get(f"/api/v1/datasets/{created['id']}", headers=consumer.headers)
@@ -392,6 +408,7 @@ class TestDatasetReads:
         assert mine["contract"]["id"] == created["id"]
 
     def test_etag_and_cache_control(self, http: TestClient, party: MakeParty, publish: Publish) -> None:
+        """Dataset detail is privately cached with an ETag that answers 304 until the dataset changes."""
         provider, consumer = party("provider"), party("consumer")
         created = publish(provider)
         url = f"/api/v1/datasets/{created['id']}"
@@ -415,6 +432,7 @@ class TestDatasetReads:
 
 class TestProviderActions:
     def test_register_update_and_audit(self, http: TestClient, party: MakeParty, app: FastAPI) -> None:
+        """A provider registers and updates a contract, YAML or JSON, under If-Match and versioning."""
         provider = party("provider")
         doc = contract(f"t-{token()}", provider.org_name)
         created = http.post("/api/v1/datasets", content=as_yaml(doc), headers=provider.headers | YAML)
@@ -464,6 +482,7 @@ class TestProviderActions:
     def test_bad_contracts_and_wrong_callers(
         self, http: TestClient, party: MakeParty, publish: Publish
     ) -> None:
+        """Malformed contracts and callers without the right are refused with matching errors."""
         provider, other, consumer = party("provider"), party("provider"), party("consumer")
         doc = contract(f"t-{token()}", provider.org_name)
         assert_error(
@@ -537,6 +556,7 @@ class TestProviderActions:
     def test_retiring_destroys_the_datasets_keys(
         self, http: TestClient, party: MakeParty, publish: Publish, app: FastAPI
     ) -> None:
+        """Retiring a dataset destroys its data keys; a retired dataset can't be retired or updated again."""
         provider = party("provider")
         created = publish(provider)
         keys = app.state.keys

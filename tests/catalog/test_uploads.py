@@ -67,6 +67,7 @@ class TestUploads:
         key_prefix: str,
         app: FastAPI,
     ) -> None:
+        """An upload lands encrypted and queued; the DAG publishes good data as version 1 and rejects bad."""
         provider = party("provider", "MO")
         consumer = party("consumer", "HK")
         dataset = _register(http, provider, key_prefix)
@@ -130,6 +131,7 @@ class TestUploads:
     def test_bad_uploads_are_refused_and_nothing_is_queued(
         self, http: TestClient, party: Callable[..., Party], settings: Settings, key_prefix: str
     ) -> None:
+        """Wrong-type, empty, oversized or unauthorised uploads are refused and no ingestion is queued."""
         provider, other = party("provider", "MO"), party("provider", "MO")
         dataset = _register(http, provider, key_prefix)
         url = f"/api/v1/datasets/{dataset}/uploads"

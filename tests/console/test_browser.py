@@ -121,6 +121,7 @@ def sign_out(page: Page) -> None:
 
 
 def test_each_roles_journey(browser: Browser, site: Site) -> None:
+    """Each role completes its journey in a real browser, and every page passes WCAG 2.1 A/AA checks."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
     world = site.world
@@ -246,6 +247,7 @@ def test_each_roles_journey(browser: Browser, site: Site) -> None:
 
 
 def test_pages_read_without_javascript_and_work_from_the_keyboard(browser: Browser, site: Site) -> None:
+    """Console pages render without JavaScript, and a skip link and Tab reach every catalog control."""
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
     sign_in(page, site, site.world.people["compliance_officer"])

@@ -83,6 +83,7 @@ class TestSignIn:
     def test_the_flow_sets_a_host_only_secure_httponly_session_cookie_and_sign_out_ends_it(
         self, world: World, browser_client: Callable[[], TestClient]
     ) -> None:
+        """Sign-in sets a __Host- Secure HttpOnly session cookie, and sign-out makes that cookie useless."""
         client = browser_client()
         anonymous = client.get("/console/catalog")
         assert 303 == anonymous.status_code
@@ -124,6 +125,7 @@ class TestSignIn:
     def test_pkce_is_required_and_only_s256(
         self, world: World, browser_client: Callable[[], TestClient]
     ) -> None:
+        """An authorization request without PKCE, or with plain PKCE, is sent back as invalid_request."""
         client = browser_client()
         missing = client.get(_authorize_url(None))
         plain = client.get(_authorize_url("x" * 43, method="plain"))
@@ -135,6 +137,7 @@ class TestSignIn:
     def test_a_foreign_redirect_uri_or_unknown_client_is_shown_not_followed(
         self, world: World, browser_client: Callable[[], TestClient]
     ) -> None:
+        """A foreign redirect URI, unknown client or repeated parameter shows an error, never a redirect."""
         client = browser_client()
         _, challenge = _pkce()
         foreign = client.get(_authorize_url(challenge, redirect="https://evil.example/cb"))
@@ -148,6 +151,7 @@ class TestSignIn:
     def test_a_code_works_once_and_only_with_its_verifier(
         self, world: World, browser_client: Callable[[], TestClient], app: FastAPI
     ) -> None:
+        """An authorization code works once, only with its PKCE verifier, for the person's org and scopes."""
         client = browser_client()
         person = world.people["provider"]
         verifier, challenge = _pkce()
@@ -168,6 +172,7 @@ class TestSignIn:
     def test_wrong_passwords_are_refused_next_to_the_field_then_rate_limited(
         self, world: World, browser_client: Callable[[], TestClient]
     ) -> None:
+        """Wrong passwords get 400 five times and then 429; a forged sign-in token is refused as expired."""
         client = browser_client()
         _, challenge = _pkce()
         url = _authorize_url(challenge)
@@ -193,6 +198,7 @@ class TestSignIn:
     def test_the_sign_in_form_names_the_missing_fields(
         self, world: World, browser_client: Callable[[], TestClient]
     ) -> None:
+        """An empty sign-in form marks the username and password fields invalid, each with its own error."""
         client = browser_client()
         url = _authorize_url(_pkce()[1])
         page = client.get(url)
@@ -208,6 +214,7 @@ class TestSignIn:
     def test_a_disabled_person_is_signed_out_at_the_next_request(
         self, world: World, signed_in: SignedIn, app: FastAPI
     ) -> None:
+        """Disabling a person signs them out at their next request and deletes their console sessions."""
         client = signed_in("consumer")
         assert 200 == client.get("/console/catalog").status_code
         with app.state.sessionmaker.begin() as session:
@@ -237,6 +244,7 @@ ROLE_PAGES = {
 class TestRoles:
     @pytest.mark.parametrize("role", sorted(ROLE_PAGES))
     def test_another_roles_pages_look_missing(self, role: str, signed_in: SignedIn) -> None:
+        """Another role's console pages answer 404 Not found rather than admitting they exist."""
         client = signed_in(role)
         for path in ROLE_PAGES[role]:
             response = client.get(path)
@@ -246,6 +254,7 @@ class TestRoles:
     def test_another_roles_actions_look_missing_and_change_nothing(
         self, world: World, signed_in: SignedIn, app: FastAPI
     ) -> None:
+        """Posting another role's actions answers 404 and leaves the pending request untouched."""
         consumer = signed_in("consumer")
         csrf = _csrf(consumer.get("/console/catalog").text)
         approve = consumer.post(f"/console/requests/{world.pending_request}/approve", data={"csrf": csrf})
@@ -265,6 +274,7 @@ class TestRoles:
     def test_a_form_without_the_sessions_csrf_token_is_refused(
         self, world: World, signed_in: SignedIn, app: FastAPI
     ) -> None:
+        """A form with a missing or forged CSRF token is refused as expired and changes nothing."""
         provider = signed_in("provider")
         for data in ({}, {"csrf": "forged"}):
             response = provider.post(f"/console/requests/{world.pending_request}/approve", data=data)
@@ -278,6 +288,7 @@ class TestForms:
     def test_a_bad_request_form_shows_errors_next_to_the_fields_and_writes_nothing(
         self, world: World, signed_in: SignedIn, app: FastAPI
     ) -> None:
+        """Each invalid access-request field gets an error linked to it, and no request is written."""
         client = signed_in("consumer")
         page = client.get(f"/console/datasets/{world.dataset}")
         assert 200 == page.status_code
@@ -316,6 +327,7 @@ class TestForms:
     def test_rejecting_without_a_reason_is_refused_next_to_the_reason(
         self, world: World, signed_in: SignedIn, app: FastAPI
     ) -> None:
+        """Rejecting without a reason is refused beside the reason field, and the request stays pending."""
         provider = signed_in("provider")
         queue = provider.get("/console/requests")
         assert world.pending_request in queue.text
@@ -331,6 +343,7 @@ class TestForms:
     def test_an_oversized_form_is_refused_whatever_its_content_length_says(
         self, world: World, signed_in: SignedIn, app: FastAPI
     ) -> None:
+        """A form over the size limit is refused with 413 even when its Content-Length claims it is small."""
         provider = signed_in("provider")
         csrf = _csrf(provider.get("/console/requests").text)
         body = urlencode({"csrf": csrf, "reason": "x" * 70_000}).encode()
@@ -344,6 +357,7 @@ class TestForms:
             assert "under_provider_review" == session.get(AccessRequest, world.pending_request).state  # type: ignore[union-attr]
 
     def test_a_bad_transfer_filter_is_named(self, signed_in: SignedIn) -> None:
+        """An invalid transfer-log date filter is refused with an error on the since field."""
         officer = signed_in("compliance_officer")
         response = officer.get("/console/compliance/transfers?since=yesterday")
         assert 422 == response.status_code
@@ -354,6 +368,7 @@ class TestLanguages:
     def test_switching_language_keeps_the_page_and_uses_the_legal_vocabulary(
         self, world: World, signed_in: SignedIn
     ) -> None:
+        """Switching language returns to the same page and uses each language's legal terms."""
         client = signed_in("consumer")
         path = f"/console/datasets/{world.dataset}"
         for code, words in (
@@ -369,11 +384,13 @@ class TestLanguages:
                 assert word in page.text, (code, word)
 
     def test_the_language_switch_only_returns_to_local_pages(self, signed_in: SignedIn) -> None:
+        """The language switch never redirects off-site; foreign targets fall back to the console home."""
         client = signed_in("consumer")
         for target in ("https://evil.example/", "//evil.example/", "/\\evil"):
             assert "/console/" == client.get(f"/console/lang?to=en&next={target}").headers["location"]
 
     def test_every_label_the_templates_use_has_all_three_languages(self) -> None:
+        """Every label the templates and vocabularies use is translated into all three languages."""
         used = set()
         for template in TEMPLATES.glob("*.html"):
             text = template.read_text()
@@ -407,6 +424,7 @@ class TestLanguages:
 
 
 def test_people_get_clear_errors_for_bad_accounts(app: FastAPI, world: World) -> None:
+    """Creating a person with a bad username, password or role names the field; a taken name conflicts."""
     from gbadz.errors import BadRequest, Conflict
 
     with app.state.sessionmaker.begin() as session:
@@ -426,6 +444,7 @@ def test_people_get_clear_errors_for_bad_accounts(app: FastAPI, world: World) ->
 
 
 def test_sign_in_helper_reaches_the_role_home(world: World, browser_client: Callable[[], TestClient]) -> None:
+    """Each signed-in role is sent from the console root to its own home page, which loads."""
     for role, home in (
         ("consumer", "/console/catalog"),
         ("provider", "/console/provider"),
@@ -452,6 +471,7 @@ def _approve_through_the_console(world: World, signed_in: SignedIn) -> None:
 def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
     world: World, signed_in: SignedIn, app: FastAPI
 ) -> None:
+    """Console approvals are audited per person, and a delivery sent twice is one logged transfer."""
     from gbadz.translog.models import LogEntry
 
     _approve_through_the_console(world, signed_in)
@@ -496,6 +516,7 @@ def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
 
 @pytest.mark.fresh_world
 def test_a_revoked_grant_gets_no_links_and_says_why(world: World, signed_in: SignedIn, app: FastAPI) -> None:
+    """A revoked grant gets 410 saying it is revoked, and no presigned links."""
     from gbadz.access.models import Grant
     from gbadz.models import utcnow
 
@@ -517,6 +538,7 @@ def test_a_revoked_grant_gets_no_links_and_says_why(world: World, signed_in: Sig
 def test_an_expired_code_is_refused(
     world: World, browser_client: Callable[[], TestClient], app: FastAPI
 ) -> None:
+    """An expired authorization code is refused as invalid_grant even with the right verifier."""
     from gbadz.identity.models import AuthorizationCode
 
     client = browser_client()

@@ -73,6 +73,7 @@ class TestMasks:
 
 @given(st.lists(st.one_of(st.none(), st.text(max_size=20)), max_size=30))
 def test_vectorised_last4_mask_equals_the_scalar_mask(values: list[str | None]) -> None:
+    """The Arrow last-four mask gives the same result as the scalar mask for any strings and nulls."""
     from gbadz.crypto.pseudonym import mask_keep_last
 
     assert [mask_keep_last(v) for v in values] == mask_array(

@@ -78,6 +78,7 @@ class TestDelivery:
     def test_granted_columns_protected_as_decided_and_logged_before_urls(
         self, app: FastAPI, http: TestClient, party: Callable[..., Party], published: tuple[Party, str]
     ) -> None:
+        """A delivery has just the granted columns, protected as decided, logged with an inclusion proof."""
         _, dataset = published
         consumer = party("consumer", "HK")
         grant = _grant(http, consumer, dataset)
@@ -140,6 +141,7 @@ class TestDelivery:
     def test_a_revoked_grant_gets_no_new_urls(
         self, app: FastAPI, http: TestClient, party: Callable[..., Party], published: tuple[Party, str]
     ) -> None:
+        """A revoked grant's delivery is refused with 410 and adds nothing to the transfer log."""
         provider, dataset = published
         consumer = party("consumer", "HK")
         grant = _grant(http, consumer, dataset)
@@ -161,6 +163,7 @@ class TestDelivery:
         published: tuple[Party, str],
         settings: Settings,
     ) -> None:
+        """With S3 unreachable a delivery fails with 503 and logs nothing; once S3 is back it works."""
         _, dataset = published
         consumer = party("consumer", "HK")
         grant = _grant(http, consumer, dataset)

@@ -36,6 +36,7 @@ def _token(base: str, app: FastAPI, role: str, jurisdiction: str) -> tuple[str, 
 def test_load_as_pandas_reads_exactly_the_grant(
     live_server: tuple[str, FastAPI], key_prefix: str, tmp_path: Path
 ) -> None:
+    """The delta-sharing client reads exactly the granted, protected columns, logged, until revocation."""
     base, app = live_server
     provider, provider_org = _token(base, app, "provider", "HK")
     from gbadz.identity.models import Organization

@@ -53,6 +53,7 @@ def fill(sessions: sessionmaker[Session], log: TransferLog, n: int, checkpoint_e
 
 class TestAppendAndProve:
     def test_entries_are_dense_and_provable(self, sessions: sessionmaker[Session], log: TransferLog) -> None:
+        """Entries get dense indices, each provably included, and checkpoints are provably consistent."""
         fill(sessions, log, 13, checkpoint_every=5)
         with sessions() as session:
             rows = session.scalars(sa.select(LogEntry).order_by(LogEntry.index)).all()
@@ -75,6 +76,7 @@ class TestAppendAndProve:
     def test_concurrent_appends_never_share_an_index(
         self, sessions: sessionmaker[Session], log: TransferLog
     ) -> None:
+        """Four threads appending at once get 40 distinct, gap-free indices and a matching log head."""
         errors: list[BaseException] = []
 
         def worker(w: int) -> None:
@@ -99,6 +101,8 @@ class TestAppendAndProve:
     def test_a_rolled_back_transfer_leaves_no_entry(
         self, sessions: sessionmaker[Session], log: TransferLog
     ) -> None:
+        """A transfer whose transaction rolls back leaves no log entry and does not grow the log head."""
+
         def transfer() -> None:
             with sessions.begin() as session:
                 log.append(session, entry(1), kind="delivery")
@@ -122,6 +126,7 @@ class TestExportAndVerify:
     def test_an_unmodified_export_verifies(
         self, sessions: sessionmaker[Session], log: TransferLog, tmp_path: Path
     ) -> None:
+        """An untouched export verifies with its entries and checkpoints, but not against a foreign key."""
         fill(sessions, log, 20, checkpoint_every=7)
         lines = _export(sessions, log, tmp_path)
         verdict = verify_export(tmp_path / "log.jsonl")
@@ -179,6 +184,7 @@ class TestExportAndVerify:
     def test_the_first_bad_index_is_named(
         self, sessions: sessionmaker[Session], log: TransferLog, tmp_path: Path
     ) -> None:
+        """Verifying an export with one edited entry names that entry's index as the first bad one."""
         fill(sessions, log, 10)
         lines = _export(sessions, log, tmp_path)
         item = json.loads(lines[1 + 6])  # entry 6
@@ -194,6 +200,7 @@ class TestAuditCommands:
     def test_export_then_verify_offline_and_catch_an_edit(
         self, sessions: sessionmaker[Session], log: TransferLog, settings: Settings, tmp_path: Path
     ) -> None:
+        """An exported log verifies offline with only the public key, and an edited entry is named."""
         from gbadz.config import settings_environment
         from gbadz.crypto.signing import to_pem
         from tests.conftest import run_cli
@@ -226,6 +233,7 @@ class TestPeriodicCheckpoints:
     def test_the_app_signs_a_checkpoint_when_the_log_grew(
         self, sessions: sessionmaker[Session], settings: Settings
     ) -> None:
+        """The running app signs a checkpoint by itself once the log has grown."""
         import time
 
         from fastapi.testclient import TestClient

@@ -34,6 +34,7 @@ def tree(n: int) -> tuple[CompactTree, list[bytes]]:
 
 class TestRoots:
     def test_known_answer(self) -> None:
+        """Empty-tree, leaf and two-leaf hashes match the RFC 6962 known answers."""
         # RFC 6962 hashing: the empty tree, one leaf, two leaves.
         assert EMPTY_ROOT.hex() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         assert hashlib.sha256(b"\x00").digest() == leaf_hash(b"")
@@ -42,6 +43,7 @@ class TestRoots:
 
     @given(st.integers(min_value=0, max_value=70))
     def test_every_prefix_root_matches_the_reference(self, n: int) -> None:
+        """The compact tree's root at every prefix size equals the literal RFC 6962 reference root."""
         compact, leaves = tree(n)
         for size in range(n + 1):
             assert reference_root(leaves[:size]) == compact.root(size)
@@ -51,6 +53,7 @@ class TestProofs:
     @settings(max_examples=60)
     @given(st.data())
     def test_inclusion_proofs_verify_and_reject_any_change(self, data: st.DataObject) -> None:
+        """Inclusion proofs verify, and fail for a forged leaf, wrong index, or altered or truncated path."""
         n = data.draw(st.integers(min_value=1, max_value=100))
         compact, leaves = tree(n)
         size = data.draw(st.integers(min_value=1, max_value=n))
@@ -70,6 +73,7 @@ class TestProofs:
     @settings(max_examples=60)
     @given(st.data())
     def test_consistency_proofs_verify_and_reject_a_rewritten_history(self, data: st.DataObject) -> None:
+        """Consistency proofs verify, and fail for a history with a rewritten entry or a truncated proof."""
         n = data.draw(st.integers(min_value=1, max_value=100))
         compact, leaves = tree(n)
         new = data.draw(st.integers(min_value=1, max_value=n))

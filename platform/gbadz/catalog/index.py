@@ -150,7 +150,7 @@ class Snapshot:
         sort = query.effective_sort
         terms = query.terms
         if sort == "relevance" and not terms:
-            raise BadRequest("sort: relevance needs a search text in q")
+            raise BadRequest("sort: relevance needs a search text in q", field="sort")
         key = decode_cursor(query)
         mask = self.visible(viewer).copy()
         statuses = query.status or LISTED_STATUSES
@@ -205,9 +205,11 @@ class Snapshot:
                 try:
                     since = datetime.fromisoformat(key[0])
                 except ValueError:
-                    raise BadRequest("cursor: malformed position; start again without it") from None
+                    raise BadRequest(
+                        "cursor: malformed position; start again without it", field="cursor"
+                    ) from None
                 if since.tzinfo is None:
-                    raise BadRequest("cursor: malformed position; start again without it")
+                    raise BadRequest("cursor: malformed position; start again without it", field="cursor")
                 mask &= rank >= bisect.bisect_right(self.updated_order, (-_micros(since), key[1]))
         candidates = np.flatnonzero(mask)
         want = query.limit + 1

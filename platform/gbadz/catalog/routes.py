@@ -241,7 +241,8 @@ def _contract_body(request: Request) -> None:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in CONTRACT_TYPES:
         raise UnsupportedMediaType(
-            f"Content-Type: send the contract as {' or '.join(CONTRACT_TYPES)}, not {kind or 'nothing'}"
+            f"Content-Type: send the contract as {' or '.join(CONTRACT_TYPES)}, not {kind or 'nothing'}",
+            field="Content-Type",
         )
 
 

@@ -105,16 +105,20 @@ def decode_cursor(query: SearchQuery) -> list[Any] | None:
         data = json.loads(raw)
         fingerprint, key = data["f"], data["k"]
     except (binascii.Error, ValueError, TypeError, KeyError):
-        raise BadRequest("cursor: not a cursor this API issued; start again without it") from None
+        raise BadRequest(
+            "cursor: not a cursor this API issued; start again without it", field="cursor"
+        ) from None
     if fingerprint != query.fingerprint():
-        raise BadRequest("cursor: it belongs to a different query or sort; start again without it")
+        raise BadRequest(
+            "cursor: it belongs to a different query or sort; start again without it", field="cursor"
+        )
     expected = {"relevance": (int, str), "name": (str, str), "-updated": (str, str)}[query.effective_sort]
     if (
         not isinstance(key, list)
         or len(key) != 2
         or not all(isinstance(v, t) for v, t in zip(key, expected, strict=True))
     ):
-        raise BadRequest("cursor: malformed position; start again without it")
+        raise BadRequest("cursor: malformed position; start again without it", field="cursor")
     return key
 
 
@@ -171,7 +175,7 @@ class CatalogSearch:
         sort = query.effective_sort
         terms = query.terms
         if sort == "relevance" and not terms:
-            raise BadRequest("sort: relevance needs a search text in q")
+            raise BadRequest("sort: relevance needs a search text in q", field="sort")
         key = decode_cursor(query)
         where = self._filters(viewer, query)
         total = int(session.scalar(sa.select(sa.func.count()).select_from(Dataset).where(*where)) or 0)
@@ -193,9 +197,11 @@ class CatalogSearch:
                 try:
                     since = datetime.fromisoformat(key[0])
                 except ValueError:
-                    raise BadRequest("cursor: malformed position; start again without it") from None
+                    raise BadRequest(
+                        "cursor: malformed position; start again without it", field="cursor"
+                    ) from None
                 if since.tzinfo is None:
-                    raise BadRequest("cursor: malformed position; start again without it")
+                    raise BadRequest("cursor: malformed position; start again without it", field="cursor")
                 page_where.append(
                     sa.or_(
                         Dataset.updated_at < since,

@@ -197,10 +197,13 @@ def _semver(text: str) -> tuple[int, ...]:
 def _check_provider(contract: Contract, org: Organization) -> None:
     if contract.gbadz.provider.organization != org.name:
         raise BadRequest(
-            f"gbadz.provider.organization: must be your organisation's registered name {org.name!r}"
+            f"gbadz.provider.organization: must be your organisation's registered name {org.name!r}",
+            field="gbadz.provider.organization",
         )
     if contract.status == "retired":
-        raise BadRequest("status: a contract cannot be registered as retired; use the retire action")
+        raise BadRequest(
+            "status: a contract cannot be registered as retired; use the retire action", field="status"
+        )
 
 
 def register_contract(session: Session, *, org_id: str, actor: str, raw: bytes) -> Dataset:
@@ -210,7 +213,9 @@ def register_contract(session: Session, *, org_id: str, actor: str, raw: bytes) 
     contract, digest = _parse(raw)
     _check_provider(contract, org)
     if session.get(Dataset, contract.id) is not None:
-        raise Conflict(f"id: a dataset {contract.id!r} already exists; change its contract with PUT")
+        raise Conflict(
+            f"id: a dataset {contract.id!r} already exists; change its contract with PUT", field="id"
+        )
     dataset = Dataset(id=contract.id, provider_org_id=org.id, **listing_fields(contract, digest))
     session.add(dataset)
     session.flush()
@@ -233,13 +238,18 @@ def update_contract(
     dataset = get_owned(session, viewer, dataset_id, lock=True)
     if if_match is not None and if_match.strip() not in ("*", contract_etag(dataset)):
         raise PreconditionFailed(
-            "If-Match: the contract changed since you read it; fetch it again and re-apply your change"
+            "If-Match: the contract changed since you read it; fetch it again and re-apply your change",
+            field="If-Match",
         )
     if dataset.status == "retired":
-        raise Conflict("status: the dataset is retired and its keys destroyed; it cannot change")
+        raise Conflict(
+            "status: the dataset is retired and its keys destroyed; it cannot change", field="status"
+        )
     contract, digest = _parse(raw)
     if contract.id != dataset_id:
-        raise BadRequest(f"id: the contract's id {contract.id!r} differs from the URL's {dataset_id!r}")
+        raise BadRequest(
+            f"id: the contract's id {contract.id!r} differs from the URL's {dataset_id!r}", field="id"
+        )
     org = session.get(Organization, viewer.org_id)
     assert org is not None  # get_owned matched the provider organisation
     _check_provider(contract, org)
@@ -247,7 +257,9 @@ def update_contract(
         return dataset, False
     current = str(dataset.contract.get("version", "0.0.0"))
     if _semver(contract.version) <= _semver(current):
-        raise Conflict(f"version: {contract.version} must be greater than the current {current}")
+        raise Conflict(
+            f"version: {contract.version} must be greater than the current {current}", field="version"
+        )
     before = {"contract_version": current, "status": dataset.status}
     for key, value in listing_fields(contract, digest).items():
         setattr(dataset, key, value)
@@ -288,7 +300,7 @@ def _set_status(session: Session, dataset: Dataset, status: str, *, actor: str, 
 def deprecate(session: Session, viewer: Viewer, *, actor: str, dataset_id: str, reason: str) -> Dataset:
     dataset = get_owned(session, viewer, dataset_id, lock=True)
     if dataset.status in ("deprecated", "retired"):
-        raise Conflict(f"status: the dataset is already {dataset.status}")
+        raise Conflict(f"status: the dataset is already {dataset.status}", field="status")
     _set_status(session, dataset, "deprecated", actor=actor, reason=reason)
     return dataset
 
@@ -296,7 +308,7 @@ def deprecate(session: Session, viewer: Viewer, *, actor: str, dataset_id: str, 
 def begin_retire(session: Session, viewer: Viewer, *, dataset_id: str) -> Dataset:
     dataset = get_owned(session, viewer, dataset_id, lock=True)
     if dataset.status == "retired":
-        raise Conflict("status: the dataset is already retired")
+        raise Conflict("status: the dataset is already retired", field="status")
     return dataset
 
 

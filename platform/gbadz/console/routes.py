@@ -52,9 +52,10 @@ class FormExpired(Exception):
 
 
 class ApiFailed(Exception):
-    def __init__(self, status: int, detail: Any) -> None:
+    def __init__(self, status: int, detail: Any, field: str | None = None) -> None:
         self.status = status
         self.detail = detail
+        self.field = field
 
 
 def _sessions(request: Request) -> Any:
@@ -155,7 +156,8 @@ class Api:
         if response.status_code == 401:
             raise SignInRequired(self.request.url.path if self.request.method == "GET" else "/console/")
         if response.status_code >= 400:
-            raise ApiFailed(response.status_code, response.json().get("detail"))
+            body = response.json()
+            raise ApiFailed(response.status_code, body.get("detail"), body.get("field"))
         return response.json()
 
 
@@ -167,13 +169,10 @@ def field_errors(failure: ApiFailed, fields: set[str]) -> dict[str, str]:
             loc = [str(part) for part in item.get("loc", [])]
             name = next((part for part in reversed(loc) if part in fields), "form")
             errors.setdefault(name, str(item.get("msg", "invalid")))
+    elif failure.field in fields:
+        errors[str(failure.field)] = str(failure.detail).removeprefix(f"{failure.field}: ")
     else:
-        text = str(failure.detail)
-        name, sep, reason = text.partition(": ")
-        if sep and name in fields:
-            errors[name] = reason
-        else:
-            errors["form"] = text
+        errors["form"] = str(failure.detail)
     return errors
 
 

@@ -48,15 +48,18 @@ def create_user(
     name = normalise_username(username)
     if not USERNAME.match(name):
         raise BadRequest(
-            "username: 3-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+            "username: 3-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit",
+            field="username",
         )
     display = display_name.strip()
     if not display or len(display) > 200:
-        raise BadRequest("display_name: must be 1-200 characters")
+        raise BadRequest("display_name: must be 1-200 characters", field="display_name")
     if role not in PEOPLE_ROLES:
-        raise BadRequest(f"role: people sign in as one of {', '.join(PEOPLE_ROLES)} (admins use API clients)")
+        raise BadRequest(
+            f"role: people sign in as one of {', '.join(PEOPLE_ROLES)} (admins use API clients)", field="role"
+        )
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise BadRequest(f"password: must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
+        raise BadRequest(f"password: must be {MIN_PASSWORD}-{MAX_PASSWORD} characters", field="password")
     org = get_organization(session, org_id)
     if session.scalar(sa.select(User.id).where(User.username == name)):
         raise Conflict(f"a user named {name!r} already exists")

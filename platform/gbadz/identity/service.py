@@ -47,11 +47,11 @@ def create_organization(
 ) -> Organization:
     name = name.strip()
     if not name or len(name) > 300:
-        raise BadRequest("name: must be 1-300 characters")
+        raise BadRequest("name: must be 1-300 characters", field="name")
     try:
         check_jurisdiction(jurisdiction)
     except ValueError as exc:
-        raise BadRequest(f"jurisdiction: {exc}") from None
+        raise BadRequest(f"jurisdiction: {exc}", field="jurisdiction") from None
     if session.scalar(sa.select(Organization.id).where(Organization.name == name)):
         raise Conflict(f"an organisation named {name!r} already exists")
     org = Organization(
@@ -104,15 +104,17 @@ def create_client(
     try:
         check_role(role)
     except ValueError as exc:
-        raise BadRequest(f"role: {exc}") from None
+        raise BadRequest(f"role: {exc}", field="role") from None
     if auth_method not in AUTH_METHODS:
-        raise BadRequest(f"auth_method: use one of {', '.join(AUTH_METHODS)}")
+        raise BadRequest(f"auth_method: use one of {', '.join(AUTH_METHODS)}", field="auth_method")
     if auth_method == "private_key_jwt" and not (
         jwks and isinstance(jwks.get("keys"), list) and jwks["keys"]
     ):
-        raise BadRequest("jwks: private_key_jwt clients must register a JWKS with at least one public key")
+        raise BadRequest(
+            "jwks: private_key_jwt clients must register a JWKS with at least one public key", field="jwks"
+        )
     if jwks and any("d" in key for key in jwks.get("keys", [])):
-        raise BadRequest("jwks: register public keys only (a key with 'd' is a private key)")
+        raise BadRequest("jwks: register public keys only (a key with 'd' is a private key)", field="jwks")
     if jwks:
         from joserfc.errors import JoseError
         from joserfc.jwk import KeySet
@@ -120,7 +122,7 @@ def create_client(
         try:
             KeySet.import_key_set(jwks)  # type: ignore[arg-type]
         except (JoseError, ValueError, TypeError, KeyError) as exc:
-            raise BadRequest(f"jwks: not a usable JSON Web Key Set ({exc})") from None
+            raise BadRequest(f"jwks: not a usable JSON Web Key Set ({exc})", field="jwks") from None
     org = get_organization(session, org_id)
     client_id = "gbz_" + secrets.token_hex(12)
     secret = salt = digest = None
