@@ -35,7 +35,7 @@ from gbadz.catalog.models import Dataset
 from gbadz.catalog.service import listing_fields
 from gbadz.config import DatabaseSettings, apply_environment
 from gbadz.contract import Contract
-from gbadz.identity import service as access_service
+from gbadz.identity import service as identity_service
 
 DATASETS = 10_000
 CONCURRENCY = 32
@@ -144,7 +144,7 @@ def seed(url: str) -> tuple[str, str]:
         for n in range(12):
             origin = ORIGINS[n % len(ORIGINS)]
             orgs.append(
-                access_service.create_organization(
+                identity_service.create_organization(
                     session, actor="bench", name=f"bench-provider-{n}-{suffix}", jurisdiction=origin
                 )
             )
@@ -153,10 +153,12 @@ def seed(url: str) -> tuple[str, str]:
             contract = _contract(i, rng, org.name, org.jurisdiction)
             fields = listing_fields(contract, f"{i:064d}")
             session.add(Dataset(id=contract.id, provider_org_id=org.id, **fields))
-        consumer_org = access_service.create_organization(
+        consumer_org = identity_service.create_organization(
             session, actor="bench", name=f"bench-consumer-{suffix}", jurisdiction="HK"
         )
-        issued = access_service.create_client(session, actor="bench", org_id=consumer_org.id, role="consumer")
+        issued = identity_service.create_client(
+            session, actor="bench", org_id=consumer_org.id, role="consumer"
+        )
     engine.dispose()
     return issued.client.client_id, issued.client_secret or ""
 

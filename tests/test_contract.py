@@ -28,6 +28,8 @@ def _mutated(change: str) -> bytes:
         doc["gbadz"]["licence"]["max_grant_duration"] = "six months"
     elif change == "unknown jurisdiction":
         doc["gbadz"]["origin"] = "SG"
+    elif change == "lower-case visible_to":
+        doc["gbadz"]["visible_to"] = ["hk"]
     elif change == "spi unprotected":
         doc["gbadz"]["columns"]["diagnosis_icd10"]["protection"] = "none"
     elif change == "unknown column":
@@ -66,6 +68,7 @@ class TestBadContracts:
             ("duplicate column", "schema[0]", "duplicate column name 'patient_id'"),
             ("bad duration", "gbadz.licence.max_grant_duration", "not an ISO 8601 duration"),
             ("unknown jurisdiction", "gbadz.origin", "CN-GZ CN-SZ"),
+            ("lower-case visible_to", "gbadz.visible_to", "unknown jurisdiction 'hk'"),
             ("spi unprotected", "gbadz.columns.diagnosis_icd10", "cannot be unprotected"),
             ("unknown column", "(document)", "not in the schema: ssn"),
             (

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from gbadz import audit, db
 from gbadz.config import DatabaseSettings
 from gbadz.errors import ConfigurationError, DatabaseUnavailable
+from gbadz.identity.models import Organization
+from tests.api import Client, bearer, fetch_token
 
 
 class TestMigrations:
@@ -137,3 +143,29 @@ class TestAuditTrail:
             failed_request()
         with db.session_scope(factory) as check:
             assert [] == list(audit.AuditRepository(check).for_subject("t", subject))
+
+
+class TestRequestTransaction:
+    def test_a_write_whose_commit_fails_answers_an_error_not_success(
+        self, app: FastAPI, clients: dict[str, Client]
+    ) -> None:
+        """The request's commit runs before the answer leaves: a failed commit is a 500, and nothing is kept."""
+        http = TestClient(app, raise_server_exceptions=False)
+        token = fetch_token(http, clients["admin"])
+        name = f"commit-fails-{secrets.token_hex(4)}"
+
+        def refuse(session: Session) -> None:
+            if session.scalar(sa.select(Organization.id).where(Organization.name == name)) is not None:
+                raise sa.exc.OperationalError("COMMIT", {}, Exception("disk full"))
+
+        event.listen(Session, "before_commit", refuse)
+        try:
+            response = http.post(
+                "/api/v1/organizations", json={"name": name, "jurisdiction": "HK"}, headers=bearer(token)
+            )
+        finally:
+            event.remove(Session, "before_commit", refuse)
+        assert 500 == response.status_code
+        assert "InternalServerError" == response.json()["error"]
+        with app.state.sessionmaker() as session:
+            assert session.scalar(sa.select(Organization).where(Organization.name == name)) is None

@@ -180,10 +180,14 @@ def create_app(settings: Settings) -> FastAPI:
         )
         refreshers = [
             asyncio.create_task(
-                background.every(revocations.refresh_s, revocations.load, what="revocation refresh")
+                background.every(
+                    revocations.refresh_s, revocations.load, what="revocation refresh", in_thread=False
+                )
             ),
             asyncio.create_task(
-                background.every(index.refresh_s, index.check, what="catalog generation check")
+                background.every(
+                    index.refresh_s, index.check, what="catalog generation check", in_thread=False
+                )
             ),
             asyncio.create_task(
                 background.every(

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gbadz.vocabulary import JURISDICTIONS, PURPOSES, SECTORS
+from gbadz.vocabulary import JURISDICTIONS, PURPOSES, SECTORS, Purpose
 
 MAX_CONTRACT_BYTES = 1024 * 1024
 LogicalType = Literal["string", "integer", "number", "boolean", "date", "timestamp"]
@@ -151,7 +151,7 @@ class Provider(Strict):
 
 
 class Licence(Strict):
-    permitted_purposes: list[Literal[PURPOSE_CODES]] = Field(min_length=1)  # type: ignore[valid-type]
+    permitted_purposes: list[Purpose] = Field(min_length=1)
     max_grant_duration: str
     onward_transfer_allowed: bool = False
     attribution: str | None = None
@@ -191,6 +191,15 @@ class GbadzBlock(Strict):
         if value not in JURISDICTIONS:
             raise ValueError(f"unknown jurisdiction {value!r}: use one of {' '.join(JURISDICTIONS)}")
         return value
+
+    @field_validator("visible_to")
+    @classmethod
+    def _visible_to(cls, values: list[str]) -> list[str]:
+        # Exact codes only: visibility compares them as they are (``hk`` is not ``HK``).
+        for value in values:
+            if value not in JURISDICTIONS:
+                raise ValueError(f"unknown jurisdiction {value!r}: use one of {' '.join(JURISDICTIONS)}")
+        return values
 
 
 class Contract(Strict):

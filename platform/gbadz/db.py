@@ -2,11 +2,14 @@
 
 One unit of work is one transaction, opened one way per context (ADR 0004):
 
-- an API request: the :data:`WriteSession` dependency commits once when the route returns
-  and rolls back on any error; :data:`ReadSession` only reads;
+- an API request: the :data:`WriteSession` dependency commits once when the route function
+  returns, before the response is sent, and rolls back on any error; :data:`ReadSession`
+  only reads;
 - a CLI command, an Airflow task or the demo: :func:`session_scope`;
-- a background loop in the API process: :func:`session_scope` on ``app.state.sessionmaker``
-  (see :func:`gbadz.app.refresh_periodically`).
+- a background loop in the API process: :func:`gbadz.background.every` runs work that opens
+  its own session;
+- a use case that must be durable before it acts (a delivery's log entry before its URLs):
+  the service takes the sessionmaker and uses :func:`session_scope`.
 
 Services ``flush()``; they never ``commit()``. Route modules never open a transaction or
 issue SQL (``tests/test_layers.py``).
@@ -130,8 +133,10 @@ async def read_session(request: Request) -> AsyncIterator[Session]:
         session.close()
 
 
-WriteSession = Annotated[Session, Depends(write_session)]
-ReadSession = Annotated[Session, Depends(read_session)]
+# scope="function": the commit (and the close) happen when the route function returns, before the
+# response is sent, so a failed commit is an error answer, never a success over lost writes.
+WriteSession = Annotated[Session, Depends(write_session, scope="function")]
+ReadSession = Annotated[Session, Depends(read_session, scope="function")]
 
 
 def _alembic_config(engine: Engine) -> Config:

@@ -58,8 +58,6 @@ REGIME_OF: dict[str, Regime] = {
     "HK": "hong_kong",
     "MO": "macao",
 }
-#: The Greater Bay Area: the nine cities, Hong Kong and Macao.
-GBA: frozenset[str] = frozenset((*GBA9_CITIES, "HK", "MO"))
 #: Local clocks outside the Mainland; Mainland times use the rules' time zone (law.rules).
 LOCAL_TIME_ZONES: dict[str, str] = {"HK": "Asia/Hong_Kong", "MO": "Asia/Macau"}
 

@@ -362,22 +362,37 @@ class TestVisibility:
         assert [] == ids(search(http, other, q=tag, status="draft"))
         assert 404 == http.get(f"/api/v1/datasets/{draft['id']}", headers=other.headers).status_code
 
-    def test_an_unknown_organisation_sees_only_general_datasets(self) -> None:
-        """An organisation unknown to the catalog can't see a restricted dataset, while its provider can."""
-        from gbadz.catalog.models import Dataset
-        from gbadz.catalog.service import can_see
+    def test_an_unknown_organisation_sees_only_general_datasets(
+        self, app: FastAPI, party: MakeParty, publish: Publish
+    ) -> None:
+        """An organisation unknown to the catalog reads no restricted dataset by id; its provider does."""
+        from gbadz.catalog.service import get_visible
+        from gbadz.errors import DatasetNotFound
         from gbadz.identity.service import Viewer
 
-        restricted = Dataset(
-            id="x",
-            provider_org_id="p",
-            status="active",
-            category="important",
-            regime="mainland",
-            visible_to=" ",
+        provider = party("provider", "CN-SZ")
+        restricted = publish(provider, origin="CN-SZ", category="important")
+        general = publish(provider, origin="CN-SZ")
+        with app.state.sessionmaker() as session:
+            with pytest.raises(DatasetNotFound):
+                get_visible(session, Viewer("unknown", "OTHER"), restricted["id"])
+            assert general["id"] == get_visible(session, Viewer("unknown", "OTHER"), general["id"]).id
+            assert (
+                restricted["id"]
+                == get_visible(session, Viewer(provider.client.org_id, "OTHER"), restricted["id"]).id
+            )
+
+    def test_a_lower_case_jurisdiction_in_visible_to_is_refused(
+        self, http: TestClient, party: MakeParty
+    ) -> None:
+        """A provider cannot open a restricted dataset to "hk": visible_to takes exact codes (400, named)."""
+        provider = party("provider", "CN-SZ")
+        doc = contract(
+            f"t-{token()}", provider.org_name, origin="CN-SZ", category="important", visible_to=("hk",)
         )
-        assert not can_see(restricted, Viewer("unknown", "OTHER"))
-        assert can_see(restricted, Viewer("p", "OTHER"))  # its provider
+        response = http.post("/api/v1/datasets", content=as_yaml(doc), headers=provider.headers | YAML)
+        assert 400 == response.status_code
+        assert "gbadz.visible_to" in str(response.json()["detail"])
 
 
 @pytest.mark.both_read_paths

@@ -367,6 +367,7 @@ class TestRulesFile:
             (b"pi_exempt_below: 100000", b"pi_exempt_below: many", "whole number"),
             (b"timezone: Asia/Shanghai", b"timezone: Mars/Olympus", "IANA time zone"),
             (b"onward_outside_area: false", b"onward_outside_area: maybe", "true or false"),
+            (b"(\xe2\x89\xa5{spi_assessment_from} SPI", b"({nonsense} SPI", "quotes unknown nonsense"),
             (b"origin_in: [OTHER]", b"origin_in: [HK]", "already covered"),
             (b'legal_basis: "PDPA Art.20(2)"', b'legal_basis: ""', "legal basis is required"),
             (b"evidence: [ASSESSMENT]", b"evidence: [HANDSHAKE]", "evidence kinds"),
@@ -495,3 +496,21 @@ class TestProperties:
         assert decision.legal_basis
         if decision.outcome == "EXEMPT":
             assert decision.rule_id != "NO_MATCH"
+
+
+class TestLegalCalendar:
+    def test_validity_is_judged_on_beijings_calendar_not_utcs(self) -> None:
+        """At 17:00 UTC on 1 December it is already 2 December in Beijing: evidence valid to 1 December has expired."""
+        from datetime import UTC, datetime
+
+        from gbadz.law.evidence import legal_date
+
+        evening = datetime(2026, 12, 1, 17, 0, tzinfo=UTC)
+        assert date(2026, 12, 2) == legal_date(evening)
+        assessment = Evidence(kind="ASSESSMENT", reference="CAC-2023-1", valid_to=date(2026, 12, 1))
+        needs = decide(sz_to_hk(pi_ytd_after=2_000_000))
+        assert "ASSESSMENT" == needs.outcome
+        assert "satisfied" == check_evidence(needs, [assessment], evening.date()).status  # the UTC date
+        assert "expired" == check_evidence(needs, [assessment], legal_date(evening)).status
+        with pytest.raises(ValueError, match="timezone-aware"):
+            legal_date(datetime(2026, 12, 1, 17, 0))  # noqa: DTZ001 - the refusal under test

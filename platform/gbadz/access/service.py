@@ -45,11 +45,10 @@ from gbadz.errors import (
 from gbadz.identity.service import Viewer
 from gbadz.identity.tokens import Principal
 from gbadz.law.engine import Decision, FactError, TransferFacts, decide, gba_sc_findings
-from gbadz.law.evidence import Evidence, check_evidence, check_mechanisms
+from gbadz.law.evidence import Evidence, check_evidence, check_mechanisms, legal_date
 from gbadz.law.rules import RuleSet, default_rules
 
 REVIEW_OUTCOMES = ("GBA_SC", "SCC_OR_CERT", "ASSESSMENT", "HUMAN_REVIEW")
-OPEN_STATES = ("under_provider_review", "under_compliance_review")
 
 
 @dataclass(frozen=True)
@@ -167,7 +166,7 @@ def assess(
     check = check_evidence(
         decision,
         _evidence_on_file(session, exporter.id if exporter else None, viewer.org_id),
-        at.astimezone(rules.zone).date(),
+        legal_date(at, rules),
         rules,
     )
     evidence = {
@@ -315,7 +314,7 @@ def _require_mechanism(session: Session, request: AccessRequest, at: datetime, r
         needed,
         request.purpose,
         _evidence_on_file(session, request.provider_org_id, request.requester_org_id),
-        at.astimezone(rules.zone).date(),
+        legal_date(at, rules),
         rules,
     )
     if check.status != "satisfied":

@@ -1,7 +1,8 @@
 """Catalog rules: who may see a dataset, and how providers register, change and retire one.
 
-Visibility (ADR 0010) is decided in one place for both the SQL listing
-(:func:`visibility_clause`) and single reads (:func:`can_see`):
+Visibility (ADR 0010) is one SQL statement, :func:`visibility_clause`, used by the listing
+engines and by single reads (:func:`get_visible`, :func:`get_owned`); the in-process index
+(``index.py``) is a cache of it:
 
 - the provider organisation always sees its own datasets, in every status;
 - everyone else sees only ``active`` and ``deprecated`` datasets, never drafts;
@@ -56,17 +57,6 @@ def visibility_clause(viewer: Viewer) -> sa.ColumnElement[bool]:
         Dataset.visible_to.like(f"% {viewer.jurisdiction} %"),
     )
     return sa.or_(owner, sa.and_(listed, allowed))
-
-
-def can_see(dataset: Dataset, viewer: Viewer) -> bool:
-    if dataset.provider_org_id is not None and dataset.provider_org_id == viewer.org_id:
-        return True
-    if dataset.status not in LISTED_STATUSES:
-        return False
-    if dataset.category not in RESTRICTED_CATEGORIES:
-        return True
-    same_regime = viewer.regime != "elsewhere" and dataset.regime == viewer.regime
-    return same_regime or f" {viewer.jurisdiction} " in dataset.visible_to
 
 
 def get_visible(session: Session, viewer: Viewer, dataset_id: str) -> Dataset:

@@ -105,13 +105,15 @@ def exporter_counters(principal: Auditor, session: ReadSession, rules: Rules) ->
 @router.get(
     "/compliance/mechanisms/expiring",
     response_model=list[ExpiringRead],
-    summary="Assessments and certifications expiring within the next N working days (default 60)",
+    summary="Assessments and certifications expiring within the next N working days (default: the rules' window)",
 )
 def expiring_mechanisms(
     principal: Auditor,
     session: ReadSession,
     rules: Rules,
-    working_days: Annotated[int, Query(ge=1, le=500)] = 60,
+    working_days: Annotated[
+        int | None, Query(ge=1, le=500, description="default: the rules' extension window (60 working days)")
+    ] = None,
 ) -> list[ExpiringRead]:
     return service.expiring_mechanisms(session, rules, working_days)
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from gbadz.compliance import counters, repository
 from gbadz.compliance.repository import TransferFilter
 from gbadz.compliance.schemas import CounterRead, ExpiringRead, Parties, Party, RouteDay, TransferRow
-from gbadz.law.evidence import Evidence, add_working_days, valid_until, working_days_between
+from gbadz.law.evidence import Evidence, add_working_days, legal_date, valid_until, working_days_between
 from gbadz.law.rules import RuleSet
 
 CSV_FIELDS = (
@@ -110,9 +110,14 @@ def exporter_counters(session: Session, rules: RuleSet, at: datetime | None = No
     return result
 
 
-def expiring_mechanisms(session: Session, rules: RuleSet, working_days: int) -> list[ExpiringRead]:
-    """Assessments and certifications whose validity ends within ``working_days`` (dates in the rules' zone)."""
-    today = datetime.now(rules.zone).date()
+def expiring_mechanisms(
+    session: Session, rules: RuleSet, working_days: int | None = None
+) -> list[ExpiringRead]:
+    """Assessments and certifications whose validity ends within ``working_days`` (default: the rules'
+    extension window), dates in the rules' time zone."""
+    if working_days is None:
+        working_days = rules.validity["expiry_warning_working_days"]
+    today = legal_date(datetime.now(UTC), rules)
     horizon = add_working_days(today, working_days)
     result = []
     for row in repository.mechanisms(session):

@@ -524,7 +524,7 @@ async def compliance_home(request: Request, signed: Officer, rules: Rules) -> Re
     api = Api(request, signed)
     routes = await api.json("GET", "/api/v1/compliance/transfers-by-route", params={"days": 30})
     counters = await api.json("GET", "/api/v1/compliance/counters")
-    expiring = await api.json("GET", "/api/v1/compliance/mechanisms/expiring", params={"working_days": 60})
+    expiring = await api.json("GET", "/api/v1/compliance/mechanisms/expiring")
     checkpoint = await api.json("GET", "/api/v1/transfer-log/checkpoint")
     today = datetime.now(UTC).date()
     locale = locale_of(request)
@@ -540,7 +540,7 @@ async def compliance_home(request: Request, signed: Officer, rules: Rules) -> Re
         route_rows=routes,
         counter_chart=charts.counters_against_thresholds(counters, rules.threshold_lines(), t=t),
         counters=counters,
-        expiring_chart=charts.expiring(expiring, t=t),
+        expiring_chart=charts.expiring(expiring, horizon=rules.validity["expiry_warning_working_days"], t=t),
         expiring=expiring,
         checkpoint=checkpoint,
         verification=None,

@@ -37,7 +37,7 @@ from gbadz.identity.tokens import (
 )
 from gbadz.log import get_logger
 
-log = get_logger("gbadz.access.auth")
+log = get_logger("gbadz.identity.auth")
 
 REALM = "gbadz"
 
@@ -88,7 +88,7 @@ class ExternalIssuerKeys:
 class RevocationView:
     """Revoked token ids and revoked clients, kept in memory and re-read from the database.
 
-    A background task (:meth:`run`, started with the app) re-reads them every
+    A background task (:meth:`load` through :func:`gbadz.background.every`, started with the app) re-reads them every
     ``refresh_s`` with one indexed query (about a millisecond, run on the event loop: a
     thread hop per refresh measured worse under load); requests only read the snapshot. If
     the snapshot is older than ``max_age_s`` (no refresher running, or it is stuck),

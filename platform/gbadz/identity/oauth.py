@@ -4,7 +4,7 @@ authlib does the protocol (RFC 6749 client credentials; the authorization code g
 PKCE S256 required (RFC 7636) for people signing in to the console; client authentication with
 client_secret_basic / client_secret_post / private_key_jwt per RFC 7523, RFC 7662
 introspection, RFC 7009 revocation); this module supplies storage, token minting
-(:mod:`gbadz.access.tokens`), the HTTP adapter and RFC 8414 metadata. authlib has no
+(:mod:`gbadz.identity.tokens`), the HTTP adapter and RFC 8414 metadata. authlib has no
 FastAPI server integration, so the adapter lives here and nowhere else.
 """
 

@@ -196,6 +196,7 @@ def _labels(f: Mapping[str, Any], facts: TransferFacts, rules: RuleSet) -> dict[
         "sector_overlay": f["sector_overlay"],
         "ftz_zone": facts.exporter_ftz_zone or "",
         "ftz_list_version": str(ftz.get("version", "")) if isinstance(ftz, dict) else "",
+        **{name: f"{value:,}" for name, value in rules.thresholds.items()},
     }
 
 

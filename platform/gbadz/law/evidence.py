@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from gbadz.law.engine import Decision
 from gbadz.law.rules import RuleSet, default_rules
@@ -33,6 +33,14 @@ class EvidenceCheck:
     used: Evidence | None
     problems: tuple[str, ...]
     warnings: tuple[str, ...]
+
+
+def legal_date(at: datetime, rules: RuleSet | None = None) -> date:
+    """The calendar date of an instant in the rules' time zone (Beijing time): validity and
+    filing dates are judged on that calendar, not on UTC's (architecture.md invariant 7)."""
+    if at.tzinfo is None:
+        raise ValueError("legal_date needs a timezone-aware time")
+    return at.astimezone((rules or default_rules()).zone).date()
 
 
 def add_working_days(start: date, days: int) -> date:

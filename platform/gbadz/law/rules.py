@@ -10,6 +10,7 @@ engine, the compliance report and the console's chart together.
 from __future__ import annotations
 
 import hashlib
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -131,10 +132,6 @@ def _compile_when(where: str, when: Any, thresholds: Mapping[str, int]) -> Predi
     return predicate
 
 
-def _holds(match: Predicate | None, facts: Mapping[str, Any]) -> bool:
-    return match is None or match(facts)
-
-
 @dataclass(frozen=True, slots=True)
 class Rule:
     id: str
@@ -185,6 +182,20 @@ class RuleSet:
             "spi": (t["spi_assessment_from"],),
             "pi": tuple(sorted((t["pi_exempt_below"], t["pi_assessment_from"]))),
         }
+
+
+#: What a legal basis may quote besides the thresholds (filled in by the engine per decision).
+DECISION_LABELS = frozenset({"gba_sc_guidelines", "sector_overlay", "ftz_zone", "ftz_list_version"})
+
+
+def _check_labels(where: str, text: str, thresholds: Mapping[str, int]) -> None:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+    except ValueError as exc:
+        raise RulesError(f"{where}: legal basis has a broken placeholder ({exc})") from None
+    unknown = names - DECISION_LABELS - set(thresholds)
+    if unknown:
+        raise RulesError(f"{where}: legal basis quotes unknown {', '.join(sorted(unknown))}")
 
 
 def _numbers(where: str, value: Any, names: tuple[str, ...]) -> dict[str, int]:
@@ -263,6 +274,7 @@ def parse_rules(raw: bytes) -> RuleSet:
                 raise RulesError(f"{where}: outcome must be one of {', '.join(OUTCOMES)}")
             if not spec.get("legal_basis"):
                 raise RulesError(f"{where}: a legal basis is required")
+            _check_labels(where, str(spec["legal_basis"]), thresholds)
             evidence = _strings(where, spec.get("evidence"))
             if any(e not in EVIDENCE_KINDS for e in evidence):
                 raise RulesError(f"{where}: evidence kinds are {', '.join(EVIDENCE_KINDS)}")
