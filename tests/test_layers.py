@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from gbadz.db import ReadSession
+from gbadz.deps import ReadSession
 from tests.api import Client, bearer, fetch_token
 
 PACKAGE = Path(__file__).resolve().parents[1] / "platform" / "gbadz"

@@ -226,6 +226,7 @@ def create_app(settings: Settings) -> FastAPI:
     from gbadz.crypto.keys import provider_from_settings
     from gbadz.identity import auth, oauth
     from gbadz.identity import routes as access_routes
+    from gbadz.identity.oauth import routes as oauth_routes
     from gbadz.identity.service import Viewers
     from gbadz.identity.tokens import TokenService
 
@@ -242,7 +243,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.authenticator = auth.Authenticator(settings.oauth, tokens, app.state.sessionmaker)
     server.on_revocation = app.state.authenticator.revocations.invalidate  # type: ignore[method-assign]
     limiter = oauth.FailureLimiter(settings.oauth.failed_auth_limit, settings.oauth.failed_auth_window_s)
-    app.include_router(oauth.build_router(server, limiter))
+    app.include_router(oauth_routes.build_router(server, limiter))
     app.include_router(access_routes.router)
     app.include_router(catalog_routes.router)
     from gbadz.access import routes as request_routes

@@ -2,9 +2,11 @@
 
 One unit of work is one transaction, opened one way per context (ADR 0004):
 
-- an API request: the :data:`WriteSession` dependency commits once when the route function
-  returns, before the response is sent, and rolls back on any error; :data:`ReadSession`
-  only reads;
+- an API request: :func:`write_session` (``gbadz.deps.WriteSession`` in a route's signature)
+  commits once when the route function returns, before the response is sent, and rolls back
+  on any error; :func:`read_session` (``ReadSession``) only reads. The FastAPI aliases live in
+  ``gbadz.deps`` so that the CLI, which imports this module, does not pay for FastAPI's
+  import (about 0.3 s a command);
 - a CLI command, an Airflow task or the demo: :func:`session_scope`;
 - a background loop in the API process: :func:`gbadz.background.every` runs work that opens
   its own session;
@@ -20,14 +22,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
 
 from gbadz.config import DatabaseSettings
 from gbadz.errors import ConfigurationError, DatabaseUnavailable
@@ -131,12 +133,6 @@ async def read_session(request: Request) -> AsyncIterator[Session]:
         yield session
     finally:
         session.close()
-
-
-# scope="function": the commit (and the close) happen when the route function returns, before the
-# response is sent, so a failed commit is an error answer, never a success over lost writes.
-WriteSession = Annotated[Session, Depends(write_session, scope="function")]
-ReadSession = Annotated[Session, Depends(read_session, scope="function")]
 
 
 def _alembic_config(engine: Engine) -> Config:

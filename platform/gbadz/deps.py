@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from gbadz import db
 from gbadz.config import Settings
 from gbadz.crypto.keys import KeyProvider
 from gbadz.law.rules import RuleSet
@@ -49,6 +50,10 @@ def transfer_log(request: Request) -> TransferLog:
     return cast(TransferLog, _state(request, "transfer_log"))
 
 
+# scope="function": the commit (and the close) happen when the route function returns, before the
+# response is sent, so a failed commit is an error answer, never a success over lost writes.
+WriteSession = Annotated[Session, Depends(db.write_session, scope="function")]
+ReadSession = Annotated[Session, Depends(db.read_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(app_settings)]
 Sessions = Annotated["sessionmaker[Session]", Depends(sessions)]
 S3 = Annotated["Minio", Depends(s3)]

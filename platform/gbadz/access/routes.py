@@ -20,8 +20,7 @@ from gbadz.access.schemas import (
     RequestAsk,
     Review,
 )
-from gbadz.db import ReadSession, WriteSession
-from gbadz.deps import Rules
+from gbadz.deps import ReadSession, Rules, WriteSession
 from gbadz.errors import (
     AccessRequestNotFound,
     BadRequest,

@@ -18,8 +18,7 @@ from gbadz.catalog import reads, schemas, service, views
 from gbadz.catalog.index import CatalogIndex
 from gbadz.catalog.search import CatalogSearch, SearchQuery
 from gbadz.contract import MAX_CONTRACT_BYTES
-from gbadz.db import ReadSession, WriteSession
-from gbadz.deps import S3, AppSettings, Keys, Sessions
+from gbadz.deps import S3, AppSettings, Keys, ReadSession, Sessions, WriteSession
 from gbadz.errors import (
     BadRequest,
     Conflict,

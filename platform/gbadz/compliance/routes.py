@@ -12,8 +12,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from gbadz.compliance import service
 from gbadz.compliance.repository import TransferFilter
 from gbadz.compliance.schemas import CounterRead, ExpiringRead, Parties, RouteDay, TransferRow
-from gbadz.db import ReadSession
-from gbadz.deps import Log, Rules, Sessions
+from gbadz.deps import Log, ReadSession, Rules, Sessions
 from gbadz.errors import BadRequest, InsufficientScope, Unauthenticated, error_responses
 from gbadz.identity.auth import actor_of, require_scopes
 from gbadz.identity.tokens import Principal

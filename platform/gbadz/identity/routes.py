@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from gbadz.db import WriteSession
+from gbadz.deps import WriteSession
 from gbadz.errors import BadRequest, Conflict, InsufficientScope, NotFound, Unauthenticated, error_responses
 from gbadz.identity import service
 from gbadz.identity.auth import Admin, Authenticated, actor_of, describe

@@ -1,0 +1,140 @@
+"""HTTP routes of the authorization server: token, introspection, revocation, JWKS and RFC 8414 metadata.
+
+authlib has no FastAPI server integration, so this small adapter turns Starlette requests into
+authlib's and back, and applies the failed-authentication limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from gbadz.identity.oauth.clients import ALL_AUTH_METHODS
+from gbadz.identity.oauth.limits import FailureLimiter
+from gbadz.identity.oauth.rfc7523 import ASSERTION_ALGORITHMS
+from gbadz.identity.oauth.server import GbadzAuthorizationServer
+from gbadz.identity.scopes import SCOPES
+from gbadz.identity.tokens import TokenRejected
+
+
+def _oauth_request(server: GbadzAuthorizationServer, path: str, headers: Any, body: bytes) -> OAuth2Request:
+    form = {
+        k: v[0] for k, v in parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True).items()
+    }
+    oauth_request = OAuth2Request("POST", f"{server.settings.issuer}{path}", headers=headers)
+    oauth_request.payload = BasicOAuth2Payload(form)
+    oauth_request._body = form  # authlib's client authentication reads request.form
+    return oauth_request
+
+
+def _client_hint(headers: dict[str, str], body: bytes) -> str:
+    """The client id a request claims to be (for rate limiting only; never trusted)."""
+    import base64
+
+    form = parse_qs(body.decode("utf-8", errors="replace"))
+    if "client_id" in form:
+        return form["client_id"][0][:100]
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("basic "):
+        try:
+            return base64.b64decode(auth[6:]).decode().split(":", 1)[0][:100]
+        except (ValueError, UnicodeDecodeError):
+            return "malformed"
+    if "client_assertion" in form:
+        from gbadz.identity.tokens import unverified_claims
+
+        try:
+            return str(unverified_claims(form["client_assertion"][0]).get("sub", "unknown"))[:100]
+        except TokenRejected:
+            return "malformed"
+    return "anonymous"
+
+
+def build_router(server: GbadzAuthorizationServer, limiter: FailureLimiter) -> APIRouter:
+    router = APIRouter(tags=["oauth"])
+
+    async def _run(request: Request, endpoint: str | None) -> Response:
+        body = await request.body()
+        if len(body) > 64 * 1024:
+            return JSONResponse(
+                {"error": "invalid_request", "error_description": "request body too large"}, status_code=413
+            )
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        address = request.client.host if request.client else "unknown"
+        keys = (f"addr:{address}", f"client:{_client_hint(headers, body)}")
+        wait = limiter.retry_after(*keys)
+        if wait is not None:
+            return JSONResponse(
+                {
+                    "error": "too_many_requests",
+                    "error_description": f"too many failed authentications; retry in {wait}s",
+                },
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
+        # authlib reads e.g. headers.get("Authorization"): hand it the case-insensitive mapping.
+        oauth_request = _oauth_request(server, request.url.path, request.headers, body)
+
+        def call() -> tuple[int, Any, list[tuple[str, str]]]:
+            if endpoint is None:
+                return server.create_token_response(oauth_request)  # type: ignore[no-any-return]
+            return server.create_endpoint_response(endpoint, oauth_request)  # type: ignore[no-any-return]
+
+        status, payload, response_headers = await run_in_threadpool(call)
+        if isinstance(payload, dict) and payload.get("error") == "invalid_client":
+            limiter.failed(*keys)
+        response = JSONResponse(payload, status_code=status)
+        for name, value in response_headers:
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @router.post("/oauth/token", summary="Token endpoint (RFC 6749 §3.2; client credentials grant)")
+    async def token(request: Request) -> Response:
+        return await _run(request, None)
+
+    @router.post("/oauth/introspect", summary="Token introspection (RFC 7662)")
+    async def introspect(request: Request) -> Response:
+        return await _run(request, "introspection")
+
+    @router.post("/oauth/revoke", summary="Token revocation (RFC 7009)")
+    async def revoke(request: Request) -> Response:
+        return await _run(request, "revocation")
+
+    @router.get("/oauth/jwks", summary="Public keys that sign gbadz access tokens (RFC 7517)")
+    async def jwks() -> JSONResponse:
+        keys = await run_in_threadpool(server.tokens.jwks)
+        return JSONResponse(keys, headers={"Cache-Control": "public, max-age=60"})
+
+    @router.get("/.well-known/oauth-authorization-server", summary="Authorization server metadata (RFC 8414)")
+    async def metadata() -> JSONResponse:
+        methods = ALL_AUTH_METHODS
+        return JSONResponse(
+            {
+                "issuer": server.settings.issuer,
+                "token_endpoint": server.endpoint("token"),
+                "jwks_uri": server.endpoint("jwks"),
+                "introspection_endpoint": server.endpoint("introspect"),
+                "revocation_endpoint": server.endpoint("revoke"),
+                "authorization_endpoint": server.endpoint("authorize"),
+                "grant_types_supported": ["client_credentials", "authorization_code"],
+                "response_types_supported": ["code"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": [*methods, "none"],
+                "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
+                "introspection_endpoint_auth_methods_supported": methods,
+                "revocation_endpoint_auth_methods_supported": methods,
+                "scopes_supported": sorted(SCOPES),
+                "service_documentation": f"{server.settings.issuer}/docs",
+            },
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    return router
