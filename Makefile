@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 # The suite's PostgreSQL lane; `make test GBADZ_TEST_REQUIRE_POSTGRES=0` lets it skip visibly.
 export GBADZ_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export GBADZ_TEST_REQUIRE_POSTGRES ?= 1
+# Test processes (pytest-xdist). Each worker starts its own SeaweedFS and uses its own SQLite
+# file and PostgreSQL schema; tests of one module or class stay on one worker (loadscope).
+TEST_WORKERS ?= 2
 
 .PHONY: setup browser demo test test-fast lint fmt bench serve services services-down clean
 
@@ -28,12 +31,12 @@ demo: $(STAMP)
 	$(VENV)/bin/gbadz demo
 
 test: $(STAMP) browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # The inner loop: no end-to-end tests (Airflow, CLI and demo subprocesses, browser, fuzzer) and
 # only the SQLite lane (deselected, not skipped). `make test` is what CI runs.
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not e2e" -k "not postgresql" -q
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not e2e" -k "not postgresql" -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
