@@ -62,7 +62,9 @@ def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Settings
         storage.ensure_buckets(storage.make_client(settings), settings)
         yield settings
         return
-    services = EmbeddedServices(tmp_path_factory.mktemp("s3"), bucket_settings=S3Settings(**TEST_BUCKETS))
+    services = EmbeddedServices(
+        tmp_path_factory.mktemp("s3"), bucket_settings=S3Settings(**TEST_BUCKETS), preferred_s3_port=None
+    )
     state, _ = services.up(with_database=False)
     assert state.s3 is not None
     settings = services.s3_settings(state.s3)

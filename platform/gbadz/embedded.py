@@ -10,6 +10,7 @@ developer's and the test suite's) can run side by side.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import secrets
@@ -44,6 +45,7 @@ PORT_NAMES = (
     "admin_grpc",
 )
 PREFERRED_S3_PORT = 8333
+READY_PROBE = ".gbadz-ready-probe"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 
@@ -128,7 +130,15 @@ def _is_our_weed(pid: int, data_dir: str) -> bool:
 class EmbeddedServices:
     """The embedded S3 server and SQLite database of one gbadz home directory."""
 
-    def __init__(self, home: Path, *, bucket_settings: S3Settings | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        bucket_settings: S3Settings | None = None,
+        preferred_s3_port: int | None = PREFERRED_S3_PORT,
+    ) -> None:
+        # None: every port random (test sessions running side by side must not race for 8333).
+        self.preferred_s3_port = preferred_s3_port
         self.home = home.resolve()
         self.state_path = self.home / STATE_FILE
         self.bucket_settings = bucket_settings or S3Settings()
@@ -197,7 +207,7 @@ class EmbeddedServices:
         state = self.load_state()
         started = False
         if state.s3 is None or not _is_our_weed(state.s3.pid, state.s3.data_dir):
-            previous = state.s3.ports if state.s3 else {"s3": PREFERRED_S3_PORT}
+            previous = state.s3.ports if state.s3 else {"s3": self.preferred_s3_port or 0}
             state.s3 = self._start_s3(previous)
             started = True
         if with_database and state.database_url is None:
@@ -207,6 +217,8 @@ class EmbeddedServices:
 
         client = storage.make_client(self.s3_settings(state.s3))
         storage.ensure_buckets(client, self.s3_settings(state.s3))
+        if started:
+            self._wait_writable(state.s3)
         return state, started
 
     def _start_s3(self, preferred_ports: dict[str, int]) -> S3State:
@@ -304,6 +316,28 @@ class EmbeddedServices:
             time.sleep(0.2)
         self._stop_pid(state)
         raise ServicesError(f"SeaweedFS did not become ready in {READY_TIMEOUT_S:.0f}s: {last}")
+
+    def _wait_writable(self, state: S3State) -> None:
+        """Listing answers before the volume server can take writes: wait until a write does.
+
+        Under load (two test workers, a busy laptop) the first PUT after ``list_buckets``
+        succeeds can still get 500s while the master assigns a writable volume.
+        """
+        from gbadz import storage
+
+        settings = self.s3_settings(state)
+        client = storage.make_client(settings, retries=0)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                client.put_object(settings.delivery_bucket, READY_PROBE, io.BytesIO(b"ok"), 2)
+                client.remove_object(settings.delivery_bucket, READY_PROBE)
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "not writable yet"
+                last = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            time.sleep(0.2)
+        raise ServicesError(f"SeaweedFS did not accept writes within {READY_TIMEOUT_S:.0f}s: {last}")
 
     def down(self) -> bool:
         """Stop the server ``up`` started; keep the data. Return whether anything was stopped."""

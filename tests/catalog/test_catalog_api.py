@@ -394,6 +394,31 @@ class TestVisibility:
         assert 400 == response.status_code
         assert "gbadz.visible_to" in str(response.json()["detail"])
 
+    def test_a_stored_lower_case_code_opens_nothing(
+        self, app: FastAPI, party: MakeParty, publish: Publish
+    ) -> None:
+        """A contract stored before codes were checked still loads, and its "hk" shows the dataset to no HK viewer."""
+        import sqlalchemy as sa
+
+        from gbadz.catalog.models import Dataset
+        from gbadz.catalog.service import get_visible, stored_contract
+        from gbadz.errors import DatasetNotFound
+        from gbadz.identity.service import Viewer
+
+        provider = party("provider", "CN-SZ")
+        dataset = publish(provider, origin="CN-SZ", category="important")["id"]
+        with app.state.sessionmaker.begin() as session:  # as an older release stored it
+            row = session.get(Dataset, dataset)
+            assert row is not None
+            row.contract = {**row.contract, "gbadz": {**row.contract["gbadz"], "visible_to": ["hk"]}}
+            session.execute(sa.update(Dataset).where(Dataset.id == dataset).values(visible_to=" hk "))
+        with app.state.sessionmaker() as session:
+            row = session.get(Dataset, dataset)
+            assert row is not None
+            assert ["hk"] == stored_contract(row).gbadz.visible_to
+            with pytest.raises(DatasetNotFound):
+                get_visible(session, Viewer("someone-in-hk", "HK"), dataset)
+
 
 @pytest.mark.both_read_paths
 class TestDatasetReads:

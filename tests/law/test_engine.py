@@ -368,6 +368,8 @@ class TestRulesFile:
             (b"timezone: Asia/Shanghai", b"timezone: Mars/Olympus", "IANA time zone"),
             (b"onward_outside_area: false", b"onward_outside_area: maybe", "true or false"),
             (b"(\xe2\x89\xa5{spi_assessment_from} SPI", b"({nonsense} SPI", "quotes unknown nonsense"),
+            (b"(\xe2\x89\xa5{spi_assessment_from} SPI", b"({spi_assessment_from:,} SPI", "cannot fill"),
+            (b"(\xe2\x89\xa5{spi_assessment_from} SPI", b"({sector_overlay:{nope}} SPI", "cannot fill"),
             (b"origin_in: [OTHER]", b"origin_in: [HK]", "already covered"),
             (b'legal_basis: "PDPA Art.20(2)"', b'legal_basis: ""', "legal basis is required"),
             (b"evidence: [ASSESSMENT]", b"evidence: [HANDSHAKE]", "evidence kinds"),
@@ -514,3 +516,15 @@ class TestLegalCalendar:
         assert "expired" == check_evidence(needs, [assessment], legal_date(evening)).status
         with pytest.raises(ValueError, match="timezone-aware"):
             legal_date(datetime(2026, 12, 1, 17, 0))  # noqa: DTZ001 - the refusal under test
+
+
+class TestLabels:
+    def test_every_label_a_legal_basis_may_quote_is_filled_by_the_engine(self) -> None:
+        """The names rules may quote are exactly the ones the engine fills in (no decision-time KeyError)."""
+        from gbadz.law.engine import _labels
+        from gbadz.law.rules import DECISION_LABELS
+
+        rules = default_rules()
+        facts = sz_to_hk()
+        filled = set(_labels(decide(facts).facts, facts, rules))
+        assert DECISION_LABELS | set(rules.thresholds) == filled

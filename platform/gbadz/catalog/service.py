@@ -21,7 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from gbadz import audit
 from gbadz.catalog.models import Dataset, DatasetVersion
@@ -43,8 +46,29 @@ LISTED_STATUSES = ("active", "deprecated")
 
 
 def _spaced(values: Iterable[str]) -> str:
-    """``" a b "``: one value per space-delimited slot, so ``LIKE '% a %'`` matches exactly."""
+    """``" a b "``: one value per space-delimited slot, so searching for ``" a "`` matches exactly."""
     return " " + " ".join(sorted(set(values))) + " "
+
+
+class Position(FunctionElement[int]):
+    """Where ``needle`` starts in ``text`` (1-based; 0 if absent), case-sensitive on every backend.
+
+    ``LIKE`` ignores case on SQLite, so ``visible_to`` holding ``hk`` would match ``HK`` there
+    and not on PostgreSQL or in the in-process index: visibility compares codes exactly.
+    """
+
+    type = sa.Integer()
+    inherit_cache = True
+
+
+@compiles(Position, "sqlite")
+def _position_sqlite(element: Position, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"instr({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(Position, "postgresql")
+def _position_postgresql(element: Position, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"strpos({compiler.process(element.clauses, **kw)})"
 
 
 def visibility_clause(viewer: Viewer) -> sa.ColumnElement[bool]:
@@ -54,7 +78,7 @@ def visibility_clause(viewer: Viewer) -> sa.ColumnElement[bool]:
     allowed = sa.or_(
         open_category,
         Dataset.regime == viewer.regime if viewer.regime != "elsewhere" else sa.false(),
-        Dataset.visible_to.like(f"% {viewer.jurisdiction} %"),
+        Position(Dataset.visible_to, f" {viewer.jurisdiction} ") > 0,
     )
     return sa.or_(owner, sa.and_(listed, allowed))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from gbadz.deps import WriteSession
+from gbadz.deps import ReadSession, WriteSession
 from gbadz.errors import BadRequest, Conflict, InsufficientScope, NotFound, Unauthenticated, error_responses
 from gbadz.identity import service
 from gbadz.identity.auth import Admin, Authenticated, actor_of, describe
@@ -36,7 +36,7 @@ async def me(principal: Authenticated) -> Me:
 
 
 @router.get("/organizations", response_model=list[OrganizationRead], summary="List organisations (admin)")
-def list_organizations(principal: Admin, session: WriteSession) -> list[OrganizationRead]:
+def list_organizations(principal: Admin, session: ReadSession) -> list[OrganizationRead]:
     return [OrganizationRead.model_validate(o) for o in service.list_organizations(session)]
 
 

@@ -196,6 +196,10 @@ def _check_labels(where: str, text: str, thresholds: Mapping[str, int]) -> None:
     unknown = names - DECISION_LABELS - set(thresholds)
     if unknown:
         raise RulesError(f"{where}: legal basis quotes unknown {', '.join(sorted(unknown))}")
+    try:  # the engine fills every placeholder with text: a format spec must work on text
+        text.format(**dict.fromkeys(DECISION_LABELS | set(thresholds), "x"))
+    except (ValueError, KeyError, IndexError) as exc:
+        raise RulesError(f"{where}: legal basis has a placeholder the engine cannot fill ({exc})") from None
 
 
 def _numbers(where: str, value: Any, names: tuple[str, ...]) -> dict[str, int]:

@@ -26,5 +26,4 @@ __all__ = [
     "CONSOLE_CLIENT_ID",
     "FailureLimiter",
     "GbadzAuthorizationServer",
-    "build_router",
 ]
