@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -32,7 +32,7 @@ MAX_CONTRACT_BYTES = 1024 * 1024
 LogicalType = Literal["string", "integer", "number", "boolean", "date", "timestamp"]
 Protection = Literal["none", "pseudonymise", "encrypt", "mask_last4", "mask_email", "drop_on_export"]
 # PIPL Art.28 sensitive personal information, and minors under 14.
-SPI_CATEGORIES = (
+SpiCategory = Literal[
     "biometric",
     "religious_belief",
     "specific_identity",
@@ -40,7 +40,8 @@ SPI_CATEGORIES = (
     "financial_account",
     "whereabouts",
     "minor_under_14",
-)
+]
+SPI_CATEGORIES: tuple[SpiCategory, ...] = get_args(SpiCategory)
 PURPOSE_CODES = PURPOSES  # the transfer engine's purpose vocabulary (crossborder-rules.md §7.1)
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
 
@@ -131,7 +132,7 @@ class Description(Strict):
 
 class ColumnFacts(Strict):
     pi: bool = False
-    spi: Literal[SPI_CATEGORIES] | None = None  # type: ignore[valid-type]
+    spi: SpiCategory | None = None
     subject_identifier: bool = Field(
         default=False, description="identifies the individual, for de-duplicated counting"
     )

@@ -30,12 +30,13 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 from minio import Minio
 from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz import db, storage
-from gbadz.access.models import AccessRequest, Grant
+from gbadz.access import repository as access_repository
+from gbadz.access.models import Grant
+from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset, DatasetVersion
 from gbadz.catalog.service import stored_contract
 from gbadz.compliance import counters
@@ -43,12 +44,12 @@ from gbadz.config import Settings
 from gbadz.crypto.columns import ColumnProtector, KeyGrant
 from gbadz.crypto.keys import KeyProvider
 from gbadz.crypto.pseudonym import mask_array
+from gbadz.delivery import repository
 from gbadz.errors import DatasetRetired, GrantInactive, GrantNotFound, NoPublishedVersion, StorageUnavailable
 from gbadz.identity.models import Organization
 from gbadz.ingest.pipeline import file_sha256
 from gbadz.law.rules import RuleSet, default_rules
 from gbadz.translog.log import Appended, TransferLog
-from gbadz.translog.models import LogEntry
 from gbadz.vocabulary import LOCAL_TIME_ZONES
 
 BATCH_ROWS = 128 * 1024
@@ -77,8 +78,8 @@ class Delivery:
 
 
 def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -> Grant:
-    grant = session.get(Grant, grant_id)
-    if grant is None or grant.grantee_org_id != org_id:
+    grant = repository.held_grant(session, grant_id, org_id)
+    if grant is None:
         raise GrantNotFound(f"no grant {grant_id!r}")
     status = grant.status(now)
     if status != "active":
@@ -149,13 +150,7 @@ def materialise(
 
 def _delivered(session: Session, grant_id: str, version: int) -> dict[str, Any] | None:
     """The entry of the latest delivery of this grant's copy of ``version``, if any."""
-    rows = session.scalars(
-        sa.select(LogEntry.entry)
-        .where(LogEntry.grant_id == grant_id)
-        .order_by(LogEntry.index.desc())
-        .limit(50)
-    )
-    for text in rows:
+    for text in repository.recent_entries(session, grant_id):
         entry: dict[str, Any] = json.loads(text)
         if entry.get("dataset_version") == version and entry.get("files"):
             return entry
@@ -194,7 +189,7 @@ def deliver(
     grant = _active_grant(session, grant_id, org_id, now)
     if idempotency_key is not None:
         scoped_key = f"{grant.id}:{idempotency_key}"
-        earlier_entry = session.scalar(sa.select(LogEntry).where(LogEntry.idempotency_key == scoped_key))
+        earlier_entry = repository.logged_by_key(session, scoped_key)
         if earlier_entry is not None:
             body = json.loads(earlier_entry.entry)
             return Delivery(
@@ -212,11 +207,7 @@ def deliver(
         raise DatasetRetired("dataset: the dataset was retired; nothing can be delivered", field="dataset")
     if dataset.current_version is None:
         raise NoPublishedVersion("dataset: no version has been published yet", field="dataset")
-    version = session.scalar(
-        sa.select(DatasetVersion).where(
-            DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == dataset.current_version
-        )
-    )
+    version = catalog_repository.latest_version(session, dataset)
     assert version is not None
     transfer_id = str(uuid.uuid4())
     earlier = _delivered(session, grant.id, version.version) if reuse_files else None
@@ -240,8 +231,8 @@ def deliver(
     contract = stored_contract(dataset)
     spi_columns = [c for c in columns if contract.facts(c).spi]
     basis = {"exempt": "exempt", "mechanism": "mechanism"}.get(str(decision.get("counter")))
-    exporter = session.get(Organization, dataset.provider_org_id) if dataset.provider_org_id else None
-    recipient = session.get(Organization, grant.grantee_org_id)
+    exporter = access_repository.organisation(session, dataset.provider_org_id)
+    recipient = access_repository.organisation(session, grant.grantee_org_id)
     snapshot = None
     if basis is not None and exporter is not None and len(subjects):
         people = subjects.to_pylist()
@@ -254,7 +245,7 @@ def deliver(
             at=now,
             rules=rules,
         )
-    request = session.get(AccessRequest, grant.request_id)
+    request = repository.request_of(session, grant)
     rules = rules or default_rules()
     zone = ZoneInfo(LOCAL_TIME_ZONES[dataset.origin]) if dataset.origin in LOCAL_TIME_ZONES else rules.zone
     evidence = decision.get("evidence") or {}

@@ -26,7 +26,7 @@ from gbadz.catalog.service import stored_contract
 from gbadz.config import Settings
 from gbadz.crypto.keys import KeyProvider
 from gbadz.crypto.signing import Signer, verify
-from gbadz.delivery import service
+from gbadz.delivery import repository, service
 from gbadz.errors import GbadzError, GrantInactive, GrantNotFound, NotFound
 from gbadz.law.rules import RuleSet
 from gbadz.translog.log import TransferLog
@@ -92,7 +92,7 @@ def recipient_grant(sessions: sessionmaker[Session], keys: KeyProvider, authoriz
         raise SharingError("a bearer token from the grant's sharing profile is required")
     grant_id = grant_of_token(keys, token.strip())
     with sessions() as session:
-        grant: Grant | None = session.get(Grant, grant_id)
+        grant: Grant | None = repository.grant(session, grant_id)
         if grant is None:
             raise SharingError("the grant behind this token no longer exists")
         status = grant.status(datetime.now(UTC))
@@ -190,8 +190,8 @@ def profile(
     """The Delta Sharing profile file of a grant the organisation holds."""
     now = datetime.now(UTC)
     with sessions() as session:
-        grant = session.get(Grant, grant_id)
-        if grant is None or grant.grantee_org_id != org_id:
+        grant = repository.held_grant(session, grant_id, org_id)
+        if grant is None:
             raise GrantNotFound(f"no grant {grant_id!r}")
         status = grant.status(now)
         if status != "active":
