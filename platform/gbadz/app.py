@@ -222,6 +222,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     from gbadz.catalog import routes as catalog_routes
     from gbadz.catalog.index import CatalogIndex
+    from gbadz.catalog.reads import ReadPath
     from gbadz.catalog.search import CatalogSearch
     from gbadz.crypto.keys import provider_from_settings
     from gbadz.identity import auth, oauth
@@ -236,6 +237,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.catalog_search = CatalogSearch(engine.dialect.name)
     app.state.catalog_index = CatalogIndex(app.state.sessionmaker)
     app.state.catalog_index.watch(app.state.sessionmaker)
+    app.state.catalog_read_path = ReadPath(
+        app.state.sessionmaker,
+        app.state.viewers,
+        app.state.catalog_index if settings.api.catalog_search == "index" else None,
+        app.state.catalog_search,
+    )
     tokens = TokenService(settings.oauth, app.state.keys)
     server = oauth.GbadzAuthorizationServer(settings.oauth, app.state.sessionmaker, tokens)
     app.state.tokens = tokens

@@ -2,7 +2,9 @@
 
 Routes ask for these by type (``settings: AppSettings``, ``rules: Rules``) instead of
 reading ``request.app.state``: what a route needs is visible in its signature and checked
-by mypy, and ``app.py`` is the only place that knows where the objects live.
+by mypy, and ``app.py`` is the only place that knows where the objects live. They are
+``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread
+hop per request for an attribute read.
 """
 
 from __future__ import annotations
@@ -26,27 +28,27 @@ def _state(request: Request, name: str) -> Any:
     return getattr(request.app.state, name)
 
 
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     return cast(Settings, _state(request, "settings"))
 
 
-def sessions(request: Request) -> sessionmaker[Session]:
+async def sessions(request: Request) -> sessionmaker[Session]:
     return cast("sessionmaker[Session]", _state(request, "sessionmaker"))
 
 
-def s3(request: Request) -> Minio:
+async def s3(request: Request) -> Minio:
     return cast("Minio", _state(request, "s3"))
 
 
-def keys(request: Request) -> KeyProvider:
+async def keys(request: Request) -> KeyProvider:
     return cast(KeyProvider, _state(request, "keys"))
 
 
-def rules(request: Request) -> RuleSet:
+async def rules(request: Request) -> RuleSet:
     return cast(RuleSet, _state(request, "rules"))
 
 
-def transfer_log(request: Request) -> TransferLog:
+async def transfer_log(request: Request) -> TransferLog:
     return cast(TransferLog, _state(request, "transfer_log"))
 
 

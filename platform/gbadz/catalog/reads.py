@@ -8,6 +8,7 @@ their own, and a rendered page is put back into the index's cache.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from minio import Minio
@@ -21,6 +22,16 @@ from gbadz.catalog.search import CatalogSearch, SearchQuery
 from gbadz.config import Settings
 from gbadz.errors import NotFound, StorageUnavailable
 from gbadz.identity.service import Viewer, Viewers
+
+
+@dataclass(frozen=True)
+class ReadPath:
+    """What the catalog's read routes need, built once per app."""
+
+    sessions: sessionmaker[Session]
+    viewers: Viewers
+    index: CatalogIndex | None  # None when the API reads through the database engines
+    engine: CatalogSearch
 
 
 class VersionNotFound(NotFound):
