@@ -46,6 +46,9 @@ PORT_NAMES = (
 )
 PREFERRED_S3_PORT = 8333
 READY_PROBE = ".gbadz-ready-probe"
+START_ATTEMPTS = 3
+# What `weed` says when a port chosen here was taken before it could bind it.
+PORT_TAKEN = ("Port allocation failed", "address already in use")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 
@@ -208,7 +211,7 @@ class EmbeddedServices:
         started = False
         if state.s3 is None or not _is_our_weed(state.s3.pid, state.s3.data_dir):
             previous = state.s3.ports if state.s3 else {"s3": self.preferred_s3_port or 0}
-            state.s3 = self._start_s3(previous)
+            state.s3 = self._start_s3_retrying(previous)
             started = True
         if with_database and state.database_url is None:
             state.database_url = self.sqlite_url
@@ -220,6 +223,17 @@ class EmbeddedServices:
         if started:
             self._wait_writable(state.s3)
         return state, started
+
+    def _start_s3_retrying(self, preferred_ports: dict[str, int]) -> S3State:
+        """Start SeaweedFS; if a chosen port was taken before it could bind (another process
+        picked the same free port in between), start again on fresh ports."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                return self._start_s3(preferred_ports if attempt == 0 else {})
+            except ServicesError as exc:
+                if attempt == START_ATTEMPTS - 1 or not any(m in str(exc) for m in PORT_TAKEN):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _start_s3(self, preferred_ports: dict[str, int]) -> S3State:
         weed = weed_binary()
