@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from gbadz.app import create_app
 from gbadz.config import OAuthSettings, Settings
+from gbadz.embedded import free_loopback_ports
 from gbadz.identity import service
 
 
@@ -73,9 +73,8 @@ def clients(app: FastAPI) -> dict[str, Client]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port to listen on, outside the range outgoing connections draw from."""
+    return free_loopback_ports(1)["0"]
 
 
 @pytest.fixture

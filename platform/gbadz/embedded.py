@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -47,6 +48,8 @@ PORT_NAMES = (
 PREFERRED_S3_PORT = 8333
 READY_PROBE = ".gbadz-ready-probe"
 START_ATTEMPTS = 3
+#: Where listening ports are picked: below Linux's ephemeral range, above the well-known services.
+LISTEN_RANGE = (20000, 32768)
 # What `weed` says when a port chosen here was taken before it could bind it.
 PORT_TAKEN = ("Port allocation failed", "address already in use")
 READY_TIMEOUT_S = 60.0
@@ -86,26 +89,46 @@ def weed_binary() -> Path:
     )
 
 
-def _free_ports(count: int, preferred: dict[str, int] | None = None) -> dict[str, int]:
-    """Pick ``count`` distinct free loopback ports, reusing preferred ones when still free."""
+def free_loopback_ports(
+    count: int, preferred: dict[str, int] | None = None, names: tuple[str, ...] = ()
+) -> dict[str, int]:
+    """Pick ``count`` distinct free loopback ports to listen on, reusing preferred ones when free.
+
+    Random picks come from below the kernel's ephemeral range (32768-60999 on Linux): a port
+    that ``bind(0)`` hands out, or that an outgoing connection of any other process takes as
+    its local port, could be gone by the time the server binds it. Each pick is bound, so a
+    port another server listens on is never chosen; all are released only once all are chosen.
+    """
+    keys = names or tuple(str(i) for i in range(count))
     chosen: dict[str, int] = {}
     held: list[socket.socket] = []
+    rng = random.SystemRandom()
     try:
-        for name in PORT_NAMES[:count]:
-            wish = (preferred or {}).get(name, 0)
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            # Like the Go server, ignore TIME_WAIT leftovers of our own previous run.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", wish))
-            except OSError:
-                sock.bind(("127.0.0.1", 0))
-            held.append(sock)
-            chosen[name] = sock.getsockname()[1]
+        for name in keys[:count]:
+            wishes = [(preferred or {}).get(name, 0)]
+            wishes = [w for w in wishes if w] + [rng.randrange(*LISTEN_RANGE) for _ in range(64)]
+            for wish in wishes:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                # Like the Go server, ignore TIME_WAIT leftovers of our own previous run.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", wish))
+                except OSError:
+                    sock.close()
+                    continue
+                held.append(sock)
+                chosen[name] = wish
+                break
+            else:
+                raise ServicesError(f"no free loopback port in {LISTEN_RANGE[0]}-{LISTEN_RANGE[1] - 1}")
     finally:
         for sock in held:
             sock.close()
     return chosen
+
+
+def _free_ports(count: int, preferred: dict[str, int] | None = None) -> dict[str, int]:
+    return free_loopback_ports(count, preferred, PORT_NAMES)
 
 
 def _pid_alive(pid: int) -> bool:
