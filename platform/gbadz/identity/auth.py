@@ -290,9 +290,3 @@ def viewer_of(request: Request, session: Session, principal: Principal) -> Viewe
     """The caller's organisation and registered jurisdiction (cached per process)."""
     viewers: Viewers = request.app.state.viewers
     return viewers.of(session, principal.org_id)
-
-
-def known_viewer(request: Request, principal: Principal) -> Viewer | None:
-    """The caller as a viewer if its jurisdiction is already cached (the catalog's fast paths)."""
-    viewers: Viewers = request.app.state.viewers
-    return viewers.known(principal.org_id)
