@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from gbadz.vocabulary import JURISDICTIONS, PURPOSES, SECTORS, Purpose
+from gbadz.vocabulary import PURPOSES, SECTORS, Purpose, check_jurisdiction
 
 MAX_CONTRACT_BYTES = 1024 * 1024
 LogicalType = Literal["string", "integer", "number", "boolean", "date", "timestamp"]
@@ -197,9 +197,7 @@ class GbadzBlock(Strict):
     @field_validator("origin")
     @classmethod
     def _origin(cls, value: str) -> str:
-        if value not in JURISDICTIONS:
-            raise ValueError(f"unknown jurisdiction {value!r}: use one of {' '.join(JURISDICTIONS)}")
-        return value
+        return check_jurisdiction(value)
 
     @field_validator("visible_to")
     @classmethod
@@ -207,11 +205,9 @@ class GbadzBlock(Strict):
         # Exact codes only, for contracts submitted now (parse_contract): visibility compares
         # them as they are (``hk`` is not ``HK``). A contract stored before this check still
         # loads; its unknown codes simply match no one.
-        if not (info.context or {}).get("submitted"):
-            return values
-        for value in values:
-            if value not in JURISDICTIONS:
-                raise ValueError(f"unknown jurisdiction {value!r}: use one of {' '.join(JURISDICTIONS)}")
+        if (info.context or {}).get("submitted"):
+            for value in values:
+                check_jurisdiction(value)
         return values
 
 
