@@ -48,6 +48,12 @@ def contract(
             "customer_id": {"pi": True, "subject_identifier": True, "protection": "pseudonymise"},
         }
     properties += [{"name": c, "logicalType": "string"} for c in extra_columns]
+    # Every column classified (issue #15): the non-personal ones say so.
+    for prop in properties:
+        columns.setdefault(prop["name"], {"pi": False})
+    gbadz_block: dict[str, Any] = {}
+    if with_pi and origin == "HK":
+        gbadz_block["provenance"] = {"collection_purposes": list(purposes)}
     return {
         "apiVersion": "v3.0.2",
         "kind": "DataContract",
@@ -64,6 +70,7 @@ def contract(
             "category": category,
             "visible_to": list(visible_to),
             "columns": columns,
+            **gbadz_block,
             "licence": {"permitted_purposes": list(purposes), "max_grant_duration": "P1Y"},
         },
     }

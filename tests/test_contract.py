@@ -70,7 +70,7 @@ class TestBadContracts:
             ("unknown jurisdiction", "gbadz.origin", "CN-GZ CN-SZ"),
             ("lower-case visible_to", "gbadz.visible_to", "unknown jurisdiction 'hk'"),
             ("spi unprotected", "gbadz.columns.diagnosis_icd10", "cannot be unprotected"),
-            ("unknown column", "(document)", "not in the schema: ssn"),
+            ("unknown column", "gbadz.columns", "not in the schema: ssn"),
             (
                 "bad regex",
                 "schema[0].properties[1].logicalTypeOptions.pattern",

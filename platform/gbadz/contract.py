@@ -11,9 +11,10 @@ needs (origin, category, which columns are personal or sensitive, who the indivi
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -26,23 +27,21 @@ from pydantic import (
     model_validator,
 )
 
-from gbadz.vocabulary import PURPOSES, SECTORS, Purpose, check_jurisdiction
+from gbadz.vocabulary import (
+    PURPOSES,
+    SECTOR_SENSITIVE_CATEGORY,
+    SECTORS,
+    Jurisdiction,
+    Purpose,
+    SpiCategory,
+    check_jurisdiction,
+)
 
 MAX_CONTRACT_BYTES = 1024 * 1024
 LogicalType = Literal["string", "integer", "number", "boolean", "date", "timestamp"]
 Protection = Literal["none", "pseudonymise", "encrypt", "mask_last4", "mask_email", "drop_on_export"]
-# PIPL Art.28 sensitive personal information, and minors under 14.
-SpiCategory = Literal[
-    "biometric",
-    "religious_belief",
-    "specific_identity",
-    "medical_health",
-    "financial_account",
-    "whereabouts",
-    "minor_under_14",
-]
-SPI_CATEGORIES: tuple[SpiCategory, ...] = get_args(SpiCategory)
 PURPOSE_CODES = PURPOSES  # the transfer engine's purpose vocabulary (crossborder-rules.md §7.1)
+_NAMED = re.compile(r"^(gbadz(?:\.[a-z_]+)+): (.+)$", re.S)
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
 
 
@@ -131,12 +130,20 @@ class Description(Strict):
 
 
 class ColumnFacts(Strict):
+    """How one column is classified. A submitted contract classifies every column (``pi`` stated)."""
+
     pi: bool = False
     spi: SpiCategory | None = None
     subject_identifier: bool = Field(
         default=False, description="identifies the individual, for de-duplicated counting"
     )
     protection: Protection | None = None
+    not_sensitive_because: str | None = Field(
+        default=None,
+        min_length=10,
+        max_length=500,
+        description="why a personal column of a sector-overlay dataset is not sensitive in that sector",
+    )
 
     @model_validator(mode="after")
     def _protected(self) -> ColumnFacts:
@@ -150,6 +157,63 @@ class ColumnFacts(Strict):
             raise ValueError(
                 "a sensitive column cannot be unprotected: use encrypt, pseudonymise or drop_on_export"
             )
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """A column's classification as the law sees it: the declaration, tightened by the sector overlay."""
+
+    pi: bool
+    spi: str | None
+    why: str  # declared | sector_overlay | unclassified
+
+
+class Provenance(Strict):
+    """Where the data came from. Each field can only add restrictions, or send a request to review."""
+
+    collected_in: Jurisdiction | None = Field(
+        default=None,
+        description="where the individuals' data was collected, if not the exporter's jurisdiction",
+    )
+    collection_purposes: list[Purpose] = Field(
+        default_factory=list,
+        description="purposes of collection, or with the prescribed consent (PDPO DPP3); required for Hong Kong PI",
+    )
+    received_under_gba_sc: bool = Field(
+        default=False, description="the data came from the Mainland under a GBA standard contract"
+    )
+    foreign_pi_in_transit: bool = Field(
+        default=False,
+        description="foreign personal information in transit, no Mainland PI added (Provisions 2024 Art.4)",
+    )
+    evidence: str | None = Field(default=None, min_length=3, max_length=500)
+
+    @model_validator(mode="after")
+    def _evidenced(self) -> Provenance:
+        if self.foreign_pi_in_transit and not self.evidence:
+            raise ValueError(
+                "foreign_pi_in_transit needs evidence: the reference a compliance officer checks"
+            )
+        return self
+
+
+class Anonymisation(Strict):
+    """A claim that the data is anonymised (PIPL Art.73(4)): a compliance officer checks the report."""
+
+    report_ref: str = Field(min_length=3, max_length=500)
+
+
+class Minors(Strict):
+    """A row-level rule: rows of children under 14 are sensitive (PIPL Art.28, Art.31)."""
+
+    birth_year_column: str | None = None
+    birth_date_column: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Minors:
+        if (self.birth_year_column is None) == (self.birth_date_column is None):
+            raise ValueError("name exactly one of birth_year_column and birth_date_column")
         return self
 
 
@@ -185,6 +249,9 @@ class GbadzBlock(Strict):
         default_factory=list, description="jurisdictions that may see important/core metadata"
     )
     columns: dict[str, ColumnFacts] = Field(default_factory=dict)
+    provenance: Provenance = Field(default_factory=Provenance)
+    anonymisation: Anonymisation | None = None
+    minors: Minors | None = None
     licence: Licence
 
     @field_validator("sector_overlay")
@@ -223,15 +290,66 @@ class Contract(Strict):
     schema_: list[SchemaObject] = Field(alias="schema", min_length=1, max_length=1)
     gbadz: GbadzBlock
 
+    @model_validator(mode="before")
+    @classmethod
+    def _every_column_classified(cls, data: Any, info: ValidationInfo) -> Any:
+        # Fail closed (invariant 6): a submitted contract classifies every column, saying
+        # ``pi`` explicitly; an unclassified column is an error, never "not personal". A
+        # contract stored before this rule still loads, and its unclassified columns count as
+        # personal (see ``classification``).
+        if not (info.context or {}).get("submitted") or not isinstance(data, dict):
+            return data
+        try:
+            properties = data["schema"][0]["properties"]
+            columns = (data.get("gbadz") or {}).get("columns") or {}
+        except (KeyError, IndexError, TypeError):
+            return data  # the field validators report the shape
+        if not isinstance(columns, dict) or not isinstance(properties, list):
+            return data
+        names = [p.get("name") for p in properties if isinstance(p, dict)]
+        missing = [n for n in names if isinstance(n, str) and not isinstance(columns.get(n), dict)]
+        unstated = [str(n) for n in names if isinstance(columns.get(n), dict) and "pi" not in columns[n]]
+        problems = []
+        if missing:
+            problems.append(f"unclassified columns: {', '.join(missing)}")
+        if unstated:
+            problems.append(f"columns without an explicit pi: true|false: {', '.join(unstated)}")
+        if problems:
+            raise ValueError(
+                "gbadz.columns: classify every column of the schema (pi, spi, subject_identifier, "
+                "protection); " + "; ".join(problems)
+            )
+        return data
+
     @model_validator(mode="after")
-    def _columns_exist(self) -> Contract:
+    def _columns_exist(self, info: ValidationInfo) -> Contract:
         names = {p.name for p in self.table.properties}
         unknown = sorted(set(self.gbadz.columns) - names)
         if unknown:
-            raise ValueError(f"gbadz.columns names columns not in the schema: {', '.join(unknown)}")
-        if not any(c.subject_identifier for c in self.gbadz.columns.values()) and self.has_pi:
+            raise ValueError(f"gbadz.columns: names columns not in the schema: {', '.join(unknown)}")
+        if not self.subject_columns and any(c.pi for c in self.gbadz.columns.values()):
             raise ValueError(
                 "a dataset with personal information needs one subject_identifier column (for counting individuals)"
+            )
+        types = {p.name: p.logicalType for p in self.table.properties}
+        minors = self.gbadz.minors
+        if minors is not None:
+            column = minors.birth_year_column or minors.birth_date_column
+            wanted = "integer" if minors.birth_year_column else "date"
+            if column not in types:
+                raise ValueError(f"gbadz.minors: names a column not in the schema: {column}")
+            if types[column] != wanted:
+                raise ValueError(f"gbadz.minors: {column} must be a {wanted} column, not {types[column]}")
+        submitted = (info.context or {}).get("submitted")
+        if (
+            submitted
+            and self.gbadz.origin == "HK"
+            and self.has_pi
+            and not self.gbadz.provenance.collection_purposes
+        ):
+            raise ValueError(
+                "gbadz.provenance.collection_purposes: a Hong Kong dataset with personal data states the "
+                "purposes it was collected for (PDPO DPP3)"
             )
         return self
 
@@ -240,19 +358,46 @@ class Contract(Strict):
         return self.schema_[0]
 
     def facts(self, column: str) -> ColumnFacts:
+        """The column's declaration (protection, identifiers) as written in the contract."""
         return self.gbadz.columns.get(column, ColumnFacts())
+
+    def classification(self, column: str) -> Classified:
+        """The column as the law sees it: unclassified counts as personal; the sector overlay
+        makes personal columns sensitive in its category unless the contract says why not."""
+        declared = self.gbadz.columns.get(column)
+        if declared is None:
+            overlay = SECTOR_SENSITIVE_CATEGORY.get(self.gbadz.sector_overlay)
+            return Classified(True, overlay, "unclassified")
+        if not declared.pi:
+            return Classified(False, None, "declared")
+        if declared.spi:
+            return Classified(True, declared.spi, "declared")
+        overlay = SECTOR_SENSITIVE_CATEGORY.get(self.gbadz.sector_overlay)
+        if overlay and not declared.not_sensitive_because:
+            return Classified(True, overlay, "sector_overlay")
+        return Classified(True, None, "declared")
+
+    def classify(self, columns: list[str] | tuple[str, ...]) -> tuple[bool, bool, list[str]]:
+        """``(has_pi, has_spi, spi categories)`` of a set of columns."""
+        found = [self.classification(c) for c in columns]
+        categories = sorted({c.spi for c in found if c.spi})
+        return any(c.pi for c in found), bool(categories), categories
 
     @property
     def has_pi(self) -> bool:
-        return any(c.pi for c in self.gbadz.columns.values())
+        return self.classify([p.name for p in self.table.properties])[0] if self.schema_ else False
 
     @property
     def has_spi(self) -> bool:
-        return any(c.spi for c in self.gbadz.columns.values())
+        return self.classify([p.name for p in self.table.properties])[1] if self.schema_ else False
+
+    @property
+    def subject_columns(self) -> list[str]:
+        return [n for n, c in self.gbadz.columns.items() if c.subject_identifier]
 
     @property
     def subject_column(self) -> str | None:
-        return next((n for n, c in self.gbadz.columns.items() if c.subject_identifier), None)
+        return next(iter(self.subject_columns), None)
 
 
 class ContractError(ValueError):
@@ -297,7 +442,11 @@ def parse_contract(raw: bytes, path: str = "<contract>") -> Contract:
         problems = []
         for err in exc.errors():
             msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            problems.append((_loc(tuple(err.get("loc", ()))), msg))
+            loc = _loc(tuple(err.get("loc", ())))
+            named = _NAMED.match(msg) if loc == "(document)" else None
+            if named:  # a whole-document rule that names its field: put the error next to it
+                loc, msg = named.group(1), named.group(2)
+            problems.append((loc, msg))
         raise ContractError(path, problems) from None
 
 

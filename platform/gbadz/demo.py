@@ -213,7 +213,8 @@ def _register_organisations(settings: Settings) -> dict[str, str]:
                         actor="gbadz-demo",
                         name=name,
                         jurisdiction=jurisdiction,
-                        gba_registered=jurisdiction in ("HK", "MO"),
+                        # Registered in a GBA city, Hong Kong or Macao (not CN or OTHER).
+                        gba_registered=jurisdiction not in ("CN", "OTHER"),
                     )
                 ids[name] = org.id
             return ids
@@ -304,7 +305,8 @@ REQUESTS: tuple[tuple[str, str, list[str]], ...] = (
     (
         "sz-hospital-outpatient-visits",
         "Outpatient demand forecast for a clinic chain",
-        ["visit_id", "patient_id", "visit_date", "department", "fee_cny"],  # no sensitive columns
+        # No diagnosis, names or phones; still health data (the sector overlay): sensitive PI.
+        ["visit_id", "patient_id", "visit_date", "department", "fee_cny"],
     ),
 )
 

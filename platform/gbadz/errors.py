@@ -209,3 +209,15 @@ class GrantInactive(Gone):
 
 class DuplicateMechanism(Conflict):
     """A mechanism with this kind and reference is already on file."""
+
+
+class ExporterNotRegistered(Conflict):
+    """The dataset's provider organisation is not registered: its origin and counters are unknown."""
+
+
+class GrantSuspended(Gone):
+    """Re-decided at a transfer, the grant's outcome became stricter: suspended until reviewed."""
+
+
+class JustificationRequired(BadRequest):
+    """An Art.5 exemption purpose needs a written necessity justification."""

@@ -32,6 +32,16 @@ MacaoGround = Literal["none", "consent", "contract", "vital_interest", "public_i
 #: In order of strictness: a later outcome never lets more through than an earlier one.
 Outcome = Literal["NOT_EXPORT", "EXEMPT", "GBA_SC", "SCC_OR_CERT", "ASSESSMENT", "HUMAN_REVIEW", "PROHIBITED"]
 EvidenceKind = Literal["ASSESSMENT", "SCC", "CERT", "GBA_SC"]
+#: PIPL Art.28 sensitive personal information, and minors under 14.
+SpiCategory = Literal[
+    "biometric",
+    "religious_belief",
+    "specific_identity",
+    "medical_health",
+    "financial_account",
+    "whereabouts",
+    "minor_under_14",
+]
 
 GBA9_CITIES: tuple[GbaCity, ...] = get_args(GbaCity)
 JURISDICTIONS: tuple[Jurisdiction, ...] = get_args(Jurisdiction)
@@ -42,6 +52,15 @@ SECTORS: tuple[Sector, ...] = get_args(Sector)
 MACAO_GROUNDS: tuple[MacaoGround, ...] = get_args(MacaoGround)
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 EVIDENCE_KINDS: tuple[EvidenceKind, ...] = get_args(EvidenceKind)
+SPI_CATEGORIES: tuple[SpiCategory, ...] = get_args(SpiCategory)
+#: A sector overlay makes a dataset's person-linked columns sensitive in this category
+#: (crossborder-rules.md §4), unless the contract states why a column is not.
+SECTOR_SENSITIVE_CATEGORY: dict[str, SpiCategory] = {
+    "health": "medical_health",
+    "hgr": "medical_health",
+    "finance": "financial_account",
+    "auto": "whereabouts",
+}
 #: Restricted categories: invisible outside the origin's regime unless the contract says otherwise.
 RESTRICTED_CATEGORIES: tuple[Category, ...] = ("important", "core")
 

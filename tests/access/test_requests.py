@@ -76,7 +76,7 @@ class TestDecisions:
         app: FastAPI,
     ) -> None:
         """Shenzhen personal data needs provider review, then compliance approval once a GBA SC is filed."""
-        shenzhen = party("provider", "CN-SZ")
+        shenzhen = gba_registered(party("provider", "CN-SZ"))
         dataset = publish(shenzhen, origin="CN-SZ")["id"]
         startup = gba_registered(party("consumer", "HK"))
         officer = party("compliance_officer", "CN-SZ")
@@ -166,7 +166,7 @@ class TestDecisions:
         self, http: TestClient, party: MakeParty, publish: Publish, gba_registered: Callable[[Party], Party]
     ) -> None:
         """A GBA standard contract filed too long after taking effect is a late filing, not evidence."""
-        shenzhen = party("provider", "CN-SZ")
+        shenzhen = gba_registered(party("provider", "CN-SZ"))
         dataset = publish(shenzhen, origin="CN-SZ")["id"]
         startup = gba_registered(party("consumer", "HK"))
         officer = party("compliance_officer")
@@ -219,7 +219,7 @@ class TestDecisions:
         self, http: TestClient, party: MakeParty, publish: Publish, gba_registered: Callable[[Party], Party]
     ) -> None:
         """A provider can reject a request only with a reason, and a rejected request stays rejected."""
-        shenzhen = party("provider", "CN-SZ")
+        shenzhen = gba_registered(party("provider", "CN-SZ"))
         dataset = publish(shenzhen, origin="CN-SZ")["id"]
         body = created(ask(http, gba_registered(party("consumer", "HK")), dataset))
         url = f"/api/v1/access-requests/{body['id']}/reject"

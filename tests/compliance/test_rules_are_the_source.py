@@ -110,7 +110,12 @@ class TestGbaContractConditionsLiveInTheRulesFile:
     def test_the_area_and_the_recipient_clause_come_from_the_file(self) -> None:
         """Onward transfer outside the GBA is refused under a GBA SC until the file's recipient clause allows it."""
         facts = TransferFacts(
-            origin="CN-SZ", dest="HK", has_pi=True, recipient_gba_registered=True, gba_sc_opt_in=True
+            origin="CN-SZ",
+            dest="HK",
+            has_pi=True,
+            recipient_gba_registered=True,
+            exporter_gba_registered=True,
+            gba_sc_opt_in=True,
         )
         packaged = default_rules()
         decision = decide(facts, packaged)

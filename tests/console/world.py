@@ -53,9 +53,10 @@ def build(app: FastAPI, settings: Settings, tmp_path: Path) -> World:
     startup = make_client(app, "consumer", "HK")
     officer = make_client(app, "compliance_officer", "CN-SZ")
     with app.state.sessionmaker.begin() as session:
-        org = session.get(Organization, startup.org_id)
-        assert org is not None
-        org.gba_registered = True
+        for org_id in (startup.org_id, provider.org_id):  # both parties, for the GBA standard contract
+            org = session.get(Organization, org_id)
+            assert org is not None
+            org.gba_registered = True
         provider_name = session.get(Organization, provider.org_id).name  # type: ignore[union-attr]
     provider_token = fetch_token(http, provider)
     doc = yaml.safe_load((REPO / "contracts" / "hk-logistics-deliveries.yaml").read_text())

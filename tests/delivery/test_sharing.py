@@ -63,7 +63,11 @@ def test_load_as_pandas_reads_exactly_the_grant(
     auth = {"Authorization": f"Bearer {consumer}"}
     asked = httpx.post(
         f"{base}/api/v1/datasets/{doc['id']}/access-requests",
-        json={"purpose": "other", "purpose_text": "Parcel weight study by district", "columns": COLUMNS},
+        json={
+            "purpose": "trade_transport_academic_mfg_marketing",
+            "purpose_text": "Parcel weight study by district",
+            "columns": COLUMNS,
+        },
         headers=auth,
     ).json()
     assert "approved" == asked["state"], asked

@@ -10,16 +10,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gbadz.law.engine import STRICTNESS, FactError, TransferFacts, decide
+from gbadz.law.engine import STRICTNESS, FactError, TransferFacts, decide, decide_strictest
 from gbadz.law.evidence import Evidence, add_working_days, check_evidence
 from gbadz.law.rules import RulesError, default_rules, parse_rules
+from gbadz.vocabulary import JURISDICTIONS, PURPOSES
 
 F = TransferFacts  # short alias for the tables
 
 
 def sz_to_hk(**kw: Any) -> TransferFacts:
     """Shenzhen exporter, Hong Kong recipient (GBA-registered): the zone's most common route."""
-    base: dict[str, Any] = {"origin": "CN-SZ", "dest": "HK", "has_pi": True, "recipient_gba_registered": True}
+    base: dict[str, Any] = {
+        "origin": "CN-SZ",
+        "dest": "HK",
+        "has_pi": True,
+        "recipient_gba_registered": True,
+        "exporter_gba_registered": True,
+    }
     base.update(kw)
     return F(**base)
 
@@ -36,9 +43,30 @@ SPEC_VECTORS = [
     ),
     (F(origin="CN-GZ", dest="OTHER", has_pi=True, pi_ytd_after=1_200_000), "ASSESSMENT", "M14"),
     (sz_to_hk(category="important", pi_ytd_after=10, gba_sc_opt_in=True), "ASSESSMENT", "M3"),
-    (F(origin="CN-ZH", dest="MO", category="core", recipient_gba_registered=True), "PROHIBITED", "M1"),
+    (
+        F(
+            origin="CN-ZH",
+            dest="MO",
+            category="core",
+            recipient_gba_registered=True,
+            exporter_gba_registered=True,
+        ),
+        "PROHIBITED",
+        "M1",
+    ),
     (
         sz_to_hk(has_spi=True, pi_ytd_after=900_000, spi_ytd_after=50_000, purpose="cross_border_hr"),
+        "HUMAN_REVIEW",
+        "M8p",
+    ),
+    (
+        sz_to_hk(
+            has_spi=True,
+            pi_ytd_after=900_000,
+            spi_ytd_after=50_000,
+            purpose="cross_border_hr",
+            necessity_accepted=True,
+        ),
         "EXEMPT",
         "M9",
     ),
@@ -55,9 +83,26 @@ SPEC_VECTORS = [
         "M15",
     ),
     (sz_to_hk(has_pi=False, anonymised=True, anonymisation_report_ref="GB/T42460-2026-001"), "EXEMPT", "M4"),
-    (F(origin="HK", dest="CN-SZ", has_pi=True, recipient_gba_registered=True), "EXEMPT", "H4"),
     (
-        F(origin="HK", dest="CN-SZ", has_pi=True, recipient_gba_registered=True, gba_sc_opt_in=True),
+        F(
+            origin="HK",
+            dest="CN-SZ",
+            has_pi=True,
+            recipient_gba_registered=True,
+            exporter_gba_registered=True,
+        ),
+        "EXEMPT",
+        "H4",
+    ),
+    (
+        F(
+            origin="HK",
+            dest="CN-SZ",
+            has_pi=True,
+            recipient_gba_registered=True,
+            exporter_gba_registered=True,
+            gba_sc_opt_in=True,
+        ),
         "GBA_SC",
         "H3",
     ),
@@ -109,22 +154,42 @@ CASES = [
             has_pi=True,
             has_spi=True,
             spi_ytd_after=20_000,
-            purpose="foreign_pi_transit",
+            foreign_pi_transit_claimed=True,
+            foreign_pi_transit=True,
         ),
         "EXEMPT",
         "M6",
     ),
+    # Art.4 is a provenance fact: claimed in the contract -> review; a requester's purpose -> nothing
+    (sz_to_hk(foreign_pi_transit_claimed=True, pi_ytd_after=5), "HUMAN_REVIEW", "M6p"),
+    (sz_to_hk(foreign_pi_transit=True, pi_ytd_after=5), "EXEMPT", "M17"),
+    (sz_to_hk(purpose="foreign_pi_transit", has_spi=True, spi_ytd_after=20_000), "ASSESSMENT", "M13"),
+    # An Art.5 purpose without an accepted necessity justification goes to a person
+    (sz_to_hk(purpose="emergency", pi_ytd_after=5), "HUMAN_REVIEW", "M8p"),
+    # An unknown volume goes to a person (never EXEMPT by an unknown count)
+    (sz_to_hk(volume_known=False), "HUMAN_REVIEW", "V1"),
     # M7 CIIO; M7a CIIO with an Art.5 purpose goes to a person
     (sz_to_hk(exporter_ciio=True, purpose="contract_with_individual"), "HUMAN_REVIEW", "M7a"),
     (sz_to_hk(exporter_ciio=True, purpose="emergency"), "HUMAN_REVIEW", "M7a"),
     (sz_to_hk(exporter_ciio=True, gba_sc_opt_in=True), "ASSESSMENT", "M7"),
     # M8-M10 Art.5(1)-(3) exemptions at any volume
     (
-        F(origin="CN", dest="OTHER", has_pi=True, pi_ytd_after=3_000_000, purpose="contract_with_individual"),
+        F(
+            origin="CN",
+            dest="OTHER",
+            has_pi=True,
+            pi_ytd_after=3_000_000,
+            purpose="contract_with_individual",
+            necessity_accepted=True,
+        ),
         "EXEMPT",
         "M8",
     ),
-    (sz_to_hk(has_spi=True, spi_ytd_after=1_000_000, purpose="emergency"), "EXEMPT", "M10"),
+    (
+        sz_to_hk(has_spi=True, spi_ytd_after=1_000_000, purpose="emergency", necessity_accepted=True),
+        "EXEMPT",
+        "M10",
+    ),
     # M11 FTZ is off until a list is approved: falls through to volume rules
     (
         sz_to_hk(pi_ytd_after=200_000, exporter_ftz_zone="Qianhai", dataset_on_ftz_list=False),
@@ -141,6 +206,7 @@ CASES = [
             has_spi=True,
             spi_ytd_after=10,
             recipient_gba_registered=True,
+            exporter_gba_registered=True,
             gba_sc_opt_in=True,
         ),
         "GBA_SC",
@@ -153,6 +219,7 @@ CASES = [
             dest="HK",
             has_pi=True,
             recipient_gba_registered=True,
+            exporter_gba_registered=True,
             gba_sc_opt_in=True,
             pi_ytd_after=200_000,
         ),
@@ -165,6 +232,7 @@ CASES = [
             dest="OTHER",
             has_pi=True,
             recipient_gba_registered=True,
+            exporter_gba_registered=True,
             gba_sc_opt_in=True,
             pi_ytd_after=5,
         ),
@@ -194,7 +262,14 @@ CASES = [
     (F(origin="HK", dest="CN-GZ", has_pi=True, originated_under_gba_sc=True), "EXEMPT", "H4"),
     (F(origin="HK", dest="CN", has_pi=True, hk_new_purpose_without_consent=True), "PROHIBITED", "H2"),
     (
-        F(origin="HK", dest="CN", has_pi=True, gba_sc_opt_in=True, recipient_gba_registered=True),
+        F(
+            origin="HK",
+            dest="CN",
+            has_pi=True,
+            gba_sc_opt_in=True,
+            recipient_gba_registered=True,
+            exporter_gba_registered=True,
+        ),
         "EXEMPT",
         "H4",
     ),
@@ -203,13 +278,30 @@ CASES = [
     (F(origin="MO", dest="HK", has_pi=False), "EXEMPT", "O1"),
     (F(origin="MO", dest="HK", has_pi=True, anonymised=True, anonymisation_report_ref="r"), "EXEMPT", "O1a"),
     (
-        F(origin="MO", dest="CN-ZH", has_pi=True, recipient_gba_registered=True, gba_sc_opt_in=True),
+        F(
+            origin="MO",
+            dest="CN-ZH",
+            has_pi=True,
+            recipient_gba_registered=True,
+            exporter_gba_registered=True,
+            gba_sc_opt_in=True,
+        ),
         "GBA_SC",
         "O2",
     ),
     (F(origin="MO", dest="HK", has_pi=True, macao_art20_ground="consent"), "EXEMPT", "O4"),
     (F(origin="MO", dest="HK", has_pi=True), "HUMAN_REVIEW", "O5"),
-    (F(origin="MO", dest="CN-ZH", has_pi=True, recipient_gba_registered=True), "HUMAN_REVIEW", "O5"),
+    (
+        F(
+            origin="MO",
+            dest="CN-ZH",
+            has_pi=True,
+            recipient_gba_registered=True,
+            exporter_gba_registered=True,
+        ),
+        "HUMAN_REVIEW",
+        "O5",
+    ),
     # Exporters elsewhere
     (F(origin="OTHER", dest="HK", has_pi=True), "HUMAN_REVIEW", "X1"),
 ]
@@ -305,7 +397,7 @@ class TestExplanations:
 
     def test_counters(self) -> None:
         """Art.5(1)-(3) exports go to the exempt counter, volume-based ones to the mechanism counter."""
-        assert "exempt" == decide(sz_to_hk(purpose="cross_border_hr")).counter
+        assert "exempt" == decide(sz_to_hk(purpose="cross_border_hr", necessity_accepted=True)).counter
         assert "mechanism" == decide(sz_to_hk(pi_ytd_after=5)).counter
         assert "none" == decide(sz_to_hk(has_pi=False)).counter
         assert "none" == decide(F(origin="CN-SZ", dest="CN-GZ", has_pi=True)).counter
@@ -463,6 +555,7 @@ def facts_strategy(draw: st.DrawFn) -> TransferFacts:
         pi_ytd_after=draw(counts),
         spi_ytd_after=draw(counts),
         recipient_gba_registered=draw(st.booleans()),
+        exporter_gba_registered=draw(st.booleans()),
         onward_outside_gba=draw(st.booleans()),
         gba_sc_opt_in=draw(st.booleans()),
         purpose=draw(st.sampled_from(PURPOSES)),
@@ -471,6 +564,10 @@ def facts_strategy(draw: st.DrawFn) -> TransferFacts:
         hk_new_purpose_without_consent=draw(st.booleans()),
         originated_under_gba_sc=draw(st.booleans()),
         macao_art20_ground=draw(st.sampled_from(MACAO_GROUNDS)),
+        foreign_pi_transit_claimed=draw(st.booleans()),
+        foreign_pi_transit=draw(st.booleans()),
+        necessity_accepted=draw(st.booleans()),
+        volume_known=draw(st.booleans()),
     )
 
 
@@ -528,3 +625,64 @@ class TestLabels:
         facts = sz_to_hk()
         filled = set(_labels(decide(facts).facts, facts, rules))
         assert DECISION_LABELS | set(rules.thresholds) == filled
+
+
+class TestDeclaredFactsOnlyTighten:
+    """Invariant 6: what a party declares is decided beside what the platform knows, never instead."""
+
+    @settings(max_examples=3000, deadline=None)
+    @given(
+        known=facts_strategy(),
+        purpose=st.sampled_from(PURPOSES),
+        location=st.sampled_from(JURISDICTIONS),
+        collected_in=st.sampled_from(JURISDICTIONS),
+        transit_claimed=st.booleans(),
+        received_under_gba_sc=st.booleans(),
+    )
+    def test_no_declaration_relaxes_the_platforms_own_decision(
+        self,
+        known: TransferFacts,
+        purpose: str,
+        location: str,
+        collected_in: str,
+        transit_claimed: bool,
+        received_under_gba_sc: bool,
+    ) -> None:
+        """A declared purpose, processing location, place of collection or provenance never makes the
+        outcome less strict than the platform's own facts with a neutral purpose."""
+        # The platform's own facts: no officer finding yet (findings are not declarations).
+        own = replace(
+            known,
+            purpose="other",
+            necessity_accepted=False,
+            foreign_pi_transit=False,
+            foreign_pi_transit_claimed=False,
+            originated_under_gba_sc=False,
+        )
+        declared = replace(
+            own,
+            purpose=purpose,
+            foreign_pi_transit_claimed=transit_claimed,
+            originated_under_gba_sc=received_under_gba_sc,
+        )
+        variants = [
+            ("processing location", replace(declared, dest=location)),
+            ("place of collection", replace(declared, origin=collected_in)),
+            ("both", replace(declared, origin=collected_in, dest=location)),
+        ]
+        baseline = decide(own)
+        decision = decide_strictest(declared, variants)
+        assert STRICTNESS[decision.outcome] >= STRICTNESS[baseline.outcome], (
+            baseline.rule_id,
+            decision.rule_id,
+        )
+        assert 3 == len(decision.considered) or decision.considered == ()
+
+    def test_a_declared_domestic_location_cannot_make_an_export_domestic(self) -> None:
+        """The exploit of issue #15: a Hong Kong recipient declaring Shenzhen gets the export decided."""
+        known = sz_to_hk(has_spi=True, spi_ytd_after=31_641, pi_ytd_after=31_641)
+        decision = decide_strictest(known, [("processing location", replace(known, dest="CN-SZ"))])
+        assert ("ASSESSMENT", "M13") == (decision.outcome, decision.rule_id)
+        assert [{"declared": "processing location", "outcome": "NOT_EXPORT", "rule_id": "M0"}] == [
+            dict(c) for c in decision.considered
+        ]

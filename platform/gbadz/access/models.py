@@ -30,7 +30,12 @@ class AccessRequest(Base):
     purpose: Mapped[str] = mapped_column(sa.String(64))
     purpose_text: Mapped[str] = mapped_column(sa.Text)
     columns: Mapped[list[str]] = mapped_column(sa.JSON)
-    destination: Mapped[str] = mapped_column(sa.String(16))
+    destination: Mapped[str] = mapped_column(sa.String(16))  # the recipient's registered jurisdiction
+    # Declared by the requester; it can only make the decision stricter (invariant 6).
+    processing_location: Mapped[str | None] = mapped_column(sa.String(16), default=None)
+    necessity_justification: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    # What a compliance officer accepted (necessity, provenance, anonymisation, Macao ground).
+    findings: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict, server_default="{}")
     onward_transfer: Mapped[str] = mapped_column(sa.String(16))  # none | within_gba | outside_gba
     duration_days: Mapped[int] = mapped_column(sa.Integer)
     state: Mapped[str] = mapped_column(sa.String(32), index=True)
@@ -50,7 +55,7 @@ class Grant(Base):
     request_id: Mapped[str] = mapped_column(sa.ForeignKey("access_requests.id"), unique=True)
     dataset_id: Mapped[str] = mapped_column(sa.String(100), index=True)
     grantee_org_id: Mapped[str] = mapped_column(sa.String(36), index=True)
-    provider_org_id: Mapped[str | None] = mapped_column(sa.String(36))
+    provider_org_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
     purpose: Mapped[str] = mapped_column(sa.String(64))
     columns: Mapped[list[str]] = mapped_column(sa.JSON)
     decision: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
@@ -58,11 +63,21 @@ class Grant(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     revoked_reason: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    # Re-decided stricter at a transfer (or its contract was reclassified): no transfer until reviewed.
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    suspended_reason: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    # Individuals reserved against the exporter's counters until the first delivery counts them
+    # (the volume-splitting guard of the request-time decision).
+    reserved_pi: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    reserved_spi: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    reserved_year: Mapped[int | None] = mapped_column(sa.Integer, default=None)
 
     def status(self, now: datetime) -> str:
         if self.revoked_at is not None:
             return "revoked"
-        return "expired" if self.expires_at <= now else "active"
+        if self.expires_at <= now:
+            return "expired"
+        return "suspended" if self.suspended_at is not None else "active"
 
 
 class MechanismEvidence(Base):

@@ -7,6 +7,7 @@ reads everything; anyone else reads only what their organisation is a party to.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -112,3 +113,23 @@ def evidence_for(session: Session, principal: Principal, exporter: str | None) -
     if exporter:
         query = query.where(MechanismEvidence.exporter_org_id == exporter)
     return list(session.scalars(query))
+
+
+def reserved(
+    session: Session, exporter_id: str, year: int, now: datetime, exclude_grant: str | None = None
+) -> tuple[int, int]:
+    """Individuals reserved by the exporter's live, approved, not yet delivered grants of ``year``."""
+    stmt = sa.select(
+        sa.func.coalesce(sa.func.sum(Grant.reserved_pi), 0),
+        sa.func.coalesce(sa.func.sum(Grant.reserved_spi), 0),
+    ).where(
+        Grant.provider_org_id == exporter_id,
+        Grant.reserved_year == year,
+        Grant.revoked_at.is_(None),
+        Grant.expires_at > now,
+        Grant.reserved_pi > 0,
+    )
+    if exclude_grant is not None:
+        stmt = stmt.where(Grant.id != exclude_grant)
+    pi, spi = session.execute(stmt).one()
+    return int(pi), int(spi)

@@ -28,6 +28,7 @@ from gbadz.errors import (
     DatasetNotFound,
     DatasetNotOpen,
     DuplicateMechanism,
+    ExporterNotRegistered,
     Forbidden,
     GrantAlreadyRevoked,
     GrantNotFound,
@@ -71,6 +72,8 @@ def _grant_read(grant: Grant) -> GrantRead:
         expires_at=grant.expires_at,
         revoked_at=grant.revoked_at,
         revoked_reason=grant.revoked_reason,
+        suspended_at=grant.suspended_at,
+        suspended_reason=grant.suspended_reason,
         outcome=str(grant.decision.get("outcome")),
         legal_basis=str(grant.decision.get("legal_basis")),
     )
@@ -94,7 +97,7 @@ def transfer_assessment(
         purpose_text="",
         columns=tuple(body.columns),
         duration_days=1,
-        destination=body.dest,
+        processing_location=body.processing_location,
         onward_transfer="outside_gba" if body.onward_outside_gba else "none",
         gba_sc_opt_in=body.gba_sc_opt_in,
     )
@@ -114,7 +117,9 @@ def transfer_assessment(
     "/datasets/{dataset_id}/access-requests",
     status_code=201,
     response_model=AccessRequestRead,
-    responses=error_responses(BadRequest, ColumnNotInSchema, DatasetNotFound, DatasetNotOpen),
+    responses=error_responses(
+        BadRequest, ColumnNotInSchema, DatasetNotFound, DatasetNotOpen, ExporterNotRegistered
+    ),
     summary="Ask for access: decided at once (approved, rejected, or sent to review), with its legal basis",
 )
 def create_access_request(
@@ -132,9 +137,10 @@ def create_access_request(
         purpose_text=body.purpose_text,
         columns=tuple(body.columns),
         duration_days=body.duration_days,
-        destination=body.destination,
+        processing_location=body.processing_location,
         onward_transfer=body.onward_transfer,
         gba_sc_opt_in=body.gba_sc_opt_in,
+        necessity_justification=body.necessity_justification,
     )
     created = service.create_request(session, viewer, actor_of(principal), ask, rules)
     return _request_read(created, service.grant_id_of(session, created))
@@ -185,7 +191,10 @@ def get_access_request(request_id: str, principal: Authenticated, session: ReadS
 def approve_access_request(
     request_id: str, body: Review, principal: Reviewer, session: WriteSession, rules: Rules
 ) -> AccessRequestRead:
-    approved = service.approve(session, principal, actor_of(principal), request_id, body.reason, rules)
+    findings = service.Findings(**body.findings.model_dump()) if body.findings else None
+    approved = service.approve(
+        session, principal, actor_of(principal), request_id, body.reason, rules, findings
+    )
     return _request_read(approved, service.grant_id_of(session, approved))
 
 

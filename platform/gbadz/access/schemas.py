@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from gbadz.vocabulary import EvidenceKind, Jurisdiction, Purpose
+from gbadz.vocabulary import EvidenceKind, Jurisdiction, MacaoGround, Purpose
 
 MAX_DURATION_DAYS = 3660
 Onward = Literal["none", "within_gba", "outside_gba"]
@@ -21,7 +21,13 @@ class AssessmentAsk(BaseModel):
     dataset_id: str = Field(max_length=100, examples=["sz-hospital-outpatient-visits"])
     columns: list[str] = Field(default_factory=list, max_length=500, description="default: every column")
     purpose: Purpose = Field(examples=["trade_transport_academic_mfg_marketing"])
-    dest: Jurisdiction | None = Field(default=None, description="default: your organisation's jurisdiction")
+    processing_location: Jurisdiction | None = Field(
+        default=None,
+        validation_alias=AliasChoices("processing_location", "dest"),
+        description="where you will process the data, if not where your organisation is registered; "
+        "the destination is always your registered jurisdiction, and a declared location can only "
+        "make the decision stricter",
+    )
     onward_outside_gba: bool = False
     gba_sc_opt_in: bool = True
 
@@ -35,11 +41,22 @@ class RequestAsk(BaseModel):
     )
     columns: list[str] = Field(default_factory=list, max_length=500, description="default: every column")
     duration_days: int = Field(default=90, ge=1, le=MAX_DURATION_DAYS, description="capped by the licence")
-    destination: Jurisdiction | None = Field(
-        default=None, description="default: your organisation's jurisdiction"
+    processing_location: Jurisdiction | None = Field(
+        default=None,
+        validation_alias=AliasChoices("processing_location", "destination"),
+        description="where you will process the data, if not where your organisation is registered; "
+        "the destination is always your registered jurisdiction, and a declared location can only "
+        "make the decision stricter",
     )
     onward_transfer: Onward = "none"
     gba_sc_opt_in: bool = True
+    necessity_justification: str | None = Field(
+        default=None,
+        min_length=20,
+        max_length=4000,
+        description="required for the Provisions 2024 Art.5 purposes (contract_with_individual, "
+        "cross_border_hr, emergency): why the export is necessary; a compliance officer accepts it",
+    )
 
 
 class DecisionRead(BaseModel):
@@ -76,7 +93,10 @@ class AccessRequestRead(BaseModel):
     purpose: str
     purpose_text: str
     columns: list[str]
-    destination: str
+    destination: str = Field(description="the recipient's registered jurisdiction")
+    processing_location: str | None = None
+    necessity_justification: str | None = None
+    findings: dict[str, Any] = Field(default_factory=dict)
     onward_transfer: str
     duration_days: int
     state: Literal["submitted", "under_provider_review", "under_compliance_review", "approved", "rejected"]
@@ -96,19 +116,37 @@ class GrantRead(BaseModel):
     provider_org_id: str | None
     purpose: str
     columns: list[str]
-    status: Literal["active", "expired", "revoked"]
+    status: Literal["active", "suspended", "expired", "revoked"]
     granted_at: datetime
     expires_at: datetime
     revoked_at: datetime | None
     revoked_reason: str | None
+    suspended_at: datetime | None = None
+    suspended_reason: str | None = None
     outcome: str
     legal_basis: str
+
+
+class FindingsIn(BaseModel):
+    """What a compliance officer accepts at the compliance step (each relaxes a decision)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    necessity_accepted: bool = Field(
+        default=False, description="the requester's Art.5 necessity justification is accepted"
+    )
+    foreign_pi_transit: bool = Field(
+        default=False, description="the contract's Art.4 provenance evidence is checked and accepted"
+    )
+    anonymised: bool = Field(default=False, description="the contract's anonymisation report is accepted")
+    macao_art20_ground: MacaoGround = Field(default="none", description="a PDPA Art.20(1) ground that holds")
 
 
 class Review(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=2000)
+    findings: FindingsIn | None = None
 
 
 class Rejection(BaseModel):

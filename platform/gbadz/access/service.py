@@ -1,21 +1,27 @@
 """Access requests, grants and mechanism evidence: the licence and the transfer engine together.
 
-Every request is decided when it is made: the contract's licence (purposes, duration,
-columns, onward transfer) and the transfer engine over facts the platform knows (origin,
-destination, categories, the exporter's year-to-date counters, the recipient's GBA
-registration). The decision, with its rules version and hash, is stored with the request
-and copied into the grant. ``PROHIBITED`` can never be approved; only a request that both
-the licence and the engine allow without review is approved automatically (ADR 0011).
+Every request is decided when it is made, and again at approval and at every transfer
+(delivery, Delta Sharing, replay; ``redecide``): the contract's licence (purposes,
+duration, columns, onward transfer) and the transfer engine over facts the platform knows
+(architecture.md invariant 6, ADR 0015):
 
-Counters in a decision are *estimates*: the exporter's mechanism-basis count so far plus
-every row of the current version as a distinct individual (an upper bound, so the estimate
-errs towards the stricter outcome). Exact, de-duplicated counting happens on delivery.
+- origin is the exporter organisation's registered jurisdiction, destination the recipient's;
+- classification comes from the contract, every column classified, the sector overlay
+  tightening it; the individuals are counted per subject when a version is published;
+- the volume is the exporter's live year-to-date count, plus the reservations of approved
+  grants not yet delivered, plus this request's individuals (unknown: review);
+- what a party declares (a processing location, a place of collection, a provenance or
+  anonymisation claim, an Art.5 purpose) is decided beside those facts and can only make
+  the outcome stricter; facts that relax it are a compliance officer's findings.
+
+``PROHIBITED`` can never be approved; only a request that both the licence and the engine
+allow without review is approved automatically (ADR 0011).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -24,6 +30,7 @@ from sqlalchemy.orm import Session
 from gbadz import audit
 from gbadz.access import repository
 from gbadz.access.models import AccessRequest, Grant, MechanismEvidence
+from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset
 from gbadz.catalog.service import get_visible, stored_contract
 from gbadz.compliance import counters
@@ -34,21 +41,34 @@ from gbadz.errors import (
     ColumnNotInSchema,
     DatasetNotOpen,
     DuplicateMechanism,
+    ExporterNotRegistered,
     Forbidden,
     GrantAlreadyRevoked,
     GrantNotFound,
+    JustificationRequired,
     MechanismNotOnFile,
     NotYourReviewStep,
     RequestNotUnderReview,
     TransferProhibited,
 )
+from gbadz.identity.models import Organization
 from gbadz.identity.service import Viewer
 from gbadz.identity.tokens import Principal
-from gbadz.law.engine import Decision, FactError, TransferFacts, decide, gba_sc_findings
+from gbadz.law.engine import (
+    STRICTNESS,
+    Decision,
+    FactError,
+    TransferFacts,
+    decide_strictest,
+    gba_sc_findings,
+)
 from gbadz.law.evidence import Evidence, check_evidence, check_mechanisms, legal_date
 from gbadz.law.rules import RuleSet, default_rules
+from gbadz.vocabulary import REGION_OF
 
 REVIEW_OUTCOMES = ("GBA_SC", "SCC_OR_CERT", "ASSESSMENT", "HUMAN_REVIEW")
+#: Provisions 2024 Art.5(1)-(3): purposes whose exemption needs a written necessity justification.
+ART5_PURPOSES = ("contract_with_individual", "cross_border_hr", "emergency")
 
 
 @dataclass(frozen=True)
@@ -60,9 +80,43 @@ class Ask:
     purpose_text: str
     columns: tuple[str, ...]
     duration_days: int
-    destination: str | None
+    processing_location: str | None  # declared: can only make the decision stricter
     onward_transfer: str  # none | within_gba | outside_gba
     gba_sc_opt_in: bool = True
+    necessity_justification: str | None = None
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a compliance officer accepted: the only source of the facts that relax a decision."""
+
+    necessity_accepted: bool = False
+    foreign_pi_transit: bool = False
+    anonymised: bool = False
+    macao_art20_ground: str = "none"
+
+    @classmethod
+    def of(cls, stored: dict[str, Any] | None) -> Findings:
+        known = {k: v for k, v in (stored or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "necessity_accepted": self.necessity_accepted,
+            "foreign_pi_transit": self.foreign_pi_transit,
+            "anonymised": self.anonymised,
+            "macao_art20_ground": self.macao_art20_ground,
+        }
+
+
+@dataclass(frozen=True)
+class Volume:
+    """The individuals a transfer of the dataset's current version carries (counted at publish)."""
+
+    known: bool
+    individuals: int = 0
+    sensitive_individuals: int = 0  # by a row-level rule (children under 14)
+    version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +128,14 @@ class Assessment:
     licence_findings: tuple[str, ...]  # why the licence refuses; empty when it allows
     granted_days: int
     evidence: dict[str, Any]
+    reservation: tuple[int, int] = (0, 0)  # (pi, spi) individuals this request would reserve
+    counter_year: int | None = None
+
+
+@dataclass(frozen=True)
+class Parties:
+    exporter: Organization
+    recipient: Organization
 
 
 def _now() -> datetime:
@@ -101,8 +163,143 @@ def _evidence_on_file(session: Session, exporter: str | None, recipient: str) ->
     ]
 
 
+def parties(session: Session, dataset: Dataset, recipient_org_id: str) -> Parties:
+    """The registered exporter and recipient: no registration, no transfer (their facts are unknown)."""
+    exporter = repository.organisation(session, dataset.provider_org_id)
+    if exporter is None:
+        raise ExporterNotRegistered(
+            "dataset_id: the dataset's provider organisation is not registered here, so its origin and "
+            "counters are unknown; it takes no access requests",
+            field="dataset_id",
+        )
+    recipient = repository.organisation(session, recipient_org_id)
+    if recipient is None:
+        raise Forbidden("your organisation is not registered here; ask an administrator")
+    return Parties(exporter, recipient)
+
+
+def volume_of(session: Session, dataset: Dataset) -> Volume:
+    version = catalog_repository.latest_version(session, dataset)
+    if version is None or version.individuals is None:
+        return Volume(known=False, version=version.version if version else None)
+    return Volume(True, int(version.individuals), int(version.sensitive_individuals or 0), version.version)
+
+
+def _gba_registered(org: Organization, rules: RuleSet) -> bool:
+    """GBA-registered for the standard contract: flagged and registered inside its area (never OTHER)."""
+    return bool(org.gba_registered) and REGION_OF.get(org.jurisdiction) in rules.gba_sc_area
+
+
+@dataclass(frozen=True)
+class FactSet:
+    known: TransferFacts
+    declared: tuple[tuple[str, TransferFacts], ...] = field(default=())
+    reservation: tuple[int, int] = (0, 0)
+
+
+def transfer_facts(
+    session: Session,
+    *,
+    contract: Contract,
+    columns: tuple[str, ...] | list[str],
+    who: Parties,
+    purpose: str,
+    onward_transfer: str,
+    gba_sc_opt_in: bool,
+    processing_location: str | None,
+    findings: Findings,
+    volume: Volume,
+    at: datetime,
+    rules: RuleSet,
+    counted_after: tuple[int, int] | None = None,
+    exclude_grant: str | None = None,
+) -> FactSet:
+    """The engine's facts from what the platform knows, and the variants parties declared.
+
+    ``counted_after`` replaces the estimate of the counters after this transfer by an exact
+    figure (a delivery knows which of its individuals were counted before).
+    """
+    exporter, recipient = who.exporter, who.recipient
+    has_pi, has_spi_columns, _ = contract.classify(tuple(columns))
+    minors_possible = contract.gbadz.minors is not None and (
+        not volume.known or volume.sensitive_individuals > 0
+    )
+    has_spi = has_spi_columns or (has_pi and minors_possible)
+    this_pi = volume.individuals if has_pi else 0
+    this_spi = this_pi if has_spi_columns else (volume.sensitive_individuals if has_pi else 0)
+    reservation = (this_pi, this_spi) if has_pi else (0, 0)
+    pi_after = spi_after = 0
+    if has_pi:
+        if counted_after is not None:
+            pi_after, spi_after = counted_after
+        else:
+            year = counters.counter_year(at, rules)
+            held_pi, held_spi = repository.reserved(session, exporter.id, year, at, exclude_grant)
+            pi_after = counters.count(session, exporter.id, year, "mechanism", "pi") + held_pi + this_pi
+            spi_after = counters.count(session, exporter.id, year, "mechanism", "spi") + held_spi + this_spi
+    provenance = contract.gbadz.provenance
+    anonymisation = contract.gbadz.anonymisation
+    origin = exporter.jurisdiction
+    known = TransferFacts(
+        origin=origin,
+        dest=recipient.jurisdiction,
+        category=contract.gbadz.category,
+        has_pi=has_pi,
+        has_spi=has_spi,
+        anonymised=findings.anonymised and anonymisation is not None,
+        anonymisation_report_ref=anonymisation.report_ref if anonymisation and findings.anonymised else None,
+        exporter_ciio=bool(exporter.ciio),
+        pi_ytd_after=pi_after,
+        spi_ytd_after=spi_after,
+        recipient_gba_registered=_gba_registered(recipient, rules),
+        exporter_gba_registered=_gba_registered(exporter, rules),
+        onward_outside_gba=onward_transfer == "outside_gba",
+        gba_sc_opt_in=gba_sc_opt_in,
+        purpose=purpose,
+        sector_overlay=contract.gbadz.sector_overlay,
+        hk_new_purpose_without_consent=REGION_OF.get(origin) == "HK"
+        and has_pi
+        and purpose not in provenance.collection_purposes,
+        originated_under_gba_sc=provenance.received_under_gba_sc,
+        macao_art20_ground=findings.macao_art20_ground,
+        foreign_pi_transit_claimed=provenance.foreign_pi_in_transit,
+        foreign_pi_transit=findings.foreign_pi_transit,
+        necessity_accepted=findings.necessity_accepted,
+        volume_known=volume.known or not has_pi,
+    )
+    # Declared facts, each decided beside the known ones (the stricter outcome wins).
+    origins = {("registered exporter", origin)}
+    if contract.gbadz.origin != origin:
+        origins.add(("contract origin", contract.gbadz.origin))
+    if provenance.collected_in and provenance.collected_in != origin:
+        origins.add(("place of collection", provenance.collected_in))
+    dests = {("registered recipient", recipient.jurisdiction)}
+    if processing_location and processing_location != recipient.jurisdiction:
+        dests.add(("processing location", processing_location))
+    declared = tuple(
+        (f"origin={o} ({olabel}), dest={d} ({dlabel})", replace(known, origin=o, dest=d))
+        for olabel, o in sorted(origins)
+        for dlabel, d in sorted(dests)
+        if (o, d) != (origin, recipient.jurisdiction)
+    )
+    return FactSet(known, declared, reservation)
+
+
+def _decide(facts: FactSet, rules: RuleSet) -> Decision:
+    try:
+        return decide_strictest(facts.known, facts.declared, rules)
+    except FactError as exc:
+        raise BadRequest(f"{exc.field}: {exc.reason}", field=exc.field) from None
+
+
 def assess(
-    session: Session, viewer: Viewer, ask: Ask, *, rules: RuleSet | None = None, at: datetime | None = None
+    session: Session,
+    viewer: Viewer,
+    ask: Ask,
+    *,
+    rules: RuleSet | None = None,
+    at: datetime | None = None,
+    findings: Findings | None = None,
 ) -> Assessment:
     """Decide what moving ``ask`` to the viewer's organisation would take (nothing is written)."""
     at = at or _now()
@@ -122,50 +319,36 @@ def assess(
     columns = tuple(ask.columns) or tuple(known)
     if len(set(columns)) != len(columns):
         raise ColumnNotInSchema("columns: a column is named twice", field="columns")
-    recipient = repository.organisation(session, viewer.org_id)
-    exporter = repository.organisation(session, dataset.provider_org_id)
-    destination = ask.destination or viewer.jurisdiction
-    has_pi = any(contract.facts(c).pi for c in columns)
-    has_spi = any(contract.facts(c).spi for c in columns)
-    pi_after = spi_after = 0
-    if has_pi and exporter is not None:
-        year = counters.counter_year(at, rules)
-        rows = dataset.row_count or 0
-        pi_after = counters.count(session, exporter.id, year, "mechanism", "pi") + rows
-        spi_after = counters.count(session, exporter.id, year, "mechanism", "spi") + (rows if has_spi else 0)
-    facts = TransferFacts(
-        origin=dataset.origin,
-        dest=destination,
-        category=dataset.category,
-        has_pi=has_pi,
-        has_spi=has_spi,
-        exporter_ciio=bool(exporter and exporter.ciio),
-        pi_ytd_after=pi_after,
-        spi_ytd_after=spi_after,
-        recipient_gba_registered=bool(recipient and recipient.gba_registered),
-        onward_outside_gba=ask.onward_transfer == "outside_gba",
-        gba_sc_opt_in=ask.gba_sc_opt_in,
+    who = parties(session, dataset, viewer.org_id)
+    facts = transfer_facts(
+        session,
+        contract=contract,
+        columns=columns,
+        who=who,
         purpose=ask.purpose,
-        sector_overlay=contract.gbadz.sector_overlay,
+        onward_transfer=ask.onward_transfer,
+        gba_sc_opt_in=ask.gba_sc_opt_in,
+        processing_location=ask.processing_location,
+        findings=findings or Findings(),
+        volume=volume_of(session, dataset),
+        at=at,
+        rules=rules,
     )
-    try:
-        decision = decide(facts, rules)
-    except FactError as exc:
-        raise BadRequest(f"{exc.field}: {exc.reason}", field=exc.field) from None
+    decision = _decide(facts, rules)
     licence = contract.gbadz.licence
-    findings: list[str] = []
+    problems: list[str] = []
     if ask.purpose not in licence.permitted_purposes:
-        findings.append(
+        problems.append(
             f"licence.permitted_purposes: the licence permits {', '.join(licence.permitted_purposes)}; "
             f"not {ask.purpose}"
         )
     if ask.onward_transfer != "none" and not licence.onward_transfer_allowed:
-        findings.append("licence.onward_transfer_allowed: the licence forbids onward transfer")
-    findings.extend(gba_sc_findings(decision, ask.onward_transfer == "outside_gba", rules))
+        problems.append("licence.onward_transfer_allowed: the licence forbids onward transfer")
+    problems.extend(gba_sc_findings(decision, ask.onward_transfer == "outside_gba", rules))
     granted_days = min(ask.duration_days, licence.max_duration.days)
     check = check_evidence(
         decision,
-        _evidence_on_file(session, exporter.id if exporter else None, viewer.org_id),
+        _evidence_on_file(session, who.exporter.id, viewer.org_id),
         legal_date(at, rules),
         rules,
     )
@@ -175,7 +358,17 @@ def assess(
         "problems": list(check.problems),
         "warnings": list(check.warnings),
     }
-    return Assessment(dataset, contract, columns, decision, tuple(findings), granted_days, evidence)
+    return Assessment(
+        dataset,
+        contract,
+        columns,
+        decision,
+        tuple(problems),
+        granted_days,
+        evidence,
+        facts.reservation,
+        counters.counter_year(at, rules),
+    )
 
 
 def _snapshot(assessment: Assessment) -> dict[str, Any]:
@@ -193,7 +386,9 @@ def _record(session: Session, actor: str, request: AccessRequest, action: str, *
     )
 
 
-def _grant(session: Session, request: AccessRequest, at: datetime) -> Grant:
+def _grant(session: Session, request: AccessRequest, at: datetime, assessment: Assessment | None) -> Grant:
+    pi, spi = assessment.reservation if assessment else (0, 0)
+    counted = str(request.decision.get("counter")) == "mechanism"
     grant = Grant(
         id=str(uuid.uuid4()),
         request_id=request.id,
@@ -205,6 +400,11 @@ def _grant(session: Session, request: AccessRequest, at: datetime) -> Grant:
         decision=request.decision,
         granted_at=at,
         expires_at=at + timedelta(days=request.duration_days),
+        # Until its first delivery counts them, a grant reserves its individuals against the
+        # exporter's counters, so slicing a year's export into small requests cannot stay exempt.
+        reserved_pi=pi if counted else 0,
+        reserved_spi=spi if counted else 0,
+        reserved_year=assessment.counter_year if assessment and counted else None,
     )
     session.add(grant)
     return grant
@@ -216,6 +416,16 @@ def create_request(
     at = _now()
     assessment = assess(session, viewer, ask, rules=rules, at=at)
     decision = assessment.decision
+    if (
+        ask.purpose in ART5_PURPOSES
+        and not assessment.licence_findings
+        and not (ask.necessity_justification or "").strip()
+    ):
+        raise JustificationRequired(
+            f"necessity_justification: purpose {ask.purpose} claims a Provisions 2024 Art.5 exemption; "
+            "write why the export is necessary (a compliance officer reviews it)",
+            field="necessity_justification",
+        )
     request = AccessRequest(
         id=str(uuid.uuid4()),
         dataset_id=assessment.dataset.id,
@@ -225,7 +435,10 @@ def create_request(
         purpose=ask.purpose,
         purpose_text=ask.purpose_text,
         columns=list(assessment.columns),
-        destination=ask.destination or viewer.jurisdiction,
+        destination=viewer.jurisdiction,
+        processing_location=ask.processing_location,
+        necessity_justification=ask.necessity_justification,
+        findings={},
         onward_transfer=ask.onward_transfer,
         duration_days=assessment.granted_days,
         state="submitted",
@@ -246,7 +459,7 @@ def create_request(
             "approved",
             f"approved automatically: {decision.rule_id} {decision.outcome}",
         )
-        _grant(session, request, at)
+        _grant(session, request, at, assessment)
     else:
         request.state = "under_provider_review"
     request.updated_at = at
@@ -267,6 +480,27 @@ def grant_id_of(session: Session, request: AccessRequest) -> str | None:
     return repository.grant_id_of(session, request.id)
 
 
+def _reassess(
+    session: Session, request: AccessRequest, findings: Findings, at: datetime, rules: RuleSet
+) -> Assessment:
+    """Decide the request again now, as its requester's organisation, with the officer's findings."""
+    recipient = repository.organisation(session, request.requester_org_id)
+    if recipient is None:  # pragma: no cover - organisations are never deleted
+        raise AccessRequestNotFound(f"no access request {request.id!r}")
+    viewer = Viewer(org_id=recipient.id, jurisdiction=recipient.jurisdiction)
+    ask = Ask(
+        dataset_id=request.dataset_id,
+        purpose=request.purpose,
+        purpose_text=request.purpose_text,
+        columns=tuple(request.columns),
+        duration_days=request.duration_days,
+        processing_location=request.processing_location,
+        onward_transfer=request.onward_transfer,
+        necessity_justification=request.necessity_justification,
+    )
+    return assess(session, viewer, ask, rules=rules, at=at, findings=findings)
+
+
 def approve(
     session: Session,
     principal: Principal,
@@ -274,24 +508,35 @@ def approve(
     request_id: str,
     reason: str | None,
     rules: RuleSet | None = None,
+    findings: Findings | None = None,
 ) -> AccessRequest:
     request = _locked(session, principal, request_id)
+    rules = rules or default_rules()
     at = _now()
     outcome = request.decision.get("outcome")
+    assessment: Assessment | None = None
     if request.state == "under_provider_review":
         if principal.org_id != request.provider_org_id:
             raise NotYourReviewStep("only the dataset's provider reviews this request now")
-        if outcome in REVIEW_OUTCOMES:
-            request.state = "under_compliance_review"
-        else:
-            request.state = "approved"
-            _grant(session, request, at)
+        if findings is not None and findings != Findings():
+            raise Forbidden("findings: only a compliance officer records findings", field="findings")
+        request.state = "under_compliance_review"
+        if outcome not in REVIEW_OUTCOMES:
+            # Decided again: still allowed without review -> approved; else a compliance officer decides.
+            assessment = _reassess(session, request, Findings.of(request.findings), at, rules)
+            request.decision = _snapshot(assessment)
+            if assessment.decision.allowed_without_review and not assessment.licence_findings:
+                request.state = "approved"
+                _grant(session, request, at, assessment)
     elif request.state == "under_compliance_review":
         if not repository.sees_everything(principal):
             raise NotYourReviewStep("a compliance officer reviews this request now")
-        _require_mechanism(session, request, at, rules or default_rules())
+        merged = Findings.of({**request.findings, **(findings or Findings()).as_dict()})
+        assessment = _decided_again(session, request, merged, at, rules)
+        _require_mechanism(session, request, at, rules)
+        request.findings = merged.as_dict()
         request.state = "approved"
-        _grant(session, request, at)
+        _grant(session, request, at, assessment)
     else:
         raise RequestNotUnderReview(
             f"state: the request is {request.state}; only a request under review can be approved",
@@ -301,6 +546,33 @@ def approve(
     _record(session, actor, request, f"access_request.{request.state}")
     session.flush()
     return request
+
+
+def _decided_again(
+    session: Session, request: AccessRequest, findings: Findings, at: datetime, rules: RuleSet
+) -> Assessment:
+    """Approval decides again (invariant 7): live counters, evidence, contract, the officer's findings.
+
+    The new decision replaces the request's. A prohibition refuses; a rule still waiting for a
+    finding the officer has not recorded refuses, naming it; nothing is written on refusal.
+    """
+    assessment = _reassess(session, request, findings, at, rules)
+    decision = assessment.decision
+    if assessment.licence_findings:
+        raise TransferProhibited("licence: " + "; ".join(assessment.licence_findings), field="licence")
+    if decision.outcome == "PROHIBITED":
+        raise TransferProhibited(
+            f"decision: {decision.rule_id} {decision.legal_basis}: a prohibited transfer can never be approved",
+            field="decision",
+        )
+    if decision.awaits:
+        raise MechanismNotOnFile(
+            f"findings.{decision.awaits}: rule {decision.rule_id} waits for a compliance officer's finding "
+            f"({decision.legal_basis})",
+            field=f"findings.{decision.awaits}",
+        )
+    request.decision = _snapshot(assessment)
+    return assessment
 
 
 def _require_mechanism(session: Session, request: AccessRequest, at: datetime, rules: RuleSet) -> None:
@@ -413,3 +685,145 @@ def record_evidence(session: Session, principal: Principal, actor: str, **fields
 
 def list_evidence(session: Session, principal: Principal, exporter: str | None) -> list[MechanismEvidence]:
     return repository.evidence_for(session, principal, exporter)
+
+
+@dataclass(frozen=True)
+class Redecision:
+    """The decision taken again when data leaves under a grant (architecture.md invariant 7)."""
+
+    decision: Decision
+    evidence: dict[str, Any]
+    suspend_because: str | None  # set when the grant must stop: stricter now, or evidence lapsed
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "outcome": self.decision.outcome,
+            "rule_id": self.decision.rule_id,
+            "legal_basis": self.decision.legal_basis,
+            "rules_version": self.decision.rules_version,
+            "pi_ytd_after": self.decision.facts.get("pi_ytd_after"),
+            "spi_ytd_after": self.decision.facts.get("spi_ytd_after"),
+            "evidence": self.evidence,
+        }
+
+
+class SuspendGrant(Exception):
+    """Raised inside a transfer's transaction: the caller suspends the grant in a transaction of its own."""
+
+    def __init__(self, grant_id: str, reason: str, redecision: Redecision) -> None:
+        super().__init__(reason)
+        self.grant_id, self.reason, self.redecision = grant_id, reason, redecision
+
+
+def redecide(
+    session: Session,
+    grant: Grant,
+    dataset: Dataset,
+    version_no: int,
+    at: datetime,
+    rules: RuleSet | None = None,
+) -> Redecision:
+    """Decide a grant's transfer again with the current contract, the version being sent, live
+    counters (exact: its individuals de-duplicated against those counted before, plus other
+    grants' reservations) and evidence validity on the rules' (Asia/Shanghai) date.
+
+    Raises :class:`SuspendGrant` when the outcome is stricter than the grant's, or when the
+    mechanism it relies on is no longer valid; the grant is then suspended with that reason.
+    """
+    rules = rules or default_rules()
+    request = session.get(AccessRequest, grant.request_id)
+    if request is None:  # pragma: no cover - a grant always has its request
+        raise GrantNotFound(f"no grant {grant.id!r}")
+    version = catalog_repository.version(session, dataset.id, version_no)
+    contract = stored_contract(dataset)
+    who = parties(session, dataset, grant.grantee_org_id)
+    known = version is not None and version.individuals is not None
+    volume = (
+        Volume(True, int(version.individuals or 0), int(version.sensitive_individuals or 0), version_no)
+        if version is not None and known
+        else Volume(False, version=version_no)
+    )
+    has_pi, has_spi_columns, _ = contract.classify(tuple(grant.columns))
+    counted_after = None
+    if has_pi and known:
+        year = counters.counter_year(at, rules)
+        pi, spi = counters.would_be_version(
+            session,
+            exporter_id=who.exporter.id,
+            dataset_id=dataset.id,
+            version=version_no,
+            all_sensitive=has_spi_columns,
+            at=at,
+            rules=rules,
+        )
+        held_pi, held_spi = repository.reserved(session, who.exporter.id, year, at, grant.id)
+        counted_after = (pi + held_pi, spi + held_spi)
+    facts = transfer_facts(
+        session,
+        contract=contract,
+        columns=tuple(grant.columns),
+        who=who,
+        purpose=request.purpose,
+        onward_transfer=request.onward_transfer,
+        gba_sc_opt_in=bool(grant.decision.get("facts", {}).get("gba_sc_opt_in", True)),
+        processing_location=request.processing_location,
+        findings=Findings.of(request.findings),
+        volume=volume,
+        at=at,
+        rules=rules,
+        counted_after=counted_after,
+        exclude_grant=grant.id,
+    )
+    decision = _decide(facts, rules)
+    check = check_evidence(
+        decision,
+        _evidence_on_file(session, who.exporter.id, grant.grantee_org_id),
+        legal_date(at, rules),
+        rules,
+    )
+    evidence = {
+        "status": check.status,
+        "used": check.used.reference if check.used else None,
+        "problems": list(check.problems),
+        "warnings": list(check.warnings),
+    }
+    before = str(grant.decision.get("outcome"))
+    reason = None
+    if STRICTNESS[decision.outcome] > STRICTNESS.get(before, len(STRICTNESS)):
+        reason = (
+            f"decided again at transfer: {decision.rule_id} {decision.outcome} ({decision.legal_basis}) "
+            f"is stricter than the grant's {grant.decision.get('rule_id')} {before}"
+        )
+    elif decision.evidence_required and check.status != "satisfied":
+        reason = "decided again at transfer: the mechanism is no longer valid: " + "; ".join(
+            check.problems or (f"no valid {' or '.join(decision.evidence_required)} on file",)
+        )
+    found = Redecision(decision, evidence, reason)
+    if reason is not None:
+        raise SuspendGrant(grant.id, reason, found)
+    return found
+
+
+def suspend_grant(session: Session, grant_id: str, reason: str, redecision: Redecision) -> None:
+    """Suspend a grant with its reason (the grantee gets 410; officers see it as a review item)."""
+    grant = session.get(Grant, grant_id, with_for_update=True)
+    if grant is None or grant.suspended_at is not None or grant.revoked_at is not None:
+        return
+    grant.suspended_at, grant.suspended_reason = _now(), reason
+    audit.record(
+        session,
+        actor="gbadz",
+        action="grant.suspended",
+        subject_type="grant",
+        subject_id=grant.id,
+        details={
+            "reason": reason,
+            "redecision": redecision.summary(),
+            "before": grant.decision.get("outcome"),
+        },
+    )
+
+
+def release_reservation(grant: Grant) -> None:
+    """The first delivery counted the grant's individuals: its reservation ends."""
+    grant.reserved_pi = grant.reserved_spi = 0

@@ -80,11 +80,31 @@ class DatasetVersion(Base):
     row_count: Mapped[int] = mapped_column(sa.BigInteger)
     quality: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Distinct individuals in the version (not rows), and those sensitive by a row-level rule
+    # (children under 14): counted at publish time. None for versions published before counting.
+    individuals: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)
+    sensitive_individuals: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)
 
     __table_args__ = (
         sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_id_version"),
         sa.UniqueConstraint("dataset_id", "source_sha256", name="uq_dataset_versions_dataset_id_source"),
     )
+
+
+class VersionSubject(Base):
+    """One individual of a published version, as the exporter-level keyed hash of its identifier.
+
+    The same person in two datasets of one exporter has the same hash (the key is the
+    exporter's, not the dataset's), so the year-to-date counters de-duplicate across datasets;
+    no raw identifier is ever stored. ``sensitive`` marks people sensitive by a row-level rule.
+    """
+
+    __tablename__ = "version_subjects"
+
+    dataset_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    sensitive: Mapped[bool] = mapped_column(sa.Boolean, default=False)
 
 
 class IngestionRun(Base):

@@ -200,7 +200,11 @@ def _parse(raw: bytes) -> tuple[Contract, str]:
     try:
         contract = parse_contract(raw, "contract")
     except ContractError as exc:
-        raise BadRequest("; ".join(f"{loc}: {msg}" for loc, msg in exc.problems)) from None
+        fields = {loc for loc, _ in exc.problems}
+        raise BadRequest(
+            "; ".join(f"{loc}: {msg}" for loc, msg in exc.problems),
+            field=fields.pop() if len(fields) == 1 else None,
+        ) from None
     return contract, hashlib.sha256(raw).hexdigest()
 
 
@@ -213,6 +217,15 @@ def _check_provider(contract: Contract, org: Organization) -> None:
         raise BadRequest(
             f"gbadz.provider.organization: must be your organisation's registered name {org.name!r}",
             field="gbadz.provider.organization",
+        )
+    if contract.gbadz.origin != org.jurisdiction:
+        # The origin regime is the exporter's registration (invariant 6): a contract cannot
+        # choose another. Data collected elsewhere says so in gbadz.provenance.collected_in,
+        # which is decided beside the origin and can only make a decision stricter.
+        raise BadRequest(
+            f"gbadz.origin: must be your organisation's registered jurisdiction {org.jurisdiction!r}, "
+            f"not {contract.gbadz.origin!r}; say where data was collected in gbadz.provenance.collected_in",
+            field="gbadz.origin",
         )
     if contract.status == "retired":
         raise BadRequest(

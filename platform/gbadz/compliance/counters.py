@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from gbadz.catalog.models import VersionSubject
 from gbadz.compliance.models import CountedSubject
 from gbadz.law.rules import RuleSet, default_rules
 from gbadz.models import utcnow
@@ -143,3 +145,91 @@ def would_be(
             )
         counts.append(count(session, exporter_id, year, "mechanism", kind) + len(people) - already)
     return counts[0], counts[1]
+
+
+def _version_people(dataset_id: str, version: int, sensitive_only: bool) -> sa.Select[Any]:
+    stmt = sa.select(VersionSubject.subject).where(
+        VersionSubject.dataset_id == dataset_id, VersionSubject.version == version
+    )
+    return stmt.where(VersionSubject.sensitive.is_(True)) if sensitive_only else stmt
+
+
+def would_be_version(
+    session: Session,
+    *,
+    exporter_id: str,
+    dataset_id: str,
+    version: int,
+    all_sensitive: bool,
+    at: datetime,
+    rules: RuleSet | None = None,
+) -> tuple[int, int]:
+    """The mechanism-basis counters if this version's individuals were exported now: exact,
+    de-duplicated against everyone counted before (one anti-join in the database)."""
+    year = counter_year(at, rules)
+    result = []
+    for kind, sensitive_only in (("pi", False), ("spi", not all_sensitive)):
+        people = _version_people(dataset_id, version, sensitive_only).subquery()
+        new = (
+            sa.select(sa.func.count())
+            .select_from(people)
+            .where(
+                ~sa.exists().where(
+                    CountedSubject.exporter_id == exporter_id,
+                    CountedSubject.counter_year == year,
+                    CountedSubject.basis == "mechanism",
+                    CountedSubject.kind == kind,
+                    CountedSubject.subject == people.c.subject,
+                )
+            )
+        )
+        result.append(count(session, exporter_id, year, "mechanism", kind) + int(session.scalar(new) or 0))
+    return result[0], result[1]
+
+
+def record_version(
+    session: Session,
+    *,
+    exporter_id: str,
+    dataset_id: str,
+    version: int,
+    basis: str,
+    all_sensitive: bool,
+    at: datetime,
+    rules: RuleSet | None = None,
+) -> CounterSnapshot:
+    """Count the individuals of one delivered version (its exporter-keyed subjects), in SQL."""
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {', '.join(BASES)}")
+    year = counter_year(at, rules)
+    pi_before = count(session, exporter_id, year, basis, "pi")
+    spi_before = count(session, exporter_id, year, basis, "spi")
+    dialect = session.get_bind().dialect.name
+    now = utcnow()
+    for kind, sensitive_only in (("pi", False), ("spi", not all_sensitive)):
+        people = _version_people(dataset_id, version, sensitive_only).subquery()
+        source = sa.select(
+            sa.literal(exporter_id),
+            sa.literal(year),
+            sa.literal(basis),
+            sa.literal(kind),
+            people.c.subject,
+            sa.literal(now, CountedSubject.first_counted_at.type),
+        )
+        names = ["exporter_id", "counter_year", "basis", "kind", "subject", "first_counted_at"]
+        stmt: sa.Insert
+        if dialect == "postgresql":
+            stmt = postgresql.insert(CountedSubject).from_select(names, source).on_conflict_do_nothing()
+        else:  # SQLite cannot parse ON CONFLICT after INSERT ... SELECT without a WHERE; OR IGNORE is the same
+            stmt = sa.insert(CountedSubject).prefix_with("OR IGNORE").from_select(names, source)
+        session.execute(stmt)
+    session.flush()
+    return CounterSnapshot(
+        exporter_id=exporter_id,
+        year=year,
+        basis=basis,
+        pi_before=pi_before,
+        pi_after=count(session, exporter_id, year, basis, "pi"),
+        spi_before=spi_before,
+        spi_after=count(session, exporter_id, year, basis, "spi"),
+    )

@@ -2,7 +2,10 @@
 
 Order of events (issue #8, invariant 1 of architecture.md):
 
-1. check the grant is active and held by the caller (expired or revoked: no new URLs);
+1. check the grant is active and held by the caller (expired or revoked: no new URLs), and
+   decide the transfer again (invariant 7): live counters, evidence validity on the
+   Asia/Shanghai date, the current contract and the version being sent; stricter than the
+   grant, or its mechanism lapsed: the grant is suspended (its own transaction) and 410;
 2. materialise: read the curated Parquet under the grant (only granted columns; encrypted
    columns decrypted by the grant's keys), apply the contract's delivery protections
    (masks; ``drop_on_export`` columns never leave), write Parquet batch by batch into the
@@ -35,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz import db, storage
 from gbadz.access import repository as access_repository
+from gbadz.access import service as access_service
 from gbadz.access.models import Grant
 from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset, DatasetVersion
@@ -45,7 +49,14 @@ from gbadz.crypto.columns import ColumnProtector, KeyGrant
 from gbadz.crypto.keys import KeyProvider
 from gbadz.crypto.pseudonym import mask_array
 from gbadz.delivery import repository
-from gbadz.errors import DatasetRetired, GrantInactive, GrantNotFound, NoPublishedVersion, StorageUnavailable
+from gbadz.errors import (
+    DatasetRetired,
+    GrantInactive,
+    GrantNotFound,
+    GrantSuspended,
+    NoPublishedVersion,
+    StorageUnavailable,
+)
 from gbadz.identity.models import Organization
 from gbadz.ingest.pipeline import file_sha256
 from gbadz.law.rules import RuleSet, default_rules
@@ -82,6 +93,10 @@ def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -
     if grant is None:
         raise GrantNotFound(f"no grant {grant_id!r}")
     status = grant.status(now)
+    if status == "suspended":
+        raise GrantSuspended(
+            f"grant: suspended until a compliance officer reviews it: {grant.suspended_reason}", field="grant"
+        )
     if status != "active":
         raise GrantInactive(f"grant: the grant is {status}; no new deliveries or URLs", field="grant")
     return grant
@@ -157,6 +172,23 @@ def _delivered(session: Session, grant_id: str, version: int) -> dict[str, Any] 
     return None
 
 
+#: How long a retry with the same Idempotency-Key may reuse a logged delivery (then: a new one).
+REPLAY_WINDOW = timedelta(hours=1)
+
+
+def _replayable(entry: dict[str, Any], dataset: Dataset, version: int, now: datetime) -> bool:
+    """A logged delivery may be handed out again only soon after, for the same contract and version."""
+    try:
+        logged = datetime.fromisoformat(str(entry["ts_utc"]))
+    except (KeyError, ValueError):
+        return False
+    return (
+        now - logged <= REPLAY_WINDOW
+        and entry.get("dataset_version") == version
+        and entry.get("contract_sha256") == dataset.contract_sha256
+    )
+
+
 def _party(org: Organization | None) -> dict[str, Any]:
     if org is None:
         return {}
@@ -187,21 +219,6 @@ def deliver(
 ) -> Delivery:
     now = datetime.now(UTC)
     grant = _active_grant(session, grant_id, org_id, now)
-    if idempotency_key is not None:
-        scoped_key = f"{grant.id}:{idempotency_key}"
-        earlier_entry = repository.logged_by_key(session, scoped_key)
-        if earlier_entry is not None:
-            body = json.loads(earlier_entry.entry)
-            return Delivery(
-                transfer_id=body["transfer_id"],
-                log_index=earlier_entry.index,
-                grant_id=grant.id,
-                dataset_id=body["dataset_id"],
-                version=body["dataset_version"],
-                columns=body["columns"],
-                files=[DeliveredFile(**f) for f in body["files"]],
-                reused=True,
-            )
     dataset = session.get(Dataset, grant.dataset_id)
     if dataset is None or dataset.status == "retired":
         raise DatasetRetired("dataset: the dataset was retired; nothing can be delivered", field="dataset")
@@ -209,6 +226,26 @@ def deliver(
         raise NoPublishedVersion("dataset: no version has been published yet", field="dataset")
     version = catalog_repository.latest_version(session, dataset)
     assert version is not None
+    rules = rules or default_rules()
+    # Every transfer is decided again, replays included (invariant 7).
+    redecision = access_service.redecide(session, grant, dataset, version.version, now, rules)
+    scoped_key = f"{grant.id}:{idempotency_key}" if idempotency_key is not None else None
+    if scoped_key is not None:
+        earlier_entry = repository.logged_by_key(session, scoped_key)
+        if earlier_entry is not None:
+            body = json.loads(earlier_entry.entry)
+            if _replayable(body, dataset, version.version, now):
+                return Delivery(
+                    transfer_id=body["transfer_id"],
+                    log_index=earlier_entry.index,
+                    grant_id=grant.id,
+                    dataset_id=body["dataset_id"],
+                    version=body["dataset_version"],
+                    columns=body["columns"],
+                    files=[DeliveredFile(**f) for f in body["files"]],
+                    reused=True,
+                )
+            scoped_key = None  # too old, or the data changed: a new, logged delivery
     transfer_id = str(uuid.uuid4())
     earlier = _delivered(session, grant.id, version.version) if reuse_files else None
     try:
@@ -229,13 +266,30 @@ def deliver(
 
     decision = grant.decision
     contract = stored_contract(dataset)
-    spi_columns = [c for c in columns if contract.facts(c).spi]
+    has_pi, has_spi_columns, spi_categories = contract.classify(columns)
+    spi_columns = [c for c in columns if contract.classification(c).spi]
     basis = {"exempt": "exempt", "mechanism": "mechanism"}.get(str(decision.get("counter")))
     exporter = access_repository.organisation(session, dataset.provider_org_id)
     recipient = access_repository.organisation(session, grant.grantee_org_id)
     snapshot = None
-    if basis is not None and exporter is not None and len(subjects):
-        people = subjects.to_pylist()
+    n_individuals = 0
+    counting_method = "none"
+    if basis is not None and exporter is not None and has_pi and version.individuals is not None:
+        # The version's individuals, counted once per person per exporter (exporter-keyed hashes).
+        snapshot = counters.record_version(
+            session,
+            exporter_id=exporter.id,
+            dataset_id=dataset.id,
+            version=version.version,
+            basis=basis,
+            all_sensitive=has_spi_columns,
+            at=now,
+            rules=rules,
+        )
+        n_individuals = int(version.individuals)
+        counting_method = "distinct subjects of the version (exporter-keyed hash)"
+    elif basis is not None and exporter is not None and len(subjects):
+        people = subjects.to_pylist()  # a version published before counting: its pseudonyms
         snapshot = counters.record(
             session,
             exporter_id=exporter.id,
@@ -245,8 +299,10 @@ def deliver(
             at=now,
             rules=rules,
         )
+        n_individuals = len(subjects)
+        counting_method = f"distinct {contract.subject_column} (pseudonymised)"
+    access_service.release_reservation(grant)
     request = repository.request_of(session, grant)
-    rules = rules or default_rules()
     zone = ZoneInfo(LOCAL_TIME_ZONES[dataset.origin]) if dataset.origin in LOCAL_TIME_ZONES else rules.zone
     evidence = decision.get("evidence") or {}
     entry: dict[str, Any] = {
@@ -264,22 +320,24 @@ def deliver(
         "exporter": _party(exporter),
         "recipient": _party(recipient),
         "origin": dataset.origin,
-        "destination": request.destination if request else (recipient.jurisdiction if recipient else None),
+        "destination": recipient.jurisdiction if recipient else None,
+        "processing_location": request.processing_location if request else None,
         "dataset_id": dataset.id,
         "dataset_version": version.version,
+        "contract_sha256": dataset.contract_sha256,
         "content_hash": hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest(),
         "files": [f.__dict__ for f in files],
         "columns": columns,
         "category": dataset.category,
         "sector_overlay": contract.gbadz.sector_overlay,
-        "has_pi": any(contract.facts(c).pi for c in columns),
-        "has_spi": bool(spi_columns),
-        "spi_categories": sorted({str(contract.facts(c).spi) for c in spi_columns}),
+        "has_pi": has_pi,
+        "has_spi": has_spi_columns or bool(snapshot and snapshot.spi_after > snapshot.spi_before),
+        "spi_categories": spi_categories,
         "deid_status": "pseudonymised"
         if any(contract.facts(c).protection == "pseudonymise" for c in columns)
         else "raw",
-        "n_individuals": len(subjects),
-        "counting_method": f"distinct {contract.subject_column} (pseudonymised)" if len(subjects) else "none",
+        "n_individuals": n_individuals,
+        "counting_method": counting_method,
         "counter_year": snapshot.year if snapshot else counters.counter_year(now, rules),
         "counter_basis": basis or "none",
         "pi_ytd_before": snapshot.pi_before if snapshot else None,
@@ -290,6 +348,7 @@ def deliver(
         "purpose_text": request.purpose_text if request else None,
         "mechanism": (decision.get("evidence_required") or [decision.get("outcome")])[0],
         "mechanism_evidence": evidence,
+        "decided_at_transfer": redecision.summary(),
         "transfer_mode": mode,
         "access_expiry": grant.expires_at.isoformat(),
         "actor": actor,
@@ -299,7 +358,7 @@ def deliver(
         entry,
         kind=mode,
         grant_id=grant.id,
-        idempotency_key=f"{grant.id}:{idempotency_key}" if idempotency_key else None,
+        idempotency_key=scoped_key,
     )
     return Delivery(
         transfer_id,
@@ -358,21 +417,27 @@ def deliver_and_presign(
     (committed) before any URL leaves (invariant 1), so the request-scoped session, which
     commits after the response is built, cannot carry it.
     """
-    with db.session_scope(sessions) as session:
-        delivery = deliver(
-            session,
-            client=client,
-            settings=settings,
-            keys=keys,
-            log=log,
-            grant_id=grant_id,
-            org_id=org_id,
-            actor=actor,
-            idempotency_key=idempotency_key,
-            mode=mode,
-            reuse_files=reuse_files,
-            rules=rules,
-        )
+    try:
+        with db.session_scope(sessions) as session:
+            delivery = deliver(
+                session,
+                client=client,
+                settings=settings,
+                keys=keys,
+                log=log,
+                grant_id=grant_id,
+                org_id=org_id,
+                actor=actor,
+                idempotency_key=idempotency_key,
+                mode=mode,
+                reuse_files=reuse_files,
+                rules=rules,
+            )
+    except access_service.SuspendGrant as stop:
+        # Nothing of the refused transfer was written; the suspension commits on its own.
+        with db.session_scope(sessions) as session:
+            access_service.suspend_grant(session, stop.grant_id, stop.reason, stop.redecision)
+        raise GrantSuspended(f"grant: suspended: {stop.reason}", field="grant") from None
     if delivery.appended is not None:
         log.committed(delivery.appended)
     links = presign(client, settings, delivery, timedelta(seconds=settings.api.delivery_url_ttl_s))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from minio import Minio
 from minio.error import S3Error
@@ -30,13 +31,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz import audit, db, storage
 from gbadz.catalog import service as catalog_service
-from gbadz.catalog.models import DatasetVersion, IngestionRun
+from gbadz.catalog.models import Dataset, DatasetVersion, IngestionRun, VersionSubject
 from gbadz.config import Settings
 from gbadz.contract import Contract
 from gbadz.crypto.columns import ColumnProtector, ProtectedColumn
 from gbadz.crypto.envelope import EncryptingReader, decrypt_stream
 from gbadz.crypto.keys import Classification, KeyContext, KeyProvider, provider_from_settings
-from gbadz.crypto.pseudonym import pseudonymiser_for
+from gbadz.crypto.pseudonym import Pseudonymiser, pseudonymiser_for
 from gbadz.errors import StorageUnavailable
 from gbadz.ingest.validate import QualityReport, validate_file
 
@@ -76,6 +77,83 @@ class Published:
     manifest_key: str
     row_count: int
     reused: bool
+
+
+@dataclass(frozen=True)
+class People:
+    """The individuals of one version: exporter-keyed hashes of their identifiers (never the
+    identifiers), with whether a row-level rule makes each sensitive."""
+
+    subjects: pa.Array  # string: exporter-keyed HMAC tokens, distinct
+    sensitive: pa.Array  # bool, aligned with subjects
+
+    @property
+    def individuals(self) -> int:
+        return len(self.subjects)
+
+    @property
+    def sensitive_individuals(self) -> int:
+        return int(pc.sum(pc.cast(self.sensitive, pa.int64())).as_py() or 0)
+
+
+SUBJECT_BATCH = 20_000
+
+
+def exporter_key_name(exporter: str) -> str:
+    """The key context under which an exporter's subjects are hashed (one key per exporter)."""
+    return f"exporter:{exporter}"
+
+
+def subject_hasher(provider: KeyProvider, exporter: str) -> Pseudonymiser:
+    dek_id = provider.data_key_id(KeyContext(exporter_key_name(exporter), "*", "subject", "pi"))
+    return Pseudonymiser(provider.data_key(dek_id))
+
+
+def _exporter_of(ctx: IngestContext, contract: Contract) -> str:
+    with ctx.sessions() as session:
+        org_id = session.scalar(sa.select(Dataset.provider_org_id).where(Dataset.id == contract.id))
+    return org_id or f"unregistered:{contract.gbadz.provider.organization}"
+
+
+def _minor_rows(contract: Contract, table: pa.Table, at: datetime) -> pa.Array | None:
+    """Rows of children under 14 (PIPL Art.28), erring towards sensitive: a birth year within
+    14 years of this year counts; a null birth date or year counts too."""
+    rule = contract.gbadz.minors
+    if rule is None:
+        return None
+    if rule.birth_year_column:
+        years = pc.cast(table[rule.birth_year_column], pa.int64())
+        flags = pc.greater_equal(years, at.year - 14)
+    else:
+        born = pc.cast(table[rule.birth_date_column], pa.date32())
+        cutoff = pa.scalar(at.date().replace(year=at.year - 14), pa.date32())
+        flags = pc.greater(born, cutoff)
+    return pc.fill_null(flags, True)
+
+
+def count_people(ctx: IngestContext, contract: Contract, table: pa.Table) -> People | None:
+    """Count the distinct individuals of a validated table, before protection (issue #15).
+
+    Every subject-identifier column names people (a row may name several); each identifier is
+    hashed under the exporter's key so one person in two datasets of one exporter is one person.
+    """
+    columns = [c for c in contract.subject_columns if c in table.column_names]
+    if not columns or not contract.has_pi:
+        return None
+    hasher = subject_hasher(ctx.provider, _exporter_of(ctx, contract))
+    minors = _minor_rows(contract, table, datetime.now(UTC))
+    if minors is None:
+        minors = pc.fill_null(pa.nulls(table.num_rows, pa.bool_()), False)
+    flags = pc.cast(minors, pa.int8())
+    both = pa.concat_tables(
+        pa.table({"subject": hasher.array(table[name]), "sensitive": flags}) for name in columns
+    )
+    both = both.filter(pc.is_valid(both["subject"]))
+    grouped = both.group_by("subject").aggregate([("sensitive", "max")])
+    return People(
+        grouped["subject"].combine_chunks(),
+        pc.cast(grouped["sensitive_max"], pa.bool_()).combine_chunks(),
+    )
 
 
 def _classification(contract: Contract) -> Classification:
@@ -236,6 +314,7 @@ def publish(
     report: QualityReport,
     contract_sha256: str,
     run_id: int | None = None,
+    people: People | None = None,
 ) -> Published:
     """Write the protected Parquet, then the manifest, then register the version."""
     found = existing_version(ctx, contract, landed.sha256)
@@ -269,6 +348,8 @@ def publish(
         "contract_sha256": contract_sha256,
         "source_sha256": landed.sha256,
         "rows": table.num_rows,
+        "individuals": people.individuals if people else None,
+        "sensitive_individuals": people.sensitive_individuals if people else None,
         "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
         "protected_columns": [{"name": c.name, "classification": c.classification} for c in protected],
         "pseudonymised_columns": [
@@ -290,7 +371,9 @@ def publish(
     storage.ObjectStore(ctx.client, ctx.settings.s3).put_bytes(
         bucket, manifest_key, json.dumps(manifest, indent=2).encode(), "application/json"
     )
-    register(ctx, contract, contract_sha256, landed, version, manifest_key, table.num_rows, report, run_id)
+    register(
+        ctx, contract, contract_sha256, landed, version, manifest_key, table.num_rows, report, run_id, people
+    )
     return Published(version, manifest_key, table.num_rows, reused=False)
 
 
@@ -304,6 +387,7 @@ def register(
     rows: int,
     report: QualityReport,
     run_id: int | None = None,
+    people: People | None = None,
 ) -> None:
     with db.session_scope(ctx.sessions) as session:
         dataset = catalog_service.apply_contract(session, contract, contract_sha256)
@@ -318,8 +402,24 @@ def register(
             row_count=rows,
             quality=quality,
             published_at=datetime.now(UTC),
+            individuals=people.individuals if people else None,
+            sensitive_individuals=people.sensitive_individuals if people else None,
         )
         session.add(row)
+        if people is not None:
+            subjects, sensitive = people.subjects.to_pylist(), people.sensitive.to_pylist()
+            for start in range(0, len(subjects), SUBJECT_BATCH):
+                session.execute(
+                    sa.insert(VersionSubject),
+                    [
+                        {"dataset_id": contract.id, "version": version, "subject": s, "sensitive": f}
+                        for s, f in zip(
+                            subjects[start : start + SUBJECT_BATCH],
+                            sensitive[start : start + SUBJECT_BATCH],
+                            strict=True,
+                        )
+                    ],
+                )
         catalog_service.note_version(dataset, row)
         _finish_run(
             session,
@@ -341,6 +441,7 @@ def register(
             details={
                 "version": version,
                 "rows": rows,
+                "individuals": people.individuals if people else None,
                 "source_sha256": landed.sha256,
                 "manifest": manifest_key,
             },
@@ -380,8 +481,11 @@ def ingest(ctx: IngestContext, contract: Contract, contract_sha256: str, source:
     table, report = validate_file(contract, source)
     if table is None:
         return IngestResult(False, landed, report, None, quarantine(ctx, contract, landed, report))
+    people = count_people(ctx, contract, table)
     protected_table, protected = protect(ctx, contract, table)
-    published = publish(ctx, contract, landed, protected_table, protected, report, contract_sha256)
+    published = publish(
+        ctx, contract, landed, protected_table, protected, report, contract_sha256, people=people
+    )
     return IngestResult(True, landed, report, published, None)
 
 

@@ -125,6 +125,7 @@ def publish(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any
         table = read_table(contract, raw)
     if isinstance(table, QualityReport):  # cannot happen after a passed validation; refuse rather than guess
         raise RuntimeError(f"{contract.id}: landed file no longer reads: {table.summary()}")
+    people = pipeline.count_people(ctx, contract, table)
     protected_table, protected = pipeline.protect(ctx, contract, table)
     published = pipeline.publish(
         ctx,
@@ -135,6 +136,7 @@ def publish(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any
         report,
         landed["contract_sha256"],
         run_id=landed.get("upload"),
+        people=people,
     )
     return asdict(published)
 

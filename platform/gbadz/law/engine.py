@@ -8,8 +8,8 @@ HUMAN_REVIEW: nothing is ever exempt by default.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gbadz.law.rules import Rule, RuleSet, default_rules
@@ -25,7 +25,7 @@ from gbadz.vocabulary import (
 
 ENGINE_VERSION = "1"
 #: How demanding an outcome is, for comparisons (a higher number never lets more through).
-STRICTNESS = {outcome: rank for rank, outcome in enumerate(OUTCOMES)}
+STRICTNESS: dict[str, int] = {outcome: rank for rank, outcome in enumerate(OUTCOMES)}
 MAX_COUNT = 2_000_000_000  # more individuals than live in the region several times over
 GBA_SC_GUIDELINES = {
     "HK": "GBA SC Implementation Guidelines (Mainland-HK, CAC/ITIB Ann. 2023 No.3) Arts.2-3",
@@ -70,6 +70,7 @@ class TransferFacts:
     pi_ytd_after: int = 0
     spi_ytd_after: int = 0
     recipient_gba_registered: bool = False
+    exporter_gba_registered: bool = False
     onward_outside_gba: bool = False
     gba_sc_opt_in: bool = False
     purpose: str = "other"
@@ -80,6 +81,14 @@ class TransferFacts:
     hk_new_purpose_without_consent: bool = False
     originated_under_gba_sc: bool = False
     macao_art20_ground: str = "none"
+    #: Provisions 2024 Art.4: the dataset's provenance is foreign PI in transit, as claimed in
+    #: its contract (``_claimed``) and as accepted by a compliance officer.
+    foreign_pi_transit_claimed: bool = False
+    foreign_pi_transit: bool = False
+    #: Provisions 2024 Art.5(1)-(3): a compliance officer accepted the written necessity justification.
+    necessity_accepted: bool = False
+    #: The individuals in the data are counted (a published version); unknown volume goes to review.
+    volume_known: bool = True
 
     def validate(self) -> None:
         # Written for speed (it runs on every decision): direct attribute reads, set lookups.
@@ -135,6 +144,11 @@ class Decision:
     rules_hash: str
     engine_version: str
     facts: Mapping[str, Any] = field(repr=False)
+    #: Other fact sets the decision was taken under (declared facts), each with its outcome;
+    #: the decision is the strictest of them and of the platform's own facts.
+    considered: tuple[Mapping[str, Any], ...] = ()
+    #: The reviewer's finding this outcome waits for (approval without it is refused).
+    awaits: str | None = None
 
     @property
     def allowed_without_review(self) -> bool:
@@ -154,6 +168,8 @@ class Decision:
             "rules_hash": self.rules_hash,
             "engine_version": self.engine_version,
             "facts": dict(self.facts),
+            "considered": [dict(c) for c in self.considered],
+            "awaits": self.awaits,
         }
 
 
@@ -176,6 +192,12 @@ def normalise(facts: TransferFacts, rules: RuleSet) -> dict[str, Any]:
         "anonymisation_claimed": facts.anonymised,
         "exporter_ciio": facts.exporter_ciio,
         "recipient_gba_registered": facts.recipient_gba_registered,
+        "exporter_gba_registered": facts.exporter_gba_registered,
+        "foreign_pi_transit": facts.foreign_pi_transit and facts.foreign_pi_transit_claimed,
+        "foreign_pi_transit_claimed": facts.foreign_pi_transit_claimed,
+        "necessity_accepted": facts.necessity_accepted,
+        "volume_known": facts.volume_known,
+        "gba_sc_variant": _gba_sc_variant(origin, dest),
         "onward_outside_gba": facts.onward_outside_gba,
         "gba_sc_opt_in": facts.gba_sc_opt_in,
         "ftz_exempt": ftz is not None and not facts.dataset_on_ftz_list,
@@ -189,10 +211,22 @@ def normalise(facts: TransferFacts, rules: RuleSet) -> dict[str, Any]:
     }
 
 
+def _gba_sc_variant(origin: str, dest: str) -> str | None:
+    """Which GBA standard contract two regions would use: the non-Mainland party's (HK or MO)."""
+    if origin == "CN_GBA9" and dest in GBA_SC_GUIDELINES:
+        return dest
+    if dest == "CN_GBA9" and origin in GBA_SC_GUIDELINES:
+        return origin
+    return None
+
+
 def _labels(f: Mapping[str, Any], facts: TransferFacts, rules: RuleSet) -> dict[str, str]:
     ftz = rules.ftz_approved_lists.get(facts.exporter_ftz_zone or "") or {}
+    variant = f["gba_sc_variant"]
     return {
-        "gba_sc_guidelines": GBA_SC_GUIDELINES.get(f["dest"], GBA_SC_GUIDELINES["HK"]),
+        "gba_sc_guidelines": GBA_SC_GUIDELINES[variant]
+        if variant
+        else "GBA SC: no variant for these parties",
         "sector_overlay": f["sector_overlay"],
         "ftz_zone": facts.exporter_ftz_zone or "",
         "ftz_list_version": str(ftz.get("version", "")) if isinstance(ftz, dict) else "",
@@ -255,6 +289,29 @@ def _decision(rule: Rule, f: Mapping[str, Any], facts: TransferFacts, rules: Rul
         engine_version=ENGINE_VERSION,
         facts=f,
     )
+
+
+def decide_strictest(
+    known: TransferFacts, declared: Sequence[tuple[str, TransferFacts]] = (), rules: RuleSet | None = None
+) -> Decision:
+    """Decide under the platform's own facts and under each declared variant; keep the strictest.
+
+    Invariant 6 of architecture.md: what a party declares (a processing location, a place of
+    collection) is evaluated beside what the platform knows and can only make the outcome
+    stricter. On a tie the platform's own decision stands. Every variant is recorded in
+    ``considered`` with the fact it changed and its outcome.
+    """
+    rules = rules or default_rules()
+    best = decide(known, rules)
+    considered: list[dict[str, Any]] = []
+    for label, facts in declared:
+        other = decide(facts, rules)
+        considered.append({"declared": label, "outcome": other.outcome, "rule_id": other.rule_id})
+        if STRICTNESS[other.outcome] > STRICTNESS[best.outcome]:
+            best = other
+    if not considered:
+        return best
+    return replace(best, considered=tuple(considered))
 
 
 def gba_sc_findings(

@@ -57,6 +57,11 @@ FACT_NAMES = {
     "anonymisation_claimed": bool,
     "exporter_ciio": bool,
     "recipient_gba_registered": bool,
+    "exporter_gba_registered": bool,
+    "foreign_pi_transit": bool,
+    "foreign_pi_transit_claimed": bool,
+    "necessity_accepted": bool,
+    "volume_known": bool,
     "onward_outside_gba": bool,
     "gba_sc_opt_in": bool,
     "ftz_exempt": bool,
@@ -143,6 +148,14 @@ class Rule:
     note: str | None
     alternatives: tuple[str, ...]
     counter: str | None
+    #: The reviewer's finding this rule waits for (e.g. necessity_accepted): approval needs it.
+    awaits: str | None = None
+
+
+#: Facts only a compliance officer's finding can set (the relaxing facts of invariant 6).
+REVIEWER_FINDINGS = frozenset(
+    {"necessity_accepted", "foreign_pi_transit", "anonymised", "macao_art20_ground"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +301,12 @@ def parse_rules(raw: bytes) -> RuleSet:
             counter = spec.get("counter")
             if counter not in (None, "exempt", "mechanism"):
                 raise RulesError(f"{where}: counter is exempt or mechanism")
+            awaits = spec.get("awaits")
+            if awaits is not None and (awaits not in REVIEWER_FINDINGS or spec["outcome"] != "HUMAN_REVIEW"):
+                raise RulesError(
+                    f"{where}: awaits names a reviewer's finding ({', '.join(sorted(REVIEWER_FINDINGS))}) "
+                    "on a HUMAN_REVIEW rule"
+                )
             rules.append(
                 Rule(
                     id=rid,
@@ -300,6 +319,7 @@ def parse_rules(raw: bytes) -> RuleSet:
                     note=spec.get("note"),
                     alternatives=alts,
                     counter=counter,
+                    awaits=awaits,
                 )
             )
         regimes.append((origins, tuple(rules)))
