@@ -71,6 +71,14 @@ class DecisionRead(BaseModel):
     rules_hash: str
     evidence: dict[str, Any]
     facts: dict[str, Any]
+    considered: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="declared facts decided beside the platform's own (each with its outcome); "
+        "the decision is the strictest",
+    )
+    awaits: str | None = Field(
+        default=None, description="the compliance officer's finding this outcome waits for"
+    )
 
 
 class AssessmentRead(BaseModel):

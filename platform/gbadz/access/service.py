@@ -246,7 +246,8 @@ def transfer_facts(
         category=contract.gbadz.category,
         has_pi=has_pi,
         has_spi=has_spi,
-        anonymised=findings.anonymised and anonymisation is not None,
+        # The contract's claim; the report counts only once a compliance officer accepted it.
+        anonymised=anonymisation is not None,
         anonymisation_report_ref=anonymisation.report_ref if anonymisation and findings.anonymised else None,
         exporter_ciio=bool(exporter.ciio),
         pi_ytd_after=pi_after,

@@ -288,6 +288,7 @@ def _decision(rule: Rule, f: Mapping[str, Any], facts: TransferFacts, rules: Rul
         rules_hash=rules.sha256,
         engine_version=ENGINE_VERSION,
         facts=f,
+        awaits=rule.awaits,
     )
 
 
