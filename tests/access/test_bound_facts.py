@@ -295,6 +295,11 @@ class TestDecidedAgainWhenDataLeaves:
         assert "M3" in held["suspended_reason"]
         again = http.post(f"/api/v1/grants/{grant}/deliveries", headers=startup.headers)
         assert 410 == again.status_code
+        # The compliance officer sees it as a review item, with the audit of why.
+        officer = party("compliance_officer", "CN-SZ")
+        items = http.get("/api/v1/grants?suspended=true&limit=500", headers=officer.headers).json()
+        assert grant in [g["id"] for g in items]
+        assert all(g["status"] in ("suspended", "expired") for g in items)
 
 
 class TestExemptionsNeedAnOfficer:

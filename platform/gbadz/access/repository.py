@@ -66,14 +66,11 @@ def grant_id_of(session: Session, request_id: str) -> str | None:
     return session.scalar(sa.select(Grant.id).where(Grant.request_id == request_id))
 
 
-def grants_for(session: Session, principal: Principal, limit: int) -> list[Grant]:
-    query = (
-        sa.select(Grant)
-        .where(readable_by(principal, Grant.grantee_org_id, Grant.provider_org_id))
-        .order_by(Grant.granted_at.desc(), Grant.id)
-        .limit(limit)
-    )
-    return list(session.scalars(query))
+def grants_for(session: Session, principal: Principal, limit: int, *, suspended: bool = False) -> list[Grant]:
+    query = sa.select(Grant).where(readable_by(principal, Grant.grantee_org_id, Grant.provider_org_id))
+    if suspended:  # the review items: suspended, not revoked (expiry is shown by status)
+        query = query.where(Grant.suspended_at.is_not(None), Grant.revoked_at.is_(None))
+    return list(session.scalars(query.order_by(Grant.granted_at.desc(), Grant.id).limit(limit)))
 
 
 def grant_for(session: Session, principal: Principal, grant_id: str, *, lock: bool = False) -> Grant | None:

@@ -214,9 +214,15 @@ def reject_access_request(
     "/grants", response_model=list[GrantRead], summary="Grants you hold or gave (compliance officers: all)"
 )
 def list_grants(
-    principal: Authenticated, session: ReadSession, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    principal: Authenticated,
+    session: ReadSession,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    suspended: Annotated[
+        bool,
+        Query(description="only grants suspended because a transfer was decided stricter (review items)"),
+    ] = False,
 ) -> list[GrantRead]:
-    return [_grant_read(g) for g in service.list_grants(session, principal, limit)]
+    return [_grant_read(g) for g in service.list_grants(session, principal, limit, suspended)]
 
 
 @router.post(

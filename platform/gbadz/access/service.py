@@ -637,8 +637,8 @@ def list_requests(
     return repository.requests_for(session, principal, state, limit)
 
 
-def list_grants(session: Session, principal: Principal, limit: int) -> list[Grant]:
-    return repository.grants_for(session, principal, limit)
+def list_grants(session: Session, principal: Principal, limit: int, suspended: bool = False) -> list[Grant]:
+    return repository.grants_for(session, principal, limit, suspended=suspended)
 
 
 def revoke_grant(session: Session, principal: Principal, actor: str, grant_id: str, reason: str) -> Grant:

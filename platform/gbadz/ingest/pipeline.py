@@ -40,6 +40,7 @@ from gbadz.crypto.keys import Classification, KeyContext, KeyProvider, provider_
 from gbadz.crypto.pseudonym import Pseudonymiser, pseudonymiser_for
 from gbadz.errors import StorageUnavailable
 from gbadz.ingest.validate import QualityReport, validate_file
+from gbadz.law.evidence import legal_date
 
 PART_SIZE = 16 * 1024 * 1024
 ROW_GROUP = 256 * 1024
@@ -121,13 +122,16 @@ def _minor_rows(contract: Contract, table: pa.Table, at: datetime) -> pa.Array |
     rule = contract.gbadz.minors
     if rule is None:
         return None
+    today = legal_date(at)  # the Mainland's date (Asia/Shanghai), as every legal date here
     if rule.birth_year_column:
         years = pc.cast(table[rule.birth_year_column], pa.int64())
-        flags = pc.greater_equal(years, at.year - 14)
+        flags = pc.greater_equal(years, today.year - 14)
     else:
         born = pc.cast(table[rule.birth_date_column], pa.date32())
-        cutoff = pa.scalar(at.date().replace(year=at.year - 14), pa.date32())
-        flags = pc.greater(born, cutoff)
+        fourteen_ago = today.replace(
+            year=today.year - 14, day=min(today.day, 28) if today.month == 2 else today.day
+        )
+        flags = pc.greater(born, pa.scalar(fourteen_ago, pa.date32()))
     return pc.fill_null(flags, True)
 
 
