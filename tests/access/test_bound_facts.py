@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from fastapi.testclient import TestClient
 from gbadz.access.models import AccessRequest, Grant
 from gbadz.app import create_app
 from gbadz.catalog.models import Dataset, DatasetVersion
-from gbadz.compliance.models import CountedSubject
+from gbadz.compliance.counters import counter_year
+from gbadz.compliance.models import CountedSubject, CounterTotal
 from gbadz.config import Settings, TransferSettings
 from gbadz.contract import Contract
 from gbadz.identity.models import Organization
@@ -262,6 +264,12 @@ class TestVolumes:
             CountedSubject.kind == "pi",
         )
         assert people == counted
+        with app.state.sessionmaker() as session:  # the running total agrees with the rows
+            total = session.get(
+                CounterTotal, (provider.client.org_id, counter_year(datetime.now(UTC)), "mechanism", "pi")
+            )
+        assert total is not None
+        assert counted == total.individuals
         with app.state.sessionmaker() as session:  # keyed hashes, never the identifiers
             subjects = session.scalars(
                 sa.select(CountedSubject.subject).where(CountedSubject.exporter_id == provider.client.org_id)

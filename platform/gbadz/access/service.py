@@ -23,6 +23,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -745,21 +746,8 @@ def redecide(
         else Volume(False, version=version_no)
     )
     has_pi, has_spi_columns, _ = contract.classify(tuple(grant.columns))
-    counted_after = None
-    if has_pi and known:
-        year = counters.counter_year(at, rules)
-        pi, spi = counters.would_be_version(
-            session,
-            exporter_id=who.exporter.id,
-            dataset_id=dataset.id,
-            version=version_no,
-            all_sensitive=has_spi_columns,
-            at=at,
-            rules=rules,
-        )
-        held_pi, held_spi = repository.reserved(session, who.exporter.id, year, at, grant.id)
-        counted_after = (pi + held_pi, spi + held_spi)
-    facts = transfer_facts(
+    facts_with = partial(
+        transfer_facts,
         session,
         contract=contract,
         columns=tuple(grant.columns),
@@ -772,10 +760,44 @@ def redecide(
         volume=volume,
         at=at,
         rules=rules,
-        counted_after=counted_after,
         exclude_grant=grant.id,
     )
-    decision = _decide(facts, rules)
+    before = str(grant.decision.get("outcome"))
+    year = counters.counter_year(at, rules)
+    counted_after = None
+    if has_pi and known:
+        # A version delivered before this year has its people in the live count already.
+        exporter_id = who.exporter.id
+        pi_done = counters.version_counted(session, exporter_id, year, "mechanism", dataset.id, version_no)
+        spi_done = counters.version_counted(
+            session, exporter_id, year, "mechanism:spi", dataset.id, version_no
+        ) or (pi_done and not has_spi_columns)
+        held_pi, held_spi = repository.reserved(session, exporter_id, year, at, grant.id)
+        new_spi = volume.individuals if has_spi_columns else volume.sensitive_individuals
+        counted_after = (
+            counters.count(session, exporter_id, year, "mechanism", "pi")
+            + held_pi
+            + (0 if pi_done else volume.individuals),
+            counters.count(session, exporter_id, year, "mechanism", "spi")
+            + held_spi
+            + (0 if spi_done else new_spi),
+        )
+    # First the cheap estimate (people not known to be counted taken as new: an upper bound) ...
+    decision = _decide(facts_with(counted_after=counted_after), rules)
+    if has_pi and known and STRICTNESS[decision.outcome] > STRICTNESS.get(before, 99):
+        # ... and only when it would stop the grant, the exact figure: the version's people
+        # de-duplicated against everyone counted this year (one anti-join in the database).
+        pi, spi = counters.would_be_version(
+            session,
+            exporter_id=who.exporter.id,
+            dataset_id=dataset.id,
+            version=version_no,
+            all_sensitive=has_spi_columns,
+            at=at,
+            rules=rules,
+        )
+        held_pi, held_spi = repository.reserved(session, who.exporter.id, year, at, grant.id)
+        decision = _decide(facts_with(counted_after=(pi + held_pi, spi + held_spi)), rules)
     check = check_evidence(
         decision,
         _evidence_on_file(session, who.exporter.id, grant.grantee_org_id),
@@ -788,7 +810,6 @@ def redecide(
         "problems": list(check.problems),
         "warnings": list(check.warnings),
     }
-    before = str(grant.decision.get("outcome"))
     reason = None
     if STRICTNESS[decision.outcome] > STRICTNESS.get(before, len(STRICTNESS)):
         reason = (

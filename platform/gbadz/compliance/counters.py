@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from gbadz.catalog.models import VersionSubject
-from gbadz.compliance.models import CountedSubject
+from gbadz.compliance.models import CountedSubject, CountedVersion, CounterTotal
 from gbadz.law.rules import RuleSet, default_rules
 from gbadz.models import utcnow
 
@@ -48,6 +48,34 @@ class CounterSnapshot:
 
 
 def count(session: Session, exporter_id: str, year: int, basis: str, kind: str) -> int:
+    """The counter's size, from its running total (one row, whatever the number of people)."""
+    stmt = sa.select(CounterTotal.individuals).where(
+        CounterTotal.exporter_id == exporter_id,
+        CounterTotal.counter_year == year,
+        CounterTotal.basis == basis,
+        CounterTotal.kind == kind,
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def _insert_ignore(session: Session, table: type[Any]) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def _locked_total(session: Session, exporter_id: str, year: int, basis: str, kind: str) -> CounterTotal:
+    """The counter's total row, created if new and locked: deliveries of one exporter's counter
+    add to it one after the other, so the total always equals the rows counted."""
+    key = {"exporter_id": exporter_id, "counter_year": year, "basis": basis, "kind": kind}
+    session.execute(_insert_ignore(session, CounterTotal).values(**key, individuals=0))
+    total = session.scalars(
+        sa.select(CounterTotal).filter_by(**key).with_for_update().execution_options(populate_existing=True)
+    ).one()
+    return total
+
+
+def _exact(session: Session, exporter_id: str, year: int, basis: str, kind: str) -> int:
     stmt = sa.select(sa.func.count()).where(
         CountedSubject.exporter_id == exporter_id,
         CountedSubject.counter_year == year,
@@ -55,6 +83,13 @@ def count(session: Session, exporter_id: str, year: int, basis: str, kind: str) 
         CountedSubject.kind == kind,
     )
     return int(session.scalar(stmt) or 0)
+
+
+def version_counted(
+    session: Session, exporter_id: str, year: int, basis: str, dataset_id: str, version: int
+) -> bool:
+    """Whether this version's individuals were already counted (a re-delivery adds nobody)."""
+    return session.get(CountedVersion, (exporter_id, year, basis, dataset_id, version)) is not None
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, object]]) -> None:
@@ -86,8 +121,8 @@ def record(
         raise ValueError(f"basis must be one of {', '.join(BASES)}")
     when = at or datetime.now(UTC)
     year = counter_year(when, rules)
-    pi_before = count(session, exporter_id, year, basis, "pi")
-    spi_before = count(session, exporter_id, year, basis, "spi")
+    totals = {kind: _locked_total(session, exporter_id, year, basis, kind) for kind in ("pi", "spi")}
+    pi_before, spi_before = totals["pi"].individuals, totals["spi"].individuals
     now = utcnow()
     for kind, people in (("pi", set(subjects)), ("spi", set(sensitive_subjects))):
         rows: list[dict[str, object]] = [
@@ -103,6 +138,7 @@ def record(
         ]
         if rows:
             _insert_ignoring_duplicates(session, rows)
+        totals[kind].individuals = _exact(session, exporter_id, year, basis, kind)
     session.flush()
     return CounterSnapshot(
         exporter_id=exporter_id,
@@ -202,8 +238,8 @@ def record_version(
     if basis not in BASES:
         raise ValueError(f"basis must be one of {', '.join(BASES)}")
     year = counter_year(at, rules)
-    pi_before = count(session, exporter_id, year, basis, "pi")
-    spi_before = count(session, exporter_id, year, basis, "spi")
+    totals = {kind: _locked_total(session, exporter_id, year, basis, kind) for kind in ("pi", "spi")}
+    pi_before, spi_before = totals["pi"].individuals, totals["spi"].individuals
     dialect = session.get_bind().dialect.name
     now = utcnow()
     for kind, sensitive_only in (("pi", False), ("spi", not all_sensitive)):
@@ -217,12 +253,30 @@ def record_version(
             sa.literal(now, CountedSubject.first_counted_at.type),
         )
         names = ["exporter_id", "counter_year", "basis", "kind", "subject", "first_counted_at"]
-        stmt: sa.Insert
-        if dialect == "postgresql":
-            stmt = postgresql.insert(CountedSubject).from_select(names, source).on_conflict_do_nothing()
+        if dialect == "postgresql":  # rowcount is not reported here: count what RETURNING gives back
+            added = (
+                postgresql.insert(CountedSubject)
+                .from_select(names, source)
+                .on_conflict_do_nothing()
+                .returning(CountedSubject.subject)
+                .cte("added")
+            )
+            inserted = session.scalar(sa.select(sa.func.count()).select_from(added))
         else:  # SQLite cannot parse ON CONFLICT after INSERT ... SELECT without a WHERE; OR IGNORE is the same
             stmt = sa.insert(CountedSubject).prefix_with("OR IGNORE").from_select(names, source)
-        session.execute(stmt)
+            inserted = session.execute(stmt).rowcount  # type: ignore[attr-defined]
+        totals[kind].individuals += max(int(inserted or 0), 0)
+    # The version's people are counted; its sensitive ones too, all of them or by the row.
+    for marker in (basis, f"{basis}:spi") if all_sensitive else (basis,):
+        session.execute(
+            _insert_ignore(session, CountedVersion).values(
+                exporter_id=exporter_id,
+                counter_year=year,
+                basis=marker,
+                dataset_id=dataset_id,
+                version=version,
+            )
+        )
     session.flush()
     return CounterSnapshot(
         exporter_id=exporter_id,

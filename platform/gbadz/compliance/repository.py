@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from gbadz.access.models import MechanismEvidence
-from gbadz.compliance.models import CountedSubject
+from gbadz.compliance.models import CounterTotal
 from gbadz.identity.models import Organization
 from gbadz.translog.models import LogEntry
 
@@ -90,12 +90,10 @@ def transfers_per_day(session: Session, since: datetime) -> list[tuple[date, str
 
 
 def counts_by_exporter(session: Session, year: int) -> dict[tuple[str, str], dict[str, int]]:
-    """Individuals counted in ``year`` per (exporter, basis), by kind (pi, spi)."""
-    query = (
-        sa.select(CountedSubject.exporter_id, CountedSubject.basis, CountedSubject.kind, sa.func.count())
-        .where(CountedSubject.counter_year == year)
-        .group_by(CountedSubject.exporter_id, CountedSubject.basis, CountedSubject.kind)
-    )
+    """Individuals counted in ``year`` per (exporter, basis), by kind (pi, spi): the running totals."""
+    query = sa.select(
+        CounterTotal.exporter_id, CounterTotal.basis, CounterTotal.kind, CounterTotal.individuals
+    ).where(CounterTotal.counter_year == year)
     totals: dict[tuple[str, str], dict[str, int]] = {}
     for exporter_id, basis, kind, n in session.execute(query):
         totals.setdefault((exporter_id, basis), {"pi": 0, "spi": 0})[kind] = int(n)

@@ -39,6 +39,7 @@ from gbadz.crypto.envelope import EncryptingReader, decrypt_stream
 from gbadz.crypto.keys import Classification, KeyContext, KeyProvider, provider_from_settings
 from gbadz.crypto.pseudonym import Pseudonymiser, pseudonymiser_for
 from gbadz.errors import StorageUnavailable
+from gbadz.identity.models import Organization
 from gbadz.ingest.validate import QualityReport, validate_file
 from gbadz.law.evidence import legal_date
 
@@ -111,9 +112,14 @@ def subject_hasher(provider: KeyProvider, exporter: str) -> Pseudonymiser:
 
 
 def _exporter_of(ctx: IngestContext, contract: Contract) -> str:
+    """The exporter organisation whose key hashes the subjects: the dataset's provider, or (first
+    publication through the pipeline) the registered organisation the contract names."""
+    name = contract.gbadz.provider.organization
     with ctx.sessions() as session:
         org_id = session.scalar(sa.select(Dataset.provider_org_id).where(Dataset.id == contract.id))
-    return org_id or f"unregistered:{contract.gbadz.provider.organization}"
+        if org_id is None:
+            org_id = session.scalar(sa.select(Organization.id).where(Organization.name == name))
+    return org_id or f"unregistered:{name}"
 
 
 def _minor_rows(contract: Contract, table: pa.Table, at: datetime) -> pa.Array | None:

@@ -32,6 +32,32 @@ def upgrade() -> None:
         sa.Column("sensitive", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("dataset_id", "version", "subject", name="pk_version_subjects"),
     )
+    op.create_table(
+        "counter_totals",
+        sa.Column("exporter_id", sa.String(100), nullable=False),
+        sa.Column("counter_year", sa.Integer(), nullable=False),
+        sa.Column("basis", sa.String(16), nullable=False),
+        sa.Column("kind", sa.String(8), nullable=False),
+        sa.Column("individuals", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("exporter_id", "counter_year", "basis", "kind", name="pk_counter_totals"),
+    )
+    # Counters recorded before the totals existed.
+    op.execute(
+        "INSERT INTO counter_totals (exporter_id, counter_year, basis, kind, individuals) "
+        "SELECT exporter_id, counter_year, basis, kind, count(*) FROM counted_subjects "
+        "GROUP BY exporter_id, counter_year, basis, kind"
+    )
+    op.create_table(
+        "counted_versions",
+        sa.Column("exporter_id", sa.String(100), nullable=False),
+        sa.Column("counter_year", sa.Integer(), nullable=False),
+        sa.Column("basis", sa.String(16), nullable=False),
+        sa.Column("dataset_id", sa.String(100), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "exporter_id", "counter_year", "basis", "dataset_id", "version", name="pk_counted_versions"
+        ),
+    )
     with op.batch_alter_table("access_requests") as batch:
         batch.add_column(sa.Column("processing_location", sa.String(16), nullable=True))
         batch.add_column(sa.Column("necessity_justification", sa.Text(), nullable=True))
@@ -53,6 +79,8 @@ def downgrade() -> None:
     with op.batch_alter_table("access_requests") as batch:
         for name in ("findings", "necessity_justification", "processing_location"):
             batch.drop_column(name)
+    op.drop_table("counted_versions")
+    op.drop_table("counter_totals")
     op.drop_table("version_subjects")
     with op.batch_alter_table("dataset_versions") as batch:
         batch.drop_column("sensitive_individuals")
