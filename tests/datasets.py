@@ -42,7 +42,9 @@ def contract(
     columns: dict[str, Any] = {}
     if with_pi:
         properties.append({"name": "phone", "logicalType": "string", "examples": ["+852 5555 0000"]})
-        properties.append({"name": "customer_id", "logicalType": "string", "examples": ["C-1"]})
+        properties.append(
+            {"name": "customer_id", "logicalType": "string", "required": True, "examples": ["C-1"]}
+        )
         columns = {
             "phone": {"pi": True, "protection": "mask_last4"},
             "customer_id": {"pi": True, "subject_identifier": True, "protection": "pseudonymise"},

@@ -332,6 +332,16 @@ class Contract(Strict):
                 "a dataset with personal information needs one subject_identifier column (for counting individuals)"
             )
         types = {p.name: p.logicalType for p in self.table.properties}
+        required = {p.name for p in self.table.properties if p.required}
+        for name in self.subject_columns:
+            # The people counted are the law's volumes: an identifier a provider could leave
+            # empty, or that is not personal, would let it choose how many people it exports.
+            if not self.gbadz.columns[name].pi:
+                raise ValueError(f"gbadz.columns: subject identifier {name} must be personal (pi: true)")
+            if name not in required:
+                raise ValueError(
+                    f"gbadz.columns: subject identifier {name} must be required: true in the schema"
+                )
         minors = self.gbadz.minors
         if minors is not None:
             column = minors.birth_year_column or minors.birth_date_column
@@ -343,7 +353,7 @@ class Contract(Strict):
         submitted = (info.context or {}).get("submitted")
         if (
             submitted
-            and self.gbadz.origin == "HK"
+            and "HK" in (self.gbadz.origin, self.gbadz.provenance.collected_in)
             and self.has_pi
             and not self.gbadz.provenance.collection_purposes
         ):

@@ -381,16 +381,39 @@ def _deliveries_and_compliance(
         json={"reason": "aggregate use only"},
         headers=hospital,
     )
+    # The sector rule adds to the general regime (M12: the GBA standard contract, both parties
+    # in the area), so the office first records the contract's filing, then approves.
+    from datetime import UTC, datetime, timedelta
+
+    effective = datetime.now(UTC).date() - timedelta(days=30)
+    mechanisms = _call("GET", "/api/v1/mechanisms", settings, headers=officer)
+    reference = "GBA-SC-440300-2026-0042"
+    if not any(m["reference"] == reference for m in mechanisms):
+        _call(
+            "POST",
+            "/api/v1/mechanisms",
+            settings,
+            json={
+                "exporter_org_id": orgs["Shenzhen Harbour Hospital Group"],
+                "recipient_org_id": orgs["Victoria Harbour Analytics (startup)"],
+                "kind": "GBA_SC",
+                "reference": reference,
+                "effective_date": effective.isoformat(),
+                "filing_date": (effective + timedelta(days=6)).isoformat(),
+            },
+            headers=officer,
+        )
     approved = _call(
         "POST",
         f"/api/v1/access-requests/{review}/approve",
         settings,
-        json={"reason": "health sector rule reviewed: pseudonymised, no free text"},
+        json={"reason": "health sector rule reviewed: pseudonymised, no free text; GBA SC on file"},
         headers=officer,
     )
     say(
-        "[bold]10. review[/bold] the hospital, then the zone's compliance office, approve the health-data request "
-        f"({approved['state']})"
+        "[bold]10. review[/bold] the hospital, then the zone's compliance office (GBA standard contract "
+        f"{reference} on file), approve the health-data request ({approved['state']}): "
+        f"{approved['decision']['legal_basis']}"
     )
     delivered = []
     for dataset in ("mo-tourism-visitor-arrivals", "sz-hospital-outpatient-visits"):

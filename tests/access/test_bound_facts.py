@@ -136,7 +136,8 @@ class TestWhoDeclaresWhat:
         ).json()
         assert "NOT_EXPORT" != advice["decision"]["outcome"]
         assert "HK" == advice["decision"]["facts"]["dest"]
-        assert [("NOT_EXPORT", "M0")] == [
+        own = (advice["decision"]["outcome"], advice["decision"]["rule_id"])
+        assert [own, ("NOT_EXPORT", "M0")] == [
             (c["outcome"], c["rule_id"]) for c in advice["decision"]["considered"]
         ]
         body = ask(http, startup, dataset, destination="CN-SZ").json()
@@ -196,6 +197,24 @@ class TestClassification:
         assert facts["has_spi"] is True
         assert people == facts["pi_ytd_after"] == facts["spi_ytd_after"]
         assert "approved" != body["state"]
+
+    def test_a_provider_cannot_choose_how_people_are_counted(
+        self, app: FastAPI, http: TestClient, party: MakeParty
+    ) -> None:
+        """The subject identifier must be a required, personal column (else 400 naming gbadz.columns)."""
+        provider = party("provider", "CN-SZ")
+        doc = logistics(provider, "CN-SZ")
+        doc["gbadz"]["columns"]["district"] = {"pi": False, "subject_identifier": True}
+        del doc["gbadz"]["columns"]["recipient_id"]["subject_identifier"]
+        refused = register(http, provider, doc)
+        assert 400 == refused.status_code
+        assert ("gbadz.columns", True) == (refused.json()["field"], "district" in refused.json()["detail"])
+        optional = logistics(provider, "CN-SZ")
+        optional["schema"][0]["properties"][1]["required"] = False  # recipient_id
+        refused = register(http, provider, optional)
+        assert 400 == refused.status_code
+        assert "required" in refused.json()["detail"]
+        assert 0 == count(app, Dataset, Dataset.id.in_([doc["id"], optional["id"]]))
 
 
 class TestVolumes:
@@ -367,6 +386,33 @@ class TestExemptionsNeedAnOfficer:
         review = ask(http, party("consumer", "HK"), other).json()
         assert ("HUMAN_REVIEW", "M6p") == (review["decision"]["outcome"], review["decision"]["rule_id"])
 
+    def test_a_finding_holds_only_for_the_contract_it_was_made_on(
+        self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path
+    ) -> None:
+        """An accepted anonymisation report is void once the contract changes: the grant is suspended."""
+        provider, startup = party("provider", "CN-SZ"), party("consumer", "HK")
+        officer = party("compliance_officer", "CN-SZ")
+        doc = logistics(provider, "CN-SZ", anonymisation={"report_ref": "GB/T 42460 evaluation 2026-18"})
+        dataset = publish(app, http, settings, tmp_path, provider, doc, 60)
+        body = ask(http, startup, dataset).json()
+        approve = f"/api/v1/access-requests/{body['id']}/approve"
+        http.post(approve, json={}, headers=provider.headers)
+        done = http.post(approve, json={"findings": {"anonymised": True}}, headers=officer.headers).json()
+        assert ("approved", "M4") == (done["state"], done["decision"]["rule_id"])
+        deliveries = f"/api/v1/grants/{done['grant_id']}/deliveries"
+        assert 201 == http.post(deliveries, headers=startup.headers).status_code
+        doc["version"] = "1.0.1"
+        doc["gbadz"]["anonymisation"] = {"report_ref": "another report, never checked"}
+        assert (
+            200
+            == http.put(
+                f"/api/v1/datasets/{dataset}", content=as_yaml(doc), headers=provider.headers | YAML
+            ).status_code
+        )
+        refused = http.post(deliveries, headers=startup.headers)
+        assert 410 == refused.status_code
+        assert "M4x" in refused.json()["detail"]
+
 
 class TestGbaContractAndProtectiveFacts:
     def test_an_organisation_outside_the_area_is_never_eligible(
@@ -446,6 +492,18 @@ class TestGbaContractAndProtectiveFacts:
         assert (409, "findings.anonymised") == (refused.status_code, refused.json()["field"])
         done = http.post(approve, json={"findings": {"anonymised": True}}, headers=officer.headers).json()
         assert ("approved", "M4") == (done["state"], done["decision"]["rule_id"])
+
+    def test_hong_kong_data_held_on_the_mainland_keeps_its_purposes(
+        self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path
+    ) -> None:
+        """DPP3 follows data collected in Hong Kong to a Mainland exporter: a new purpose is prohibited."""
+        provider = party("provider", "CN-SZ")
+        doc = logistics(provider, "CN-SZ", provenance={"collected_in": "HK"})
+        assert "gbadz.provenance.collection_purposes" == register(http, provider, doc).json()["field"]
+        doc = logistics(provider, "CN-SZ", provenance={"collected_in": "HK", "collection_purposes": [TRADE]})
+        dataset = publish(app, http, settings, tmp_path, provider, doc, 60)
+        body = ask(http, party("consumer", "CN-GZ"), dataset, purpose="other").json()
+        assert ("rejected", "H2") == (body["state"], body["decision"]["rule_id"])
 
 
 class TestReplays:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -219,12 +220,26 @@ class TestComplianceView:
         assert ("under_provider_review", "HUMAN_REVIEW") == (asked["state"], asked["decision"]["outcome"]), (
             asked
         )
+        # The sector rule adds to the general regime: sensitive PI to Hong Kong needs an SCC filing too.
+        assert ["SCC", "CERT"] == asked["decision"]["evidence_required"]
         http.post(f"/api/v1/access-requests/{asked['id']}/approve", json={}, headers=hospital.headers)
-        approved = http.post(
-            f"/api/v1/access-requests/{asked['id']}/approve",
-            json={"reason": "reviewed"},
+        approve = f"/api/v1/access-requests/{asked['id']}/approve"
+        assert 409 == http.post(approve, json={"reason": "reviewed"}, headers=officer.headers).status_code
+        effective = datetime.now(UTC).date() - timedelta(days=20)
+        filed = http.post(
+            "/api/v1/mechanisms",
+            json={
+                "exporter_org_id": hospital.client.org_id,
+                "recipient_org_id": startup.client.org_id,
+                "kind": "SCC",
+                "reference": f"SCC-440300-{key_prefix.strip('/')}",
+                "effective_date": effective.isoformat(),
+                "filing_date": (effective + timedelta(days=5)).isoformat(),
+            },
             headers=officer.headers,
         )
+        assert 201 == filed.status_code, filed.text
+        approved = http.post(approve, json={"reason": "reviewed"}, headers=officer.headers)
         assert "approved" == approved.json()["state"], approved.text
         delivered = http.post(
             f"/api/v1/grants/{approved.json()['grant_id']}/deliveries", headers=startup.headers

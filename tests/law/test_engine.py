@@ -166,6 +166,18 @@ CASES = [
     (sz_to_hk(purpose="foreign_pi_transit", has_spi=True, spi_ytd_after=20_000), "ASSESSMENT", "M13"),
     # An Art.5 purpose without an accepted necessity justification goes to a person
     (sz_to_hk(purpose="emergency", pi_ytd_after=5), "HUMAN_REVIEW", "M8p"),
+    # The GBA SC recipient clause, for data received under it (HK and Macao), onward included
+    (
+        F(origin="HK", dest="HK", has_pi=True, originated_under_gba_sc=True, onward_outside_gba=True),
+        "PROHIBITED",
+        "H5b",
+    ),
+    (F(origin="MO", dest="OTHER", has_pi=True, originated_under_gba_sc=True), "PROHIBITED", "O0"),
+    (
+        F(origin="MO", dest="MO", has_pi=True, originated_under_gba_sc=True, onward_outside_gba=True),
+        "PROHIBITED",
+        "O0b",
+    ),
     # An unknown volume goes to a person (never EXEMPT by an unknown count)
     (sz_to_hk(volume_known=False), "HUMAN_REVIEW", "V1"),
     # M7 CIIO; M7a CIIO with an Art.5 purpose goes to a person
@@ -676,13 +688,40 @@ class TestDeclaredFactsOnlyTighten:
             baseline.rule_id,
             decision.rule_id,
         )
-        assert 3 == len(decision.considered) or decision.considered == ()
+        labels = {c["declared"] for c in decision.considered}
+        assert {"platform's own facts", "processing location", "place of collection", "both"} <= labels
+        # A declared location or place of collection never drops the mechanism required without it.
+        if decide(declared).evidence_required:
+            assert decision.evidence_required
 
     def test_a_declared_domestic_location_cannot_make_an_export_domestic(self) -> None:
         """The exploit of issue #15: a Hong Kong recipient declaring Shenzhen gets the export decided."""
         known = sz_to_hk(has_spi=True, spi_ytd_after=31_641, pi_ytd_after=31_641)
         decision = decide_strictest(known, [("processing location", replace(known, dest="CN-SZ"))])
         assert ("ASSESSMENT", "M13") == (decision.outcome, decision.rule_id)
-        assert [{"declared": "processing location", "outcome": "NOT_EXPORT", "rule_id": "M0"}] == [
-            dict(c) for c in decision.considered
-        ]
+        assert [
+            {"declared": "platform's own facts", "outcome": "ASSESSMENT", "rule_id": "M13"},
+            {"declared": "processing location", "outcome": "NOT_EXPORT", "rule_id": "M0"},
+        ] == [dict(c) for c in decision.considered]
+
+    def test_a_declared_place_of_collection_cannot_drop_the_mechanism(self) -> None:
+        """Declaring Macao collection turns M13 ASSESSMENT into O5 review: the assessment stays required."""
+        known = sz_to_hk(has_spi=True, spi_ytd_after=20_000, pi_ytd_after=20_000)
+        decision = decide_strictest(known, [("place of collection", replace(known, origin="MO"))])
+        assert ("HUMAN_REVIEW", "O5") == (decision.outcome, decision.rule_id)
+        assert ("ASSESSMENT",) == decision.evidence_required
+        assert "mechanism" == decision.counter
+
+    def test_a_sector_overlay_adds_to_the_general_regime(self) -> None:
+        """Spec vector 13: health overlay + 31,641 sensitive individuals is review AND an assessment."""
+        facts = sz_to_hk(has_spi=True, spi_ytd_after=31_641, pi_ytd_after=31_641, sector_overlay="health")
+        decision = decide(facts)
+        assert ("HUMAN_REVIEW", "M2", ("ASSESSMENT",)) == (
+            decision.outcome,
+            decision.rule_id,
+            decision.evidence_required,
+        )
+        assert "M13" in decision.legal_basis
+        opted_in = decide(replace(facts, gba_sc_opt_in=True))
+        assert ("GBA_SC",) == opted_in.evidence_required
+        assert [("ASSESSMENT", "M13")] == [(c["outcome"], c["rule_id"]) for c in decision.considered]

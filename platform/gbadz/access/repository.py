@@ -113,15 +113,15 @@ def evidence_for(session: Session, principal: Principal, exporter: str | None) -
 
 
 def reserved(
-    session: Session, exporter_id: str, year: int, now: datetime, exclude_grant: str | None = None
+    session: Session, exporter_id: str, now: datetime, exclude_grant: str | None = None
 ) -> tuple[int, int]:
-    """Individuals reserved by the exporter's live, approved, not yet delivered grants of ``year``."""
+    """Individuals reserved by the exporter's live, approved, not yet delivered grants (whatever
+    year they were approved in: they count in the year they are delivered)."""
     stmt = sa.select(
         sa.func.coalesce(sa.func.sum(Grant.reserved_pi), 0),
         sa.func.coalesce(sa.func.sum(Grant.reserved_spi), 0),
     ).where(
         Grant.provider_org_id == exporter_id,
-        Grant.reserved_year == year,
         Grant.revoked_at.is_(None),
         Grant.expires_at > now,
         Grant.reserved_pi > 0,

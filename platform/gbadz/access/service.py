@@ -97,8 +97,12 @@ class Findings:
     macao_art20_ground: str = "none"
 
     @classmethod
-    def of(cls, stored: dict[str, Any] | None) -> Findings:
-        known = {k: v for k, v in (stored or {}).items() if k in cls.__dataclass_fields__}
+    def of(cls, stored: dict[str, Any] | None, contract_sha256: str | None = None) -> Findings:
+        """The findings recorded, if they were made on this contract (a changed contract voids them)."""
+        stored = stored or {}
+        if contract_sha256 is not None and stored.get("contract_sha256") not in (None, contract_sha256):
+            return cls()
+        known = {k: v for k, v in stored.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
     def as_dict(self) -> dict[str, Any]:
@@ -186,9 +190,11 @@ def volume_of(session: Session, dataset: Dataset) -> Volume:
     return Volume(True, int(version.individuals), int(version.sensitive_individuals or 0), version.version)
 
 
-def _gba_registered(org: Organization, rules: RuleSet) -> bool:
-    """GBA-registered for the standard contract: flagged and registered inside its area (never OTHER)."""
-    return bool(org.gba_registered) and REGION_OF.get(org.jurisdiction) in rules.gba_sc_area
+def _gba_registered(org: Organization, rules: RuleSet, *, flag: bool = True) -> bool:
+    """GBA-registered for the standard contract: registered inside its area (never OTHER) and,
+    for a recipient, confirmed by the GBA registration flag."""
+    inside = REGION_OF.get(org.jurisdiction) in rules.gba_sc_area
+    return inside and (bool(org.gba_registered) or not flag)
 
 
 @dataclass(frozen=True)
@@ -235,12 +241,16 @@ def transfer_facts(
             pi_after, spi_after = counted_after
         else:
             year = counters.counter_year(at, rules)
-            held_pi, held_spi = repository.reserved(session, exporter.id, year, at, exclude_grant)
+            held_pi, held_spi = repository.reserved(session, exporter.id, at, exclude_grant)
             pi_after = counters.count(session, exporter.id, year, "mechanism", "pi") + held_pi + this_pi
             spi_after = counters.count(session, exporter.id, year, "mechanism", "spi") + held_spi + this_spi
     provenance = contract.gbadz.provenance
     anonymisation = contract.gbadz.anonymisation
     origin = exporter.jurisdiction
+
+    def hk_new_purpose(place: str) -> bool:  # PDPO DPP3, for data of Hong Kong origin
+        return REGION_OF.get(place) == "HK" and has_pi and purpose not in provenance.collection_purposes
+
     known = TransferFacts(
         origin=origin,
         dest=recipient.jurisdiction,
@@ -254,14 +264,12 @@ def transfer_facts(
         pi_ytd_after=pi_after,
         spi_ytd_after=spi_after,
         recipient_gba_registered=_gba_registered(recipient, rules),
-        exporter_gba_registered=_gba_registered(exporter, rules),
+        exporter_gba_registered=_gba_registered(exporter, rules, flag=False),
         onward_outside_gba=onward_transfer == "outside_gba",
         gba_sc_opt_in=gba_sc_opt_in,
         purpose=purpose,
         sector_overlay=contract.gbadz.sector_overlay,
-        hk_new_purpose_without_consent=REGION_OF.get(origin) == "HK"
-        and has_pi
-        and purpose not in provenance.collection_purposes,
+        hk_new_purpose_without_consent=hk_new_purpose(origin),
         originated_under_gba_sc=provenance.received_under_gba_sc,
         macao_art20_ground=findings.macao_art20_ground,
         foreign_pi_transit_claimed=provenance.foreign_pi_in_transit,
@@ -279,7 +287,10 @@ def transfer_facts(
     if processing_location and processing_location != recipient.jurisdiction:
         dests.add(("processing location", processing_location))
     declared = tuple(
-        (f"origin={o} ({olabel}), dest={d} ({dlabel})", replace(known, origin=o, dest=d))
+        (
+            f"origin={o} ({olabel}), dest={d} ({dlabel})",
+            replace(known, origin=o, dest=d, hk_new_purpose_without_consent=hk_new_purpose(o)),
+        )
         for olabel, o in sorted(origins)
         for dlabel, d in sorted(dests)
         if (o, d) != (origin, recipient.jurisdiction)
@@ -498,6 +509,7 @@ def _reassess(
         duration_days=request.duration_days,
         processing_location=request.processing_location,
         onward_transfer=request.onward_transfer,
+        gba_sc_opt_in=bool(request.decision.get("facts", {}).get("gba_sc_opt_in", True)),
         necessity_justification=request.necessity_justification,
     )
     return assess(session, viewer, ask, rules=rules, at=at, findings=findings)
@@ -525,7 +537,7 @@ def approve(
         request.state = "under_compliance_review"
         if outcome not in REVIEW_OUTCOMES:
             # Decided again: still allowed without review -> approved; else a compliance officer decides.
-            assessment = _reassess(session, request, Findings.of(request.findings), at, rules)
+            assessment = _reassess(session, request, Findings(), at, rules)
             request.decision = _snapshot(assessment)
             if assessment.decision.allowed_without_review and not assessment.licence_findings:
                 request.state = "approved"
@@ -533,10 +545,26 @@ def approve(
     elif request.state == "under_compliance_review":
         if not repository.sees_everything(principal):
             raise NotYourReviewStep("a compliance officer reviews this request now")
-        merged = Findings.of({**request.findings, **(findings or Findings()).as_dict()})
+        dataset = session.get(Dataset, request.dataset_id)
+        contract_sha256 = dataset.contract_sha256 if dataset else None
+        recorded = Findings.of(request.findings, contract_sha256)
+        new = findings or Findings()
+        merged = Findings(
+            necessity_accepted=recorded.necessity_accepted or new.necessity_accepted,
+            foreign_pi_transit=recorded.foreign_pi_transit or new.foreign_pi_transit,
+            anonymised=recorded.anonymised or new.anonymised,
+            macao_art20_ground=new.macao_art20_ground
+            if new.macao_art20_ground != "none"
+            else recorded.macao_art20_ground,
+        )
         assessment = _decided_again(session, request, merged, at, rules)
         _require_mechanism(session, request, at, rules)
-        request.findings = merged.as_dict()
+        # Each finding holds for the contract it was made on: a later change voids it.
+        request.findings = merged.as_dict() | {
+            "contract_sha256": contract_sha256,
+            "by": actor,
+            "at": at.isoformat(),
+        }
         request.state = "approved"
         _grant(session, request, at, assessment)
     else:
@@ -756,7 +784,7 @@ def redecide(
         onward_transfer=request.onward_transfer,
         gba_sc_opt_in=bool(grant.decision.get("facts", {}).get("gba_sc_opt_in", True)),
         processing_location=request.processing_location,
-        findings=Findings.of(request.findings),
+        findings=Findings.of(request.findings, dataset.contract_sha256),
         volume=volume,
         at=at,
         rules=rules,
@@ -772,7 +800,7 @@ def redecide(
         spi_done = counters.version_counted(
             session, exporter_id, year, "mechanism:spi", dataset.id, version_no
         ) or (pi_done and not has_spi_columns)
-        held_pi, held_spi = repository.reserved(session, exporter_id, year, at, grant.id)
+        held_pi, held_spi = repository.reserved(session, exporter_id, at, grant.id)
         new_spi = volume.individuals if has_spi_columns else volume.sensitive_individuals
         counted_after = (
             counters.count(session, exporter_id, year, "mechanism", "pi")
@@ -796,7 +824,7 @@ def redecide(
             at=at,
             rules=rules,
         )
-        held_pi, held_spi = repository.reserved(session, who.exporter.id, year, at, grant.id)
+        held_pi, held_spi = repository.reserved(session, who.exporter.id, at, grant.id)
         decision = _decide(facts_with(counted_after=(pi + held_pi, spi + held_spi)), rules)
     check = check_evidence(
         decision,

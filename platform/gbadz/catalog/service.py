@@ -182,6 +182,9 @@ def apply_contract(session: Session, contract: Contract, contract_sha256: str) -
         dataset.provider_org_id = session.scalar(
             sa.select(Organization.id).where(Organization.name == contract.gbadz.provider.organization)
         )
+    org = session.get(Organization, dataset.provider_org_id) if dataset.provider_org_id else None
+    if org is not None:
+        _check_origin(contract, org)
     return dataset
 
 
@@ -218,6 +221,14 @@ def _check_provider(contract: Contract, org: Organization) -> None:
             f"gbadz.provider.organization: must be your organisation's registered name {org.name!r}",
             field="gbadz.provider.organization",
         )
+    _check_origin(contract, org)
+    if contract.status == "retired":
+        raise BadRequest(
+            "status: a contract cannot be registered as retired; use the retire action", field="status"
+        )
+
+
+def _check_origin(contract: Contract, org: Organization) -> None:
     if contract.gbadz.origin != org.jurisdiction:
         # The origin regime is the exporter's registration (invariant 6): a contract cannot
         # choose another. Data collected elsewhere says so in gbadz.provenance.collected_in,
@@ -226,10 +237,6 @@ def _check_provider(contract: Contract, org: Organization) -> None:
             f"gbadz.origin: must be your organisation's registered jurisdiction {org.jurisdiction!r}, "
             f"not {contract.gbadz.origin!r}; say where data was collected in gbadz.provenance.collected_in",
             field="gbadz.origin",
-        )
-    if contract.status == "retired":
-        raise BadRequest(
-            "status: a contract cannot be registered as retired; use the retire action", field="status"
         )
 
 

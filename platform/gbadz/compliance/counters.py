@@ -75,6 +75,18 @@ def _locked_total(session: Session, exporter_id: str, year: int, basis: str, kin
     return total
 
 
+def lock_totals(session: Session, exporter_id: str, year: int) -> None:
+    """Lock the exporter's counters of ``year`` for this transaction (PostgreSQL row locks).
+
+    Not on SQLite: taking its one write lock here would stop every other writer for the whole
+    delivery; SQLite refuses the second of two racing writers at its first write instead."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for basis in BASES:
+        for kind in ("pi", "spi"):
+            _locked_total(session, exporter_id, year, basis, kind)
+
+
 def _exact(session: Session, exporter_id: str, year: int, basis: str, kind: str) -> int:
     stmt = sa.select(sa.func.count()).where(
         CountedSubject.exporter_id == exporter_id,

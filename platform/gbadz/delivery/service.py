@@ -227,6 +227,10 @@ def deliver(
     version = catalog_repository.latest_version(session, dataset)
     assert version is not None
     rules = rules or default_rules()
+    if dataset.provider_org_id is not None:
+        # The exporter's counters stay as read until this transfer is counted and committed:
+        # two deliveries cannot both pass a threshold on the same figure.
+        counters.lock_totals(session, dataset.provider_org_id, counters.counter_year(now, rules))
     # Every transfer is decided again, replays included (invariant 7).
     redecision = access_service.redecide(session, grant, dataset, version.version, now, rules)
     scoped_key = f"{grant.id}:{idempotency_key}" if idempotency_key is not None else None
@@ -264,7 +268,9 @@ def deliver(
     except storage.S3_ERRORS as exc:
         raise StorageUnavailable(storage.explain(settings.s3, exc)) from None
 
-    decision = grant.decision
+    # What leaves is counted and logged under the decision taken now (invariant 7), not the
+    # one the grant was made with: a grant that became personal is counted, and the log says so.
+    decision = redecision.decision.as_dict()
     contract = stored_contract(dataset)
     has_pi, has_spi_columns, spi_categories = contract.classify(columns)
     spi_columns = [c for c in columns if contract.classification(c).spi]
@@ -304,7 +310,7 @@ def deliver(
     access_service.release_reservation(grant)
     request = repository.request_of(session, grant)
     zone = ZoneInfo(LOCAL_TIME_ZONES[dataset.origin]) if dataset.origin in LOCAL_TIME_ZONES else rules.zone
-    evidence = decision.get("evidence") or {}
+    evidence = redecision.evidence
     entry: dict[str, Any] = {
         "transfer_id": transfer_id,
         "access_request_id": grant.request_id,
@@ -348,7 +354,7 @@ def deliver(
         "purpose_text": request.purpose_text if request else None,
         "mechanism": (decision.get("evidence_required") or [decision.get("outcome")])[0],
         "mechanism_evidence": evidence,
-        "decided_at_transfer": redecision.summary(),
+        "grant_decision": {k: grant.decision.get(k) for k in ("outcome", "rule_id", "legal_basis")},
         "transfer_mode": mode,
         "access_expiry": grant.expires_at.isoformat(),
         "actor": actor,

@@ -155,10 +155,15 @@ def count_people(ctx: IngestContext, contract: Contract, table: pa.Table) -> Peo
     if minors is None:
         minors = pc.fill_null(pa.nulls(table.num_rows, pa.bool_()), False)
     flags = pc.cast(minors, pa.int8())
-    both = pa.concat_tables(
-        pa.table({"subject": hasher.array(table[name]), "sensitive": flags}) for name in columns
-    )
-    both = both.filter(pc.is_valid(both["subject"]))
+    parts = []
+    for name in columns:
+        tokens = hasher.array(table[name])
+        if tokens.null_count:
+            # A row without an identifier is a person of its own (never nobody): erring upwards.
+            rows = pa.array([f"{contract.id}#{name}#{i}" for i in range(table.num_rows)], pa.string())
+            tokens = pc.coalesce(tokens, hasher.array(rows))
+        parts.append(pa.table({"subject": tokens, "sensitive": flags}))
+    both = pa.concat_tables(parts)
     grouped = both.group_by("subject").aggregate([("sensitive", "max")])
     return People(
         grouped["subject"].combine_chunks(),

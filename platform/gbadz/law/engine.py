@@ -243,7 +243,12 @@ def decide(facts: TransferFacts, rules: RuleSet | None = None) -> Decision:
             continue
         for rule in regime_rules:
             if rule.match is None or rule.match(f):
-                return _decision(rule, f, facts, rules)
+                found = _decision(rule, f, facts, rules)
+                if rule.adds_to_general:
+                    assumed: dict[str, Any] = {rule.adds_to_general: True}
+                    general = decide(replace(facts, **assumed), rules)
+                    return _on_top_of(found, general)
+                return found
     return Decision(
         outcome="HUMAN_REVIEW",
         rule_id="NO_MATCH",
@@ -292,6 +297,31 @@ def _decision(rule: Rule, f: Mapping[str, Any], facts: TransferFacts, rules: Rul
     )
 
 
+def _on_top_of(sector: Decision, general: Decision) -> Decision:
+    """A sector overlay adds to the general regime, never replaces it (crossborder-rules.md M2):
+    the general decision's mechanism, evidence and obligations stay required, and the outcome
+    is the stricter of the two."""
+    outcome = max(sector.outcome, general.outcome, key=STRICTNESS.__getitem__)
+    return replace(
+        sector,
+        outcome=outcome,
+        legal_basis=f"{sector.legal_basis} (in addition to the general regime): "
+        f"{general.rule_id} {general.legal_basis}",
+        obligations=tuple(dict.fromkeys(general.obligations + sector.obligations)),
+        evidence_required=general.evidence_required,
+        alternatives=general.alternatives,
+        counter=general.counter,
+        considered=(
+            {
+                "declared": "general regime, sector approval assumed",
+                "outcome": general.outcome,
+                "rule_id": general.rule_id,
+            },
+        ),
+        awaits=sector.awaits or general.awaits,
+    )
+
+
 def decide_strictest(
     known: TransferFacts, declared: Sequence[tuple[str, TransferFacts]] = (), rules: RuleSet | None = None
 ) -> Decision:
@@ -303,16 +333,31 @@ def decide_strictest(
     ``considered`` with the fact it changed and its outcome.
     """
     rules = rules or default_rules()
-    best = decide(known, rules)
-    considered: list[dict[str, Any]] = []
-    for label, facts in declared:
-        other = decide(facts, rules)
-        considered.append({"declared": label, "outcome": other.outcome, "rule_id": other.rule_id})
-        if STRICTNESS[other.outcome] > STRICTNESS[best.outcome]:
-            best = other
-    if not considered:
-        return best
-    return replace(best, considered=tuple(considered))
+    own = decide(known, rules)
+    if not declared:
+        return own
+    decisions = [("platform's own facts", own)] + [(label, decide(facts, rules)) for label, facts in declared]
+    best = max((d for _, d in decisions), key=lambda d: STRICTNESS[d.outcome])  # first wins a tie
+    # A stricter review outcome must not drop a mechanism another set of facts requires: the
+    # strictest mechanism among them stays required (ASSESSMENT over SCC/CERT over GBA SC).
+    with_evidence = [d for _, d in decisions if d.evidence_required]
+    evidence = (
+        max(with_evidence, key=lambda d: STRICTNESS[d.outcome]).evidence_required if with_evidence else ()
+    )
+    obligations = tuple(dict.fromkeys(o for _, d in decisions for o in d.obligations))
+    considered = tuple(best.considered) + tuple(
+        {"declared": label, "outcome": d.outcome, "rule_id": d.rule_id} for label, d in decisions
+    )
+    counters = {d.counter for _, d in decisions}
+    counter = "mechanism" if "mechanism" in counters else best.counter
+    return replace(
+        best,
+        evidence_required=best.evidence_required or evidence,
+        obligations=obligations,
+        considered=considered,
+        counter=counter,
+        awaits=best.awaits,
+    )
 
 
 def gba_sc_findings(

@@ -150,6 +150,8 @@ class Rule:
     counter: str | None
     #: The reviewer's finding this rule waits for (e.g. necessity_accepted): approval needs it.
     awaits: str | None = None
+    #: A sector overlay rule adds to the general regime, decided as if this fact held (M2).
+    adds_to_general: str | None = None
 
 
 #: Facts only a compliance officer's finding can set (the relaxing facts of invariant 6).
@@ -307,6 +309,9 @@ def parse_rules(raw: bytes) -> RuleSet:
                     f"{where}: awaits names a reviewer's finding ({', '.join(sorted(REVIEWER_FINDINGS))}) "
                     "on a HUMAN_REVIEW rule"
                 )
+            adds = spec.get("adds_to_general")
+            if adds is not None and FACT_NAMES.get(adds) is not bool:
+                raise RulesError(f"{where}: adds_to_general names a true/false fact")
             rules.append(
                 Rule(
                     id=rid,
@@ -320,6 +325,7 @@ def parse_rules(raw: bytes) -> RuleSet:
                     alternatives=alts,
                     counter=counter,
                     awaits=awaits,
+                    adds_to_general=adds,
                 )
             )
         regimes.append((origins, tuple(rules)))
