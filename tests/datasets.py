@@ -110,18 +110,32 @@ def party(app: FastAPI, http: TestClient) -> Callable[..., Party]:
 
 
 @pytest.fixture
-def publish(http: TestClient) -> Callable[..., dict[str, Any]]:
-    """Register a contract as a provider; returns the API's answer (asserting 201)."""
+def publish(app: FastAPI, http: TestClient) -> Callable[..., dict[str, Any]]:
+    """Register a contract as a provider and have its classification signed off (``listed=False``:
+    left waiting for the listing review); returns the API's answer (asserting 201)."""
 
-    def register(provider: Party, **kwargs: Any) -> dict[str, Any]:
+    def register(provider: Party, *, listed: bool = True, **kwargs: Any) -> dict[str, Any]:
         dataset_id = kwargs.pop("dataset_id", None) or f"t-{secrets.token_hex(5)}"
         doc = contract(dataset_id, provider.org_name, **kwargs)
         response = http.post("/api/v1/datasets", content=as_yaml(doc), headers=provider.headers | YAML)
         assert 201 == response.status_code, response.text
         body: dict[str, Any] = response.json()
+        if listed:
+            sign_off(http, app, dataset_id)
         return body
 
     return register
+
+
+def sign_off(http: TestClient, app: FastAPI, dataset_id: str) -> None:
+    """A compliance officer signs off the dataset's classification: others may now see it."""
+    officer = make_client(app, "compliance_officer", "CN-SZ")
+    response = http.post(
+        f"/api/v1/datasets/{dataset_id}/classification-review",
+        json={"approve": True, "note": "every column classified as the data shows"},
+        headers=bearer(fetch_token(http, officer)),
+    )
+    assert 200 == response.status_code, response.text
 
 
 def token() -> str:

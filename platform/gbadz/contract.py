@@ -10,6 +10,8 @@ needs (origin, category, which columns are personal or sensitive, who the indivi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -400,6 +402,23 @@ class Contract(Strict):
     @property
     def has_spi(self) -> bool:
         return self.classify([p.name for p in self.table.properties])[1] if self.schema_ else False
+
+    def classification_fingerprint(self) -> str:
+        """SHA-256 of everything a compliance officer signs off in a listing review: the
+        columns and their types, their classification, category, overlay, origin, provenance,
+        anonymisation and row rules (not the licence, the description or the version)."""
+        g = self.gbadz
+        signed = {
+            "columns": [[p.name, p.logicalType] for p in self.table.properties],
+            "classification": {n: c.model_dump() for n, c in sorted(g.columns.items())},
+            "category": g.category,
+            "sector_overlay": g.sector_overlay,
+            "origin": g.origin,
+            "provenance": g.provenance.model_dump(),
+            "anonymisation": g.anonymisation.model_dump() if g.anonymisation else None,
+            "minors": g.minors.model_dump() if g.minors else None,
+        }
+        return hashlib.sha256(json.dumps(signed, sort_keys=True).encode()).hexdigest()
 
     @property
     def subject_columns(self) -> list[str]:

@@ -272,6 +272,28 @@ def _catalog(settings: Settings, orgs: dict[str, str], say: Callable[[str], None
         "[bold]8. catalog[/bold] the Shenzhen Western Port Authority registers an [italic]important[/italic] "
         "dataset and an EV-charging dataset with personal data through the API (POST /api/v1/datasets)"
     )
+    # Listing review: nobody else sees a dataset until the compliance office signs off how
+    # every column is classified (ADR 0015).
+    officer = {
+        "Authorization": f"Bearer {_token(settings, orgs['Special Data Zone Compliance Office'], 'compliance_officer')}"
+    }
+    waiting = _call("GET", "/api/v1/classification-reviews?limit=500", settings, headers=officer)
+    for item in waiting:
+        sensitive = sorted(c["name"] for c in item["columns"] if c["classification"] == "spi")
+        _call(
+            "POST",
+            f"/api/v1/datasets/{item['id']}/classification-review",
+            settings,
+            json={
+                "approve": True,
+                "note": "every column classified; sensitive: " + (", ".join(sensitive) or "none"),
+            },
+            headers=officer,
+        )
+    say(
+        f"   the zone's compliance office signs off the classification of {len(waiting)} dataset(s); "
+        "only then are they listed to other organisations"
+    )
     views: dict[str, Any] = {}
     for startup, jurisdiction in STARTUPS.items():
         token = _token(settings, orgs[startup], "consumer")

@@ -123,6 +123,27 @@ def ensure_buckets(client: Minio, settings: S3Settings) -> list[str]:
     return created
 
 
+def delivery_prefix(dataset_id: str) -> str:
+    """Where every grant's delivered copy of a dataset lives in the delivery bucket."""
+    return f"datasets/{dataset_id}/"
+
+
+def delete_prefix(client: Minio, settings: S3Settings, bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix``; return how many. Raises StorageUnavailable."""
+    from minio.deleteobjects import DeleteObject
+
+    try:
+        names = [
+            o.object_name for o in client.list_objects(bucket, prefix=prefix, recursive=True) if o.object_name
+        ]
+        errors = list(client.remove_objects(bucket, (DeleteObject(n) for n in names)))
+    except (S3Error, Urllib3Error, OSError) as exc:
+        raise StorageUnavailable(explain(settings, exc)) from None
+    if errors:
+        raise StorageUnavailable(f"{len(errors)} object(s) under {prefix} could not be deleted: {errors[0]}")
+    return len(names)
+
+
 @dataclass(frozen=True)
 class StoredObject:
     bucket: str

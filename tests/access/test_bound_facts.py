@@ -33,7 +33,7 @@ from gbadz.identity.models import Organization
 from gbadz.ingest import pipeline, samples
 from gbadz.translog.models import LogEntry
 from tests.conftest import REPO
-from tests.datasets import YAML, Party, as_yaml, contract
+from tests.datasets import YAML, Party, as_yaml, contract, sign_off
 
 MakeParty = Callable[..., Party]
 TRADE = "trade_transport_academic_mfg_marketing"
@@ -102,6 +102,7 @@ def publish(
     pacsv.write_csv(samples.generate(sample, rows), source)
     ctx = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
     assert pipeline.ingest(ctx, Contract.model_validate(doc), "test", source).accepted
+    sign_off(http, app, doc["id"])
     return str(doc["id"])
 
 
@@ -184,6 +185,50 @@ class TestClassification:
         assert "visits" in response.json()["detail"]
         assert 0 == count(app, Dataset, Dataset.id == doc["id"])
 
+    def test_a_dataset_is_listed_only_once_its_classification_is_signed_off(
+        self, app: FastAPI, http: TestClient, party: MakeParty
+    ) -> None:
+        """Listing review: hidden from others until an officer signs off; a reclassifying change reopens it."""
+        provider, startup = party("provider", "CN-SZ"), party("consumer", "CN-GZ")
+        officer = party("compliance_officer", "CN-SZ")
+        doc = hospital(provider)
+        assert 201 == register(http, provider, doc).status_code
+        page = f"/api/v1/datasets/{doc['id']}"
+        assert 404 == http.get(page, headers=startup.headers).status_code
+        assert 404 == ask(http, startup, doc["id"]).status_code
+        assert 200 == http.get(page, headers=provider.headers).status_code
+        mine = http.get("/api/v1/classification-reviews", headers=provider.headers).json()
+        assert [doc["id"]] == [d["id"] for d in mine]
+        review = f"/api/v1/datasets/{doc['id']}/classification-review"
+        verdict = {"approve": True, "note": "looks right to me"}
+        assert 403 == http.post(review, json=verdict, headers=provider.headers).status_code
+        queue = http.get("/api/v1/classification-reviews?limit=500", headers=officer.headers).json()
+        [item] = [d for d in queue if d["id"] == doc["id"]]
+        by_name = {c["name"]: c for c in item["columns"]}
+        assert ("spi", "sector_overlay") == (
+            by_name["fee_cny"]["classification"],
+            by_name["fee_cny"]["classified_by"],
+        )
+        assert {"birth_year_column": "birth_year", "birth_date_column": None} == item["minors"]
+        assert 200 == http.post(review, json=verdict, headers=officer.headers).status_code
+        assert 200 == http.get(page, headers=startup.headers).status_code
+        # The provider argues the fee is not health data: that is a reclassification to review.
+        doc["version"] = "1.0.1"
+        doc["gbadz"]["columns"]["fee_cny"]["not_sensitive_because"] = "A price list amount, not about health"
+        changed = http.put(page, content=as_yaml(doc), headers=provider.headers | YAML)
+        assert 200 == changed.status_code, changed.text
+        assert "pending" == changed.json()["classification_state"]
+        assert 404 == http.get(page, headers=startup.headers).status_code
+        # A change that classifies nothing differently keeps the listing.
+        assert 200 == http.post(review, json=verdict, headers=officer.headers).status_code
+        doc["version"], doc["description"]["usage"] = "1.0.2", "Aggregate analysis only."
+        assert (
+            "approved"
+            == http.put(page, content=as_yaml(doc), headers=provider.headers | YAML).json()[
+                "classification_state"
+            ]
+        )
+
     def test_health_records_are_sensitive_and_children_count_by_the_row(
         self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path
     ) -> None:
@@ -223,6 +268,7 @@ class TestVolumes:
         provider, startup = party("provider", "CN-SZ"), party("consumer", "HK")
         doc = logistics(provider, "CN-SZ")
         assert 201 == register(http, provider, doc).status_code
+        sign_off(http, app, doc["id"])
         body = ask(http, startup, doc["id"]).json()
         assert ("HUMAN_REVIEW", "V1") == (body["decision"]["outcome"], body["decision"]["rule_id"])
         assert "under_provider_review" == body["state"]
@@ -254,6 +300,7 @@ class TestVolumes:
         pacsv.write_csv(samples.generate("hk-logistics-deliveries", 50), source)
         ctx = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
         assert pipeline.ingest(ctx, Contract.model_validate(doc), "test", source).accepted
+        sign_off(http, app, doc["id"])
         response = ask(http, party("consumer", "CN-GZ"), doc["id"])
         assert 409 == response.status_code, response.text
         assert "dataset_id" == response.json()["field"]
@@ -517,14 +564,25 @@ class TestReplays:
         key = {"Idempotency-Key": secrets.token_hex(8)}
         url = f"/api/v1/grants/{grant}/deliveries"
         assert 201 == http.post(url, headers=startup.headers | key).status_code
+        logged = count(app, LogEntry)
         replay = http.post(url, headers=startup.headers | key)
         assert replay.status_code in (200, 201)
         assert replay.json()["reused"] is True
+        assert logged + 1 == count(app, LogEntry)  # every issuance of URLs is logged
+
+        def copies() -> list[str]:
+            listed = app.state.s3.list_objects(
+                settings.s3.delivery_bucket, prefix=f"datasets/{dataset}/", recursive=True
+            )
+            return [o.object_name for o in listed]
+
+        assert copies()
         retired = http.post(
             f"/api/v1/datasets/{dataset}/retire",
             json={"reason": "source system closed"},
             headers=provider.headers,
         )
         assert 200 == retired.status_code, retired.text
+        assert [] == copies()  # the delivered copies are deleted from the real S3 server
         assert 410 == http.post(url, headers=startup.headers | key).status_code
         assert 1 == count(app, Grant, Grant.id == grant)  # the grant stays, for the record

@@ -23,7 +23,7 @@ from gbadz.identity.models import Organization
 from gbadz.ingest import pipeline, samples
 from tests.api import bearer, fetch_token, make_client
 from tests.conftest import REPO
-from tests.datasets import YAML
+from tests.datasets import YAML, sign_off
 
 PASSWORD = "correct horse battery staple"
 GRANTED = ["delivery_id", "recipient_id", "recipient_phone", "district"]
@@ -73,6 +73,7 @@ def build(app: FastAPI, settings: Settings, tmp_path: Path) -> World:
     good = tmp_path / "deliveries.csv"
     pacsv.write_csv(samples.generate("hk-logistics-deliveries", 300), good)
     assert pipeline.ingest(ctx, contract, "test", good).accepted
+    sign_off(http, app, str(doc["id"]))
     bad = tmp_path / "deliveries-bad.csv"
     # The address column renamed: the upload is rejected, with the reason, and nothing is published.
     bad.write_text(good.read_text().replace('"address"', '"addr"', 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from gbadz.ingest import pipeline, samples
 from gbadz.translog.merkle import leaf_hash, verify_inclusion
 from gbadz.translog.models import LogEntry
 from tests.conftest import REPO, wrong_secret
-from tests.datasets import YAML, Party
+from tests.datasets import YAML, Party, sign_off
 
 GRANTED = ["delivery_id", "recipient_id", "recipient_phone", "address", "district"]
 
@@ -51,6 +52,7 @@ def published(
     ctx = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
     result = pipeline.ingest(ctx, Contract.model_validate(doc), "test", source)
     assert result.accepted
+    sign_off(http, app, str(doc["id"]))
     return provider, str(doc["id"])
 
 
@@ -126,14 +128,17 @@ class TestDelivery:
         assert checkpoint["tree_size"] >= body["index"] + 1
         assert checkpoint["public_keys"]
 
-        # A retry with the same key is the same logged transfer: no second entry.
+        # A retry with the same key is the same transfer; its new URLs are logged as a reissue.
         size = _log_size(app)
         again = http.post(
             f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers | {"Idempotency-Key": "first-try"}
         )
         assert 201 == again.status_code
         assert (delivery["transfer_id"], True) == (again.json()["transfer_id"], again.json()["reused"])
-        assert size == _log_size(app)
+        assert size + 1 == _log_size(app)
+        with app.state.sessionmaker() as session:
+            last = session.scalars(sa.select(LogEntry).order_by(LogEntry.index.desc()).limit(1)).one()
+        assert ("reissue", delivery["log_index"]) == (last.kind, json.loads(last.entry)["reissue_of"])
         # Consumers cannot read the log; strangers cannot use the grant.
         assert 403 == http.get("/api/v1/transfer-log/checkpoint", headers=consumer.headers).status_code
         stranger = party("consumer", "HK")
@@ -205,6 +210,7 @@ class TestComplianceView:
         pacsv.write_csv(table, source)
         ctx = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
         assert pipeline.ingest(ctx, Contract.model_validate(doc), "test", source).accepted
+        sign_off(http, app, doc["id"])
 
         startup, officer = party("consumer", "HK"), party("compliance_officer", "CN-SZ")
         columns = ["visit_id", "patient_id", "visit_date", "department"]
@@ -315,5 +321,5 @@ class TestCrashRecovery:
             body["log_index"],
             body["reused"],
         )
-        assert size == _log_size(app)
+        assert size + 1 == _log_size(app)  # the reissue of its URLs, not a second transfer
         assert 200 == httpx.get(body["files"][0]["url"], timeout=30).status_code

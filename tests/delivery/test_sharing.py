@@ -58,6 +58,13 @@ def test_load_as_pandas_reads_exactly_the_grant(
     pacsv.write_csv(samples.generate("hk-logistics-deliveries", 1_000), source)
     ctx = pipeline.IngestContext(app.state.settings, app.state.s3, app.state.keys, app.state.sessionmaker)
     assert pipeline.ingest(ctx, Contract.model_validate(doc), "test", source).accepted
+    officer, _ = _token(base, app, "compliance_officer", "CN-SZ")
+    signed = httpx.post(
+        f"{base}/api/v1/datasets/{doc['id']}/classification-review",
+        json={"approve": True, "note": "every column classified"},
+        headers={"Authorization": f"Bearer {officer}"},
+    )
+    assert 200 == signed.status_code, signed.text
 
     consumer, _ = _token(base, app, "consumer", "HK")
     auth = {"Authorization": f"Bearer {consumer}"}

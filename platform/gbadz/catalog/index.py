@@ -48,6 +48,7 @@ _COLUMNS = (
     Dataset.visible_to,
     Dataset.purposes,
     Dataset.status,
+    Dataset.classification_state,
     Dataset.has_pi,
     Dataset.has_spi,
     Dataset.tags,
@@ -305,7 +306,11 @@ def build(session: Session) -> Snapshot:
         ids=ids,
         rows=rows,
         position=position,
-        listed=np.array([r["status"] in LISTED_STATUSES for r in records], dtype=bool),
+        # The visibility rule's "listed": open, and its classification signed off.
+        listed=np.array(
+            [r["status"] in LISTED_STATUSES and r["classification_state"] == "approved" for r in records],
+            dtype=bool,
+        ),
         restricted=np.array([r["category"] in RESTRICTED_CATEGORIES for r in records], dtype=bool),
         has_pi=np.array([bool(r["has_pi"]) for r in records], dtype=bool),
         updated=updated,

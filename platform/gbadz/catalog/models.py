@@ -42,6 +42,14 @@ class Dataset(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     summary: Mapped[str] = mapped_column(sa.Text, default="")
     tags: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    # Listing review (issue #15): other organisations see the dataset only once a compliance
+    # officer signed off its classification (pending | approved | returned); a contract change
+    # that reclassifies reopens it. The fingerprint is of the classification signed off.
+    classification_state: Mapped[str] = mapped_column(
+        sa.String(16), default="pending", server_default="pending"
+    )
+    classification_fingerprint: Mapped[str | None] = mapped_column(sa.String(64), default=None)
+    classification_review: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, default=None)
     # The full contract lives in its own table so listing and search scan lean rows (ADR 0010).
     contract_row: Mapped[DatasetContract] = relationship(
         lazy="select", cascade="all, delete-orphan", uselist=False

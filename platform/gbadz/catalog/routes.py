@@ -14,6 +14,7 @@ from fastapi import Path as PathParam
 from pydantic import RootModel
 from starlette.concurrency import run_in_threadpool
 
+from gbadz import storage
 from gbadz.catalog import reads, schemas, service, views
 from gbadz.catalog.search import SearchQuery
 from gbadz.contract import MAX_CONTRACT_BYTES
@@ -43,6 +44,7 @@ router = APIRouter(
 
 Reader = Annotated[Principal, Depends(require_scopes("catalog:read"))]
 Publisher = Annotated[Principal, Depends(require_scopes("datasets:publish"))]
+Reviewer = Annotated[Principal, Depends(require_scopes("access:review"))]
 
 
 def _read_path(request: Request) -> reads.ReadPath:
@@ -316,7 +318,7 @@ def deprecate_dataset(
     "/datasets/{dataset_id}/retire",
     response_model=schemas.DatasetSummary,
     responses=error_responses(Forbidden, NotFound, Conflict),
-    summary="Retire a dataset: delisted and its keys destroyed, so no copy can be decrypted (providers)",
+    summary="Retire a dataset: delisted, its keys destroyed and every delivered copy deleted (providers)",
 )
 def retire_dataset(
     dataset_id: str,
@@ -325,10 +327,24 @@ def retire_dataset(
     principal: Publisher,
     session: WriteSession,
     keys: Keys,
+    s3: S3,
+    settings: AppSettings,
 ) -> schemas.DatasetSummary:
     viewer = viewer_of(request, session, principal)
+
+    def delete_copies(dataset: str) -> int:
+        return storage.delete_prefix(
+            s3, settings.s3, settings.s3.delivery_bucket, storage.delivery_prefix(dataset)
+        )
+
     dataset = service.retire(
-        session, keys, viewer, actor=actor_of(principal), dataset_id=dataset_id, reason=body.reason
+        session,
+        keys,
+        viewer,
+        actor=actor_of(principal),
+        dataset_id=dataset_id,
+        reason=body.reason,
+        deliveries=delete_copies,
     )
     return views.summary_of(dataset)
 
@@ -412,3 +428,39 @@ def _provider_response(rendered: tuple[bytes, str, str]) -> Response:
         media_type="application/json",
         headers={"ETag": etag, "X-Contract-ETag": contract_etag, "Cache-Control": "no-store"},
     )
+
+
+@router.get(
+    "/classification-reviews",
+    response_model=list[schemas.ClassificationItem],
+    responses=error_responses(Forbidden),
+    summary="Datasets waiting for a listing review of their classification (all for compliance "
+    "officers; a provider's own otherwise)",
+)
+def list_classification_reviews(
+    principal: Reviewer, session: ReadSession, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> list[schemas.ClassificationItem]:
+    org_id = None if principal.role == "compliance_officer" else principal.org_id
+    return [
+        views.classification_item(d) for d in service.pending_classifications(session, limit, org_id=org_id)
+    ]
+
+
+@router.post(
+    "/datasets/{dataset_id}/classification-review",
+    response_model=schemas.ClassificationItem,
+    responses=error_responses(Forbidden, NotFound),
+    summary="Sign off (or return) a dataset's classification: only then do other organisations see it",
+)
+def review_classification(
+    dataset_id: str, body: schemas.ClassificationReview, principal: Reviewer, session: WriteSession
+) -> schemas.ClassificationItem:
+    dataset = service.review_classification(
+        session,
+        officer_role=principal.role,
+        actor=actor_of(principal),
+        dataset_id=dataset_id,
+        approve=body.approve,
+        note=body.note,
+    )
+    return views.classification_item(dataset)

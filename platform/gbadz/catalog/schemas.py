@@ -47,6 +47,10 @@ class ColumnRead(BaseModel):
     unique: bool
     classification: Literal["general", "pi", "spi"]
     spi_category: str | None
+    classified_by: Literal["declared", "sector_overlay", "unclassified"] = Field(
+        default="declared", description="sector_overlay: sensitive because of the dataset's sector"
+    )
+    not_sensitive_because: str | None = None
     protection: str
     subject_identifier: bool
     tags: list[str]
@@ -93,6 +97,10 @@ class DatasetDetail(DatasetSummary):
     contract: dict[str, Any] | None = Field(
         default=None, description="the full ODCS contract (only for the provider)"
     )
+    classification_state: Literal["pending", "approved", "returned"] = Field(
+        default="pending", description="listing review: others see the dataset only once approved"
+    )
+    classification_review: dict[str, Any] | None = None
 
 
 class VersionDetail(VersionSummary):
@@ -123,3 +131,30 @@ class Reason(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=3, max_length=1000, examples=["superseded by hk-logistics-deliveries-v2"])
+
+
+class ClassificationReview(BaseModel):
+    """A compliance officer's listing review of a dataset's classification."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool = Field(description="true: sign off (the dataset is listed); false: return to the provider")
+    note: str = Field(min_length=3, max_length=2000, examples=["Every column classified; overlay applied"])
+
+
+class ClassificationItem(BaseModel):
+    """A dataset waiting for its listing review, with what the officer signs off."""
+
+    id: str
+    name: str
+    provider: ProviderRef
+    origin: str
+    category: str
+    sector_overlay: str
+    status: str
+    classification_state: str
+    classification_review: dict[str, Any] | None
+    columns: list[ColumnRead]
+    provenance: dict[str, Any]
+    anonymisation: dict[str, Any] | None
+    minors: dict[str, Any] | None

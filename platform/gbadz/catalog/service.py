@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,7 +73,8 @@ def _position_postgresql(element: Position, compiler: SQLCompiler, **kw: Any) ->
 
 def visibility_clause(viewer: Viewer) -> sa.ColumnElement[bool]:
     owner = Dataset.provider_org_id == viewer.org_id
-    listed = Dataset.status.in_(LISTED_STATUSES)
+    # Listed: open status, and its classification signed off by a compliance officer.
+    listed = sa.and_(Dataset.status.in_(LISTED_STATUSES), Dataset.classification_state == "approved")
     open_category = Dataset.category.not_in(RESTRICTED_CATEGORIES)
     allowed = sa.or_(
         open_category,
@@ -172,11 +173,14 @@ def apply_contract(session: Session, contract: Contract, contract_sha256: str) -
     fields = listing_fields(contract, contract_sha256)
     dataset = session.get(Dataset, contract.id)
     if dataset is None:
-        dataset = Dataset(id=contract.id, **fields)
+        dataset = Dataset(id=contract.id, classification_state="pending", **fields)
         session.add(dataset)
     else:
         for key, value in fields.items():
             setattr(dataset, key, value)
+        _reopen_if_reclassified(
+            session, dataset, contract, f"provider:{contract.gbadz.provider.organization}"
+        )
     session.info[CHANGED] = True
     if dataset.provider_org_id is None:
         dataset.provider_org_id = session.scalar(
@@ -185,6 +189,67 @@ def apply_contract(session: Session, contract: Contract, contract_sha256: str) -
     org = session.get(Organization, dataset.provider_org_id) if dataset.provider_org_id else None
     if org is not None:
         _check_origin(contract, org)
+    return dataset
+
+
+def _reopen_if_reclassified(session: Session, dataset: Dataset, contract: Contract, actor: str) -> None:
+    """A contract change that alters what was signed off sends the dataset back to review
+    (and out of other organisations' sight) until a compliance officer signs it off again."""
+    if dataset.classification_state != "approved":
+        return
+    if contract.classification_fingerprint() == dataset.classification_fingerprint:
+        return
+    dataset.classification_state = "pending"
+    session.info[CHANGED] = True
+    audit.record(
+        session,
+        actor=actor,
+        action="dataset.classification_reopened",
+        subject_type="dataset",
+        subject_id=dataset.id,
+        details={"contract_sha256": dataset.contract_sha256},
+    )
+
+
+def pending_classifications(session: Session, limit: int, *, org_id: str | None = None) -> list[Dataset]:
+    """Datasets waiting for a listing review (or returned to their provider), oldest first; all
+    of them for a compliance officer (``org_id`` None), else the organisation's own."""
+    query = sa.select(Dataset).where(Dataset.classification_state != "approved", Dataset.status != "retired")
+    if org_id is not None:
+        query = query.where(Dataset.provider_org_id == org_id)
+    return list(session.scalars(query.order_by(Dataset.updated_at, Dataset.id).limit(limit)))
+
+
+def review_classification(
+    session: Session, *, officer_role: str, actor: str, dataset_id: str, approve: bool, note: str
+) -> Dataset:
+    """A compliance officer signs off a dataset's classification (or returns it with a note)."""
+    dataset = session.scalar(sa.select(Dataset).where(Dataset.id == dataset_id).with_for_update())
+    if dataset is None or dataset.status == "retired":
+        raise DatasetNotFound(f"no dataset {dataset_id!r}")
+    if officer_role != "compliance_officer":
+        raise Forbidden("only a compliance officer signs off a dataset's classification")
+    contract = stored_contract(dataset)
+    state = "approved" if approve else "returned"
+    dataset.classification_state = state
+    dataset.classification_fingerprint = contract.classification_fingerprint() if approve else None
+    dataset.classification_review = {
+        "state": state,
+        "by": actor,
+        "at": datetime.now(UTC).isoformat(),
+        "note": note,
+        "contract_sha256": dataset.contract_sha256,
+        "contract_version": contract.version,
+    }
+    session.info[CHANGED] = True
+    audit.record(
+        session,
+        actor=actor,
+        action=f"dataset.classification_{state}",
+        subject_type="dataset",
+        subject_id=dataset.id,
+        details={"note": note, "contract_sha256": dataset.contract_sha256},
+    )
     return dataset
 
 
@@ -250,7 +315,12 @@ def register_contract(session: Session, *, org_id: str, actor: str, raw: bytes) 
         raise Conflict(
             f"id: a dataset {contract.id!r} already exists; change its contract with PUT", field="id"
         )
-    dataset = Dataset(id=contract.id, provider_org_id=org.id, **listing_fields(contract, digest))
+    dataset = Dataset(
+        id=contract.id,
+        provider_org_id=org.id,
+        classification_state="pending",
+        **listing_fields(contract, digest),
+    )
     session.add(dataset)
     session.flush()
     session.info[CHANGED] = True
@@ -297,6 +367,7 @@ def update_contract(
     before = {"contract_version": current, "status": dataset.status}
     for key, value in listing_fields(contract, digest).items():
         setattr(dataset, key, value)
+    _reopen_if_reclassified(session, dataset, contract, actor)
     dataset.updated_at = datetime.now(UTC)
     session.info[CHANGED] = True
     audit.record(
@@ -347,20 +418,45 @@ def begin_retire(session: Session, viewer: Viewer, *, dataset_id: str) -> Datase
 
 
 def finish_retire(
-    session: Session, dataset: Dataset, *, actor: str, reason: str, keys_destroyed: int
+    session: Session,
+    dataset: Dataset,
+    *,
+    actor: str,
+    reason: str,
+    keys_destroyed: int,
+    copies_deleted: int = 0,
 ) -> None:
-    _set_status(session, dataset, "retired", actor=actor, reason=reason, keys_destroyed=keys_destroyed)
+    _set_status(
+        session,
+        dataset,
+        "retired",
+        actor=actor,
+        reason=reason,
+        keys_destroyed=keys_destroyed,
+        delivery_objects_deleted=copies_deleted,
+    )
 
 
 def retire(
-    session: Session, keys: KeyProvider, viewer: Viewer, *, actor: str, dataset_id: str, reason: str
+    session: Session,
+    keys: KeyProvider,
+    viewer: Viewer,
+    *,
+    actor: str,
+    dataset_id: str,
+    reason: str,
+    deliveries: Callable[[str], int] | None = None,
 ) -> Dataset:
-    """Delist the dataset and destroy its keys, so no copy of it can be decrypted again."""
+    """Delist the dataset and destroy its keys, so no copy of it can be decrypted again, and
+    delete every grant's delivered copy (``deliveries`` deletes them; returns how many)."""
     dataset = begin_retire(session, viewer, dataset_id=dataset_id)
-    # Crypto-shredding happens before the status commits: if the commit then fails, the
-    # keys are gone anyway and retrying finishes the job (destroying twice is harmless).
+    # Crypto-shredding and deletion happen before the status commits: if the commit then
+    # fails, they are done anyway and retrying finishes the job (both are idempotent).
     destroyed = keys.destroy_dataset(dataset_id)
-    finish_retire(session, dataset, actor=actor, reason=reason, keys_destroyed=destroyed)
+    deleted = deliveries(dataset_id) if deliveries is not None else 0
+    finish_retire(
+        session, dataset, actor=actor, reason=reason, keys_destroyed=destroyed, copies_deleted=deleted
+    )
     return dataset
 
 

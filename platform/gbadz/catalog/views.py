@@ -86,7 +86,8 @@ def detail_of(dataset: Dataset, latest: DatasetVersion | None, owner: bool) -> s
     columns = []
     for prop in contract.table.properties:
         facts = contract.facts(prop.name)
-        classification = "spi" if facts.spi else "pi" if facts.pi else "general"
+        legal = contract.classification(prop.name)  # as the law sees it: overlay and fail-closed
+        classification = "spi" if legal.spi else "pi" if legal.pi else "general"
         columns.append(
             schemas.ColumnRead(
                 name=prop.name,
@@ -95,12 +96,14 @@ def detail_of(dataset: Dataset, latest: DatasetVersion | None, owner: bool) -> s
                 required=prop.required,
                 unique=prop.unique,
                 classification=classification,
-                spi_category=facts.spi,
+                spi_category=legal.spi,
+                classified_by=legal.why,
+                not_sensitive_because=facts.not_sensitive_because,
                 protection=facts.protection or "none",
                 subject_identifier=facts.subject_identifier,
                 tags=prop.tags,
                 # Sample values are metadata too: never for personal columns (ADR 0010).
-                examples=None if facts.pi else prop.examples,
+                examples=None if legal.pi else prop.examples,
             )
         )
     licence = contract.gbadz.licence
@@ -128,6 +131,8 @@ def detail_of(dataset: Dataset, latest: DatasetVersion | None, owner: bool) -> s
             latest_version_published_at=dataset.published_at, contract_updated_at=dataset.updated_at
         ),
         contract=dataset.contract if owner else None,
+        classification_state=dataset.classification_state,
+        classification_review=dataset.classification_review,
     )
 
 
@@ -154,3 +159,24 @@ def detail_response(body: bytes, etag: str, contract_etag: str, if_none_match: s
     if matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
+
+
+def classification_item(dataset: Dataset) -> schemas.ClassificationItem:
+    """What a compliance officer signs off in a listing review."""
+    contract = service.stored_contract(dataset)
+    g = contract.gbadz
+    return schemas.ClassificationItem(
+        id=dataset.id,
+        name=dataset.name,
+        provider=schemas.ProviderRef(name=dataset.provider_name, org_id=dataset.provider_org_id),
+        origin=dataset.origin,
+        category=dataset.category,
+        sector_overlay=g.sector_overlay,
+        status=dataset.status,
+        classification_state=dataset.classification_state,
+        classification_review=dataset.classification_review,
+        columns=detail_of(dataset, None, owner=False).columns,
+        provenance=g.provenance.model_dump(),
+        anonymisation=g.anonymisation.model_dump() if g.anonymisation else None,
+        minors=g.minors.model_dump() if g.minors else None,
+    )

@@ -14,8 +14,9 @@ Order of events (issue #8, invariant 1 of architecture.md):
    individuals) and the transfer-log entry; commit;
 4. presign GET URLs (a local computation: it cannot fail half-way).
 
-A retry with the same ``Idempotency-Key`` after a crash between 3 and 4 reuses the logged
-delivery and only presigns again: one transfer, one log entry.
+A retry with the same ``Idempotency-Key`` after a crash between 3 and 4 (within an hour, same
+version and contract) reuses the logged delivery and only presigns again: one transfer, and
+a ``reissue`` entry in the log for the new URLs.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def materialise(
     protector = ColumnProtector(keys)
     distinct_parts: list[pa.Array] = []
     files: list[DeliveredFile] = []
-    prefix = f"grants/{grant.id}/v{version.version}/{transfer_id}/"
+    # Under the dataset's prefix, so retiring the dataset deletes every copy (catalog.service.retire).
+    prefix = f"{storage.delivery_prefix(dataset.id)}grants/{grant.id}/v{version.version}/{transfer_id}/"
     with tempfile.TemporaryDirectory(prefix="gbadz-deliver-") as tmp:
         for n, item in enumerate(manifest["files"]):
             source = Path(tmp) / f"source-{n}.parquet"
@@ -239,6 +241,16 @@ def deliver(
         if earlier_entry is not None:
             body = json.loads(earlier_entry.entry)
             if _replayable(body, dataset, version.version, now):
+                # The same transfer handed out again: no new copy and nobody counted twice, but
+                # every issuance of URLs is in the log (a "reissue" entry pointing at the transfer).
+                reissue = {k: v for k, v in body.items() if k != "index"} | {
+                    "ts_utc": now.isoformat(),
+                    "transfer_mode": "reissue",
+                    "reissue_of": earlier_entry.index,
+                    "actor": actor,
+                    "decided_at_transfer": redecision.summary(),
+                }
+                appended = log.append(session, reissue, kind="reissue", grant_id=grant.id)
                 return Delivery(
                     transfer_id=body["transfer_id"],
                     log_index=earlier_entry.index,
@@ -248,6 +260,7 @@ def deliver(
                     columns=body["columns"],
                     files=[DeliveredFile(**f) for f in body["files"]],
                     reused=True,
+                    appended=appended,
                 )
             scoped_key = None  # too old, or the data changed: a new, logged delivery
     transfer_id = str(uuid.uuid4())

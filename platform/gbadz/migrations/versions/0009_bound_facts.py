@@ -21,6 +21,13 @@ depends_on = None
 
 def upgrade() -> None:
     ts = gbadz.models.UTCDateTime
+    with op.batch_alter_table("datasets") as batch:
+        # Every dataset, old ones included, waits for a compliance officer's sign-off.
+        batch.add_column(
+            sa.Column("classification_state", sa.String(16), nullable=False, server_default="pending")
+        )
+        batch.add_column(sa.Column("classification_fingerprint", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("classification_review", sa.JSON(), nullable=True))
     with op.batch_alter_table("dataset_versions") as batch:
         batch.add_column(sa.Column("individuals", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("sensitive_individuals", sa.BigInteger(), nullable=True))
@@ -85,3 +92,6 @@ def downgrade() -> None:
     with op.batch_alter_table("dataset_versions") as batch:
         batch.drop_column("sensitive_individuals")
         batch.drop_column("individuals")
+    with op.batch_alter_table("datasets") as batch:
+        for name in ("classification_review", "classification_fingerprint", "classification_state"):
+            batch.drop_column(name)
