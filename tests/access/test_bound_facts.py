@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
 import sqlalchemy as sa
@@ -93,13 +94,20 @@ def publish(
     provider: Party,
     doc: dict[str, Any],
     rows: int,
+    other_people: bool = False,
 ) -> str:
     """Register ``doc`` by the API and publish ``rows`` sample rows through the ingest pipeline."""
     registered = register(http, provider, doc)
     assert 201 == registered.status_code, registered.text
     sample = "sz-hospital-outpatient-visits" if doc["id"].endswith("visits") else "hk-logistics-deliveries"
     source = tmp_path / f"{doc['id']}.csv"
-    pacsv.write_csv(samples.generate(sample, rows), source)
+    table = samples.generate(sample, rows)
+    if other_people:  # the same shape, different individuals: R0xxxxxxx becomes R9xxxxxxx
+        index = table.column_names.index("recipient_id")
+        table = table.set_column(
+            index, "recipient_id", pc.replace_substring_regex(table["recipient_id"], "^R0", "R9")
+        )
+    pacsv.write_csv(table, source)
     ctx = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
     assert pipeline.ingest(ctx, Contract.model_validate(doc), "test", source).accepted
     sign_off(http, app, doc["id"])
@@ -374,6 +382,51 @@ class TestDecidedAgainWhenDataLeaves:
         items = http.get("/api/v1/grants?suspended=true&limit=500", headers=officer.headers).json()
         assert grant in [g["id"] for g in items]
         assert all(g["status"] in ("suspended", "expired") for g in items)
+
+    def test_a_counter_crossing_a_threshold_suspends_an_exempt_grant(
+        self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path
+    ) -> None:
+        """Another export of the same exporter lifts the counter past 100 people: the exempt grant
+        delivered next is decided again, found to need a contract, and suspended (410, unlogged)."""
+        provider, officer = party("provider", "CN-SZ"), party("compliance_officer", "CN-SZ")
+        first, second = party("consumer", "HK"), party("consumer", "HK")
+        a = publish(app, http, settings, tmp_path, provider, logistics(provider, "CN-SZ"), 120)
+        b_doc = logistics(provider, "CN-SZ")
+        b = publish(app, http, settings, tmp_path, provider, b_doc, 120, other_people=True)
+        exempt = ask(http, first, a).json()
+        assert ("approved", "M17") == (exempt["state"], exempt["decision"]["rule_id"])
+        # The second request counts the first grant's reservation: it needs a contract.
+        needs = ask(http, second, b).json()
+        assert ("SCC_OR_CERT", "M16") == (needs["decision"]["outcome"], needs["decision"]["rule_id"])
+        approve = f"/api/v1/access-requests/{needs['id']}/approve"
+        assert 200 == http.post(approve, json={}, headers=provider.headers).status_code
+        effective = datetime.now(UTC).date() - timedelta(days=10)
+        filed = http.post(
+            "/api/v1/mechanisms",
+            json={
+                "exporter_org_id": provider.client.org_id,
+                "recipient_org_id": second.client.org_id,
+                "kind": "SCC",
+                "reference": f"SCC-{secrets.token_hex(4)}",
+                "effective_date": effective.isoformat(),
+                "filing_date": (effective + timedelta(days=2)).isoformat(),
+            },
+            headers=officer.headers,
+        )
+        assert 201 == filed.status_code, filed.text
+        granted = http.post(approve, json={"reason": "SCC filed"}, headers=officer.headers).json()
+        assert "approved" == granted["state"], granted
+        assert (
+            201
+            == http.post(
+                f"/api/v1/grants/{granted['grant_id']}/deliveries", headers=second.headers
+            ).status_code
+        )
+        logged = count(app, LogEntry)
+        refused = http.post(f"/api/v1/grants/{exempt['grant_id']}/deliveries", headers=first.headers)
+        assert 410 == refused.status_code, refused.text
+        assert "M16" in refused.json()["detail"]
+        assert logged == count(app, LogEntry)
 
 
 class TestExemptionsNeedAnOfficer:

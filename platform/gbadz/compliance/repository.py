@@ -93,7 +93,7 @@ def counts_by_exporter(session: Session, year: int) -> dict[tuple[str, str], dic
     """Individuals counted in ``year`` per (exporter, basis), by kind (pi, spi): the running totals."""
     query = sa.select(
         CounterTotal.exporter_id, CounterTotal.basis, CounterTotal.kind, CounterTotal.individuals
-    ).where(CounterTotal.counter_year == year)
+    ).where(CounterTotal.counter_year == year, CounterTotal.individuals > 0)
     totals: dict[tuple[str, str], dict[str, int]] = {}
     for exporter_id, basis, kind, n in session.execute(query):
         totals.setdefault((exporter_id, basis), {"pi": 0, "spi": 0})[kind] = int(n)

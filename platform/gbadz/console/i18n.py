@@ -180,6 +180,7 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
     "choose a purpose": (None, "请选择用途", "請選擇用途"),
     "Columns (none ticked: every column)": (None, "字段（不勾选即全部字段）", "欄位（不勾選即全部欄位）"),
     "Destination": (None, "目的地", "目的地"),
+    "Processing location": (None, "处理地点", "處理地點"),
     "my organisation's jurisdiction": (None, "本机构所在法域", "本機構所在法域"),
     "We will sign the GBA Standard Contract where it applies": (
         None,
