@@ -260,6 +260,10 @@ def create_app(settings: Settings) -> FastAPI:
     from gbadz.translog.log import TransferLog
 
     app.state.transfer_log = TransferLog(app.state.keys)
+    # A reclassified contract suspends the dataset's live grants until each is decided again.
+    from gbadz.access.service import suspend_for_reclassification
+
+    app.state.on_reclassified = suspend_for_reclassification
     app.include_router(delivery_routes.router)
     from gbadz.compliance import routes as compliance
 

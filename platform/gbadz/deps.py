@@ -62,3 +62,11 @@ S3 = Annotated["Minio", Depends(s3)]
 Keys = Annotated[KeyProvider, Depends(keys)]
 Rules = Annotated[RuleSet, Depends(rules)]
 Log = Annotated[TransferLog, Depends(transfer_log)]
+
+
+def _on_reclassified(request: Request) -> Any:
+    """What a reclassified contract does to the dataset's live grants (wired by gbadz.app)."""
+    return getattr(request.app.state, "on_reclassified", None)
+
+
+OnReclassified = Annotated[Any, Depends(_on_reclassified)]

@@ -352,11 +352,13 @@ class TestVolumes:
 
 
 class TestDecidedAgainWhenDataLeaves:
-    def test_a_reclassified_contract_suspends_the_grant_at_the_next_delivery(
+    def test_a_reclassified_contract_suspends_its_grants_until_decided_again(
         self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path
     ) -> None:
-        """Defect 5: the contract turns important; the next delivery is refused 410 with the reason, unlogged."""
+        """Defect 5: the contract turns important; its live grants stop at once, and an officer's
+        decision keeps a grant suspended while stricter (410 with the reason, nothing logged)."""
         provider, startup = party("provider", "CN-SZ"), party("consumer", "HK")
+        officer = party("compliance_officer", "CN-SZ")
         doc = logistics(provider, "CN-SZ")
         dataset = publish(app, http, settings, tmp_path, provider, doc, 60)
         grant = ask(http, startup, dataset).json()["grant_id"]
@@ -366,22 +368,52 @@ class TestDecidedAgainWhenDataLeaves:
             f"/api/v1/datasets/{dataset}", content=as_yaml(doc), headers=provider.headers | YAML
         )
         assert 200 == changed.status_code, changed.text
+
+        def held() -> dict[str, Any]:
+            [mine] = [
+                g for g in http.get("/api/v1/grants", headers=startup.headers).json() if g["id"] == grant
+            ]
+            return mine
+
+        assert ("suspended", True) == (held()["status"], "reclassified" in held()["suspended_reason"])
         logged = count(app, LogEntry)
         refused = http.post(f"/api/v1/grants/{grant}/deliveries", headers=startup.headers)
         assert 410 == refused.status_code, refused.text
-        assert "ASSESSMENT" in refused.json()["detail"]
-        assert "M3" in refused.json()["detail"]
         assert logged == count(app, LogEntry)
-        [held] = [g for g in http.get("/api/v1/grants", headers=startup.headers).json() if g["id"] == grant]
-        assert "suspended" == held["status"]
-        assert "M3" in held["suspended_reason"]
-        again = http.post(f"/api/v1/grants/{grant}/deliveries", headers=startup.headers)
-        assert 410 == again.status_code
-        # The compliance officer sees it as a review item, with the audit of why.
-        officer = party("compliance_officer", "CN-SZ")
         items = http.get("/api/v1/grants?suspended=true&limit=500", headers=officer.headers).json()
         assert grant in [g["id"] for g in items]
         assert all(g["status"] in ("suspended", "expired") for g in items)
+        redecide = f"/api/v1/grants/{grant}/redecide"
+        assert 403 == http.post(redecide, headers=provider.headers).status_code
+        kept = http.post(redecide, headers=officer.headers)
+        assert 200 == kept.status_code, kept.text
+        assert "suspended" == kept.json()["status"]
+        assert "M3" in kept.json()["suspended_reason"]
+        again = http.post(f"/api/v1/grants/{grant}/deliveries", headers=startup.headers)
+        assert (410, True) == (again.status_code, "ASSESSMENT" in again.json()["detail"])
+        assert logged == count(app, LogEntry)
+
+    def test_a_grant_no_stricter_after_reclassification_resumes_when_decided_again(
+        self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path
+    ) -> None:
+        """A reclassification that changes nothing for the law still stops the grant until an officer looks."""
+        provider, startup = party("provider", "CN-SZ"), party("consumer", "HK")
+        officer = party("compliance_officer", "CN-SZ")
+        doc = logistics(provider, "CN-SZ")
+        dataset = publish(app, http, settings, tmp_path, provider, doc, 60)
+        grant = ask(http, startup, dataset).json()["grant_id"]
+        doc["version"] = "1.0.1"
+        doc["gbadz"]["columns"]["parcel_weight_kg"] = {"pi": False}
+        assert (
+            200
+            == http.put(
+                f"/api/v1/datasets/{dataset}", content=as_yaml(doc), headers=provider.headers | YAML
+            ).status_code
+        )
+        assert 410 == http.post(f"/api/v1/grants/{grant}/deliveries", headers=startup.headers).status_code
+        resumed = http.post(f"/api/v1/grants/{grant}/redecide", headers=officer.headers).json()
+        assert ("active", None) == (resumed["status"], resumed["suspended_reason"])
+        assert 201 == http.post(f"/api/v1/grants/{grant}/deliveries", headers=startup.headers).status_code
 
     def test_a_counter_crossing_a_threshold_suspends_an_exempt_grant(
         self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path
@@ -509,9 +541,9 @@ class TestExemptionsNeedAnOfficer:
                 f"/api/v1/datasets/{dataset}", content=as_yaml(doc), headers=provider.headers | YAML
             ).status_code
         )
-        refused = http.post(deliveries, headers=startup.headers)
-        assert 410 == refused.status_code
-        assert "M4x" in refused.json()["detail"]
+        assert 410 == http.post(deliveries, headers=startup.headers).status_code
+        kept = http.post(f"/api/v1/grants/{done['grant_id']}/redecide", headers=officer.headers).json()
+        assert ("suspended", True) == (kept["status"], "M4x" in kept["suspended_reason"])
 
 
 class TestGbaContractAndProtectiveFacts:

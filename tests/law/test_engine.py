@@ -642,7 +642,7 @@ class TestLabels:
 class TestDeclaredFactsOnlyTighten:
     """Invariant 6: what a party declares is decided beside what the platform knows, never instead."""
 
-    @settings(max_examples=3000, deadline=None)
+    @settings(max_examples=1000, deadline=None)
     @given(
         known=facts_strategy(),
         purpose=st.sampled_from(PURPOSES),

@@ -130,3 +130,18 @@ def reserved(
         stmt = stmt.where(Grant.id != exclude_grant)
     pi, spi = session.execute(stmt).one()
     return int(pi), int(spi)
+
+
+def live_grants_of(session: Session, dataset_id: str, now: datetime) -> list[Grant]:
+    """The dataset's grants that can still transfer data (not revoked, expired or suspended), locked."""
+    query = (
+        sa.select(Grant)
+        .where(
+            Grant.dataset_id == dataset_id,
+            Grant.revoked_at.is_(None),
+            Grant.suspended_at.is_(None),
+            Grant.expires_at > now,
+        )
+        .with_for_update()
+    )
+    return list(session.scalars(query))

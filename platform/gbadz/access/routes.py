@@ -31,6 +31,7 @@ from gbadz.errors import (
     ExporterNotRegistered,
     Forbidden,
     GrantAlreadyRevoked,
+    GrantInactive,
     GrantNotFound,
     InsufficientScope,
     MechanismNotOnFile,
@@ -235,6 +236,16 @@ def revoke_grant(
     grant_id: str, body: Rejection, principal: Authenticated, session: WriteSession
 ) -> GrantRead:
     return _grant_read(service.revoke_grant(session, principal, actor_of(principal), grant_id, body.reason))
+
+
+@router.post(
+    "/grants/{grant_id}/redecide",
+    response_model=GrantRead,
+    responses=error_responses(NotYourReviewStep, GrantNotFound, GrantAlreadyRevoked, GrantInactive),
+    summary="Decide a suspended grant again (compliance officers): it resumes only if no stricter now",
+)
+def redecide_grant(grant_id: str, principal: Reviewer, session: WriteSession, rules: Rules) -> GrantRead:
+    return _grant_read(service.decide_grant_again(session, principal, actor_of(principal), grant_id, rules))
 
 
 @router.post(

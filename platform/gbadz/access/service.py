@@ -45,6 +45,7 @@ from gbadz.errors import (
     ExporterNotRegistered,
     Forbidden,
     GrantAlreadyRevoked,
+    GrantInactive,
     GrantNotFound,
     JustificationRequired,
     MechanismNotOnFile,
@@ -877,3 +878,53 @@ def suspend_grant(session: Session, grant_id: str, reason: str, redecision: Rede
 def release_reservation(grant: Grant) -> None:
     """The first delivery counted the grant's individuals: its reservation ends."""
     grant.reserved_pi = grant.reserved_spi = 0
+
+
+def suspend_for_reclassification(session: Session, dataset_id: str, actor: str) -> int:
+    """The dataset's contract was reclassified: suspend its live grants until a compliance
+    officer decides each again (``decide_grant_again``). Returns how many were suspended."""
+    at = _now()
+    affected = repository.live_grants_of(session, dataset_id, at)
+    for grant in affected:
+        grant.suspended_at = at
+        grant.suspended_reason = "the dataset's contract was reclassified: suspended until a compliance officer decides the grant again"
+        audit.record(
+            session,
+            actor=actor,
+            action="grant.suspended",
+            subject_type="grant",
+            subject_id=grant.id,
+            details={"reason": grant.suspended_reason, "dataset": dataset_id},
+        )
+    return len(affected)
+
+
+def decide_grant_again(
+    session: Session, principal: Principal, actor: str, grant_id: str, rules: RuleSet | None = None
+) -> Grant:
+    """A compliance officer decides a suspended grant again: if the transfer is no stricter than
+    the grant and its mechanism holds, the grant resumes; otherwise it stays suspended, with the
+    new reason. Either way the decision is audited."""
+    grant = repository.grant_for(session, principal, grant_id, lock=True)
+    if grant is None:
+        raise GrantNotFound(f"no grant {grant_id!r}")
+    if not repository.sees_everything(principal):
+        raise NotYourReviewStep("a compliance officer decides a grant again")
+    if grant.revoked_at is not None:
+        raise GrantAlreadyRevoked("state: the grant is revoked", field="state")
+    dataset = session.get(Dataset, grant.dataset_id)
+    if dataset is None or dataset.current_version is None or dataset.status == "retired":
+        raise GrantInactive("dataset: nothing of the dataset can be transferred now", field="dataset")
+    at = _now()
+    try:
+        found = redecide(session, grant, dataset, dataset.current_version, at, rules)
+    except SuspendGrant as stop:
+        grant.suspended_at, grant.suspended_reason = grant.suspended_at or at, stop.reason
+        outcome, summary = "grant.kept_suspended", stop.redecision.summary()
+    else:
+        grant.suspended_at = grant.suspended_reason = None
+        outcome, summary = "grant.resumed", found.summary()
+    audit.record(
+        session, actor=actor, action=outcome, subject_type="grant", subject_id=grant.id, details=summary
+    )
+    return grant

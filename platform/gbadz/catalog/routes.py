@@ -18,7 +18,7 @@ from gbadz import storage
 from gbadz.catalog import reads, schemas, service, views
 from gbadz.catalog.search import SearchQuery
 from gbadz.contract import MAX_CONTRACT_BYTES
-from gbadz.deps import S3, AppSettings, Keys, ReadSession, Sessions, WriteSession
+from gbadz.deps import S3, AppSettings, Keys, OnReclassified, ReadSession, Sessions, WriteSession
 from gbadz.errors import (
     BadRequest,
     Conflict,
@@ -283,6 +283,7 @@ async def update_dataset(
     request: Request,
     principal: Publisher,
     session: WriteSession,
+    on_reclassified: OnReclassified,
     if_match: Annotated[str | None, Header(description="X-Contract-ETag of the contract you changed")] = None,
 ) -> Response:
     _contract_body(request)
@@ -291,7 +292,13 @@ async def update_dataset(
     def work() -> tuple[bytes, str, str]:
         viewer = viewer_of(request, session, principal)
         dataset, _ = service.update_contract(
-            session, viewer, actor=actor_of(principal), dataset_id=dataset_id, raw=raw, if_match=if_match
+            session,
+            viewer,
+            actor=actor_of(principal),
+            dataset_id=dataset_id,
+            raw=raw,
+            if_match=if_match,
+            on_reclassified=on_reclassified,
         )
         return reads.provider_detail(session, dataset)
 

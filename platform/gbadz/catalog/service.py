@@ -192,13 +192,13 @@ def apply_contract(session: Session, contract: Contract, contract_sha256: str) -
     return dataset
 
 
-def _reopen_if_reclassified(session: Session, dataset: Dataset, contract: Contract, actor: str) -> None:
+def _reopen_if_reclassified(session: Session, dataset: Dataset, contract: Contract, actor: str) -> bool:
     """A contract change that alters what was signed off sends the dataset back to review
     (and out of other organisations' sight) until a compliance officer signs it off again."""
     if dataset.classification_state != "approved":
-        return
+        return False
     if contract.classification_fingerprint() == dataset.classification_fingerprint:
-        return
+        return False
     dataset.classification_state = "pending"
     session.info[CHANGED] = True
     audit.record(
@@ -209,6 +209,12 @@ def _reopen_if_reclassified(session: Session, dataset: Dataset, contract: Contra
         subject_id=dataset.id,
         details={"contract_sha256": dataset.contract_sha256},
     )
+    return True
+
+
+#: What happens to a dataset's live grants when its contract is reclassified: (session, dataset
+#: id, actor) -> grants affected. The access context provides it (gbadz.app wires it in).
+Reclassified = Callable[[Session, str, str], int]
 
 
 def pending_classifications(session: Session, limit: int, *, org_id: str | None = None) -> list[Dataset]:
@@ -336,7 +342,14 @@ def register_contract(session: Session, *, org_id: str, actor: str, raw: bytes) 
 
 
 def update_contract(
-    session: Session, viewer: Viewer, *, actor: str, dataset_id: str, raw: bytes, if_match: str | None
+    session: Session,
+    viewer: Viewer,
+    *,
+    actor: str,
+    dataset_id: str,
+    raw: bytes,
+    if_match: str | None,
+    on_reclassified: Reclassified | None = None,
 ) -> tuple[Dataset, bool]:
     """Replace a dataset's contract with a newer version; return (dataset, changed)."""
     dataset = get_owned(session, viewer, dataset_id, lock=True)
@@ -367,7 +380,8 @@ def update_contract(
     before = {"contract_version": current, "status": dataset.status}
     for key, value in listing_fields(contract, digest).items():
         setattr(dataset, key, value)
-    _reopen_if_reclassified(session, dataset, contract, actor)
+    if _reopen_if_reclassified(session, dataset, contract, actor) and on_reclassified is not None:
+        on_reclassified(session, dataset_id, actor)
     dataset.updated_at = datetime.now(UTC)
     session.info[CHANGED] = True
     audit.record(
