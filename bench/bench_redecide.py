@@ -145,6 +145,9 @@ def main() -> None:
             )
             with ctx.sessions.begin() as session:
                 exporter_id, consumer_id = exporter.id, consumer.id
+                listed = session.get(Dataset, contract.id)
+                assert listed is not None
+                listed.classification_state = "approved"  # the listing review, signed off
                 grant = _grant(session, contract, exporter_id, consumer_id)
                 for _ in range(RESERVING_GRANTS):
                     _grant(session, contract, exporter_id, consumer_id, reserved_pi=1_000, reserved_year=year)

@@ -111,7 +111,10 @@ class VersionSubject(Base):
 
     dataset_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
     version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    subject: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    # The subject's position in the version: keys arrive in order, so a million inserts append
+    # to the index instead of scattering (subjects are distinct by construction).
+    n: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(sa.String(64))
     sensitive: Mapped[bool] = mapped_column(sa.Boolean, default=False)
 
 

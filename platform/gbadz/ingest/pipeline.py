@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz import audit, db, storage
 from gbadz.catalog import service as catalog_service
-from gbadz.catalog.models import Dataset, DatasetVersion, IngestionRun, VersionSubject
+from gbadz.catalog.models import Dataset, DatasetVersion, IngestionRun
 from gbadz.config import Settings
 from gbadz.contract import Contract
 from gbadz.crypto.columns import ColumnProtector, ProtectedColumn
@@ -96,9 +96,6 @@ class People:
     @property
     def sensitive_individuals(self) -> int:
         return int(pc.sum(pc.cast(self.sensitive, pa.int64())).as_py() or 0)
-
-
-SUBJECT_BATCH = 20_000
 
 
 def exporter_key_name(exporter: str) -> str:
@@ -422,19 +419,7 @@ def register(
         )
         session.add(row)
         if people is not None:
-            subjects, sensitive = people.subjects.to_pylist(), people.sensitive.to_pylist()
-            for start in range(0, len(subjects), SUBJECT_BATCH):
-                session.execute(
-                    sa.insert(VersionSubject),
-                    [
-                        {"dataset_id": contract.id, "version": version, "subject": s, "sensitive": f}
-                        for s, f in zip(
-                            subjects[start : start + SUBJECT_BATCH],
-                            sensitive[start : start + SUBJECT_BATCH],
-                            strict=True,
-                        )
-                    ],
-                )
+            _store_subjects(session, contract.id, version, people)
         catalog_service.note_version(dataset, row)
         _finish_run(
             session,
@@ -460,6 +445,36 @@ def register(
                 "source_sha256": landed.sha256,
                 "manifest": manifest_key,
             },
+        )
+
+
+def _store_subjects(session: Session, dataset_id: str, version: int, people: People) -> None:
+    """Write the version's keyed subject hashes in the caller's transaction, in bulk: COPY on
+    PostgreSQL, one prepared executemany on SQLite (row-by-row ORM inserts cost 6 s a million)."""
+    count = len(people.subjects)
+    rows = zip(
+        [dataset_id] * count,
+        [version] * count,
+        range(count),
+        people.subjects.to_pylist(),
+        people.sensitive.to_pylist(),
+        strict=True,
+    )
+    connection = session.connection()
+    raw: Any = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(
+                "COPY version_subjects (dataset_id, version, n, subject, sensitive) FROM STDIN"
+            ) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+    else:
+        raw.executemany(
+            "INSERT INTO version_subjects (dataset_id, version, n, subject, sensitive) VALUES (?, ?, ?, ?, ?)",
+            rows,
         )
 
 

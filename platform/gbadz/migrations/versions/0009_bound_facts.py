@@ -35,9 +35,10 @@ def upgrade() -> None:
         "version_subjects",
         sa.Column("dataset_id", sa.String(100), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
         sa.Column("subject", sa.String(64), nullable=False),
         sa.Column("sensitive", sa.Boolean(), nullable=False),
-        sa.PrimaryKeyConstraint("dataset_id", "version", "subject", name="pk_version_subjects"),
+        sa.PrimaryKeyConstraint("dataset_id", "version", "n", name="pk_version_subjects"),
     )
     op.create_table(
         "counter_totals",
