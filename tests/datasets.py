@@ -129,11 +129,16 @@ def publish(app: FastAPI, http: TestClient) -> Callable[..., dict[str, Any]]:
 
 def sign_off(http: TestClient, app: FastAPI, dataset_id: str) -> None:
     """A compliance officer signs off the dataset's classification: others may now see it."""
-    officer = make_client(app, "compliance_officer", "CN-SZ")
+    officer = bearer(fetch_token(http, make_client(app, "compliance_officer", "CN-SZ")))
+    [item] = http.get(f"/api/v1/classification-reviews?dataset={dataset_id}", headers=officer).json()
     response = http.post(
         f"/api/v1/datasets/{dataset_id}/classification-review",
-        json={"approve": True, "note": "every column classified as the data shows"},
-        headers=bearer(fetch_token(http, officer)),
+        json={
+            "approve": True,
+            "note": "every column classified as the data shows",
+            "contract_sha256": item["contract_sha256"],
+        },
+        headers=officer,
     )
     assert 200 == response.status_code, response.text
 

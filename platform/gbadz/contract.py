@@ -406,7 +406,7 @@ class Contract(Strict):
     def classification_fingerprint(self) -> str:
         """SHA-256 of everything a compliance officer signs off in a listing review: the
         columns and their types, their classification, category, overlay, origin, provenance,
-        anonymisation and row rules (not the licence, the description or the version)."""
+        anonymisation, row rules, visibility and licence (not the description or the version)."""
         g = self.gbadz
         signed = {
             "columns": [[p.name, p.logicalType] for p in self.table.properties],
@@ -417,6 +417,9 @@ class Contract(Strict):
             "provenance": g.provenance.model_dump(),
             "anonymisation": g.anonymisation.model_dump() if g.anonymisation else None,
             "minors": g.minors.model_dump() if g.minors else None,
+            # Who may see restricted metadata, and what the licence allows, change what others get.
+            "visible_to": sorted(g.visible_to),
+            "licence": g.licence.model_dump(),
         }
         return hashlib.sha256(json.dumps(signed, sort_keys=True).encode()).hexdigest()
 

@@ -287,6 +287,7 @@ def _catalog(settings: Settings, orgs: dict[str, str], say: Callable[[str], None
             json={
                 "approve": True,
                 "note": "every column classified; sensitive: " + (", ".join(sensitive) or "none"),
+                "contract_sha256": item["contract_sha256"],
             },
             headers=officer,
         )

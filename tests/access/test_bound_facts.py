@@ -30,9 +30,11 @@ from gbadz.compliance.counters import counter_year
 from gbadz.compliance.models import CountedSubject, CounterTotal
 from gbadz.config import Settings, TransferSettings
 from gbadz.contract import Contract
+from gbadz.identity import service as identity_service
 from gbadz.identity.models import Organization
 from gbadz.ingest import pipeline, samples
 from gbadz.translog.models import LogEntry
+from tests.api import Client, bearer, fetch_token
 from tests.conftest import REPO
 from tests.datasets import YAML, Party, as_yaml, contract, sign_off
 
@@ -205,13 +207,29 @@ class TestClassification:
         assert 404 == http.get(page, headers=startup.headers).status_code
         assert 404 == ask(http, startup, doc["id"]).status_code
         assert 200 == http.get(page, headers=provider.headers).status_code
-        mine = http.get("/api/v1/classification-reviews", headers=provider.headers).json()
-        assert [doc["id"]] == [d["id"] for d in mine]
+        assert 403 == http.get("/api/v1/classification-reviews", headers=provider.headers).status_code
         review = f"/api/v1/datasets/{doc['id']}/classification-review"
-        verdict = {"approve": True, "note": "looks right to me"}
+
+        def reviewed() -> dict[str, Any]:
+            [item] = http.get(
+                f"/api/v1/classification-reviews?dataset={doc['id']}", headers=officer.headers
+            ).json()
+            return item
+
+        item = reviewed()
+        verdict = {"approve": True, "note": "looks right to me", "contract_sha256": item["contract_sha256"]}
         assert 403 == http.post(review, json=verdict, headers=provider.headers).status_code
-        queue = http.get("/api/v1/classification-reviews?limit=500", headers=officer.headers).json()
-        [item] = [d for d in queue if d["id"] == doc["id"]]
+        # An officer of the provider's own organisation does not sign off its dataset.
+        with app.state.sessionmaker.begin() as session:
+            issued = identity_service.create_client(
+                session, actor="test", org_id=provider.client.org_id, role="compliance_officer"
+            )
+            colleague = Client(
+                issued.client.client_id, issued.client_secret, provider.client.org_id, "compliance_officer"
+            )
+        assert (
+            403 == http.post(review, json=verdict, headers=bearer(fetch_token(http, colleague))).status_code
+        )
         by_name = {c["name"]: c for c in item["columns"]}
         assert ("spi", "sector_overlay") == (
             by_name["fee_cny"]["classification"],
@@ -227,8 +245,12 @@ class TestClassification:
         assert 200 == changed.status_code, changed.text
         assert "pending" == changed.json()["classification_state"]
         assert 404 == http.get(page, headers=startup.headers).status_code
-        # A change that classifies nothing differently keeps the listing.
+        # A sign-off names the contract reviewed: a stale one is refused and signs nothing.
+        assert 409 == http.post(review, json=verdict, headers=officer.headers).status_code
+        assert 404 == http.get(page, headers=startup.headers).status_code
+        verdict["contract_sha256"] = reviewed()["contract_sha256"]
         assert 200 == http.post(review, json=verdict, headers=officer.headers).status_code
+        # A change that classifies nothing differently keeps the listing.
         doc["version"], doc["description"]["usage"] = "1.0.2", "Aggregate analysis only."
         assert (
             "approved"

@@ -59,10 +59,12 @@ def test_load_as_pandas_reads_exactly_the_grant(
     ctx = pipeline.IngestContext(app.state.settings, app.state.s3, app.state.keys, app.state.sessionmaker)
     assert pipeline.ingest(ctx, Contract.model_validate(doc), "test", source).accepted
     officer, _ = _token(base, app, "compliance_officer", "CN-SZ")
+    as_officer = {"Authorization": f"Bearer {officer}"}
+    [item] = httpx.get(f"{base}/api/v1/classification-reviews?dataset={doc['id']}", headers=as_officer).json()
     signed = httpx.post(
         f"{base}/api/v1/datasets/{doc['id']}/classification-review",
-        json={"approve": True, "note": "every column classified"},
-        headers={"Authorization": f"Bearer {officer}"},
+        json={"approve": True, "note": "every column classified", "contract_sha256": item["contract_sha256"]},
+        headers=as_officer,
     )
     assert 200 == signed.status_code, signed.text
 

@@ -244,8 +244,13 @@ def revoke_grant(
     responses=error_responses(NotYourReviewStep, GrantNotFound, GrantAlreadyRevoked, GrantInactive),
     summary="Decide a suspended grant again (compliance officers): it resumes only if no stricter now",
 )
-def redecide_grant(grant_id: str, principal: Reviewer, session: WriteSession, rules: Rules) -> GrantRead:
-    return _grant_read(service.decide_grant_again(session, principal, actor_of(principal), grant_id, rules))
+def redecide_grant(
+    grant_id: str, principal: Reviewer, session: WriteSession, rules: Rules, body: Review | None = None
+) -> GrantRead:
+    findings = service.Findings(**body.findings.model_dump()) if body and body.findings else None
+    return _grant_read(
+        service.decide_grant_again(session, principal, actor_of(principal), grant_id, rules, findings)
+    )
 
 
 @router.post(

@@ -840,7 +840,12 @@ def redecide(
         "warnings": list(check.warnings),
     }
     reason = None
-    if STRICTNESS[decision.outcome] > STRICTNESS.get(before, len(STRICTNESS)):
+    licence = contract.gbadz.licence
+    if request.purpose not in licence.permitted_purposes:
+        reason = f"the licence no longer permits the purpose {request.purpose}"
+    elif request.onward_transfer != "none" and not licence.onward_transfer_allowed:
+        reason = "the licence no longer allows onward transfer"
+    elif STRICTNESS[decision.outcome] > STRICTNESS.get(before, len(STRICTNESS)):
         reason = (
             f"decided again at transfer: {decision.rule_id} {decision.outcome} ({decision.legal_basis}) "
             f"is stricter than the grant's {grant.decision.get('rule_id')} {before}"
@@ -900,7 +905,12 @@ def suspend_for_reclassification(session: Session, dataset_id: str, actor: str) 
 
 
 def decide_grant_again(
-    session: Session, principal: Principal, actor: str, grant_id: str, rules: RuleSet | None = None
+    session: Session,
+    principal: Principal,
+    actor: str,
+    grant_id: str,
+    rules: RuleSet | None = None,
+    findings: Findings | None = None,
 ) -> Grant:
     """A compliance officer decides a suspended grant again: if the transfer is no stricter than
     the grant and its mechanism holds, the grant resumes; otherwise it stays suspended, with the
@@ -916,6 +926,15 @@ def decide_grant_again(
     if dataset is None or dataset.current_version is None or dataset.status == "retired":
         raise GrantInactive("dataset: nothing of the dataset can be transferred now", field="dataset")
     at = _now()
+    if findings is not None and findings != Findings():
+        # Findings made now, on the current contract (a reclassification voided the earlier ones).
+        request = session.get(AccessRequest, grant.request_id)
+        if request is not None:
+            request.findings = findings.as_dict() | {
+                "contract_sha256": dataset.contract_sha256,
+                "by": actor,
+                "at": at.isoformat(),
+            }
     try:
         found = redecide(session, grant, dataset, dataset.current_version, at, rules)
     except SuspendGrant as stop:

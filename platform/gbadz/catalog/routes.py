@@ -44,7 +44,7 @@ router = APIRouter(
 
 Reader = Annotated[Principal, Depends(require_scopes("catalog:read"))]
 Publisher = Annotated[Principal, Depends(require_scopes("datasets:publish"))]
-Reviewer = Annotated[Principal, Depends(require_scopes("access:review"))]
+Auditor = Annotated[Principal, Depends(require_scopes("transfers:audit"))]
 
 
 def _read_path(request: Request) -> reads.ReadPath:
@@ -441,30 +441,34 @@ def _provider_response(rendered: tuple[bytes, str, str]) -> Response:
     "/classification-reviews",
     response_model=list[schemas.ClassificationItem],
     responses=error_responses(Forbidden),
-    summary="Datasets waiting for a listing review of their classification (all for compliance "
-    "officers; a provider's own otherwise)",
+    summary="Datasets waiting for a listing review of their classification (compliance officers)",
 )
 def list_classification_reviews(
-    principal: Reviewer, session: ReadSession, limit: Annotated[int, Query(ge=1, le=500)] = 100
+    principal: Auditor,
+    session: ReadSession,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    dataset: Annotated[str | None, Query(max_length=100)] = None,
 ) -> list[schemas.ClassificationItem]:
-    org_id = None if principal.role == "compliance_officer" else principal.org_id
     return [
-        views.classification_item(d) for d in service.pending_classifications(session, limit, org_id=org_id)
+        views.classification_item(d)
+        for d in service.pending_classifications(session, limit, dataset_id=dataset)
     ]
 
 
 @router.post(
     "/datasets/{dataset_id}/classification-review",
     response_model=schemas.ClassificationItem,
-    responses=error_responses(Forbidden, NotFound),
+    responses=error_responses(Forbidden, NotFound, Conflict),
     summary="Sign off (or return) a dataset's classification: only then do other organisations see it",
 )
 def review_classification(
-    dataset_id: str, body: schemas.ClassificationReview, principal: Reviewer, session: WriteSession
+    dataset_id: str, body: schemas.ClassificationReview, principal: Auditor, session: WriteSession
 ) -> schemas.ClassificationItem:
     dataset = service.review_classification(
         session,
         officer_role=principal.role,
+        officer_org_id=principal.org_id,
+        contract_sha256=body.contract_sha256,
         actor=actor_of(principal),
         dataset_id=dataset_id,
         approve=body.approve,

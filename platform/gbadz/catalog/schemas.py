@@ -139,6 +139,9 @@ class ClassificationReview(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     approve: bool = Field(description="true: sign off (the dataset is listed); false: return to the provider")
+    contract_sha256: str = Field(
+        min_length=1, max_length=64, description="the contract you reviewed (from the review list)"
+    )
     note: str = Field(min_length=3, max_length=2000, examples=["Every column classified; overlay applied"])
 
 
@@ -154,6 +157,8 @@ class ClassificationItem(BaseModel):
     status: str
     classification_state: str
     classification_review: dict[str, Any] | None
+    contract_sha256: str
+    contract_version: str
     columns: list[ColumnRead]
     provenance: dict[str, Any]
     anonymisation: dict[str, Any] | None

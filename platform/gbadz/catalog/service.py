@@ -176,11 +176,16 @@ def apply_contract(session: Session, contract: Contract, contract_sha256: str) -
         dataset = Dataset(id=contract.id, classification_state="pending", **fields)
         session.add(dataset)
     else:
+        if contract.classification_fingerprint() != stored_contract(dataset).classification_fingerprint():
+            # This path cannot reach the dataset's grants: reclassify through the API (PUT), which
+            # reopens the listing review and suspends them.
+            raise Conflict(
+                f"gbadz: the contract reclassifies {contract.id!r} (columns, classification, provenance, "
+                "visibility or licence); change it with PUT /api/v1/datasets/{id}",
+                field="gbadz",
+            )
         for key, value in fields.items():
             setattr(dataset, key, value)
-        _reopen_if_reclassified(
-            session, dataset, contract, f"provider:{contract.gbadz.provider.organization}"
-        )
     session.info[CHANGED] = True
     if dataset.provider_org_id is None:
         dataset.provider_org_id = session.scalar(
@@ -192,12 +197,13 @@ def apply_contract(session: Session, contract: Contract, contract_sha256: str) -
     return dataset
 
 
-def _reopen_if_reclassified(session: Session, dataset: Dataset, contract: Contract, actor: str) -> bool:
-    """A contract change that alters what was signed off sends the dataset back to review
-    (and out of other organisations' sight) until a compliance officer signs it off again."""
-    if dataset.classification_state != "approved":
-        return False
-    if contract.classification_fingerprint() == dataset.classification_fingerprint:
+def _reopen_if_reclassified(
+    session: Session, dataset: Dataset, before: Contract, contract: Contract, actor: str
+) -> bool:
+    """A contract change that alters what a listing review signs off (``before`` -> ``contract``)
+    sends the dataset back to review, out of other organisations' sight, whatever its review
+    state; the caller then suspends its live grants. Returns whether it did."""
+    if contract.classification_fingerprint() == before.classification_fingerprint():
         return False
     dataset.classification_state = "pending"
     session.info[CHANGED] = True
@@ -217,24 +223,39 @@ def _reopen_if_reclassified(session: Session, dataset: Dataset, contract: Contra
 Reclassified = Callable[[Session, str, str], int]
 
 
-def pending_classifications(session: Session, limit: int, *, org_id: str | None = None) -> list[Dataset]:
-    """Datasets waiting for a listing review (or returned to their provider), oldest first; all
-    of them for a compliance officer (``org_id`` None), else the organisation's own."""
+def pending_classifications(session: Session, limit: int, *, dataset_id: str | None = None) -> list[Dataset]:
+    """Datasets waiting for a listing review (or returned to their provider), oldest first."""
     query = sa.select(Dataset).where(Dataset.classification_state != "approved", Dataset.status != "retired")
-    if org_id is not None:
-        query = query.where(Dataset.provider_org_id == org_id)
+    if dataset_id is not None:
+        query = query.where(Dataset.id == dataset_id)
     return list(session.scalars(query.order_by(Dataset.updated_at, Dataset.id).limit(limit)))
 
 
 def review_classification(
-    session: Session, *, officer_role: str, actor: str, dataset_id: str, approve: bool, note: str
+    session: Session,
+    *,
+    officer_role: str,
+    officer_org_id: str,
+    actor: str,
+    dataset_id: str,
+    approve: bool,
+    note: str,
+    contract_sha256: str,
 ) -> Dataset:
-    """A compliance officer signs off a dataset's classification (or returns it with a note)."""
+    """A compliance officer signs off a dataset's classification (or returns it with a note),
+    for the contract they reviewed: if it changed since, 409 and nothing is signed."""
+    if officer_role != "compliance_officer":
+        raise Forbidden("only a compliance officer signs off a dataset's classification")
     dataset = session.scalar(sa.select(Dataset).where(Dataset.id == dataset_id).with_for_update())
     if dataset is None or dataset.status == "retired":
         raise DatasetNotFound(f"no dataset {dataset_id!r}")
-    if officer_role != "compliance_officer":
-        raise Forbidden("only a compliance officer signs off a dataset's classification")
+    if dataset.provider_org_id == officer_org_id:
+        raise Forbidden("an officer does not sign off their own organisation's dataset")
+    if contract_sha256 != dataset.contract_sha256:
+        raise Conflict(
+            "contract_sha256: the contract changed since you reviewed it; review the current one",
+            field="contract_sha256",
+        )
     contract = stored_contract(dataset)
     state = "approved" if approve else "returned"
     dataset.classification_state = state
@@ -378,9 +399,10 @@ def update_contract(
             f"version: {contract.version} must be greater than the current {current}", field="version"
         )
     before = {"contract_version": current, "status": dataset.status}
+    previous = stored_contract(dataset)
     for key, value in listing_fields(contract, digest).items():
         setattr(dataset, key, value)
-    if _reopen_if_reclassified(session, dataset, contract, actor) and on_reclassified is not None:
+    if _reopen_if_reclassified(session, dataset, previous, contract, actor) and on_reclassified is not None:
         on_reclassified(session, dataset_id, actor)
     dataset.updated_at = datetime.now(UTC)
     session.info[CHANGED] = True

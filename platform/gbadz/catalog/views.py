@@ -175,6 +175,8 @@ def classification_item(dataset: Dataset) -> schemas.ClassificationItem:
         status=dataset.status,
         classification_state=dataset.classification_state,
         classification_review=dataset.classification_review,
+        contract_sha256=dataset.contract_sha256,
+        contract_version=contract.version,
         columns=detail_of(dataset, None, owner=False).columns,
         provenance=g.provenance.model_dump(),
         anonymisation=g.anonymisation.model_dump() if g.anonymisation else None,

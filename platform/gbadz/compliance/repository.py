@@ -79,7 +79,7 @@ def transfers_per_day(session: Session, since: datetime) -> list[tuple[date, str
     )
     query = (
         sa.select(day.label("day"), LogEntry.origin, LogEntry.destination, sa.func.count())
-        .where(LogEntry.logged_at >= since)
+        .where(LogEntry.logged_at >= since, LogEntry.kind != "reissue")  # a reissue is not a transfer
         .group_by(day, LogEntry.origin, LogEntry.destination)
         .order_by(day)
     )

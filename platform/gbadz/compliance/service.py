@@ -24,6 +24,7 @@ CSV_FIELDS = (
     "index",
     "ts_utc",
     "transfer_id",
+    "transfer_mode",
     "dataset_id",
     "dataset_version",
     "origin",

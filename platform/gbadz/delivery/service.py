@@ -247,6 +247,7 @@ def deliver(
                     "ts_utc": now.isoformat(),
                     "transfer_mode": "reissue",
                     "reissue_of": earlier_entry.index,
+                    "n_individuals": 0,  # the same people, counted once with the transfer
                     "actor": actor,
                     "decided_at_transfer": redecision.summary(),
                 }
