@@ -5,7 +5,8 @@ engines and by single reads (:func:`get_visible`, :func:`get_owned`); the in-pro
 (``index.py``) is a cache of it:
 
 - the provider organisation always sees its own datasets, in every status;
-- everyone else sees only ``active`` and ``deprecated`` datasets, never drafts;
+- everyone else sees only ``active`` and ``deprecated`` datasets whose classification a
+  compliance officer signed off (the listing review, ADR 0015), never drafts;
 - a dataset of category ``important`` or ``core`` is seen only by organisations under the
   same legal regime as its origin (the Mainland, Hong Kong, Macao) or whose jurisdiction
   the contract lists in ``gbadz.visible_to``; to anyone else it does not exist.
