@@ -169,6 +169,21 @@ def _evidence_on_file(session: Session, exporter: str | None, recipient: str) ->
     ]
 
 
+def _evidence_status(
+    session: Session, decision: Decision, exporter_id: str, recipient_id: str, at: datetime, rules: RuleSet
+) -> dict[str, Any]:
+    """Whether the evidence the decision needs is on file and valid on the rules' date."""
+    check = check_evidence(
+        decision, _evidence_on_file(session, exporter_id, recipient_id), legal_date(at, rules), rules
+    )
+    return {
+        "status": check.status,
+        "used": check.used.reference if check.used else None,
+        "problems": list(check.problems),
+        "warnings": list(check.warnings),
+    }
+
+
 def parties(session: Session, dataset: Dataset, recipient_org_id: str) -> Parties:
     """The registered exporter and recipient: no registration, no transfer (their facts are unknown)."""
     exporter = repository.organisation(session, dataset.provider_org_id)
@@ -360,18 +375,7 @@ def assess(
         problems.append("licence.onward_transfer_allowed: the licence forbids onward transfer")
     problems.extend(gba_sc_findings(decision, ask.onward_transfer == "outside_gba", rules))
     granted_days = min(ask.duration_days, licence.max_duration.days)
-    check = check_evidence(
-        decision,
-        _evidence_on_file(session, who.exporter.id, viewer.org_id),
-        legal_date(at, rules),
-        rules,
-    )
-    evidence = {
-        "status": check.status,
-        "used": check.used.reference if check.used else None,
-        "problems": list(check.problems),
-        "warnings": list(check.warnings),
-    }
+    evidence = _evidence_status(session, decision, who.exporter.id, viewer.org_id, at, rules)
     return Assessment(
         dataset,
         contract,
@@ -827,18 +831,7 @@ def redecide(
         )
         held_pi, held_spi = repository.reserved(session, who.exporter.id, at, grant.id)
         decision = _decide(facts_with(counted_after=(pi + held_pi, spi + held_spi)), rules)
-    check = check_evidence(
-        decision,
-        _evidence_on_file(session, who.exporter.id, grant.grantee_org_id),
-        legal_date(at, rules),
-        rules,
-    )
-    evidence = {
-        "status": check.status,
-        "used": check.used.reference if check.used else None,
-        "problems": list(check.problems),
-        "warnings": list(check.warnings),
-    }
+    evidence = _evidence_status(session, decision, who.exporter.id, grant.grantee_org_id, at, rules)
     reason = None
     licence = contract.gbadz.licence
     if request.purpose not in licence.permitted_purposes:
@@ -850,9 +843,9 @@ def redecide(
             f"decided again at transfer: {decision.rule_id} {decision.outcome} ({decision.legal_basis}) "
             f"is stricter than the grant's {grant.decision.get('rule_id')} {before}"
         )
-    elif decision.evidence_required and check.status != "satisfied":
+    elif decision.evidence_required and evidence["status"] != "satisfied":
         reason = "decided again at transfer: the mechanism is no longer valid: " + "; ".join(
-            check.problems or (f"no valid {' or '.join(decision.evidence_required)} on file",)
+            evidence["problems"] or (f"no valid {' or '.join(decision.evidence_required)} on file",)
         )
     found = Redecision(decision, evidence, reason)
     if reason is not None:
