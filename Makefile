@@ -18,7 +18,7 @@ setup: $(STAMP) browser
 # The console's browser tests drive Debian's Chromium (never a downloaded browser); the CJK
 # fonts make Chinese labels readable in their screenshots.
 browser:
-	@dpkg -s chromium chromium-driver fonts-noto-cjk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk >/dev/null; }
+	@dpkg -s chromium chromium-driver fonts-noto-cjk poppler-utils >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk poppler-utils >/dev/null; }
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -173,6 +173,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from gbadz.delivery import service as delivery_service
+
         revocations, index, log_ = (
             app.state.authenticator.revocations,
             app.state.catalog_index,
@@ -187,6 +189,14 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(
                 background.every(
                     index.refresh_s, index.check, what="catalog generation check", in_thread=False
+                )
+            ),
+            asyncio.create_task(
+                background.every(
+                    settings.api.grant_sweep_interval_s,
+                    lambda: delivery_service.sweep_ended_grants(app.state.sessionmaker, app.state.s3, settings),
+                    what="ended-grant copy deletion",
+                    wait_first=True,
                 )
             ),
             asyncio.create_task(

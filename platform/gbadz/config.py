@@ -142,6 +142,9 @@ class ApiSettings(BaseModel):
     checkpoint_interval_s: float = Field(
         default=60.0, gt=0, description="sign a transfer-log checkpoint this often when the log grew"
     )
+    grant_sweep_interval_s: float = Field(
+        default=300.0, gt=0, description="delete the delivery copies of ended grants this often"
+    )
     delivery_url_ttl_s: int = Field(
         default=900, ge=10, le=7 * 24 * 3600, description="lifetime of presigned delivery URLs (seconds)"
     )

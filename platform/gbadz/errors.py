@@ -221,3 +221,37 @@ class GrantSuspended(Gone):
 
 class JustificationRequired(BadRequest):
     """An Art.5 exemption purpose needs a written necessity justification."""
+
+
+class Unprocessable(GbadzError):
+    """The body is well-formed but incomplete for what it asks (a field the case needs is missing)."""
+
+    status_code = 422
+
+
+class DeterminationIncomplete(Unprocessable):
+    """A compliance approval lacks a field its determination needs; ``field`` names it."""
+
+
+class FourEyes(Forbidden):
+    """The same person cannot take both review steps, nor approve with evidence they recorded."""
+
+
+class MechanismNotFound(NotFound):
+    """No evidence item with this id is visible to the caller."""
+
+
+class MechanismWithdrawn(Conflict):
+    """The evidence item was withdrawn or amended; it cannot be used or changed again."""
+
+
+class ObligationsOpen(Conflict):
+    """A precondition the law sets (PIPIA, notice and consent) is not met: no data leaves yet."""
+
+
+class ObligationNotFound(NotFound):
+    """No obligation with this id is visible to the caller."""
+
+
+class GrantStillRunning(Conflict):
+    """A grant's end is attested only after it ended (revoked or expired)."""

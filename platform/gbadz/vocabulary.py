@@ -31,7 +31,40 @@ Sector = Literal["none", "hgr", "health", "finance", "maps", "auto", "government
 MacaoGround = Literal["none", "consent", "contract", "vital_interest", "public_interest", "public_register"]
 #: In order of strictness: a later outcome never lets more through than an earlier one.
 Outcome = Literal["NOT_EXPORT", "EXEMPT", "GBA_SC", "SCC_OR_CERT", "ASSESSMENT", "HUMAN_REVIEW", "PROHIBITED"]
-EvidenceKind = Literal["ASSESSMENT", "SCC", "CERT", "GBA_SC"]
+#: A mechanism on file: the general regime's (CAC assessment, national standard contract,
+#: certification, GBA standard contract), a sector regulator's approval, or a Macao DSPDP
+#: authorisation (PDPA Art.20(2)).
+EvidenceKind = Literal["ASSESSMENT", "SCC", "CERT", "GBA_SC", "SECTOR", "AUTHORISATION"]
+#: The instrument exactly: which GBA contract (Mainland-HK or Mainland-Macao) a GBA_SC is.
+EvidenceVariant = Literal[
+    "CAC_ASSESSMENT",
+    "NATIONAL_SCC",
+    "CERTIFICATION",
+    "GBA_SC_HK",
+    "GBA_SC_MO",
+    "SECTOR_APPROVAL",
+    "DSPDP_AUTHORISATION",
+]
+#: Who issued or received the filing (crossborder-rules.md §1-§3).
+Authority = Literal["CAC", "GD_CAC", "HK_DPO", "HK_PCPD", "MO_DSPDP", "CERT_BODY", "SECTOR_REGULATOR"]
+#: The variants each kind may take, and the authorities each variant may name.
+VARIANTS_OF_KIND: dict[str, tuple[str, ...]] = {
+    "ASSESSMENT": ("CAC_ASSESSMENT",),
+    "SCC": ("NATIONAL_SCC",),
+    "CERT": ("CERTIFICATION",),
+    "GBA_SC": ("GBA_SC_HK", "GBA_SC_MO"),
+    "SECTOR": ("SECTOR_APPROVAL",),
+    "AUTHORISATION": ("DSPDP_AUTHORISATION",),
+}
+AUTHORITIES_OF_VARIANT: dict[str, tuple[str, ...]] = {
+    "CAC_ASSESSMENT": ("CAC", "GD_CAC"),
+    "NATIONAL_SCC": ("GD_CAC", "CAC"),
+    "CERTIFICATION": ("CERT_BODY",),
+    "GBA_SC_HK": ("GD_CAC", "HK_DPO"),
+    "GBA_SC_MO": ("GD_CAC", "MO_DSPDP"),
+    "SECTOR_APPROVAL": ("SECTOR_REGULATOR",),
+    "DSPDP_AUTHORISATION": ("MO_DSPDP",),
+}
 #: PIPL Art.28 sensitive personal information, and minors under 14.
 SpiCategory = Literal[
     "biometric",
@@ -52,6 +85,8 @@ SECTORS: tuple[Sector, ...] = get_args(Sector)
 MACAO_GROUNDS: tuple[MacaoGround, ...] = get_args(MacaoGround)
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 EVIDENCE_KINDS: tuple[EvidenceKind, ...] = get_args(EvidenceKind)
+EVIDENCE_VARIANTS: tuple[EvidenceVariant, ...] = get_args(EvidenceVariant)
+AUTHORITIES: tuple[Authority, ...] = get_args(Authority)
 SPI_CATEGORIES: tuple[SpiCategory, ...] = get_args(SpiCategory)
 #: A sector overlay makes a dataset's person-linked columns sensitive in this category
 #: (crossborder-rules.md §4), unless the contract states why a column is not.

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
+from importlib import resources
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gbadz.law.engine import STRICTNESS, FactError, TransferFacts, decide, decide_strictest
+from gbadz.law.engine import (
+    STRICTNESS,
+    FactError,
+    NotDeterminable,
+    TransferFacts,
+    decide,
+    decide_strictest,
+    determined_as,
+)
 from gbadz.law.evidence import Evidence, add_working_days, check_evidence
 from gbadz.law.rules import RulesError, default_rules, parse_rules
 from gbadz.vocabulary import JURISDICTIONS, PURPOSES
@@ -344,8 +353,9 @@ class TestDecisionTable:
         """The tables above reach every rule of the rule set."""
         hit = {rule for _, _, rule in SPEC_VECTORS + CASES}
         # M11 and O3 stay dormant until the rules data lists an approved FTZ list or a Macao
-        # adequacy finding; both are exercised below with such data.
-        assert {"M11", "O3"} == set(default_rules().rule_ids) - hit
+        # adequacy finding; both are exercised below with such data. V1a and O5a are never
+        # matched: only a reviewer's determination names them (TestDetermination).
+        assert {"M11", "O3", "V1a", "O5a"} == set(default_rules().rule_ids) - hit
 
     def test_ftz_exemption_with_an_approved_list(self) -> None:
         """M11 applies once a zone's negative list is approved in the rules data, and names the list."""
@@ -635,7 +645,7 @@ class TestLabels:
 
         rules = default_rules()
         facts = sz_to_hk()
-        filled = set(_labels(decide(facts).facts, facts, rules))
+        filled = set(_labels(decide(facts).facts, rules))
         assert DECISION_LABELS | set(rules.thresholds) == filled
 
 
@@ -725,3 +735,62 @@ class TestDeclaredFactsOnlyTighten:
         opted_in = decide(replace(facts, gba_sc_opt_in=True))
         assert ("GBA_SC",) == opted_in.evidence_required
         assert [("ASSESSMENT", "M13")] == [(c["outcome"], c["rule_id"]) for c in decision.considered]
+
+
+class TestDetermination:
+    """Invariant 8: a HUMAN_REVIEW ends in a determination naming a basis from the rules."""
+
+    def test_a_ciio_art5_review_is_determined_as_an_assessment(self) -> None:
+        decision = decide(sz_to_hk(exporter_ciio=True, purpose="cross_border_hr"))
+        assert ("HUMAN_REVIEW", "M7a") == (decision.outcome, decision.rule_id)
+        final = determined_as(decision, "M7")
+        assert ("ASSESSMENT", "M7", ("ASSESSMENT",)) == (final.outcome, final.rule_id, final.evidence_required)
+        assert "PIPL Art.40" in final.legal_basis
+        assert {"declared": "reviewer's determination", "outcome": "HUMAN_REVIEW", "rule_id": "M7a"} == dict(
+            final.considered[-1]
+        )
+
+    def test_a_basis_the_rule_does_not_list_is_refused(self) -> None:
+        """The exploit: determine a CIIO's review as the Art.5(4) exemption."""
+        decision = decide(sz_to_hk(exporter_ciio=True, purpose="cross_border_hr"))
+        with pytest.raises(NotDeterminable) as refused:
+            determined_as(decision, "M17")
+        assert "basis_rule_id" == refused.value.field
+        with pytest.raises(NotDeterminable, match="M7"):
+            determined_as(decision, None)
+
+    def test_a_named_rule_must_hold_on_the_facts(self) -> None:
+        """Macao review as the GBA contract only when the parties qualify (O2's conditions)."""
+        to_other = decide(F(origin="MO", dest="CN", has_pi=True))
+        assert "O5" == to_other.rule_id
+        with pytest.raises(NotDeterminable, match="conditions of O2"):
+            determined_as(to_other, "O2")
+        final = determined_as(to_other, "O5a")
+        assert ("ASSESSMENT", ("AUTHORISATION",)) == (final.outcome, final.evidence_required)
+
+    def test_unknown_volume_is_determined_as_an_assessment(self) -> None:
+        decision = decide(sz_to_hk(volume_known=False, gba_sc_opt_in=False))
+        assert "V1" == decision.rule_id
+        assert "ASSESSMENT" == determined_as(decision, "V1a").outcome
+
+    def test_no_match_and_exporters_elsewhere_cannot_be_determined(self) -> None:
+        decision = decide(F(origin="OTHER", dest="HK", has_pi=True))
+        with pytest.raises(NotDeterminable, match="names no basis"):
+            determined_as(decision, "M7")
+
+    def test_a_decided_outcome_names_no_other_basis(self) -> None:
+        decision = decide(sz_to_hk(pi_ytd_after=5))
+        assert decision is determined_as(decision, None)
+        with pytest.raises(NotDeterminable):
+            determined_as(decision, "M13")
+
+    def test_determination_only_rules_are_never_matched(self) -> None:
+        hit = {decide(sz_to_hk(volume_known=False, gba_sc_opt_in=False)).rule_id}
+        hit.add(decide(F(origin="MO", dest="OTHER", has_pi=True)).rule_id)
+        assert not hit & {"V1a", "O5a"}
+
+    def test_determinable_as_must_name_a_final_rule(self) -> None:
+        raw = (resources.files("gbadz.law") / "rules" / "crossborder.yaml").read_text()
+        broken = raw.replace("determinable_as: [M7]", "determinable_as: [M2]")
+        with pytest.raises(RulesError, match="not a rule with a final outcome"):
+            parse_rules(broken.encode())

@@ -42,6 +42,8 @@ class AccessRequest(Base):
     decision: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     licence_findings: Mapped[list[str]] = mapped_column(sa.JSON)
     reason: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    # Each review step, appended (never overwritten): {step, by, at, note}.
+    reviews: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -71,6 +73,18 @@ class Grant(Base):
     reserved_pi: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     reserved_spi: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
     reserved_year: Mapped[int | None] = mapped_column(sa.Integer, default=None)
+    # The compliance officer's determination (architecture.md invariant 8), also in the transfer log.
+    determination: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, default=None)
+    determination_log_index: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)
+    # Grant end: the delivery copies deleted from the bucket, and the recipient's attestation.
+    copies_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    deletion_attested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    deletion_attested_by: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    deletion_statement: Mapped[str | None] = mapped_column(sa.Text, default=None)
+
+    def ended_at(self) -> datetime | None:
+        """When the grant ended (revoked, or expired), or None while it runs."""
+        return self.revoked_at or (self.expires_at if self.expires_at <= utcnow() else None)
 
     def status(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -97,8 +111,53 @@ class MechanismEvidence(Base):
     purposes: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     recorded_by: Mapped[str] = mapped_column(sa.String(200))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # v2 (issue #16): the instrument exactly, who issued or received it, and what it covers.
+    # Who recorded it (the person, or the client): they never approve with it (four eyes).
+    recorded_by_subject: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    variant: Mapped[str | None] = mapped_column(sa.String(32), default=None)
+    authority: Mapped[str | None] = mapped_column(sa.String(32), default=None)
+    authority_name: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    sector: Mapped[str | None] = mapped_column(sa.String(16), default=None)
+    dataset_ids: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
+    spi_categories: Mapped[list[str] | None] = mapped_column(sa.JSON, default=None)
+    approved_individuals: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)
+    # The document itself, in the object-locked landing bucket.
+    document_key: Mapped[str | None] = mapped_column(sa.String(300), default=None)
+    document_sha256: Mapped[str | None] = mapped_column(sa.String(64), default=None)
+    document_size: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)
+    document_type: Mapped[str | None] = mapped_column(sa.String(100), default=None)
+    # Amended (a newer item supersedes it) or withdrawn: kept, never used again.
+    supersedes: Mapped[str | None] = mapped_column(sa.String(36), default=None)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    withdrawn_by: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    withdrawn_reason: Mapped[str | None] = mapped_column(sa.Text, default=None)
 
     __table_args__ = (
-        sa.UniqueConstraint("kind", "reference", name="uq_mechanism_evidence_kind"),
+        sa.Index("ix_mechanism_evidence_reference", "kind", "reference"),
         sa.Index("ix_mechanism_evidence_pair", "exporter_org_id", "recipient_org_id"),
     )
+
+
+class Obligation(Base):
+    """A duty a decision creates, tracked: who owes it, by when, and whether it was met.
+
+    ``precondition`` duties (PIPIA, notice and consent) must be met before data leaves; the
+    others (filing within 10 working days, DSPDP notification, deletion at grant end) are
+    owed after, with a due date the officer's dashboard watches.
+    """
+
+    __tablename__ = "obligations"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(sa.String(36), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    description: Mapped[str] = mapped_column(sa.Text)
+    owner_org_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    owner_role: Mapped[str] = mapped_column(sa.String(16))  # exporter | recipient
+    due_on: Mapped[date | None] = mapped_column(sa.Date, default=None)
+    precondition: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    state: Mapped[str] = mapped_column(sa.String(16), index=True)  # open | met
+    reference: Mapped[str | None] = mapped_column(sa.String(300), default=None)
+    met_by: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    met_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

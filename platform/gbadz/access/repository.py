@@ -7,12 +7,12 @@ reads everything; anyone else reads only what their organisation is a party to.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from gbadz.access.models import AccessRequest, Grant, MechanismEvidence
+from gbadz.access.models import AccessRequest, Grant, MechanismEvidence, Obligation
 from gbadz.identity.models import Organization
 from gbadz.identity.tokens import Principal
 
@@ -85,7 +85,9 @@ def evidence_between(session: Session, exporter: str | None, recipient: str) -> 
         return []
     return session.scalars(
         sa.select(MechanismEvidence).where(
-            MechanismEvidence.exporter_org_id == exporter, MechanismEvidence.recipient_org_id == recipient
+            MechanismEvidence.exporter_org_id == exporter,
+            MechanismEvidence.recipient_org_id == recipient,
+            MechanismEvidence.withdrawn_at.is_(None),
         )
     ).all()
 
@@ -94,7 +96,9 @@ def evidence_exists(session: Session, kind: str, reference: str) -> bool:
     return (
         session.scalar(
             sa.select(MechanismEvidence.id).where(
-                MechanismEvidence.kind == kind, MechanismEvidence.reference == reference
+                MechanismEvidence.kind == kind,
+                MechanismEvidence.reference == reference,
+                MechanismEvidence.withdrawn_at.is_(None),
             )
         )
         is not None
@@ -143,5 +147,62 @@ def live_grants_of(session: Session, dataset_id: str, now: datetime) -> list[Gra
             Grant.expires_at > now,
         )
         .with_for_update()
+    )
+    return list(session.scalars(query))
+
+
+def obligations_for(
+    session: Session, principal: Principal, state: str | None, overdue_on: date | None, limit: int
+) -> list[Obligation]:
+    query = (
+        sa.select(Obligation)
+        .order_by(Obligation.due_on.asc().nulls_last(), Obligation.created_at)
+        .limit(limit)
+    )
+    if not sees_everything(principal):
+        query = query.where(Obligation.owner_org_id == principal.org_id)
+    if state is not None:
+        query = query.where(Obligation.state == state)
+    if overdue_on is not None:
+        query = query.where(Obligation.state == "open", Obligation.due_on < overdue_on)
+    return list(session.scalars(query))
+
+
+def obligation_for(
+    session: Session, principal: Principal, obligation_id: str, *, lock: bool = False
+) -> Obligation | None:
+    query = sa.select(Obligation).where(Obligation.id == obligation_id)
+    if not sees_everything(principal):
+        query = query.where(Obligation.owner_org_id == principal.org_id)
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def obligations_of(session: Session, grant_id: str, kind: str | None = None) -> list[Obligation]:
+    query = sa.select(Obligation).where(Obligation.grant_id == grant_id).order_by(Obligation.created_at)
+    if kind is not None:
+        query = query.where(Obligation.kind == kind)
+    return list(session.scalars(query))
+
+
+def open_preconditions(session: Session, grant_id: str) -> list[Obligation]:
+    return list(
+        session.scalars(
+            sa.select(Obligation).where(
+                Obligation.grant_id == grant_id, Obligation.precondition.is_(True), Obligation.state == "open"
+            )
+        )
+    )
+
+
+def ended_grants_with_copies(session: Session, now: datetime, limit: int) -> list[Grant]:
+    """Grants that ended (revoked or expired) whose delivery copies are not deleted yet, locked."""
+    query = (
+        sa.select(Grant)
+        .where(
+            Grant.copies_deleted_at.is_(None), sa.or_(Grant.revoked_at.is_not(None), Grant.expires_at <= now)
+        )
+        .order_by(Grant.expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     return list(session.scalars(query))

@@ -2,47 +2,61 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from gbadz import storage
 from gbadz.access import service
+from gbadz.access.determination import DeterminationIn
 from gbadz.access.models import AccessRequest, Grant
 from gbadz.access.schemas import (
     AccessRequestRead,
     AssessmentAsk,
     AssessmentRead,
     DecisionRead,
+    DeletionAttestation,
     EvidenceCreate,
     EvidenceRead,
     GrantRead,
+    ObligationMet,
+    ObligationRead,
     Rejection,
     RequestAsk,
     Review,
 )
-from gbadz.deps import ReadSession, Rules, WriteSession
+from gbadz.deps import S3, AppSettings, Log, ReadSession, Rules, WriteSession
 from gbadz.errors import (
     AccessRequestNotFound,
     BadRequest,
     ColumnNotInSchema,
     DatasetNotFound,
     DatasetNotOpen,
+    DeterminationIncomplete,
     DuplicateMechanism,
     ExporterNotRegistered,
     Forbidden,
+    FourEyes,
     GrantAlreadyRevoked,
     GrantInactive,
     GrantNotFound,
+    GrantStillRunning,
     InsufficientScope,
+    MechanismNotFound,
     MechanismNotOnFile,
+    MechanismWithdrawn,
     NotYourReviewStep,
+    ObligationNotFound,
+    PayloadTooLarge,
     RequestNotUnderReview,
+    StorageUnavailable,
     TransferProhibited,
     Unauthenticated,
     error_responses,
 )
 from gbadz.identity.auth import Authenticated, actor_of, require_scopes, viewer_of
 from gbadz.identity.tokens import Principal
+from gbadz.log import get_logger
 
 router = APIRouter(
     prefix="/api/v1", tags=["access"], responses=error_responses(Unauthenticated, InsufficientScope)
@@ -51,6 +65,9 @@ router = APIRouter(
 Reader = Annotated[Principal, Depends(require_scopes("catalog:read"))]
 Requester = Annotated[Principal, Depends(require_scopes("access:request"))]
 Reviewer = Annotated[Principal, Depends(require_scopes("access:review"))]
+log = get_logger("gbadz.access")
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
+DOCUMENT_TYPES = ("application/pdf", "image/png", "image/jpeg")
 
 
 def _request_read(request: AccessRequest, grant_id: str | None = None) -> AccessRequestRead:
@@ -77,6 +94,11 @@ def _grant_read(grant: Grant) -> GrantRead:
         suspended_reason=grant.suspended_reason,
         outcome=str(grant.decision.get("outcome")),
         legal_basis=str(grant.decision.get("legal_basis")),
+        rule_id=grant.decision.get("rule_id"),
+        determination=grant.determination,
+        copies_deleted_at=grant.copies_deleted_at,
+        deletion_attested_at=grant.deletion_attested_at,
+        deletion_statement=grant.deletion_statement,
     )
 
 
@@ -186,15 +208,20 @@ def get_access_request(request_id: str, principal: Authenticated, session: ReadS
         RequestNotUnderReview,
         MechanismNotOnFile,
         TransferProhibited,
+        DeterminationIncomplete,
+        FourEyes,
+        MechanismWithdrawn,
     ),
-    summary="Approve at the current review step (provider, then compliance officer when required)",
+    summary="Approve at the current review step: the provider's, then the compliance officer's "
+    "determination (basis, mechanism evidence, PIPIA, notice and consent, note)",
 )
 def approve_access_request(
-    request_id: str, body: Review, principal: Reviewer, session: WriteSession, rules: Rules
+    request_id: str, body: Review, principal: Reviewer, session: WriteSession, rules: Rules, transfer_log: Log
 ) -> AccessRequestRead:
     findings = service.Findings(**body.findings.model_dump()) if body.findings else None
+    given = DeterminationIn(**body.determination.model_dump()) if body.determination else None
     approved = service.approve(
-        session, principal, actor_of(principal), request_id, body.reason, rules, findings
+        session, principal, actor_of(principal), request_id, body.reason, rules, findings, given, transfer_log
     )
     return _request_read(approved, service.grant_id_of(session, approved))
 
@@ -233,9 +260,90 @@ def list_grants(
     summary="Revoke a grant (its provider, its holder, or a compliance officer), with a reason",
 )
 def revoke_grant(
-    grant_id: str, body: Rejection, principal: Authenticated, session: WriteSession
+    grant_id: str,
+    body: Rejection,
+    principal: Authenticated,
+    session: WriteSession,
+    client: S3,
+    settings: AppSettings,
 ) -> GrantRead:
-    return _grant_read(service.revoke_grant(session, principal, actor_of(principal), grant_id, body.reason))
+    grant = service.revoke_grant(session, principal, actor_of(principal), grant_id, body.reason)
+    _delete_copies(session, grant, client, settings)
+    return _grant_read(grant)
+
+
+def _delete_copies(session: WriteSession, grant: Grant, client: S3, settings: AppSettings) -> None:
+    """The grant ended: its delivery copies go now (on a storage failure, the sweeper retries)."""
+    try:
+        service.delete_copies(
+            session,
+            grant,
+            lambda prefix: storage.delete_prefix(client, settings.s3, settings.s3.delivery_bucket, prefix),
+        )
+    except StorageUnavailable as exc:
+        log.warning("grant copies not deleted yet", grant=grant.id, reason=exc.detail)
+
+
+@router.get(
+    "/grants/{grant_id}",
+    response_model=GrantRead,
+    responses=error_responses(GrantNotFound),
+    summary="One grant: decision, determination, state, and its end (copies deleted, deletion attested)",
+)
+def get_grant(grant_id: str, principal: Authenticated, session: ReadSession) -> GrantRead:
+    return _grant_read(service.visible_grant(session, principal, grant_id))
+
+
+@router.post(
+    "/grants/{grant_id}/deletion-attestation",
+    response_model=GrantRead,
+    responses=error_responses(GrantNotFound, Forbidden, GrantStillRunning, GrantAlreadyRevoked),
+    summary="The grantee attests it deleted every copy after the grant ended",
+)
+def attest_deletion(
+    grant_id: str, body: DeletionAttestation, principal: Authenticated, session: WriteSession
+) -> GrantRead:
+    return _grant_read(
+        service.attest_deletion(session, principal, actor_of(principal), grant_id, body.statement)
+    )
+
+
+@router.get(
+    "/obligations",
+    response_model=list[ObligationRead],
+    summary="Obligations your organisation owes (compliance officers: all), by due date",
+)
+def list_obligations(
+    principal: Authenticated,
+    session: ReadSession,
+    state: Annotated[Literal["open", "met"] | None, Query()] = None,
+    overdue: Annotated[bool, Query(description="only open obligations past their due date")] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[ObligationRead]:
+    return _obligations(service.list_obligations(session, principal, state, overdue, limit))
+
+
+def _obligations(duties: list[Any]) -> list[ObligationRead]:
+    today = service.legal_today()
+    reads = []
+    for duty in duties:
+        read = ObligationRead.model_validate(duty)
+        read.overdue = duty.state == "open" and duty.due_on is not None and duty.due_on < today
+        reads.append(read)
+    return reads
+
+
+@router.post(
+    "/obligations/{obligation_id}/met",
+    response_model=ObligationRead,
+    responses=error_responses(ObligationNotFound, Forbidden, RequestNotUnderReview, BadRequest),
+    summary="Record that an obligation was met, naming the record (the owner, or a compliance officer)",
+)
+def meet_obligation(
+    obligation_id: str, body: ObligationMet, principal: Authenticated, session: WriteSession
+) -> ObligationRead:
+    duty = service.meet_obligation(session, principal, actor_of(principal), obligation_id, body.reference)
+    return _obligations([duty])[0]
 
 
 @router.post(
@@ -263,6 +371,95 @@ def redecide_grant(
 def record_mechanism(body: EvidenceCreate, principal: Reviewer, session: WriteSession) -> EvidenceRead:
     row = service.record_evidence(session, principal, actor_of(principal), **body.model_dump())
     return EvidenceRead.model_validate(row)
+
+
+@router.post(
+    "/mechanisms/{evidence_id}/amend",
+    status_code=201,
+    response_model=EvidenceRead,
+    responses=error_responses(
+        MechanismNotFound, MechanismWithdrawn, DeterminationIncomplete, DuplicateMechanism
+    ),
+    summary="Correct a mechanism: a new version supersedes it (the old one is kept, withdrawn)",
+)
+def amend_mechanism(
+    evidence_id: str, body: EvidenceCreate, principal: Reviewer, session: WriteSession
+) -> EvidenceRead:
+    row = service.amend_evidence(session, principal, actor_of(principal), evidence_id, **body.model_dump())
+    return EvidenceRead.model_validate(row)
+
+
+@router.post(
+    "/mechanisms/{evidence_id}/withdraw",
+    response_model=EvidenceRead,
+    responses=error_responses(MechanismNotFound, MechanismWithdrawn, Forbidden),
+    summary="Withdraw a mechanism (kept, never used again; grants relying on it stop at their next transfer)",
+)
+def withdraw_mechanism(
+    evidence_id: str, body: Rejection, principal: Reviewer, session: WriteSession
+) -> EvidenceRead:
+    row = service.withdraw_evidence(session, principal, actor_of(principal), evidence_id, body.reason)
+    return EvidenceRead.model_validate(row)
+
+
+@router.put(
+    "/mechanisms/{evidence_id}/document",
+    response_model=EvidenceRead,
+    responses=error_responses(MechanismNotFound, MechanismWithdrawn, DuplicateMechanism, PayloadTooLarge),
+    summary="Upload the filed document itself (PDF or image; kept in the object-locked bucket with its SHA-256)",
+)
+async def upload_mechanism_document(
+    evidence_id: str,
+    request: Request,
+    principal: Reviewer,
+    session: WriteSession,
+    client: S3,
+    settings: AppSettings,
+) -> EvidenceRead:
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type not in DOCUMENT_TYPES:
+        raise BadRequest(
+            f"document: send the file as one of {', '.join(DOCUMENT_TYPES)} (Content-Type)", field="document"
+        )
+    data = bytearray()
+    async for chunk in request.stream():
+        data.extend(chunk)
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise PayloadTooLarge(
+                f"document: larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB", field="document"
+            )
+    if not data:
+        raise BadRequest("document: the body is empty", field="document")
+    store = storage.ObjectStore(client, settings.s3)
+    row = service.attach_document(
+        session,
+        principal,
+        actor_of(principal),
+        evidence_id,
+        bytes(data),
+        content_type,
+        store,
+        settings.s3.landing_bucket,
+    )
+    return EvidenceRead.model_validate(row)
+
+
+@router.get(
+    "/mechanisms/{evidence_id}/document",
+    responses={200: {"content": {t: {} for t in DOCUMENT_TYPES}}, **error_responses(MechanismNotFound)},
+    response_class=Response,
+    summary="The filed document, checked against its recorded SHA-256",
+)
+def get_mechanism_document(
+    evidence_id: str, principal: Authenticated, session: ReadSession, client: S3, settings: AppSettings
+) -> Response:
+    store = storage.ObjectStore(client, settings.s3)
+    item, data = service.evidence_document(session, principal, evidence_id, store, settings.s3.landing_bucket)
+    return Response(
+        data,
+        media_type=item.document_type or "application/octet-stream",
+        headers={"X-Content-SHA256": item.document_sha256 or "", "Cache-Control": "no-store"},
+    )
 
 
 @router.get(

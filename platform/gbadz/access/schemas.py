@@ -7,7 +7,16 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from gbadz.vocabulary import EvidenceKind, Jurisdiction, MacaoGround, Purpose
+from gbadz.vocabulary import (
+    Authority,
+    EvidenceKind,
+    EvidenceVariant,
+    Jurisdiction,
+    MacaoGround,
+    Purpose,
+    Sector,
+    SpiCategory,
+)
 
 MAX_DURATION_DAYS = 3660
 Onward = Literal["none", "within_gba", "outside_gba"]
@@ -108,6 +117,9 @@ class AccessRequestRead(BaseModel):
     onward_transfer: str
     duration_days: int
     state: Literal["submitted", "under_provider_review", "under_compliance_review", "approved", "rejected"]
+    reviews: list[dict[str, Any]] = Field(
+        default_factory=list, description="each review step: who, when, note"
+    )
     decision: DecisionRead
     licence_findings: list[str]
     reason: str | None
@@ -133,6 +145,13 @@ class GrantRead(BaseModel):
     suspended_reason: str | None = None
     outcome: str
     legal_basis: str
+    rule_id: str | None = None
+    determination: dict[str, Any] | None = Field(
+        default=None, description="the compliance officer's determination (also in the transfer log)"
+    )
+    copies_deleted_at: datetime | None = None
+    deletion_attested_at: datetime | None = None
+    deletion_statement: str | None = None
 
 
 class FindingsIn(BaseModel):
@@ -150,11 +169,45 @@ class FindingsIn(BaseModel):
     macao_art20_ground: MacaoGround = Field(default="none", description="a PDPA Art.20(1) ground that holds")
 
 
+class DeterminationIn(BaseModel):
+    """The compliance officer's determination (architecture.md invariant 8). Which fields a
+    decision needs is checked against the decision: a missing one is 422 naming
+    ``determination.<field>``, and nothing changes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=4000, description="why the transfer is lawful")
+    basis_rule_id: str | None = Field(
+        default=None,
+        max_length=16,
+        description="for a HUMAN_REVIEW no finding resolves: the rule named as the final basis "
+        "(one the reviewed rule lists in the rules' determinable_as)",
+        examples=["M7"],
+    )
+    evidence_id: str | None = Field(
+        default=None, max_length=36, description="the mechanism on file the final decision relies on"
+    )
+    sector_evidence_id: str | None = Field(
+        default=None,
+        max_length=36,
+        description="the sector regulator's approval (a SECTOR item), when a sector overlay applies",
+    )
+    pipia_reference: str | None = Field(default=None, max_length=300, examples=["PIPIA-2026-017"])
+    pipia_date: date | None = None
+    consent_reference: str | None = Field(
+        default=None, max_length=300, description="the Art.39 notice and separate-consent record"
+    )
+    consent_not_required_reason: str | None = Field(default=None, max_length=2000)
+
+
 class Review(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: str | None = Field(default=None, max_length=2000, description="the reviewer's note")
     findings: FindingsIn | None = None
+    determination: DeterminationIn | None = Field(
+        default=None, description="required at the compliance step: the final determination"
+    )
 
 
 class Rejection(BaseModel):
@@ -175,6 +228,21 @@ class EvidenceCreate(BaseModel):
     effective_date: date | None = None
     filing_date: date | None = None
     purposes: list[Purpose] = Field(default_factory=list, description="empty: any purpose")
+    variant: EvidenceVariant | None = Field(
+        default=None, description="the instrument; a GBA_SC's variant follows from the parties' regions"
+    )
+    authority: Authority | None = Field(default=None, description="who issued it or received the filing")
+    authority_name: str | None = Field(default=None, max_length=200, examples=["National Health Commission"])
+    sector: Sector | None = Field(default=None, description="the sector a SECTOR approval is for")
+    dataset_ids: list[str] = Field(
+        default_factory=list, max_length=500, description="datasets covered; empty: any"
+    )
+    spi_categories: list[SpiCategory] | None = Field(
+        default=None, description="sensitive categories covered; omitted: not stated (no check)"
+    )
+    approved_individuals: int | None = Field(
+        default=None, ge=0, le=2_000_000_000, description="the volume approved (an assessment's scope)"
+    )
 
 
 class EvidenceRead(EvidenceCreate):
@@ -183,3 +251,43 @@ class EvidenceRead(EvidenceCreate):
     id: str
     recorded_by: str
     recorded_at: datetime
+    document_sha256: str | None = None
+    document_size: int | None = None
+    document_type: str | None = None
+    supersedes: str | None = None
+    withdrawn_at: datetime | None = None
+    withdrawn_reason: str | None = None
+
+
+class ObligationRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    grant_id: str
+    kind: str
+    description: str
+    owner_org_id: str | None
+    owner_role: Literal["exporter", "recipient"]
+    due_on: date | None
+    precondition: bool = Field(description="met before any data leaves")
+    state: Literal["open", "met"]
+    reference: str | None
+    met_by: str | None
+    met_at: datetime | None
+    overdue: bool = False
+
+
+class ObligationMet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reference: str = Field(min_length=3, max_length=300, description="the record that shows it was met")
+
+
+class DeletionAttestation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    statement: str = Field(
+        min_length=10,
+        max_length=2000,
+        examples=["All copies deleted from our storage and backups on 2026-12-02"],
+    )

@@ -20,7 +20,9 @@ allow without review is approved automatically (ADR 0011).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -29,8 +31,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from gbadz import audit
+from gbadz.access import determination as determining
 from gbadz.access import repository
-from gbadz.access.models import AccessRequest, Grant, MechanismEvidence
+from gbadz.access.determination import DeterminationIn
+from gbadz.access.models import AccessRequest, Grant, MechanismEvidence, Obligation
 from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset
 from gbadz.catalog.service import get_visible, stored_contract
@@ -41,15 +45,22 @@ from gbadz.errors import (
     BadRequest,
     ColumnNotInSchema,
     DatasetNotOpen,
+    DeterminationIncomplete,
     DuplicateMechanism,
     ExporterNotRegistered,
     Forbidden,
+    FourEyes,
     GrantAlreadyRevoked,
     GrantInactive,
     GrantNotFound,
+    GrantStillRunning,
+    IntegrityCheckFailed,
     JustificationRequired,
+    MechanismNotFound,
     MechanismNotOnFile,
+    MechanismWithdrawn,
     NotYourReviewStep,
+    ObligationNotFound,
     RequestNotUnderReview,
     TransferProhibited,
 )
@@ -60,13 +71,17 @@ from gbadz.law.engine import (
     STRICTNESS,
     Decision,
     FactError,
+    NotDeterminable,
     TransferFacts,
     decide_strictest,
+    determined_as,
     gba_sc_findings,
 )
-from gbadz.law.evidence import Evidence, check_evidence, check_mechanisms, legal_date
+from gbadz.law.evidence import Evidence, Scope, check_evidence, check_mechanisms, legal_date
 from gbadz.law.rules import RuleSet, default_rules
-from gbadz.vocabulary import REGION_OF
+from gbadz.storage import ObjectStore, delivery_prefix
+from gbadz.translog.log import TransferLog
+from gbadz.vocabulary import AUTHORITIES_OF_VARIANT, REGION_OF, VARIANTS_OF_KIND
 
 REVIEW_OUTCOMES = ("GBA_SC", "SCC_OR_CERT", "ASSESSMENT", "HUMAN_REVIEW")
 #: Provisions 2024 Art.5(1)-(3): purposes whose exemption needs a written necessity justification.
@@ -136,6 +151,8 @@ class Assessment:
     evidence: dict[str, Any]
     reservation: tuple[int, int] = (0, 0)  # (pi, spi) individuals this request would reserve
     counter_year: int | None = None
+    scope: Scope | None = None
+    who: Parties | None = None
 
 
 @dataclass(frozen=True)
@@ -153,32 +170,85 @@ def now() -> datetime:
     return _now()
 
 
-def _evidence_on_file(session: Session, exporter: str | None, recipient: str) -> list[Evidence]:
+def legal_today() -> date:
+    """Today on the law's calendar (Asia/Shanghai): due dates are judged on it."""
+    return legal_date(_now(), default_rules())
+
+
+def visible_grant(session: Session, principal: Principal, grant_id: str) -> Grant:
+    grant = repository.grant_for(session, principal, grant_id)
+    if grant is None:
+        raise GrantNotFound(f"no grant {grant_id!r}")
+    return grant
+
+
+def evidence_of(r: MechanismEvidence) -> Evidence:
+    return Evidence(
+        kind=r.kind,
+        reference=r.reference,
+        issued=r.issued,
+        valid_to=r.valid_to,
+        effective_date=r.effective_date,
+        filing_date=r.filing_date,
+        purposes=tuple(r.purposes or ()),
+        id=r.id,
+        variant=r.variant,
+        sector=r.sector,
+        dataset_ids=tuple(r.dataset_ids or ()),
+        spi_categories=tuple(r.spi_categories) if r.spi_categories is not None else None,
+        approved_individuals=r.approved_individuals,
+        recorded_by=r.recorded_by_subject,
+    )
+
+
+def _evidence_on_file(
+    session: Session, exporter: str | None, recipient: str, only: str | None = None
+) -> list[Evidence]:
     rows = repository.evidence_between(session, exporter, recipient)
-    return [
-        Evidence(
-            kind=r.kind,
-            reference=r.reference,
-            issued=r.issued,
-            valid_to=r.valid_to,
-            effective_date=r.effective_date,
-            filing_date=r.filing_date,
-            purposes=tuple(r.purposes or ()),
-        )
-        for r in rows
-    ]
+    return [evidence_of(r) for r in rows if only is None or r.id == only]
+
+
+def scope_of(
+    contract: Contract,
+    columns: tuple[str, ...] | list[str],
+    dataset_id: str,
+    volume: Volume,
+    decision: Decision,
+) -> Scope:
+    """What this transfer carries, for the evidence's scope checks (§7.3)."""
+    _, _, categories = contract.classify(tuple(columns))
+    return Scope(
+        dataset_id=dataset_id,
+        spi_categories=tuple(categories),
+        individuals=volume.individuals if volume.known else None,
+        sector=contract.gbadz.sector_overlay,
+        gba_sc_variant=decision.facts.get("gba_sc_variant"),
+    )
 
 
 def _evidence_status(
-    session: Session, decision: Decision, exporter_id: str, recipient_id: str, at: datetime, rules: RuleSet
+    session: Session,
+    decision: Decision,
+    exporter_id: str,
+    recipient_id: str,
+    at: datetime,
+    rules: RuleSet,
+    scope: Scope | None = None,
+    only: str | None = None,
 ) -> dict[str, Any]:
-    """Whether the evidence the decision needs is on file and valid on the rules' date."""
+    """Whether the evidence the decision needs is on file, in scope and valid on the rules' date
+    (``only``: the one item a determination relies on)."""
     check = check_evidence(
-        decision, _evidence_on_file(session, exporter_id, recipient_id), legal_date(at, rules), rules
+        decision,
+        _evidence_on_file(session, exporter_id, recipient_id, only),
+        legal_date(at, rules),
+        rules,
+        scope,
     )
     return {
         "status": check.status,
         "used": check.used.reference if check.used else None,
+        "used_id": check.used.id if check.used else None,
         "problems": list(check.problems),
         "warnings": list(check.warnings),
     }
@@ -236,6 +306,7 @@ def transfer_facts(
     rules: RuleSet,
     counted_after: tuple[int, int] | None = None,
     exclude_grant: str | None = None,
+    sector_approved: bool = False,
 ) -> FactSet:
     """The engine's facts from what the platform knows, and the variants parties declared.
 
@@ -285,6 +356,8 @@ def transfer_facts(
         gba_sc_opt_in=gba_sc_opt_in,
         purpose=purpose,
         sector_overlay=contract.gbadz.sector_overlay,
+        # Only a sector regulator's approval named by a determination (and still valid) sets it.
+        sector_approved=sector_approved,
         hk_new_purpose_without_consent=hk_new_purpose(origin),
         originated_under_gba_sc=provenance.received_under_gba_sc,
         macao_art20_ground=findings.macao_art20_ground,
@@ -329,6 +402,7 @@ def assess(
     rules: RuleSet | None = None,
     at: datetime | None = None,
     findings: Findings | None = None,
+    sector_approved: bool = False,
 ) -> Assessment:
     """Decide what moving ``ask`` to the viewer's organisation would take (nothing is written)."""
     at = at or _now()
@@ -349,6 +423,7 @@ def assess(
     if len(set(columns)) != len(columns):
         raise ColumnNotInSchema("columns: a column is named twice", field="columns")
     who = parties(session, dataset, viewer.org_id)
+    volume = volume_of(session, dataset)
     facts = transfer_facts(
         session,
         contract=contract,
@@ -359,9 +434,10 @@ def assess(
         gba_sc_opt_in=ask.gba_sc_opt_in,
         processing_location=ask.processing_location,
         findings=findings or Findings(),
-        volume=volume_of(session, dataset),
+        volume=volume,
         at=at,
         rules=rules,
+        sector_approved=sector_approved,
     )
     decision = _decide(facts, rules)
     licence = contract.gbadz.licence
@@ -375,7 +451,8 @@ def assess(
         problems.append("licence.onward_transfer_allowed: the licence forbids onward transfer")
     problems.extend(gba_sc_findings(decision, ask.onward_transfer == "outside_gba", rules))
     granted_days = min(ask.duration_days, licence.max_duration.days)
-    evidence = _evidence_status(session, decision, who.exporter.id, viewer.org_id, at, rules)
+    scope = scope_of(contract, columns, dataset.id, volume, decision)
+    evidence = _evidence_status(session, decision, who.exporter.id, viewer.org_id, at, rules, scope)
     return Assessment(
         dataset,
         contract,
@@ -386,6 +463,8 @@ def assess(
         evidence,
         facts.reservation,
         counters.counter_year(at, rules),
+        scope,
+        who,
     )
 
 
@@ -404,11 +483,23 @@ def _record(session: Session, actor: str, request: AccessRequest, action: str, *
     )
 
 
-def _grant(session: Session, request: AccessRequest, at: datetime, assessment: Assessment | None) -> Grant:
+def _grant(
+    session: Session,
+    request: AccessRequest,
+    at: datetime,
+    assessment: Assessment | None,
+    rules: RuleSet,
+    *,
+    final: Decision | None = None,
+    record: dict[str, Any] | None = None,
+    mechanism: MechanismEvidence | None = None,
+    grant_id: str | None = None,
+) -> Grant:
+    """The grant an approval makes, with the obligations its decision creates."""
     pi, spi = assessment.reservation if assessment else (0, 0)
     counted = str(request.decision.get("counter")) == "mechanism"
     grant = Grant(
-        id=str(uuid.uuid4()),
+        id=grant_id or str(uuid.uuid4()),
         request_id=request.id,
         dataset_id=request.dataset_id,
         grantee_org_id=request.requester_org_id,
@@ -423,8 +514,12 @@ def _grant(session: Session, request: AccessRequest, at: datetime, assessment: A
         reserved_pi=pi if counted else 0,
         reserved_spi=spi if counted else 0,
         reserved_year=assessment.counter_year if assessment and counted else None,
+        determination=record,
     )
     session.add(grant)
+    decision = final or (assessment.decision if assessment else None)
+    if decision is not None:
+        session.add_all(determining.obligations_for(grant, decision, record, mechanism, at, rules))
     return grant
 
 
@@ -477,7 +572,7 @@ def create_request(
             "approved",
             f"approved automatically: {decision.rule_id} {decision.outcome}",
         )
-        _grant(session, request, at, assessment)
+        _grant(session, request, at, assessment, rules or default_rules())
     else:
         request.state = "under_provider_review"
     request.updated_at = at
@@ -499,7 +594,12 @@ def grant_id_of(session: Session, request: AccessRequest) -> str | None:
 
 
 def _reassess(
-    session: Session, request: AccessRequest, findings: Findings, at: datetime, rules: RuleSet
+    session: Session,
+    request: AccessRequest,
+    findings: Findings,
+    at: datetime,
+    rules: RuleSet,
+    sector_approved: bool = False,
 ) -> Assessment:
     """Decide the request again now, as its requester's organisation, with the officer's findings."""
     recipient = repository.organisation(session, request.requester_org_id)
@@ -517,7 +617,30 @@ def _reassess(
         gba_sc_opt_in=bool(request.decision.get("facts", {}).get("gba_sc_opt_in", True)),
         necessity_justification=request.necessity_justification,
     )
-    return assess(session, viewer, ask, rules=rules, at=at, findings=findings)
+    return assess(
+        session, viewer, ask, rules=rules, at=at, findings=findings, sector_approved=sector_approved
+    )
+
+
+def _step(request: AccessRequest, step: str) -> dict[str, Any] | None:
+    return next((r for r in reversed(request.reviews or []) if r.get("step") == step), None)
+
+
+def _review(
+    request: AccessRequest, step: str, principal: Principal, actor: str, at: datetime, note: str | None
+) -> None:
+    """Append a review step (kept, never overwritten: the record names every reviewer)."""
+    request.reviews = [
+        *(request.reviews or []),
+        {
+            "step": step,
+            "by": actor,
+            "who": principal.subject,
+            "org_id": principal.org_id,
+            "at": at.isoformat(),
+            "note": note,
+        },
+    ]
 
 
 def approve(
@@ -528,6 +651,8 @@ def approve(
     reason: str | None,
     rules: RuleSet | None = None,
     findings: Findings | None = None,
+    determination: DeterminationIn | None = None,
+    log: TransferLog | None = None,
 ) -> AccessRequest:
     request = _locked(session, principal, request_id)
     rules = rules or default_rules()
@@ -539,59 +664,242 @@ def approve(
             raise NotYourReviewStep("only the dataset's provider reviews this request now")
         if findings is not None and findings != Findings():
             raise Forbidden("findings: only a compliance officer records findings", field="findings")
+        if determination is not None:
+            raise Forbidden(
+                "determination: only a compliance officer determines a transfer", field="determination"
+            )
         request.state = "under_compliance_review"
+        _review(request, "provider", principal, actor, at, reason)
         if outcome not in REVIEW_OUTCOMES:
             # Decided again: still allowed without review -> approved; else a compliance officer decides.
             assessment = _reassess(session, request, Findings(), at, rules)
             request.decision = _snapshot(assessment)
             if assessment.decision.allowed_without_review and not assessment.licence_findings:
                 request.state = "approved"
-                _grant(session, request, at, assessment)
+                _grant(session, request, at, assessment, rules)
     elif request.state == "under_compliance_review":
         if not repository.sees_everything(principal):
             raise NotYourReviewStep("a compliance officer reviews this request now")
-        dataset = session.get(Dataset, request.dataset_id)
-        contract_sha256 = dataset.contract_sha256 if dataset else None
-        recorded = Findings.of(request.findings, contract_sha256)
-        new = findings or Findings()
-        merged = Findings(
-            necessity_accepted=recorded.necessity_accepted or new.necessity_accepted,
-            foreign_pi_transit=recorded.foreign_pi_transit or new.foreign_pi_transit,
-            anonymised=recorded.anonymised or new.anonymised,
-            macao_art20_ground=new.macao_art20_ground
-            if new.macao_art20_ground != "none"
-            else recorded.macao_art20_ground,
-        )
-        assessment = _decided_again(session, request, merged, at, rules)
-        _require_mechanism(session, request, at, rules)
-        # Each finding holds for the contract it was made on: a later change voids it.
-        request.findings = merged.as_dict() | {
-            "contract_sha256": contract_sha256,
-            "by": actor,
-            "at": at.isoformat(),
-        }
-        request.state = "approved"
-        _grant(session, request, at, assessment)
+        _determine(session, principal, actor, request, findings, determination, at, rules, log)
     else:
         raise RequestNotUnderReview(
             f"state: the request is {request.state}; only a request under review can be approved",
             field="state",
         )
-    request.reason, request.updated_at = reason, at
+    request.updated_at = at
     _record(session, actor, request, f"access_request.{request.state}")
     session.flush()
     return request
 
 
+def _evidence_item(
+    session: Session,
+    request: AccessRequest,
+    evidence_id: str,
+    name: str,
+    kinds: tuple[str, ...],
+    approvers: set[str],
+) -> MechanismEvidence:
+    """The evidence item a determination names: on file for these parties, of a needed kind,
+    not recorded by either reviewer (four eyes)."""
+    item = session.get(MechanismEvidence, evidence_id)
+    if (
+        item is None
+        or item.exporter_org_id != request.provider_org_id
+        or item.recipient_org_id != request.requester_org_id
+    ):
+        raise DeterminationIncomplete(
+            f"determination.{name}: no evidence item {evidence_id!r} is on file for this exporter and recipient",
+            field=f"determination.{name}",
+        )
+    if item.withdrawn_at is not None:
+        raise MechanismWithdrawn(
+            f"determination.{name}: {item.kind} {item.reference} was withdrawn or amended",
+            field=f"determination.{name}",
+        )
+    if item.kind not in kinds:
+        raise DeterminationIncomplete(
+            f"determination.{name}: the decision needs {' or '.join(kinds)}, not {item.kind}",
+            field=f"determination.{name}",
+        )
+    if item.recorded_by_subject in approvers:
+        raise FourEyes(
+            f"determination.{name}: {item.kind} {item.reference} was recorded by a reviewer of this request; "
+            "whoever records evidence cannot approve with it",
+            field=f"determination.{name}",
+        )
+    return item
+
+
+def _valid(
+    item: MechanismEvidence, name: str, purpose: str, scope: Scope | None, at: datetime, rules: RuleSet
+) -> dict[str, Any]:
+    check = check_mechanisms((item.kind,), purpose, [evidence_of(item)], legal_date(at, rules), rules, scope)
+    if check.status != "satisfied":
+        raise MechanismNotOnFile(
+            f"determination.{name}: "
+            + "; ".join(check.problems or (f"{item.kind} {item.reference} is not valid",)),
+            field=f"determination.{name}",
+        )
+    return {
+        "status": "satisfied",
+        "used": item.reference,
+        "used_id": item.id,
+        "problems": [],
+        "warnings": list(check.warnings),
+    }
+
+
+def _determine(
+    session: Session,
+    principal: Principal,
+    actor: str,
+    request: AccessRequest,
+    findings: Findings | None,
+    given: DeterminationIn | None,
+    at: datetime,
+    rules: RuleSet,
+    log: TransferLog | None,
+) -> None:
+    """The compliance step: decide again with the officer's findings and determination, check
+    that everything the final decision needs is named and valid, then grant and log the record.
+    Any refusal raises before anything is written."""
+    given = determining.require_basics(given)
+    provider_step = _step(request, "provider")
+    if provider_step is not None and provider_step.get("who") == principal.subject:
+        raise FourEyes(
+            "determination: you took the provider step of this request; another person determines it",
+            field="determination",
+        )
+    approvers = {principal.subject} | ({str(provider_step.get("who"))} if provider_step else set())
+    dataset = session.get(Dataset, request.dataset_id)
+    contract_sha256 = dataset.contract_sha256 if dataset else None
+    recorded = Findings.of(request.findings, contract_sha256)
+    new = findings or Findings()
+    merged = Findings(
+        necessity_accepted=recorded.necessity_accepted or new.necessity_accepted,
+        foreign_pi_transit=recorded.foreign_pi_transit or new.foreign_pi_transit,
+        anonymised=recorded.anonymised or new.anonymised,
+        macao_art20_ground=new.macao_art20_ground
+        if new.macao_art20_ground != "none"
+        else recorded.macao_art20_ground,
+    )
+    assessment = _decided_again(session, request, merged, at, rules)
+    sector: MechanismEvidence | None = None
+    sector_status: dict[str, Any] | None = None
+    reviewed_rule = rules.rule(assessment.decision.rule_id)
+    if reviewed_rule is not None and reviewed_rule.adds_to_general == "sector_approved":
+        # A sector overlay adds the sector regulator's approval to the general regime's decision.
+        if not given.sector_evidence_id:
+            raise DeterminationIncomplete(
+                f"determination.sector_evidence_id: the {assessment.contract.gbadz.sector_overlay} sector rule applies "
+                "in addition to the general regime: name the sector regulator's approval on file",
+                field="determination.sector_evidence_id",
+            )
+        sector = _evidence_item(
+            session, request, given.sector_evidence_id, "sector_evidence_id", ("SECTOR",), approvers
+        )
+        sector_status = _valid(sector, "sector_evidence_id", request.purpose, assessment.scope, at, rules)
+        assessment = _decided_again(session, request, merged, at, rules, sector_approved=True)
+    try:
+        final = determined_as(assessment.decision, given.basis_rule_id, rules)
+    except NotDeterminable as exc:
+        raise DeterminationIncomplete(
+            f"determination.{exc.field}: {exc.reason}", field=f"determination.{exc.field}"
+        ) from None
+    if final.outcome == "PROHIBITED":  # pragma: no cover - _decided_again refused it
+        raise TransferProhibited("decision: a prohibited transfer can never be approved", field="decision")
+    mechanism: MechanismEvidence | None = None
+    evidence = {"status": "not_required", "used": None, "used_id": None, "problems": [], "warnings": []}
+    if final.evidence_required:
+        if not given.evidence_id:
+            raise DeterminationIncomplete(
+                f"determination.evidence_id: {final.rule_id} {final.outcome} needs a "
+                f"{' or '.join(final.evidence_required)} on file: name the item",
+                field="determination.evidence_id",
+            )
+        mechanism = _evidence_item(
+            session, request, given.evidence_id, "evidence_id", final.evidence_required, approvers
+        )
+        evidence = _valid(mechanism, "evidence_id", request.purpose, assessment.scope, at, rules)
+    elif given.evidence_id:
+        raise DeterminationIncomplete(
+            f"determination.evidence_id: {final.rule_id} {final.outcome} needs no mechanism; name none",
+            field="determination.evidence_id",
+        )
+    determining.require_pipia_and_consent(given, final, legal_date(at, rules))
+    # Every check passed: record, grant, log.
+    request.findings = merged.as_dict() | {
+        "contract_sha256": contract_sha256,
+        "by": actor,
+        "at": at.isoformat(),
+    }
+    _review(request, "compliance", principal, actor, at, given.note)
+    basis = determining.final_basis(final, sector)
+    reviewed = {k: request.decision.get(k) for k in ("outcome", "rule_id", "legal_basis")}
+    request.decision = final.as_dict() | {"legal_basis": basis, "evidence": evidence, "reviewed": reviewed}
+    request.state = "approved"
+    request.reason = None
+    who = assessment.who
+    grant_id = str(uuid.uuid4())
+    record = determining.record(
+        request=request,
+        grant_id=grant_id,
+        expires_at=at + timedelta(days=request.duration_days),
+        final=final,
+        basis=basis,
+        reviewed=reviewed,
+        given=given,
+        mechanism=mechanism,
+        sector=sector,
+        sector_status=sector_status,
+        findings=merged.as_dict(),
+        exporter=who.exporter if who else None,
+        recipient=who.recipient if who else None,
+        contract_sha256=contract_sha256,
+        at=at,
+        rules=rules,
+    )
+    grant = _grant(
+        session,
+        request,
+        at,
+        assessment,
+        rules,
+        final=final,
+        record=record,
+        mechanism=mechanism,
+        grant_id=grant_id,
+    )
+    if log is not None:
+        appended = log.append(session, record, kind="determination", grant_id=grant.id)
+        grant.determination_log_index = appended.index
+    grant.decision = request.decision | {
+        "determination": {
+            "id": record["determination_id"],
+            "log_index": grant.determination_log_index,
+            "basis_rule_id": given.basis_rule_id,
+            "evidence_id": mechanism.id if mechanism else None,
+            "sector_evidence_id": sector.id if sector else None,
+        }
+    }
+
+
 def _decided_again(
-    session: Session, request: AccessRequest, findings: Findings, at: datetime, rules: RuleSet
+    session: Session,
+    request: AccessRequest,
+    findings: Findings,
+    at: datetime,
+    rules: RuleSet,
+    *,
+    sector_approved: bool = False,
 ) -> Assessment:
     """Approval decides again (invariant 7): live counters, evidence, contract, the officer's findings.
 
-    The new decision replaces the request's. A prohibition refuses; a rule still waiting for a
-    finding the officer has not recorded refuses, naming it; nothing is written on refusal.
+    A prohibition refuses; a rule still waiting for a finding the officer has not recorded
+    refuses, naming it; nothing is written on refusal.
     """
-    assessment = _reassess(session, request, findings, at, rules)
+    assessment = _reassess(session, request, findings, at, rules, sector_approved=sector_approved)
     decision = assessment.decision
     if assessment.licence_findings:
         raise TransferProhibited("licence: " + "; ".join(assessment.licence_findings), field="licence")
@@ -606,38 +914,7 @@ def _decided_again(
             f"({decision.legal_basis})",
             field=f"findings.{decision.awaits}",
         )
-    request.decision = _snapshot(assessment)
     return assessment
-
-
-def _require_mechanism(session: Session, request: AccessRequest, at: datetime, rules: RuleSet) -> None:
-    """A mechanism outcome is approved only with valid evidence on file, re-checked now."""
-    if request.decision.get("outcome") == "PROHIBITED":  # pragma: no cover - never under review
-        raise TransferProhibited("decision: a prohibited transfer can never be approved", field="decision")
-    needed = request.decision.get("evidence_required") or []
-    if not needed:
-        return
-    check = check_mechanisms(
-        needed,
-        request.purpose,
-        _evidence_on_file(session, request.provider_org_id, request.requester_org_id),
-        legal_date(at, rules),
-        rules,
-    )
-    if check.status != "satisfied":
-        raise MechanismNotOnFile(
-            "evidence: " + "; ".join(check.problems or (f"no valid {' or '.join(needed)} on file",)),
-            field="evidence",
-        )
-    request.decision = {
-        **request.decision,
-        "evidence": {
-            "status": "satisfied",
-            "used": check.used.reference if check.used else None,
-            "problems": [],
-            "warnings": list(check.warnings),
-        },
-    }
 
 
 def reject(session: Session, principal: Principal, actor: str, request_id: str, reason: str) -> AccessRequest:
@@ -693,18 +970,88 @@ def revoke_grant(session: Session, principal: Principal, actor: str, grant_id: s
     return grant
 
 
-def record_evidence(session: Session, principal: Principal, actor: str, **fields: Any) -> MechanismEvidence:
-    exporter, recipient = fields["exporter_org_id"], fields["recipient_org_id"]
-    for name, org_id in (("exporter_org_id", exporter), ("recipient_org_id", recipient)):
-        if repository.organisation(session, org_id) is None:
-            raise BadRequest(f"{name}: no organisation {org_id!r}", field=name)
-    if not repository.is_party(principal, exporter):
+def _evidence_fields(session: Session, fields: dict[str, Any]) -> dict[str, Any]:
+    """Check a v2 evidence item's fields together; fill what the parties determine (422 naming the field)."""
+    exporter = repository.organisation(session, fields["exporter_org_id"])
+    recipient = repository.organisation(session, fields["recipient_org_id"])
+    for name, org in (("exporter_org_id", exporter), ("recipient_org_id", recipient)):
+        if org is None:
+            raise BadRequest(f"{name}: no organisation {fields[name]!r}", field=name)
+    assert exporter is not None
+    assert recipient is not None
+    kind = fields["kind"]
+    variants = VARIANTS_OF_KIND[kind]
+    if kind == "GBA_SC":
+        # Which GBA contract is fixed by the parties' regions: the non-Mainland party's (HK or MO).
+        regions = {REGION_OF.get(exporter.jurisdiction), REGION_OF.get(recipient.jurisdiction)}
+        side = "HK" if "HK" in regions else "MO" if "MO" in regions else None
+        if side is None or "CN_GBA9" not in regions:
+            raise DeterminationIncomplete(
+                "kind: a GBA standard contract is between a party in a GBA city and one in Hong Kong or Macao",
+                field="kind",
+            )
+        variants = (f"GBA_SC_{side}",)
+    variant = fields.get("variant") or (variants[0] if len(variants) == 1 else None)
+    if variant not in variants:
+        raise DeterminationIncomplete(f"variant: a {kind} here is {' or '.join(variants)}", field="variant")
+    fields["variant"] = variant
+    authorities = AUTHORITIES_OF_VARIANT[variant]
+    authority = fields.get("authority")
+    if authority is None and kind in ("GBA_SC", "SCC"):
+        authority = (
+            "GD_CAC" if REGION_OF.get(exporter.jurisdiction) in ("CN_GBA9", "CN_OTHER") else authorities[-1]
+        )
+    authority = authority or (authorities[0] if len(authorities) == 1 else None)
+    if authority not in authorities:
+        raise DeterminationIncomplete(
+            f"authority: a {variant} is issued by or filed with {' or '.join(authorities)}", field="authority"
+        )
+    fields["authority"] = authority
+    required = {
+        "GBA_SC": ("effective_date", "filing_date"),
+        "SCC": ("effective_date", "filing_date"),
+        "ASSESSMENT": ("issued",),
+        "CERT": ("issued", "authority_name"),
+        "SECTOR": ("issued", "sector", "authority_name"),
+        "AUTHORISATION": ("issued",),
+    }[kind]
+    for name in required:
+        if not fields.get(name) or fields.get(name) == "none":
+            raise DeterminationIncomplete(
+                f"{name}: a {variant} needs its {name.replace('_', ' ')}", field=name
+            )
+    for name in ("issued", "effective_date", "filing_date"):
+        value = fields.get(name)
+        if value is not None and value > datetime.now(UTC).date() + timedelta(days=1):
+            raise DeterminationIncomplete(f"{name}: a date on file cannot be in the future", field=name)
+    if fields.get("valid_to") and fields.get("issued") and fields["valid_to"] < fields["issued"]:
+        raise DeterminationIncomplete("valid_to: before the issue date", field="valid_to")
+    if kind != "SECTOR" and fields.get("sector") not in (None, "none"):
+        raise DeterminationIncomplete("sector: only a SECTOR approval names a sector", field="sector")
+    if fields.get("sector") == "none":
+        fields["sector"] = None
+    return fields
+
+
+def record_evidence(
+    session: Session, principal: Principal, actor: str, supersedes: str | None = None, **fields: Any
+) -> MechanismEvidence:
+    """Record a mechanism on file (registry v2): kind, variant, authority, dates and scope."""
+    if not repository.is_party(principal, fields["exporter_org_id"]):
         raise Forbidden("only the exporter or a compliance officer records its mechanisms")
+    fields = _evidence_fields(session, dict(fields))
     if repository.evidence_exists(session, fields["kind"], fields["reference"]):
         raise DuplicateMechanism(
-            f"reference: {fields['kind']} {fields['reference']} is already on file", field="reference"
+            f"reference: {fields['kind']} {fields['reference']} is already on file; amend or withdraw it",
+            field="reference",
         )
-    row = MechanismEvidence(id=str(uuid.uuid4()), recorded_by=actor, **fields)
+    row = MechanismEvidence(
+        id=str(uuid.uuid4()),
+        recorded_by=actor,
+        recorded_by_subject=principal.subject,
+        supersedes=supersedes,
+        **fields,
+    )
     session.add(row)
     session.flush()
     audit.record(
@@ -713,9 +1060,103 @@ def record_evidence(session: Session, principal: Principal, actor: str, **fields
         action="mechanism.recorded",
         subject_type="mechanism_evidence",
         subject_id=row.id,
-        details={k: (v.isoformat() if isinstance(v, date) else v) for k, v in fields.items()},
+        details={k: (v.isoformat() if isinstance(v, date) else v) for k, v in fields.items()}
+        | {"supersedes": supersedes},
     )
     return row
+
+
+def _evidence_for_change(session: Session, principal: Principal, evidence_id: str) -> MechanismEvidence:
+    item = session.get(MechanismEvidence, evidence_id, with_for_update=True)
+    if item is None or not repository.is_party(principal, item.exporter_org_id, item.recipient_org_id):
+        raise MechanismNotFound(f"no mechanism {evidence_id!r}")
+    if not repository.is_party(principal, item.exporter_org_id):
+        raise Forbidden("only the exporter or a compliance officer changes its mechanisms")
+    if item.withdrawn_at is not None:
+        raise MechanismWithdrawn(
+            f"state: {item.kind} {item.reference} was already withdrawn or amended", field="state"
+        )
+    return item
+
+
+def withdraw_evidence(
+    session: Session, principal: Principal, actor: str, evidence_id: str, reason: str
+) -> MechanismEvidence:
+    """Withdraw an item (kept, never used again; grants relying on it stop at their next transfer)."""
+    item = _evidence_for_change(session, principal, evidence_id)
+    item.withdrawn_at, item.withdrawn_by, item.withdrawn_reason = _now(), actor, reason
+    audit.record(
+        session,
+        actor=actor,
+        action="mechanism.withdrawn",
+        subject_type="mechanism_evidence",
+        subject_id=item.id,
+        details={"reason": reason, "kind": item.kind, "reference": item.reference},
+    )
+    return item
+
+
+def amend_evidence(
+    session: Session, principal: Principal, actor: str, evidence_id: str, **fields: Any
+) -> MechanismEvidence:
+    """Replace an item by a corrected one (a new version naming the one it supersedes)."""
+    old = _evidence_for_change(session, principal, evidence_id)
+    if (fields["exporter_org_id"], fields["recipient_org_id"]) != (old.exporter_org_id, old.recipient_org_id):
+        raise BadRequest(
+            "exporter_org_id: an amendment keeps the parties; record a new item instead",
+            field="exporter_org_id",
+        )
+    old.withdrawn_at, old.withdrawn_by = _now(), actor
+    session.flush()
+    new = record_evidence(session, principal, actor, supersedes=old.id, **fields)
+    old.withdrawn_reason = f"amended: superseded by {new.id}"
+    return new
+
+
+def attach_document(
+    session: Session,
+    principal: Principal,
+    actor: str,
+    evidence_id: str,
+    data: bytes,
+    content_type: str,
+    store: ObjectStore,
+    bucket: str,
+) -> MechanismEvidence:
+    """Keep the filed document itself in the object-locked bucket, with its SHA-256 on the item."""
+    item = _evidence_for_change(session, principal, evidence_id)
+    if item.document_sha256 is not None:
+        raise DuplicateMechanism(
+            "document: this item already holds its document; amend the item to file a new one",
+            field="document",
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    stored = store.put_bytes(bucket, f"evidence/{item.id}/{digest}", data, content_type)
+    item.document_key, item.document_sha256 = stored.key, stored.sha256
+    item.document_size, item.document_type = stored.size, content_type
+    audit.record(
+        session,
+        actor=actor,
+        action="mechanism.document_attached",
+        subject_type="mechanism_evidence",
+        subject_id=item.id,
+        details={"sha256": digest, "size": stored.size, "content_type": content_type},
+    )
+    return item
+
+
+def evidence_document(
+    session: Session, principal: Principal, evidence_id: str, store: ObjectStore, bucket: str
+) -> tuple[MechanismEvidence, bytes]:
+    item = session.get(MechanismEvidence, evidence_id)
+    if item is None or not repository.is_party(principal, item.exporter_org_id, item.recipient_org_id):
+        raise MechanismNotFound(f"no mechanism {evidence_id!r}")
+    if item.document_key is None:
+        raise MechanismNotFound(f"mechanism {evidence_id!r} holds no document")
+    data = store.get_bytes(bucket, item.document_key)
+    if hashlib.sha256(data).hexdigest() != item.document_sha256:
+        raise IntegrityCheckFailed("document: the stored document does not match its recorded SHA-256")
+    return item, data
 
 
 def list_evidence(session: Session, principal: Principal, exporter: str | None) -> list[MechanismEvidence]:
@@ -779,6 +1220,10 @@ def redecide(
         else Volume(False, version=version_no)
     )
     has_pi, has_spi_columns, _ = contract.classify(tuple(grant.columns))
+    determined = (grant.decision or {}).get("determination") or {}
+    sector_approved = _sector_still_valid(
+        session, grant, determined, request.purpose, contract, volume, at, rules
+    )
     facts_with = partial(
         transfer_facts,
         session,
@@ -794,6 +1239,7 @@ def redecide(
         at=at,
         rules=rules,
         exclude_grant=grant.id,
+        sector_approved=sector_approved,
     )
     before = str(grant.decision.get("outcome"))
     year = counters.counter_year(at, rules)
@@ -816,7 +1262,8 @@ def redecide(
             + (0 if spi_done else new_spi),
         )
     # First the cheap estimate (people not known to be counted taken as new: an upper bound) ...
-    decision = _decide(facts_with(counted_after=counted_after), rules)
+    basis_rule_id = determined.get("basis_rule_id")
+    decision = _as_determined(_decide(facts_with(counted_after=counted_after), rules), basis_rule_id, rules)
     if has_pi and known and STRICTNESS[decision.outcome] > STRICTNESS.get(before, 99):
         # ... and only when it would stop the grant, the exact figure: the version's people
         # de-duplicated against everyone counted this year (one anti-join in the database).
@@ -830,8 +1277,20 @@ def redecide(
             rules=rules,
         )
         held_pi, held_spi = repository.reserved(session, who.exporter.id, at, grant.id)
-        decision = _decide(facts_with(counted_after=(pi + held_pi, spi + held_spi)), rules)
-    evidence = _evidence_status(session, decision, who.exporter.id, grant.grantee_org_id, at, rules)
+        decision = _as_determined(
+            _decide(facts_with(counted_after=(pi + held_pi, spi + held_spi)), rules), basis_rule_id, rules
+        )
+    scope = scope_of(contract, grant.columns, dataset.id, volume, decision)
+    evidence = _evidence_status(
+        session,
+        decision,
+        who.exporter.id,
+        grant.grantee_org_id,
+        at,
+        rules,
+        scope,
+        determined.get("evidence_id"),
+    )
     reason = None
     licence = contract.gbadz.licence
     if request.purpose not in licence.permitted_purposes:
@@ -851,6 +1310,44 @@ def redecide(
     if reason is not None:
         raise SuspendGrant(grant.id, reason, found)
     return found
+
+
+def _as_determined(decision: Decision, basis_rule_id: str | None, rules: RuleSet) -> Decision:
+    """A review the grant's determination resolved stays resolved while its basis still holds."""
+    if decision.outcome != "HUMAN_REVIEW" or not basis_rule_id:
+        return decision
+    try:
+        return determined_as(decision, basis_rule_id, rules)
+    except NotDeterminable:
+        return decision  # the facts changed: the review is open again (the grant is suspended)
+
+
+def _sector_still_valid(
+    session: Session,
+    grant: Grant,
+    determined: dict[str, Any],
+    purpose: str,
+    contract: Contract,
+    volume: Volume,
+    at: datetime,
+    rules: RuleSet,
+) -> bool:
+    """The sector regulator's approval the determination named is still on file, in scope and valid."""
+    item_id = determined.get("sector_evidence_id")
+    if not item_id:
+        return False
+    item = session.get(MechanismEvidence, item_id)
+    if item is None or item.withdrawn_at is not None:
+        return False
+    _, _, categories = contract.classify(tuple(grant.columns))
+    scope = Scope(
+        dataset_id=grant.dataset_id,
+        spi_categories=tuple(categories),
+        individuals=volume.individuals if volume.known else None,
+        sector=contract.gbadz.sector_overlay,
+    )
+    check = check_mechanisms(("SECTOR",), purpose, [evidence_of(item)], legal_date(at, rules), rules, scope)
+    return check.status == "satisfied"
 
 
 def suspend_grant(session: Session, grant_id: str, reason: str, redecision: Redecision) -> None:
@@ -940,3 +1437,99 @@ def decide_grant_again(
         session, actor=actor, action=outcome, subject_type="grant", subject_id=grant.id, details=summary
     )
     return grant
+
+
+# -- obligations -------------------------------------------------------------------------------
+def list_obligations(
+    session: Session, principal: Principal, state: str | None, overdue: bool, limit: int
+) -> list[Obligation]:
+    """The obligations the caller owes or oversees (an officer sees all); ``overdue``: open and past due."""
+    today = legal_date(_now(), default_rules())
+    return repository.obligations_for(session, principal, state, today if overdue else None, limit)
+
+
+def open_preconditions(session: Session, grant_id: str) -> list[Obligation]:
+    return repository.open_preconditions(session, grant_id)
+
+
+def meet_obligation(
+    session: Session, principal: Principal, actor: str, obligation_id: str, reference: str
+) -> Obligation:
+    """The owner (or a compliance officer) records how a duty was met, naming the record."""
+    duty = repository.obligation_for(session, principal, obligation_id, lock=True)
+    if duty is None:
+        raise ObligationNotFound(f"no obligation {obligation_id!r}")
+    if not repository.is_party(principal, duty.owner_org_id):
+        raise Forbidden("only the organisation that owes it (or a compliance officer) records it as met")
+    if duty.state == "met":
+        raise RequestNotUnderReview("state: the obligation is already met", field="state")
+    if duty.kind == "recipient_deletion":
+        raise BadRequest(
+            "kind: the recipient's deletion is attested on the grant (POST /grants/{id}/deletion-attestation)",
+            field="kind",
+        )
+    duty.state, duty.reference, duty.met_by, duty.met_at = "met", reference, actor, _now()
+    audit.record(
+        session,
+        actor=actor,
+        action="obligation.met",
+        subject_type="obligation",
+        subject_id=duty.id,
+        details={"kind": duty.kind, "grant": duty.grant_id, "reference": reference},
+    )
+    return duty
+
+
+def attest_deletion(
+    session: Session, principal: Principal, actor: str, grant_id: str, statement: str
+) -> Grant:
+    """The grantee attests it deleted every copy after the grant ended (a state of the grant)."""
+    grant = repository.grant_for(session, principal, grant_id, lock=True)
+    if grant is None:
+        raise GrantNotFound(f"no grant {grant_id!r}")
+    if principal.org_id != grant.grantee_org_id:
+        raise Forbidden("only the grantee attests the deletion of its copies")
+    if grant.status(_now()) not in ("revoked", "expired"):
+        raise GrantStillRunning(
+            "state: the grant is still running; attest deletion after it ends", field="state"
+        )
+    if grant.deletion_attested_at is not None:
+        raise GrantAlreadyRevoked("state: the deletion was already attested", field="state")
+    at = _now()
+    grant.deletion_attested_at, grant.deletion_attested_by, grant.deletion_statement = at, actor, statement
+    for duty in repository.obligations_of(session, grant.id, "recipient_deletion"):
+        duty.state, duty.reference, duty.met_by, duty.met_at = "met", "attested on the grant", actor, at
+    audit.record(
+        session,
+        actor=actor,
+        action="grant.deletion_attested",
+        subject_type="grant",
+        subject_id=grant.id,
+        details={"statement": statement},
+    )
+    return grant
+
+
+# -- grant end -------------------------------------------------------------------------------------
+def delete_copies(session: Session, grant: Grant, remove: Callable[[str], int]) -> int:
+    """Delete every delivery object of an ended grant (``remove`` deletes a prefix); record it."""
+    removed = remove(grant_copies_prefix(grant))
+    grant.copies_deleted_at = _now()
+    audit.record(
+        session,
+        actor="gbadz",
+        action="grant.copies_deleted",
+        subject_type="grant",
+        subject_id=grant.id,
+        details={"objects": removed},
+    )
+    return removed
+
+
+def grant_copies_prefix(grant: Grant) -> str:
+    """Where a grant's delivered copies live in the delivery bucket (delivery.service writes them)."""
+    return f"{delivery_prefix(grant.dataset_id)}grants/{grant.id}/"
+
+
+def ended_grants_with_copies(session: Session, limit: int = 100) -> list[Grant]:
+    return repository.ended_grants_with_copies(session, _now(), limit)

@@ -33,11 +33,16 @@ class TransferFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 1000
+    kind: str | None = None  # None: every transfer (determinations are listed on their own)
 
 
 def transfers(session: Session, where: TransferFilter) -> list[tuple[int, str, datetime, dict[str, Any]]]:
     """Log entries, newest first, with their entry documents parsed."""
     query = sa.select(LogEntry).order_by(LogEntry.index.desc()).limit(where.limit)
+    if where.kind is not None:
+        query = query.where(LogEntry.kind == where.kind)
+    else:
+        query = query.where(LogEntry.kind != "determination")
     for column, value in (
         (LogEntry.exporter_org_id, where.exporter),
         (LogEntry.recipient_org_id, where.recipient),
@@ -79,7 +84,8 @@ def transfers_per_day(session: Session, since: datetime) -> list[tuple[date, str
     )
     query = (
         sa.select(day.label("day"), LogEntry.origin, LogEntry.destination, sa.func.count())
-        .where(LogEntry.logged_at >= since, LogEntry.kind != "reissue")  # a reissue is not a transfer
+        # A reissue is not a new transfer, and a determination is the approval, not a transfer.
+        .where(LogEntry.logged_at >= since, LogEntry.kind.not_in(("reissue", "determination")))
         .group_by(day, LogEntry.origin, LogEntry.destination)
         .order_by(day)
     )

@@ -54,7 +54,26 @@ def list_transfers(
     where = TransferFilter(
         exporter, recipient, origin, destination, outcome, mechanism, dataset, since, until, limit
     )
-    rows = service.transfers(session, where)
+    return _rows(service.transfers(session, where), format)
+
+
+@router.get(
+    "/determinations",
+    response_model=list[TransferRow],
+    summary="Compliance determinations from the transfer log (final basis, mechanism, PIPIA, approvers)",
+)
+def list_determinations(
+    principal: Auditor,
+    session: ReadSession,
+    dataset: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Response:
+    where = TransferFilter(dataset=dataset, limit=limit, kind="determination")
+    return _rows(service.transfers(session, where), format)
+
+
+def _rows(rows: list[TransferRow], format: str) -> Response:
     if format == "csv":
         return Response(
             service.transfers_csv(rows),

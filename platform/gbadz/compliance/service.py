@@ -41,6 +41,21 @@ CSV_FIELDS = (
     "spi_ytd_after",
     "content_hash",
     "rules_hash",
+    # v2 entries (issue #16); empty for v1 entries.
+    "entry_version",
+    "reviewed_rule_id",
+    "mechanism_reference",
+    "mechanism_authority",
+    "mechanism_effective_date",
+    "mechanism_filing_date",
+    "sector_approval",
+    "approvers",
+    "pipia_reference",
+    "pipia_date",
+    "consent",
+    "onward_transfer",
+    "storage_location_at_recipient",
+    "retention_at_recipient",
 )
 
 
@@ -49,6 +64,25 @@ def _flat(index: int, entry: dict[str, Any]) -> dict[str, Any]:
     row["index"] = index
     row["exporter"] = (entry.get("exporter") or {}).get("name")
     row["recipient"] = (entry.get("recipient") or {}).get("name")
+    row["entry_version"] = entry.get("entry_version", 1)
+    determination = entry.get("determination") or {}
+    row["reviewed_rule_id"] = (entry.get("reviewed") or determination.get("reviewed") or {}).get("rule_id")
+    mechanism = entry.get("mechanism_evidence") or {}
+    row["mechanism_reference"] = mechanism.get("reference") or mechanism.get("used")
+    row["mechanism_authority"] = mechanism.get("authority")
+    row["mechanism_effective_date"] = mechanism.get("effective_date")
+    row["mechanism_filing_date"] = mechanism.get("filing_date")
+    sector = entry.get("sector_approval") or {}
+    row["sector_approval"] = sector.get("reference")
+    row["approvers"] = "; ".join(
+        f"{a.get('step')}: {a.get('by')} at {a.get('at')}" for a in entry.get("approvers") or []
+    )
+    pipia = entry.get("pipia") or {}
+    row["pipia_reference"], row["pipia_date"] = pipia.get("reference"), pipia.get("date")
+    consent = entry.get("consent") or {}
+    row["consent"] = consent.get("reference") or (
+        f"not required: {consent['not_required_reason']}" if consent.get("not_required_reason") else None
+    )
     return row
 
 

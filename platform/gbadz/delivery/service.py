@@ -38,9 +38,10 @@ from minio import Minio
 from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz import db, storage
+from gbadz.access import determination as determining
 from gbadz.access import repository as access_repository
 from gbadz.access import service as access_service
-from gbadz.access.models import Grant
+from gbadz.access.models import Grant, MechanismEvidence
 from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset, DatasetVersion
 from gbadz.catalog.service import stored_contract
@@ -56,9 +57,9 @@ from gbadz.errors import (
     GrantNotFound,
     GrantSuspended,
     NoPublishedVersion,
+    ObligationsOpen,
     StorageUnavailable,
 )
-from gbadz.identity.models import Organization
 from gbadz.ingest.pipeline import file_sha256
 from gbadz.law.rules import RuleSet, default_rules
 from gbadz.translog.log import Appended, TransferLog
@@ -87,6 +88,7 @@ class Delivery:
     files: list[DeliveredFile]
     reused: bool
     appended: Appended | None = None  # the new log entry (None when an earlier one was reused)
+    access_expiry: datetime | None = None  # the grant's end: no URL outlives it
 
 
 def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -> Grant:
@@ -100,6 +102,13 @@ def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -
         )
     if status != "active":
         raise GrantInactive(f"grant: the grant is {status}; no new deliveries or URLs", field="grant")
+    waiting = access_service.open_preconditions(session, grant.id)
+    if waiting:
+        raise ObligationsOpen(
+            "obligations: no data leaves before "
+            + "; ".join(f"{duty.description} ({duty.owner_role}: obligation {duty.id})" for duty in waiting),
+            field="obligations",
+        )
     return grant
 
 
@@ -191,19 +200,6 @@ def _replayable(entry: dict[str, Any], dataset: Dataset, version: int, now: date
     )
 
 
-def _party(org: Organization | None) -> dict[str, Any]:
-    if org is None:
-        return {}
-    return {
-        "org_id": org.id,
-        "name": org.name,
-        "registration_no": org.registration_no,
-        "jurisdiction": org.jurisdiction,
-        "gba_registered": org.gba_registered,
-        "ciio": org.ciio,
-    }
-
-
 def deliver(
     session: Session,
     *,
@@ -262,6 +258,7 @@ def deliver(
                     files=[DeliveredFile(**f) for f in body["files"]],
                     reused=True,
                     appended=appended,
+                    access_expiry=grant.expires_at,
                 )
             scoped_key = None  # too old, or the data changed: a new, logged delivery
     transfer_id = str(uuid.uuid4())
@@ -325,6 +322,10 @@ def deliver(
     request = repository.request_of(session, grant)
     zone = ZoneInfo(LOCAL_TIME_ZONES[dataset.origin]) if dataset.origin in LOCAL_TIME_ZONES else rules.zone
     evidence = redecision.evidence
+    determined = grant.determination or {}
+    used = session.get(MechanismEvidence, evidence["used_id"]) if evidence.get("used_id") else None
+    sector_id = (grant.decision.get("determination") or {}).get("sector_evidence_id")
+    sector = session.get(MechanismEvidence, sector_id) if sector_id else None
     entry: dict[str, Any] = {
         "transfer_id": transfer_id,
         "access_request_id": grant.request_id,
@@ -333,12 +334,12 @@ def deliver(
         "ts_local": now.astimezone(zone).isoformat(),
         "decision_outcome": decision.get("outcome"),
         "rule_id": decision.get("rule_id"),
-        "legal_basis": decision.get("legal_basis"),
+        "legal_basis": determining.final_basis(redecision.decision, sector),
         "rules_version": decision.get("rules_version"),
         "rules_hash": decision.get("rules_hash"),
         "engine_version": decision.get("engine_version"),
-        "exporter": _party(exporter),
-        "recipient": _party(recipient),
+        "exporter": determining.party_record(exporter),
+        "recipient": determining.party_record(recipient),
         "origin": dataset.origin,
         "destination": recipient.jurisdiction if recipient else None,
         "processing_location": request.processing_location if request else None,
@@ -366,12 +367,40 @@ def deliver(
         "spi_ytd_after": snapshot.spi_after if snapshot else None,
         "purpose_code": grant.purpose,
         "purpose_text": request.purpose_text if request else None,
-        "mechanism": (decision.get("evidence_required") or [decision.get("outcome")])[0],
-        "mechanism_evidence": evidence,
+        "mechanism": (used.variant or used.kind)
+        if used is not None
+        else (decision.get("evidence_required") or [decision.get("outcome")])[0],
+        "mechanism_evidence": evidence | (determining.evidence_record(used) if used is not None else {}),
+        "sector_approval": determining.evidence_record(sector) if sector is not None else None,
         "grant_decision": {k: grant.decision.get(k) for k in ("outcome", "rule_id", "legal_basis")},
         "transfer_mode": mode,
         "access_expiry": grant.expires_at.isoformat(),
         "actor": actor,
+        # v2 (issue #16): who approved, on which determination, with which PIPIA and consent.
+        "entry_version": 2,
+        "determination": {
+            "id": determined.get("determination_id"),
+            "log_index": grant.determination_log_index,
+            "reviewed": determined.get("reviewed"),
+        }
+        if determined
+        else None,
+        "approvers": determined.get("approvers")
+        or [
+            {
+                "step": "automatic",
+                "by": "gbadz",
+                "at": grant.granted_at.isoformat(),
+                "note": request.reason if request else None,
+            }
+        ],
+        "pipia": determined.get("pipia"),
+        "consent": determined.get("consent"),
+        "onward_transfer": request.onward_transfer if request else None,
+        "storage_location_at_recipient": (request.processing_location if request else None)
+        or (recipient.jurisdiction if recipient else None),
+        "retention_at_recipient": f"until {grant.expires_at.date().isoformat()} (the grant's end), then deleted and attested",
+        "deid": {c: contract.facts(c).protection or "none" for c in columns},
     }
     logged = log.append(
         session,
@@ -390,11 +419,18 @@ def deliver(
         files,
         reused=False,
         appended=logged,
+        access_expiry=grant.expires_at,
     )
 
 
-def presign(client: Minio, settings: Settings, delivery: Delivery, ttl: timedelta) -> list[dict[str, Any]]:
-    expires = datetime.now(UTC) + ttl
+def presign(
+    client: Minio, settings: Settings, delivery: Delivery, ttl: timedelta, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Short-lived GET URLs, never outliving ``until`` (the grant's end)."""
+    now = datetime.now(UTC)
+    if until is not None:
+        ttl = max(min(ttl, until - now), timedelta(seconds=1))
+    expires = now + ttl
     return [
         {
             "url": client.presigned_get_object(settings.s3.delivery_bucket, f.key, expires=ttl),
@@ -460,5 +496,23 @@ def deliver_and_presign(
         raise GrantSuspended(f"grant: suspended: {stop.reason}", field="grant") from None
     if delivery.appended is not None:
         log.committed(delivery.appended)
-    links = presign(client, settings, delivery, timedelta(seconds=settings.api.delivery_url_ttl_s))
+    links = presign(
+        client, settings, delivery, timedelta(seconds=settings.api.delivery_url_ttl_s), delivery.access_expiry
+    )
     return HandedOut(delivery, links)
+
+
+def sweep_ended_grants(sessions: sessionmaker[Session], client: Minio, settings: Settings) -> int:
+    """Delete the delivery copies of every grant that ended (expired or revoked) and still has
+    them; returns how many grants were swept. Safe to run on several replicas (rows are
+    taken with SKIP LOCKED) and to re-run after a storage failure."""
+    swept = 0
+    with db.session_scope(sessions) as session:
+        for grant in access_service.ended_grants_with_copies(session):
+            access_service.delete_copies(
+                session,
+                grant,
+                lambda prefix: storage.delete_prefix(client, settings.s3, settings.s3.delivery_bucket, prefix),
+            )
+            swept += 1
+    return swept

@@ -220,15 +220,16 @@ def _gba_sc_variant(origin: str, dest: str) -> str | None:
     return None
 
 
-def _labels(f: Mapping[str, Any], facts: TransferFacts, rules: RuleSet) -> dict[str, str]:
-    ftz = rules.ftz_approved_lists.get(facts.exporter_ftz_zone or "") or {}
+def _labels(f: Mapping[str, Any], rules: RuleSet) -> dict[str, str]:
+    zone = f.get("exporter_ftz_zone") or ""
+    ftz = rules.ftz_approved_lists.get(zone) or {}
     variant = f["gba_sc_variant"]
     return {
         "gba_sc_guidelines": GBA_SC_GUIDELINES[variant]
         if variant
         else "GBA SC: no variant for these parties",
         "sector_overlay": f["sector_overlay"],
-        "ftz_zone": facts.exporter_ftz_zone or "",
+        "ftz_zone": zone,
         "ftz_list_version": str(ftz.get("version", "")) if isinstance(ftz, dict) else "",
         **{name: f"{value:,}" for name, value in rules.thresholds.items()},
     }
@@ -242,6 +243,8 @@ def decide(facts: TransferFacts, rules: RuleSet | None = None) -> Decision:
         if f["origin"] not in origins:
             continue
         for rule in regime_rules:
+            if rule.determination_only:
+                continue
             if rule.match is None or rule.match(f):
                 found = _decision(rule, f, facts, rules)
                 if rule.adds_to_general:
@@ -268,7 +271,7 @@ def decide(facts: TransferFacts, rules: RuleSet | None = None) -> Decision:
 def _decision(rule: Rule, f: Mapping[str, Any], facts: TransferFacts, rules: RuleSet) -> Decision:
     basis = rule.legal_basis
     if "{" in basis:
-        basis = basis.format(**_labels(f, facts, rules))
+        basis = basis.format(**_labels(f, rules))
     alternatives = tuple(
         Alternative(alt.outcome, alt.note)
         for alt in (rules.alternatives[name] for name in rule.alternatives)
@@ -319,6 +322,75 @@ def _on_top_of(sector: Decision, general: Decision) -> Decision:
             },
         ),
         awaits=sector.awaits or general.awaits,
+    )
+
+
+class NotDeterminable(ValueError):
+    """A determination names a basis the reviewed rule does not allow; ``field`` says which input."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field_name
+        self.reason = reason
+
+
+def determined_as(decision: Decision, basis_rule_id: str | None, rules: RuleSet | None = None) -> Decision:
+    """The final decision a reviewer's determination makes of a HUMAN_REVIEW (architecture.md
+    invariant 8): the named rule, one the reviewed rule lists in ``determinable_as``, whose
+    conditions (if it has any) hold on the same facts. Any other decision is returned unchanged,
+    and a basis named for it is refused."""
+    rules = rules or default_rules()
+    reviewed = rules.rule(decision.rule_id)
+    if decision.outcome != "HUMAN_REVIEW":
+        if basis_rule_id not in (None, decision.rule_id):
+            raise NotDeterminable(
+                "basis_rule_id",
+                f"the decision is {decision.rule_id} {decision.outcome}; no other basis can be named",
+            )
+        return decision
+    allowed = reviewed.determinable_as if reviewed is not None else ()
+    if not allowed:
+        raise NotDeterminable(
+            "basis_rule_id",
+            f"{decision.rule_id} ({decision.legal_basis}) names no basis a reviewer may determine: "
+            "reject the request, or amend the rules",
+        )
+    if basis_rule_id is None:
+        raise NotDeterminable(
+            "basis_rule_id", f"{decision.rule_id} is determined by naming one of {', '.join(allowed)}"
+        )
+    if basis_rule_id not in allowed:
+        raise NotDeterminable(
+            "basis_rule_id",
+            f"{decision.rule_id} may be determined as {', '.join(allowed)}, not {basis_rule_id}",
+        )
+    target = rules.rule(basis_rule_id)
+    assert target is not None  # parse_rules checked determinable_as
+    f = decision.facts
+    if target.match is not None and not target.match(f):
+        raise NotDeterminable(
+            "basis_rule_id", f"the conditions of {basis_rule_id} do not hold for this transfer"
+        )
+    basis = target.legal_basis
+    if "{" in basis:
+        basis = basis.format(**_labels(f, rules))
+    return replace(
+        decision,
+        outcome=target.outcome,
+        rule_id=target.id,
+        legal_basis=basis,
+        obligations=tuple(dict.fromkeys(decision.obligations + target.obligations)),
+        evidence_required=target.evidence,
+        note=target.note,
+        awaits=None,
+        considered=(
+            *tuple(decision.considered),
+            {
+                "declared": "reviewer's determination",
+                "outcome": decision.outcome,
+                "rule_id": decision.rule_id,
+            },
+        ),
     )
 
 

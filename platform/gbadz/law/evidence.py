@@ -16,15 +16,33 @@ from gbadz.law.rules import RuleSet, default_rules
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """A mechanism on file for one exporter and recipient pair."""
+    """A mechanism on file for one exporter and recipient pair (the registry's v2 item)."""
 
-    kind: str  # ASSESSMENT | SCC | CERT | GBA_SC
+    kind: str  # ASSESSMENT | SCC | CERT | GBA_SC | SECTOR | AUTHORISATION
     reference: str  # approval no. / filing no. / certificate no.
     issued: date | None = None  # assessment or certificate issue date
     valid_to: date | None = None  # explicit end of validity (extensions included)
     effective_date: date | None = None  # contract effective date (SCC, GBA SC)
     filing_date: date | None = None  # when the contract was filed
     purposes: tuple[str, ...] = ()  # purposes the mechanism covers; empty means any
+    id: str | None = None
+    variant: str | None = None  # GBA_SC_HK | GBA_SC_MO | ... (vocabulary.EvidenceVariant)
+    sector: str | None = None  # the sector a SECTOR approval is for
+    dataset_ids: tuple[str, ...] = ()  # datasets it covers; empty means any of the exporter's
+    spi_categories: tuple[str, ...] | None = None  # sensitive categories covered; None: not stated
+    approved_individuals: int | None = None  # the volume approved (an assessment's scope)
+    recorded_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a transfer carries, for the scope checks of §7.3 (volume, categories, datasets, variant)."""
+
+    dataset_id: str | None = None
+    spi_categories: tuple[str, ...] = ()
+    individuals: int | None = None
+    sector: str | None = None
+    gba_sc_variant: str | None = None  # HK | MO: the contract the parties' regions call for
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +96,54 @@ def valid_until(item: Evidence, rules: RuleSet | None = None) -> date | None:
     )
 
 
-def _check_one(item: Evidence, purpose: str, today: date, rules: RuleSet) -> tuple[str, list[str], list[str]]:
+def _out_of_scope(item: Evidence, scope: Scope, rules: RuleSet) -> str | None:
+    """Why the item does not cover this transfer (None when it does)."""
+    name = f"{item.kind} {item.reference}"
+    if item.dataset_ids and scope.dataset_id not in item.dataset_ids:
+        return f"{name} does not cover dataset {scope.dataset_id}"
+    if item.spi_categories is not None:
+        missing = sorted(set(scope.spi_categories) - set(item.spi_categories))
+        if missing:
+            return f"{name} does not cover the sensitive categories {', '.join(missing)}"
+    if item.kind == "SECTOR" and item.sector != scope.sector:
+        return f"{name} is a {item.sector} approval, not a {scope.sector} one"
+    if (
+        item.kind == "GBA_SC"
+        and scope.gba_sc_variant
+        and item.variant not in (None, f"GBA_SC_{scope.gba_sc_variant}")
+    ):
+        return f"{name} is the {item.variant} contract; these parties need GBA_SC_{scope.gba_sc_variant}"
+    if item.kind == "ASSESSMENT" and item.approved_individuals is not None and scope.individuals is not None:
+        margin = rules.validity["assessment_volume_margin_percent"]
+        ceiling = item.approved_individuals * (100 + margin) // 100
+        if scope.individuals > ceiling:
+            return (
+                f"{name} approved {item.approved_individuals:,} individuals; {scope.individuals:,} is more than "
+                f"{margin}% above it: apply for a new assessment"
+            )
+    return None
+
+
+def _check_one(
+    item: Evidence, purpose: str, today: date, rules: RuleSet, scope: Scope | None = None
+) -> tuple[str, list[str], list[str]]:
     validity = rules.validity
     problems: list[str] = []
     warnings: list[str] = []
     if item.purposes and purpose not in item.purposes:
         return "out_of_scope", [f"{item.kind} {item.reference} does not cover purpose {purpose}"], []
+    if scope is not None:
+        why = _out_of_scope(item, scope, rules)
+        if why is not None:
+            return "out_of_scope", [why], []
+    if item.kind in ("SECTOR", "AUTHORISATION"):
+        if item.issued is None:
+            return "missing", [f"{item.kind} {item.reference} has no issue date"], []
+        if item.issued > today:
+            return "missing", [f"{item.kind} {item.reference} is dated in the future"], []
+        if item.valid_to is not None and today > item.valid_to:
+            return "expired", [f"{item.kind} {item.reference} expired on {item.valid_to.isoformat()}"], []
+        return "satisfied", problems, warnings
     if item.kind in ("ASSESSMENT", "CERT"):
         valid_to = valid_until(item, rules)
         if valid_to is None:
@@ -115,11 +175,15 @@ def _check_one(item: Evidence, purpose: str, today: date, rules: RuleSet) -> tup
 
 
 def check_evidence(
-    decision: Decision, evidence: Sequence[Evidence], today: date, rules: RuleSet | None = None
+    decision: Decision,
+    evidence: Sequence[Evidence],
+    today: date,
+    rules: RuleSet | None = None,
+    scope: Scope | None = None,
 ) -> EvidenceCheck:
     """Does the evidence on file satisfy the mechanism the decision requires, today?"""
     return check_mechanisms(
-        decision.evidence_required, str(decision.facts.get("purpose", "other")), evidence, today, rules
+        decision.evidence_required, str(decision.facts.get("purpose", "other")), evidence, today, rules, scope
     )
 
 
@@ -129,6 +193,7 @@ def check_mechanisms(
     evidence: Sequence[Evidence],
     today: date,
     rules: RuleSet | None = None,
+    scope: Scope | None = None,
 ) -> EvidenceCheck:
     """Does the evidence on file hold one valid mechanism of the ``needed`` kinds for ``purpose``, today?"""
     rules = rules or default_rules()
@@ -142,7 +207,7 @@ def check_mechanisms(
     for item in evidence:
         if item.kind not in needed:
             continue
-        status, problems, warnings = _check_one(item, purpose, today, rules)
+        status, problems, warnings = _check_one(item, purpose, today, rules, scope)
         if status == "satisfied":
             return EvidenceCheck("satisfied", item, (), tuple(warnings))
         if order.index(status) >= order.index(best_status):

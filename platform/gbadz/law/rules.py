@@ -37,6 +37,10 @@ VALIDITY_NAMES = (
     "certificate_years",
     "filing_working_days",
     "expiry_warning_working_days",
+    "assessment_volume_margin_percent",
+    "pipia_retention_years",
+    "macao_notification_days",
+    "deletion_attestation_days",
 )
 
 
@@ -152,6 +156,10 @@ class Rule:
     awaits: str | None = None
     #: A sector overlay rule adds to the general regime, decided as if this fact held (M2).
     adds_to_general: str | None = None
+    #: The rules a reviewer's determination may name as the final basis of this HUMAN_REVIEW.
+    determinable_as: tuple[str, ...] = ()
+    #: Never matched by the engine: only a reviewer's determination names it.
+    determination_only: bool = False
 
 
 #: Facts only a compliance officer's finding can set (the relaxing facts of invariant 6).
@@ -184,6 +192,14 @@ class RuleSet:
     ftz_approved_lists: Mapping[str, Any]
     macao_adequate_destinations: frozenset[str]
     rule_ids: tuple[str, ...]
+
+    def rule(self, rule_id: str) -> Rule | None:
+        """The rule with this id, in any regime."""
+        for _, rules in self.regimes:
+            for rule in rules:
+                if rule.id == rule_id:
+                    return rule
+        return None
 
     @cached_property
     def zone(self) -> ZoneInfo:
@@ -309,6 +325,14 @@ def parse_rules(raw: bytes) -> RuleSet:
                     f"{where}: awaits names a reviewer's finding ({', '.join(sorted(REVIEWER_FINDINGS))}) "
                     "on a HUMAN_REVIEW rule"
                 )
+            determinable = _strings(where, spec.get("determinable_as"))
+            if determinable and spec["outcome"] != "HUMAN_REVIEW":
+                raise RulesError(f"{where}: determinable_as belongs on a HUMAN_REVIEW rule")
+            only = spec.get("determination_only", False)
+            if not isinstance(only, bool):
+                raise RulesError(f"{where}: determination_only is true or false")
+            if only and spec["outcome"] in ("HUMAN_REVIEW", "PROHIBITED", "EXEMPT", "NOT_EXPORT"):
+                raise RulesError(f"{where}: a determination-only rule names a mechanism outcome")
             adds = spec.get("adds_to_general")
             if adds is not None and FACT_NAMES.get(adds) is not bool:
                 raise RulesError(f"{where}: adds_to_general names a true/false fact")
@@ -326,9 +350,20 @@ def parse_rules(raw: bytes) -> RuleSet:
                     counter=counter,
                     awaits=awaits,
                     adds_to_general=adds,
+                    determinable_as=determinable,
+                    determination_only=only,
                 )
             )
         regimes.append((origins, tuple(rules)))
+    every = {rule.id: rule for _, rules in regimes for rule in rules}
+    for rule in every.values():
+        for target in rule.determinable_as:
+            named = every.get(target)
+            if named is None or named.outcome in ("HUMAN_REVIEW", "PROHIBITED"):
+                raise RulesError(
+                    f"rule {rule.id}: determinable_as names {target!r}, which is not a rule with a "
+                    "final outcome"
+                )
     if covered != set(REGIONS):
         raise RulesError(f"regimes must cover every origin region; missing {sorted(set(REGIONS) - covered)}")
     return RuleSet(
