@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -146,3 +147,55 @@ def sign_off(http: TestClient, app: FastAPI, dataset_id: str) -> None:
 def token() -> str:
     """A word no other test uses, to make search results independent of the shared database."""
     return "zq" + secrets.token_hex(4)
+
+
+def file_mechanism(
+    http: TestClient, app: FastAPI, exporter: str, recipient: str, kind: str = "GBA_SC", **fields: Any
+) -> dict[str, Any]:
+    """An evidence item on file, recorded by a compliance officer who takes no review step."""
+    recorder = bearer(fetch_token(http, make_client(app, "compliance_officer", "CN-SZ")))
+    today = datetime.now(UTC).date()
+    body: dict[str, Any] = {
+        "exporter_org_id": exporter,
+        "recipient_org_id": recipient,
+        "kind": kind,
+        "reference": f"{kind}-{secrets.token_hex(4)}",
+    }
+    if kind in ("GBA_SC", "SCC"):
+        body |= {
+            "effective_date": (today - timedelta(days=20)).isoformat(),
+            "filing_date": (today - timedelta(days=17)).isoformat(),
+        }
+    else:
+        body |= {"issued": (today - timedelta(days=30)).isoformat()}
+    if kind in ("CERT", "SECTOR"):
+        body["authority_name"] = "Competent authority"
+    response = http.post("/api/v1/mechanisms", json=body | fields, headers=recorder)
+    assert 201 == response.status_code, response.text
+    filed: dict[str, Any] = response.json()
+    return filed
+
+
+def determination(evidence_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A complete compliance determination (PIPIA and consent named, a note, the evidence)."""
+    body: dict[str, Any] = {
+        "note": "Mechanism on file and valid; PIPIA reviewed; notice and consent recorded.",
+        "pipia_reference": f"PIPIA-{secrets.token_hex(3)}",
+        "pipia_date": (datetime.now(UTC).date() - timedelta(days=5)).isoformat(),
+        "consent_reference": f"CONSENT-{secrets.token_hex(3)}",
+    }
+    if evidence_id is not None:
+        body["evidence_id"] = evidence_id
+    return body | fields
+
+
+def meet_preconditions(http: TestClient, provider: Party, grant_id: str) -> None:
+    """The exporter records its PIPIA and notice/consent for a grant (no data leaves before)."""
+    for duty in http.get("/api/v1/obligations?state=open", headers=provider.headers).json():
+        if duty["grant_id"] == grant_id and duty["precondition"]:
+            met = http.post(
+                f"/api/v1/obligations/{duty['id']}/met",
+                json={"reference": f"REC-{duty['kind']}-{secrets.token_hex(3)}"},
+                headers=provider.headers,
+            )
+            assert 200 == met.status_code, met.text

@@ -194,7 +194,9 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(
                 background.every(
                     settings.api.grant_sweep_interval_s,
-                    lambda: delivery_service.sweep_ended_grants(app.state.sessionmaker, app.state.s3, settings),
+                    lambda: delivery_service.sweep_ended_grants(
+                        app.state.sessionmaker, app.state.s3, settings
+                    ),
                     what="ended-grant copy deletion",
                     wait_first=True,
                 )

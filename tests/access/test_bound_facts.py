@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,16 @@ from gbadz.ingest import pipeline, samples
 from gbadz.translog.models import LogEntry
 from tests.api import Client, bearer, fetch_token
 from tests.conftest import REPO
-from tests.datasets import YAML, Party, as_yaml, contract, sign_off
+from tests.datasets import (
+    YAML,
+    Party,
+    as_yaml,
+    contract,
+    determination,
+    file_mechanism,
+    meet_preconditions,
+    sign_off,
+)
 
 MakeParty = Callable[..., Party]
 TRADE = "trade_transport_academic_mfg_marketing"
@@ -347,6 +356,7 @@ class TestVolumes:
         for dataset in (first, second):
             grant = ask(http, startup, dataset).json()
             assert "approved" == grant["state"], grant
+            meet_preconditions(http, provider, grant["grant_id"])
             assert (
                 201
                 == http.post(
@@ -384,6 +394,7 @@ class TestDecidedAgainWhenDataLeaves:
         doc = logistics(provider, "CN-SZ")
         dataset = publish(app, http, settings, tmp_path, provider, doc, 60)
         grant = ask(http, startup, dataset).json()["grant_id"]
+        meet_preconditions(http, provider, grant)
         assert 201 == http.post(f"/api/v1/grants/{grant}/deliveries", headers=startup.headers).status_code
         doc["version"], doc["gbadz"]["category"] = "1.1.0", "important"
         changed = http.put(
@@ -424,6 +435,7 @@ class TestDecidedAgainWhenDataLeaves:
         doc = logistics(provider, "CN-SZ")
         dataset = publish(app, http, settings, tmp_path, provider, doc, 60)
         grant = ask(http, startup, dataset).json()["grant_id"]
+        meet_preconditions(http, provider, grant)
         doc["version"] = "1.0.1"
         doc["gbadz"]["columns"]["parcel_weight_kg"] = {"pi": False}
         assert (
@@ -449,26 +461,18 @@ class TestDecidedAgainWhenDataLeaves:
         b = publish(app, http, settings, tmp_path, provider, b_doc, 120, other_people=True)
         exempt = ask(http, first, a).json()
         assert ("approved", "M17") == (exempt["state"], exempt["decision"]["rule_id"])
+        meet_preconditions(http, provider, exempt["grant_id"])
         # The second request counts the first grant's reservation: it needs a contract.
         needs = ask(http, second, b).json()
         assert ("SCC_OR_CERT", "M16") == (needs["decision"]["outcome"], needs["decision"]["rule_id"])
         approve = f"/api/v1/access-requests/{needs['id']}/approve"
         assert 200 == http.post(approve, json={}, headers=provider.headers).status_code
-        effective = datetime.now(UTC).date() - timedelta(days=10)
-        filed = http.post(
-            "/api/v1/mechanisms",
-            json={
-                "exporter_org_id": provider.client.org_id,
-                "recipient_org_id": second.client.org_id,
-                "kind": "SCC",
-                "reference": f"SCC-{secrets.token_hex(4)}",
-                "effective_date": effective.isoformat(),
-                "filing_date": (effective + timedelta(days=2)).isoformat(),
-            },
+        filed = file_mechanism(http, app, provider.client.org_id, second.client.org_id, "SCC")
+        granted = http.post(
+            approve,
+            json={"reason": "SCC filed", "determination": determination(filed["id"])},
             headers=officer.headers,
-        )
-        assert 201 == filed.status_code, filed.text
-        granted = http.post(approve, json={"reason": "SCC filed"}, headers=officer.headers).json()
+        ).json()
         assert "approved" == granted["state"], granted
         assert (
             201
@@ -507,12 +511,16 @@ class TestExemptionsNeedAnOfficer:
             "under_compliance_review" == http.post(approve, json={}, headers=provider.headers).json()["state"]
         )
         empty = http.post(approve, json={}, headers=officer.headers)
-        assert 409 == empty.status_code
-        assert "findings.necessity_accepted" == empty.json()["field"]
+        assert (422, "determination") == (empty.status_code, empty.json()["field"])
+        unfound = http.post(approve, json={"determination": determination()}, headers=officer.headers)
+        assert 409 == unfound.status_code
+        assert "findings.necessity_accepted" == unfound.json()["field"]
         with app.state.sessionmaker() as session:
             assert "under_compliance_review" == session.get(AccessRequest, body["id"]).state  # type: ignore[union-attr]
         accepted = http.post(
-            approve, json={"findings": {"necessity_accepted": True}}, headers=officer.headers
+            approve,
+            json={"findings": {"necessity_accepted": True}, "determination": determination()},
+            headers=officer.headers,
         )
         assert 200 == accepted.status_code, accepted.text
         assert ("approved", "EXEMPT", "M10") == (
@@ -551,7 +559,14 @@ class TestExemptionsNeedAnOfficer:
         body = ask(http, startup, dataset).json()
         approve = f"/api/v1/access-requests/{body['id']}/approve"
         http.post(approve, json={}, headers=provider.headers)
-        done = http.post(approve, json={"findings": {"anonymised": True}}, headers=officer.headers).json()
+        done = http.post(
+            approve,
+            json={
+                "findings": {"anonymised": True},
+                "determination": {"note": "Finding checked against the evidence on file."},
+            },
+            headers=officer.headers,
+        ).json()
         assert ("approved", "M4") == (done["state"], done["decision"]["rule_id"])
         deliveries = f"/api/v1/grants/{done['grant_id']}/deliveries"
         assert 201 == http.post(deliveries, headers=startup.headers).status_code
@@ -621,7 +636,12 @@ class TestGbaContractAndProtectiveFacts:
         assert 403 == provider_findings.status_code
         assert 200 == http.post(approve, json={}, headers=provider.headers).status_code
         done = http.post(
-            approve, json={"findings": {"macao_art20_ground": "consent"}}, headers=officer.headers
+            approve,
+            json={
+                "findings": {"macao_art20_ground": "consent"},
+                "determination": {"note": "Finding checked against the evidence on file."},
+            },
+            headers=officer.headers,
         )
         assert 200 == done.status_code, done.text
         assert ("approved", "EXEMPT", "O4") == (
@@ -642,9 +662,20 @@ class TestGbaContractAndProtectiveFacts:
         assert ("HUMAN_REVIEW", "M4x") == (body["decision"]["outcome"], body["decision"]["rule_id"])
         approve = f"/api/v1/access-requests/{body['id']}/approve"
         http.post(approve, json={}, headers=provider.headers)
-        refused = http.post(approve, json={}, headers=officer.headers)
+        refused = http.post(
+            approve,
+            json={"determination": {"note": "Finding checked against the evidence on file."}},
+            headers=officer.headers,
+        )
         assert (409, "findings.anonymised") == (refused.status_code, refused.json()["field"])
-        done = http.post(approve, json={"findings": {"anonymised": True}}, headers=officer.headers).json()
+        done = http.post(
+            approve,
+            json={
+                "findings": {"anonymised": True},
+                "determination": {"note": "Finding checked against the evidence on file."},
+            },
+            headers=officer.headers,
+        ).json()
         assert ("approved", "M4") == (done["state"], done["decision"]["rule_id"])
 
     def test_hong_kong_data_held_on_the_mainland_keeps_its_purposes(
@@ -668,6 +699,7 @@ class TestReplays:
         provider, startup = party("provider", "CN-SZ"), party("consumer", "HK")
         dataset = publish(app, http, settings, tmp_path, provider, logistics(provider, "CN-SZ"), 60)
         grant = ask(http, startup, dataset).json()["grant_id"]
+        meet_preconditions(http, provider, grant)
         key = {"Idempotency-Key": secrets.token_hex(8)}
         url = f"/api/v1/grants/{grant}/deliveries"
         assert 201 == http.post(url, headers=startup.headers | key).status_code

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from gbadz.access.models import AccessRequest
 from gbadz.audit import AuditRepository
-from tests.datasets import Party
+from tests.datasets import Party, determination, file_mechanism
 
 MakeParty = Callable[..., Party]
 Publish = Callable[..., dict[str, Any]]
@@ -124,34 +124,35 @@ class TestDecisions:
                 f"/api/v1/access-requests/{body['id']}/approve", json={}, headers=shenzhen.headers
             ).status_code
         )
-        # No GBA standard contract on file: the compliance officer cannot approve yet.
-        blocked = http.post(f"/api/v1/access-requests/{body['id']}/approve", json={}, headers=officer.headers)
-        assert 409 == blocked.status_code
-        assert "evidence" in blocked.json()["detail"]
+        # An empty approval is not a determination: 422 naming the field, nothing changes.
+        approve = f"/api/v1/access-requests/{body['id']}/approve"
+        empty = http.post(approve, json={}, headers=officer.headers)
+        assert (422, "determination") == (empty.status_code, empty.json()["field"])
+        # No GBA standard contract on file: the determination names none yet.
+        blocked = http.post(approve, json={"determination": determination()}, headers=officer.headers)
+        assert (422, "determination.evidence_id") == (blocked.status_code, blocked.json()["field"])
         assert "under_compliance_review" == state_of(app, body["id"])
-
-        effective = datetime.now(UTC).date() - timedelta(days=30)
-        filed = http.post(
-            "/api/v1/mechanisms",
-            json={
-                "exporter_org_id": shenzhen.client.org_id,
-                "recipient_org_id": startup.client.org_id,
-                "kind": "GBA_SC",
-                "reference": f"GBA-SC-440300-{body['id'][:8]}",
-                "effective_date": effective.isoformat(),
-                "filing_date": (effective + timedelta(days=3)).isoformat(),
-            },
-            headers=officer.headers,
-        )
-        assert 201 == filed.status_code, filed.text
+        filed = file_mechanism(http, app, shenzhen.client.org_id, startup.client.org_id, "GBA_SC")
+        assert ("GBA_SC_HK", "GD_CAC") == (filed["variant"], filed["authority"])
+        for missing in ("note", "pipia_reference", "pipia_date"):
+            partial = http.post(
+                approve,
+                json={"determination": determination(filed["id"]) | {missing: None}},
+                headers=officer.headers,
+            )
+            assert (422, f"determination.{missing}") == (partial.status_code, partial.json()["field"])
+        assert "under_compliance_review" == state_of(app, body["id"])
         approved = http.post(
-            f"/api/v1/access-requests/{body['id']}/approve", json={}, headers=officer.headers
+            approve, json={"determination": determination(filed["id"])}, headers=officer.headers
         )
         assert 200 == approved.status_code, approved.text
         assert "approved" == approved.json()["state"]
         assert "satisfied" == approved.json()["decision"]["evidence"]["status"]
+        assert ["provider", "compliance"] == [r["step"] for r in approved.json()["reviews"]]
         # Approving twice is a conflict and changes nothing.
-        again = http.post(f"/api/v1/access-requests/{body['id']}/approve", json={}, headers=officer.headers)
+        again = http.post(
+            approve, json={"determination": determination(filed["id"])}, headers=officer.headers
+        )
         assert 409 == again.status_code
         with app.state.sessionmaker() as session:
             actions = [e.action for e in AuditRepository(session).for_subject("access_request", body["id"])]

@@ -26,7 +26,7 @@ from gbadz.ingest import pipeline, samples
 from gbadz.translog.merkle import leaf_hash, verify_inclusion
 from gbadz.translog.models import LogEntry
 from tests.conftest import REPO, wrong_secret
-from tests.datasets import YAML, Party, sign_off
+from tests.datasets import YAML, Party, determination, file_mechanism, sign_off
 
 GRANTED = ["delivery_id", "recipient_id", "recipient_phone", "address", "district"]
 
@@ -230,22 +230,19 @@ class TestComplianceView:
         assert ["SCC", "CERT"] == asked["decision"]["evidence_required"]
         http.post(f"/api/v1/access-requests/{asked['id']}/approve", json={}, headers=hospital.headers)
         approve = f"/api/v1/access-requests/{asked['id']}/approve"
-        assert 409 == http.post(approve, json={"reason": "reviewed"}, headers=officer.headers).status_code
-        effective = datetime.now(UTC).date() - timedelta(days=20)
-        filed = http.post(
-            "/api/v1/mechanisms",
+        assert 422 == http.post(approve, json={"reason": "reviewed"}, headers=officer.headers).status_code
+        scc = file_mechanism(http, app, hospital.client.org_id, startup.client.org_id, "SCC")
+        sector = file_mechanism(
+            http, app, hospital.client.org_id, startup.client.org_id, "SECTOR", sector="health"
+        )
+        approved = http.post(
+            approve,
             json={
-                "exporter_org_id": hospital.client.org_id,
-                "recipient_org_id": startup.client.org_id,
-                "kind": "SCC",
-                "reference": f"SCC-440300-{key_prefix.strip('/')}",
-                "effective_date": effective.isoformat(),
-                "filing_date": (effective + timedelta(days=5)).isoformat(),
+                "reason": "reviewed",
+                "determination": determination(scc["id"], sector_evidence_id=sector["id"]),
             },
             headers=officer.headers,
         )
-        assert 201 == filed.status_code, filed.text
-        approved = http.post(approve, json={"reason": "reviewed"}, headers=officer.headers)
         assert "approved" == approved.json()["state"], approved.text
         delivered = http.post(
             f"/api/v1/grants/{approved.json()['grant_id']}/deliveries", headers=startup.headers
@@ -264,8 +261,11 @@ class TestComplianceView:
         assert "text/csv" in rows.headers["content-type"]
         lines = rows.text.strip().splitlines()
         assert 2 == len(lines)
-        assert "HUMAN_REVIEW" in lines[1]
-        assert "Sector rule" in lines[1]
+        # The determination's basis, not the engine's routing note: M15 plus the sector approval.
+        assert "HUMAN_REVIEW" not in lines[1]
+        assert "M15" in lines[1]
+        assert sector["reference"] in lines[1]
+        assert scc["reference"] in lines[1]
         listed = http.get(
             "/api/v1/transfers",
             params={"exporter": hospital.client.org_id, "origin": "CN-SZ", "destination": "HK"},

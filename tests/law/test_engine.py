@@ -744,7 +744,11 @@ class TestDetermination:
         decision = decide(sz_to_hk(exporter_ciio=True, purpose="cross_border_hr"))
         assert ("HUMAN_REVIEW", "M7a") == (decision.outcome, decision.rule_id)
         final = determined_as(decision, "M7")
-        assert ("ASSESSMENT", "M7", ("ASSESSMENT",)) == (final.outcome, final.rule_id, final.evidence_required)
+        assert ("ASSESSMENT", "M7", ("ASSESSMENT",)) == (
+            final.outcome,
+            final.rule_id,
+            final.evidence_required,
+        )
         assert "PIPL Art.40" in final.legal_basis
         assert {"declared": "reviewer's determination", "outcome": "HUMAN_REVIEW", "rule_id": "M7a"} == dict(
             final.considered[-1]

@@ -1001,7 +1001,7 @@ def _evidence_fields(session: Session, fields: dict[str, Any]) -> dict[str, Any]
         authority = (
             "GD_CAC" if REGION_OF.get(exporter.jurisdiction) in ("CN_GBA9", "CN_OTHER") else authorities[-1]
         )
-    authority = authority or (authorities[0] if len(authorities) == 1 else None)
+    authority = authority or authorities[0]
     if authority not in authorities:
         raise DeterminationIncomplete(
             f"authority: a {variant} is issued by or filed with {' or '.join(authorities)}", field="authority"
@@ -1039,12 +1039,12 @@ def record_evidence(
     """Record a mechanism on file (registry v2): kind, variant, authority, dates and scope."""
     if not repository.is_party(principal, fields["exporter_org_id"]):
         raise Forbidden("only the exporter or a compliance officer records its mechanisms")
-    fields = _evidence_fields(session, dict(fields))
     if repository.evidence_exists(session, fields["kind"], fields["reference"]):
         raise DuplicateMechanism(
             f"reference: {fields['kind']} {fields['reference']} is already on file; amend or withdraw it",
             field="reference",
         )
+    fields = _evidence_fields(session, dict(fields))
     row = MechanismEvidence(
         id=str(uuid.uuid4()),
         recorded_by=actor,

@@ -102,6 +102,11 @@ def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -
         )
     if status != "active":
         raise GrantInactive(f"grant: the grant is {status}; no new deliveries or URLs", field="grant")
+    return grant
+
+
+def _preconditions_met(session: Session, grant: Grant) -> None:
+    """PIPIA and notice/consent come before any data leaves (PIPL Arts.39, 55)."""
     waiting = access_service.open_preconditions(session, grant.id)
     if waiting:
         raise ObligationsOpen(
@@ -109,7 +114,6 @@ def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -
             + "; ".join(f"{duty.description} ({duty.owner_role}: obligation {duty.id})" for duty in waiting),
             field="obligations",
         )
-    return grant
 
 
 def materialise(
@@ -231,6 +235,7 @@ def deliver(
         counters.lock_totals(session, dataset.provider_org_id, counters.counter_year(now, rules))
     # Every transfer is decided again, replays included (invariant 7).
     redecision = access_service.redecide(session, grant, dataset, version.version, now, rules)
+    _preconditions_met(session, grant)
     scoped_key = f"{grant.id}:{idempotency_key}" if idempotency_key is not None else None
     if scoped_key is not None:
         earlier_entry = repository.logged_by_key(session, scoped_key)
@@ -512,7 +517,9 @@ def sweep_ended_grants(sessions: sessionmaker[Session], client: Minio, settings:
             access_service.delete_copies(
                 session,
                 grant,
-                lambda prefix: storage.delete_prefix(client, settings.s3, settings.s3.delivery_bucket, prefix),
+                lambda prefix: storage.delete_prefix(
+                    client, settings.s3, settings.s3.delivery_bucket, prefix
+                ),
             )
             swept += 1
     return swept
