@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
