@@ -239,6 +239,16 @@ def _token(settings: Settings, org_id: str, role: str) -> str:
     return str(answer["access_token"])
 
 
+def _on_file(settings: Settings, headers: dict[str, str], item: dict[str, Any]) -> dict[str, Any]:
+    """The evidence item with this kind and reference, recorded unless it is on file already."""
+    for known in _call("GET", "/api/v1/mechanisms", settings, headers=headers):
+        if (known["kind"], known["reference"]) == (item["kind"], item["reference"]) and not known[
+            "withdrawn_at"
+        ]:
+            return dict(known)
+    return dict(_call("POST", "/api/v1/mechanisms", settings, json=item, headers=headers))
+
+
 def _call(method: str, path: str, settings: Settings, **kwargs: Any) -> Any:
     import anyio
 
@@ -405,38 +415,75 @@ def _deliveries_and_compliance(
         headers=hospital,
     )
     # The sector rule adds to the general regime (M12: the GBA standard contract, both parties
-    # in the area), so the office first records the contract's filing, then approves.
+    # in the area). The hospital's data office (not the person who took the provider step)
+    # records the contract's filing and the health regulator's approval; the zone's compliance
+    # office then determines the transfer with them: four eyes on every step.
     from datetime import UTC, datetime, timedelta
 
-    effective = datetime.now(UTC).date() - timedelta(days=30)
-    mechanisms = _call("GET", "/api/v1/mechanisms", settings, headers=officer)
+    today = datetime.now(UTC).date()
+    effective = today - timedelta(days=30)
+    data_office = {
+        "Authorization": f"Bearer {_token(settings, orgs['Shenzhen Harbour Hospital Group'], 'provider')}"
+    }
+    pair = {
+        "exporter_org_id": orgs["Shenzhen Harbour Hospital Group"],
+        "recipient_org_id": orgs["Victoria Harbour Analytics (startup)"],
+    }
     reference = "GBA-SC-440300-2026-0042"
-    if not any(m["reference"] == reference for m in mechanisms):
-        _call(
-            "POST",
-            "/api/v1/mechanisms",
-            settings,
-            json={
-                "exporter_org_id": orgs["Shenzhen Harbour Hospital Group"],
-                "recipient_org_id": orgs["Victoria Harbour Analytics (startup)"],
-                "kind": "GBA_SC",
-                "reference": reference,
-                "effective_date": effective.isoformat(),
-                "filing_date": (effective + timedelta(days=6)).isoformat(),
-            },
-            headers=officer,
-        )
+    gba_sc = _on_file(
+        settings,
+        data_office,
+        pair
+        | {
+            "kind": "GBA_SC",
+            "reference": reference,
+            "effective_date": effective.isoformat(),
+            "filing_date": (effective + timedelta(days=6)).isoformat(),
+            "purposes": ["trade_transport_academic_mfg_marketing"],
+        },
+    )
+    sector = _on_file(
+        settings,
+        data_office,
+        pair
+        | {
+            "kind": "SECTOR",
+            "sector": "health",
+            "reference": "YUE-WJW-2026-DATA-118",
+            "authority_name": "Health Commission of Guangdong Province",
+            "issued": (today - timedelta(days=45)).isoformat(),
+            "valid_to": (today + timedelta(days=320)).isoformat(),
+            "dataset_ids": ["sz-hospital-outpatient-visits"],
+        },
+    )
     approved = _call(
         "POST",
         f"/api/v1/access-requests/{review}/approve",
         settings,
-        json={"reason": "health sector rule reviewed: pseudonymised, no free text; GBA SC on file"},
+        json={
+            "determination": {
+                "note": "Pseudonymised, no names, phones or diagnoses leave; GBA standard contract filed "
+                "with the Guangdong CAC on time; health commission approval covers this dataset.",
+                "evidence_id": gba_sc["id"],
+                "sector_evidence_id": sector["id"],
+                "pipia_reference": "PIPIA-SZH-2026-017",
+                "pipia_date": (today - timedelta(days=12)).isoformat(),
+                "consent_reference": "SZH notice v3 (Art.39) and separate-consent records, batch 2026-10",
+            }
+        },
         headers=officer,
     )
+    decision = approved.get("decision") or {
+        "rule_id": "?",
+        "outcome": "?",
+        "reviewed": {"rule_id": "?"},
+        "legal_basis": approved.get("detail"),
+    }
     say(
-        "[bold]10. review[/bold] the hospital, then the zone's compliance office (GBA standard contract "
-        f"{reference} on file), approve the health-data request ({approved['state']}): "
-        f"{approved['decision']['legal_basis']}"
+        "[bold]10. determine[/bold] the hospital's step, then the zone's compliance office: "
+        f"{approved['state']} as {decision['rule_id']} {decision['outcome']} "
+        f"(reviewed as {decision['reviewed']['rule_id']}), mechanism {reference}, PIPIA PIPIA-SZH-2026-017, "
+        f"two approvers: {decision['legal_basis']}"
     )
     delivered = []
     for dataset in ("mo-tourism-visitor-arrivals", "sz-hospital-outpatient-visits"):
@@ -455,7 +502,8 @@ def _deliveries_and_compliance(
         e = row["entry"]
         say(
             f"   #{row['index']} {e['origin']} → {e['destination']} {e['dataset_id']}: {e['decision_outcome']} "
-            f"({e['rule_id']}) - {e['legal_basis']}; {e['n_individuals']:,} individuals"
+            f"({e['rule_id']}) - {e['legal_basis']}; {e['n_individuals']:,} individuals; approved by "
+            + ", ".join(a["step"] for a in e.get("approvers") or [])
         )
     counts = _call("GET", "/api/v1/compliance/counters", settings, headers=officer)
     for c in counts:

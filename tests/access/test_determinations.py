@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +27,9 @@ from gbadz.delivery.service import sweep_ended_grants
 from gbadz.identity import service as identity_service
 from gbadz.translog.log import export, verify_export
 from gbadz.translog.models import Checkpoint, LogEntry, LogHead
-from tests.access.test_bound_facts import ask, flag_gba, hospital, logistics, publish
+from tests.access.test_bound_facts import ask, flag_gba, hospital, individuals, logistics, publish
 from tests.api import Client, fetch_token
+from tests.conftest import REPO
 from tests.datasets import Party, determination, file_mechanism
 
 MakeParty = Callable[..., Party]
@@ -552,3 +555,61 @@ class TestEvidenceRegistry:
         filed = http.post("/api/v1/mechanisms", json=dated, headers=officer)
         assert 201 == filed.status_code, filed.text
         assert ("GBA_SC_MO", "GD_CAC") == (filed.json()["variant"], filed.json()["authority"])
+
+
+class TestFilingPackage:
+    def test_the_filing_annex_of_the_gba_contract_as_json_and_a_bilingual_pdf(
+        self, app: FastAPI, http: TestClient, party: MakeParty, health: dict[str, Any], tmp_path: Path
+    ) -> None:
+        officer = party("compliance_officer", "CN-SZ")
+        full = determination(health["gba_sc"]["id"], sector_evidence_id=health["sector"]["id"])
+        assert (
+            200
+            == http.post(health["approve"], json={"determination": full}, headers=officer.headers).status_code
+        )
+        url = f"/api/v1/mechanisms/{health['gba_sc']['id']}/filing-package"
+        annex = http.get(url, headers=health["provider"].headers)
+        assert 200 == annex.status_code, annex.text
+        body = annex.json()
+        assert ("GBA_SC_HK", health["gba_sc"]["reference"]) == (
+            body["mechanism"]["variant"],
+            body["mechanism"]["reference"],
+        )
+        [transfer] = body["transfers"]
+        people, _ = individuals(app, health["dataset"])
+        assert (health["dataset"], people) == (transfer["dataset_id"], transfer["n_individuals"])
+        assert "medical_health" in transfer["spi_categories"]
+        assert full["pipia_reference"] == body["pipia"]["reference"]
+        assert ["provider", "compliance"] == [a["step"] for a in body["determination"]["approvers"]]
+        # Hidden looks like missing; a sector approval has no filing annex.
+        assert 404 == http.get(url, headers=party("consumer", "HK").headers).status_code
+        sector = http.get(
+            f"/api/v1/mechanisms/{health['sector']['id']}/filing-package", headers=officer.headers
+        )
+        assert (409, "kind") == (sector.status_code, sector.json()["field"])
+        pdf = http.get(url + "?format=pdf", headers=officer.headers)
+        assert (200, "application/pdf") == (pdf.status_code, pdf.headers["content-type"])
+        path = tmp_path / "annex.pdf"
+        path.write_bytes(pdf.content)
+        for tool in ("pdftoppm", "pdftotext"):
+            if shutil.which(tool) is None:
+                pytest.fail(f"{tool} not found: `make setup` installs poppler-utils")
+        subprocess.run(
+            ["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", path, tmp_path / "page"], check=True
+        )
+        [png] = list(tmp_path.glob("page*.png"))
+        artifacts = REPO / "test-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        shutil.copyfile(png, artifacts / "filing-package-api.png")
+        text = subprocess.run(["pdftotext", path, "-"], capture_output=True, text=True, check=True).stdout
+        for expected in (
+            health["gba_sc"]["reference"],
+            full["pipia_reference"],
+            "个人信息保护影响评估",
+            "PIPIA",
+            "境外接收方",
+            "Recipient",
+            health["provider"].org_name,
+            health["startup"].org_name,
+        ):
+            assert expected in text, expected

@@ -206,3 +206,11 @@ def ended_grants_with_copies(session: Session, now: datetime, limit: int) -> lis
         .with_for_update(skip_locked=True)
     )
     return list(session.scalars(query))
+
+
+def grants_between(session: Session, exporter: str, recipient: str) -> list[Grant]:
+    return list(
+        session.scalars(
+            sa.select(Grant).where(Grant.provider_org_id == exporter, Grant.grantee_org_id == recipient)
+        )
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -25,11 +26,13 @@ from gbadz.access.schemas import (
     RequestAsk,
     Review,
 )
+from gbadz.compliance import filing, filing_pdf
 from gbadz.deps import S3, AppSettings, Log, ReadSession, Rules, WriteSession
 from gbadz.errors import (
     AccessRequestNotFound,
     BadRequest,
     ColumnNotInSchema,
+    Conflict,
     DatasetNotFound,
     DatasetNotOpen,
     DeterminationIncomplete,
@@ -442,6 +445,40 @@ async def upload_mechanism_document(
         settings.s3.landing_bucket,
     )
     return EvidenceRead.model_validate(row)
+
+
+@router.get(
+    "/mechanisms/{evidence_id}/filing-package",
+    responses={
+        200: {"content": {"application/json": {}, "application/pdf": {}}},
+        **error_responses(MechanismNotFound, Conflict),
+    },
+    response_class=Response,
+    summary="The filing annex of a GBA or national standard contract (parties, purposes, categories, "
+    "individuals, storage, onward recipients, PIPIA), as JSON or a bilingual PDF",
+)
+def filing_package(
+    evidence_id: str,
+    principal: Authenticated,
+    session: ReadSession,
+    rules: Rules,
+    format: Annotated[Literal["json", "pdf"], Query()] = "json",
+) -> Response:
+    found = filing.package(session, principal, evidence_id, rules)
+    if format == "pdf":
+        return Response(
+            filing_pdf.render_pdf(found),
+            media_type="application/pdf",
+            headers={
+                "Content-Disposition": f'attachment; filename="filing-{evidence_id[:8]}.pdf"',
+                "Cache-Control": "no-store",
+            },
+        )
+    return Response(
+        json.dumps(found, ensure_ascii=False),
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.get(
