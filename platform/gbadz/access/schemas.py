@@ -88,6 +88,10 @@ class DecisionRead(BaseModel):
     awaits: str | None = Field(
         default=None, description="the compliance officer's finding this outcome waits for"
     )
+    reviewed: dict[str, Any] | None = Field(
+        default=None,
+        description="after a determination: the engine's decision the reviewers determined (outcome, rule, basis)",
+    )
 
 
 class AssessmentRead(BaseModel):

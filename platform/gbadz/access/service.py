@@ -810,7 +810,13 @@ def _determine(
     if final.outcome == "PROHIBITED":  # pragma: no cover - _decided_again refused it
         raise TransferProhibited("decision: a prohibited transfer can never be approved", field="decision")
     mechanism: MechanismEvidence | None = None
-    evidence = {"status": "not_required", "used": None, "used_id": None, "problems": [], "warnings": []}
+    evidence: dict[str, Any] = {
+        "status": "not_required",
+        "used": None,
+        "used_id": None,
+        "problems": [],
+        "warnings": [],
+    }
     if final.evidence_required:
         if not given.evidence_id:
             raise DeterminationIncomplete(

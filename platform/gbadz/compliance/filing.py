@@ -70,14 +70,9 @@ def _transfer(session: Session, grant: Grant) -> dict[str, Any]:
         int(version.individuals) if version is not None and version.individuals is not None else None
     )
     sensitive = None
-    if version is not None and individuals is not None:
-        sensitive = (
-            individuals
-            if spi and any(contract.classification(c).spi for c in columns)
-            else int(  # type: ignore[union-attr]
-                version.sensitive_individuals or 0
-            )
-        )
+    if version is not None and individuals is not None and contract is not None:
+        all_sensitive = any(contract.classification(c).spi for c in columns)
+        sensitive = individuals if all_sensitive else int(version.sensitive_individuals or 0)
     onward = request.onward_transfer if request else "none"
     return {
         "dataset_id": grant.dataset_id,
