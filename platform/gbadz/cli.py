@@ -595,6 +595,28 @@ def audit_verify(
         raise typer.Exit(1)
 
 
+@app.command("sweep-grants")
+def sweep_grants(as_json: JsonFlag = False) -> None:
+    """Delete the delivery copies of every grant that ended (revoked or expired); the API does
+    this on a timer too. Safe to run on several machines at once."""
+    from gbadz import db, storage
+    from gbadz.delivery.service import sweep_ended_grants
+
+    settings = _resolved()
+    engine = db.create_engine(settings.db)
+    try:
+        with err.status("deleting the copies of ended grants…"):
+            swept = sweep_ended_grants(
+                db.make_sessionmaker(engine), storage.make_client(settings.s3, retries=1), settings
+            )
+    finally:
+        engine.dispose()
+    if as_json:
+        _print_json({"grants_swept": swept})
+    else:
+        out.print(f"deleted the delivery copies of {swept} ended grant(s)")
+
+
 @app.command("check")
 def check(as_json: JsonFlag = False) -> None:
     """Check that the database and S3 are usable; exit 1 naming every problem on one line."""

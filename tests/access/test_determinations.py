@@ -22,14 +22,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from gbadz.access.models import AccessRequest, Grant, Obligation
-from gbadz.config import Settings
+from gbadz.config import Settings, settings_environment
 from gbadz.delivery.service import sweep_ended_grants
 from gbadz.identity import service as identity_service
 from gbadz.translog.log import export, verify_export
 from gbadz.translog.models import Checkpoint, LogEntry, LogHead
 from tests.access.test_bound_facts import ask, flag_gba, hospital, individuals, logistics, publish
 from tests.api import Client, fetch_token
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tests.datasets import Party, determination, file_mechanism
 
 MakeParty = Callable[..., Party]
@@ -401,7 +401,12 @@ class TestGrantEnd:
             row = session.get(Grant, expiring)
             assert row is not None
             row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
-        assert 1 <= sweep_ended_grants(app.state.sessionmaker, client, settings)
+        # The sweeper, as operators run it (the API also runs it on a timer).
+        env = settings_environment(settings) | {"GBADZ_CRYPTO__KEYRING_PATH": str(settings.keyring_path)}
+        swept = run_cli(settings.home, "sweep-grants", "--json", **env)
+        assert 0 == swept.returncode, swept.stderr
+        assert 1 <= json.loads(swept.stdout)["grants_swept"]
+        assert 0 == sweep_ended_grants(app.state.sessionmaker, client, settings)  # nothing left to do
         assert [] == copies(expiring)
         # The provider cannot attest for the recipient; the recipient attests, once.
         assert (
