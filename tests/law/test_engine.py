@@ -798,3 +798,10 @@ class TestDetermination:
         broken = raw.replace("determinable_as: [M7]", "determinable_as: [M2]")
         with pytest.raises(RulesError, match="not a rule with a final outcome"):
             parse_rules(broken.encode())
+
+    def test_assessment_rules_list_their_obligations(self) -> None:
+        """ASSESSMENT outcomes name the PIPIA, notice and consent, and the assessment's own duties."""
+        volume = decide(sz_to_hk(has_spi=True, spi_ytd_after=20_000, pi_ytd_after=20_000, gba_sc_opt_in=False))
+        assert ("M13", True) == (volume.rule_id, any("PIPIA" in o for o in volume.obligations))
+        important = decide(sz_to_hk(category="important"))
+        assert any("security assessment" in o for o in important.obligations)
