@@ -618,3 +618,27 @@ class TestFilingPackage:
             health["startup"].org_name,
         ):
             assert expected in text, expected
+
+
+class TestUpgrade:
+    def test_a_review_grant_from_before_determinations_stops_at_its_next_transfer(
+        self, app: FastAPI, http: TestClient, party: MakeParty, health: dict[str, Any]
+    ) -> None:
+        """A grant approved with one click before migration 0010 (HUMAN_REVIEW, no determination)
+        hands out nothing more: it is suspended until someone asks again and it is determined."""
+        officer = party("compliance_officer", "CN-SZ")
+        full = determination(health["gba_sc"]["id"], sector_evidence_id=health["sector"]["id"])
+        grant = http.post(health["approve"], json={"determination": full}, headers=officer.headers).json()[
+            "grant_id"
+        ]
+        with app.state.sessionmaker.begin() as session:  # what such a grant looks like after the upgrade
+            row = session.get(Grant, grant)
+            assert row is not None
+            row.determination = None
+            row.decision = {k: v for k, v in row.decision.items() if k != "determination"} | {
+                "outcome": "HUMAN_REVIEW",
+                "rule_id": "M2",
+            }
+        stopped = http.post(f"/api/v1/grants/{grant}/deliveries", headers=health["startup"].headers)
+        assert (410, "GrantSuspended") == (stopped.status_code, stopped.json()["error"]), stopped.text
+        assert "not resolved by a determination" in stopped.json()["detail"]

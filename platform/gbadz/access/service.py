@@ -1303,6 +1303,13 @@ def redecide(
         reason = f"the licence no longer permits the purpose {request.purpose}"
     elif request.onward_transfer != "none" and not licence.onward_transfer_allowed:
         reason = "the licence no longer allows onward transfer"
+    elif decision.outcome == "HUMAN_REVIEW":
+        # Invariant 8: nothing leaves on a review outcome; only a determination resolves one
+        # (a grant approved before determinations existed, or whose sector approval lapsed).
+        reason = (
+            f"decided again at transfer: {decision.rule_id} HUMAN_REVIEW ({decision.legal_basis}) is not "
+            "resolved by a determination on this grant; ask for access again so a compliance officer determines it"
+        )
     elif STRICTNESS[decision.outcome] > STRICTNESS.get(before, len(STRICTNESS)):
         reason = (
             f"decided again at transfer: {decision.rule_id} {decision.outcome} ({decision.legal_basis}) "

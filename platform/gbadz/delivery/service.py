@@ -204,6 +204,27 @@ def _replayable(entry: dict[str, Any], dataset: Dataset, version: int, now: date
     )
 
 
+def _approvers(grant: Grant, request: Any) -> list[dict[str, Any]]:
+    """Who approved the grant: the determination's reviewers, the automatic decision, or, for a
+    grant approved before determinations were recorded (migration 0010), its review steps."""
+    determined = grant.determination or {}
+    if determined.get("approvers"):
+        return list(determined["approvers"])
+    reviews = list(getattr(request, "reviews", None) or [])
+    if reviews:
+        return [{k: r.get(k) for k in ("step", "by", "org_id", "at", "note")} for r in reviews]
+    if grant.decision.get("outcome") in ("EXEMPT", "NOT_EXPORT"):
+        return [{"step": "automatic", "by": "gbadz", "at": grant.granted_at.isoformat(), "note": None}]
+    return [
+        {
+            "step": "before_determinations",
+            "by": None,
+            "at": grant.granted_at.isoformat(),
+            "note": "see the audit events",
+        }
+    ]
+
+
 def deliver(
     session: Session,
     *,
@@ -390,15 +411,7 @@ def deliver(
         }
         if determined
         else None,
-        "approvers": determined.get("approvers")
-        or [
-            {
-                "step": "automatic",
-                "by": "gbadz",
-                "at": grant.granted_at.isoformat(),
-                "note": request.reason if request else None,
-            }
-        ],
+        "approvers": _approvers(grant, request),
         "pipia": determined.get("pipia"),
         "consent": determined.get("consent"),
         "onward_transfer": request.onward_transfer if request else None,
