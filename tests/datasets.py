@@ -150,7 +150,14 @@ def token() -> str:
 
 
 def file_mechanism(
-    http: TestClient, app: FastAPI, exporter: str, recipient: str, kind: str = "GBA_SC", **fields: Any
+    http: TestClient,
+    app: FastAPI,
+    exporter: str,
+    recipient: str,
+    kind: str = "GBA_SC",
+    *,
+    document: bool = True,
+    **fields: Any,
 ) -> dict[str, Any]:
     """An evidence item on file, recorded by a compliance officer who takes no review step."""
     recorder = bearer(fetch_token(http, make_client(app, "compliance_officer", "CN-SZ")))
@@ -173,6 +180,15 @@ def file_mechanism(
     response = http.post("/api/v1/mechanisms", json=body | fields, headers=recorder)
     assert 201 == response.status_code, response.text
     filed: dict[str, Any] = response.json()
+    if document:  # the filed document itself, as a determination requires
+        pdf = b"%PDF-1.4\n% " + filed["reference"].encode() + b"\n%%EOF\n"
+        stored = http.put(
+            f"/api/v1/mechanisms/{filed['id']}/document",
+            content=pdf,
+            headers=recorder | {"Content-Type": "application/pdf"},
+        )
+        assert 200 == stored.status_code, stored.text
+        filed = stored.json()
     return filed
 
 
@@ -190,12 +206,13 @@ def determination(evidence_id: str | None = None, **fields: Any) -> dict[str, An
 
 
 def meet_preconditions(http: TestClient, provider: Party, grant_id: str) -> None:
-    """The exporter records its PIPIA and notice/consent for a grant (no data leaves before)."""
+    """The exporter records its PIPIA (with its date) and notice/consent for a grant (no data leaves before)."""
+    done = (datetime.now(UTC).date() - timedelta(days=3)).isoformat()
     for duty in http.get("/api/v1/obligations?state=open", headers=provider.headers).json():
         if duty["grant_id"] == grant_id and duty["precondition"]:
             met = http.post(
                 f"/api/v1/obligations/{duty['id']}/met",
-                json={"reference": f"REC-{duty['kind']}-{secrets.token_hex(3)}"},
+                json={"reference": f"REC-{duty['kind']}-{secrets.token_hex(3)}", "date": done},
                 headers=provider.headers,
             )
             assert 200 == met.status_code, met.text

@@ -240,13 +240,43 @@ def _token(settings: Settings, org_id: str, role: str) -> str:
 
 
 def _on_file(settings: Settings, headers: dict[str, str], item: dict[str, Any]) -> dict[str, Any]:
-    """The evidence item with this kind and reference, recorded unless it is on file already."""
-    for known in _call("GET", "/api/v1/mechanisms", settings, headers=headers):
-        if (known["kind"], known["reference"]) == (item["kind"], item["reference"]) and not known[
-            "withdrawn_at"
-        ]:
-            return dict(known)
-    return dict(_call("POST", "/api/v1/mechanisms", settings, json=item, headers=headers))
+    """The evidence item with this kind and reference, recorded (with its filed document)
+    unless it is on file already."""
+    found = next(
+        (
+            known
+            for known in _call("GET", "/api/v1/mechanisms", settings, headers=headers)
+            if (known["kind"], known["reference"]) == (item["kind"], item["reference"])
+            and not known["withdrawn_at"]
+        ),
+        None,
+    ) or _call("POST", "/api/v1/mechanisms", settings, json=item, headers=headers)
+    if not found.get("document_sha256"):
+        found = _call(
+            "PUT",
+            f"/api/v1/mechanisms/{found['id']}/document",
+            settings,
+            content=_receipt(item),
+            headers=headers | {"Content-Type": "application/pdf"},
+        )
+    return dict(found)
+
+
+def _receipt(item: dict[str, Any]) -> bytes:
+    """A one-page PDF standing in for the filed document (the demo has no scanner)."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=12)
+    for line in (
+        f"{item['kind']} {item['reference']}",
+        f"Authority: {item.get('authority_name') or item.get('authority') or 'per the filing'}",
+        f"Effective {item.get('effective_date') or item.get('issued')}; filed {item.get('filing_date') or '-'}",
+        "Demo document recorded by gbadz demo",
+    ):
+        pdf.cell(0, 10, line, new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
 
 
 def _call(method: str, path: str, settings: Settings, **kwargs: Any) -> Any:

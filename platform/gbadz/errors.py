@@ -255,3 +255,7 @@ class ObligationNotFound(NotFound):
 
 class GrantStillRunning(Conflict):
     """A grant's end is attested only after it ended (revoked or expired)."""
+
+
+class ObligationAlreadyMet(Conflict):
+    """The obligation was met before; its record stands."""

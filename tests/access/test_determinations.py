@@ -224,6 +224,18 @@ class TestTheDetermination:
             headers=inside.headers,
         )
         assert (403, "FourEyes") == (both.status_code, both.json()["error"])
+        assert "provider step" in both.json()["detail"]
+        # A colleague of the exporter is not independent either (the review's finding F2).
+        colleague = officer_of(app, http, org)
+        own = http.post(
+            approve,
+            json={
+                "determination": determination(health["gba_sc"]["id"], sector_evidence_id=health["sector"]["id"])
+            },
+            headers=colleague.headers,
+        )
+        assert (403, "FourEyes") == (own.status_code, own.json()["error"])
+        assert "own organisation" in own.json()["detail"]
         assert ("under_compliance_review", 0, 0) == state(app, second["id"])
         # Another officer can: the provider's step and the determination are two people.
         other = party("compliance_officer", "CN-SZ")
@@ -320,6 +332,15 @@ class TestTheRecord:
         assert full["consent_reference"] == entry["consent"]["reference"]
         assert "M2" == entry["determination"]["reviewed"]["rule_id"]
         assert "encrypt" == entry["deid"]["diagnosis_icd10"]
+        # Both parties file a GBA standard contract: the exporter's filing is on file, the
+        # Hong Kong party's (with the DPO) is owed within 10 working days.
+        duties = http.get("/api/v1/obligations", headers=officer.headers).json()
+        filings = {
+            (d["owner_role"], d["state"])
+            for d in duties
+            if d["grant_id"] == grant and d["kind"] == "contract_filing"
+        }
+        assert {("exporter", "met"), ("recipient", "open")} == filings
         # The officer's transfer list and its CSV show the basis, the reference and the approvers.
         listed = http.get(f"/api/v1/transfers?dataset={health['dataset']}", headers=officer.headers)
         assert ["M12"] == [row["entry"]["rule_id"] for row in listed.json()]
@@ -473,18 +494,78 @@ class TestPreconditions:
                 headers=startup.headers,
             ).status_code
         )
+        [pipia] = [d for d in duties if d["kind"] == "pipia"]
+        tomorrow = (datetime.now(UTC).date() + timedelta(days=2)).isoformat()
+        for body_, field in (
+            ({"reference": "PIPIA-1"}, "date"),
+            ({"reference": "PIPIA-1", "date": tomorrow}, "date"),
+        ):
+            undated = http.post(
+                f"/api/v1/obligations/{pipia['id']}/met", json=body_, headers=provider.headers
+            )
+            assert (422, field) == (undated.status_code, undated.json()["field"])
+        done_on = (datetime.now(UTC).date() - timedelta(days=4)).isoformat()
         for duty in duties:
             met = http.post(
                 f"/api/v1/obligations/{duty['id']}/met",
-                json={"reference": f"REC-{duty['kind']}"},
+                json={"reference": f"REC-{duty['kind']}", "date": done_on},
                 headers=provider.headers,
             )
             assert 200 == met.status_code, met.text
-        assert 201 == http.post(deliveries, headers=startup.headers).status_code
+        twice = http.post(
+            f"/api/v1/obligations/{pipia['id']}/met",
+            json={"reference": "again", "date": done_on},
+            headers=provider.headers,
+        )
+        assert (409, "ObligationAlreadyMet") == (twice.status_code, twice.json()["error"])
+        delivered = http.post(deliveries, headers=startup.headers)
+        assert 201 == delivered.status_code
+        # The log entry names the exporter's PIPIA (with its date) and consent record.
+        officer = party("compliance_officer", "CN-SZ")
+        entry = http.get(
+            f"/api/v1/transfer-log/entries/{delivered.json()['log_index']}", headers=officer.headers
+        ).json()["entry"]
+        assert ({"reference": "REC-pipia", "date": done_on}, {"reference": "REC-notice_consent"}) == (
+            entry["pipia"],
+            entry["consent"],
+        )
+        assert [("automatic", "gbadz")] == [(a["step"], a["by"]) for a in entry["approvers"]]
 
 
 class TestEvidenceRegistry:
-    def test_withdrawn_evidence_stops_the_grant_and_an_amendment_frees_its_reference(
+    def test_the_document_is_required_kept_and_checked(
+        self, app: FastAPI, http: TestClient, party: MakeParty, health: dict[str, Any]
+    ) -> None:
+        """A determination relies on a filed document, not a reference string; it cannot be replaced."""
+        officer = party("compliance_officer", "CN-SZ")
+        org, peer = health["provider"].client.org_id, health["startup"].client.org_id
+        bare = file_mechanism(http, app, org, peer, "GBA_SC", document=False)
+        refused = http.post(
+            health["approve"],
+            json={"determination": determination(bare["id"], sector_evidence_id=health["sector"]["id"])},
+            headers=officer.headers,
+        )
+        assert (422, "determination.evidence_id") == (refused.status_code, refused.json()["field"])
+        assert "no document" in refused.json()["detail"]
+        item = health["gba_sc"]
+        again = http.put(
+            f"/api/v1/mechanisms/{item['id']}/document",
+            content=b"%PDF-1.4 another document",
+            headers=officer.headers | {"Content-Type": "application/pdf"},
+        )
+        assert 409 == again.status_code  # a new document is an amendment, never an overwrite
+        fetched = http.get(f"/api/v1/mechanisms/{item['id']}/document", headers=officer.headers)
+        assert 200 == fetched.status_code
+        assert item["document_sha256"] == fetched.headers["x-content-sha256"]
+        assert item["reference"].encode() in fetched.content
+        assert (
+            404
+            == http.get(
+                f"/api/v1/mechanisms/{item['id']}/document", headers=party("consumer").headers
+            ).status_code
+        )
+
+    def test_an_amendment_carries_the_grant_on_and_a_withdrawal_stops_it(
         self, app: FastAPI, http: TestClient, party: MakeParty, health: dict[str, Any]
     ) -> None:
         officer = party("compliance_officer", "CN-SZ")
@@ -493,25 +574,6 @@ class TestEvidenceRegistry:
             "grant_id"
         ]
         recorder = party("compliance_officer", "CN-SZ")
-        # The document itself, with its SHA-256; a second document is an amendment, not an overwrite.
-        pdf = b"%PDF-1.4 filed contract " + secrets.token_bytes(64)
-        item = health["gba_sc"]["id"]
-        uploaded = http.put(
-            f"/api/v1/mechanisms/{item}/document",
-            content=pdf,
-            headers=recorder.headers | {"Content-Type": "application/pdf"},
-        )
-        assert 200 == uploaded.status_code, uploaded.text
-        again = http.put(
-            f"/api/v1/mechanisms/{item}/document",
-            content=pdf,
-            headers=recorder.headers | {"Content-Type": "application/pdf"},
-        )
-        assert 409 == again.status_code
-        fetched = http.get(f"/api/v1/mechanisms/{item}/document", headers=officer.headers)
-        assert (200, pdf) == (fetched.status_code, fetched.content)
-        assert uploaded.json()["document_sha256"] == fetched.headers["x-content-sha256"]
-        # Amending keeps the old item (withdrawn) and files the reference again.
         original = health["gba_sc"]
         fields = {
             k: original[k]
@@ -524,10 +586,34 @@ class TestEvidenceRegistry:
                 "filing_date",
             )
         }
-        amended = http.post(f"/api/v1/mechanisms/{item}/amend", json=fields, headers=recorder.headers)
+        # Amending keeps the old item (withdrawn) and files the reference again, with its document.
+        amended = http.post(
+            f"/api/v1/mechanisms/{original['id']}/amend", json=fields, headers=recorder.headers
+        )
         assert 201 == amended.status_code, amended.text
-        assert item == amended.json()["supersedes"]
-        # The grant relied on the old item: its next transfer stops, the grant is suspended.
+        assert original["id"] == amended.json()["supersedes"]
+        assert (
+            200
+            == http.put(
+                f"/api/v1/mechanisms/{amended.json()['id']}/document",
+                content=b"%PDF-1.4 corrected filing",
+                headers=recorder.headers | {"Content-Type": "application/pdf"},
+            ).status_code
+        )
+        # The corrected filing carries the grant on, and the log names it.
+        delivered = http.post(f"/api/v1/grants/{grant}/deliveries", headers=health["startup"].headers)
+        assert 201 == delivered.status_code, delivered.text
+        entry = http.get(
+            f"/api/v1/transfer-log/entries/{delivered.json()['log_index']}", headers=officer.headers
+        ).json()["entry"]
+        assert amended.json()["id"] == entry["mechanism_evidence"]["evidence_id"]
+        # Withdrawn for good: the grant's next transfer stops, and it is suspended.
+        withdrawn = http.post(
+            f"/api/v1/mechanisms/{amended.json()['id']}/withdraw",
+            json={"reason": "the contract was terminated"},
+            headers=recorder.headers,
+        )
+        assert 200 == withdrawn.status_code, withdrawn.text
         stopped = http.post(f"/api/v1/grants/{grant}/deliveries", headers=health["startup"].headers)
         assert (410, "GrantSuspended") == (stopped.status_code, stopped.json()["error"]), stopped.text
         assert "mechanism is no longer valid" in stopped.json()["detail"]

@@ -710,9 +710,11 @@ class TestDeclaredFactsOnlyTighten:
         decision = decide_strictest(known, [("processing location", replace(known, dest="CN-SZ"))])
         assert ("ASSESSMENT", "M13") == (decision.outcome, decision.rule_id)
         assert [
-            {"declared": "platform's own facts", "outcome": "ASSESSMENT", "rule_id": "M13"},
-            {"declared": "processing location", "outcome": "NOT_EXPORT", "rule_id": "M0"},
-        ] == [dict(c) for c in decision.considered]
+            ("platform's own facts", "ASSESSMENT", "M13", ["ASSESSMENT"]),
+            ("processing location", "NOT_EXPORT", "M0", []),
+        ] == [
+            (c["declared"], c["outcome"], c["rule_id"], c["evidence_required"]) for c in decision.considered
+        ]
 
     def test_a_declared_place_of_collection_cannot_drop_the_mechanism(self) -> None:
         """Declaring Macao collection turns M13 ASSESSMENT into O5 review: the assessment stays required."""
@@ -767,8 +769,8 @@ class TestDetermination:
         """Macao review as the GBA contract only when the parties qualify (O2's conditions)."""
         to_other = decide(F(origin="MO", dest="CN", has_pi=True))
         assert "O5" == to_other.rule_id
-        with pytest.raises(NotDeterminable, match="conditions of O2"):
-            determined_as(to_other, "O2")
+        with pytest.raises(NotDeterminable, match="not O2"):
+            determined_as(to_other, "O2")  # the GBA contract: its rule comes before O5, never after it
         final = determined_as(to_other, "O5a")
         assert ("ASSESSMENT", ("AUTHORISATION",)) == (final.outcome, final.evidence_required)
 
@@ -801,7 +803,30 @@ class TestDetermination:
 
     def test_assessment_rules_list_their_obligations(self) -> None:
         """ASSESSMENT outcomes name the PIPIA, notice and consent, and the assessment's own duties."""
-        volume = decide(sz_to_hk(has_spi=True, spi_ytd_after=20_000, pi_ytd_after=20_000, gba_sc_opt_in=False))
+        volume = decide(
+            sz_to_hk(has_spi=True, spi_ytd_after=20_000, pi_ytd_after=20_000, gba_sc_opt_in=False)
+        )
         assert ("M13", True) == (volume.rule_id, any("PIPIA" in o for o in volume.obligations))
         important = decide(sz_to_hk(category="important"))
         assert any("security assessment" in o for o in important.obligations)
+
+    def test_a_declared_place_of_collection_cannot_swap_the_mainland_mechanism(self) -> None:
+        """The review's exploit: Shenzhen data said to be collected in Macao (O5) determined as O5a
+        would have left on a DSPDP authorisation alone; the SCC the Mainland facts need stays needed."""
+        known = sz_to_hk(pi_ytd_after=200_000, gba_sc_opt_in=False)
+        decision = decide_strictest(known, [("place of collection", replace(known, origin="MO"))])
+        assert ("HUMAN_REVIEW", "O5") == (decision.outcome, decision.rule_id)
+        with pytest.raises(NotDeterminable, match="M16"):
+            determined_as(decision, "O5a")
+
+    def test_a_stated_validity_beyond_the_legal_term_counts_for_nothing(self) -> None:
+        """The review's exploit: an assessment issued in 2015 'valid to 2099' expired in 2018."""
+        needs = decide(sz_to_hk(pi_ytd_after=2_000_000))
+        forever = Evidence(
+            kind="ASSESSMENT", reference="CAC-2015-9", issued=date(2015, 1, 1), valid_to=date(2099, 1, 1)
+        )
+        assert "expired" == check_evidence(needs, [forever], date(2026, 12, 3)).status
+        earlier = Evidence(
+            kind="ASSESSMENT", reference="CAC-2026-9", issued=date(2026, 1, 1), valid_to=date(2026, 6, 1)
+        )
+        assert "expired" == check_evidence(needs, [earlier], date(2026, 7, 1)).status

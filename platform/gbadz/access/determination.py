@@ -61,10 +61,12 @@ def require_basics(given: DeterminationIn | None) -> DeterminationIn:
 
 
 def needs_pipia(decision: Decision) -> bool:
-    """PIPL Arts.55-56: providing personal information abroad needs a PIPIA first."""
+    """PIPL Arts.55-56: providing personal information abroad needs a PIPIA first (Mainland data,
+    under any fact set the decision considered), and so does every GBA standard contract."""
     f = decision.facts
+    origins = {f.get("origin")} | {c.get("origin") for c in decision.considered}
     return (
-        f.get("origin") in MAINLAND
+        (bool(origins & set(MAINLAND)) or decision.outcome == "GBA_SC")  # GBA SC: a PIPIA on both sides
         and bool(f.get("has_pi"))
         and not f.get("anonymised")
         and decision.outcome != "NOT_EXPORT"
@@ -153,7 +155,16 @@ def obligations_for(
     f = decision.facts
     made: list[Obligation] = []
 
-    def owe(kind: str, text: str, role: str, due: date | None, *, pre: bool, met: str | None = None) -> None:
+    def owe(
+        kind: str,
+        text: str,
+        role: str,
+        due: date | None,
+        *,
+        pre: bool,
+        met: str | None = None,
+        dated: date | None = None,
+    ) -> None:
         org = grant.provider_org_id if role == "exporter" else grant.grantee_org_id
         made.append(
             Obligation(
@@ -167,6 +178,7 @@ def obligations_for(
                 precondition=pre,
                 state="met" if met else "open",
                 reference=met,
+                evidence_date=dated,
                 met_by="determination" if met else None,
                 met_at=at if met else None,
                 created_at=at,
@@ -183,6 +195,7 @@ def obligations_for(
             today,
             pre=True,
             met=pipia.get("reference"),
+            dated=date.fromisoformat(pipia["date"]) if pipia.get("date") else None,
         )
         owe(
             "notice_consent",
@@ -202,15 +215,28 @@ def obligations_for(
             if mechanism.effective_date
             else today
         )
-        owe(
-            "contract_filing",
-            f"File the {mechanism.variant or mechanism.kind} within {rules.validity['filing_working_days']} "
-            "working days of it taking effect",
-            "exporter",
-            due,
-            pre=False,
-            met=mechanism.reference if mechanism.filing_date else None,
+        days = rules.validity["filing_working_days"]
+        # A GBA standard contract is filed by both parties, each with its own authority; the
+        # item on file records one filing (its authority), the other party's stays owed.
+        sides = (
+            [
+                ("exporter", _filing_authority(f.get("origin"))),
+                ("recipient", _filing_authority(f.get("dest"))),
+            ]
+            if mechanism.kind == "GBA_SC"
+            else [("exporter", mechanism.authority or "GD_CAC")]
         )
+        for role, authority in sides:
+            filed = mechanism.filing_date is not None and mechanism.authority in (authority, None)
+            owe(
+                "contract_filing",
+                f"File the {mechanism.variant or mechanism.kind} with {authority} within {days} "
+                "working days of it taking effect",
+                role,
+                due,
+                pre=False,
+                met=mechanism.reference if filed else None,
+            )
     if f.get("origin") == "MO" and f.get("has_pi") and decision.outcome != "NOT_EXPORT":
         owe(
             "dspdp_notification",
@@ -229,6 +255,11 @@ def obligations_for(
             pre=False,
         )
     return made
+
+
+def _filing_authority(region: Any) -> str:
+    """Who a party of a GBA standard contract files with: the Guangdong CAC, the HK DPO or the DSPDP."""
+    return {"HK": "HK_DPO", "MO": "MO_DSPDP"}.get(str(region), "GD_CAC")
 
 
 def party_record(org: Organization | None) -> dict[str, Any]:

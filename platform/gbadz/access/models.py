@@ -158,6 +158,7 @@ class Obligation(Base):
     precondition: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     state: Mapped[str] = mapped_column(sa.String(16), index=True)  # open | met
     reference: Mapped[str | None] = mapped_column(sa.String(300), default=None)
+    evidence_date: Mapped[date | None] = mapped_column(sa.Date, default=None)  # e.g. the PIPIA's date
     met_by: Mapped[str | None] = mapped_column(sa.String(200), default=None)
     met_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -214,3 +214,8 @@ def grants_between(session: Session, exporter: str, recipient: str) -> list[Gran
             sa.select(Grant).where(Grant.provider_org_id == exporter, Grant.grantee_org_id == recipient)
         )
     )
+
+
+def successor_of(session: Session, evidence_id: str) -> MechanismEvidence | None:
+    """The item that amended ``evidence_id`` (its ``supersedes``), if any."""
+    return session.scalar(sa.select(MechanismEvidence).where(MechanismEvidence.supersedes == evidence_id))

@@ -49,6 +49,7 @@ from gbadz.errors import (
     MechanismNotOnFile,
     MechanismWithdrawn,
     NotYourReviewStep,
+    ObligationAlreadyMet,
     ObligationNotFound,
     PayloadTooLarge,
     RequestNotUnderReview,
@@ -339,13 +340,15 @@ def _obligations(duties: list[Any]) -> list[ObligationRead]:
 @router.post(
     "/obligations/{obligation_id}/met",
     response_model=ObligationRead,
-    responses=error_responses(ObligationNotFound, Forbidden, RequestNotUnderReview, BadRequest),
+    responses=error_responses(ObligationNotFound, Forbidden, ObligationAlreadyMet, DeterminationIncomplete),
     summary="Record that an obligation was met, naming the record (the owner, or a compliance officer)",
 )
 def meet_obligation(
     obligation_id: str, body: ObligationMet, principal: Authenticated, session: WriteSession
 ) -> ObligationRead:
-    duty = service.meet_obligation(session, principal, actor_of(principal), obligation_id, body.reference)
+    duty = service.meet_obligation(
+        session, principal, actor_of(principal), obligation_id, body.reference, body.date
+    )
     return _obligations([duty])[0]
 
 

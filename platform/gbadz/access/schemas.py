@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -276,6 +277,7 @@ class ObligationRead(BaseModel):
     precondition: bool = Field(description="met before any data leaves")
     state: Literal["open", "met"]
     reference: str | None
+    evidence_date: date | None = None
     met_by: str | None
     met_at: datetime | None
     overdue: bool = False
@@ -285,6 +287,7 @@ class ObligationMet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reference: str = Field(min_length=3, max_length=300, description="the record that shows it was met")
+    date: dt.date | None = Field(default=None, description="for a PIPIA: the date it was completed (required)")
 
 
 class DeletionAttestation(BaseModel):

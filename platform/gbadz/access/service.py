@@ -60,6 +60,7 @@ from gbadz.errors import (
     MechanismNotOnFile,
     MechanismWithdrawn,
     NotYourReviewStep,
+    ObligationAlreadyMet,
     ObligationNotFound,
     RequestNotUnderReview,
     TransferProhibited,
@@ -728,6 +729,12 @@ def _evidence_item(
             "whoever records evidence cannot approve with it",
             field=f"determination.{name}",
         )
+    if item.document_sha256 is None:
+        raise DeterminationIncomplete(
+            f"determination.{name}: {item.kind} {item.reference} has no document on file; upload the filed "
+            f"document first (PUT /api/v1/mechanisms/{item.id}/document)",
+            field=f"determination.{name}",
+        )
     return item
 
 
@@ -769,6 +776,12 @@ def _determine(
     if provider_step is not None and provider_step.get("who") == principal.subject:
         raise FourEyes(
             "determination: you took the provider step of this request; another person determines it",
+            field="determination",
+        )
+    if principal.org_id in (request.provider_org_id, request.requester_org_id):
+        raise FourEyes(
+            "determination: a compliance officer of the exporter or the recipient cannot determine its "
+            "own organisation's transfer; an independent officer does",
             field="determination",
         )
     approvers = {principal.subject} | ({str(provider_step.get("who"))} if provider_step else set())
@@ -965,6 +978,11 @@ def revoke_grant(session: Session, principal: Principal, actor: str, grant_id: s
     if grant.revoked_at is not None:
         raise GrantAlreadyRevoked("state: the grant is already revoked", field="state")
     grant.revoked_at, grant.revoked_reason = _now(), reason
+    # The recipient's deletion is due from the revocation, not from the grant's planned end.
+    due = legal_today() + timedelta(days=default_rules().validity["deletion_attestation_days"])
+    for duty in repository.obligations_of(session, grant.id, "recipient_deletion"):
+        if duty.state == "open":
+            duty.due_on = min(duty.due_on or due, due)
     audit.record(
         session,
         actor=actor,
@@ -1227,6 +1245,11 @@ def redecide(
     )
     has_pi, has_spi_columns, _ = contract.classify(tuple(grant.columns))
     determined = (grant.decision or {}).get("determination") or {}
+    reviewers = {str(r.get("who")) for r in request.reviews or [] if r.get("who")}
+    determined = determined | {
+        "evidence_id": current_item(session, determined.get("evidence_id"), reviewers),
+        "sector_evidence_id": current_item(session, determined.get("sector_evidence_id"), reviewers),
+    }
     sector_approved = _sector_still_valid(
         session, grant, determined, request.purpose, contract, volume, at, rules
     )
@@ -1323,6 +1346,22 @@ def redecide(
     if reason is not None:
         raise SuspendGrant(grant.id, reason, found)
     return found
+
+
+def current_item(session: Session, evidence_id: str | None, reviewers: set[str]) -> str | None:
+    """The item a determination relies on, through its amendments: a corrected filing carries the
+    grant on, unless a reviewer of the determination recorded the correction (four eyes)."""
+    seen: set[str] = set()
+    while evidence_id is not None and evidence_id not in seen:
+        seen.add(evidence_id)
+        item = session.get(MechanismEvidence, evidence_id)
+        if item is None or item.withdrawn_at is None:
+            return evidence_id
+        successor = repository.successor_of(session, evidence_id)
+        if successor is None or successor.recorded_by_subject in reviewers:
+            return evidence_id  # withdrawn for good: the check finds nothing valid
+        evidence_id = successor.id
+    return evidence_id
 
 
 def _as_determined(decision: Decision, basis_rule_id: str | None, rules: RuleSet) -> Decision:
@@ -1466,29 +1505,41 @@ def open_preconditions(session: Session, grant_id: str) -> list[Obligation]:
 
 
 def meet_obligation(
-    session: Session, principal: Principal, actor: str, obligation_id: str, reference: str
+    session: Session,
+    principal: Principal,
+    actor: str,
+    obligation_id: str,
+    reference: str,
+    on: date | None = None,
 ) -> Obligation:
-    """The owner (or a compliance officer) records how a duty was met, naming the record."""
+    """The owner (or a compliance officer) records how a duty was met, naming the record (and,
+    for a PIPIA, the date it was completed: before the transfer, never in the future)."""
     duty = repository.obligation_for(session, principal, obligation_id, lock=True)
     if duty is None:
         raise ObligationNotFound(f"no obligation {obligation_id!r}")
     if not repository.is_party(principal, duty.owner_org_id):
         raise Forbidden("only the organisation that owes it (or a compliance officer) records it as met")
     if duty.state == "met":
-        raise RequestNotUnderReview("state: the obligation is already met", field="state")
+        raise ObligationAlreadyMet("state: the obligation is already met", field="state")
     if duty.kind == "recipient_deletion":
         raise BadRequest(
             "kind: the recipient's deletion is attested on the grant (POST /grants/{id}/deletion-attestation)",
             field="kind",
         )
+    if duty.kind == "pipia":
+        if on is None:
+            raise DeterminationIncomplete("date: the date the PIPIA was completed", field="date")
+        if on > legal_today():
+            raise DeterminationIncomplete("date: a PIPIA is done before the transfer, not in the future", field="date")
     duty.state, duty.reference, duty.met_by, duty.met_at = "met", reference, actor, _now()
+    duty.evidence_date = on
     audit.record(
         session,
         actor=actor,
         action="obligation.met",
         subject_type="obligation",
         subject_id=duty.id,
-        details={"kind": duty.kind, "grant": duty.grant_id, "reference": reference},
+        details={"kind": duty.kind, "grant": duty.grant_id, "reference": reference, "date": on.isoformat() if on else None},
     )
     return duty
 

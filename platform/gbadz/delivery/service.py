@@ -349,6 +349,18 @@ def deliver(
     zone = ZoneInfo(LOCAL_TIME_ZONES[dataset.origin]) if dataset.origin in LOCAL_TIME_ZONES else rules.zone
     evidence = redecision.evidence
     determined = grant.determination or {}
+    met = {d.kind: d for d in access_repository.obligations_of(session, grant.id) if d.state == "met"}
+    pipia = determined.get("pipia") or (
+        {
+            "reference": met["pipia"].reference,
+            "date": met["pipia"].evidence_date.isoformat() if met["pipia"].evidence_date else None,
+        }
+        if "pipia" in met
+        else None
+    )
+    consent = determined.get("consent") or (
+        {"reference": met["notice_consent"].reference} if "notice_consent" in met else None
+    )
     used = session.get(MechanismEvidence, evidence["used_id"]) if evidence.get("used_id") else None
     sector_id = (grant.decision.get("determination") or {}).get("sector_evidence_id")
     sector = session.get(MechanismEvidence, sector_id) if sector_id else None
@@ -412,8 +424,13 @@ def deliver(
         if determined
         else None,
         "approvers": _approvers(grant, request),
-        "pipia": determined.get("pipia"),
-        "consent": determined.get("consent"),
+        "pipia": pipia,
+        "consent": consent,
+        "dspdp_notification_ref": met["dspdp_notification"].reference if "dspdp_notification" in met else None,
+        "necessity_justification": request.necessity_justification if request else None,
+        "findings": {k: v for k, v in (request.findings or {}).items() if k not in ("by", "at")}
+        if request
+        else {},
         "onward_transfer": request.onward_transfer if request else None,
         "storage_location_at_recipient": (request.processing_location if request else None)
         or (recipient.jurisdiction if recipient else None),

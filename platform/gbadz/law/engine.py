@@ -371,6 +371,16 @@ def determined_as(decision: Decision, basis_rule_id: str | None, rules: RuleSet 
         raise NotDeterminable(
             "basis_rule_id", f"the conditions of {basis_rule_id} do not hold for this transfer"
         )
+    # The review may come from declared facts (a place of collection): the mechanism the other
+    # fact sets need stays needed, and one determination names one mechanism, so it must serve both.
+    for other in decision.considered:
+        needed = tuple(other.get("evidence_required") or ())
+        if needed and other.get("outcome") != "HUMAN_REVIEW" and not set(needed) & set(target.evidence):
+            raise NotDeterminable(
+                "basis_rule_id",
+                f"{other.get('rule_id')} ({other.get('declared')}) needs {' or '.join(needed)}, which "
+                f"{basis_rule_id} does not provide: this transfer cannot be determined on one mechanism",
+            )
     basis = target.legal_basis
     if "{" in basis:
         basis = basis.format(**_labels(f, rules))
@@ -418,7 +428,14 @@ def decide_strictest(
     )
     obligations = tuple(dict.fromkeys(o for _, d in decisions for o in d.obligations))
     considered = tuple(best.considered) + tuple(
-        {"declared": label, "outcome": d.outcome, "rule_id": d.rule_id} for label, d in decisions
+        {
+            "declared": label,
+            "outcome": d.outcome,
+            "rule_id": d.rule_id,
+            "evidence_required": list(d.evidence_required),
+            "origin": d.facts["origin"],
+        }
+        for label, d in decisions
     )
     counters = {d.counter for _, d in decisions}
     counter = "mechanism" if "mechanism" in counters else best.counter

@@ -85,15 +85,19 @@ def _years_after(start: date, years: int) -> date:
 
 
 def valid_until(item: Evidence, rules: RuleSet | None = None) -> date | None:
-    """When an assessment or certification stops being valid (explicit, or issue date + the rules' years)."""
-    if item.valid_to is not None or item.kind not in ("ASSESSMENT", "CERT"):
+    """When an assessment or certification stops being valid: issue date + the rules' years
+    (Provisions 2024 Art.9; Order 20), or an earlier stated end. A stated end beyond the legal
+    term counts for nothing: an extension is a new approval, recorded by amending the item
+    with the extension's own issue date and reference."""
+    if item.kind not in ("ASSESSMENT", "CERT"):
         return item.valid_to
-    if item.issued is None:
-        return None
+    if item.issued is None:  # recorded before issue dates were required (migration 0010)
+        return item.valid_to
     validity = (rules or default_rules()).validity
-    return _years_after(
+    term = _years_after(
         item.issued, validity["assessment_years" if item.kind == "ASSESSMENT" else "certificate_years"]
     )
+    return min(item.valid_to, term) if item.valid_to is not None else term
 
 
 def _out_of_scope(item: Evidence, scope: Scope, rules: RuleSet) -> str | None:

@@ -100,7 +100,9 @@ def _raw_statements(dialect: Dialect) -> _Raw | None:
         return None
     columns = ", ".join(f'"{c}"' for c in _ROW)  # "index" is a reserved word
     values = ", ".join(mark.format(c) for c in _ROW)
-    processor = LogEntry.__table__.c.logged_at.type.bind_processor(dialect)
+    # The column type as the dialect binds it (UTCDateTime -> UTC -> SQLite's text form), so raw
+    # rows are stored exactly as the Core path stores them.
+    processor = LogEntry.__table__.c.logged_at.type.dialect_impl(dialect).bind_processor(dialect)
     return _Raw(
         bump="UPDATE transfer_log_head SET size = size + 1 WHERE id = 1 RETURNING size",
         insert=f"INSERT INTO transfer_log ({columns}) VALUES ({values})",  # noqa: S608 - fixed column names and driver placeholders, no input
@@ -175,8 +177,10 @@ class TransferLog:
         }
         if raw is not None and cursor is not None:
             row["logged_at"] = raw.stamp(now)
-            cursor.execute(raw.insert, row)
-            cursor.close()
+            try:
+                cursor.execute(raw.insert, row)
+            finally:
+                cursor.close()
         else:
             conn.execute(_INSERT_ENTRY, row)
         return Appended(index, leaf)

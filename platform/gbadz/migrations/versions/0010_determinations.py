@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("precondition", sa.Boolean(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("reference", sa.String(300), nullable=True),
+        sa.Column("evidence_date", sa.Date(), nullable=True),
         sa.Column("met_by", sa.String(200), nullable=True),
         sa.Column("met_at", ts(), nullable=True),
         sa.Column("created_at", ts(), nullable=False),
