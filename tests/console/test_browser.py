@@ -8,6 +8,7 @@ test-artifacts/console/<database>/.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,14 @@ import pytest
 import uvicorn
 from axe_playwright_python.sync_playwright import Axe
 from fastapi import FastAPI
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from gbadz import db
 from gbadz.app import create_app
 from gbadz.config import DatabaseSettings, OAuthSettings, Settings
 from tests.api import free_port
 from tests.conftest import REPO
-from tests.console.world import GRANTED, Person, World, build
+from tests.console.world import FILING_PDF, GRANTED, Person, World, add_person, build
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -62,6 +64,7 @@ class Site:
     app: FastAPI
     world: World
     shots: Path
+    second_officer: Person
 
 
 @pytest.fixture
@@ -89,7 +92,8 @@ def site(settings: Settings, tmp_path: Path, database_url: str, fresh_database_u
     shots = REPO / "test-artifacts" / "console" / lane
     shots.mkdir(parents=True, exist_ok=True)
     try:
-        yield Site(base, app, world, shots)
+        second = add_person(app, "compliance_officer", world.officer_org, f"officer2-{world.dataset[-6:]}")
+        yield Site(base, app, world, shots, second)
     finally:
         server.should_exit = True
         thread.join(10)
@@ -118,6 +122,21 @@ def sign_in(page: Page, site: Site, person: Person) -> None:
 def sign_out(page: Page) -> None:
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Signed out")).to_be_visible()
+
+
+def determine(card: Locator, reference: str) -> None:
+    """Fill the officer's determination: the contract on file, the PIPIA, notice and consent, a note."""
+    picker = card.get_by_label("Mechanism evidence the decision relies on")
+    value = picker.locator("option", has_text=reference).get_attribute("value")
+    assert value is not None
+    picker.select_option(value)
+    card.get_by_label("PIPIA reference").fill("PIPIA-SZ-2026-042")
+    card.get_by_label("PIPIA completed on").fill((datetime.now(UTC).date() - timedelta(days=7)).isoformat())
+    card.get_by_label("Notice and separate-consent record").fill("Notice v2 and separate consents, 2026-11")
+    card.get_by_label("Your note: why the transfer is lawful").fill(
+        "GBA standard contract filed in time; PIPIA read."
+    )
+    card.get_by_role("button", name="Approve with this determination").click()
 
 
 def test_each_roles_journey(browser: Browser, site: Site) -> None:
@@ -181,13 +200,55 @@ def test_each_roles_journey(browser: Browser, site: Site) -> None:
     expect(page.locator("article.card")).to_have_count(1)
     sign_out(page)
 
-    # -- the compliance officer approves the GBA standard-contract transfer
+    # -- the compliance officer records the filed GBA standard contract with its document...
     sign_in(page, site, world.people["compliance_officer"])
     expect(page).to_have_url(f"{site.base}/console/compliance")
+    page.get_by_role("link", name="Evidence registry").click()
+    check(page, site, "09a-evidence-registry")
+    reference = f"GBA-SC-440300-B-{world.dataset[-6:]}"
+    today = datetime.now(UTC).date()
+    page.get_by_label("Exporter", exact=True).select_option(world.provider_org)
+    page.get_by_label("Recipient", exact=True).select_option(world.startup_org)
+    page.get_by_label("Mechanism", exact=True).select_option("GBA_SC")
+    page.get_by_label("Reference", exact=True).fill(reference)
+    page.get_by_label("Effective", exact=True).fill((today - timedelta(days=4)).isoformat())
+    page.get_by_role("button", name="Record", exact=True).click()
+    expect(page.locator("#filing_date-error")).to_be_visible()  # a standard contract's filing date
+    expect(page.get_by_label("Filed", exact=True)).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Reference", exact=True)).to_have_value(reference)
+    check(page, site, "09b-evidence-form-error")
+    page.get_by_label("Filed", exact=True).fill((today - timedelta(days=1)).isoformat())
+    page.get_by_role("button", name="Record", exact=True).click()
+    row = page.locator("tr", has_text=reference)
+    expect(row).to_have_class("highlight")
+    pdf = site.shots.parent / "filing.pdf"
+    pdf.write_bytes(FILING_PDF)
+    row.get_by_label("Upload the filed document").set_input_files(str(pdf))
+    row.get_by_role("button", name="Upload", exact=True).click()
+    expect(page.locator("tr", has_text=reference)).to_contain_text(hashlib.sha256(FILING_PDF).hexdigest())
+    check(page, site, "09c-evidence-with-document")
+    # ...and, having recorded it, may not determine with it (four eyes): the refusal is beside the picker.
     page.get_by_role("link", name="Review queue").click()
-    expect(page.locator("article.card")).to_have_count(1)
-    page.locator("article.card").get_by_role("button", name="Approve").click()
+    card = page.locator("article.card")
+    expect(card).to_have_count(1)
+    expect(card.locator("fieldset legend")).to_contain_text(["General regime"])
+    check(page, site, "09d-determination-form")
+    determine(card, reference)
+    card = page.locator("article.card")
+    expect(card.locator("p.error")).to_contain_text("cannot approve with it")
+    expect(card.get_by_label("Mechanism evidence the decision relies on")).to_have_attribute(
+        "aria-invalid", "true"
+    )
+    expect(card.get_by_label("PIPIA reference")).to_have_value("PIPIA-SZ-2026-042")  # kept
+    check(page, site, "09e-determination-four-eyes")
+    sign_out(page)
+
+    # -- another compliance officer determines the transfer with that contract
+    sign_in(page, site, site.second_officer)
+    page.get_by_role("link", name="Review queue").click()
+    determine(page.locator("article.card"), reference)
     expect(page.get_by_text("Nothing waits for your review.")).to_be_visible()
+    expect(page.locator("table").first).to_contain_text("reviewed as M12")
     sign_out(page)
 
     # -- the startup gets its links; the file downloads from the object store
@@ -235,6 +296,17 @@ def test_each_roles_journey(browser: Browser, site: Site) -> None:
     page.get_by_role("button", name="Verify the log").click()
     expect(page.locator(".verdict.ok")).to_contain_text("verified")
     check(page, site, "12-log-verified")
+    # -- what is still owed, then the officer revokes the grant (its copies are deleted)
+    page.get_by_role("link", name="Obligations").click()
+    expect(page.locator("table")).to_contain_text("the recipient deletes every copy")
+    check(page, site, "12a-obligations")
+    page.get_by_role("link", name="Review queue").click()
+    grant_row = page.locator("tr[id^=grant-]")
+    grant_row.get_by_label("Reason for revoking").fill("The contract's recipient clause was breached")
+    grant_row.get_by_role("button", name="Revoke").click()
+    expect(page.locator("tr[id^=grant-]")).to_contain_text("The contract's recipient clause was breached")
+    expect(page.locator("tr[id^=grant-]")).to_contain_text("Delivery copies deleted")
+    check(page, site, "12b-grant-revoked")
     page.goto(f"{site.base}/console/compliance")
     page.get_by_role("link", name="繁體中文").click()
     expect(page.get_by_role("heading", name="合規看板")).to_be_visible()
@@ -257,6 +329,8 @@ def test_pages_read_without_javascript_and_work_from_the_keyboard(browser: Brows
         ("/console/catalog", "Catalog"),
         (f"/console/datasets/{site.world.dataset}", "Shenzhen last-mile deliveries"),
         ("/console/requests", "Review queue"),
+        ("/console/mechanisms", "Evidence registry"),
+        ("/console/obligations", "Obligations"),
     ):
         page.goto(site.base + path)
         expect(page.get_by_role("heading", level=1)).to_contain_text(heading)

@@ -7,7 +7,9 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -21,7 +23,7 @@ from gbadz.console.i18n import CATALOG, LOCALES
 from gbadz.console.models import ConsoleSession
 from gbadz.identity import people
 from tests.console.conftest import BASE, sign_in
-from tests.console.world import World
+from tests.console.world import GRANTED, World, determination_form
 
 SignedIn = Callable[[str], TestClient]
 TEMPLATES = Path(__file__).resolve().parents[2] / "platform" / "gbadz" / "console" / "templates"
@@ -71,6 +73,11 @@ def _exchange(client: TestClient, code: str, verifier: str) -> tuple[int, dict[s
         },
     )
     return response.status_code, response.json()
+
+
+def _errors(html: str) -> list[str]:
+    """The messages a page shows beside its fields and on top (for assertion messages)."""
+    return re.findall(r'class="(?:error|alert)"[^>]*>([^<]*)', html)
 
 
 def _csrf(html: str) -> str:
@@ -235,7 +242,12 @@ class TestSignIn:
 
 
 ROLE_PAGES = {
-    "consumer": ["/console/compliance", "/console/compliance/transfers", "/console/provider"],
+    "consumer": [
+        "/console/compliance",
+        "/console/compliance/transfers",
+        "/console/provider",
+        "/console/mechanisms",
+    ],
     "provider": ["/console/compliance", "/console/compliance/transfers.csv"],
     "compliance_officer": ["/console/provider"],
 }
@@ -396,9 +408,27 @@ class TestLanguages:
             text = template.read_text()
             used |= set(re.findall(r'\bt\(\s*"([^"]+)"', text)) | set(re.findall(r"\bt\(\s*'([^']+)'", text))
         # Labels built from a prefix and a code: every code the prefix is used with.
+        from gbadz.vocabulary import AUTHORITIES, MACAO_GROUNDS, SPI_CATEGORIES
+
         used = {k for k in used if not k.endswith(":")} | {
             f"onward:{o}" for o in ("none", "within_gba", "outside_gba")
         }
+        used |= {f"authority:{a}" for a in AUTHORITIES} | {f"spi:{c}" for c in SPI_CATEGORIES}
+        used |= {f"ground:{g}" for g in MACAO_GROUNDS if g != "none"}
+        used |= {f"date:{d}" for d in ("issued", "effective_date", "filing_date", "valid_to")}
+        used |= {f"finding:{f}" for f in ("necessity_accepted", "foreign_pi_transit", "anonymised")}
+        used |= {f"step:{s}" for s in ("provider", "compliance")} | {"role:exporter", "role:recipient"}
+        used |= {
+            f"obligation:{k}"
+            for k in (
+                "pipia",
+                "notice_consent",
+                "contract_filing",
+                "dspdp_notification",
+                "recipient_deletion",
+            )
+        }
+        used |= {"open", "met", "suspended"}
         # Codes the templates translate through a variable.
         from gbadz.contract import Protection
         from gbadz.identity.people import PEOPLE_ROLES
@@ -455,14 +485,15 @@ def test_sign_in_helper_reaches_the_role_home(world: World, browser_client: Call
         assert 200 == client.get(home).status_code, role
 
 
-def _approve_through_the_console(world: World, signed_in: SignedIn) -> None:
-    for role in ("provider", "compliance_officer"):
+def _approve_through_the_console(world: World, signed_in: SignedIn, *, determine: bool = True) -> None:
+    """The provider's step, then (unless not ``determine``) the officer's determination."""
+    for role in ("provider", "compliance_officer") if determine else ("provider",):
         reviewer = signed_in(role)
         queue = reviewer.get("/console/requests")
         assert world.pending_request in queue.text, role
+        form = determination_form(world) if role == "compliance_officer" else {"reason": "ok"}
         answer = reviewer.post(
-            f"/console/requests/{world.pending_request}/approve",
-            data={"csrf": _csrf(queue.text), "reason": "ok"},
+            f"/console/requests/{world.pending_request}/approve", data=form | {"csrf": _csrf(queue.text)}
         )
         assert 303 == answer.status_code, answer.text[:500]
 
@@ -508,29 +539,239 @@ def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
     grant_id = action.group(1).split("/")[3]
     with app.state.sessionmaker() as session:
         kinds = session.scalars(sa.select(LogEntry.kind).where(LogEntry.grant_id == grant_id)).all()
-    assert ["download", "reissue"] == sorted(kinds)  # one transfer; its second set of URLs logged
+    # The determination, then one transfer; its second set of URLs logged.
+    assert ["determination", "download", "reissue"] == sorted(kinds)
     assert 'href="http://127.0.0.1' in first.text  # presigned URLs on the real S3 server
 
 
 @pytest.mark.fresh_world
 def test_a_revoked_grant_gets_no_links_and_says_why(world: World, signed_in: SignedIn, app: FastAPI) -> None:
-    """A revoked grant gets 410 saying it is revoked, and no presigned links."""
+    """A grant the provider revokes in the console gets 410 and no links; its holder then attests deletion."""
     from gbadz.access.models import Grant
-    from gbadz.models import utcnow
 
     _approve_through_the_console(world, signed_in)
     consumer = signed_in("consumer")
     page = consumer.get("/console/requests")
     action = re.search(r'action="(/console/grants/([^"/]+)/deliver)"', page.text)
     assert action is not None
-    with app.state.sessionmaker.begin() as session:
-        grant = session.get(Grant, action.group(2))
-        assert grant is not None
-        grant.revoked_at, grant.revoked_reason = utcnow(), "test: the provider withdrew consent"
+    grant_id = action.group(2)
+    provider = signed_in("provider")
+    grants = provider.get("/console/requests")
+    assert f'action="/console/grants/{grant_id}/revoke"' in grants.text
+    revoke = f"/console/grants/{grant_id}/revoke"
+    refused = provider.post(revoke, data={"csrf": _csrf(grants.text), "reason": ""})
+    assert 422 == refused.status_code
+    assert f'aria-describedby="reason-{grant_id}-error"' in refused.text
+    done = provider.post(revoke, data={"csrf": _csrf(grants.text), "reason": "The provider withdrew consent"})
+    assert 303 == done.status_code, done.text[:500]
     answer = consumer.post(action.group(1), data={"csrf": _csrf(page.text)})
     assert 410 == answer.status_code
     assert "the grant is revoked" in answer.text
     assert "X-Amz-Signature" not in answer.text
+    assert "The provider withdrew consent" in answer.text  # the holder sees why
+    attest = f"/console/grants/{grant_id}/deletion-attestation"
+    assert f'action="{attest}"' in answer.text
+    short = consumer.post(attest, data={"csrf": _csrf(page.text), "statement": "gone"})
+    assert 422 == short.status_code
+    assert f'id="statement-{grant_id}-error"' in short.text
+    statement = "Every copy deleted from our storage and backups today"
+    assert 303 == consumer.post(attest, data={"csrf": _csrf(page.text), "statement": statement}).status_code
+    with app.state.sessionmaker() as session:
+        grant = session.get(Grant, grant_id)
+        assert grant is not None
+        assert (statement, True) == (grant.deletion_statement, grant.deletion_attested_at is not None)
+    assert f'action="{attest}"' not in consumer.get("/console/requests").text
+
+
+class TestDetermination:
+    @pytest.mark.fresh_world
+    def test_an_incomplete_determination_is_refused_beside_its_field_and_keeps_what_was_entered(
+        self, world: World, signed_in: SignedIn, app: FastAPI
+    ) -> None:
+        """Each missing or unusable part of a determination is named beside its field; a complete one approves."""
+        _approve_through_the_console(world, signed_in, determine=False)
+        officer = signed_in("compliance_officer")
+        queue = officer.get("/console/requests")
+        rid = world.pending_request
+        assert "<legend>General regime</legend>" in queue.text
+        assert "Sector requirement" not in queue.text  # no sector overlay on this dataset
+        assert f'<option value="{world.mechanism}"' in queue.text
+        assert f'id="pipia_date-{rid}" name="pipia_date" type="date"' in queue.text
+        url, csrf = f"/console/requests/{rid}/approve", _csrf(queue.text)
+        full = determination_form(world)
+        cases = [
+            (full | {"note": ""}, "note", 422),
+            (full | {"evidence_id": ""}, "evidence_id", 422),
+            (full | {"pipia_reference": ""}, "pipia_reference", 422),
+            (full | {"pipia_date": "someday"}, "pipia_date", 422),
+            (full | {"consent_reference": ""}, "consent_reference", 422),
+        ]
+        for data, field, status in cases:
+            answer = officer.post(url, data=data | {"csrf": csrf})
+            assert status == answer.status_code, (field, answer.text[:300])
+            assert f'id="{field}-{rid}-error"' in answer.text, (field, _errors(answer.text))
+            assert f'aria-describedby="{field}-{rid}-error"' in answer.text, field
+            assert 'value="PIPIA-SZ-2026-042"' in answer.text or field == "pipia_reference"  # kept
+        # Four eyes: the officer records a contract, and may not approve with it.
+        registry = officer.get("/console/mechanisms")
+        today = datetime.now(UTC).date()
+        recorded = officer.post(
+            "/console/mechanisms",
+            data={
+                "csrf": _csrf(registry.text),
+                "exporter_org_id": world.provider_org,
+                "recipient_org_id": world.startup_org,
+                "kind": "GBA_SC",
+                "reference": f"GBA-SC-OWN-{secrets.token_hex(3)}",
+                "effective_date": (today - timedelta(days=5)).isoformat(),
+                "filing_date": (today - timedelta(days=2)).isoformat(),
+            },
+        )
+        assert 303 == recorded.status_code, recorded.text[:500]
+        own = parse_qs(urlsplit(recorded.headers["location"]).query)["recorded"][0]
+        assert f'<option value="{own}"' in officer.get("/console/requests").text
+        answer = officer.post(url, data=determination_form(world, own) | {"csrf": csrf})
+        assert 403 == answer.status_code
+        assert f'id="evidence_id-{rid}-error"' in answer.text
+        assert "cannot approve with it" in answer.text
+        assert 303 == officer.post(url, data=full | {"csrf": csrf}).status_code
+        with app.state.sessionmaker() as session:
+            request = session.get(AccessRequest, rid)
+            assert request is not None
+            assert ("approved", "M12") == (request.state, request.decision["reviewed"]["rule_id"])
+            assert ["provider", "compliance"] == [step["step"] for step in request.reviews]
+        assert "reviewed as" in officer.get("/console/requests").text
+
+
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+class TestEvidenceRegistry:
+    def test_a_provider_records_a_filing_uploads_its_document_and_withdraws_it(
+        self, world: World, signed_in: SignedIn
+    ) -> None:
+        """Recording names a missing field beside it; the document is kept with its SHA-256; withdrawal needs a reason."""
+        provider = signed_in("provider")
+        page = provider.get("/console/mechanisms")
+        assert 200 == page.status_code
+        assert "GBA-SC-440300-" in page.text  # the world's contract, parties by name where known
+        csrf = _csrf(page.text)
+        today = datetime.now(UTC).date()
+        reference = f"GBA-SC-440300-P-{secrets.token_hex(3)}"
+        item = {
+            "csrf": csrf,
+            "exporter_org_id": world.provider_org,
+            "recipient_org_id": world.startup_org,
+            "kind": "GBA_SC",
+            "reference": reference,
+            "effective_date": (today - timedelta(days=3)).isoformat(),
+            "purposes": "trade_transport_academic_mfg_marketing",
+        }
+        missing = provider.post("/console/mechanisms", data=item)
+        assert 422 == missing.status_code
+        assert 'id="filing_date-error"' in missing.text
+        assert f'value="{reference}"' in missing.text  # what was entered stays
+        recorded = provider.post("/console/mechanisms", data=item | {"filing_date": today.isoformat()})
+        assert 303 == recorded.status_code, recorded.text[:500]
+        evidence_id = parse_qs(urlsplit(recorded.headers["location"]).query)["recorded"][0]
+        upload = f"/console/mechanisms/{evidence_id}/document"
+        sent = provider.post(
+            upload, data={"csrf": csrf}, files={"document": ("filing.pdf", PDF, "application/pdf")}
+        )
+        assert 303 == sent.status_code, sent.text[:500]
+        listed = provider.get("/console/mechanisms")
+        assert hashlib.sha256(PDF).hexdigest() in listed.text
+        assert PDF == provider.get(upload).content
+        again = provider.post(
+            upload, data={"csrf": csrf}, files={"document": ("other.pdf", PDF + b" ", "application/pdf")}
+        )
+        assert 409 == again.status_code
+        assert "already holds its document" in again.text
+        withdraw = f"/console/mechanisms/{evidence_id}/withdraw"
+        refused = provider.post(withdraw, data={"csrf": csrf, "reason": ""})
+        assert 422 == refused.status_code
+        assert f'id="reason-{evidence_id}-error"' in refused.text
+        assert (
+            303
+            == provider.post(
+                withdraw, data={"csrf": csrf, "reason": "Replaced by a new contract"}
+            ).status_code
+        )
+        assert "Replaced by a new contract" in provider.get("/console/mechanisms").text
+
+    def test_an_upload_is_bounded_and_needs_the_forms_token(self, world: World, signed_in: SignedIn) -> None:
+        """An upload over 20 MiB is refused with 413, one without the CSRF token as expired."""
+        provider = signed_in("provider")
+        upload = f"/console/mechanisms/{world.mechanism}/document"
+        forged = provider.post(
+            upload, data={"csrf": "forged"}, files={"document": ("a.pdf", PDF, "application/pdf")}
+        )
+        assert 403 == forged.status_code
+        big = b"0" * (20 * 1024 * 1024 + 70 * 1024)
+        too_big = provider.post(
+            upload,
+            data={"csrf": _csrf(provider.get("/console/mechanisms").text)},
+            files={"document": ("big.pdf", big, "application/pdf")},
+        )
+        assert 413 == too_big.status_code
+
+
+class TestObligations:
+    def test_the_exporter_meets_the_preconditions_before_data_leaves(
+        self, world: World, signed_in: SignedIn
+    ) -> None:
+        """An exempt Mainland grant delivers nothing until its exporter records the PIPIA and the notice and consent."""
+        consumer = signed_in("consumer")
+        page = consumer.get(f"/console/datasets/{world.dataset}")
+        asked = consumer.post(
+            f"/console/datasets/{world.dataset}/request",
+            data={
+                "csrf": _csrf(page.text),
+                "purpose": "trade_transport_academic_mfg_marketing",
+                "purpose_text": "Demand forecasting without the GBA contract",
+                "columns": GRANTED,
+                "duration_days": "30",
+            },
+        )
+        assert 303 == asked.status_code, asked.text[:500]
+        # Exempt (Provisions 2024 Art.5(4)): granted at once, with the exporter's duties open.
+        assert "/console/requests?created=" in asked.headers["location"]
+        provider = signed_in("provider")
+        mine = consumer.get("/console/requests")
+        grant = re.search(r'<tr id="grant-([^"]+)">\s*<th scope="row">[^<]+</th>\s*<td>active', mine.text)
+        assert grant is not None
+        deliver = f"/console/grants/{grant.group(1)}/deliver"
+        waiting = consumer.post(deliver, data={"csrf": _csrf(mine.text)})
+        assert 409 == waiting.status_code
+        assert "no data leaves before" in waiting.text
+        duties = provider.get("/console/obligations")
+        assert 200 == duties.status_code
+        owed = re.findall(r'action="/console/obligations/([^"/]+)/met"', duties.text)
+        assert len(owed) >= 2
+        short = provider.post(
+            f"/console/obligations/{owed[0]}/met", data={"csrf": _csrf(duties.text), "reference": "x"}
+        )
+        assert 422 == short.status_code
+        assert f'id="reference-{owed[0]}-error"' in short.text
+        pipia = re.search(r'id="date-([^"]+)" name="date" type="date"', duties.text)
+        assert pipia is not None  # a PIPIA names the date it was completed
+        undated = provider.post(
+            f"/console/obligations/{pipia.group(1)}/met",
+            data={"csrf": _csrf(duties.text), "reference": "PIPIA-7"},
+        )
+        assert 422 == undated.status_code
+        assert f'id="date-{pipia.group(1)}-error"' in undated.text
+        done_on = (datetime.now(UTC).date() - timedelta(days=2)).isoformat()
+        for duty in owed:
+            met = provider.post(
+                f"/console/obligations/{duty}/met",
+                data={"csrf": _csrf(duties.text), "reference": f"REC-{duty[:6]}", "date": done_on},
+            )
+            assert 303 == met.status_code, met.text[:500]
+        assert 200 == consumer.post(deliver, data={"csrf": _csrf(mine.text)}).status_code
+        theirs = consumer.get("/console/obligations?state=open")
+        assert "the recipient deletes every copy" in theirs.text
+        assert 'action="/console/obligations/' not in theirs.text  # deletion is attested on the grant
 
 
 def test_an_expired_code_is_refused(
@@ -549,3 +790,115 @@ def test_an_expired_code_is_refused(
         row.expires_at = row.expires_at.replace(year=2000)
     status, body = _exchange(client, code, verifier)
     assert (400, "invalid_grant") == (status, body["error"])
+
+
+def _officer_card(decision: dict[str, Any], items: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The determination form for one request with this decision, and the review card it renders."""
+    from types import SimpleNamespace
+
+    from gbadz.console.routes import _review_form
+    from gbadz.console.web import env
+    from gbadz.law.rules import default_rules
+
+    request = {
+        "id": "r1",
+        "dataset_id": "d1",
+        "provider_org_id": "exporter",
+        "requester_org_id": "recipient",
+        "purpose": "other",
+        "purpose_text": "A purpose",
+        "destination": "HK",
+        "columns": [],
+        "duration_days": 30,
+        "state": "under_compliance_review",
+        "reviews": [],
+        "decision": {"legal_basis": "a basis", "evidence_required": []} | decision,
+    }
+    holder = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(rules=default_rules())))
+    form = _review_form(holder, request, items, date(2026, 12, 1))
+    person = SimpleNamespace(role="compliance_officer", display_name="O", org_name="Office", org_id="office")
+    html = env.get_template("requests.html").render(
+        t=lambda text, **params: text.format(**params) if params else text,
+        signed=SimpleNamespace(person=person, csrf="token"),
+        path="/console/requests",
+        query="",
+        locale="en",
+        locales={},
+        request=None,
+        queue=[request],
+        forms={"r1": form},
+        requests=[],
+        grants=[],
+        created=None,
+        errors={},
+        error_for=None,
+        values={},
+        form_key="k",
+        macao_grounds=["consent", "contract"],
+        placed=False,
+    )
+    return form, html
+
+
+class TestReviewForm:
+    PAIR: ClassVar[dict[str, Any]] = {
+        "exporter_org_id": "exporter",
+        "recipient_org_id": "recipient",
+        "withdrawn_at": None,
+        "purposes": [],
+        "dataset_ids": [],
+        "valid_to": None,
+        "variant": None,
+        "issued": "2026-10-01",
+        "effective_date": None,
+        "filing_date": None,
+        "authority_name": None,
+    }
+
+    def test_a_sector_rule_adds_a_column_of_valid_sector_approvals(self) -> None:
+        """An M2 decision gets a sector column listing only valid SECTOR items of the pair, beside the general one."""
+        items = [
+            self.PAIR | {"id": "contract", "kind": "GBA_SC", "reference": "GBA-1"},
+            self.PAIR | {"id": "sector", "kind": "SECTOR", "reference": "SEC-1", "authority_name": "Health"},
+            self.PAIR | {"id": "lapsed", "kind": "SECTOR", "reference": "SEC-0", "valid_to": "2026-01-01"},
+            self.PAIR | {"id": "gone", "kind": "GBA_SC", "reference": "GBA-0", "withdrawn_at": "2026-11-01"},
+            self.PAIR | {"id": "elsewhere", "kind": "GBA_SC", "reference": "GBA-X", "recipient_org_id": "x"},
+            self.PAIR | {"id": "narrow", "kind": "GBA_SC", "reference": "GBA-N", "purposes": ["emergency"]},
+        ]
+        facts = {"origin": "CN_GBA9", "has_pi": True, "sector_overlay": "health"}
+        form, html = _officer_card({"outcome": "HUMAN_REVIEW", "rule_id": "M2", "facts": facts}, items)
+        assert (["contract"], ["sector"]) == (
+            [m["id"] for m in form["evidence"]],
+            [m["id"] for m in form["sector"]],
+        )
+        assert (True, True, []) == (form["sector_applies"], form["needs_pipia"], form["basis"])
+        assert [
+            "General regime",
+            "Sector requirement",
+            "PIPIA, notice and consent (PIPL Arts.39 and 55)",
+        ] == (re.findall(r"<legend>([^<]+)</legend>", html))
+        assert 'name="sector_evidence_id"' in html
+        assert "SEC-0" not in html
+        assert "GBA-0" not in html
+
+    def test_a_human_review_offers_its_bases_and_an_awaited_finding_its_field(self) -> None:
+        """A HUMAN_REVIEW the rules let a person determine gets a basis picker; an awaited finding its own field."""
+        from gbadz.law.rules import default_rules
+
+        rules = default_rules()
+        facts = {"origin": "HK", "has_pi": True, "sector_overlay": "none"}
+        form, html = _officer_card({"outcome": "HUMAN_REVIEW", "rule_id": "V1", "facts": facts}, [])
+        assert list(rules.rule("V1").determinable_as) == [b["rule_id"] for b in form["basis"]]
+        assert (False, False) == (form["sector_applies"], form["needs_pipia"])
+        assert 'name="basis_rule_id"' in html
+        assert "Sector requirement" not in html
+        assert "No valid item is on file for this exporter and recipient." in html
+        _, html = _officer_card(
+            {"outcome": "HUMAN_REVIEW", "rule_id": "M8p", "awaits": "necessity_accepted"}, []
+        )
+        assert 'type="checkbox" id="necessity_accepted-r1" name="necessity_accepted"' in html
+        assert 'name="basis_rule_id"' not in html
+        _, html = _officer_card(
+            {"outcome": "HUMAN_REVIEW", "rule_id": "O4", "awaits": "macao_art20_ground"}, []
+        )
+        assert '<select id="macao_art20_ground-r1" name="macao_art20_ground"' in html

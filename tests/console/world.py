@@ -1,6 +1,9 @@
 """A small world for console tests: a Shenzhen provider with a published dataset (and a
 rejected upload), a GBA-registered Hong Kong startup, the zone's compliance office, one person
-per role, a filed GBA standard contract and a request waiting for the provider's review."""
+per role, a filed GBA standard contract and a request waiting for the provider's review.
+
+The contract is recorded by the compliance office's API client, not by a person who reviews:
+whoever records evidence cannot approve with it (four eyes)."""
 
 from __future__ import annotations
 
@@ -27,6 +30,11 @@ from tests.datasets import YAML, sign_off
 
 PASSWORD = "correct horse battery staple"
 GRANTED = ["delivery_id", "recipient_id", "recipient_phone", "district"]
+# A small PDF, as a filing office might send back (the registry keeps it with its SHA-256).
+FILING_PDF = (
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+    b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+)
 
 
 @dataclass
@@ -44,6 +52,8 @@ class World:
     pending_request: str
     provider_org: str
     startup_org: str
+    mechanism: str = ""  # the filed GBA standard contract (recorded by the office's API client)
+    officer_org: str = ""
 
 
 def build(app: FastAPI, settings: Settings, tmp_path: Path) -> World:
@@ -94,6 +104,12 @@ def build(app: FastAPI, settings: Settings, tmp_path: Path) -> World:
         headers=bearer(officer_token),
     )
     assert 201 == filed.status_code, filed.text
+    document = http.put(
+        f"/api/v1/mechanisms/{filed.json()['id']}/document",
+        content=FILING_PDF,
+        headers=bearer(officer_token) | {"Content-Type": "application/pdf"},
+    )
+    assert 200 == document.status_code, document.text  # a determination relies on the filed document
     waiting = http.post(
         f"/api/v1/datasets/{doc['id']}/access-requests",
         json={
@@ -120,7 +136,41 @@ def build(app: FastAPI, settings: Settings, tmp_path: Path) -> World:
                 password=PASSWORD,
             )
             persons[role] = Person(username, PASSWORD, role, client.org_id)
-    return World(str(doc["id"]), persons, waiting.json()["id"], provider.org_id, startup.org_id)
+    return World(
+        str(doc["id"]),
+        persons,
+        waiting.json()["id"],
+        provider.org_id,
+        startup.org_id,
+        mechanism=filed.json()["id"],
+        officer_org=officer.org_id,
+    )
+
+
+def add_person(app: FastAPI, role: str, org_id: str, username: str) -> Person:
+    """Another person (e.g. a second compliance officer, for four eyes)."""
+    with app.state.sessionmaker.begin() as session:
+        people.create_user(
+            session,
+            actor="test",
+            org_id=org_id,
+            username=username,
+            display_name=username.title(),
+            role=role,
+            password=PASSWORD,
+        )
+    return Person(username, PASSWORD, role, org_id)
+
+
+def determination_form(world: World, evidence_id: str | None = None) -> dict[str, str]:
+    """A complete determination, as the officer fills in the review card."""
+    return {
+        "evidence_id": evidence_id or world.mechanism,
+        "pipia_reference": "PIPIA-SZ-2026-042",
+        "pipia_date": (datetime.now(UTC).date() - timedelta(days=7)).isoformat(),
+        "consent_reference": "Notice v2 (Art.39) and separate-consent records, batch 2026-11",
+        "note": "GBA standard contract filed on time; PIPIA reviewed; notice and consent on record.",
+    }
 
 
 def form_fields(html: str) -> dict[str, Any]:

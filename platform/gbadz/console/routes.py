@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -18,15 +18,33 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
 from gbadz.console import charts, session
 from gbadz.console.i18n import LOCALES, translate
 from gbadz.console.session import LOGIN_COOKIE, SESSION_COOKIE, Signed
-from gbadz.console.web import LANG_COOKIE, FormTooLarge, locale_of, read_form, render
+from gbadz.console.web import (
+    LANG_COOKIE,
+    FormTooLarge,
+    FormUnreadable,
+    locale_of,
+    read_form,
+    read_multipart,
+    render,
+)
 from gbadz.deps import Rules
 from gbadz.identity.oauth import CONSOLE_CALLBACK, CONSOLE_CLIENT_ID, GbadzAuthorizationServer
-from gbadz.vocabulary import EVIDENCE_KINDS, JURISDICTIONS, OUTCOMES, PURPOSES
+from gbadz.vocabulary import (
+    AUTHORITIES,
+    EVIDENCE_KINDS,
+    EVIDENCE_VARIANTS,
+    JURISDICTIONS,
+    MACAO_GROUNDS,
+    OUTCOMES,
+    PURPOSES,
+    SECTORS,
+    SPI_CATEGORIES,
+)
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 MAX_FORM_BYTES = 64 * 1024
@@ -149,8 +167,13 @@ class Api:
         client.cookies.clear()  # the API sets none; never let one person's reach another's call
         return response
 
-    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def json(self, method: str, path: str, *, refusals: bool = False, **kwargs: Any) -> Any:
+        """The API's answer; 403/404 look missing, unless ``refusals``: then a 403 is a message
+        for the form (four eyes, not the exporter) while a 404 still looks missing."""
         response = await self.call(method, path, **kwargs)
+        if response.status_code == 403 and refusals:
+            body = response.json()
+            raise ApiFailed(403, body.get("detail"), body.get("field"))
         if response.status_code in (403, 404):
             raise PageNotFound
         if response.status_code == 401:
@@ -417,6 +440,77 @@ async def request_access(request: Request, dataset_id: str, signed: Consumer) ->
 
 
 # -- requests, reviews and grants ----------------------------------------------------------------
+MAINLAND_REGIONS = ("CN_GBA9", "CN_OTHER")
+#: What a compliance officer's determination names (the API's ``determination``).
+DETERMINATION_FIELDS = (
+    "note",
+    "basis_rule_id",
+    "evidence_id",
+    "sector_evidence_id",
+    "pipia_reference",
+    "pipia_date",
+    "consent_reference",
+    "consent_not_required_reason",
+)
+#: Findings a decision may wait for, as checkboxes; the Macao ground is a select.
+FINDING_CHECKS = ("necessity_accepted", "foreign_pi_transit", "anonymised")
+REVIEW_FIELDS = {*DETERMINATION_FIELDS, *FINDING_CHECKS, "macao_art20_ground", "reason"}
+
+
+def legal_today(request: Request) -> date:
+    """Today where the law counts dates (the rules' time zone): evidence validity is by that day."""
+    rules = request.app.state.rules
+    return datetime.now(rules.zone).date()
+
+
+def _usable(item: dict[str, Any], r: dict[str, Any], today: date) -> bool:
+    """An evidence item request ``r``'s determination could name: on file for its exporter and
+    recipient, not withdrawn, in date, covering its purpose and dataset. The API checks the
+    item again with everything else; this only keeps the picker to what can work."""
+    if (item["exporter_org_id"], item["recipient_org_id"]) != (r["provider_org_id"], r["requester_org_id"]):
+        return False
+    if item.get("withdrawn_at"):
+        return False
+    if item.get("valid_to") and date.fromisoformat(item["valid_to"]) < today:
+        return False
+    if item.get("purposes") and r["purpose"] not in item["purposes"]:
+        return False
+    return not (item.get("dataset_ids") and r["dataset_id"] not in item["dataset_ids"])
+
+
+def _review_form(
+    request: Request, r: dict[str, Any], mechanisms: list[dict[str, Any]], today: date
+) -> dict[str, Any]:
+    """What the determination form of one request offers: the evidence pickers, the bases a
+    HUMAN_REVIEW may be determined as, the finding it waits for, and whether a PIPIA is due."""
+    rules = request.app.state.rules
+    decision = r["decision"]
+    facts = decision.get("facts") or {}
+    usable = [m for m in mechanisms if _usable(m, r, today)]
+    basis = []
+    rule = rules.rule(str(decision.get("rule_id") or ""))
+    if decision.get("outcome") == "HUMAN_REVIEW" and rule is not None:
+        for target in rule.determinable_as:
+            named = rules.rule(target)
+            if named is not None:
+                basis.append({"rule_id": target, "outcome": named.outcome, "legal_basis": named.legal_basis})
+    origin = str(facts.get("origin") or "")
+    overlay = facts.get("sector_overlay")
+    return {
+        "evidence": [m for m in usable if m["kind"] != "SECTOR"],
+        "sector": [m for m in usable if m["kind"] == "SECTOR"],
+        "sector_applies": decision.get("rule_id") == "M2" or overlay not in (None, "none"),
+        "sector_name": overlay if overlay not in (None, "none") else None,
+        "basis": basis,
+        "awaits": decision.get("awaits"),
+        # PIPL Arts.39 and 55: personal information leaving the Mainland needs a PIPIA and notice.
+        "needs_pipia": (origin in MAINLAND_REGIONS or origin.startswith("CN"))
+        and bool(facts.get("has_pi"))
+        and not facts.get("anonymised")
+        and decision.get("outcome") != "NOT_EXPORT",
+    }
+
+
 async def _requests_page(request: Request, signed: Signed, status_code: int = 200, **extra: Any) -> Response:
     api = Api(request, signed)
     requests = await api.json("GET", "/api/v1/access-requests", params={"limit": 200})
@@ -430,18 +524,28 @@ async def _requests_page(request: Request, signed: Signed, status_code: int = 20
         queue = [r for r in requests if r["state"] == "under_compliance_review"]
     else:
         queue = []
+    forms: dict[str, dict[str, Any]] = {}
+    if me.role == "compliance_officer" and queue:
+        mechanisms = await api.json("GET", "/api/v1/mechanisms")
+        today = legal_today(request)
+        forms = {r["id"]: _review_form(request, r, mechanisms, today) for r in queue}
     queued = {r["id"] for r in queue}
+    # An error shows beside its card or grant row; one for neither (it changed meanwhile) on top.
+    placed = extra.get("error_for") in queued | {g["id"] for g in grants}
     # A form sent twice (a double click, a reload) reuses the transfer the first one logged.
-    context = {"errors": {}, "error_for": None, "form_key": secrets.token_urlsafe(12)} | extra
+    context = {"errors": {}, "error_for": None, "values": {}, "form_key": secrets.token_urlsafe(12)} | extra
     return render(
         request,
         "requests.html",
         status_code=status_code,
         signed=signed,
         queue=queue,
+        forms=forms,
         requests=[r for r in requests if r["id"] not in queued],
         grants=grants,
         created=request.query_params.get("created"),
+        macao_grounds=[g for g in MACAO_GROUNDS if g != "none"],
+        placed=placed,
         **context,
     )
 
@@ -451,19 +555,93 @@ async def requests_page(request: Request, signed: Anyone) -> Response:
     return await _requests_page(request, signed)
 
 
+def _determination_body(form: FormData) -> dict[str, Any]:
+    """The officer's form as the API's approval body: the determination and any findings."""
+    given = {name: str(form.get(name) or "").strip() for name in DETERMINATION_FIELDS}
+    body: dict[str, Any] = {"determination": {k: v for k, v in given.items() if v}}
+    findings: dict[str, Any] = {name: True for name in FINDING_CHECKS if form.get(name) == "on"}
+    ground = str(form.get("macao_art20_ground") or "")
+    if ground:
+        findings["macao_art20_ground"] = ground
+    if findings:
+        body["findings"] = findings
+    return body
+
+
+def review_errors(failure: ApiFailed) -> dict[str, str]:
+    """The API names ``determination.<field>`` or ``findings.<name>``: the form's field of that name."""
+    if isinstance(failure.detail, list):
+        return field_errors(failure, REVIEW_FIELDS)
+    named = str(failure.field or "")
+    short = named.split(".", 1)[1] if named.startswith(("determination.", "findings.")) else named
+    if short in REVIEW_FIELDS:
+        return {short: str(failure.detail).removeprefix(f"{named}: ")}
+    return {"form": str(failure.detail)}
+
+
+def _status(failure: ApiFailed) -> int:
+    return failure.status if 400 <= failure.status < 500 else 503
+
+
 @router.post("/requests/{request_id}/{action}")
 async def review(request: Request, request_id: str, action: str, signed: Reviewer) -> Response:
     if action not in ("approve", "reject"):
         raise PageNotFound
     form = await form_of(request, signed)
     reason = str(form.get("reason") or "").strip()
-    body: dict[str, Any] = {"reason": reason} if reason or action == "reject" else {}
+    body: dict[str, Any]
+    if action == "approve" and signed.person.role == "compliance_officer":
+        body = _determination_body(form)
+    else:
+        body = {"reason": reason} if reason or action == "reject" else {}
     try:
-        await Api(request, signed).json("POST", f"/api/v1/access-requests/{request_id}/{action}", json=body)
+        await Api(request, signed).json(
+            "POST", f"/api/v1/access-requests/{request_id}/{action}", json=body, refusals=True
+        )
     except ApiFailed as failure:
-        errors = field_errors(failure, {"reason"})
-        return await _requests_page(request, signed, 422, errors=errors, error_for=request_id)
+        return await _requests_page(
+            request,
+            signed,
+            _status(failure),
+            errors=review_errors(failure),
+            error_for=request_id,
+            values={k: str(v) for k, v in form.items() if k != "csrf"},
+        )
     return RedirectResponse(f"/console/requests?done={action}#request-{request_id}", status_code=303)
+
+
+async def _grant_action(
+    request: Request, signed: Signed, grant_id: str, path: str, field: str, done: str
+) -> Response:
+    """A grant form with one text field (revoke: reason; attest deletion: statement)."""
+    form = await form_of(request, signed)
+    text = str(form.get(field) or "").strip()
+    try:
+        await Api(request, signed).json(
+            "POST", f"/api/v1/grants/{grant_id}/{path}", json={field: text}, refusals=True
+        )
+    except ApiFailed as failure:
+        return await _requests_page(
+            request,
+            signed,
+            _status(failure),
+            errors=field_errors(failure, {field}),
+            error_for=grant_id,
+            values={field: text},
+        )
+    return RedirectResponse(f"/console/requests?done={done}#grant-{grant_id}", status_code=303)
+
+
+@router.post("/grants/{grant_id}/revoke")
+async def revoke_grant(request: Request, grant_id: str, signed: Reviewer) -> Response:
+    """The provider or a compliance officer ends a grant; the API deletes its delivery copies."""
+    return await _grant_action(request, signed, grant_id, "revoke", "reason", "revoke")
+
+
+@router.post("/grants/{grant_id}/deletion-attestation")
+async def attest_deletion(request: Request, grant_id: str, signed: Consumer) -> Response:
+    """The grantee attests, after the grant ended, that it deleted every copy."""
+    return await _grant_action(request, signed, grant_id, "deletion-attestation", "statement", "attest")
 
 
 @router.post("/grants/{grant_id}/deliver")
@@ -496,6 +674,268 @@ async def sharing_profile(request: Request, grant_id: str, signed: Consumer) -> 
             "Cache-Control": "no-store",
         },
     )
+
+
+# -- evidence registry ---------------------------------------------------------------------------
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # the API's limit for a filed document
+MECHANISM_DATES = ("issued", "valid_to", "effective_date", "filing_date")
+MECHANISM_FIELDS = {
+    "exporter_org_id",
+    "recipient_org_id",
+    "kind",
+    "reference",
+    *MECHANISM_DATES,
+    "purposes",
+    "variant",
+    "authority",
+    "authority_name",
+    "sector",
+    "dataset_ids",
+    "spi_categories",
+    "approved_individuals",
+}
+
+
+async def org_names(api: Api, signed: Signed) -> dict[str, str]:
+    """Organisation names the viewer may already read: dataset providers, the transfer log's
+    parties (officers) and their own. Others are shown by id."""
+    names: dict[str, str] = {}
+    page = await api.json("GET", "/api/v1/datasets", params={"limit": 100})
+    for item in page["items"]:
+        if item["provider"].get("org_id"):
+            names[item["provider"]["org_id"]] = item["provider"]["name"]
+    if signed.person.role == "compliance_officer":
+        parties = await api.json("GET", "/api/v1/compliance/parties")
+        for party in (*parties["exporters"], *parties["recipients"]):
+            if party.get("name"):
+                names[party["org_id"]] = party["name"]
+    names[signed.person.org_id] = signed.person.org_name
+    return names
+
+
+async def _mechanisms_page(
+    request: Request, signed: Signed, status_code: int = 200, **extra: Any
+) -> Response:
+    api = Api(request, signed)
+    items = await api.json("GET", "/api/v1/mechanisms")
+    requests = await api.json("GET", "/api/v1/access-requests", params={"limit": 200})
+    names = await org_names(api, signed)
+    me = signed.person
+    # The parties one can pick: everyone the viewer's requests, items and datasets name.
+    known = set(names)
+    for r in requests:
+        known |= {r["requester_org_id"], r["provider_org_id"]} - {None}
+    for item in items:
+        known |= {item["exporter_org_id"], item["recipient_org_id"]}
+    if me.role == "compliance_officer":
+        known.discard(me.org_id)  # the compliance office exports and receives nothing itself
+    parties = sorted(known, key=lambda org: (names.get(org, "~" + org)).lower())
+    exporters = parties if me.role == "compliance_officer" else [me.org_id]
+    context = {"errors": {}, "error_for": None, "values": {}} | extra
+    return render(
+        request,
+        "mechanisms.html",
+        status_code=status_code,
+        signed=signed,
+        items=sorted(items, key=lambda i: (i.get("withdrawn_at") is not None, i["reference"])),
+        names=names,
+        exporters=exporters,
+        recipients=parties,
+        kinds=EVIDENCE_KINDS,
+        variants=EVIDENCE_VARIANTS,
+        authorities=AUTHORITIES,
+        sectors=[s for s in SECTORS if s != "none"],
+        purposes=PURPOSES,
+        spi_categories=SPI_CATEGORIES,
+        max_mib=MAX_DOCUMENT_BYTES // (1024 * 1024),
+        **context,
+    )
+
+
+@router.get("/mechanisms")
+async def mechanisms_page(request: Request, signed: Reviewer) -> Response:
+    return await _mechanisms_page(request, signed)
+
+
+def _mechanism_body(form: FormData) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        name: str(form.get(name) or "").strip()
+        for name in ("exporter_org_id", "recipient_org_id", "kind", "reference")
+    }
+    for name in (*MECHANISM_DATES, "variant", "authority", "authority_name", "sector"):
+        value = str(form.get(name) or "").strip()
+        if value:
+            body[name] = value
+    body["purposes"] = [str(p) for p in form.getlist("purposes")]
+    text = str(form.get("dataset_ids") or "")
+    body["dataset_ids"] = [d.strip() for d in text.replace("\n", ",").split(",") if d.strip()]
+    spi = [str(c) for c in form.getlist("spi_categories")]
+    if spi:  # none ticked: the item does not state its categories (not: covers none)
+        body["spi_categories"] = spi
+    return body
+
+
+@router.post("/mechanisms")
+async def record_mechanism(request: Request, signed: Reviewer) -> Response:
+    form = await form_of(request, signed)
+    body = _mechanism_body(form)
+    values: dict[str, Any] = {k: str(v) for k, v in form.items() if k != "csrf"}
+    values |= {"purposes": body["purposes"], "spi_categories": body.get("spi_categories", [])}
+    individuals = str(form.get("approved_individuals") or "").strip()
+    if individuals:
+        if not individuals.isdigit():
+            errors = {"approved_individuals": "Enter a whole number of individuals."}
+            return await _mechanisms_page(request, signed, 422, errors=errors, error_for="new", values=values)
+        body["approved_individuals"] = int(individuals)
+    try:
+        created = await Api(request, signed).json("POST", "/api/v1/mechanisms", json=body, refusals=True)
+    except ApiFailed as failure:
+        errors = field_errors(failure, MECHANISM_FIELDS)
+        return await _mechanisms_page(
+            request, signed, _status(failure), errors=errors, error_for="new", values=values
+        )
+    return RedirectResponse(
+        f"/console/mechanisms?recorded={created['id']}#item-{created['id']}", status_code=303
+    )
+
+
+@router.post("/mechanisms/{evidence_id}/withdraw")
+async def withdraw_mechanism(request: Request, evidence_id: str, signed: Reviewer) -> Response:
+    form = await form_of(request, signed)
+    reason = str(form.get("reason") or "").strip()
+    try:
+        await Api(request, signed).json(
+            "POST", f"/api/v1/mechanisms/{evidence_id}/withdraw", json={"reason": reason}, refusals=True
+        )
+    except ApiFailed as failure:
+        errors = field_errors(failure, {"reason"})
+        return await _mechanisms_page(
+            request, signed, _status(failure), errors=errors, error_for=evidence_id, values={"reason": reason}
+        )
+    return RedirectResponse(f"/console/mechanisms#item-{evidence_id}", status_code=303)
+
+
+@router.post("/mechanisms/{evidence_id}/document")
+async def upload_document(request: Request, evidence_id: str, signed: Reviewer) -> Response:
+    """The filed document, from a file field, to the API with the file's type (at most 20 MiB)."""
+    form = await read_multipart(request, MAX_DOCUMENT_BYTES + MAX_FORM_BYTES)
+    try:
+        if not hmac.compare_digest(str(form.get("csrf") or ""), signed.csrf):
+            raise FormExpired
+        upload = form.get("document")
+        error = None
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            error = "Choose the filed document (PDF, PNG or JPEG)."
+        else:
+            data = await upload.read(MAX_DOCUMENT_BYTES + 1)
+            content_type = (upload.content_type or "").split(";")[0].strip().lower()
+            if len(data) > MAX_DOCUMENT_BYTES:
+                error = "The document is larger than 20 MiB."
+            elif not data:
+                error = "The file is empty."
+    finally:
+        await form.close()
+    if error is None:
+        try:
+            await Api(request, signed).json(
+                "PUT",
+                f"/api/v1/mechanisms/{evidence_id}/document",
+                content=data,
+                headers={"Content-Type": content_type},
+                refusals=True,
+            )
+        except ApiFailed as failure:
+            error = str(failure.detail).removeprefix("document: ")
+            status = _status(failure)
+    else:
+        status = 422
+    if error is not None:
+        return await _mechanisms_page(
+            request, signed, status, errors={"document": error}, error_for=evidence_id
+        )
+    return RedirectResponse(f"/console/mechanisms#item-{evidence_id}", status_code=303)
+
+
+async def _download(request: Request, signed: Signed, path: str, filename: str | None = None) -> Response:
+    response = await Api(request, signed).call("GET", path)
+    if response.status_code != 200:
+        raise PageNotFound
+    headers = {"Cache-Control": "no-store"}
+    if filename:
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    if response.headers.get("x-content-sha256"):
+        headers["X-Content-SHA256"] = response.headers["x-content-sha256"]
+    return Response(response.content, media_type=response.headers.get("content-type"), headers=headers)
+
+
+@router.get("/mechanisms/{evidence_id}/document")
+async def mechanism_document(request: Request, evidence_id: str, signed: Reviewer) -> Response:
+    """The filed document, as the API checked it against its SHA-256."""
+    return await _download(request, signed, f"/api/v1/mechanisms/{evidence_id}/document")
+
+
+@router.get("/mechanisms/{evidence_id}/filing-package.pdf")
+async def filing_package(request: Request, evidence_id: str, signed: Reviewer) -> Response:
+    """A standard contract's filing annex as the bilingual PDF."""
+    return await _download(
+        request,
+        signed,
+        f"/api/v1/mechanisms/{evidence_id}/filing-package?format=pdf",
+        f"filing-{evidence_id[:8]}.pdf",
+    )
+
+
+# -- obligations -----------------------------------------------------------------------------------
+async def _obligations_page(
+    request: Request, signed: Signed, status_code: int = 200, **extra: Any
+) -> Response:
+    api = Api(request, signed)
+    params = request.query_params
+    state = params.get("state", "open") if params.get("state", "open") in ("open", "met", "") else "open"
+    overdue = params.get("overdue") == "true"
+    query: dict[str, Any] = {"limit": 500}
+    if state:
+        query["state"] = state
+    if overdue:
+        query["overdue"] = "true"
+    duties = await api.json("GET", "/api/v1/obligations", params=query)
+    grants = await api.json("GET", "/api/v1/grants", params={"limit": 200})
+    names = await org_names(api, signed)
+    context = {"errors": {}, "error_for": None, "values": {}} | extra
+    return render(
+        request,
+        "obligations.html",
+        status_code=status_code,
+        signed=signed,
+        duties=duties,
+        datasets={g["id"]: g["dataset_id"] for g in grants},
+        names=names,
+        filters={"state": state, "overdue": overdue},
+        **context,
+    )
+
+
+@router.get("/obligations")
+async def obligations_page(request: Request, signed: Anyone) -> Response:
+    return await _obligations_page(request, signed)
+
+
+@router.post("/obligations/{obligation_id}/met")
+async def meet_obligation(request: Request, obligation_id: str, signed: Anyone) -> Response:
+    form = await form_of(request, signed)
+    body = {name: str(form.get(name) or "").strip() for name in ("reference", "date")}
+    if not body["date"]:  # only a PIPIA names the date it was completed
+        del body["date"]
+    try:
+        await Api(request, signed).json(
+            "POST", f"/api/v1/obligations/{obligation_id}/met", json=body, refusals=True
+        )
+    except ApiFailed as failure:
+        errors = field_errors(failure, {"reference", "date"})
+        return await _obligations_page(
+            request, signed, _status(failure), errors=errors, error_for=obligation_id, values=body
+        )
+    return RedirectResponse(f"/console/obligations#obligation-{obligation_id}", status_code=303)
 
 
 # -- provider --------------------------------------------------------------------------------
@@ -656,5 +1096,6 @@ def install(app: FastAPI) -> None:
             "This form expired or was not sent from this console. Go back, reload the page and try again.",
         ),
         (FormTooLarge, 413, "Form too large", "The form sent more than this page accepts."),
+        (FormUnreadable, 400, "Form unreadable", "The form could not be read. Go back and send it again."),
     ):
         app.add_exception_handler(exc_class, page_for(status, title, message))

@@ -11,6 +11,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from gbadz.console.i18n import LOCALE_NAMES, LOCALES, translate
 
@@ -97,6 +98,34 @@ async def read_form(request: Request, limit: int, max_fields: int = 200) -> Form
     except ValueError:  # more fields than any of our forms has
         raise FormTooLarge from None
     return FormData(pairs)
+
+
+class FormUnreadable(Exception):
+    """A form body that is not the encoding its page sends."""
+
+
+async def read_multipart(request: Request, limit: int, max_fields: int = 20) -> FormData:
+    """A multipart form (one file), read up to ``limit`` bytes whatever Content-Length claims.
+
+    Files are spooled by Starlette (memory, then disk); the caller closes the form."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise FormUnreadable
+
+    async def bounded() -> Any:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise FormTooLarge
+            yield chunk
+
+    parser = MultiPartParser(
+        request.headers, bounded(), max_files=1, max_fields=max_fields, max_part_size=64 * 1024
+    )
+    try:
+        return await parser.parse()
+    except MultiPartException:
+        raise FormUnreadable from None
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
