@@ -174,7 +174,17 @@ class TestDemo:
         assert all(r["legal_basis"] for r in report["requests"])
         # Two transfers, logged before their URLs; the compliance view and an offline-verified log.
         compliance = report["compliance"]
-        assert [0, 1] == sorted(d["log_index"] for d in compliance["delivered"])
+        # The health request ends in a determination (entry 0): the GBA standard contract (M12)
+        # on top of the sector approval, and the log shows that basis and both approvers.
+        assert ("approved", "M12", "GBA_SC", "M2") == tuple(compliance["determination"].values())
+        assert [1, 2] == sorted(d["log_index"] for d in compliance["delivered"])
+        [health] = [t for t in compliance["logged"] if t["dataset"] == "sz-hospital-outpatient-visits"]
+        assert ("GBA_SC", "M12", "GBA_SC_HK", ["provider", "compliance"]) == (
+            health["outcome"],
+            health["rule_id"],
+            health["mechanism"],
+            health["approvers"],
+        )
         assert compliance["verified"]
         [hospital] = [c for c in compliance["counters"] if c["exporter"] == "Shenzhen Harbour Hospital Group"]
         assert 0 < hospital["pi_individuals"] <= 100_000

@@ -562,6 +562,22 @@ def _deliveries_and_compliance(
     )
     return {
         "delivered": delivered,
+        "determination": {
+            "state": approved.get("state"),
+            "rule_id": decision.get("rule_id"),
+            "outcome": decision.get("outcome"),
+            "reviewed": (decision.get("reviewed") or {}).get("rule_id"),
+        },
+        "logged": [
+            {
+                "dataset": row["entry"]["dataset_id"],
+                "outcome": row["entry"]["decision_outcome"],
+                "rule_id": row["entry"]["rule_id"],
+                "mechanism": row["entry"].get("mechanism"),
+                "approvers": [a["step"] for a in row["entry"].get("approvers") or []],
+            }
+            for row in transfers
+        ],
         "transfers": len(transfers),
         "counters": counts,
         "checkpoint": checkpoint["tree_size"],
