@@ -230,7 +230,9 @@ class TestTheDetermination:
         own = http.post(
             approve,
             json={
-                "determination": determination(health["gba_sc"]["id"], sector_evidence_id=health["sector"]["id"])
+                "determination": determination(
+                    health["gba_sc"]["id"], sector_evidence_id=health["sector"]["id"]
+                )
             },
             headers=colleague.headers,
         )

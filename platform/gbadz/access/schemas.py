@@ -287,7 +287,9 @@ class ObligationMet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reference: str = Field(min_length=3, max_length=300, description="the record that shows it was met")
-    date: dt.date | None = Field(default=None, description="for a PIPIA: the date it was completed (required)")
+    date: dt.date | None = Field(
+        default=None, description="for a PIPIA: the date it was completed (required)"
+    )
 
 
 class DeletionAttestation(BaseModel):

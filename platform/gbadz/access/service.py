@@ -1530,7 +1530,9 @@ def meet_obligation(
         if on is None:
             raise DeterminationIncomplete("date: the date the PIPIA was completed", field="date")
         if on > legal_today():
-            raise DeterminationIncomplete("date: a PIPIA is done before the transfer, not in the future", field="date")
+            raise DeterminationIncomplete(
+                "date: a PIPIA is done before the transfer, not in the future", field="date"
+            )
     duty.state, duty.reference, duty.met_by, duty.met_at = "met", reference, actor, _now()
     duty.evidence_date = on
     audit.record(
@@ -1539,7 +1541,12 @@ def meet_obligation(
         action="obligation.met",
         subject_type="obligation",
         subject_id=duty.id,
-        details={"kind": duty.kind, "grant": duty.grant_id, "reference": reference, "date": on.isoformat() if on else None},
+        details={
+            "kind": duty.kind,
+            "grant": duty.grant_id,
+            "reference": reference,
+            "date": on.isoformat() if on else None,
+        },
     )
     return duty
 

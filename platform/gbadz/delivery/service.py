@@ -426,7 +426,9 @@ def deliver(
         "approvers": _approvers(grant, request),
         "pipia": pipia,
         "consent": consent,
-        "dspdp_notification_ref": met["dspdp_notification"].reference if "dspdp_notification" in met else None,
+        "dspdp_notification_ref": met["dspdp_notification"].reference
+        if "dspdp_notification" in met
+        else None,
         "necessity_justification": request.necessity_justification if request else None,
         "findings": {k: v for k, v in (request.findings or {}).items() if k not in ("by", "at")}
         if request
