@@ -380,6 +380,9 @@ class TestTheRecord:
         ours = [b for b in bodies if b.get("grant_id") == grant and b.get("entry_version") == 2]
         assert {"determination", None} <= {b.get("type") for b in ours}
         assert all(len(b["approvers"]) == 2 for b in ours)
+        # Each exported entry answers on its own: the final basis and the filed mechanism.
+        assert all(b["rule_id"] == "M12" and "HUMAN_REVIEW" not in b["legal_basis"] for b in ours)
+        assert {health["gba_sc"]["reference"]} == {b["mechanism_evidence"]["reference"] for b in ours}
 
 
 class TestGrantEnd:
