@@ -733,3 +733,17 @@ class TestUpgrade:
         stopped = http.post(f"/api/v1/grants/{grant}/deliveries", headers=health["startup"].headers)
         assert (410, "GrantSuspended") == (stopped.status_code, stopped.json()["error"]), stopped.text
         assert "not resolved by a determination" in stopped.json()["detail"]
+
+    def test_an_id_no_record_can_have_is_named_not_a_500(self, http: TestClient, party: MakeParty) -> None:
+        """A NUL or a query character in an id (PostgreSQL refuses NUL in text) is 422 naming the id."""
+        officer = party("compliance_officer", "CN-SZ")
+        for path in (
+            "/api/v1/mechanisms/%00/withdraw",
+            "/api/v1/grants/%00/revoke",
+            "/api/v1/obligations/a%3Fb/met",
+            "/api/v1/access-requests/%0d%0a/approve",
+        ):
+            answer = http.post(
+                path, json={"reason": "not a record", "reference": "x-1"}, headers=officer.headers
+            )
+            assert 422 == answer.status_code, (path, answer.text)

@@ -408,12 +408,13 @@ class TestLanguages:
             text = template.read_text()
             used |= set(re.findall(r'\bt\(\s*"([^"]+)"', text)) | set(re.findall(r"\bt\(\s*'([^']+)'", text))
         # Labels built from a prefix and a code: every code the prefix is used with.
-        from gbadz.vocabulary import AUTHORITIES, MACAO_GROUNDS, SPI_CATEGORIES
+        from gbadz.vocabulary import AUTHORITIES, EVIDENCE_VARIANTS, MACAO_GROUNDS, SECTORS, SPI_CATEGORIES
 
         used = {k for k in used if not k.endswith(":")} | {
             f"onward:{o}" for o in ("none", "within_gba", "outside_gba")
         }
         used |= {f"authority:{a}" for a in AUTHORITIES} | {f"spi:{c}" for c in SPI_CATEGORIES}
+        used |= {f"variant:{v}" for v in EVIDENCE_VARIANTS} | {f"sector:{s}" for s in SECTORS}
         used |= {f"ground:{g}" for g in MACAO_GROUNDS if g != "none"}
         used |= {f"date:{d}" for d in ("issued", "effective_date", "filing_date", "valid_to")}
         used |= {f"finding:{f}" for f in ("necessity_accepted", "foreign_pi_transit", "anonymised")}
@@ -675,15 +676,28 @@ class TestEvidenceRegistry:
         assert 303 == recorded.status_code, recorded.text[:500]
         evidence_id = parse_qs(urlsplit(recorded.headers["location"]).query)["recorded"][0]
         upload = f"/console/mechanisms/{evidence_id}/document"
+        odd = provider.post(
+            f"{upload}?csrf={csrf}",
+            data={"csrf": csrf},
+            files={"document": ("f.pdf", PDF, "application/pdf\u00e9")},
+        )
+        assert (422, True) == (odd.status_code, "Choose the filed document" in odd.text)  # never forwarded
         sent = provider.post(
-            upload, data={"csrf": csrf}, files={"document": ("filing.pdf", PDF, "application/pdf")}
+            f"{upload}?csrf={csrf}",
+            data={"csrf": csrf},
+            files={"document": ("filing.pdf", PDF, "application/pdf")},
         )
         assert 303 == sent.status_code, sent.text[:500]
         listed = provider.get("/console/mechanisms")
         assert hashlib.sha256(PDF).hexdigest() in listed.text
-        assert PDF == provider.get(upload).content
+        fetched = provider.get(upload)
+        assert PDF == fetched.content
+        assert fetched.headers["content-disposition"].startswith("attachment;")
+        assert "nosniff" == fetched.headers["x-content-type-options"]
         again = provider.post(
-            upload, data={"csrf": csrf}, files={"document": ("other.pdf", PDF + b" ", "application/pdf")}
+            f"{upload}?csrf={csrf}",
+            data={"csrf": csrf},
+            files={"document": ("other.pdf", PDF + b" ", "application/pdf")},
         )
         assert 409 == again.status_code
         assert "already holds its document" in again.text
@@ -700,20 +714,30 @@ class TestEvidenceRegistry:
         assert "Replaced by a new contract" in provider.get("/console/mechanisms").text
 
     def test_an_upload_is_bounded_and_needs_the_forms_token(self, world: World, signed_in: SignedIn) -> None:
-        """An upload over 20 MiB is refused with 413, one without the CSRF token as expired."""
+        """An upload over 20 MiB is refused with 413; a forged token is refused before the body is read."""
         provider = signed_in("provider")
         upload = f"/console/mechanisms/{world.mechanism}/document"
+        csrf = _csrf(provider.get("/console/mechanisms").text)
+        big = b"0" * (20 * 1024 * 1024 + 70 * 1024)
+        # A forged token with a body over the limit: 403, not 413 (the body was never parsed).
         forged = provider.post(
-            upload, data={"csrf": "forged"}, files={"document": ("a.pdf", PDF, "application/pdf")}
+            f"{upload}?csrf=forged",
+            data={"csrf": csrf},
+            files={"document": ("a.pdf", big, "application/pdf")},
         )
         assert 403 == forged.status_code
-        big = b"0" * (20 * 1024 * 1024 + 70 * 1024)
         too_big = provider.post(
-            upload,
-            data={"csrf": _csrf(provider.get("/console/mechanisms").text)},
+            f"{upload}?csrf={csrf}",
+            data={"csrf": csrf},
             files={"document": ("big.pdf", big, "application/pdf")},
         )
         assert 413 == too_big.status_code
+        # Ids that are not one path segment look missing, never a 500 or another route.
+        for bad in ("%00", "x%3Fy", "%0d%0a"):
+            answer = provider.post(
+                f"/console/mechanisms/{bad}/withdraw", data={"csrf": csrf, "reason": "no reason"}
+            )
+            assert 404 == answer.status_code, (bad, answer.status_code)
 
 
 class TestObligations:

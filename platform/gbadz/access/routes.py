@@ -6,6 +6,7 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as FastPath
 
 from gbadz import storage
 from gbadz.access import service
@@ -69,6 +70,8 @@ router = APIRouter(
 Reader = Annotated[Principal, Depends(require_scopes("catalog:read"))]
 Requester = Annotated[Principal, Depends(require_scopes("access:request"))]
 Reviewer = Annotated[Principal, Depends(require_scopes("access:review"))]
+#: A record's id in a path: what the platform issues (UUIDs); anything else is 422, never a 500.
+RecordId = Annotated[str, FastPath(max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 log = get_logger("gbadz.access")
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 DOCUMENT_TYPES = ("application/pdf", "image/png", "image/jpeg")
@@ -198,7 +201,9 @@ def list_access_requests(
     responses=error_responses(AccessRequestNotFound),
     summary="One access request with its decision and state",
 )
-def get_access_request(request_id: str, principal: Authenticated, session: ReadSession) -> AccessRequestRead:
+def get_access_request(
+    request_id: RecordId, principal: Authenticated, session: ReadSession
+) -> AccessRequestRead:
     found = service.visible_request(session, principal, request_id)
     return _request_read(found, service.grant_id_of(session, found))
 
@@ -220,7 +225,12 @@ def get_access_request(request_id: str, principal: Authenticated, session: ReadS
     "determination (basis, mechanism evidence, PIPIA, notice and consent, note)",
 )
 def approve_access_request(
-    request_id: str, body: Review, principal: Reviewer, session: WriteSession, rules: Rules, transfer_log: Log
+    request_id: RecordId,
+    body: Review,
+    principal: Reviewer,
+    session: WriteSession,
+    rules: Rules,
+    transfer_log: Log,
 ) -> AccessRequestRead:
     findings = service.Findings(**body.findings.model_dump()) if body.findings else None
     given = DeterminationIn(**body.determination.model_dump()) if body.determination else None
@@ -237,7 +247,7 @@ def approve_access_request(
     summary="Reject at the current review step, with a reason",
 )
 def reject_access_request(
-    request_id: str, body: Rejection, principal: Reviewer, session: WriteSession
+    request_id: RecordId, body: Rejection, principal: Reviewer, session: WriteSession
 ) -> AccessRequestRead:
     return _request_read(service.reject(session, principal, actor_of(principal), request_id, body.reason))
 
@@ -264,7 +274,7 @@ def list_grants(
     summary="Revoke a grant (its provider, its holder, or a compliance officer), with a reason",
 )
 def revoke_grant(
-    grant_id: str,
+    grant_id: RecordId,
     body: Rejection,
     principal: Authenticated,
     session: WriteSession,
@@ -294,7 +304,7 @@ def _delete_copies(session: WriteSession, grant: Grant, client: S3, settings: Ap
     responses=error_responses(GrantNotFound),
     summary="One grant: decision, determination, state, and its end (copies deleted, deletion attested)",
 )
-def get_grant(grant_id: str, principal: Authenticated, session: ReadSession) -> GrantRead:
+def get_grant(grant_id: RecordId, principal: Authenticated, session: ReadSession) -> GrantRead:
     return _grant_read(service.visible_grant(session, principal, grant_id))
 
 
@@ -305,7 +315,7 @@ def get_grant(grant_id: str, principal: Authenticated, session: ReadSession) -> 
     summary="The grantee attests it deleted every copy after the grant ended",
 )
 def attest_deletion(
-    grant_id: str, body: DeletionAttestation, principal: Authenticated, session: WriteSession
+    grant_id: RecordId, body: DeletionAttestation, principal: Authenticated, session: WriteSession
 ) -> GrantRead:
     return _grant_read(
         service.attest_deletion(session, principal, actor_of(principal), grant_id, body.statement)
@@ -344,7 +354,7 @@ def _obligations(duties: list[Any]) -> list[ObligationRead]:
     summary="Record that an obligation was met, naming the record (the owner, or a compliance officer)",
 )
 def meet_obligation(
-    obligation_id: str, body: ObligationMet, principal: Authenticated, session: WriteSession
+    obligation_id: RecordId, body: ObligationMet, principal: Authenticated, session: WriteSession
 ) -> ObligationRead:
     duty = service.meet_obligation(
         session, principal, actor_of(principal), obligation_id, body.reference, body.date
@@ -359,7 +369,7 @@ def meet_obligation(
     summary="Decide a suspended grant again (compliance officers): it resumes only if no stricter now",
 )
 def redecide_grant(
-    grant_id: str, principal: Reviewer, session: WriteSession, rules: Rules, body: Review | None = None
+    grant_id: RecordId, principal: Reviewer, session: WriteSession, rules: Rules, body: Review | None = None
 ) -> GrantRead:
     findings = service.Findings(**body.findings.model_dump()) if body and body.findings else None
     return _grant_read(
@@ -389,7 +399,7 @@ def record_mechanism(body: EvidenceCreate, principal: Reviewer, session: WriteSe
     summary="Correct a mechanism: a new version supersedes it (the old one is kept, withdrawn)",
 )
 def amend_mechanism(
-    evidence_id: str, body: EvidenceCreate, principal: Reviewer, session: WriteSession
+    evidence_id: RecordId, body: EvidenceCreate, principal: Reviewer, session: WriteSession
 ) -> EvidenceRead:
     row = service.amend_evidence(session, principal, actor_of(principal), evidence_id, **body.model_dump())
     return EvidenceRead.model_validate(row)
@@ -402,7 +412,7 @@ def amend_mechanism(
     summary="Withdraw a mechanism (kept, never used again; grants relying on it stop at their next transfer)",
 )
 def withdraw_mechanism(
-    evidence_id: str, body: Rejection, principal: Reviewer, session: WriteSession
+    evidence_id: RecordId, body: Rejection, principal: Reviewer, session: WriteSession
 ) -> EvidenceRead:
     row = service.withdraw_evidence(session, principal, actor_of(principal), evidence_id, body.reason)
     return EvidenceRead.model_validate(row)
@@ -415,7 +425,7 @@ def withdraw_mechanism(
     summary="Upload the filed document itself (PDF or image; kept in the object-locked bucket with its SHA-256)",
 )
 async def upload_mechanism_document(
-    evidence_id: str,
+    evidence_id: RecordId,
     request: Request,
     principal: Reviewer,
     session: WriteSession,
@@ -461,7 +471,7 @@ async def upload_mechanism_document(
     "individuals, storage, onward recipients, PIPIA), as JSON or a bilingual PDF",
 )
 def filing_package(
-    evidence_id: str,
+    evidence_id: RecordId,
     principal: Authenticated,
     session: ReadSession,
     rules: Rules,
@@ -491,7 +501,7 @@ def filing_package(
     summary="The filed document, checked against its recorded SHA-256",
 )
 def get_mechanism_document(
-    evidence_id: str, principal: Authenticated, session: ReadSession, client: S3, settings: AppSettings
+    evidence_id: RecordId, principal: Authenticated, session: ReadSession, client: S3, settings: AppSettings
 ) -> Response:
     store = storage.ObjectStore(client, settings.s3)
     item, data = service.evidence_document(session, principal, evidence_id, store, settings.s3.landing_bucket)

@@ -9,10 +9,11 @@ another role answer 404, as a hidden dataset does.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -25,6 +26,7 @@ from gbadz.console.i18n import LOCALES, translate
 from gbadz.console.session import LOGIN_COOKIE, SESSION_COOKIE, Signed
 from gbadz.console.web import (
     LANG_COOKIE,
+    SECURITY_HEADERS,
     FormTooLarge,
     FormUnreadable,
     locale_of,
@@ -140,6 +142,16 @@ async def form_of(request: Request, signed: Signed) -> FormData:
     return form
 
 
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
+def _q(value: str) -> str:
+    """A path parameter as one API path segment; an id no record can have looks missing."""
+    if not _SEGMENT.fullmatch(value) or value in (".", ".."):
+        raise PageNotFound
+    return quote(value, safe="")
+
+
 # -- the API, as the signed-in person --------------------------------------------------------
 def in_process(app: FastAPI) -> httpx.AsyncClient:
     """One HTTP client per app that calls the app itself over ASGI (no socket, no TLS context
@@ -172,16 +184,25 @@ class Api:
         for the form (four eyes, not the exporter) while a 404 still looks missing."""
         response = await self.call(method, path, **kwargs)
         if response.status_code == 403 and refusals:
-            body = response.json()
+            body = _body(response)
             raise ApiFailed(403, body.get("detail"), body.get("field"))
         if response.status_code in (403, 404):
             raise PageNotFound
         if response.status_code == 401:
             raise SignInRequired(self.request.url.path if self.request.method == "GET" else "/console/")
         if response.status_code >= 400:
-            body = response.json()
+            body = _body(response)
             raise ApiFailed(response.status_code, body.get("detail"), body.get("field"))
         return response.json()
+
+
+def _body(response: httpx.Response) -> dict[str, Any]:
+    """An error answer's JSON body (our error shape), or its status when it has none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {"detail": f"the service answered {response.status_code}"}
+    return body if isinstance(body, dict) else {"detail": str(body)}
 
 
 def field_errors(failure: ApiFailed, fields: set[str]) -> dict[str, str]:
@@ -338,12 +359,12 @@ async def _dataset_page(
     request: Request, signed: Signed, dataset_id: str, status_code: int = 200, **extra: Any
 ) -> Response:
     api = Api(request, signed)
-    dataset = await api.json("GET", f"/api/v1/datasets/{dataset_id}")
-    versions = await api.json("GET", f"/api/v1/datasets/{dataset_id}/versions")
+    dataset = await api.json("GET", f"/api/v1/datasets/{_q(dataset_id)}")
+    versions = await api.json("GET", f"/api/v1/datasets/{_q(dataset_id)}/versions")
     report = None
     if dataset.get("latest"):
         detail = await api.json(
-            "GET", f"/api/v1/datasets/{dataset_id}/versions/{dataset['latest']['version']}"
+            "GET", f"/api/v1/datasets/{_q(dataset_id)}/versions/{dataset['latest']['version']}"
         )
         report = detail.get("quality_report")
     context = {"assessment": None, "errors": {}, "values": {}} | extra
@@ -429,7 +450,7 @@ async def request_access(request: Request, dataset_id: str, signed: Consumer) ->
         body["duration_days"] = int(duration)
     try:
         created = await Api(request, signed).json(
-            "POST", f"/api/v1/datasets/{dataset_id}/access-requests", json=body
+            "POST", f"/api/v1/datasets/{_q(dataset_id)}/access-requests", json=body
         )
     except ApiFailed as failure:
         errors = field_errors(failure, ASK_FIELDS)
@@ -568,6 +589,12 @@ def _determination_body(form: FormData) -> dict[str, Any]:
     return body
 
 
+#: Review fields a card shows only for some decisions (a basis to name, a finding awaited).
+CONDITIONAL_REVIEW_FIELDS = frozenset(
+    {"basis_rule_id", "necessity_accepted", "foreign_pi_transit", "anonymised", "macao_art20_ground"}
+)
+
+
 def review_errors(failure: ApiFailed) -> dict[str, str]:
     """The API names ``determination.<field>`` or ``findings.<name>``: the form's field of that name."""
     if isinstance(failure.detail, list):
@@ -575,7 +602,10 @@ def review_errors(failure: ApiFailed) -> dict[str, str]:
     named = str(failure.field or "")
     short = named.split(".", 1)[1] if named.startswith(("determination.", "findings.")) else named
     if short in REVIEW_FIELDS:
-        return {short: str(failure.detail).removeprefix(f"{named}: ")}
+        message = str(failure.detail).removeprefix(f"{named}: ")
+        if short in CONDITIONAL_REVIEW_FIELDS:  # its input may not be on this card: say it on top too
+            return {short: message, "form": str(failure.detail)}
+        return {short: message}
     return {"form": str(failure.detail)}
 
 
@@ -596,7 +626,7 @@ async def review(request: Request, request_id: str, action: str, signed: Reviewe
         body = {"reason": reason} if reason or action == "reject" else {}
     try:
         await Api(request, signed).json(
-            "POST", f"/api/v1/access-requests/{request_id}/{action}", json=body, refusals=True
+            "POST", f"/api/v1/access-requests/{_q(request_id)}/{action}", json=body, refusals=True
         )
     except ApiFailed as failure:
         return await _requests_page(
@@ -618,7 +648,7 @@ async def _grant_action(
     text = str(form.get(field) or "").strip()
     try:
         await Api(request, signed).json(
-            "POST", f"/api/v1/grants/{grant_id}/{path}", json={field: text}, refusals=True
+            "POST", f"/api/v1/grants/{_q(grant_id)}/{path}", json={field: text}, refusals=True
         )
     except ApiFailed as failure:
         return await _requests_page(
@@ -651,7 +681,7 @@ async def deliver(request: Request, grant_id: str, signed: Consumer) -> Response
     headers = {"Idempotency-Key": key} if key else {}
     try:
         delivery = await Api(request, signed).json(
-            "POST", f"/api/v1/grants/{grant_id}/deliveries", headers=headers
+            "POST", f"/api/v1/grants/{_q(grant_id)}/deliveries", headers=headers
         )
     except ApiFailed as failure:
         return await _requests_page(
@@ -663,7 +693,7 @@ async def deliver(request: Request, grant_id: str, signed: Consumer) -> Response
 @router.get("/grants/{grant_id}/sharing-profile")
 async def sharing_profile(request: Request, grant_id: str, signed: Consumer) -> Response:
     """The grant's Delta Sharing profile file, for the open delta-sharing clients."""
-    response = await Api(request, signed).call("GET", f"/api/v1/grants/{grant_id}/sharing-profile")
+    response = await Api(request, signed).call("GET", f"/api/v1/grants/{_q(grant_id)}/sharing-profile")
     if response.status_code != 200:
         raise PageNotFound
     return Response(
@@ -677,6 +707,7 @@ async def sharing_profile(request: Request, grant_id: str, signed: Consumer) -> 
 
 
 # -- evidence registry ---------------------------------------------------------------------------
+DOCUMENT_TYPES = ("application/pdf", "image/png", "image/jpeg")
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # the API's limit for a filed document
 MECHANISM_DATES = ("issued", "valid_to", "effective_date", "filing_date")
 MECHANISM_FIELDS = {
@@ -805,7 +836,7 @@ async def withdraw_mechanism(request: Request, evidence_id: str, signed: Reviewe
     reason = str(form.get("reason") or "").strip()
     try:
         await Api(request, signed).json(
-            "POST", f"/api/v1/mechanisms/{evidence_id}/withdraw", json={"reason": reason}, refusals=True
+            "POST", f"/api/v1/mechanisms/{_q(evidence_id)}/withdraw", json={"reason": reason}, refusals=True
         )
     except ApiFailed as failure:
         errors = field_errors(failure, {"reason"})
@@ -818,6 +849,12 @@ async def withdraw_mechanism(request: Request, evidence_id: str, signed: Reviewe
 @router.post("/mechanisms/{evidence_id}/document")
 async def upload_document(request: Request, evidence_id: str, signed: Reviewer) -> Response:
     """The filed document, from a file field, to the API with the file's type (at most 20 MiB)."""
+    # The token travels in the action URL too, so a forged form is refused before its body is read.
+    if not hmac.compare_digest(str(request.query_params.get("csrf") or ""), signed.csrf):
+        raise FormExpired
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES + MAX_FORM_BYTES:
+        raise FormTooLarge
     form = await read_multipart(request, MAX_DOCUMENT_BYTES + MAX_FORM_BYTES)
     try:
         if not hmac.compare_digest(str(form.get("csrf") or ""), signed.csrf):
@@ -828,8 +865,11 @@ async def upload_document(request: Request, evidence_id: str, signed: Reviewer) 
             error = "Choose the filed document (PDF, PNG or JPEG)."
         else:
             data = await upload.read(MAX_DOCUMENT_BYTES + 1)
-            content_type = (upload.content_type or "").split(";")[0].strip().lower()
-            if len(data) > MAX_DOCUMENT_BYTES:
+            declared_type = (upload.content_type or "").split(";")[0].strip().lower()
+            content_type = declared_type if declared_type in DOCUMENT_TYPES else ""
+            if not content_type:
+                error = "Choose the filed document (PDF, PNG or JPEG)."
+            elif len(data) > MAX_DOCUMENT_BYTES:
                 error = "The document is larger than 20 MiB."
             elif not data:
                 error = "The file is empty."
@@ -839,7 +879,7 @@ async def upload_document(request: Request, evidence_id: str, signed: Reviewer) 
         try:
             await Api(request, signed).json(
                 "PUT",
-                f"/api/v1/mechanisms/{evidence_id}/document",
+                f"/api/v1/mechanisms/{_q(evidence_id)}/document",
                 content=data,
                 headers={"Content-Type": content_type},
                 refusals=True,
@@ -860,9 +900,11 @@ async def _download(request: Request, signed: Signed, path: str, filename: str |
     response = await Api(request, signed).call("GET", path)
     if response.status_code != 200:
         raise PageNotFound
-    headers = {"Cache-Control": "no-store"}
-    if filename:
-        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    headers = SECURITY_HEADERS | {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    extension = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}.get(
+        response.headers.get("content-type", "").split(";")[0], "bin"
+    )
+    headers["Content-Disposition"] = f'attachment; filename="{filename or "evidence-document"}.{extension}"'
     if response.headers.get("x-content-sha256"):
         headers["X-Content-SHA256"] = response.headers["x-content-sha256"]
     return Response(response.content, media_type=response.headers.get("content-type"), headers=headers)
@@ -871,7 +913,9 @@ async def _download(request: Request, signed: Signed, path: str, filename: str |
 @router.get("/mechanisms/{evidence_id}/document")
 async def mechanism_document(request: Request, evidence_id: str, signed: Reviewer) -> Response:
     """The filed document, as the API checked it against its SHA-256."""
-    return await _download(request, signed, f"/api/v1/mechanisms/{evidence_id}/document")
+    return await _download(
+        request, signed, f"/api/v1/mechanisms/{_q(evidence_id)}/document", f"evidence-{evidence_id[:8]}"
+    )
 
 
 @router.get("/mechanisms/{evidence_id}/filing-package.pdf")
@@ -880,7 +924,7 @@ async def filing_package(request: Request, evidence_id: str, signed: Reviewer) -
     return await _download(
         request,
         signed,
-        f"/api/v1/mechanisms/{evidence_id}/filing-package?format=pdf",
+        f"/api/v1/mechanisms/{_q(evidence_id)}/filing-package?format=pdf",
         f"filing-{evidence_id[:8]}.pdf",
     )
 
@@ -928,7 +972,7 @@ async def meet_obligation(request: Request, obligation_id: str, signed: Anyone) 
         del body["date"]
     try:
         await Api(request, signed).json(
-            "POST", f"/api/v1/obligations/{obligation_id}/met", json=body, refusals=True
+            "POST", f"/api/v1/obligations/{_q(obligation_id)}/met", json=body, refusals=True
         )
     except ApiFailed as failure:
         errors = field_errors(failure, {"reference", "date"})
