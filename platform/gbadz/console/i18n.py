@@ -388,6 +388,7 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "決定所依據的出境機制證明",
     ),
     "none (no mechanism needed)": (None, "无（无需出境机制）", "無（無需出境機制）"),
+    "Choose the item on file": (None, "请选择已备案的材料", "請選擇已備案的材料"),
     "effective": (None, "生效", "生效"),
     "filed": (None, "备案", "備案"),
     "issued": (None, "签发", "簽發"),
