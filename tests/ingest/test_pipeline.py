@@ -208,3 +208,44 @@ class TestFailures:
         retried = pipeline.publish(ctx, c, landed, protected_table, protected, report, digest)
         assert (1, False) == (retried.version, retried.reused)
         assert [1] == _versions(ctx, c.id)
+
+
+class TestNoPersonalValueInMessages:
+    def test_header_less_and_mistyped_files_quote_no_personal_value_anywhere(
+        self, ctx: pipeline.IngestContext, contract: tuple[Contract, str], tmp_path: Path
+    ) -> None:
+        """Issue #20 item 9 (invariant 9): a CSV without its header row, or with a name where a fee
+        belongs, is rejected naming columns only; no table and no log line holds the values."""
+        from gbadz.audit import AuditEvent
+
+        c, digest = contract
+        table = samples.generate("sz-hospital-outpatient-visits", 20)
+        names = table["patient_name"].to_pylist()
+        names[0] = "Chan Tai-man Zqx"
+        phones = table["phone"].to_pylist()
+        phones[0] = "13912345678"
+        table = table.set_column(
+            table.schema.get_field_index("patient_name"), "patient_name", pa.array(names)
+        )
+        table = table.set_column(table.schema.get_field_index("phone"), "phone", pa.array(phones))
+        header_less = tmp_path / "no-header.csv"
+        pacsv.write_csv(table, header_less, pacsv.WriteOptions(include_header=False))
+        fees = table.column("fee_cny").cast(pa.string()).to_pylist()
+        fees[0] = "Chan Tai-man Zqx"
+        mistyped = _csv(
+            tmp_path, table.set_column(table.schema.get_field_index("fee_cny"), "fee_cny", pa.array(fees))
+        )
+        for path, expected in ((header_less, "needs a header row"), (mistyped, "column fee_cny")):
+            result = pipeline.ingest(ctx, c, digest, path)
+            assert not result.accepted
+            assert result.report is not None
+            assert expected in result.report.summary()
+            assert "Chan" not in json.dumps(result.report.as_dict(), ensure_ascii=False)
+        with ctx.sessions() as session:
+            runs = session.scalars(sa.select(IngestionRun).where(IngestionRun.dataset_id == c.id)).all()
+            stored = " ".join(str(vars(r)) for r in runs)
+            events = session.scalars(sa.select(AuditEvent).where(AuditEvent.subject_id == c.id)).all()
+            stored += " ".join(str(e.details) for e in events)
+        assert 2 == len(runs)
+        for value in ("Chan Tai-man", "13912345678"):
+            assert value not in stored

@@ -85,13 +85,28 @@ def _schema_failure(contract: Contract, detail: str, column: str | None = None) 
 
 
 def _column_mismatch(expected: list[str], found: list[str]) -> str | None:
+    """Which columns are missing or unexpected. A first line that names none of the contract's
+    columns is data, not a header (architecture.md invariant 9): its values are never quoted."""
     missing = [c for c in expected if c not in found]
     extra = [c for c in found if c not in expected]
+    if found and not set(found) & set(expected):
+        return (
+            f"the first line names none of the contract's {len(expected)} columns: the file needs a "
+            f"header row ({', '.join(expected)}); the line's values are not shown"
+        )
     parts = [
         f"missing columns: {', '.join(missing)}" if missing else "",
         f"unexpected columns: {', '.join(extra)}" if extra else "",
     ]
     return "; ".join(p for p in parts if p) or None
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def _without_values(message: str) -> str:
+    """A parser's message with the values it quotes removed (they may be personal)."""
+    return _QUOTED.sub("'…'", message)
 
 
 def read_table(contract: Contract, path: Path) -> pa.Table | QualityReport:
@@ -122,7 +137,7 @@ def read_table(contract: Contract, path: Path) -> pa.Table | QualityReport:
                 contract, f"unsupported file type {suffix or '(none)'}: upload CSV or Parquet"
             )
     except pa.ArrowInvalid as exc:
-        message = str(exc).splitlines()[0][:300]
+        message = _without_values(str(exc).splitlines()[0])[:300]
         found = re.search(r"CSV column #(\d+)", message)
         column = None
         if found is not None and int(found.group(1)) < len(header):
