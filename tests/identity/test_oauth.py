@@ -580,3 +580,12 @@ class TestRevocationAcrossReplicas:
             while b.get("/api/v1/me", headers=bearer(token)).status_code == 200:
                 assert time.monotonic() < deadline, "replica b still accepts a token revoked 3 s ago"
                 time.sleep(0.1)
+
+
+class TestEmptyBodies:
+    @pytest.mark.parametrize("path", ["/oauth/introspect", "/oauth/revoke", "/oauth/token"])
+    def test_an_empty_unauthenticated_body_is_a_4xx_not_a_500(self, http: TestClient, path: str) -> None:
+        """Issue #20 item 4: an empty POST with no credentials is refused as a client error."""
+        for kwargs in ({}, {"data": {}}, {"content": b"", "headers": {"Content-Type": "application/json"}}):
+            answer = http.post(path, **kwargs)  # type: ignore[arg-type]
+            assert 400 <= answer.status_code < 500, (path, kwargs, answer.status_code, answer.text[:200])

@@ -23,11 +23,20 @@ from gbadz.identity.scopes import SCOPES
 from gbadz.identity.tokens import TokenRejected
 
 
+class _FormRequest(OAuth2Request):
+    """authlib's request whose form may be empty (its own raises NotImplementedError on an empty
+    body, which answered 500 to an empty unauthenticated POST: issue #20 item 4)."""
+
+    @property
+    def form(self) -> dict[str, str]:
+        return dict(self._body or {})
+
+
 def _oauth_request(server: GbadzAuthorizationServer, path: str, headers: Any, body: bytes) -> OAuth2Request:
     form = {
         k: v[0] for k, v in parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True).items()
     }
-    oauth_request = OAuth2Request("POST", f"{server.settings.issuer}{path}", headers=headers)
+    oauth_request = _FormRequest("POST", f"{server.settings.issuer}{path}", headers=headers)
     oauth_request.payload = BasicOAuth2Payload(form)
     oauth_request._body = form  # authlib's client authentication reads request.form
     return oauth_request
