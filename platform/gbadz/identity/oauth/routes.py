@@ -23,7 +23,7 @@ from gbadz.identity.scopes import SCOPES
 from gbadz.identity.tokens import TokenRejected
 
 
-class _FormRequest(OAuth2Request):
+class _FormRequest(OAuth2Request):  # type: ignore[misc]  # authlib ships no types
     """authlib's request whose form may be empty (its own raises NotImplementedError on an empty
     body, which answered 500 to an empty unauthenticated POST: issue #20 item 4)."""
 
