@@ -259,3 +259,15 @@ class GrantStillRunning(Conflict):
 
 class ObligationAlreadyMet(Conflict):
     """The obligation was met before; its record stands."""
+
+
+class MechanismIncomplete(Unprocessable):
+    """An evidence item lacks a field its kind needs, or names one that does not fit; ``field`` names it."""
+
+
+class ObligationIncomplete(Unprocessable):
+    """Meeting an obligation lacks what its kind needs (a PIPIA's date)."""
+
+
+class DeletionAlreadyAttested(Conflict):
+    """The grantee attested the deletion of its copies before."""

@@ -36,6 +36,7 @@ from gbadz.errors import (
     Conflict,
     DatasetNotFound,
     DatasetNotOpen,
+    DeletionAlreadyAttested,
     DeterminationIncomplete,
     DuplicateMechanism,
     ExporterNotRegistered,
@@ -46,11 +47,13 @@ from gbadz.errors import (
     GrantNotFound,
     GrantStillRunning,
     InsufficientScope,
+    MechanismIncomplete,
     MechanismNotFound,
     MechanismNotOnFile,
     MechanismWithdrawn,
     NotYourReviewStep,
     ObligationAlreadyMet,
+    ObligationIncomplete,
     ObligationNotFound,
     PayloadTooLarge,
     RequestNotUnderReview,
@@ -311,7 +314,7 @@ def get_grant(grant_id: RecordId, principal: Authenticated, session: ReadSession
 @router.post(
     "/grants/{grant_id}/deletion-attestation",
     response_model=GrantRead,
-    responses=error_responses(GrantNotFound, Forbidden, GrantStillRunning, GrantAlreadyRevoked),
+    responses=error_responses(GrantNotFound, Forbidden, GrantStillRunning, DeletionAlreadyAttested),
     summary="The grantee attests it deleted every copy after the grant ended",
 )
 def attest_deletion(
@@ -350,7 +353,7 @@ def _obligations(duties: list[Any]) -> list[ObligationRead]:
 @router.post(
     "/obligations/{obligation_id}/met",
     response_model=ObligationRead,
-    responses=error_responses(ObligationNotFound, Forbidden, ObligationAlreadyMet, DeterminationIncomplete),
+    responses=error_responses(ObligationNotFound, Forbidden, ObligationAlreadyMet, ObligationIncomplete),
     summary="Record that an obligation was met, naming the record (the owner, or a compliance officer)",
 )
 def meet_obligation(
@@ -381,7 +384,7 @@ def redecide_grant(
     "/mechanisms",
     status_code=201,
     response_model=EvidenceRead,
-    responses=error_responses(BadRequest, Forbidden, DuplicateMechanism),
+    responses=error_responses(BadRequest, Forbidden, DuplicateMechanism, MechanismIncomplete),
     summary="Record a filed mechanism (GBA SC, SCC, certification, CAC assessment) for an exporter -> recipient pair",
 )
 def record_mechanism(body: EvidenceCreate, principal: Reviewer, session: WriteSession) -> EvidenceRead:
@@ -393,9 +396,7 @@ def record_mechanism(body: EvidenceCreate, principal: Reviewer, session: WriteSe
     "/mechanisms/{evidence_id}/amend",
     status_code=201,
     response_model=EvidenceRead,
-    responses=error_responses(
-        MechanismNotFound, MechanismWithdrawn, DeterminationIncomplete, DuplicateMechanism
-    ),
+    responses=error_responses(MechanismNotFound, MechanismWithdrawn, MechanismIncomplete, DuplicateMechanism),
     summary="Correct a mechanism: a new version supersedes it (the old one is kept, withdrawn)",
 )
 def amend_mechanism(

@@ -45,6 +45,7 @@ from gbadz.errors import (
     BadRequest,
     ColumnNotInSchema,
     DatasetNotOpen,
+    DeletionAlreadyAttested,
     DeterminationIncomplete,
     DuplicateMechanism,
     ExporterNotRegistered,
@@ -56,11 +57,13 @@ from gbadz.errors import (
     GrantStillRunning,
     IntegrityCheckFailed,
     JustificationRequired,
+    MechanismIncomplete,
     MechanismNotFound,
     MechanismNotOnFile,
     MechanismWithdrawn,
     NotYourReviewStep,
     ObligationAlreadyMet,
+    ObligationIncomplete,
     ObligationNotFound,
     RequestNotUnderReview,
     TransferProhibited,
@@ -1010,14 +1013,14 @@ def _evidence_fields(session: Session, fields: dict[str, Any]) -> dict[str, Any]
         regions = {REGION_OF.get(exporter.jurisdiction), REGION_OF.get(recipient.jurisdiction)}
         side = "HK" if "HK" in regions else "MO" if "MO" in regions else None
         if side is None or "CN_GBA9" not in regions:
-            raise DeterminationIncomplete(
+            raise MechanismIncomplete(
                 "kind: a GBA standard contract is between a party in a GBA city and one in Hong Kong or Macao",
                 field="kind",
             )
         variants = (f"GBA_SC_{side}",)
     variant = fields.get("variant") or (variants[0] if len(variants) == 1 else None)
     if variant not in variants:
-        raise DeterminationIncomplete(f"variant: a {kind} here is {' or '.join(variants)}", field="variant")
+        raise MechanismIncomplete(f"variant: a {kind} here is {' or '.join(variants)}", field="variant")
     fields["variant"] = variant
     authorities = AUTHORITIES_OF_VARIANT[variant]
     authority = fields.get("authority")
@@ -1027,7 +1030,7 @@ def _evidence_fields(session: Session, fields: dict[str, Any]) -> dict[str, Any]
         )
     authority = authority or authorities[0]
     if authority not in authorities:
-        raise DeterminationIncomplete(
+        raise MechanismIncomplete(
             f"authority: a {variant} is issued by or filed with {' or '.join(authorities)}", field="authority"
         )
     fields["authority"] = authority
@@ -1041,17 +1044,15 @@ def _evidence_fields(session: Session, fields: dict[str, Any]) -> dict[str, Any]
     }[kind]
     for name in required:
         if not fields.get(name) or fields.get(name) == "none":
-            raise DeterminationIncomplete(
-                f"{name}: a {variant} needs its {name.replace('_', ' ')}", field=name
-            )
+            raise MechanismIncomplete(f"{name}: a {variant} needs its {name.replace('_', ' ')}", field=name)
     for name in ("issued", "effective_date", "filing_date"):
         value = fields.get(name)
         if value is not None and value > datetime.now(UTC).date() + timedelta(days=1):
-            raise DeterminationIncomplete(f"{name}: a date on file cannot be in the future", field=name)
+            raise MechanismIncomplete(f"{name}: a date on file cannot be in the future", field=name)
     if fields.get("valid_to") and fields.get("issued") and fields["valid_to"] < fields["issued"]:
-        raise DeterminationIncomplete("valid_to: before the issue date", field="valid_to")
+        raise MechanismIncomplete("valid_to: before the issue date", field="valid_to")
     if kind != "SECTOR" and fields.get("sector") not in (None, "none"):
-        raise DeterminationIncomplete("sector: only a SECTOR approval names a sector", field="sector")
+        raise MechanismIncomplete("sector: only a SECTOR approval names a sector", field="sector")
     if fields.get("sector") == "none":
         fields["sector"] = None
     return fields
@@ -1528,9 +1529,9 @@ def meet_obligation(
         )
     if duty.kind == "pipia":
         if on is None:
-            raise DeterminationIncomplete("date: the date the PIPIA was completed", field="date")
+            raise ObligationIncomplete("date: the date the PIPIA was completed", field="date")
         if on > legal_today():
-            raise DeterminationIncomplete(
+            raise ObligationIncomplete(
                 "date: a PIPIA is done before the transfer, not in the future", field="date"
             )
     duty.state, duty.reference, duty.met_by, duty.met_at = "met", reference, actor, _now()
@@ -1565,7 +1566,7 @@ def attest_deletion(
             "state: the grant is still running; attest deletion after it ends", field="state"
         )
     if grant.deletion_attested_at is not None:
-        raise GrantAlreadyRevoked("state: the deletion was already attested", field="state")
+        raise DeletionAlreadyAttested("state: the deletion was already attested", field="state")
     at = _now()
     grant.deletion_attested_at, grant.deletion_attested_by, grant.deletion_statement = at, actor, statement
     for duty in repository.obligations_of(session, grant.id, "recipient_deletion"):

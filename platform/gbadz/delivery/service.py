@@ -140,7 +140,7 @@ def materialise(
     distinct_parts: list[pa.Array] = []
     files: list[DeliveredFile] = []
     # Under the dataset's prefix, so retiring the dataset deletes every copy (catalog.service.retire).
-    prefix = f"{storage.delivery_prefix(dataset.id)}grants/{grant.id}/v{version.version}/{transfer_id}/"
+    prefix = f"{access_service.grant_copies_prefix(grant)}v{version.version}/{transfer_id}/"
     with tempfile.TemporaryDirectory(prefix="gbadz-deliver-") as tmp:
         for n, item in enumerate(manifest["files"]):
             source = Path(tmp) / f"source-{n}.parquet"
