@@ -99,6 +99,15 @@ class ExternalIssuer(BaseModel):
     org_claim: str = "gbadz_org"
     role_claim: str = "gbadz_role"
     scope_claim: str = "scope"
+    organizations: list[str] = Field(
+        default_factory=list,
+        description="the gbadz organisation ids this issuer speaks for; a token claiming any other "
+        "organisation is refused (empty: the issuer is trusted for none)",
+    )
+    roles: list[Literal["provider", "consumer", "compliance_officer", "admin"]] = Field(
+        default_factory=lambda: ["provider", "consumer"],
+        description="the roles its tokens may claim; compliance_officer and admin only when listed here",
+    )
 
     @model_validator(mode="after")
     def _one_key_source(self) -> ExternalIssuer:
@@ -106,6 +115,8 @@ class ExternalIssuer(BaseModel):
             raise ValueError(f"external issuer {self.issuer}: set exactly one of jwks_uri or jwks_file")
         if "none" in {a.lower() for a in self.algorithms} or any(a.startswith("HS") for a in self.algorithms):
             raise ValueError(f"external issuer {self.issuer}: only asymmetric algorithms are accepted")
+        if any(not org.strip() for org in self.organizations):
+            raise ValueError(f"external issuer {self.issuer}: organisation ids must not be empty")
         return self
 
 
