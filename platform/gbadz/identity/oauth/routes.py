@@ -42,6 +42,21 @@ def _oauth_request(server: GbadzAuthorizationServer, path: str, headers: Any, bo
     return oauth_request
 
 
+def _basic_unreadable(headers: dict[str, str]) -> bool:
+    """A Basic credential that is not base64 of UTF-8 ``id:secret`` (authlib answered it with a
+    500 whose traceback quoted the header's decoding)."""
+    import base64
+    import binascii
+
+    auth = headers.get("authorization", "")
+    if not auth.lower().startswith("basic "):
+        return False
+    try:
+        return ":" not in base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return True
+
+
 def _client_hint(headers: dict[str, str], body: bytes) -> str:
     """The client id a request claims to be (for rate limiting only; never trusted)."""
     import base64
@@ -86,6 +101,16 @@ def build_router(server: GbadzAuthorizationServer, limiter: FailureLimiter) -> A
                 },
                 status_code=429,
                 headers={"Retry-After": str(wait)},
+            )
+        if _basic_unreadable(headers):
+            limiter.failed(*keys)
+            return JSONResponse(
+                {
+                    "error": "invalid_client",
+                    "error_description": "the Basic credentials are not base64 of id:secret",
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="gbadz"', "Cache-Control": "no-store"},
             )
         # authlib reads e.g. headers.get("Authorization"): hand it the case-insensitive mapping.
         oauth_request = _oauth_request(server, request.url.path, request.headers, body)
