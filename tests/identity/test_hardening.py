@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 from gbadz import log as gbadz_log
 from gbadz.app import create_app
 from gbadz.config import OAuthSettings, Settings
-from tests.api import Client, make_client
+from tests.api import Client, basic, make_client
 
 
 @pytest.fixture
@@ -76,3 +77,52 @@ class TestSecretsStayOutOfLogs:
         logged = out + err + debug_logs.text
         assert secret not in logged
         assert secret[:10] not in logged
+
+
+def _person(app: FastAPI, role: str = "consumer") -> tuple[str, str]:
+    """A person in an organisation of their own, and an access token minted for them as the console does."""
+    import secrets
+
+    from gbadz.identity import people, service
+
+    with app.state.sessionmaker.begin() as session:
+        org = service.create_organization(
+            session, actor="test", name=f"people-{secrets.token_hex(4)}", jurisdiction="HK"
+        )
+        user = people.create_user(
+            session,
+            actor="test",
+            org_id=org.id,
+            username=f"p{secrets.token_hex(4)}",
+            display_name="A Person",
+            role=role,
+            password=secrets.token_urlsafe(16),
+        )
+        username, org_id = user.username, org.id
+    token = app.state.authorization_server.person_token_for(username, org_id, role)["access_token"]
+    return username, str(token)
+
+
+class TestDisabledPersonToken:
+    def test_refused_once_disabled(self, app: FastAPI) -> None:
+        """A disabled person's bearer token is refused within the revocation refresh (1 s), not at expiry."""
+        from gbadz.identity import people
+
+        username, token = _person(app)
+        with TestClient(app) as http:
+            headers = {"Authorization": f"Bearer {token}"}
+            assert 200 == http.get("/api/v1/me", headers=headers).status_code
+            # Disabled as `gbadz users disable` does: another process, straight in the database.
+            with app.state.sessionmaker.begin() as session:
+                people.disable_user(session, actor="cli:admin", username=username)
+            started = time.monotonic()
+            while http.get("/api/v1/me", headers=headers).status_code == 200:
+                assert time.monotonic() - started < 3.0, "the disabled person's token still works"
+                time.sleep(0.05)
+            refused = http.get("/api/v1/me", headers=headers)
+            assert 401 == refused.status_code
+            assert "disabled" in refused.json()["detail"]
+            introspected = http.post(
+                "/oauth/introspect", data={"token": token}, headers=basic(make_client(app, "admin"))
+            )
+            assert {"active": False} == introspected.json()

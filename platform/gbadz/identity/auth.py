@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from gbadz import audit
 from gbadz.config import ExternalIssuer, OAuthSettings
 from gbadz.errors import InsufficientScope, Unauthenticated
-from gbadz.identity.models import OAuthClient, RevokedToken
+from gbadz.identity.models import OAuthClient, RevokedToken, User
 from gbadz.identity.scopes import ROLE_SCOPES
 from gbadz.identity.service import Viewer, Viewers
 from gbadz.identity.tokens import (
@@ -100,7 +100,7 @@ class ClaimRefused(TokenRejected):
 
 
 class RevocationView:
-    """Revoked token ids and revoked clients, kept in memory and re-read from the database.
+    """Revoked token ids, revoked clients and disabled people, kept in memory and re-read from the database.
 
     A background task (:meth:`load` through :func:`gbadz.background.every`, started with the app) re-reads them every
     ``refresh_s`` with one indexed query (about a millisecond, run on the event loop: a
@@ -121,6 +121,7 @@ class RevocationView:
         self._force_until = 0.0
         self._jtis: frozenset[str] = frozenset()
         self._clients: frozenset[str] = frozenset()
+        self._people: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def stale(self) -> bool:
@@ -147,7 +148,12 @@ class RevocationView:
             clients = frozenset(
                 session.scalars(sa.select(OAuthClient.client_id).where(OAuthClient.revoked_at.is_not(None)))
             )
-        self._jtis, self._clients, self._loaded_at = jtis, clients, time.monotonic()
+            people = frozenset(
+                "user:" + name
+                for name in session.scalars(sa.select(User.username).where(User.disabled_at.is_not(None)))
+            )
+        self._jtis, self._clients, self._people = jtis, clients, people
+        self._loaded_at = time.monotonic()
 
     def check(self, principal: Principal) -> None:
         """Raise :class:`TokenRejected` if the token or its client was revoked."""
@@ -157,6 +163,9 @@ class RevocationView:
             raise TokenRejected("the token was revoked")
         if not principal.external and principal.client_id in self._clients:
             raise TokenRejected("the token's client was revoked")
+        # A person's token dies with their account (issue #20 item 8), not at its expiry.
+        if not principal.external and principal.subject in self._people:
+            raise TokenRejected("the person's account is disabled")
 
 
 class Authenticator:

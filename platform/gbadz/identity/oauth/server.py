@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+import sqlalchemy as sa
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -141,6 +142,9 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             if session.get(RevokedToken, claims["jti"]) is not None:
                 return False
             if claims.get("client_id") == CONSOLE_CLIENT_ID:
-                return True
+                user = session.scalar(
+                    sa.select(User).where(User.username == str(claims.get("sub", "")).removeprefix("user:"))
+                )
+                return user is not None and user.disabled_at is None
             client = session.get(OAuthClient, claims.get("client_id"))
             return client is not None and client.revoked_at is None
