@@ -126,3 +126,72 @@ class TestDisabledPersonToken:
                 "/oauth/introspect", data={"token": token}, headers=basic(make_client(app, "admin"))
             )
             assert {"active": False} == introspected.json()
+
+
+def _limited_app(settings: Settings, limit: int = 5, proxies: list[str] | None = None) -> FastAPI:
+    from gbadz.config import ApiSettings
+
+    return create_app(
+        settings.model_copy(
+            update={
+                "oauth": OAuthSettings(failed_auth_limit=limit),
+                "api": ApiSettings(trusted_proxies=proxies or []),
+            }
+        )
+    )
+
+
+def _token_status(http: TestClient, client: Client, forwarded: str | None = None) -> int:
+    headers = basic(client) | ({"X-Forwarded-For": forwarded} if forwarded else {})
+    return http.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=headers).status_code
+
+
+def _wrong(client: Client) -> Client:
+    return Client(client.client_id, "a-guess", client.org_id, client.role)
+
+
+class TestClientAuthenticationLimits:
+    def test_forwarded_for_is_ignored_without_a_trusted_proxy(self, settings: Settings) -> None:
+        """A guesser rotating X-Forwarded-For is still counted under its socket address, and stopped."""
+        app = _limited_app(settings)
+        victim = make_client(app, "consumer")
+        with TestClient(app, client=("192.0.2.10", 40000)) as attacker:
+            statuses = [_token_status(attacker, _wrong(victim), f"198.51.100.{i}") for i in range(7)]
+        assert [401] * 5 + [429] * 2 == statuses
+
+    def test_a_trusted_proxy_forwards_the_client_address(self, settings: Settings) -> None:
+        """Behind a trusted proxy the right-most forwarded address counts; entries the client wrote do not."""
+        app = _limited_app(settings, proxies=["192.0.2.0/28"])
+        victim = make_client(app, "consumer")
+        with TestClient(app, client=("192.0.2.1", 40000)) as proxy:
+            statuses = [
+                _token_status(proxy, _wrong(victim), f"203.0.113.{i}, 203.0.113.77") for i in range(6)
+            ]
+            assert [401] * 5 + [429] == statuses
+            # Another client behind the same proxy is not held back by the guesser.
+            assert 200 == _token_status(proxy, victim, "198.51.100.9")
+            # A chain through a second trusted proxy still names the client before it.
+            assert 429 == _token_status(proxy, victim, "198.51.100.9, 203.0.113.77, 192.0.2.3")
+
+    def test_a_client_cannot_be_locked_out_by_a_stranger(self, settings: Settings) -> None:
+        """Failures against a client id from one address never refuse its owner elsewhere."""
+        app = _limited_app(settings)
+        victim = make_client(app, "consumer")
+        with TestClient(app, client=("192.0.2.20", 40000)) as attacker:
+            statuses = [_token_status(attacker, _wrong(victim)) for _ in range(12)]
+        assert [401] * 5 + [429] * 7 == statuses
+        with TestClient(app, client=("198.51.100.20", 40000)) as owner:
+            assert 200 == _token_status(owner, victim)
+
+    def test_limits_hold_across_replicas(self, settings: Settings) -> None:
+        """Two API processes on one database share the counts: failures at one are refused at the other."""
+        first, second = _limited_app(settings), _limited_app(settings)
+        victim = make_client(first, "consumer")
+        with TestClient(first, client=("192.0.2.30", 40000)) as one:
+            assert [401] * 5 == [_token_status(one, _wrong(victim)) for _ in range(5)]
+        with TestClient(second, client=("192.0.2.30", 40001)) as other:
+            refused = other.post(
+                "/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(victim)
+            )
+            assert 429 == refused.status_code
+            assert 0 < int(refused.headers["retry-after"]) <= 61
