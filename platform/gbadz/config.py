@@ -88,6 +88,10 @@ class CryptoSettings(BaseModel):
     scrypt_log2_n: int = Field(default=15, ge=10, le=20, description="scrypt cost: N = 2**log2_n")
 
 
+def _ordinary_roles() -> list[Literal["provider", "consumer", "compliance_officer", "admin"]]:
+    return ["provider", "consumer"]
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose access tokens gbadz accepts (e.g. an organisation's Keycloak)."""
 
@@ -105,7 +109,7 @@ class ExternalIssuer(BaseModel):
         "organisation is refused (empty: the issuer is trusted for none)",
     )
     roles: list[Literal["provider", "consumer", "compliance_officer", "admin"]] = Field(
-        default_factory=lambda: ["provider", "consumer"],
+        default_factory=_ordinary_roles,
         description="the roles its tokens may claim; compliance_officer and admin only when listed here",
     )
 

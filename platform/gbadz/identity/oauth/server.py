@@ -57,7 +57,7 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def query_client(self, client_id: str) -> ClientRecord | ConsoleClient | None:
         if client_id == CONSOLE_CLIENT_ID:
             return self.console_client
-        if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
+        if not CLIENT_ID.fullmatch(client_id):
             # Ours are gbz_ + hex: anything else (a NUL byte, 10 KB, a pasted secret) is no
             # client, and must not reach the database (PostgreSQL refused NUL with a 500).
             return None
