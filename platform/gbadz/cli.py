@@ -320,7 +320,7 @@ def users_create(
 
 @users_app.command("disable")
 def users_disable(username: Annotated[str, typer.Argument(help="The person to disable.")]) -> None:
-    """Disable a person: their console sessions end at their next request."""
+    """Disable a person: their console sessions end at their next request and their tokens are refused."""
     from gbadz.identity import people
 
     with _session() as session:
