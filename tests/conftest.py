@@ -199,3 +199,14 @@ def run_cli(home: Path, *args: str, timeout: float = 120, **env: str) -> subproc
 
 def wrong_secret(settings: S3Settings) -> S3Settings:
     return settings.model_copy(update={"secret_key": SecretStr("definitely-not-the-secret")})
+
+
+@pytest.fixture(autouse=True)
+def _fresh_failure_counts(request: pytest.FixtureRequest) -> None:
+    """Failed authentications are counted in the database (shared by replicas, ADR 0021), and every
+    TestClient calls from the same address: each test starts with no failures counted."""
+    if "engine" not in request.fixturenames:
+        return
+    eng: Engine = request.getfixturevalue("engine")
+    with eng.begin() as conn:
+        conn.execute(sa.text("DELETE FROM auth_failures"))

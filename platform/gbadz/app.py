@@ -261,8 +261,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.authorization_server = server
     app.state.authenticator = auth.Authenticator(settings.oauth, tokens, app.state.sessionmaker)
     server.on_revocation = app.state.authenticator.revocations.invalidate  # type: ignore[method-assign]
-    limiter = oauth.FailureLimiter(settings.oauth.failed_auth_limit, settings.oauth.failed_auth_window_s)
-    app.include_router(oauth_routes.build_router(server, limiter))
+    trusted = oauth.trusted_networks(settings.api.trusted_proxies)
+    limiter = oauth.FailureLimiter(app.state.sessionmaker, settings.oauth.failed_auth_window_s)
+    app.include_router(oauth_routes.build_router(server, limiter, trusted))
     app.include_router(access_routes.router)
     app.include_router(catalog_routes.router)
     from gbadz.access import routes as request_routes
@@ -290,10 +291,8 @@ def create_app(settings: Settings) -> FastAPI:
     from gbadz.console import signin
     from gbadz.console.web import HERE as CONSOLE_HERE
 
-    signin_limiter = oauth.FailureLimiter(
-        settings.console.failed_signin_limit, settings.console.failed_signin_window_s
-    )
-    app.include_router(signin.build_router(server, signin_limiter))
+    signin_limiter = oauth.FailureLimiter(app.state.sessionmaker, settings.console.failed_signin_window_s)
+    app.include_router(signin.build_router(server, signin_limiter, settings.console, trusted))
     console_routes.install(app)
     app.mount("/console/static", StaticFiles(directory=CONSOLE_HERE / "static"), name="console-static")
 

@@ -320,7 +320,7 @@ def users_create(
 
 @users_app.command("disable")
 def users_disable(username: Annotated[str, typer.Argument(help="The person to disable.")]) -> None:
-    """Disable a person: their console sessions end at their next request."""
+    """Disable a person: their console sessions end at their next request and their tokens are refused."""
     from gbadz.identity import people
 
     with _session() as session:
@@ -660,7 +660,15 @@ def serve(
     settings = _resolved()
     log.configure(settings.log_level, settings.log_json)
     application = create_app(settings)
-    uvicorn.run(application, host=host or settings.api.host, port=port or settings.api.port, log_level="info")
+    uvicorn.run(
+        application,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level="info",
+        # gbadz decides whom to believe about the client's address (api.trusted_proxies); uvicorn
+        # would otherwise take X-Forwarded-For from any local peer (issue #20 item 8).
+        proxy_headers=False,
+    )
 
 
 @app.command("samples")

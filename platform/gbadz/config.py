@@ -88,6 +88,10 @@ class CryptoSettings(BaseModel):
     scrypt_log2_n: int = Field(default=15, ge=10, le=20, description="scrypt cost: N = 2**log2_n")
 
 
+def _ordinary_roles() -> list[Literal["provider", "consumer", "compliance_officer", "admin"]]:
+    return ["provider", "consumer"]
+
+
 class ExternalIssuer(BaseModel):
     """An identity provider whose access tokens gbadz accepts (e.g. an organisation's Keycloak)."""
 
@@ -99,6 +103,15 @@ class ExternalIssuer(BaseModel):
     org_claim: str = "gbadz_org"
     role_claim: str = "gbadz_role"
     scope_claim: str = "scope"
+    organizations: list[str] = Field(
+        default_factory=list,
+        description="the gbadz organisation ids this issuer speaks for; a token claiming any other "
+        "organisation is refused (empty: the issuer is trusted for none)",
+    )
+    roles: list[Literal["provider", "consumer", "compliance_officer", "admin"]] = Field(
+        default_factory=_ordinary_roles,
+        description="the roles its tokens may claim; compliance_officer and admin only when listed here",
+    )
 
     @model_validator(mode="after")
     def _one_key_source(self) -> ExternalIssuer:
@@ -106,6 +119,8 @@ class ExternalIssuer(BaseModel):
             raise ValueError(f"external issuer {self.issuer}: set exactly one of jwks_uri or jwks_file")
         if "none" in {a.lower() for a in self.algorithms} or any(a.startswith("HS") for a in self.algorithms):
             raise ValueError(f"external issuer {self.issuer}: only asymmetric algorithms are accepted")
+        if any(not org.strip() for org in self.organizations):
+            raise ValueError(f"external issuer {self.issuer}: organisation ids must not be empty")
         return self
 
 
@@ -120,7 +135,7 @@ class OAuthSettings(BaseModel):
     leeway_s: int = Field(default=30, ge=0, le=300)
     signing_key_name: str = "oauth-access-token"
     failed_auth_limit: int = Field(default=10, ge=1, description="failed client authentications per window")
-    failed_auth_window_s: int = Field(default=60, ge=1)
+    failed_auth_window_s: int = Field(default=60, ge=1, le=86_400)
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
 
     @field_validator("issuer")
@@ -135,6 +150,11 @@ class OAuthSettings(BaseModel):
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed; "
+        "default none: the socket peer is the client",
+    )
     catalog_search: Literal["index", "database"] = Field(
         default="index",
         description="index: in-process snapshot (fast reads, ~1 s cross-replica freshness); database: FTS per request",
@@ -152,6 +172,18 @@ class ApiSettings(BaseModel):
         default=20 * 1024**3, ge=1, description="largest file a provider may upload for ingestion"
     )
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
+
 
 class ConsoleSettings(BaseModel):
     """The web console's browser sessions (cookies are always Secure, HttpOnly, SameSite=Lax)."""
@@ -161,9 +193,26 @@ class ConsoleSettings(BaseModel):
         default=30 * 60, ge=60, le=86_400, description="signed out after this long unused"
     )
     failed_signin_limit: int = Field(
-        default=5, ge=1, description="failed sign-ins per username/address per window"
+        default=5,
+        ge=1,
+        description="failed sign-ins per username and address (or signed-in browser) per window",
     )
-    failed_signin_window_s: int = Field(default=300, ge=1)
+    failed_signin_address_limit: int = Field(
+        default=50, ge=1, description="failed sign-ins per address, whatever the username, per window"
+    )
+    failed_signin_user_limit: int = Field(
+        default=20,
+        ge=1,
+        description="failed sign-ins per username per window from browsers that never signed in as that "
+        "person; a browser that did (its device cookie) is not held back by them",
+    )
+    failed_signin_window_s: int = Field(default=300, ge=1, le=86_400)
+    device_ttl_s: int = Field(
+        default=90 * 86_400,
+        ge=3600,
+        le=400 * 86_400,
+        description="how long a browser is remembered after a sign-in",
+    )
 
 
 class TransferSettings(BaseModel):

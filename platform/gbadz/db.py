@@ -19,9 +19,13 @@ issue SQL (``tests/test_layers.py``).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -73,18 +77,47 @@ def create_engine(settings: DatabaseSettings) -> Engine:
         pool: dict[str, Any] = {}
         if parsed.database not in (None, "", ":memory:"):
             pool = {"pool_size": 10, "max_overflow": 40}
+            if not parsed.database.startswith("file:"):
+                private_sqlite_file(Path(parsed.database))
         engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": max(timeout, 5.0)}, **pool
+            url,
+            connect_args={"check_same_thread": False, "timeout": max(timeout, 5.0)},
+            hide_parameters=True,
+            **pool,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(
         url,
+        # A failing statement's error names the SQL, never the values bound to it: they can be a
+        # client id with a pasted secret, a person's name or a token (issue #20 item 8).
+        hide_parameters=True,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
         connect_args={"connect_timeout": max(1, round(timeout))},
     )
+
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600), and tighten an existing one.
+
+    The database holds password hashes, audit trails and personal metadata: another local
+    user must not read it (issue #20 item 7). SQLite creates the -wal, -shm and -journal
+    files with the database file's mode, so they follow; ones left by an older version are
+    tightened here too. A path that cannot be created is left for SQLite to report on connect.
+    """
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError:
+        return
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(candidate.stat().st_mode) & 0o077:
+                candidate.chmod(0o600)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

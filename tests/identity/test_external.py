@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import RSAKey
@@ -20,6 +21,7 @@ from gbadz.config import ExternalIssuer, OAuthSettings, Settings
 from tests.api import bearer
 
 ISSUER = "https://idp.hk-logistics.example/realms/gbadz"
+HOME_ORG = "org-hk-logistics"
 
 
 @pytest.fixture
@@ -54,7 +56,9 @@ def jwks_url(idp_key: RSAKey) -> Iterator[str]:
 
 @pytest.fixture
 def http(settings: Settings, jwks_url: str) -> Iterator[TestClient]:
-    oauth = OAuthSettings(external_issuers=[ExternalIssuer(issuer=ISSUER, jwks_uri=jwks_url)])
+    oauth = OAuthSettings(
+        external_issuers=[ExternalIssuer(issuer=ISSUER, jwks_uri=jwks_url, organizations=[HOME_ORG])]
+    )
     with TestClient(create_app(settings.model_copy(update={"oauth": oauth}))) as client:
         yield client
 
@@ -69,7 +73,7 @@ def _token(key: RSAKey, alg: str = "RS256", **overrides: Any) -> str:
         "exp": now + 300,
         "iat": now,
         "jti": secrets.token_hex(8),
-        "gbadz_org": "org-hk-logistics",
+        "gbadz_org": HOME_ORG,
         "gbadz_role": "consumer",
         "scope": "catalog:read access:request admin",
     }
@@ -157,3 +161,75 @@ class TestExternalIssuer:
         """An external issuer cannot be configured with HS256 or none."""
         with pytest.raises(ValueError, match="only asymmetric"):
             ExternalIssuer(issuer=ISSUER, jwks_uri="http://127.0.0.1/x", algorithms=["HS256"])
+
+
+def _refusals(http: TestClient, token: str) -> list[Any]:
+    """The audit events recording the refusal of this token (the lane's database outlives a test)."""
+    from gbadz.audit import AuditEvent
+    from gbadz.identity.tokens import unverified_claims
+
+    jti = unverified_claims(token)["jti"]
+
+    with http.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+        return [
+            event
+            for event in session.scalars(
+                sa.select(AuditEvent).where(
+                    AuditEvent.action == "token.claim_refused", AuditEvent.subject_id == ISSUER
+                )
+            )
+            if event.details["jti"] == jti
+        ]
+
+
+class TestIssuerBounds:
+    """Issue #20 item 6: an external issuer speaks only for its configured organisations and roles."""
+
+    def test_other_organisation_is_refused(
+        self, http: TestClient, idp_key: RSAKey, clients: dict[str, Any]
+    ) -> None:
+        """A genuine token of the issuer claiming another (real) organisation is 401 and audited once."""
+        victim_org = clients["provider"].org_id
+        token = _token(idp_key, gbadz_org=victim_org, gbadz_role="provider", scope="datasets:publish")
+        for _ in range(2):
+            response = http.get("/api/v1/datasets", headers=bearer(token))
+            assert 401 == response.status_code, response.text
+        events = _refusals(http, token)
+        assert 1 == len(events)
+        assert ("organisation", victim_org) == (
+            events[0].details["refused"],
+            events[0].details["claimed_org"],
+        )
+
+    @pytest.mark.parametrize("role", ["admin", "compliance_officer"])
+    def test_privileged_role_is_refused(self, http: TestClient, idp_key: RSAKey, role: str) -> None:
+        """Claiming admin or compliance officer without it being configured is 401; no client gets made."""
+        token = _token(idp_key, gbadz_role=role, scope="admin catalog:read transfers:audit")
+        response = http.post(
+            "/api/v1/clients", json={"org_id": HOME_ORG, "role": "provider"}, headers=bearer(token)
+        )
+        assert 401 == response.status_code, response.text
+        assert 401 == http.get("/api/v1/me", headers=bearer(token)).status_code
+        assert ["role"] == [event.details["refused"] for event in _refusals(http, token)]
+
+    def test_configured_role_is_accepted(self, settings: Settings, jwks_url: str, idp_key: RSAKey) -> None:
+        """An issuer configured for the compliance-officer role may grant it, for its organisation only."""
+        issuer = ExternalIssuer(
+            issuer=ISSUER, jwks_uri=jwks_url, organizations=[HOME_ORG], roles=["compliance_officer"]
+        )
+        app = create_app(settings.model_copy(update={"oauth": OAuthSettings(external_issuers=[issuer])}))
+        with TestClient(app) as client:
+            officer = _token(idp_key, gbadz_role="compliance_officer", scope="transfers:audit")
+            me = client.get("/api/v1/me", headers=bearer(officer))
+            assert (200, "compliance_officer") == (me.status_code, me.json()["role"])
+            consumer = _token(idp_key)
+            assert 401 == client.get("/api/v1/me", headers=bearer(consumer)).status_code
+
+    def test_unconfigured_issuer_speaks_for_nobody(
+        self, settings: Settings, jwks_url: str, idp_key: RSAKey
+    ) -> None:
+        """An issuer configured without organisations is trusted for none: deny unless a rule allows."""
+        issuer = ExternalIssuer(issuer=ISSUER, jwks_uri=jwks_url)
+        app = create_app(settings.model_copy(update={"oauth": OAuthSettings(external_issuers=[issuer])}))
+        with TestClient(app) as client:
+            assert 401 == client.get("/api/v1/me", headers=bearer(_token(idp_key))).status_code

@@ -227,7 +227,7 @@ class TestTokenEndpointRefusals:
         _rejected(http, token)
 
     def test_brute_force_is_rate_limited(self, settings: Settings) -> None:
-        """After too many failures, a client id and an address are refused with 429, even with the right secret."""
+        """After too many failures from an address, it is refused with 429 for every client, even with the right secret."""
         limited = settings.model_copy(update={"oauth": OAuthSettings(failed_auth_limit=5)})
         from gbadz.app import create_app
 

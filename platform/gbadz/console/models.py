@@ -22,15 +22,13 @@ class PendingLogin(Base):
 
 
 class ConsoleSession(Base):
-    """A signed-in browser: the cookie holds a random id, the table only its SHA-256."""
+    """A signed-in browser: the cookie holds a random id, the table only its SHA-256 (and no access token)."""
 
     __tablename__ = "console_sessions"
 
     id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     user_id: Mapped[str] = mapped_column(sa.ForeignKey("users.id"), index=True)
     csrf_token: Mapped[str] = mapped_column(sa.String(64))
-    access_token: Mapped[str] = mapped_column(sa.Text)
-    token_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -87,6 +87,13 @@ def _cookie(response: Response, name: str, value: str, max_age: int) -> None:
 
 
 # -- who is signed in ----------------------------------------------------------------------
+def _tokens(app: FastAPI) -> session.SessionTokens:
+    tokens: session.SessionTokens | None = getattr(app.state, "console_tokens", None)
+    if tokens is None:
+        tokens = app.state.console_tokens = session.SessionTokens()
+    return tokens
+
+
 async def signed_in(request: Request) -> Signed:
     settings = request.app.state.settings
     signed = await run_in_threadpool(
@@ -96,24 +103,15 @@ async def signed_in(request: Request) -> Signed:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         # After signing in, a GET comes back to its page; a form's target cannot be replayed.
         raise SignInRequired(target if request.method == "GET" else "/console/")
-    if signed.token_expires_at - datetime.now(UTC) < timedelta(seconds=60):
+    tokens = _tokens(request.app)
+    entry = tokens.get(signed.id_hash)
+    if entry is None:
+        # Minted from the live session, never read from the database (issue #20 item 7).
         server: GbadzAuthorizationServer = request.app.state.authorization_server
         person = signed.person
         token = server.person_token_for(person.username, person.org_id, person.role)
-        await run_in_threadpool(
-            session.replace_token,
-            _sessions(request),
-            signed.id_hash,
-            token["access_token"],
-            token["expires_in"],
-        )
-        signed = Signed(
-            signed.id_hash,
-            person,
-            signed.csrf,
-            token["access_token"],
-            datetime.now(UTC) + timedelta(seconds=token["expires_in"]),
-        )
+        entry = tokens.put(signed.id_hash, token["access_token"], int(token["expires_in"]))
+    signed = Signed(signed.id_hash, signed.person, signed.csrf, entry[0], entry[1])
     request.state.signed = signed
     return signed
 
@@ -275,13 +273,9 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
     principal = request.app.state.authenticator.authenticate(f"Bearer {token['access_token']}")
     user_id = await run_in_threadpool(session.user_id, _sessions(request), principal.subject)
     value = await run_in_threadpool(
-        session.open_session,
-        _sessions(request),
-        request.app.state.settings.console,
-        user_id,
-        token["access_token"],
-        int(token["expires_in"]),
+        session.open_session, _sessions(request), request.app.state.settings.console, user_id
     )
+    _tokens(request.app).put(session.digest(value), token["access_token"], int(token["expires_in"]))
     response = RedirectResponse(pending.next_path, status_code=303)
     _cookie(response, SESSION_COOKIE, value, request.app.state.settings.console.session_ttl_s)
     response.delete_cookie(LOGIN_COOKIE, secure=True, httponly=True, samesite="lax", path="/")
@@ -292,6 +286,7 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
 async def logout(request: Request, signed: Anyone) -> Response:
     await form_of(request, signed)
     await run_in_threadpool(session.close, _sessions(request), signed.id_hash, signed.person)
+    _tokens(request.app).forget(signed.id_hash)
     response = RedirectResponse("/console/signed-out", status_code=303)
     response.delete_cookie(SESSION_COOKIE, secure=True, httponly=True, samesite="lax", path="/")
     return response

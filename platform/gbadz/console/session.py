@@ -1,9 +1,11 @@
 """Browser sessions of the console, kept server-side.
 
-The cookie holds 256 random bits; the database holds their SHA-256, the person's id, the
-CSRF token of the session and the person's current access token. A session ends at
-``session_ttl_s`` after sign-in, after ``idle_ttl_s`` unused, at sign-out, or at once when
-the person's account is disabled.
+The cookie holds 256 random bits; the database holds their SHA-256, the person's id and the
+CSRF token of the session, nothing a reader of the database file could replay (issue #20 item
+7). The person's access token is never stored: each API process mints one from the live
+session when it first needs it and keeps it in memory (:class:`SessionTokens`) until shortly
+before it expires. A session ends at ``session_ttl_s`` after sign-in, after ``idle_ttl_s``
+unused, at sign-out, or at once when the person's account is disabled.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,6 +30,7 @@ SESSION_COOKIE = "__Host-gbadz_session"
 LOGIN_COOKIE = "__Host-gbadz_login"
 LOGIN_TTL_S = 600
 TOUCH_EVERY_S = 60
+NO_TOKEN_EXPIRY = datetime.min.replace(tzinfo=UTC)
 
 
 def digest(value: str) -> str:
@@ -89,18 +93,50 @@ class Person:
 
 @dataclass(frozen=True)
 class Signed:
-    """A signed-in browser, as a page handler sees it."""
+    """A signed-in browser, as a page handler sees it (``token`` is filled from :class:`SessionTokens`)."""
 
     id_hash: str
     person: Person
     csrf: str
-    token: str
-    token_expires_at: datetime
+    token: str = ""
+    token_expires_at: datetime = NO_TOKEN_EXPIRY
 
 
-def open_session(
-    sessions: sessionmaker[Session], settings: ConsoleSettings, user_id: str, token: str, expires_in: int
-) -> str:
+class SessionTokens:
+    """Access tokens of live sessions, in this process's memory only, by the session's id hash.
+
+    Only consulted after the session row was loaded and found live, so a session closed or
+    expired on any replica gets no token here. Bounded: when full, it forgets everything and
+    tokens are minted again (about 0.4 ms each).
+    """
+
+    LIMIT = 10_000
+    MARGIN = timedelta(seconds=60)
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, tuple[str, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, id_hash: str) -> tuple[str, datetime] | None:
+        entry = self._tokens.get(id_hash)
+        if entry is None or entry[1] - datetime.now(UTC) < self.MARGIN:
+            return None
+        return entry
+
+    def put(self, id_hash: str, token: str, expires_in: int) -> tuple[str, datetime]:
+        entry = (token, datetime.now(UTC) + timedelta(seconds=expires_in))
+        with self._lock:
+            if len(self._tokens) >= self.LIMIT:
+                self._tokens.clear()
+            self._tokens[id_hash] = entry
+        return entry
+
+    def forget(self, id_hash: str) -> None:
+        with self._lock:
+            self._tokens.pop(id_hash, None)
+
+
+def open_session(sessions: sessionmaker[Session], settings: ConsoleSettings, user_id: str) -> str:
     value = secrets.token_urlsafe(32)
     now = datetime.now(UTC)
     with sessions.begin() as session:
@@ -110,8 +146,6 @@ def open_session(
                 id_hash=digest(value),
                 user_id=user_id,
                 csrf_token=secrets.token_urlsafe(32),
-                access_token=token,
-                token_expires_at=now + timedelta(seconds=expires_in),
                 created_at=now,
                 last_seen_at=now,
                 expires_at=now + timedelta(seconds=settings.session_ttl_s),
@@ -144,15 +178,7 @@ def load(sessions: sessionmaker[Session], settings: ConsoleSettings, value: str 
             org_name=org.name if org else user.org_id,
             role=user.role,
         )
-        return Signed(row.id_hash, person, row.csrf_token, row.access_token, row.token_expires_at)
-
-
-def replace_token(sessions: sessionmaker[Session], id_hash: str, token: str, expires_in: int) -> None:
-    with sessions.begin() as session:
-        row = session.get(ConsoleSession, id_hash)
-        if row is not None:
-            row.access_token = token
-            row.token_expires_at = datetime.now(UTC) + timedelta(seconds=expires_in)
+        return Signed(row.id_hash, person, row.csrf_token)
 
 
 def close(sessions: sessionmaker[Session], id_hash: str, person: Person) -> None:

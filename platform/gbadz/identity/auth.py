@@ -20,12 +20,14 @@ import httpx
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from joserfc.jwk import KeySet
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from gbadz import audit
 from gbadz.config import ExternalIssuer, OAuthSettings
 from gbadz.errors import InsufficientScope, Unauthenticated
-from gbadz.identity.models import OAuthClient, RevokedToken
+from gbadz.identity.models import OAuthClient, RevokedToken, User
 from gbadz.identity.scopes import ROLE_SCOPES
 from gbadz.identity.service import Viewer, Viewers
 from gbadz.identity.tokens import (
@@ -85,8 +87,20 @@ class ExternalIssuerKeys:
         return keys
 
 
+class ClaimRefused(TokenRejected):
+    """A trusted external issuer's token claims an organisation or role the issuer may not assert."""
+
+    def __init__(self, issuer: str, claims: dict[str, Any], what: str, description: str) -> None:
+        super().__init__(description)
+        self.issuer = issuer
+        self.what = what
+        self.jti = str(claims.get("jti", ""))[:128]
+        self.subject = str(claims.get("sub", ""))[:200]
+        self.claims = claims
+
+
 class RevocationView:
-    """Revoked token ids and revoked clients, kept in memory and re-read from the database.
+    """Revoked token ids, revoked clients and disabled people, kept in memory and re-read from the database.
 
     A background task (:meth:`load` through :func:`gbadz.background.every`, started with the app) re-reads them every
     ``refresh_s`` with one indexed query (about a millisecond, run on the event loop: a
@@ -107,6 +121,7 @@ class RevocationView:
         self._force_until = 0.0
         self._jtis: frozenset[str] = frozenset()
         self._clients: frozenset[str] = frozenset()
+        self._people: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def stale(self) -> bool:
@@ -133,7 +148,12 @@ class RevocationView:
             clients = frozenset(
                 session.scalars(sa.select(OAuthClient.client_id).where(OAuthClient.revoked_at.is_not(None)))
             )
-        self._jtis, self._clients, self._loaded_at = jtis, clients, time.monotonic()
+            people = frozenset(
+                "user:" + name
+                for name in session.scalars(sa.select(User.username).where(User.disabled_at.is_not(None)))
+            )
+        self._jtis, self._clients, self._people = jtis, clients, people
+        self._loaded_at = time.monotonic()
 
     def check(self, principal: Principal) -> None:
         """Raise :class:`TokenRejected` if the token or its client was revoked."""
@@ -143,6 +163,9 @@ class RevocationView:
             raise TokenRejected("the token was revoked")
         if not principal.external and principal.client_id in self._clients:
             raise TokenRejected("the token's client was revoked")
+        # A person's token dies with their account (issue #20 item 8), not at its expiry.
+        if not principal.external and principal.subject in self._people:
+            raise TokenRejected("the person's account is disabled")
 
 
 class Authenticator:
@@ -159,6 +182,7 @@ class Authenticator:
         # Verified tokens: signature and claims cannot change, so a token is verified once and
         # afterwards only its expiry and revocation are checked.
         self._verified: dict[str, Principal] = {}
+        self._refusals_audited: set[str] = set()
 
     def needs_network(self, authorization: str | None) -> bool:
         """Whether authenticating this header would fetch an external issuer's JWKS."""
@@ -191,8 +215,36 @@ class Authenticator:
                 raise TokenRejected("the token expired")
             self.revocations.check(principal)
         except TokenRejected as exc:
+            if isinstance(exc, ClaimRefused):
+                self._audit_refusal(exc)
             raise Unauthenticated(exc.description, headers=_challenge(exc.error, exc.description)) from None
         return principal
+
+    def _audit_refusal(self, refusal: ClaimRefused) -> None:
+        """Record an external token that overreached its issuer, once per token."""
+        key = f"{refusal.issuer}|{refusal.jti}"
+        if key in self._refusals_audited:
+            return
+        if len(self._refusals_audited) >= self.CACHE_SIZE:
+            self._refusals_audited.clear()
+        self._refusals_audited.add(key)
+        cfg = self.external[refusal.issuer].issuer
+        claimed = {
+            "claimed_org": str(refusal.claims.get(cfg.org_claim, ""))[:100],
+            "claimed_role": str(refusal.claims.get(cfg.role_claim, ""))[:32],
+        }
+        try:
+            audit.record_detached(
+                self.sessions,
+                actor=f"external:{refusal.subject}@{refusal.issuer}"[:200],
+                action="token.claim_refused",
+                subject_type="external_issuer",
+                subject_id=refusal.issuer[:200],
+                details={"refused": refusal.what, "jti": refusal.jti, **claimed},
+            )
+        except SQLAlchemyError as exc:
+            # The token is refused either way; the database being down must not turn that into a 500.
+            log.warning("could not audit a refused external token", error=type(exc).__name__)
 
     def _verify(self, token: str) -> Principal:
         issuer = unverified_claims(token).get("iss")
@@ -221,6 +273,14 @@ class Authenticator:
         org, role = claims.get(cfg.org_claim), claims.get(cfg.role_claim)
         if not isinstance(org, str) or not org or role not in ROLE_SCOPES:
             raise TokenRejected(f"the token lacks a valid {cfg.org_claim!r} / {cfg.role_claim!r} mapping")
+        # The issuer speaks only for the organisations and roles configured for it (issue #20
+        # item 6): a signature proves who issued the token, not that the issuer may say this.
+        if org not in cfg.organizations:
+            raise ClaimRefused(
+                cfg.issuer, claims, "organisation", "the issuer may not speak for this organisation"
+            )
+        if role not in cfg.roles:
+            raise ClaimRefused(cfg.issuer, claims, "role", "the issuer may not grant this role")
         raw_scope = claims.get(cfg.scope_claim, "")
         requested = set(raw_scope.split() if isinstance(raw_scope, str) else raw_scope)
         return Principal(

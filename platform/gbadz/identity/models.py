@@ -70,7 +70,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(sa.String(32))
     password_hash: Mapped[str] = mapped_column(sa.String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None, index=True)
 
     __table_args__ = (sa.UniqueConstraint("username", name="uq_users_username"),)
 
@@ -88,3 +88,16 @@ class AuthorizationCode(Base):
     code_challenge: Mapped[str] = mapped_column(sa.String(128))
     code_challenge_method: Mapped[str] = mapped_column(sa.String(8))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AuthFailure(Base):
+    """One failed sign-in or client authentication, by the SHA-256 of what it is counted against
+    (an address, a username at an address, ...), so that every replica enforces the same limits."""
+
+    __tablename__ = "auth_failures"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    __table_args__ = (sa.Index("ix_auth_failures_key_at", "key_hash", "at"),)

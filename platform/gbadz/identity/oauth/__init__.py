@@ -14,11 +14,11 @@ authlib lays itself out:
 - ``rfc7662``: introspection; ``rfc7009``: revocation;
 - ``server``: the authorization server wiring them to gbadz's storage and tokens;
 - ``routes``: the HTTP adapter (authlib has no FastAPI integration) and RFC 8414 metadata;
-- ``limits``: failed-authentication limits.
+- ``limits``: failed-authentication limits, shared by replicas through the database.
 """
 
 from gbadz.identity.oauth.clients import CONSOLE_CALLBACK, CONSOLE_CLIENT_ID
-from gbadz.identity.oauth.limits import FailureLimiter
+from gbadz.identity.oauth.limits import FailureLimiter, trusted_networks
 from gbadz.identity.oauth.server import GbadzAuthorizationServer
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "CONSOLE_CLIENT_ID",
     "FailureLimiter",
     "GbadzAuthorizationServer",
+    "trusted_networks",
 ]

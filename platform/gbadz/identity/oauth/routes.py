@@ -16,11 +16,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from gbadz.identity.oauth.clients import ALL_AUTH_METHODS
-from gbadz.identity.oauth.limits import FailureLimiter
+from gbadz.identity.oauth.limits import FailureLimiter, Network, client_address
 from gbadz.identity.oauth.rfc7523 import ASSERTION_ALGORITHMS
 from gbadz.identity.oauth.server import GbadzAuthorizationServer
 from gbadz.identity.scopes import SCOPES
-from gbadz.identity.tokens import TokenRejected
 
 
 class _FormRequest(OAuth2Request):  # type: ignore[misc]  # authlib ships no types
@@ -42,31 +41,26 @@ def _oauth_request(server: GbadzAuthorizationServer, path: str, headers: Any, bo
     return oauth_request
 
 
-def _client_hint(headers: dict[str, str], body: bytes) -> str:
-    """The client id a request claims to be (for rate limiting only; never trusted)."""
+def _basic_unreadable(headers: dict[str, str]) -> bool:
+    """A Basic credential that is not base64 of UTF-8 ``id:secret`` (authlib answered it with a
+    500 whose traceback quoted the header's decoding)."""
     import base64
+    import binascii
 
-    form = parse_qs(body.decode("utf-8", errors="replace"))
-    if "client_id" in form:
-        return form["client_id"][0][:100]
     auth = headers.get("authorization", "")
-    if auth.lower().startswith("basic "):
-        try:
-            return base64.b64decode(auth[6:]).decode().split(":", 1)[0][:100]
-        except (ValueError, UnicodeDecodeError):
-            return "malformed"
-    if "client_assertion" in form:
-        from gbadz.identity.tokens import unverified_claims
-
-        try:
-            return str(unverified_claims(form["client_assertion"][0]).get("sub", "unknown"))[:100]
-        except TokenRejected:
-            return "malformed"
-    return "anonymous"
+    if not auth.lower().startswith("basic "):
+        return False
+    try:
+        return ":" not in base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return True
 
 
-def build_router(server: GbadzAuthorizationServer, limiter: FailureLimiter) -> APIRouter:
+def build_router(
+    server: GbadzAuthorizationServer, limiter: FailureLimiter, trusted: tuple[Network, ...] = ()
+) -> APIRouter:
     router = APIRouter(tags=["oauth"])
+    limit = server.settings.failed_auth_limit
 
     async def _run(request: Request, endpoint: str | None) -> Response:
         body = await request.body()
@@ -75,29 +69,46 @@ def build_router(server: GbadzAuthorizationServer, limiter: FailureLimiter) -> A
                 {"error": "invalid_request", "error_description": "request body too large"}, status_code=413
             )
         headers = {k.lower(): v for k, v in request.headers.items()}
-        address = request.client.host if request.client else "unknown"
-        keys = (f"addr:{address}", f"client:{_client_hint(headers, body)}")
-        wait = limiter.retry_after(*keys)
-        if wait is not None:
-            return JSONResponse(
-                {
-                    "error": "too_many_requests",
-                    "error_description": f"too many failed authentications; retry in {wait}s",
-                },
-                status_code=429,
-                headers={"Retry-After": str(wait)},
-            )
+        peer = request.client.host if request.client else None
+        address = client_address(peer, headers.get("x-forwarded-for"), trusted)
+        # Counted per address only: client secrets are 256-bit random values that no rate of
+        # guessing reaches, and a count per client id let anyone lock a client out (ADR 0021).
+        limits = {f"client-auth-addr:{address}": limit}
         # authlib reads e.g. headers.get("Authorization"): hand it the case-insensitive mapping.
         oauth_request = _oauth_request(server, request.url.path, request.headers, body)
 
         def call() -> tuple[int, Any, list[tuple[str, str]]]:
+            # In a worker thread: the shared counters are a database query.
+            wait = limiter.retry_after(limits)
+            if wait is not None:
+                return (
+                    429,
+                    {
+                        "error": "too_many_requests",
+                        "error_description": f"too many failed authentications; retry in {wait}s",
+                    },
+                    [("Retry-After", str(wait))],
+                )
+            if _basic_unreadable(headers):
+                limiter.failed(*limits)
+                return (
+                    401,
+                    {
+                        "error": "invalid_client",
+                        "error_description": "the Basic credentials are not base64 of id:secret",
+                    },
+                    [("WWW-Authenticate", 'Basic realm="gbadz"')],
+                )
             if endpoint is None:
-                return server.create_token_response(oauth_request)  # type: ignore[no-any-return]
-            return server.create_endpoint_response(endpoint, oauth_request)  # type: ignore[no-any-return]
+                answer = server.create_token_response(oauth_request)
+            else:
+                answer = server.create_endpoint_response(endpoint, oauth_request)
+            payload = answer[1]
+            if isinstance(payload, dict) and payload.get("error") == "invalid_client":
+                limiter.failed(*limits)
+            return answer  # type: ignore[no-any-return]
 
         status, payload, response_headers = await run_in_threadpool(call)
-        if isinstance(payload, dict) and payload.get("error") == "invalid_client":
-            limiter.failed(*keys)
         response = JSONResponse(payload, status_code=status)
         for name, value in response_headers:
             if name.lower() != "content-type":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from typing import Any
 
+import sqlalchemy as sa
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +22,13 @@ from gbadz.identity.oauth.rfc7636 import RequiredS256
 from gbadz.identity.oauth.rfc7662 import Introspection
 from gbadz.identity.scopes import ROLE_SCOPES, SCOPES
 from gbadz.identity.tokens import OWN_ALGORITHMS, TokenRejected, TokenService, decode_and_validate
+
+# authlib logs at DEBUG the client id as sent ("Authenticate <id> via client_secret_basic
+# failed"; a client that puts its secret in the id field, or sends the Basic value unencoded,
+# gets the secret logged) and every token it issues ("Issue token {...}"). Nothing it says
+# below WARNING is worth a credential in the log, whatever level gbadz itself logs at.
+logging.getLogger("authlib").setLevel(logging.WARNING)
+CLIENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
@@ -47,6 +57,10 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def query_client(self, client_id: str) -> ClientRecord | ConsoleClient | None:
         if client_id == CONSOLE_CLIENT_ID:
             return self.console_client
+        if not CLIENT_ID.fullmatch(client_id):
+            # Ours are gbz_ + hex: anything else (a NUL byte, 10 KB, a pasted secret) is no
+            # client, and must not reach the database (PostgreSQL refused NUL with a 500).
+            return None
         with self.sessions() as session:
             row = session.get(OAuthClient, client_id)
             if row is None or row.revoked_at is not None:
@@ -128,6 +142,9 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             if session.get(RevokedToken, claims["jti"]) is not None:
                 return False
             if claims.get("client_id") == CONSOLE_CLIENT_ID:
-                return True
+                user = session.scalar(
+                    sa.select(User).where(User.username == str(claims.get("sub", "")).removeprefix("user:"))
+                )
+                return user is not None and user.disabled_at is None
             client = session.get(OAuthClient, claims.get("client_id"))
             return client is not None and client.revoked_at is None
