@@ -35,6 +35,9 @@ TEST_BUCKETS = {
     "curated_bucket": "test-curated",
     "delivery_bucket": "test-delivery",
 }
+#: What the suite's landing bucket keeps every version for (COMPLIANCE mode: nobody can delete
+#: one sooner). A day, not the default ten years, for an external MinIO the suite is pointed at.
+TEST_LANDING_RETENTION_DAYS = 1
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -56,6 +59,7 @@ def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Settings
             endpoint_url=SUITE.s3_endpoint,
             access_key=SUITE.s3_access_key,
             secret_key=SUITE.s3_secret_key,
+            landing_retention_days=TEST_LANDING_RETENTION_DAYS,
             **TEST_BUCKETS,
         )
         _guard_s3(settings)
@@ -63,7 +67,9 @@ def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Settings
         yield settings
         return
     services = EmbeddedServices(
-        tmp_path_factory.mktemp("s3"), bucket_settings=S3Settings(**TEST_BUCKETS), preferred_s3_port=None
+        tmp_path_factory.mktemp("s3"),
+        bucket_settings=S3Settings(landing_retention_days=TEST_LANDING_RETENTION_DAYS, **TEST_BUCKETS),
+        preferred_s3_port=None,
     )
     state, _ = services.up(with_database=False)
     assert state.s3 is not None

@@ -55,6 +55,13 @@ class S3Settings(BaseModel):
     landing_bucket: str = "gbadz-landing"
     curated_bucket: str = "gbadz-curated"
     delivery_bucket: str = "gbadz-delivery"
+    landing_retention_days: int = Field(
+        default=3650,
+        ge=1,
+        le=36_500,
+        description="default COMPLIANCE retention of every version in the landing bucket (raw "
+        "uploads, quality reports, evidence documents): nobody can delete one sooner (ADR 0017)",
+    )
 
     @field_validator("endpoint_url")
     @classmethod
@@ -302,6 +309,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "GBADZ_S3__LANDING_BUCKET": settings.s3.landing_bucket,
         "GBADZ_S3__CURATED_BUCKET": settings.s3.curated_bucket,
         "GBADZ_S3__DELIVERY_BUCKET": settings.s3.delivery_bucket,
+        "GBADZ_S3__LANDING_RETENTION_DAYS": str(settings.s3.landing_retention_days),
         "GBADZ_CRYPTO__SCRYPT_LOG2_N": str(settings.crypto.scrypt_log2_n),
     }
     optional = {

