@@ -656,11 +656,18 @@ def serve(
     import uvicorn
 
     from gbadz.app import create_app
+    from gbadz.limits import server_options
 
     settings = _resolved()
     log.configure(settings.log_level, settings.log_json)
     application = create_app(settings)
-    uvicorn.run(application, host=host or settings.api.host, port=port or settings.api.port, log_level="info")
+    uvicorn.run(
+        application,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level="info",
+        **server_options(settings),
+    )
 
 
 @app.command("samples")

@@ -151,6 +151,19 @@ class ApiSettings(BaseModel):
     max_upload_bytes: int = Field(
         default=20 * 1024**3, ge=1, description="largest file a provider may upload for ingestion"
     )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="largest request body (JSON, forms) outside the upload routes; refused with 413 "
+        "before it is parsed or the caller authenticated",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="largest request line plus header block `gbadz serve` accepts (the server closes the "
+        "connection beyond it)",
+    )
 
 
 class ConsoleSettings(BaseModel):
@@ -164,6 +177,23 @@ class ConsoleSettings(BaseModel):
         default=5, ge=1, description="failed sign-ins per username/address per window"
     )
     failed_signin_window_s: int = Field(default=300, ge=1)
+
+
+class IngestSettings(BaseModel):
+    """Bounds on what one uploaded file may make the ingest worker read (decompression bombs)."""
+
+    max_rows: int = Field(default=100_000_000, ge=1, description="rows a file may declare")
+    max_columns: int = Field(default=1024, ge=1, description="columns a file may declare")
+    max_table_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1024,
+        description="decoded (in-memory) size a file may reach: checked against a Parquet file's "
+        "metadata before reading and counted batch by batch while reading",
+    )
+    max_line_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="longest CSV line (and so field) accepted"
+    )
+    batch_rows: int = Field(default=65_536, ge=1, description="rows read per Parquet batch")
 
 
 class TransferSettings(BaseModel):
@@ -193,6 +223,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     crypto: CryptoSettings = CryptoSettings()
     oauth: OAuthSettings = OAuthSettings()
+    ingest: IngestSettings = IngestSettings()
     transfer: TransferSettings = TransferSettings()
 
     @model_validator(mode="after")
@@ -255,6 +286,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "GBADZ_S3__DELIVERY_BUCKET": settings.s3.delivery_bucket,
         "GBADZ_CRYPTO__SCRYPT_LOG2_N": str(settings.crypto.scrypt_log2_n),
     }
+    env.update({f"GBADZ_INGEST__{k.upper()}": str(v) for k, v in settings.ingest.model_dump().items()})
     optional = {
         "GBADZ_DB__URL": settings.db.url,
         "GBADZ_S3__ENDPOINT_URL": settings.s3.endpoint_url,
