@@ -158,6 +158,33 @@ class TestBodyLimit:
             under, _, _ = _answer(sock)
         assert (413, 401) == (over, under)
 
+    def test_document_route_has_its_own_limit(self, served: tuple[str, int]) -> None:
+        """A filed document over 20 MiB is 413 before the caller is checked; under it, 401."""
+        answers = []
+        for size in (20 * 1024 * 1024 + 1, BODY_LIMIT * 2):
+            with socket.create_connection(served) as sock:
+                sock.sendall(
+                    b"PUT /api/v1/mechanisms/1/document HTTP/1.1\r\nHost: x\r\nContent-Type: application/pdf\r\n"
+                    + f"Content-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+                )
+                if size < 1024 * 1024:
+                    sock.sendall(b"%" * size)
+                answers.append(_answer(sock)[0])
+        assert [413, 401] == answers
+
+    def test_deeply_nested_json_within_the_limit(self, served: tuple[str, int]) -> None:
+        """60,000 nested arrays (under the limit) are a 4xx at once, not a 500 from the JSON parser."""
+        body = b"[" * 60_000
+        started = time.monotonic()
+        with socket.create_connection(served) as sock:
+            sock.sendall(
+                b"POST /api/v1/transfer-assessments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            status = _answer(sock)[0]
+        assert (400, True) == (status, time.monotonic() - started < 2)
+
     def test_malformed_content_length(self, served: tuple[str, int]) -> None:
         """A Content-Length that is not one whole number (a Unicode digit) is 400, not 500."""
         with socket.create_connection(served) as sock:

@@ -233,11 +233,15 @@ def create_app(settings: Settings) -> FastAPI:
     from gbadz.console.routes import MAX_DOCUMENT_BYTES as CONSOLE_DOCUMENT_BYTES
     from gbadz.console.routes import MAX_FORM_BYTES
 
-    # Inside the request-id middleware, so a refusal carries the request's id.
+    # Inside the request-id middleware, so a refusal carries the request's id. The console's
+    # document form gets 1 MiB of slack for its multipart framing: its route checks the form's
+    # token first and then the exact limit.
     app.add_middleware(
         limits.BodyLimit,
         default=settings.api.max_body_bytes,
-        routes=limits.route_limits(settings, MAX_DOCUMENT_BYTES, CONSOLE_DOCUMENT_BYTES + MAX_FORM_BYTES),
+        routes=limits.route_limits(
+            settings, MAX_DOCUMENT_BYTES, CONSOLE_DOCUMENT_BYTES + MAX_FORM_BYTES + 1024 * 1024
+        ),
     )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
