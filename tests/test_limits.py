@@ -152,7 +152,7 @@ class TestBodyLimit:
         with socket.create_connection(served) as sock:
             sock.sendall(
                 b"POST /api/v1/datasets/some-dataset/uploads HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-                + f"Content-Length: {BODY_LIMIT * 2}\r\n\r\n".encode()
+                + f"Content-Length: {BODY_LIMIT * 2}\r\nConnection: close\r\n\r\n".encode()
                 + b"a" * (BODY_LIMIT * 2)
             )
             under, _, _ = _answer(sock)
