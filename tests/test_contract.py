@@ -145,15 +145,20 @@ class TestCraftedYaml:
     @pytest.mark.parametrize(
         ("raw", "field", "reason"),
         [
-            (with_examples(BILLION_LAUGHS), f"{EXAMPLES}[5]", "aliases expand it past"),
+            (with_examples(BILLION_LAUGHS), f"{EXAMPLES}[5]", "size budget for a contract"),
             (
                 with_examples('[&s "' + "x" * 100_000 + '", ' + ", ".join(["*s"] * 60) + "]"),
                 EXAMPLES,
-                "aliases expand it past",
+                "size budget for a contract",
             ),
             (with_examples("&x [1, *x]"), f"{EXAMPLES}[1]", "refers to a collection that contains it"),
             (with_examples("[" * 40 + "]" * 40), f"{EXAMPLES}" + "[0]" * 27, "nested deeper than 32"),
             (with_examples("[" * 100_000 + "]" * 100_000), f"{EXAMPLES}" + "[0]" * 27, "nested deeper"),
+            (
+                with_examples("[" + ", ".join(["1"] * 60_000) + "]"),
+                f"{EXAMPLES}[49960]",
+                "more than 50,000 values",
+            ),
             (with_examples("[!!binary aGVsbG8=]"), f"{EXAMPLES}[0]", "2002:binary is not allowed"),
             (with_examples("[!!python/object/apply:os.system [id]]"), f"{EXAMPLES}[0]", "is not allowed"),
             (
@@ -171,6 +176,7 @@ class TestCraftedYaml:
             "self-reference",
             "deep",
             "very-deep",
+            "many-values",
             "binary",
             "python-tag",
             "5000-digit-integer",

@@ -642,7 +642,7 @@ class TestCraftedContracts:
                 )
                 + "]",
                 "schema[0].properties[1].examples[5]",
-                "aliases expand it past",
+                "size budget for a contract",
             ),
             ("&x [1, *x]", "schema[0].properties[1].examples[1]", "refers to a collection"),
             ("[!!binary aGVsbG8=]", "schema[0].properties[1].examples[0]", "binary is not allowed"),
