@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from gbadz.contract import ContractError, load_contract, parse_contract
+from gbadz.contract import Contract, ContractError, load_contract, parse_contract
 from tests.conftest import REPO, run_cli
 
 CONTRACTS = sorted((REPO / "contracts").rglob("*.yaml"))
@@ -117,3 +118,91 @@ class TestLintCommand:
         assert 1 == result.returncode
         assert f"{bad}: gbadz.licence.max_grant_duration:" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+MO = (REPO / "contracts" / "mo-tourism-visitor-arrivals.yaml").read_text()
+FIRST = "      - {name: arrival_date, logicalType: date, required: true}\n"
+BILLION_LAUGHS = (
+    "["
+    + ", ".join(
+        ['&a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+        + [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    )
+    + "]"
+)
+
+
+def with_examples(flow: str) -> bytes:
+    """The Macao contract with ``flow`` (raw YAML) as its first column's examples."""
+    block = "      - name: arrival_date\n        logicalType: date\n        required: true\n"
+    return MO.replace(FIRST, block + f"        examples: {flow}\n").encode()
+
+
+EXAMPLES = "schema[0].properties[0].examples"
+
+
+class TestCraftedYaml:
+    @pytest.mark.parametrize(
+        ("raw", "field", "reason"),
+        [
+            (with_examples(BILLION_LAUGHS), f"{EXAMPLES}[5]", "size budget for a contract"),
+            (
+                with_examples('[&s "' + "x" * 100_000 + '", ' + ", ".join(["*s"] * 60) + "]"),
+                EXAMPLES,
+                "size budget for a contract",
+            ),
+            (with_examples("&x [1, *x]"), f"{EXAMPLES}[1]", "refers to a collection that contains it"),
+            (with_examples("[" * 40 + "]" * 40), f"{EXAMPLES}" + "[0]" * 27, "nested deeper than 32"),
+            (with_examples("[" * 100_000 + "]" * 100_000), f"{EXAMPLES}" + "[0]" * 27, "nested deeper"),
+            (
+                with_examples("[" + ", ".join(["1"] * 60_000) + "]"),
+                f"{EXAMPLES}[49960]",
+                "more than 50,000 values",
+            ),
+            (with_examples("[!!binary aGVsbG8=]"), f"{EXAMPLES}[0]", "2002:binary is not allowed"),
+            (with_examples("[!!python/object/apply:os.system [id]]"), f"{EXAMPLES}[0]", "is not allowed"),
+            (
+                MO.replace("maximum: 500000}", "maximum: " + "9" * 5000 + "}").encode(),
+                "schema[0].properties[4].logicalTypeOptions.maximum",
+                "an integer longer than 20 characters",
+            ),
+            (with_examples("[" + ", ".join(["1"] * 21) + "]"), EXAMPLES, "at most 20 examples"),
+            (with_examples("[{a: 1}]"), EXAMPLES, "example [0] must be one value"),
+            (with_examples('["' + "y" * 201 + '"]'), EXAMPLES, "at most 200 characters"),
+        ],
+        ids=[
+            "billion-laughs",
+            "aliased-long-string",
+            "self-reference",
+            "deep",
+            "very-deep",
+            "many-values",
+            "binary",
+            "python-tag",
+            "5000-digit-integer",
+            "too-many-examples",
+            "nested-example",
+            "long-example",
+        ],
+    )
+    def test_refused_naming_the_field_quickly(self, raw: bytes, field: str, reason: str) -> None:
+        """A crafted contract is a lint error naming the field and the reason, within a bounded time."""
+        started = time.monotonic()
+        with pytest.raises(ContractError) as info:
+            parse_contract(raw, "c.yaml")
+        assert time.monotonic() - started < 2
+        assert [field] == [loc for loc, _ in info.value.problems], info.value.problems
+        assert reason in info.value.problems[0][1]
+
+    def test_plain_examples_and_small_aliases_still_load(self) -> None:
+        """Dates, numbers and a small alias are fine."""
+        parse_contract(with_examples("[2026-01-01, 2026-02-01]"))
+        assert [1, 2, 1, 2] == parse_contract(with_examples("[&p 1, &q 2, *p, *q]")).table.properties[
+            0
+        ].examples
+
+    def test_stored_contract_examples_are_trimmed(self) -> None:
+        """A contract stored before the bound loads with its examples trimmed, so its page stays small."""
+        doc = yaml.safe_load(MO)
+        doc["schema"][0]["properties"][0]["examples"] = ["z" * 10_000, [1, 2], *range(1000)]
+        assert list(range(20)) == Contract.model_validate(doc).table.properties[0].examples

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gbadz import __version__, background, db, storage
+from gbadz import __version__, background, db, limits, storage
 from gbadz.config import Settings
 from gbadz.errors import (
     ConfigurationError,
@@ -229,6 +229,20 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = db.make_sessionmaker(engine)
     app.state.s3 = s3_client
+    from gbadz.access.routes import MAX_DOCUMENT_BYTES
+    from gbadz.console.routes import MAX_DOCUMENT_BYTES as CONSOLE_DOCUMENT_BYTES
+    from gbadz.console.routes import MAX_FORM_BYTES
+
+    # Inside the request-id middleware, so a refusal carries the request's id. The console's
+    # document form gets 1 MiB of slack for its multipart framing: its route checks the form's
+    # token first and then the exact limit.
+    app.add_middleware(
+        limits.BodyLimit,
+        default=settings.api.max_body_bytes,
+        routes=limits.route_limits(
+            settings, MAX_DOCUMENT_BYTES, CONSOLE_DOCUMENT_BYTES + MAX_FORM_BYTES + 1024 * 1024
+        ),
+    )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
 

@@ -656,6 +656,7 @@ def serve(
     import uvicorn
 
     from gbadz.app import create_app
+    from gbadz.limits import server_options
 
     settings = _resolved()
     log.configure(settings.log_level, settings.log_json)
@@ -665,9 +666,7 @@ def serve(
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level="info",
-        # gbadz decides whom to believe about the client's address (api.trusted_proxies); uvicorn
-        # would otherwise take X-Forwarded-For from any local peer (issue #20 item 8).
-        proxy_headers=False,
+        **server_options(settings),
     )
 
 

@@ -178,6 +178,19 @@ class ApiSettings(BaseModel):
     max_upload_bytes: int = Field(
         default=20 * 1024**3, ge=1, description="largest file a provider may upload for ingestion"
     )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="largest request body (JSON, forms) outside the upload routes; refused with 413 "
+        "before it is parsed or the caller authenticated",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="largest request line plus header block `gbadz serve` accepts (the server closes the "
+        "connection beyond it)",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -222,6 +235,23 @@ class ConsoleSettings(BaseModel):
     )
 
 
+class IngestSettings(BaseModel):
+    """Bounds on what one uploaded file may make the ingest worker read (decompression bombs)."""
+
+    max_rows: int = Field(default=100_000_000, ge=1, description="rows a file may declare")
+    max_columns: int = Field(default=1024, ge=1, description="columns a file may declare")
+    max_table_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1024,
+        description="decoded (in-memory) size a file may reach: checked against a Parquet file's "
+        "metadata before reading and counted batch by batch while reading",
+    )
+    max_line_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="longest CSV line (and so field) accepted"
+    )
+    batch_rows: int = Field(default=65_536, ge=1, description="rows read per Parquet batch")
+
+
 class TransferSettings(BaseModel):
     """The cross-boundary rules the engine, the compliance reports and the console use."""
 
@@ -249,6 +279,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     crypto: CryptoSettings = CryptoSettings()
     oauth: OAuthSettings = OAuthSettings()
+    ingest: IngestSettings = IngestSettings()
     transfer: TransferSettings = TransferSettings()
 
     @model_validator(mode="after")
@@ -312,6 +343,7 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         "GBADZ_S3__LANDING_RETENTION_DAYS": str(settings.s3.landing_retention_days),
         "GBADZ_CRYPTO__SCRYPT_LOG2_N": str(settings.crypto.scrypt_log2_n),
     }
+    env.update({f"GBADZ_INGEST__{k.upper()}": str(v) for k, v in settings.ingest.model_dump().items()})
     optional = {
         "GBADZ_DB__URL": settings.db.url,
         "GBADZ_S3__ENDPOINT_URL": settings.s3.endpoint_url,

@@ -14,7 +14,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from yaml._yaml import CParser  # libyaml, in every PyYAML wheel
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from gbadz.vocabulary import (
     PURPOSES,
@@ -40,6 +44,19 @@ from gbadz.vocabulary import (
 )
 
 MAX_CONTRACT_BYTES = 1024 * 1024
+#: Bounds on what a contract's YAML may become once parsed (#20 finding 5: an alias bomb of
+#: 1.5 KB took 7.7 s and made a 51.6 MB dataset page; deep nesting and a 5,000-digit integer
+#: answered 500).
+MAX_YAML_DEPTH = 32
+MAX_YAML_WEIGHT = 4 * MAX_CONTRACT_BYTES  # 8 per value plus its characters, aliases expanded
+MAX_YAML_VALUES = 50_000  # as written (a shipped contract has a few hundred); parsing them costs ~10 µs each
+MAX_INT_CHARS = 20  # int64 and a sign; anything longer is a mistake or an attack
+MAX_EXAMPLES = 20
+MAX_EXAMPLE_CHARS = 200
+_YAML_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("str", "int", "float", "bool", "null", "seq", "map", "timestamp", "merge")
+)
 LogicalType = Literal["string", "integer", "number", "boolean", "date", "timestamp"]
 Protection = Literal["none", "pseudonymise", "encrypt", "mask_last4", "mask_email", "drop_on_export"]
 PURPOSE_CODES = PURPOSES  # the transfer engine's purpose vocabulary (crossborder-rules.md §7.1)
@@ -54,6 +71,147 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"{text!r} is not an ISO 8601 duration such as P90D, P6M or P1Y")
     years, months, weeks, days = (int(g) if g else 0 for g in match.groups())
     return timedelta(days=years * 365 + months * 30 + weeks * 7 + days)
+
+
+class _YAMLRefused(yaml.YAMLError):
+    """The document is well-formed YAML, but not something a contract may be."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(reason)
+        self.where = where
+        self.reason = reason
+
+
+class _CEvents(Composer, CParser, SafeConstructor, Resolver):
+    """PyYAML's safe loader with libyaml's scanner and parser (C) under the Python composer, so
+    the composer can be bounded: a 1 MiB contract of 500,000 values took 31 s with the pure
+    Python parser and about 5 s with this one."""
+
+    def __init__(self, stream: bytes) -> None:
+        CParser.__init__(self, stream)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+
+
+class _ContractLoader(_CEvents):
+    """The safe loader, bounded while it composes: nesting depth, and no alias that refers to
+    the collection it is in (a recursive structure). The composed graph is then checked by
+    :func:`_check_graph` before any Python object is built from it."""
+
+    def __init__(self, stream: bytes) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+        self._open_anchors: list[str] = []
+        self._path: list[str | int] = []
+        self.finished: list[yaml.Node] = []
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # ``index`` is the position in a sequence, the key node of a mapping's value, or None
+        # for a key: enough to name the field an error is about.
+        part = index if isinstance(index, int) else getattr(index, "value", None)
+        where = _path([*self._path, part] if isinstance(part, str | int) else self._path)
+        event: Any = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise _YAMLRefused(where, f"alias *{event.anchor} refers to a collection that contains it")
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _YAMLRefused(where, f"nested deeper than {MAX_YAML_DEPTH} levels")
+        self._nodes += 1
+        if self._nodes > MAX_YAML_VALUES:
+            raise _YAMLRefused(where, f"the contract has more than {MAX_YAML_VALUES:,} values")
+        anchor = getattr(event, "anchor", None)
+        if anchor:
+            self._open_anchors.append(anchor)
+        named = isinstance(part, str | int)
+        if isinstance(part, str | int):
+            self._path.append(part)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            if named:
+                self._path.pop()
+            if anchor:
+                self._open_anchors.pop()
+        if node is not None:
+            self.finished.append(node)
+        return node
+
+
+def _children(node: yaml.Node) -> list[tuple[str | int, yaml.Node]]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(enumerate(node.value))
+    if isinstance(node, yaml.MappingNode):
+        out: list[tuple[str | int, yaml.Node]] = []
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            out += [(name, key), (name, value)]
+        return out
+    return []
+
+
+def _path(parts: list[str | int]) -> str:
+    return _loc(tuple(parts))
+
+
+def _check_graph(loader: _ContractLoader, root: yaml.Node) -> None:
+    """Refuse, naming the field: aliases that expand the document past its budget or its depth,
+    tags other than JSON's (plus timestamps), and integers too long to be a count or a bound."""
+    weight: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    for node in loader.finished:  # children finish before their parents; aliases point back
+        kids = [child for _, child in _children(node)]
+        own = 8 + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0)
+        weight[id(node)] = own + sum(weight.get(id(k), 8) for k in kids)
+        depth[id(node)] = 1 + max((depth.get(id(k), 1) for k in kids), default=0)
+    budget_broken = weight.get(id(root), 0) > MAX_YAML_WEIGHT
+    if budget_broken or depth.get(id(root), 0) > MAX_YAML_DEPTH:
+        # Name the smallest field that is over the bounds on its own.
+        node, path = root, list[str | int]()
+        while True:
+            over = [
+                (name, child)
+                for name, child in _children(node)
+                if weight.get(id(child), 0) > MAX_YAML_WEIGHT
+                or (not budget_broken and depth.get(id(child), 0) > MAX_YAML_DEPTH - len(path) - 1)
+            ]
+            if not over:
+                break
+            name, node = over[0]
+            path.append(name)
+        reason = (
+            f"it is over the {MAX_YAML_WEIGHT:,}-unit size budget for a contract (8 a value plus its "
+            "characters, aliases counted expanded)"
+            if budget_broken
+            else f"aliases nest it deeper than {MAX_YAML_DEPTH} levels"
+        )
+        raise _YAMLRefused(_path(path), reason)
+    # Within the budget, so this walk over the expanded document is bounded too.
+    stack: list[tuple[yaml.Node, list[str | int]]] = [(root, [])]
+    while stack:
+        node, path = stack.pop()
+        if node.tag not in _YAML_TAGS:
+            raise _YAMLRefused(_path(path), f"the YAML tag {node.tag} is not allowed in a contract")
+        if node.tag == "tag:yaml.org,2002:int" and len(str(node.value)) > MAX_INT_CHARS:
+            raise _YAMLRefused(_path(path), f"an integer longer than {MAX_INT_CHARS} characters")
+        stack.extend((child, [*path, name]) for name, child in _children(node))
+
+
+def safe_yaml(raw: bytes) -> Any:
+    """Parse YAML with the contract bounds; raises ``yaml.YAMLError`` (``_YAMLRefused`` names the field)."""
+    loader = _ContractLoader(raw)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_graph(loader, root)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 class Strict(BaseModel):
@@ -106,6 +264,31 @@ class Property(Strict):
     quality: list[PropertyQuality] = Field(default_factory=list)
     examples: list[Any] | None = None
     tags: list[str] = Field(default_factory=list)
+
+    @field_validator("examples", mode="before")
+    @classmethod
+    def _few_short_examples(cls, value: Any, info: ValidationInfo) -> Any:
+        # Sample values are shown on every dataset page: a few single short values. A contract
+        # stored before this rule still loads, its examples trimmed to what the rule allows.
+        if not isinstance(value, list):
+            return value
+        if not (info.context or {}).get("submitted"):
+            return [v for v in value if _example_ok(v)][:MAX_EXAMPLES]
+        if len(value) > MAX_EXAMPLES:
+            raise ValueError(f"at most {MAX_EXAMPLES} examples, not {len(value):,}")
+        for i, item in enumerate(value):
+            if not _example_ok(item):
+                raise ValueError(
+                    f"example [{i}] must be one value (text of at most {MAX_EXAMPLE_CHARS} characters, "
+                    "a number, a date or true/false), not a list or mapping"
+                )
+        return value
+
+
+def _example_ok(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= MAX_EXAMPLE_CHARS
+    return value is None or isinstance(value, bool | int | float | date | datetime)
 
 
 class SchemaObject(Strict):
@@ -461,7 +644,9 @@ def parse_contract(raw: bytes, path: str = "<contract>") -> Contract:
             [("(file)", f"{len(raw):,} bytes is over the {MAX_CONTRACT_BYTES:,}-byte limit for a contract")],
         )
     try:
-        doc = yaml.safe_load(raw)
+        doc = safe_yaml(raw)
+    except _YAMLRefused as exc:
+        raise ContractError(path, [(exc.where, exc.reason)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(file)"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import yaml
@@ -627,3 +628,42 @@ class TestProviderActions:
             409,
             "retired",
         )
+
+
+class TestCraftedContracts:
+    CASES: ClassVar[dict[str, tuple[str, str, str]]] = {
+        "billion-laughs": (
+            "["
+            + ", ".join(
+                ['&a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+                + [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+            )
+            + "]",
+            "schema[0].properties[1].examples[5]",
+            "size budget for a contract",
+        ),
+        "self-reference": ("&x [1, *x]", "schema[0].properties[1].examples[1]", "refers to a collection"),
+        "binary": ("[!!binary aGVsbG8=]", "schema[0].properties[1].examples[0]", "binary is not allowed"),
+        "5000-digit-integer": (
+            "[" + "9" * 5000 + "]",
+            "schema[0].properties[1].examples[0]",
+            "an integer longer",
+        ),
+    }
+
+    def test_refused_with_400_naming_the_field(self, http: TestClient, party: MakeParty) -> None:
+        """Each crafted contract is 400 naming the field and the reason, within a bounded time; nothing is registered."""
+        provider = party("provider")
+        answers, expected = {}, {}
+        for name, (examples, field, reason) in self.CASES.items():
+            doc = contract(f"t-{token()}", provider.org_name)
+            doc["schema"][0]["properties"][1]["examples"] = "EXAMPLES-HERE"
+            raw = as_yaml(doc).replace(b"EXAMPLES-HERE", examples.encode())
+            started = time.monotonic()
+            response = http.post("/api/v1/datasets", content=raw, headers=provider.headers | YAML)
+            fast = time.monotonic() - started < 3
+            body = response.json()
+            answers[name] = (response.status_code, body.get("field"), reason in body.get("detail", ""), fast)
+            expected[name] = (400, field, True, True)
+            assert 404 == http.get(f"/api/v1/datasets/{doc['id']}", headers=provider.headers).status_code
+        assert expected == answers

@@ -296,6 +296,56 @@ class TestRoles:
             assert "under_provider_review" == session.get(AccessRequest, world.pending_request).state  # type: ignore[union-attr]
 
 
+class TestCraftedValues:
+    BAD_IDS: ClassVar[tuple[str, ...]] = ("%3F", "x%3Fy", "%23", "x%23y", "%00", "%2F", "%2e%2e", "%C2%B2")
+
+    def test_crafted_dataset_ids_look_missing(self, world: World, signed_in: SignedIn) -> None:
+        """A dataset id with ?, #, NUL, / or .. (percent-encoded) is a 404 on every dataset page, never a 500."""
+        consumer = signed_in("consumer")
+        csrf = _csrf(consumer.get(f"/console/datasets/{world.dataset}").text)
+        for bad in self.BAD_IDS:
+            statuses = {
+                consumer.get(f"/console/datasets/{bad}").status_code,
+                consumer.post(f"/console/datasets/{bad}/assess", data={"csrf": csrf}).status_code,
+                consumer.post(
+                    f"/console/datasets/{bad}/request",
+                    data={"csrf": csrf, "purpose": "other", "duration_days": "30"},
+                ).status_code,
+            }
+            assert {404} == statuses, bad
+
+    def test_non_ascii_or_huge_day_counts_are_422_beside_the_field(
+        self, world: World, signed_in: SignedIn
+    ) -> None:
+        """``duration_days`` of a superscript, Arabic-Indic or full-width digit, or 30 digits, is 422 naming the field."""
+        consumer = signed_in("consumer")
+        page = consumer.get(f"/console/datasets/{world.dataset}")
+        answers = {}
+        for days in ("\u00b2", "\u0663\u0660", "\uff13\uff10", "1" * 30, "-5", "3.5"):
+            response = consumer.post(
+                f"/console/datasets/{world.dataset}/request",
+                data={
+                    "csrf": _csrf(page.text),
+                    "purpose": "other",
+                    "purpose_text": "Route planning for the bay",
+                    "duration_days": days,
+                },
+            )
+            answers[days] = (response.status_code, 'id="duration_days-error"' in response.text)
+        assert dict.fromkeys(answers, (422, True)) == answers
+
+    def test_non_ascii_individuals_are_422_beside_the_field(self, signed_in: SignedIn) -> None:
+        """``approved_individuals=²`` on a mechanism is 422 naming the field, not a 500."""
+        provider = signed_in("provider")
+        csrf = _csrf(provider.get("/console/mechanisms").text)
+        response = provider.post(
+            "/console/mechanisms",
+            data={"csrf": csrf, "kind": "GBA_SC", "reference": "GBA-X", "approved_individuals": "²"},
+        )
+        assert 422 == response.status_code, response.text[:300]
+        assert 'id="approved_individuals-error"' in response.text
+
+
 class TestForms:
     def test_a_bad_request_form_shows_errors_next_to_the_fields_and_writes_nothing(
         self, world: World, signed_in: SignedIn, app: FastAPI

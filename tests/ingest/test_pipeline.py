@@ -22,6 +22,7 @@ from gbadz.crypto.columns import ColumnProtector, KeyGrant
 from gbadz.errors import StorageUnavailable
 from gbadz.ingest import pipeline, samples
 from tests.conftest import REPO
+from tests.ingest.test_validate import bomb, peak_rss_since_reset, reset_peak_rss
 
 ROWS = 3_000
 
@@ -179,6 +180,26 @@ class TestRejectedUpload:
             ).all()
         assert ["accepted", "rejected"] == list(runs)
         assert good.published is not None
+
+
+class TestDecompressionBomb:
+    def test_bomb_is_rejected_with_its_raw_upload_kept(
+        self, ctx: pipeline.IngestContext, contract: tuple[Contract, str], tmp_path: Path
+    ) -> None:
+        """A few-KB Parquet file decoding to 200 GiB is rejected for its size, memory flat; the raw upload stays intact."""
+        c, digest = contract
+        source = bomb(tmp_path / "bomb.parquet", 200_000, 1 << 20, dictionary=True)
+        reset_peak_rss()
+        before = peak_rss_since_reset()
+        result = pipeline.ingest(ctx, c, digest, source)
+        assert peak_rss_since_reset() - before < 256 * 1024 * 1024
+        assert (False, None) == (result.accepted, result.published)
+        assert result.report is not None
+        assert "decodes to more than" in result.report.summary()
+        restored = tmp_path / "restored"
+        restored.mkdir()
+        assert source.read_bytes() == pipeline.fetch_raw(ctx, c, result.landed, restored).read_bytes()
+        assert [] == _versions(ctx, c.id)
 
 
 class TestFailures:

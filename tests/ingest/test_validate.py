@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from gbadz.config import IngestSettings
 from gbadz.contract import Contract, load_contract
 from gbadz.ingest import samples
-from gbadz.ingest.validate import validate_file
+from gbadz.ingest.validate import ARROW_TYPES, read_table, validate_file
 from tests.conftest import REPO
 
 
@@ -105,3 +108,98 @@ class TestFailures:
         empty = tmp_path / "empty.csv"
         empty.write_bytes(b"")
         assert not validate_file(hospital, empty)[1].success
+
+
+def bomb(path: Path, rows: int, value_bytes: int, *, dictionary: bool) -> Path:
+    """A tiny Parquet file with the hospital contract's columns whose ``patient_name`` repeats one
+    huge value: as a dictionary (one copy, rows of RLE indices) or plain (every copy, compressed)."""
+    contract = load_contract(REPO / "contracts" / "sz-hospital-outpatient-visits.yaml")
+    like = pa.schema([(p.name, ARROW_TYPES[p.logicalType]) for p in contract.table.properties])
+    indices = pa.array(np.zeros(rows, dtype=np.int32))
+    columns = []
+    for field in like:
+        if pa.types.is_string(field.type):
+            value = pa.array(["x" * (value_bytes if field.name == "patient_name" else 1)])
+            column = pa.DictionaryArray.from_arrays(indices, value)
+            columns.append(column if dictionary else column.dictionary_decode())
+        else:
+            columns.append(pa.nulls(rows, field.type))
+    table = pa.table(columns, names=like.names)
+    # Written as another tool would: no Arrow schema in the footer saying "read me as a dictionary".
+    pq.write_table(
+        table, path, compression="zstd", use_dictionary=dictionary, write_statistics=False, store_schema=False
+    )
+    return path
+
+
+def peak_rss_since_reset() -> int:
+    """The process's peak RSS since :func:`reset_peak_rss` (Linux VmHWM)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
+def reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+class TestBoundedReading:
+    def test_dictionary_bomb_is_measured_not_decoded(self, hospital: Contract, tmp_path: Path) -> None:
+        """200,000 rows of a 1 MiB value (a file of kilobytes, 200 GiB decoded) is refused at the first batch, memory flat."""
+        path = bomb(tmp_path / "bomb.parquet", 200_000, 1 << 20, dictionary=True)
+        assert path.stat().st_size < 64 * 1024
+        reset_peak_rss()
+        before = peak_rss_since_reset()
+        started = time.monotonic()
+        table, report = validate_file(hospital, path, IngestSettings())
+        assert time.monotonic() - started < 5
+        assert peak_rss_since_reset() - before < 256 * 1024 * 1024
+        assert (None, False) == (table, report.success)
+        assert "decodes to more than 4,294,967,296 bytes" in report.summary()
+        assert "xxxx" not in report.summary()
+
+    def test_declared_uncompressed_size_is_checked_before_reading(
+        self, hospital: Contract, tmp_path: Path
+    ) -> None:
+        """A plain-encoded compression bomb is refused from its footer alone."""
+        path = bomb(tmp_path / "plain.parquet", 16, 1 << 20, dictionary=False)
+        limits = IngestSettings(max_table_bytes=8 << 20)
+        _, report = validate_file(hospital, path, limits)
+        assert "declares" in report.summary()
+        assert "bytes uncompressed; the limit is 8,388,608" in report.summary()
+
+    def test_row_and_column_counts_are_checked_before_reading(
+        self, hospital: Contract, tmp_path: Path
+    ) -> None:
+        """Declared rows and columns over the limits are refused before any page is read."""
+        path = bomb(tmp_path / "rows.parquet", 5_000, 8, dictionary=True)
+        assert (
+            "declares 5,000 rows; the limit is 1,000"
+            in validate_file(hospital, path, IngestSettings(max_rows=1_000))[1].summary()
+        )
+        assert (
+            "declares 12 columns; the limit is 4"
+            in validate_file(hospital, path, IngestSettings(max_columns=4))[1].summary()
+        )
+
+    def test_a_file_within_the_limits_reads_in_batches(self, hospital: Contract, tmp_path: Path) -> None:
+        """A real file read in small batches gives the same table as reading it whole."""
+        table = samples.generate("sz-hospital-outpatient-visits", 5_000)
+        path = tmp_path / "good.parquet"
+        gender = table.schema.get_field_index("gender")
+        # One column stored as an Arrow dictionary, as pandas categoricals are.
+        pq.write_table(table.set_column(gender, "gender", table["gender"].dictionary_encode()), path)
+        read = read_table(hospital, path, IngestSettings(batch_rows=700))
+        assert isinstance(read, pa.Table), read
+        assert table.equals(read)
+
+    def test_csv_line_over_the_limit(self, hospital: Contract, tmp_path: Path) -> None:
+        """A CSV line longer than the line limit is refused naming the limit, not the value."""
+        table = samples.generate("sz-hospital-outpatient-visits", 3)
+        table = table.set_column(2, "patient_name", pa.array(["Chan Tai Man", "y" * 200_000, "Wong"]))
+        path = tmp_path / "long.csv"
+        pacsv.write_csv(table, path)
+        _, report = validate_file(hospital, path, IngestSettings(max_line_bytes=64 * 1024))
+        assert "a line is longer than the 65,536-byte limit" in report.summary()
+        assert "Chan" not in report.summary()
+        assert "yyyy" not in report.summary()

@@ -141,6 +141,9 @@ async def form_of(request: Request, signed: Signed) -> FormData:
 
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,200}")
+# ASCII digits only: str.isdigit() is true for "²" (which int() refuses) and for Arabic-Indic or
+# full-width digits (which int() reads); neither is what a form field of whole days means.
+_WHOLE = re.compile(r"[0-9]{1,9}")
 
 
 def _q(value: str) -> str:
@@ -439,7 +442,7 @@ async def request_access(request: Request, dataset_id: str, signed: Consumer) ->
     duration = str(form.get("duration_days") or "").strip()
     values = dict(form) | {"columns": body["columns"]}
     if duration:
-        if not duration.isdigit():
+        if not _WHOLE.fullmatch(duration):
             errors = {"duration_days": "Enter a whole number of days."}
             return await _dataset_page(request, signed, dataset_id, 422, errors=errors, values=values)
         body["duration_days"] = int(duration)
@@ -809,7 +812,7 @@ async def record_mechanism(request: Request, signed: Reviewer) -> Response:
     values |= {"purposes": body["purposes"], "spi_categories": body.get("spi_categories", [])}
     individuals = str(form.get("approved_individuals") or "").strip()
     if individuals:
-        if not individuals.isdigit():
+        if not _WHOLE.fullmatch(individuals):
             errors = {"approved_individuals": "Enter a whole number of individuals."}
             return await _mechanisms_page(request, signed, 422, errors=errors, error_for="new", values=values)
         body["approved_individuals"] = int(individuals)
@@ -848,7 +851,7 @@ async def upload_document(request: Request, evidence_id: str, signed: Reviewer) 
     if not hmac.compare_digest(str(request.query_params.get("csrf") or ""), signed.csrf):
         raise FormExpired
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES + MAX_FORM_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES + MAX_FORM_BYTES:
         raise FormTooLarge
     form = await read_multipart(request, MAX_DOCUMENT_BYTES + MAX_FORM_BYTES)
     try:

@@ -195,6 +195,37 @@ def unverified_claims(token: str) -> dict[str, Any]:
     return data
 
 
+#: The last second of year 9999: any later NumericDate is an attack or a bug, and Python's
+#: datetime cannot hold it (``exp=10**20`` answered 500).
+MAX_NUMERIC_DATE = 253_402_300_799
+TIME_CLAIMS = ("exp", "iat", "nbf")
+TEXT_CLAIMS = ("iss", "sub", "jti", "client_id", "azp", "gbadz_org", "gbadz_role")
+
+
+def check_claim_types(claims: Mapping[str, Any]) -> None:
+    """Refuse (401) claims of the wrong type or out of range, before anything converts them:
+    times are numbers between 1970 and 9999 (RFC 7519 §2 NumericDate), identities are text,
+    ``scope`` is text or a list of text."""
+    for name in TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value <= MAX_NUMERIC_DATE
+        ):
+            raise TokenRejected(f"the {name} claim is not a time between 1970 and 9999")
+    for name in TEXT_CLAIMS:
+        if name in claims and not isinstance(claims[name], str):
+            raise TokenRejected(f"the {name} claim is not a string")
+    scope = claims.get("scope", "")
+    if not isinstance(scope, str) and not (
+        isinstance(scope, list) and all(isinstance(item, str) for item in scope)
+    ):
+        raise TokenRejected("the scope claim is neither a string nor a list of strings")
+
+
 def decode_and_validate(
     token: str,
     keys: KeySet,
@@ -219,6 +250,7 @@ def decode_and_validate(
     except JoseError:
         raise TokenRejected("the token signature does not verify") from None
     claims = dict(decoded.claims)
+    check_claim_types(claims)
     registry = JWTClaimsRegistry(
         leeway=leeway,
         iss={"essential": True, "value": issuer},

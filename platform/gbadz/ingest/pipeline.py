@@ -508,7 +508,7 @@ def ingest(ctx: IngestContext, contract: Contract, contract_sha256: str, source:
         )
     # In one process the local file is the landed one (same SHA-256); the DAG's tasks, which
     # may run on different workers, fetch and decrypt the landed copy instead.
-    table, report = validate_file(contract, source)
+    table, report = validate_file(contract, source, ctx.settings.ingest)
     if table is None:
         return IngestResult(False, landed, report, None, quarantine(ctx, contract, landed, report))
     people = count_people(ctx, contract, table)

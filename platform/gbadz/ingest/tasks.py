@@ -90,7 +90,8 @@ def validate(landed: dict[str, Any]) -> dict[str, Any]:
     if existing is not None:
         return {"success": True, "existing_version": existing.version, "summary": "already published"}
     with tempfile.TemporaryDirectory(prefix="gbadz-validate-") as tmp:
-        _, report = validate_file(contract, pipeline.fetch_raw(ctx, contract, _landed(landed), Path(tmp)))
+        raw = pipeline.fetch_raw(ctx, contract, _landed(landed), Path(tmp))
+        _, report = validate_file(contract, raw, ctx.settings.ingest)
     key = f"{contract.id}/reports/{landed['sha256']}.json"
     storage.ObjectStore(ctx.client, ctx.settings.s3).put_bytes(
         ctx.settings.s3.landing_bucket,
@@ -122,7 +123,7 @@ def publish(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any
     report = _report(ctx, validation["report_key"])
     with tempfile.TemporaryDirectory(prefix="gbadz-publish-") as tmp:
         raw = pipeline.fetch_raw(ctx, contract, _landed(landed), Path(tmp))
-        table = read_table(contract, raw)
+        table = read_table(contract, raw, ctx.settings.ingest)
     if isinstance(table, QualityReport):  # cannot happen after a passed validation; refuse rather than guess
         raise RuntimeError(f"{contract.id}: landed file no longer reads: {table.summary()}")
     people = pipeline.count_people(ctx, contract, table)

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from gbadz.config import IngestSettings
 from gbadz.contract import Contract
 
 ARROW_TYPES: dict[str, pa.DataType] = {
@@ -109,8 +111,75 @@ def _without_values(message: str) -> str:
     return _QUOTED.sub("'…'", message)
 
 
-def read_table(contract: Contract, path: Path) -> pa.Table | QualityReport:
+class TooLarge(Exception):
+    """The file would decode to more than the ingest limits allow; the reason names no value."""
+
+
+def _decoded_bytes(column: pa.Array) -> int:
+    """What a column takes once decoded. A dictionary column is measured through its indices
+    (each row costs its value's length), so a dictionary bomb is measured, not materialised."""
+    if isinstance(column, pa.DictionaryArray):
+        lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+        total = pc.sum(lengths).as_py() or 0
+        return int(total) + 4 * len(column)
+    return int(column.get_total_buffer_size())
+
+
+def _read_parquet(path: Path, expected: list[str], limits: IngestSettings) -> pa.Table | str:
+    """A Parquet file's contract columns, or why it is refused. The footer's declared sizes are
+    checked first (nothing is decompressed); then batches are read with text columns kept as
+    dictionaries, measured, and only decoded while the running total stays within the limit."""
+    meta = pq.read_metadata(path)
+    if meta.num_columns > limits.max_columns:
+        raise TooLarge(f"the file declares {meta.num_columns:,} columns; the limit is {limits.max_columns:,}")
+    if meta.num_rows > limits.max_rows:
+        raise TooLarge(f"the file declares {meta.num_rows:,} rows; the limit is {limits.max_rows:,}")
+    declared = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            size = group.column(c).total_uncompressed_size
+            if size < 0:
+                raise TooLarge("the file's metadata declares a negative size: it is not a valid Parquet file")
+            declared += size
+    if declared > limits.max_table_bytes:
+        raise TooLarge(
+            f"the file declares {declared:,} bytes uncompressed; the limit is {limits.max_table_bytes:,}"
+        )
+    schema = pq.read_schema(path)
+    mismatch = _column_mismatch(expected, schema.names)
+    if mismatch:
+        return mismatch
+    fields = [schema.field(name) for name in expected]
+    nested = [f.name for f in fields if pa.types.is_nested(f.type)]
+    if nested:
+        return f"nested values are not accepted (columns {', '.join(nested)}): each column holds one value per row"
+    # A column the footer's Arrow schema calls a dictionary is read as one anyway; give it back plain.
+    plain = pa.schema(
+        [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in fields]
+    )
+    texts = [f.name for f in plain if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
+    reader = pq.ParquetFile(path, read_dictionary=texts)
+    batches, total = [], 0
+    for batch in reader.iter_batches(batch_size=limits.batch_rows, columns=expected, use_threads=False):
+        total += sum(_decoded_bytes(column) for column in batch.columns)
+        if total > limits.max_table_bytes:
+            raise TooLarge(
+                f"the file decodes to more than {limits.max_table_bytes:,} bytes (it stopped being read "
+                f"after {total:,})"
+            )
+        columns = [
+            col.dictionary_decode() if isinstance(col, pa.DictionaryArray) else col for col in batch.columns
+        ]
+        batches.append(pa.RecordBatch.from_arrays(columns, schema=plain))
+    return pa.Table.from_batches(batches, schema=plain)
+
+
+def read_table(
+    contract: Contract, path: Path, limits: IngestSettings | None = None
+) -> pa.Table | QualityReport:
     """The file as an Arrow table with the contract's column types, or a failed report saying why."""
+    limits = limits or IngestSettings()
     props = contract.table.properties
     expected = [p.name for p in props]
     header = expected
@@ -118,16 +187,27 @@ def read_table(contract: Contract, path: Path) -> pa.Table | QualityReport:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            table = pq.read_table(path)
+            read = _read_parquet(path, expected, limits)
+            if isinstance(read, str):
+                return _schema_failure(contract, read)
+            table = read
         elif suffix in (".csv", ".txt"):
-            with pacsv.open_csv(path, convert_options=pacsv.ConvertOptions(column_types={})) as reader:
+            size = path.stat().st_size
+            if size > limits.max_table_bytes:
+                raise TooLarge(f"the file is {size:,} bytes; the limit is {limits.max_table_bytes:,}")
+            read_options = pacsv.ReadOptions(block_size=limits.max_line_bytes)
+            with pacsv.open_csv(
+                path, read_options=read_options, convert_options=pacsv.ConvertOptions(column_types={})
+            ) as reader:
                 header = reader.schema.names
+            if len(header) > limits.max_columns:
+                raise TooLarge(f"the file has {len(header):,} columns; the limit is {limits.max_columns:,}")
             mismatch = _column_mismatch(expected, header)
             if mismatch:
                 return _schema_failure(contract, mismatch)
             table = pacsv.read_csv(
                 path,
-                read_options=pacsv.ReadOptions(block_size=16 << 20),
+                read_options=read_options,
                 convert_options=pacsv.ConvertOptions(
                     column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
                 ),
@@ -136,7 +216,13 @@ def read_table(contract: Contract, path: Path) -> pa.Table | QualityReport:
             return _schema_failure(
                 contract, f"unsupported file type {suffix or '(none)'}: upload CSV or Parquet"
             )
+    except TooLarge as exc:
+        return _schema_failure(contract, f"the file is refused before it is read in full: {exc}")
     except pa.ArrowInvalid as exc:
+        if "straddling" in str(exc) or "block size" in str(exc):
+            return _schema_failure(
+                contract, f"a line is longer than the {limits.max_line_bytes:,}-byte limit for one line"
+            )
         message = _without_values(str(exc).splitlines()[0])[:300]
         found = re.search(r"CSV column #(\d+)", message)
         column = None
@@ -275,9 +361,11 @@ def _describe(rule: str, kwargs: dict[str, Any]) -> str:
     return names.get(rule, rule)
 
 
-def validate_file(contract: Contract, path: Path) -> tuple[pa.Table | None, QualityReport]:
+def validate_file(
+    contract: Contract, path: Path, limits: IngestSettings | None = None
+) -> tuple[pa.Table | None, QualityReport]:
     """Read and validate; the table is returned only when the file passed."""
-    table = read_table(contract, path)
+    table = read_table(contract, path, limits)
     if isinstance(table, QualityReport):
         return None, table
     report = run_suite(contract, table)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from gbadz.identity.models import UsedAssertion
 from gbadz.identity.oauth.clients import ClientRecord
+from gbadz.identity.tokens import TokenRejected, check_claim_types
 
 if TYPE_CHECKING:
     from gbadz.identity.oauth.server import GbadzAuthorizationServer
@@ -35,6 +36,10 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         return [self.server.endpoint("token"), self.server.settings.issuer]
 
     def validate_jti(self, claims: Any, jti: str) -> bool:
+        try:  # a crafted exp (text, 10**20) is a refused assertion, not a 500
+            check_claim_types({"exp": claims.get("exp", time.time() + 300)})
+        except TokenRejected:
+            return False
         exp = datetime.fromtimestamp(int(claims.get("exp", time.time() + 300)), UTC)
         with self.server.sessions.begin() as session:
             session.execute(sa.delete(UsedAssertion).where(UsedAssertion.expires_at < datetime.now(UTC)))
