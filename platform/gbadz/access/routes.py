@@ -28,7 +28,8 @@ from gbadz.access.schemas import (
     Review,
 )
 from gbadz.compliance import filing, filing_pdf
-from gbadz.deps import S3, AppSettings, Log, ReadSession, Rules, WriteSession
+from gbadz.crypto.keys import grant_delivery_context
+from gbadz.deps import S3, AppSettings, Keys, Log, ReadSession, Rules, WriteSession
 from gbadz.errors import (
     AccessRequestNotFound,
     BadRequest,
@@ -283,8 +284,11 @@ def revoke_grant(
     session: WriteSession,
     client: S3,
     settings: AppSettings,
+    keys: Keys,
 ) -> GrantRead:
     grant = service.revoke_grant(session, principal, actor_of(principal), grant_id, body.reason)
+    # The grant's delivery key goes first: whatever copy survives no longer decrypts (ADR 0018).
+    keys.destroy_data_key(grant_delivery_context(grant.dataset_id, grant.id))
     _delete_copies(session, grant, client, settings)
     return _grant_read(grant)
 
