@@ -9,8 +9,10 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -20,8 +22,9 @@ from gbadz.app import create_app
 from gbadz.audit import AuditEvent
 from gbadz.config import Settings
 from gbadz.crypto import envelope
+from gbadz.crypto.keys import LocalKeyProvider, grant_delivery_context
 from gbadz.delivery import service
-from gbadz.errors import KeyDestroyed
+from gbadz.errors import IntegrityCheckFailed, KeyDestroyed
 from gbadz.translog.models import LogEntry
 from tests.datasets import Party
 from tests.delivery.test_delivery import GRANTED, _grant, published  # noqa: F401 - the shared fixture
@@ -231,3 +234,33 @@ class TestDeliveryLimits:
         assert ["download", "reissue", "reissue"] == [k for k in _entries(app, grant) if k != "determination"]
         assert 1 == len(_stored(app, settings, dataset, grant))
         assert elapsed < 20
+
+
+class TestRangeDecryptor:
+    def test_any_range_of_a_multi_chunk_envelope_decrypts_and_any_alteration_is_caught(
+        self, tmp_path: Path
+    ) -> None:
+        """Ranges across 1 KiB chunks equal the plaintext slice; a flipped bit stops before release."""
+        keys = LocalKeyProvider(tmp_path / "keyring", "a test passphrase", scrypt_log2_n=10)
+        context = grant_delivery_context("ds", "g1")
+        plain = bytes(range(256)) * 41  # 10,496 bytes: ten full chunks and a partial one
+        sealed_file = io.BytesIO()
+        envelope.encrypt_stream(keys, io.BytesIO(plain), sealed_file, context, chunk_size=1024)
+        sealed = sealed_file.getvalue()
+        full_header, header = envelope.read_header(io.BytesIO(sealed))
+        reader = envelope.RangeDecryptor(keys, full_header, header, len(sealed), expected=context)
+        assert len(plain) == reader.plaintext_size
+
+        def read(data: bytes, start: int, end: int) -> bytes:
+            offset, length = reader.span(start, end)
+            return b"".join(reader.decrypt(io.BytesIO(data[offset : offset + length]), start, end))
+
+        for start, end in ((0, len(plain) - 1), (0, 0), (1023, 1024), (5000, 9000), (10_240, 10_495)):
+            assert plain[start : end + 1] == read(sealed, start, end)
+        altered = bytearray(sealed)
+        altered[reader.span(5000, 5000)[0] + 3] ^= 0x80
+        with pytest.raises(IntegrityCheckFailed):
+            read(bytes(altered), 4096, 6000)
+        assert plain[0:100] == read(bytes(altered), 0, 99)  # other chunks are unaffected
+        with pytest.raises(IntegrityCheckFailed):  # truncated: the last chunk is missing
+            read(sealed[:-100], 10_240, 10_495)
