@@ -100,6 +100,13 @@ class TestSealedAtRest:
             part = http.get(link["url"], headers={"Range": "bytes=100-199"})
             assert (206, downloaded.content[100:200]) == (part.status_code, part.content)
             assert f"bytes 100-199/{len(downloaded.content)}" == part.headers["content-range"]
+            size = len(downloaded.content)
+            assert downloaded.content[-10:] == http.get(link["url"], headers={"Range": "bytes=-10"}).content
+            assert 200 == http.get(link["url"], headers={"Range": "bytes=x-y"}).status_code  # ignored
+            beyond = http.get(link["url"], headers={"Range": f"bytes={size}-"})
+            assert (416, f"bytes */{size}") == (beyond.status_code, beyond.headers["content-range"])
+            head = http.head(link["url"])
+            assert (200, str(size), b"") == (head.status_code, head.headers["content-length"], head.content)
             kept[grant] = raw
         assert all(_opens(app, raw) for raw in kept.values())
 
@@ -129,6 +136,18 @@ class TestSealedAtRest:
         assert 200 == retired.status_code, retired.text
         assert not _opens(app, raw)
         assert http.get(link["url"]).status_code in (404, 410)
+
+
+class TestDeliveryFileUrls:
+    @pytest.mark.parametrize(
+        "ticket",
+        ["x", ".", "a.b", "%00", "%C3%A9.%C3%A9", "e30.AAAA", "eyJnIjoiYSJ9." + "A" * 86, "A" * 4000],
+    )
+    def test_a_forged_or_garbled_url_is_404(self, http: TestClient, ticket: str) -> None:
+        """A URL the keyring did not sign names nothing: 404, never 500."""
+        answer = http.get(f"/api/v1/delivery-files/{ticket}")
+        assert 404 == answer.status_code, answer.text
+        assert "NotFound" in answer.text or "TicketInvalid" in answer.text
 
 
 class TestTamperedCopy:

@@ -841,16 +841,22 @@ def _byte_range(header: str | None, total: int) -> tuple[int, int] | None:
         if first == "":
             suffix = int(last)
             if suffix <= 0 or total == 0:
-                raise RangeNotSatisfiable(f"bytes */{total}", headers={"Content-Range": f"bytes */{total}"})
+                raise RangeNotSatisfiable(
+                    f"range: the file has {total} bytes",
+                    headers={"Content-Range": f"bytes */{total}"},
+                    field="range",
+                )
             return max(0, total - suffix), total - 1
         start = int(first)
         end = int(last) if last else total - 1
     except ValueError:
         return None  # an invalid Range header is ignored (RFC 9110 §14.2)
-    if start < 0 or end < start:
-        return None
     if start >= total:
-        raise RangeNotSatisfiable(f"bytes */{total}", headers={"Content-Range": f"bytes */{total}"})
+        raise RangeNotSatisfiable(
+            f"range: the file has {total} bytes", headers={"Content-Range": f"bytes */{total}"}, field="range"
+        )
+    if end < start:
+        return None  # invalid: ignored
     return start, min(end, total - 1)
 
 
