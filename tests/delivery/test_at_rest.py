@@ -8,9 +8,11 @@ import io
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
@@ -283,3 +285,38 @@ class TestRangeDecryptor:
         assert plain[0:100] == read(bytes(altered), 0, 99)  # other chunks are unaffected
         with pytest.raises(IntegrityCheckFailed):  # truncated: the last chunk is missing
             read(sealed[:-100], 10_240, 10_495)
+
+
+class TestConcurrentBurst:
+    def test_a_concurrent_burst_on_one_grant_is_one_transfer_and_one_copy(
+        self,
+        app: FastAPI,
+        http: TestClient,
+        party: Callable[..., Party],
+        published: tuple[Party, str],  # noqa: F811 - the fixture imported above
+        settings: Settings,
+        live_server: tuple[str, FastAPI],
+    ) -> None:
+        """16 simultaneous deliveries of one grant over real HTTP: one transfer, one copy, no 5xx."""
+        _, dataset = published
+        consumer = party("consumer", "HK")
+        grant = _grant(http, consumer, dataset)
+        base, _ = live_server
+        url = f"{base}/api/v1/grants/{grant}/deliveries"
+        token = httpx.post(
+            f"{base}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(consumer.client.client_id, consumer.client.client_secret or ""),
+        ).json()["access_token"]
+
+        def click(_: int) -> httpx.Response:
+            return httpx.post(url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            answers = list(pool.map(click, range(16)))
+        codes = sorted(a.status_code for a in answers)
+        assert all(c < 500 for c in codes), [a.text for a in answers if a.status_code >= 500]
+        transfers = {a.json()["transfer_id"] for a in answers if a.status_code == 201}
+        assert 1 == len(transfers), codes
+        assert ["download"] == [k for k in _entries(app, grant) if k != "determination"]
+        assert 1 == len(_stored(app, settings, dataset, grant))
