@@ -112,6 +112,24 @@ class TestSealedAtRest:
             kept[grant] = raw
         assert all(_opens(app, raw) for raw in kept.values())
 
+        # A plaintext copy written before sealing is deleted by the first sweep (audited).
+        sealed_keys = _stored(app, settings, dataset, revoked)
+        legacy = f"datasets/{dataset}/grants/{revoked}/v1/before-sealing/part-00000.parquet"
+        app.state.s3.put_object(
+            settings.s3.delivery_bucket, legacy, io.BytesIO(downloaded.content), len(downloaded.content)
+        )
+        assert 1 == service.purge_plaintext_copies(
+            app.state.sessionmaker, app.state.s3, settings, [revoked, expiring]
+        )
+        assert sealed_keys == _stored(app, settings, dataset, revoked)
+        with app.state.sessionmaker() as session:
+            purged = session.scalars(
+                sa.select(AuditEvent.details).where(
+                    AuditEvent.subject_id == revoked, AuditEvent.action == "delivery.plaintext_copies_deleted"
+                )
+            ).all()
+        assert [{"objects": 1}] == purged
+
         # Revoked: the key is destroyed at once and the URL stops working.
         answer = http.post(
             f"/api/v1/grants/{revoked}/revoke", json={"reason": "breach"}, headers=provider.headers

@@ -57,3 +57,11 @@ def issued_at_since(
         .where(LogEntry.grant_id == grant_id, LogEntry.kind.in_(kinds), LogEntry.logged_at >= since)
         .order_by(LogEntry.logged_at)
     ).all()
+
+
+def grants_with_copies(session: Session, grant_ids: Sequence[str] | None = None) -> Sequence[Grant]:
+    """Grants whose delivery copies have not been deleted (all of them, or those named)."""
+    query = sa.select(Grant).where(Grant.copies_deleted_at.is_(None))
+    if grant_ids is not None:
+        query = query.where(Grant.id.in_(grant_ids))
+    return session.scalars(query).all()

@@ -806,6 +806,53 @@ def refuse_altered(sessions: sessionmaker[Session], refused: _Refusal) -> NoRetu
     )
 
 
+#: Set once this process has deleted the plaintext copies written before ADR 0018.
+_PLAINTEXT_PURGED = threading.Event()
+
+
+def purge_plaintext_copies(
+    sessions: sessionmaker[Session], client: Minio, settings: Settings, grant_ids: list[str] | None = None
+) -> int:
+    """Delete the delivery copies written before sealing (plaintext Parquet, no ``GBZENV1`` magic)
+    of grants whose copies still exist; return how many objects went. They are never handed out
+    again (a sealed copy is made at the next delivery), so nothing is lost. The first sweep of
+    every process runs it; it reads eight bytes of each object."""
+    bucket = settings.s3.delivery_bucket
+    removed = 0
+    with db.session_scope(sessions) as session:
+        for grant in repository.grants_with_copies(session, grant_ids):
+            plain = []
+            for item in client.list_objects(
+                bucket, prefix=access_service.grant_copies_prefix(grant), recursive=True
+            ):
+                name = item.object_name
+                if not name:
+                    continue
+                head = b""
+                if (item.size or 0) >= len(envelope.MAGIC):
+                    response = client.get_object(bucket, name, offset=0, length=len(envelope.MAGIC))
+                    try:
+                        head = bytes(response.read())
+                    finally:
+                        response.close()
+                        response.release_conn()
+                if head != envelope.MAGIC:
+                    plain.append(name)
+            for name in plain:
+                client.remove_object(bucket, name)
+            if plain:
+                audit.record(
+                    session,
+                    actor="gbadz",
+                    action="delivery.plaintext_copies_deleted",
+                    subject_type="grant",
+                    subject_id=grant.id,
+                    details={"objects": len(plain)},
+                )
+            removed += len(plain)
+    return removed
+
+
 def sweep_ended_grants(
     sessions: sessionmaker[Session], client: Minio, settings: Settings, keys: KeyProvider | None = None
 ) -> int:
@@ -815,6 +862,9 @@ def sweep_ended_grants(
     from gbadz.crypto.keys import provider_from_settings
 
     keys = keys or provider_from_settings(settings)
+    if not _PLAINTEXT_PURGED.is_set():
+        purge_plaintext_copies(sessions, client, settings)
+        _PLAINTEXT_PURGED.set()
     swept = 0
     with db.session_scope(sessions) as session:
         for grant in access_service.ended_grants_with_copies(session):
