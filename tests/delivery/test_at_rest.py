@@ -144,6 +144,11 @@ class TestSealedAtRest:
         assert service.sweep_ended_grants(app.state.sessionmaker, app.state.s3, settings, app.state.keys) >= 1
         assert not _opens(app, kept[expiring])
         assert [] == _stored(app, settings, dataset, expiring)
+        with app.state.sessionmaker() as session:
+            destroyed = session.scalars(
+                sa.select(AuditEvent.subject_id).where(AuditEvent.action == "grant.delivery_key_destroyed")
+            ).all()
+        assert {revoked, expiring} <= set(destroyed)
 
         # Retired: a live grant's key goes with the dataset's keys.
         live = _grant(http, consumer, dataset)

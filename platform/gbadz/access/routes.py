@@ -28,7 +28,6 @@ from gbadz.access.schemas import (
     Review,
 )
 from gbadz.compliance import filing, filing_pdf
-from gbadz.crypto.keys import grant_delivery_context
 from gbadz.deps import S3, AppSettings, Keys, Log, ReadSession, Rules, WriteSession
 from gbadz.errors import (
     AccessRequestNotFound,
@@ -288,7 +287,7 @@ def revoke_grant(
 ) -> GrantRead:
     grant = service.revoke_grant(session, principal, actor_of(principal), grant_id, body.reason)
     # The grant's delivery key goes first: whatever copy survives no longer decrypts (ADR 0018).
-    keys.destroy_data_key(grant_delivery_context(grant.dataset_id, grant.id))
+    service.destroy_delivery_key(session, keys, grant, actor_of(principal))
     _delete_copies(session, grant, client, settings)
     return _grant_read(grant)
 

@@ -42,10 +42,6 @@ def grant_key_context(dataset_id: str, grant_id: str) -> KeyContext:
     return grant_delivery_context(dataset_id, grant_id)
 
 
-def destroy_grant_key(keys: KeyProvider, dataset_id: str, grant_id: str) -> bool:
-    return keys.destroy_data_key(grant_key_context(dataset_id, grant_id))
-
-
 @dataclass(frozen=True)
 class Sealed:
     plaintext_sha256: str

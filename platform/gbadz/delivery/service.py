@@ -870,7 +870,7 @@ def sweep_ended_grants(
         for grant in access_service.ended_grants_with_copies(session):
             # The key first: even a copy the deletion misses (a backup, a lagging replica) no
             # longer decrypts (ADR 0018).
-            sealing.destroy_grant_key(keys, grant.dataset_id, grant.id)
+            access_service.destroy_delivery_key(session, keys, grant, "gbadz")
             access_service.delete_copies(
                 session,
                 grant,
