@@ -56,11 +56,20 @@ class DeliveryRead(BaseModel):
     response_model=DeliveryRead,
     tags=["delivery"],
     responses=error_responses(
-        GrantNotFound, GrantInactive, DatasetRetired, NoPublishedVersion, StorageUnavailable
+        GrantNotFound,
+        GrantInactive,
+        DatasetRetired,
+        NoPublishedVersion,
+        service.CopyAltered,
+        service.DeliveryRateLimited,
+        StorageUnavailable,
     ),
     summary="Materialise the grant's copy of the current version and get short-lived download URLs",
     description="The transfer is written to the transfer log and committed before any URL is returned. "
-    "Retrying with the same Idempotency-Key returns the same logged delivery with fresh URLs.",
+    "Retrying with the same Idempotency-Key returns the same logged delivery with fresh URLs (a logged "
+    "reissue). Asking again while the latest URLs have half their life left returns that transfer and "
+    "the same URLs (nothing new is logged or stored). Issuances per grant are limited (429, Retry-After). "
+    "A stored copy that no longer matches the log is refused (409 CopyAltered).",
 )
 async def create_delivery(
     grant_id: str,
