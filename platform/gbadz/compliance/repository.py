@@ -68,7 +68,11 @@ def entry_kind(entry: dict[str, Any]) -> str:
 
 def transfers(session: Session, where: TransferFilter) -> list[tuple[int, str, datetime, dict[str, Any]]]:
     """Log entries, newest first, with their entry documents parsed; filtered on the documents."""
-    query = sa.select(LogEntry.index, LogEntry.entry).order_by(LogEntry.index.desc()).limit(where.limit)
+    query = (
+        sa.select(LogEntry.index, LogEntry.entry, LogEntry.logged_at)
+        .order_by(LogEntry.index.desc())
+        .limit(where.limit)
+    )
     if where.kind == "determination":
         query = query.where(_is_determination(session))
     else:
@@ -91,9 +95,14 @@ def transfers(session: Session, where: TransferFilter) -> list[tuple[int, str, d
     if where.until is not None:
         query = query.where(_field(session, "ts_utc") < _utc_text(where.until))
     rows = []
-    for index, text in session.execute(query):
+    for index, text, logged_at in session.execute(query):
         entry = json.loads(text)
-        rows.append((int(index), entry_kind(entry), datetime.fromisoformat(entry["ts_utc"]), entry))
+        # The entry's own time; an entry without a readable one shows when it was stored.
+        try:
+            at = datetime.fromisoformat(str(entry["ts_utc"]))
+        except (KeyError, ValueError):
+            at = logged_at
+        rows.append((int(index), entry_kind(entry), at, entry))
     return rows
 
 
