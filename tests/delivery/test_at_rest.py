@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
@@ -89,6 +90,8 @@ class TestSealedAtRest:
             raw = _raw(app, settings, link["key"])
             assert raw.startswith(envelope.MAGIC)
             assert b"PAR1" not in raw
+            with pytest.raises(pa.ArrowInvalid):  # no table can be read from what the bucket holds
+                pq.read_table(io.BytesIO(raw))
             downloaded = http.get(link["url"])
             assert 200 == downloaded.status_code, downloaded.text
             assert link["sha256"] == hashlib.sha256(downloaded.content).hexdigest()
