@@ -195,7 +195,7 @@ def create_app(settings: Settings) -> FastAPI:
                 background.every(
                     settings.api.grant_sweep_interval_s,
                     lambda: delivery_service.sweep_ended_grants(
-                        app.state.sessionmaker, app.state.s3, settings
+                        app.state.sessionmaker, app.state.s3, settings, app.state.keys
                     ),
                     what="ended-grant copy deletion",
                     wait_first=True,

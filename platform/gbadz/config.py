@@ -175,6 +175,13 @@ class ApiSettings(BaseModel):
     delivery_url_ttl_s: int = Field(
         default=900, ge=10, le=7 * 24 * 3600, description="lifetime of presigned delivery URLs (seconds)"
     )
+    delivery_limit: int = Field(
+        default=20,
+        ge=1,
+        description="URL issuances (deliveries, Delta Sharing queries, reissues) per grant per window; "
+        "a repeat within the URLs' life reuses them and is not counted",
+    )
+    delivery_limit_window_s: int = Field(default=3600, ge=1, le=7 * 86_400)
     max_upload_bytes: int = Field(
         default=20 * 1024**3, ge=1, description="largest file a provider may upload for ingestion"
     )

@@ -592,7 +592,9 @@ def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
         kinds = session.scalars(sa.select(LogEntry.kind).where(LogEntry.grant_id == grant_id)).all()
     # The determination, then one transfer; its second set of URLs logged.
     assert ["determination", "download", "reissue"] == sorted(kinds)
-    assert 'href="http://127.0.0.1' in first.text  # presigned URLs on the real S3 server
+    # Signed URLs to the API, which decrypts the grant's sealed copy (ADR 0018): never the S3 server.
+    assert f'href="{BASE}/api/v1/delivery-files/' in first.text
+    assert 'href="http://127.0.0.1' not in first.text
 
 
 @pytest.mark.fresh_world

@@ -9,7 +9,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -91,7 +90,7 @@ class TestDelivery:
         delivery = response.json()
         assert GRANTED == delivery["columns"]
         [link] = delivery["files"]
-        downloaded = httpx.get(link["url"], timeout=30)
+        downloaded = http.get(link["url"])
         assert 200 == downloaded.status_code
         assert link["sha256"] == hashlib.sha256(downloaded.content).hexdigest()
         table = pq.read_table(io.BytesIO(downloaded.content))
@@ -321,4 +320,4 @@ class TestCrashRecovery:
             body["reused"],
         )
         assert size + 1 == _log_size(app)  # the reissue of its URLs, not a second transfer
-        assert 200 == httpx.get(body["files"][0]["url"], timeout=30).status_code
+        assert 200 == http.get(body["files"][0]["url"]).status_code

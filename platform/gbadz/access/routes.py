@@ -28,7 +28,7 @@ from gbadz.access.schemas import (
     Review,
 )
 from gbadz.compliance import filing, filing_pdf
-from gbadz.deps import S3, AppSettings, Log, ReadSession, Rules, WriteSession
+from gbadz.deps import S3, AppSettings, Keys, Log, ReadSession, Rules, WriteSession
 from gbadz.errors import (
     AccessRequestNotFound,
     BadRequest,
@@ -283,8 +283,11 @@ def revoke_grant(
     session: WriteSession,
     client: S3,
     settings: AppSettings,
+    keys: Keys,
 ) -> GrantRead:
     grant = service.revoke_grant(session, principal, actor_of(principal), grant_id, body.reason)
+    # The grant's delivery key goes first: whatever copy survives no longer decrypts (ADR 0018).
+    service.destroy_delivery_key(session, keys, grant, actor_of(principal))
     _delete_copies(session, grant, client, settings)
     return _grant_read(grant)
 

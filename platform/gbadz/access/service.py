@@ -40,6 +40,7 @@ from gbadz.catalog.models import Dataset
 from gbadz.catalog.service import get_visible, stored_contract
 from gbadz.compliance import counters
 from gbadz.contract import Contract
+from gbadz.crypto.keys import KeyProvider, grant_delivery_context
 from gbadz.errors import (
     AccessRequestNotFound,
     BadRequest,
@@ -1596,6 +1597,21 @@ def delete_copies(session: Session, grant: Grant, remove: Callable[[str], int]) 
         details={"objects": removed},
     )
     return removed
+
+
+def destroy_delivery_key(session: Session, keys: KeyProvider, grant: Grant, actor: str) -> bool:
+    """The grant ended: destroy the key its delivery copies are sealed with (ADR 0018); record it."""
+    destroyed = keys.destroy_data_key(grant_delivery_context(grant.dataset_id, grant.id))
+    if destroyed:
+        audit.record(
+            session,
+            actor=actor,
+            action="grant.delivery_key_destroyed",
+            subject_type="grant",
+            subject_id=grant.id,
+            details={"dataset": grant.dataset_id},
+        )
+    return destroyed
 
 
 def grant_copies_prefix(grant: Grant) -> str:

@@ -2,6 +2,13 @@
 
 The compliance officer reads everything here; routes check the ``transfers:audit`` scope
 before any of it is called.
+
+Every filter and grouping over the transfer log reads the hashed entry (``transfer_log.entry``,
+what the Merkle tree and the signed checkpoints cover), never the columns copied from it for
+speed (``origin``, ``exporter_org_id``, ``kind``, ``logged_at``…): those are not covered by
+verification, so a column altered in the database could otherwise hide a transfer from the
+officer or attribute it to someone else (issue #20). Altering the entry itself is what
+``gbadz audit verify`` and the log's verification catch.
 """
 
 from __future__ import annotations
@@ -9,10 +16,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from gbadz.access.models import MechanismEvidence
@@ -36,29 +44,66 @@ class TransferFilter:
     kind: str | None = None  # None: every transfer (determinations are listed on their own)
 
 
+def _field(session: Session, *path: str) -> sa.ColumnElement[Any]:
+    """A text value inside the hashed entry document, in SQL (JSON functions of either database)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return sa.func.jsonb_extract_path_text(sa.cast(LogEntry.entry, JSONB), *path)
+    return sa.func.json_extract(LogEntry.entry, "$." + ".".join(f'"{p}"' for p in path))
+
+
+def _is_determination(session: Session) -> sa.ColumnElement[bool]:
+    kind = _field(session, "type")
+    return sa.and_(kind.is_not(None), kind == "determination")
+
+
+def _utc_text(at: datetime) -> str:
+    """``ts_utc`` as entries write it (``datetime.isoformat`` in UTC): ISO text orders as time does."""
+    return at.astimezone(UTC).isoformat()
+
+
+def entry_kind(entry: dict[str, Any]) -> str:
+    """The kind of a log entry, as its hashed document says (determination, download, reissue…)."""
+    return str(entry.get("type") or entry.get("transfer_mode") or "transfer")
+
+
 def transfers(session: Session, where: TransferFilter) -> list[tuple[int, str, datetime, dict[str, Any]]]:
-    """Log entries, newest first, with their entry documents parsed."""
-    query = sa.select(LogEntry).order_by(LogEntry.index.desc()).limit(where.limit)
-    if where.kind is not None:
-        query = query.where(LogEntry.kind == where.kind)
+    """Log entries, newest first, with their entry documents parsed; filtered on the documents."""
+    query = (
+        sa.select(LogEntry.index, LogEntry.entry, LogEntry.logged_at)
+        .order_by(LogEntry.index.desc())
+        .limit(where.limit)
+    )
+    if where.kind == "determination":
+        query = query.where(_is_determination(session))
     else:
-        query = query.where(LogEntry.kind != "determination")
-    for column, value in (
-        (LogEntry.exporter_org_id, where.exporter),
-        (LogEntry.recipient_org_id, where.recipient),
-        (LogEntry.origin, where.origin),
-        (LogEntry.destination, where.destination),
-        (LogEntry.outcome, where.outcome),
-        (LogEntry.mechanism, where.mechanism),
-        (LogEntry.dataset_id, where.dataset),
+        query = query.where(sa.not_(_is_determination(session)))
+        if where.kind is not None:
+            query = query.where(_field(session, "transfer_mode") == where.kind)
+    for path, value in (
+        (("exporter", "org_id"), where.exporter),
+        (("recipient", "org_id"), where.recipient),
+        (("origin",), where.origin),
+        (("destination",), where.destination),
+        (("decision_outcome",), where.outcome),
+        (("mechanism",), where.mechanism),
+        (("dataset_id",), where.dataset),
     ):
         if value is not None:
-            query = query.where(column == value)
+            query = query.where(_field(session, *path) == value)
     if where.since is not None:
-        query = query.where(LogEntry.logged_at >= where.since)
+        query = query.where(_field(session, "ts_utc") >= _utc_text(where.since))
     if where.until is not None:
-        query = query.where(LogEntry.logged_at < where.until)
-    return [(r.index, r.kind, r.logged_at, json.loads(r.entry)) for r in session.scalars(query)]
+        query = query.where(_field(session, "ts_utc") < _utc_text(where.until))
+    rows = []
+    for index, text, logged_at in session.execute(query):
+        entry = json.loads(text)
+        # The entry's own time; an entry without a readable one shows when it was stored.
+        try:
+            at = datetime.fromisoformat(str(entry["ts_utc"]))
+        except (KeyError, ValueError):
+            at = logged_at
+        rows.append((int(index), entry_kind(entry), at, entry))
+    return rows
 
 
 def organisation_names(session: Session) -> dict[str, str]:
@@ -66,9 +111,10 @@ def organisation_names(session: Session) -> dict[str, str]:
 
 
 def logged_parties(session: Session) -> dict[str, list[str]]:
-    """The exporter and recipient organisation ids that appear in the log."""
+    """The exporter and recipient organisation ids that appear in the log (its hashed entries)."""
     found: dict[str, list[str]] = {}
-    for side, column in (("exporters", LogEntry.exporter_org_id), ("recipients", LogEntry.recipient_org_id)):
+    for side, party in (("exporters", "exporter"), ("recipients", "recipient")):
+        column = _field(session, party, "org_id")
         found[side] = [
             str(i) for i in session.scalars(sa.select(column).where(column.is_not(None)).distinct())
         ]
@@ -76,17 +122,20 @@ def logged_parties(session: Session) -> dict[str, list[str]]:
 
 
 def transfers_per_day(session: Session, since: datetime) -> list[tuple[date, str | None, str | None, int]]:
-    """Transfers per UTC day and route since ``since``."""
-    day = (
-        sa.func.date(sa.func.timezone("UTC", LogEntry.logged_at))
-        if session.get_bind().dialect.name == "postgresql"
-        else sa.func.date(LogEntry.logged_at)
-    )
+    """Transfers per UTC day and route since ``since`` (read from the hashed entries)."""
+    stamp = _field(session, "ts_utc")
+    day = sa.func.substr(stamp, 1, 10)  # entries write ts_utc in UTC: its date is its first ten characters
+    origin, destination = _field(session, "origin"), _field(session, "destination")
+    mode = _field(session, "transfer_mode")
     query = (
-        sa.select(day.label("day"), LogEntry.origin, LogEntry.destination, sa.func.count())
+        sa.select(day.label("day"), origin, destination, sa.func.count())
         # A reissue is not a new transfer, and a determination is the approval, not a transfer.
-        .where(LogEntry.logged_at >= since, LogEntry.kind.not_in(("reissue", "determination")))
-        .group_by(day, LogEntry.origin, LogEntry.destination)
+        .where(
+            stamp >= _utc_text(since),
+            sa.not_(_is_determination(session)),
+            sa.or_(mode.is_(None), mode != "reissue"),
+        )
+        .group_by(day, origin, destination)
         .order_by(day)
     )
     return [

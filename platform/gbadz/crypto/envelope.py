@@ -22,6 +22,7 @@ import hashlib
 import json
 import secrets
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -287,3 +288,80 @@ def decrypt_stream(
         current = following
     size = len(full_header) + total + index * TAG
     return EnvelopeInfo(dek_id, context, chunk_size, total, size, digest.hexdigest())
+
+
+class RangeDecryptor:
+    """Random access into a stored envelope: which ciphertext bytes hold a plaintext range, and
+    their plaintext, each chunk authenticated before any of it is released.
+
+    The STREAM nonces depend only on a chunk's index and on whether it is the last one, and the
+    number of chunks follows from the object's size, so any chunk decrypts on its own: a Range
+    request costs the chunks it touches, not the object. Swapping in another envelope made with
+    the same key changes the header (its random nonce prefix), which callers compare first.
+    """
+
+    def __init__(
+        self,
+        provider: KeyProvider,
+        full_header: bytes,
+        header: dict[str, object],
+        ciphertext_size: int,
+        *,
+        expected: KeyContext | None = None,
+    ) -> None:
+        try:
+            context = KeyContext(**header["context"])  # type: ignore[arg-type]
+            dek_id = str(header["dek_id"])
+            self.chunk_size = int(header["chunk_size"])  # type: ignore[call-overload]
+            self._prefix = bytes.fromhex(str(header["nonce_prefix"]))
+        except (KeyError, TypeError, ValueError):
+            raise IntegrityCheckFailed("envelope header is missing fields") from None
+        if expected is not None and context != expected:
+            raise IntegrityCheckFailed("envelope belongs to another key context")
+        if not 1024 <= self.chunk_size <= MAX_CHUNK or len(self._prefix) != 7:
+            raise IntegrityCheckFailed("envelope header has an invalid chunk size or nonce")
+        if provider.context_of(dek_id) != context:
+            raise IntegrityCheckFailed("envelope header names a data key of another context")
+        self._aead = AESGCM(provider.data_key(dek_id))
+        self._aad = hashlib.sha256(full_header).digest()
+        self._offset = len(full_header)
+        body = ciphertext_size - self._offset
+        block = self.chunk_size + TAG
+        self.chunks = max(1, -(-body // block))
+        self.plaintext_size = body - self.chunks * TAG
+        if self.plaintext_size < 0 or (self.chunks > 1 and body - (self.chunks - 1) * block <= TAG):
+            raise IntegrityCheckFailed("envelope size does not match its chunking")
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The (offset, length) of the ciphertext holding plaintext bytes ``start..end`` (inclusive)."""
+        first, last = start // self.chunk_size, max(end, start) // self.chunk_size
+        block = self.chunk_size + TAG
+        begin = self._offset + first * block
+        stop = min(self._offset + (last + 1) * block, self._offset + self.plaintext_size + self.chunks * TAG)
+        return begin, stop - begin
+
+    def decrypt(self, src: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+        """Plaintext bytes ``start..end`` (inclusive) from ``src``, positioned at ``span(start, end)``.
+
+        Raises :class:`IntegrityCheckFailed` at the first chunk that fails authentication, before
+        yielding any byte of it.
+        """
+        first, last = start // self.chunk_size, max(end, start) // self.chunk_size
+        block = self.chunk_size + TAG
+        for index in range(first, last + 1):
+            final = index == self.chunks - 1
+            want = block if not final else self.plaintext_size - index * self.chunk_size + TAG
+            sealed = _read_exact(src, want)
+            if len(sealed) != want:
+                raise IntegrityCheckFailed(f"envelope truncated at chunk {index}")
+            try:
+                plain = self._aead.decrypt(_nonce(self._prefix, index, final), sealed, self._aad)
+            except InvalidTag:
+                raise IntegrityCheckFailed(
+                    f"chunk {index} failed authentication: the envelope was altered, truncated or reordered"
+                ) from None
+            base = index * self.chunk_size
+            lo = max(start - base, 0)
+            hi = min(end - base + 1, len(plain))
+            if lo < hi:
+                yield plain[lo:hi]

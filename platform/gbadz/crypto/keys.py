@@ -97,6 +97,12 @@ class KeyContext:
         }
 
 
+def grant_delivery_context(dataset_id: str, grant_id: str) -> KeyContext:
+    """The data key of one grant's delivery copies (ADR 0018): under the dataset's SPI KEK, so
+    retiring the dataset shreds it; destroyed on its own when the grant ends."""
+    return KeyContext(dataset_id, f"grant-{grant_id}", "__delivery__", "spi")
+
+
 @dataclass(frozen=True)
 class KekInfo:
     kek_id: str
@@ -133,6 +139,9 @@ class KeyProvider(Protocol):
 
     def destroy_dataset(self, dataset: str) -> int:
         """Crypto-shred: delete every KEK and data key of a dataset; return the keys destroyed."""
+
+    def destroy_data_key(self, context: KeyContext) -> bool:
+        """Crypto-shred one data key (a grant's delivery key); False if there was none."""
 
     def list_keks(self) -> list[KekInfo]: ...
 
@@ -312,6 +321,8 @@ class LocalKeyProvider:
             destroyed = ring["destroyed"].get(ring.get("dek_tombstones", {}).get(dek_id, ""), None)
             if destroyed:
                 raise KeyDestroyed(f"data key {dek_id} was destroyed with its dataset at {destroyed}")
+            if dek_id in ring.get("destroyed_keys", {}):
+                raise KeyDestroyed(f"data key {dek_id} was destroyed at {ring['destroyed_keys'][dek_id]}")
             raise KeyNotFound(f"no data key {dek_id} in the keyring")
         return dict(record)
 
@@ -382,6 +393,18 @@ class LocalKeyProvider:
                 del ring["keks"][kek_id]
             ring["destroyed"][dataset] = _now()
             return len(doomed) + len(keks)
+
+    def destroy_data_key(self, context: KeyContext) -> bool:
+        if context.aad().decode() not in self._load()["by_context"]:
+            return False
+        with self._locked() as ring:
+            dek_id = ring["by_context"].pop(context.aad().decode(), None)
+            if dek_id is None:
+                return False
+            ring["deks"].pop(dek_id, None)
+            # Reads of the destroyed key then say so (KeyDestroyed), not "no such key".
+            ring.setdefault("destroyed_keys", {})[dek_id] = _now()
+            return True
 
     def list_keks(self) -> list[KekInfo]:
         ring = self._load()

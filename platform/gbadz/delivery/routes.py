@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -16,6 +17,7 @@ from gbadz.errors import (
     GrantNotFound,
     InsufficientScope,
     NoPublishedVersion,
+    NotFound,
     StorageUnavailable,
     Unauthenticated,
     error_responses,
@@ -54,11 +56,20 @@ class DeliveryRead(BaseModel):
     response_model=DeliveryRead,
     tags=["delivery"],
     responses=error_responses(
-        GrantNotFound, GrantInactive, DatasetRetired, NoPublishedVersion, StorageUnavailable
+        GrantNotFound,
+        GrantInactive,
+        DatasetRetired,
+        NoPublishedVersion,
+        service.CopyAltered,
+        service.DeliveryRateLimited,
+        StorageUnavailable,
     ),
     summary="Materialise the grant's copy of the current version and get short-lived download URLs",
     description="The transfer is written to the transfer log and committed before any URL is returned. "
-    "Retrying with the same Idempotency-Key returns the same logged delivery with fresh URLs.",
+    "Retrying with the same Idempotency-Key returns the same logged delivery with fresh URLs (a logged "
+    "reissue). Asking again while the latest URLs have half their life left returns that transfer and "
+    "the same URLs (nothing new is logged or stored). Issuances per grant are limited (429, Retry-After). "
+    "A stored copy that no longer matches the log is refused (409 CopyAltered).",
 )
 async def create_delivery(
     grant_id: str,
@@ -97,3 +108,41 @@ async def create_delivery(
         )
 
     return await run_in_threadpool(work)
+
+
+@router.api_route(
+    "/delivery-files/{ticket}",
+    methods=["GET", "HEAD"],
+    tags=["delivery"],
+    responses=error_responses(
+        NotFound, GrantInactive, DatasetRetired, service.CopyAltered, StorageUnavailable
+    ),
+    summary="Download a delivered file (the URL a delivery or Delta Sharing query handed out)",
+    description="The URL is a signed, short-lived ticket for one file of one grant's delivery. The stored "
+    "copy is encrypted under the grant's key; it is decrypted here while the grant is active, and only if "
+    "it is the very file the transfer log names. Range requests are answered (206).",
+)
+async def delivery_file(
+    ticket: Annotated[str, Path(max_length=4096)],
+    sessions: Sessions,
+    s3: S3,
+    settings: AppSettings,
+    keys: Keys,
+    request: Request,
+    range_: Annotated[str | None, Header(alias="range", max_length=200)] = None,
+) -> Response:
+    head = request.method == "HEAD"
+    served = await run_in_threadpool(
+        lambda: service.serve_file(
+            sessions,
+            client=s3,
+            settings=settings,
+            keys=keys,
+            ticket_text=ticket,
+            range_header=range_,
+            head=head,
+        )
+    )
+    if served.body is None:
+        return Response(status_code=served.status, headers=served.headers)
+    return StreamingResponse(served.body, status_code=served.status, headers=served.headers)

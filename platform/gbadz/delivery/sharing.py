@@ -165,11 +165,10 @@ def query(
         reuse_files=True,
         rules=rules,
     )
-    ttl = timedelta(seconds=settings.api.delivery_url_ttl_s)
-    # The URLs never outlive the grant (presign caps them at its end).
-    expires_ms = int(min(datetime.now(UTC) + ttl, grant.expires_at).timestamp() * 1000)
     lines: list[dict[str, Any]] = [{"protocol": {"minReaderVersion": 1}}, {"metaData": metadata}]
     for link, file in zip(handed.links, handed.delivery.files, strict=True):
+        # The URLs never outlive the grant (presign caps them at its end).
+        expires_ms = int(datetime.fromisoformat(link["expires_at"]).timestamp() * 1000)
         lines.append(
             {
                 "file": {

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from gbadz.access.models import Grant
-from gbadz.delivery import sharing
+from gbadz.delivery import service, sharing
 from gbadz.delivery.sharing import SCHEMA, check_table, share_name
 from gbadz.deps import S3, AppSettings, Keys, Log, Rules, Sessions
 from gbadz.errors import Gone, NotFound, error_responses
@@ -78,7 +78,8 @@ def table_metadata(share: str, schema: str, table: str, grant: Recipient, sessio
 
 
 @router.post(
-    "/shares/{share}/schemas/{schema}/tables/{table}/query", responses=error_responses(NotFound, Gone)
+    "/shares/{share}/schemas/{schema}/tables/{table}/query",
+    responses=error_responses(NotFound, Gone, service.CopyAltered, service.DeliveryRateLimited),
 )
 async def query_table(
     share: str,
