@@ -21,6 +21,8 @@ from gbadz.config import ExternalIssuer, OAuthSettings, Settings
 from tests.api import bearer, make_client
 
 ISSUER = "https://idp.example/realms/gbadz"
+# A second issuer naming its role and scope claims itself (role_claim, scope_claim).
+CUSTOM = "https://idp.example/realms/custom"
 NOW = int(time.time())
 CRAFTED: list[dict[str, Any]] = [
     {"exp": 10**20},
@@ -58,7 +60,14 @@ def idp_key() -> RSAKey:
 def app(settings: Settings, idp_key: RSAKey, tmp_path: Path) -> FastAPI:
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [idp_key.as_dict(private=False)]}))
-    oauth = OAuthSettings(external_issuers=[ExternalIssuer(issuer=ISSUER, jwks_file=jwks)])
+    oauth = OAuthSettings(
+        external_issuers=[
+            ExternalIssuer(issuer=ISSUER, jwks_file=jwks, organizations=["org-x"]),
+            ExternalIssuer(
+                issuer=CUSTOM, jwks_file=jwks, organizations=["org-x"], role_claim="role", scope_claim="scp"
+            ),
+        ]
+    )
     return create_app(settings.model_copy(update={"oauth": oauth}))
 
 
@@ -123,6 +132,18 @@ class TestCraftedClaims:
             http.get("/api/v1/me", headers=bearer(own)).status_code,
             http.get("/api/v1/me", headers=bearer(external)).status_code,
         ]
+
+    def test_custom_claim_names(self, http: TestClient, idp_key: RSAKey) -> None:
+        """An issuer's own role and scope claims of the wrong type are 401, never a TypeError's 500."""
+
+        def status(**overrides: Any) -> int:
+            claims = _claims(CUSTOM, role="consumer", scp=["catalog:read"]) | overrides
+            token = jwt.encode({"alg": "RS256", "kid": idp_key.kid}, claims, idp_key)
+            return http.get("/api/v1/me", headers=bearer(token)).status_code
+
+        crafted = [{"role": ["consumer"]}, {"role": {"r": 1}}, {"scp": [["catalog:read"]]}, {"scp": {"a": 1}}]
+        assert [401] * len(crafted) == [status(**c) for c in crafted]
+        assert status() == 200  # the same token with well-typed claims passes
 
 
 class TestCraftedClientAssertion:

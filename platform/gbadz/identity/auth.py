@@ -271,7 +271,8 @@ class Authenticator:
             require_typ=False,
         )
         org, role = claims.get(cfg.org_claim), claims.get(cfg.role_claim)
-        if not isinstance(org, str) or not org or role not in ROLE_SCOPES:
+        # A claim of another type (a list, an object) is no mapping either: never a TypeError.
+        if not isinstance(org, str) or not org or not isinstance(role, str) or role not in ROLE_SCOPES:
             raise TokenRejected(f"the token lacks a valid {cfg.org_claim!r} / {cfg.role_claim!r} mapping")
         # The issuer speaks only for the organisations and roles configured for it (issue #20
         # item 6): a signature proves who issued the token, not that the issuer may say this.
@@ -282,7 +283,14 @@ class Authenticator:
         if role not in cfg.roles:
             raise ClaimRefused(cfg.issuer, claims, "role", "the issuer may not grant this role")
         raw_scope = claims.get(cfg.scope_claim, "")
-        requested = set(raw_scope.split() if isinstance(raw_scope, str) else raw_scope)
+        if isinstance(raw_scope, str):
+            requested = set(raw_scope.split())
+        elif isinstance(raw_scope, list) and all(isinstance(s, str) for s in raw_scope):
+            requested = set(raw_scope)
+        else:
+            raise TokenRejected(
+                f"the token's {cfg.scope_claim!r} claim is neither a string nor a list of strings"
+            )
         return Principal(
             subject=str(claims["sub"]),
             client_id=str(claims.get("client_id") or claims.get("azp") or claims["sub"]),
