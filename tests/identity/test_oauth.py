@@ -226,6 +226,17 @@ class TestTokenEndpointRefusals:
         assert (401, "invalid_client") == (response.status_code, response.json()["error"])
         _rejected(http, token)
 
+    def test_crafted_client_ids_are_422(self, http: TestClient, clients: dict[str, Client]) -> None:
+        """An id no client can have (a NUL byte, a newline, 10 KB, a superscript) is 422 on revoke, never a database 500."""
+        admin = bearer(fetch_token(http, clients["admin"]))
+        crafted = ["gbz_%00", "gbz_%0Ax", "x" * 10_000, "gbz_%C2%B2"]
+        assert [422] * len(crafted) == [
+            http.post(f"/api/v1/clients/{cid}/revoke", headers=admin).status_code for cid in crafted
+        ]
+        assert (
+            404 == http.post("/api/v1/clients/gbz_000000000000000000000000/revoke", headers=admin).status_code
+        )
+
     def test_brute_force_is_rate_limited(self, settings: Settings) -> None:
         """After too many failures from an address, it is refused with 429 for every client, even with the right secret."""
         limited = settings.model_copy(update={"oauth": OAuthSettings(failed_auth_limit=5)})

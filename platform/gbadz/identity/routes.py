@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request
+from fastapi import Path as FastPath
 
 from gbadz.deps import ReadSession, WriteSession
 from gbadz.errors import BadRequest, Conflict, InsufficientScope, NotFound, Unauthenticated, error_responses
@@ -11,6 +14,10 @@ from gbadz.identity.auth import Admin, Authenticated, actor_of, describe
 from gbadz.identity.models import OAuthClient
 from gbadz.identity.schemas import ClientCreate, ClientRead, Me, OrganizationCreate, OrganizationRead
 from gbadz.identity.scopes import ROLE_SCOPES
+
+# Client ids are ``gbz_`` and hex (the console's own has a name): anything else — a NUL byte,
+# a pasted secret, 10 KB — is 422 before it reaches the database.
+ClientId = Annotated[str, FastPath(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 router = APIRouter(
     prefix="/api/v1", tags=["identity"], responses=error_responses(Unauthenticated, InsufficientScope)
@@ -72,7 +79,9 @@ def create_client(body: ClientCreate, principal: Admin, session: WriteSession) -
     responses=error_responses(NotFound, Conflict),
     summary="Revoke a client: its credentials and every token it holds stop working (admin)",
 )
-def revoke_client(client_id: str, principal: Admin, session: WriteSession, request: Request) -> ClientRead:
+def revoke_client(
+    client_id: ClientId, principal: Admin, session: WriteSession, request: Request
+) -> ClientRead:
     revoked = service.revoke_client(session, actor=actor_of(principal), client_id=client_id)
     request.app.state.authenticator.revocations.invalidate()
     return _client_read(revoked)
