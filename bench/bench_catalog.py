@@ -315,11 +315,13 @@ def api_server(url: str, tmp: str) -> Iterator[str]:
         }
     )
     gbadz = Path(sys.executable).parent / "gbadz"
+    # stderr to a file, never an unread pipe: a full pipe would block the server's next log line.
+    errors = Path(tmp) / "serve.stderr"
     server = subprocess.Popen(
         [str(gbadz), "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=errors.open("wb"),
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -332,9 +334,7 @@ def api_server(url: str, tmp: str) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(
-                    "the API did not start: " + (server.stderr.read().decode() if server.stderr else "")
-                )
+                raise SystemExit("the API did not start: " + errors.read_text(errors="replace"))
             time.sleep(0.1)
         yield base
     finally:

@@ -10,19 +10,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gbadz import __version__, background, db, storage
+from gbadz import log as gbadz_log
 from gbadz.config import Settings
 from gbadz.errors import (
     ConfigurationError,
+    DatabaseBusy,
     DatabaseUnavailable,
     ErrorBody,
     GbadzError,
@@ -109,9 +112,30 @@ def install_error_handlers(app: FastAPI) -> None:
             _body(request, name, exc.detail), status_code=exc.status_code, headers=exc.headers
         )
 
+    async def pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+        # Every request connection stayed busy for the pool timeout: the server is saturated,
+        # not broken. Say so and when to come back (issue #20, finding 3).
+        busy = DatabaseBusy(
+            "the server is busy: no database connection became free in time; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+        log.warning("database pool exhausted", error=type(exc).__name__, path=request.url.path)
+        return await gbadz_error(request, busy)
+
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         request_id = request_id_of(request)
-        log.exception("unhandled error", request_id=request_id, path=request.url.path)
+        # One line naming the exception class; the traceback only at debug level, and never the
+        # frames' local variables (they hold tokens, secrets and personal values). Rendering a
+        # traceback with locals cost about a second of event-loop time per error (issue #20,
+        # finding 4).
+        log.error(
+            "unhandled error",
+            request_id=request_id,
+            path=request.url.path,
+            error=type(exc).__name__,
+            exc_info=exc,  # dropped below DEBUG by gbadz.log
+        )
+        gbadz_log.mark_logged(exc)
         return JSONResponse(
             _body(
                 request,
@@ -125,6 +149,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GbadzError, gbadz_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, pool_exhausted)
     app.add_exception_handler(Exception, unexpected_error)
 
 
@@ -133,7 +158,7 @@ def readiness(app: FastAPI) -> dict[str, str]:
     checks: dict[str, str] = {}
     failures: list[str] = []
     try:
-        checks["database"] = "ok (schema " + db.check_database(app.state.engine) + ")"
+        checks["database"] = "ok (schema " + db.check_database(app.state.background_engine) + ")"
     except DatabaseUnavailable as exc:
         checks["database"] = exc.detail
         failures.append(f"database: {exc.detail}")
@@ -168,35 +193,37 @@ def transfer_rules(settings: Settings) -> RuleSet:
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for fully resolved settings (see :func:`gbadz.embedded.resolve_settings`)."""
+    gbadz_log.ensure_configured(settings.log_level, settings.log_json)
     engine = db.create_engine(settings.db)
+    # The background loops and /readyz use a pool of their own: a burst of requests holding every
+    # request connection cannot starve the revocation refresh or the readiness check.
+    background_engine = engine if engine.url.database in (None, "", ":memory:") else None
+    background_engine = background_engine or db.create_engine(settings.db, background=True)
     s3_client = storage.make_client(settings.s3, retries=1)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from gbadz.delivery import service as delivery_service
 
+        # Sync routes run in anyio's worker threads; each holds a request connection while it runs.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api.worker_threads
         revocations, index, log_ = (
             app.state.authenticator.revocations,
             app.state.catalog_index,
             app.state.transfer_log,
         )
+        background_sessions = app.state.background_sessionmaker
         refreshers = [
             asyncio.create_task(
-                background.every(
-                    revocations.refresh_s, revocations.load, what="revocation refresh", in_thread=False
-                )
+                background.every(revocations.refresh_s, revocations.load, what="revocation refresh")
             ),
             asyncio.create_task(
-                background.every(
-                    index.refresh_s, index.check, what="catalog generation check", in_thread=False
-                )
+                background.every(index.refresh_s, index.check, what="catalog generation check")
             ),
             asyncio.create_task(
                 background.every(
                     settings.api.grant_sweep_interval_s,
-                    lambda: delivery_service.sweep_ended_grants(
-                        app.state.sessionmaker, app.state.s3, settings
-                    ),
+                    lambda: delivery_service.sweep_ended_grants(background_sessions, app.state.s3, settings),
                     what="ended-grant copy deletion",
                     wait_first=True,
                 )
@@ -204,7 +231,7 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(
                 background.every(
                     settings.api.checkpoint_interval_s,
-                    lambda: log_.checkpoint_if_grown(app.state.sessionmaker),
+                    lambda: log_.checkpoint_if_grown(background_sessions),
                     what="periodic checkpoint",
                     wait_first=True,
                 )
@@ -218,6 +245,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await refresher
             engine.dispose()
+            background_engine.dispose()
 
     app = FastAPI(
         title="gbadz",
@@ -228,6 +256,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = db.make_sessionmaker(engine)
+    app.state.background_engine = background_engine
+    app.state.background_sessionmaker = db.make_sessionmaker(background_engine)
     app.state.s3 = s3_client
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
@@ -247,7 +277,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.rules = transfer_rules(settings)
     app.state.viewers = Viewers()
     app.state.catalog_search = CatalogSearch(engine.dialect.name)
-    app.state.catalog_index = CatalogIndex(app.state.sessionmaker)
+    # The index reads on the background pool (its rebuilds and generation checks are not a
+    # request's work); it watches the request sessions' commits.
+    app.state.catalog_index = CatalogIndex(app.state.background_sessionmaker)
     app.state.catalog_index.watch(app.state.sessionmaker)
     app.state.catalog_read_path = ReadPath(
         app.state.sessionmaker,
@@ -259,7 +291,7 @@ def create_app(settings: Settings) -> FastAPI:
     server = oauth.GbadzAuthorizationServer(settings.oauth, app.state.sessionmaker, tokens)
     app.state.tokens = tokens
     app.state.authorization_server = server
-    app.state.authenticator = auth.Authenticator(settings.oauth, tokens, app.state.sessionmaker)
+    app.state.authenticator = auth.Authenticator(settings.oauth, tokens, app.state.background_sessionmaker)
     server.on_revocation = app.state.authenticator.revocations.invalidate  # type: ignore[method-assign]
     limiter = oauth.FailureLimiter(settings.oauth.failed_auth_limit, settings.oauth.failed_auth_window_s)
     app.include_router(oauth_routes.build_router(server, limiter))
@@ -299,6 +331,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
+        # On the event loop and touching nothing: it answers as long as the loop turns, which is
+        # what a liveness probe asks (the loop never waits on the database; issue #20).
         return {"status": "ok"}
 
     @app.get(
@@ -309,7 +343,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def readyz(request: Request) -> JSONResponse:
         try:
-            checks = await run_in_threadpool(readiness, request.app)
+            # A thread of the loop's default executor and the background pool: readiness says
+            # whether the database and S3 answer, not how long the request queue is.
+            checks = await asyncio.to_thread(readiness, request.app)
         except NotReady as exc:
             body = _body(request, "NotReady", exc.detail) | {"checks": exc.checks}
             return JSONResponse(body, status_code=503)

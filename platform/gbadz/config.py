@@ -30,6 +30,22 @@ class DatabaseSettings(BaseModel):
         description="SQLAlchemy URL: sqlite:///path.db or postgresql://user@host:5432/db",
     )
     connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    pool_size: int = Field(
+        default=10, ge=1, le=500, description="connections the API keeps open for requests"
+    )
+    max_overflow: int = Field(
+        default=22,
+        ge=0,
+        le=500,
+        description="extra request connections under load; pool_size + max_overflow must be at "
+        "least twice GBADZ_API__WORKER_THREADS (a session per thread, and one more a thread may open)",
+    )
+    pool_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="longest a request waits for a pooled connection before answering 503 with Retry-After",
+    )
 
     @field_validator("url")
     @classmethod
@@ -151,6 +167,31 @@ class ApiSettings(BaseModel):
     max_upload_bytes: int = Field(
         default=20 * 1024**3, ge=1, description="largest file a provider may upload for ingestion"
     )
+    worker_threads: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="threads that run blocking route work (database, S3); more only add GIL "
+        "contention on a small machine, fewer queue requests sooner",
+    )
+    switch_interval_ms: float = Field(
+        default=5.0,
+        gt=0,
+        le=100,
+        description="how long a Python thread may hold the GIL before another may run "
+        "(sys.setswitchinterval; `gbadz serve` only)",
+    )
+    keep_alive_s: int = Field(
+        default=5, ge=1, le=300, description="close a kept-alive connection idle this long"
+    )
+    request_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="close a connection that has not sent a complete request head this long after "
+        "connecting or after its last response (idle and slowly-sending connections)",
+    )
+    access_log: bool = Field(default=True, description="log one line per request (uvicorn's access log)")
 
 
 class ConsoleSettings(BaseModel):
@@ -194,6 +235,18 @@ class Settings(BaseSettings):
     crypto: CryptoSettings = CryptoSettings()
     oauth: OAuthSettings = OAuthSettings()
     transfer: TransferSettings = TransferSettings()
+
+    @model_validator(mode="after")
+    def _pool_fits_threads(self) -> Settings:
+        # Admitted request sessions (one per worker thread) plus one connection each thread may
+        # open on its own (a detached audit record, a read path's session): see gbadz.db.admitted.
+        needed = 2 * self.api.worker_threads
+        if self.db.pool_size + self.db.max_overflow < needed:
+            raise ValueError(
+                f"GBADZ_DB__POOL_SIZE + GBADZ_DB__MAX_OVERFLOW must be at least {needed} "
+                f"(twice GBADZ_API__WORKER_THREADS={self.api.worker_threads})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
