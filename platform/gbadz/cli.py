@@ -670,7 +670,6 @@ def serve(
         timeout_keep_alive=settings.api.keep_alive_s,
     )
     log.quiet_server_errors()  # after uvicorn configured its loggers
-    sys.setswitchinterval(settings.api.switch_interval_ms / 1000)
     # What start-up built (about 230,000 objects: the app and every library it imports) lives as
     # long as the process. Out of the collector's sight, a full collection no longer walks it:
     # one took 0.26-0.36 s with every thread stopped, the event loop included (issue #20).

@@ -168,18 +168,21 @@ class ApiSettings(BaseModel):
         default=20 * 1024**3, ge=1, description="largest file a provider may upload for ingestion"
     )
     worker_threads: int = Field(
-        default=16,
+        default=8,
         ge=1,
         le=256,
         description="threads that run blocking route work (database, S3); more only add GIL "
         "contention on a small machine, fewer queue requests sooner",
     )
-    switch_interval_ms: float = Field(
-        default=5.0,
-        gt=0,
-        le=100,
-        description="how long a Python thread may hold the GIL before another may run "
-        "(sys.setswitchinterval; `gbadz serve` only)",
+    max_active_requests: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="requests inside the app at once; more wait, before any work is done on them "
+        "(/healthz never waits)",
+    )
+    queue_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="a request waiting longer than this for its turn gets 503"
     )
     keep_alive_s: int = Field(
         default=5, ge=1, le=300, description="close a kept-alive connection idle this long"
