@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+import threading
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
+from gbadz import log as gbadz_log
 from gbadz.app import create_app
 from gbadz.config import DatabaseSettings, Settings
 from gbadz.errors import Conflict, NotFound
+from tests.api import free_port
 from tests.conftest import wrong_secret
 
 
@@ -139,3 +147,81 @@ class TestRequestId:
         response = client.get("/healthz", headers={"X-Request-ID": "<script>" + "x" * 100})
         assert "<script>" not in response.headers["x-request-id"]
         assert 32 == len(response.headers["x-request-id"])
+
+
+def _with_failing_route(app: FastAPI) -> FastAPI:
+    """A route whose frames hold a secret in a local variable when it fails."""
+
+    def deeper(depth: int, bearer: str) -> None:
+        if depth == 0:
+            raise RuntimeError("the probe failed")
+        deeper(depth - 1, bearer)
+
+    @app.get("/_probe/fail")
+    def fail() -> None:
+        bearer = "tok-" + secrets.token_hex(8)
+        SEEN.append(bearer)
+        padding = {str(i): list(range(50)) for i in range(2000)}  # a large local, costly to render
+        deeper(20, bearer + str(len(padding)))
+
+    return app
+
+
+SEEN: list[str] = []
+
+
+@contextlib.contextmanager
+def _served(app: FastAPI) -> Iterator[str]:
+    """``app`` under a real uvicorn on loopback, with the server's error log as `gbadz serve` sets it."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info", access_log=False)
+    )
+    gbadz_log.quiet_server_errors()  # after uvicorn configured its loggers, as `gbadz serve` does
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+class TestUnhandledErrorLog:
+    @pytest.fixture(autouse=True)
+    def _restore_logging(self) -> Iterator[None]:
+        yield
+        gbadz_log.configure("INFO")
+
+    @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+    def test_one_line_without_locals_in_bounded_time(
+        self, settings: Settings, level: str, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """An unhandled error logs its class in one line (a traceback only at DEBUG), never a local variable."""
+        gbadz_log.configure(level)
+        SEEN.clear()
+        app = _with_failing_route(create_app(settings.model_copy(update={"log_level": level})))
+        capfd.readouterr()
+        with _served(app) as base:
+            timings = []
+            for _ in range(5):
+                started = time.perf_counter()
+                response = httpx.get(f"{base}/_probe/fail", timeout=30)
+                timings.append(time.perf_counter() - started)
+                assert 500 == response.status_code
+            time.sleep(0.2)  # let the server's log lines reach stderr
+        logged = capfd.readouterr()
+        text = logged.out + logged.err
+        lines = [line for line in text.splitlines() if "unhandled error" in line]
+        assert 5 == len(lines), text[-3000:]
+        assert all("error=RuntimeError" in line and "request_id=" in line for line in lines)
+        assert 5 == len(SEEN)
+        assert not any(secret in text for secret in SEEN)  # no frame's locals, at any level
+        assert "Exception in ASGI application" not in text  # logged once, by us
+        assert ("Traceback" in text) == (level == "DEBUG")
+        # Rendering a traceback with locals took about a second per error (issue #20, finding 4).
+        assert max(timings) < 0.5, timings
