@@ -101,7 +101,7 @@ ORIGINS = ("CN-SZ", "CN-GZ", "CN-ZH", "HK", "MO", "CN")
 def _contract(i: int, rng: random.Random, org_name: str, origin: str) -> Contract:
     words = rng.sample(WORDS, 6)
     columns = [{"name": f"{w}_{j}", "logicalType": "string"} for j, w in enumerate(rng.sample(WORDS, 8))]
-    columns.append({"name": "subject_id", "logicalType": "string"})
+    columns.append({"name": "subject_id", "logicalType": "string", "required": True})
     pi = rng.random() < 0.4
     return Contract.model_validate(
         {
@@ -151,7 +151,7 @@ def seed(url: str) -> tuple[str, str]:
         for i in range(DATASETS):
             org = orgs[i % len(orgs)]
             contract = _contract(i, rng, org.name, org.jurisdiction)
-            fields = listing_fields(contract, f"{i:064d}")
+            fields = listing_fields(contract, f"{i:064d}") | {"classification_state": "approved"}
             session.add(Dataset(id=contract.id, provider_org_id=org.id, **fields))
         consumer_org = identity_service.create_organization(
             session, actor="bench", name=f"bench-consumer-{suffix}", jurisdiction="HK"
