@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from gbadz import log as gbadz_log
 from gbadz.app import create_app
 from gbadz.config import DatabaseSettings, Settings
+from gbadz.deps import ReadSession
 from gbadz.errors import Conflict, NotFound
 from tests.api import free_port
 from tests.conftest import wrong_secret
@@ -225,3 +227,43 @@ class TestUnhandledErrorLog:
         assert ("Traceback" in text) == (level == "DEBUG")
         # Rendering a traceback with locals took about a second per error (issue #20, finding 4).
         assert max(timings) < 0.5, timings
+
+
+class TestBusy:
+    def test_a_request_that_cannot_get_a_session_in_time_is_503_with_retry_after(
+        self, settings: Settings
+    ) -> None:
+        """With every request session taken past the pool timeout, the next request is 503 + Retry-After, not a hang."""
+        busy = settings.model_copy(
+            update={
+                "api": settings.api.model_copy(update={"worker_threads": 1}),
+                "db": settings.db.model_copy(update={"pool_timeout_s": 0.5}),
+            }
+        )
+        app = create_app(busy)
+        release = threading.Event()
+
+        @app.get("/_probe/hold")
+        def hold(session: ReadSession) -> dict[str, int]:
+            value = int(session.execute(sa.text("SELECT 1")).scalar_one())
+            release.wait(10)
+            return {"value": value}
+
+        with TestClient(app) as client:
+            holder = threading.Thread(target=client.get, args=("/_probe/hold",))
+            holder.start()
+            time.sleep(0.3)  # the holder has the only session
+            started = time.perf_counter()
+            response = client.get("/_probe/hold")
+            waited = time.perf_counter() - started
+            release.set()
+            holder.join(10)
+            after = client.get("/healthz")
+        body = response.json()
+        assert (503, "DatabaseBusy", "1") == (
+            response.status_code,
+            body["error"],
+            response.headers.get("retry-after"),
+        )
+        assert 0.4 < waited < 5, waited
+        assert 200 == after.status_code
