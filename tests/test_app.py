@@ -209,6 +209,7 @@ class TestUnhandledErrorLog:
         app = _with_failing_route(create_app(settings.model_copy(update={"log_level": level})))
         capfd.readouterr()
         with _served(app) as base:
+            assert 500 == httpx.get(f"{base}/_probe/fail", timeout=30).status_code  # first use: imports
             timings = []
             for _ in range(5):
                 started = time.perf_counter()
@@ -219,14 +220,15 @@ class TestUnhandledErrorLog:
         logged = capfd.readouterr()
         text = logged.out + logged.err
         lines = [line for line in text.splitlines() if "unhandled error" in line]
-        assert 5 == len(lines), text[-3000:]
+        assert 6 == len(lines), text[-3000:]
         assert all("error=RuntimeError" in line and "request_id=" in line for line in lines)
-        assert 5 == len(SEEN)
+        assert 6 == len(SEEN)
         assert not any(secret in text for secret in SEEN)  # no frame's locals, at any level
         assert "Exception in ASGI application" not in text  # logged once, by us
         assert ("Traceback" in text) == (level == "DEBUG")
-        # Rendering a traceback with locals took about a second per error (issue #20, finding 4).
-        assert max(timings) < 0.5, timings
+        # Rendering a traceback with locals took about a second per error (issue #20, finding 4);
+        # the median, because one answer on a shared machine can wait for a CPU.
+        assert sorted(timings)[2] < 0.25, timings
 
 
 class TestBusy:
