@@ -9,7 +9,9 @@ could release. Reproduced here before the fix on PostgreSQL: 309 requests in the
 The server is the real thing: ``gbadz serve`` in its own process over the lane's database
 and the suite's SeaweedFS, with a real consumer token. The load comes from another process
 (``tests/burst.py``) and the probe from this one, a new connection every 100 ms like a
-kubelet's. Margins on a shared 2-core machine: the criterion is liveness, not throughput; the
+kubelet's. Beside the burst, 100 connections never finish a request head: the server closes
+them after its head timeout (2 s here; uvicorn alone keeps them for ever). Margins on a shared
+2-core machine: the criterion is liveness, not throughput; the
 burst only has to be a burst (a few hundred requests), and 100 ms is about ten times the probe's
 usual answer under this load.
 """
