@@ -101,7 +101,7 @@ ORIGINS = ("CN-SZ", "CN-GZ", "CN-ZH", "HK", "MO", "CN")
 def _contract(i: int, rng: random.Random, org_name: str, origin: str) -> Contract:
     words = rng.sample(WORDS, 6)
     columns = [{"name": f"{w}_{j}", "logicalType": "string"} for j, w in enumerate(rng.sample(WORDS, 8))]
-    columns.append({"name": "subject_id", "logicalType": "string"})
+    columns.append({"name": "subject_id", "logicalType": "string", "required": True})
     pi = rng.random() < 0.4
     return Contract.model_validate(
         {
@@ -151,7 +151,7 @@ def seed(url: str) -> tuple[str, str]:
         for i in range(DATASETS):
             org = orgs[i % len(orgs)]
             contract = _contract(i, rng, org.name, org.jurisdiction)
-            fields = listing_fields(contract, f"{i:064d}")
+            fields = listing_fields(contract, f"{i:064d}") | {"classification_state": "approved"}
             session.add(Dataset(id=contract.id, provider_org_id=org.id, **fields))
         consumer_org = identity_service.create_organization(
             session, actor="bench", name=f"bench-consumer-{suffix}", jurisdiction="HK"
@@ -315,11 +315,13 @@ def api_server(url: str, tmp: str) -> Iterator[str]:
         }
     )
     gbadz = Path(sys.executable).parent / "gbadz"
+    # stderr to a file, never an unread pipe: a full pipe would block the server's next log line.
+    errors = Path(tmp) / "serve.stderr"
     server = subprocess.Popen(
         [str(gbadz), "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=errors.open("wb"),
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -332,9 +334,7 @@ def api_server(url: str, tmp: str) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(
-                    "the API did not start: " + (server.stderr.read().decode() if server.stderr else "")
-                )
+                raise SystemExit("the API did not start: " + errors.read_text(errors="replace"))
             time.sleep(0.1)
         yield base
     finally:

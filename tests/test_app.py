@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+import threading
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
+import sqlalchemy as sa
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
+from gbadz import log as gbadz_log
 from gbadz.app import create_app
 from gbadz.config import DatabaseSettings, Settings
+from gbadz.deps import ReadSession
 from gbadz.errors import Conflict, NotFound
+from tests.api import free_port
 from tests.conftest import wrong_secret
 
 
@@ -139,3 +149,123 @@ class TestRequestId:
         response = client.get("/healthz", headers={"X-Request-ID": "<script>" + "x" * 100})
         assert "<script>" not in response.headers["x-request-id"]
         assert 32 == len(response.headers["x-request-id"])
+
+
+def _with_failing_route(app: FastAPI) -> FastAPI:
+    """A route whose frames hold a secret in a local variable when it fails."""
+
+    def deeper(depth: int, bearer: str) -> None:
+        if depth == 0:
+            raise RuntimeError("the probe failed")
+        deeper(depth - 1, bearer)
+
+    @app.get("/_probe/fail")
+    def fail() -> None:
+        bearer = "tok-" + secrets.token_hex(8)
+        SEEN.append(bearer)
+        padding = {str(i): list(range(50)) for i in range(2000)}  # a large local, costly to render
+        deeper(20, bearer + str(len(padding)))
+
+    return app
+
+
+SEEN: list[str] = []
+
+
+@contextlib.contextmanager
+def _served(app: FastAPI) -> Iterator[str]:
+    """``app`` under a real uvicorn on loopback, with the server's error log as `gbadz serve` sets it."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info", access_log=False)
+    )
+    gbadz_log.quiet_server_errors()  # after uvicorn configured its loggers, as `gbadz serve` does
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+class TestUnhandledErrorLog:
+    @pytest.fixture(autouse=True)
+    def _restore_logging(self) -> Iterator[None]:
+        yield
+        gbadz_log.configure("INFO")
+
+    @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+    def test_one_line_without_locals_in_bounded_time(
+        self, settings: Settings, level: str, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """An unhandled error logs its class in one line (a traceback only at DEBUG), never a local variable."""
+        gbadz_log.configure(level)
+        SEEN.clear()
+        app = _with_failing_route(create_app(settings.model_copy(update={"log_level": level})))
+        capfd.readouterr()
+        with _served(app) as base:
+            assert 500 == httpx.get(f"{base}/_probe/fail", timeout=30).status_code  # first use: imports
+            timings = []
+            for _ in range(5):
+                started = time.perf_counter()
+                response = httpx.get(f"{base}/_probe/fail", timeout=30)
+                timings.append(time.perf_counter() - started)
+                assert 500 == response.status_code
+            time.sleep(0.2)  # let the server's log lines reach stderr
+        logged = capfd.readouterr()
+        text = logged.out + logged.err
+        lines = [line for line in text.splitlines() if "unhandled error" in line]
+        assert 6 == len(lines), text[-3000:]
+        assert all("error=RuntimeError" in line and "request_id=" in line for line in lines)
+        assert 6 == len(SEEN)
+        assert not any(secret in text for secret in SEEN)  # no frame's locals, at any level
+        assert "Exception in ASGI application" not in text  # logged once, by us
+        assert ("Traceback" in text) == (level == "DEBUG")
+        # Rendering a traceback with locals took about a second per error (issue #20, finding 4);
+        # the median, because one answer on a shared machine can wait for a CPU.
+        assert sorted(timings)[2] < 0.25, timings
+
+
+class TestBusy:
+    def test_a_request_that_cannot_get_a_session_in_time_is_503_with_retry_after(
+        self, settings: Settings
+    ) -> None:
+        """With every request session taken past the pool timeout, the next request is 503 + Retry-After, not a hang."""
+        busy = settings.model_copy(
+            update={
+                "api": settings.api.model_copy(update={"worker_threads": 1}),
+                "db": settings.db.model_copy(update={"pool_timeout_s": 0.5}),
+            }
+        )
+        app = create_app(busy)
+        release = threading.Event()
+
+        @app.get("/_probe/hold")
+        def hold(session: ReadSession) -> dict[str, int]:
+            value = int(session.execute(sa.text("SELECT 1")).scalar_one())
+            release.wait(10)
+            return {"value": value}
+
+        with TestClient(app) as client:
+            holder = threading.Thread(target=client.get, args=("/_probe/hold",))
+            holder.start()
+            time.sleep(0.3)  # the holder has the only session
+            started = time.perf_counter()
+            response = client.get("/_probe/hold")
+            waited = time.perf_counter() - started
+            release.set()
+            holder.join(10)
+            after = client.get("/healthz")
+        body = response.json()
+        assert (503, "DatabaseBusy", "1") == (
+            response.status_code,
+            body["error"],
+            response.headers.get("retry-after"),
+        )
+        assert 0.4 < waited < 5, waited
+        assert 200 == after.status_code

@@ -10,19 +10,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gbadz import __version__, background, db, limits, storage
+from gbadz import log as gbadz_log
 from gbadz.config import Settings
 from gbadz.errors import (
     ConfigurationError,
+    DatabaseBusy,
     DatabaseUnavailable,
     ErrorBody,
     GbadzError,
@@ -72,6 +75,53 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
 
 
+class AdmissionMiddleware:
+    """At most ``limit`` requests inside the app at once; the rest wait here, first come first served.
+
+    A waiting request costs nothing but its parsed head: no middleware, authentication or
+    routing has run for it yet, so the event loop's queue of ready work stays short however
+    many connections push requests, and the probes that bypass this (``/healthz``) are
+    answered within a few turns of the loop. Before this, a closed loop of 64 connections kept
+    64 requests' work queued on the loop and a probe waited behind it (issue #20, finding 3).
+    A request that waits longer than ``timeout_s`` is answered 503 with Retry-After.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float, exempt: frozenset[str]) -> None:
+        self.app = app
+        self.limit = limit
+        self.timeout_s = timeout_s
+        self.exempt = exempt
+        self._slots: tuple[asyncio.AbstractEventLoop, anyio.Semaphore] | None = None
+
+    def _semaphore(self) -> anyio.Semaphore:
+        # One per event loop (a test client runs a loop per `with` block).
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, anyio.Semaphore(self.limit))
+        return self._slots[1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        slots = self._semaphore()
+        try:
+            with anyio.fail_after(self.timeout_s):
+                await slots.acquire()
+        except TimeoutError:
+            response = JSONResponse(
+                {"error": "ServerBusy", "detail": "the server is busy; retry shortly", "request_id": None},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            slots.release()
+
+
 def request_id_of(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
@@ -109,9 +159,30 @@ def install_error_handlers(app: FastAPI) -> None:
             _body(request, name, exc.detail), status_code=exc.status_code, headers=exc.headers
         )
 
+    async def pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+        # Every request connection stayed busy for the pool timeout: the server is saturated,
+        # not broken. Say so and when to come back (issue #20, finding 3).
+        busy = DatabaseBusy(
+            "the server is busy: no database connection became free in time; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+        log.warning("database pool exhausted", error=type(exc).__name__, path=request.url.path)
+        return await gbadz_error(request, busy)
+
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         request_id = request_id_of(request)
-        log.exception("unhandled error", request_id=request_id, path=request.url.path)
+        # One line naming the exception class; the traceback only at debug level, and never the
+        # frames' local variables (they hold tokens, secrets and personal values). Rendering a
+        # traceback with locals cost about a second of event-loop time per error (issue #20,
+        # finding 4).
+        log.error(
+            "unhandled error",
+            request_id=request_id,
+            path=request.url.path,
+            error=type(exc).__name__,
+            exc_info=exc,  # dropped below DEBUG by gbadz.log
+        )
+        gbadz_log.mark_logged(exc)
         return JSONResponse(
             _body(
                 request,
@@ -125,6 +196,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GbadzError, gbadz_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, pool_exhausted)
     app.add_exception_handler(Exception, unexpected_error)
 
 
@@ -133,7 +205,7 @@ def readiness(app: FastAPI) -> dict[str, str]:
     checks: dict[str, str] = {}
     failures: list[str] = []
     try:
-        checks["database"] = "ok (schema " + db.check_database(app.state.engine) + ")"
+        checks["database"] = "ok (schema " + db.check_database(app.state.background_engine) + ")"
     except DatabaseUnavailable as exc:
         checks["database"] = exc.detail
         failures.append(f"database: {exc.detail}")
@@ -168,34 +240,38 @@ def transfer_rules(settings: Settings) -> RuleSet:
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for fully resolved settings (see :func:`gbadz.embedded.resolve_settings`)."""
+    gbadz_log.ensure_configured(settings.log_level, settings.log_json)
     engine = db.create_engine(settings.db)
+    # The background loops and /readyz use a pool of their own: a burst of requests holding every
+    # request connection cannot starve the revocation refresh or the readiness check.
+    background_engine = engine if engine.url.database in (None, "", ":memory:") else None
+    background_engine = background_engine or db.create_engine(settings.db, background=True)
     s3_client = storage.make_client(settings.s3, retries=1)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from gbadz.delivery import service as delivery_service
 
+        # Sync routes run in anyio's worker threads; each holds a request connection while it runs.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api.worker_threads
         revocations, index, log_ = (
             app.state.authenticator.revocations,
             app.state.catalog_index,
             app.state.transfer_log,
         )
+        background_sessions = app.state.background_sessionmaker
         refreshers = [
             asyncio.create_task(
-                background.every(
-                    revocations.refresh_s, revocations.load, what="revocation refresh", in_thread=False
-                )
+                background.every(revocations.refresh_s, revocations.load, what="revocation refresh")
             ),
             asyncio.create_task(
-                background.every(
-                    index.refresh_s, index.check, what="catalog generation check", in_thread=False
-                )
+                background.every(index.refresh_s, index.check, what="catalog generation check")
             ),
             asyncio.create_task(
                 background.every(
                     settings.api.grant_sweep_interval_s,
                     lambda: delivery_service.sweep_ended_grants(
-                        app.state.sessionmaker, app.state.s3, settings, app.state.keys
+                        background_sessions, app.state.s3, settings, app.state.keys
                     ),
                     what="ended-grant copy deletion",
                     wait_first=True,
@@ -204,7 +280,7 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(
                 background.every(
                     settings.api.checkpoint_interval_s,
-                    lambda: log_.checkpoint_if_grown(app.state.sessionmaker),
+                    lambda: log_.checkpoint_if_grown(background_sessions),
                     what="periodic checkpoint",
                     wait_first=True,
                 )
@@ -218,6 +294,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await refresher
             engine.dispose()
+            background_engine.dispose()
 
     app = FastAPI(
         title="gbadz",
@@ -228,6 +305,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = db.make_sessionmaker(engine)
+    app.state.background_engine = background_engine
+    app.state.background_sessionmaker = db.make_sessionmaker(background_engine)
     app.state.s3 = s3_client
     from gbadz.access.routes import MAX_DOCUMENT_BYTES
     from gbadz.console.routes import MAX_DOCUMENT_BYTES as CONSOLE_DOCUMENT_BYTES
@@ -244,6 +323,13 @@ def create_app(settings: Settings) -> FastAPI:
         ),
     )
     app.add_middleware(RequestIdMiddleware)
+    # Added last, so outermost: a waiting request has had no work done on it yet.
+    app.add_middleware(
+        AdmissionMiddleware,
+        limit=settings.api.max_active_requests,
+        timeout_s=settings.api.queue_timeout_s,
+        exempt=frozenset({"/healthz"}),
+    )
     install_error_handlers(app)
 
     from gbadz.catalog import routes as catalog_routes
@@ -261,7 +347,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.rules = transfer_rules(settings)
     app.state.viewers = Viewers()
     app.state.catalog_search = CatalogSearch(engine.dialect.name)
-    app.state.catalog_index = CatalogIndex(app.state.sessionmaker)
+    # The index reads on the background pool (its rebuilds and generation checks are not a
+    # request's work); it watches the request sessions' commits.
+    app.state.catalog_index = CatalogIndex(app.state.background_sessionmaker)
     app.state.catalog_index.watch(app.state.sessionmaker)
     app.state.catalog_read_path = ReadPath(
         app.state.sessionmaker,
@@ -273,7 +361,7 @@ def create_app(settings: Settings) -> FastAPI:
     server = oauth.GbadzAuthorizationServer(settings.oauth, app.state.sessionmaker, tokens)
     app.state.tokens = tokens
     app.state.authorization_server = server
-    app.state.authenticator = auth.Authenticator(settings.oauth, tokens, app.state.sessionmaker)
+    app.state.authenticator = auth.Authenticator(settings.oauth, tokens, app.state.background_sessionmaker)
     server.on_revocation = app.state.authenticator.revocations.invalidate  # type: ignore[method-assign]
     trusted = oauth.trusted_networks(settings.api.trusted_proxies)
     limiter = oauth.FailureLimiter(app.state.sessionmaker, settings.oauth.failed_auth_window_s)
@@ -312,6 +400,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
+        # On the event loop and touching nothing: it answers as long as the loop turns, which is
+        # what a liveness probe asks (the loop never waits on the database; issue #20).
         return {"status": "ok"}
 
     @app.get(
@@ -322,7 +412,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     async def readyz(request: Request) -> JSONResponse:
         try:
-            checks = await run_in_threadpool(readiness, request.app)
+            # A thread of the loop's default executor and the background pool: readiness says
+            # whether the database and S3 answer, not how long the request queue is.
+            checks = await asyncio.to_thread(readiness, request.app)
         except NotReady as exc:
             body = _body(request, "NotReady", exc.detail) | {"checks": exc.checks}
             return JSONResponse(body, status_code=503)

@@ -1,10 +1,17 @@
 """One way to run work in the background of the API process: :func:`every`.
 
-The revocation list, the catalog index's generation check and the transfer log's periodic
-checkpoint all refresh on a timer. Each is cancelled at shutdown and on failure logs
-one line naming the work and the error class, then tries again at the next tick. No
-traceback is rendered: an unreachable database would otherwise fill the log (and the
+The revocation list, the catalog index's generation check, the ended-grant sweep and the
+transfer log's periodic checkpoint all refresh on a timer. Each is cancelled at shutdown and
+on failure logs one line naming the work and the error class, then tries again at the next
+tick. No traceback is rendered: an unreachable database would otherwise fill the log (and the
 event loop's time) with the same stack every second.
+
+The work always runs in a worker thread of the event loop's default executor, never on the
+loop and never in the request threads' limiter, and it opens its sessions on the app's
+background engine (a pool of its own). A query on the loop that waits for a pooled
+connection only the loop can release froze the whole server under a 64-connection burst
+(issue #20, finding 3: /healthz unanswered for minutes); a refresher competing with requests
+for threads or connections would go stale exactly when it matters.
 """
 
 from __future__ import annotations
@@ -28,19 +35,13 @@ async def every(
     *,
     what: str,
     wait_first: bool = False,
-    in_thread: bool = True,
 ) -> None:
-    """Run ``work`` every ``interval_s`` seconds until cancelled, in a worker thread unless told
-    otherwise (a millisecond query may stay on the event loop: a thread hop per tick measured
-    worse under load for the revocation list)."""
+    """Run ``work`` in a worker thread every ``interval_s`` seconds until cancelled."""
     if wait_first:
         await asyncio.sleep(interval_s)
     while True:
         try:
-            if in_thread:
-                await asyncio.to_thread(work)
-            else:
-                work()
+            await asyncio.to_thread(work)
         except Exception as exc:  # noqa: BLE001 - a refresh survives any failure; the next tick retries
             log.warning(f"{what} failed; retrying", error=type(exc).__name__, reason=_reason(exc))
         await asyncio.sleep(interval_s)

@@ -6,6 +6,7 @@ configuration error exits 2. Commands that scripts read take ``--json``.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -661,13 +662,20 @@ def serve(
     settings = _resolved()
     log.configure(settings.log_level, settings.log_json)
     application = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level="info",
         **server_options(settings),
     )
+    log.quiet_server_errors()  # after uvicorn configured its loggers
+    # What start-up built (about 230,000 objects: the app and every library it imports) lives as
+    # long as the process. Out of the collector's sight, a full collection no longer walks it:
+    # one took 0.26-0.36 s with every thread stopped, the event loop included (issue #20).
+    gc.collect()
+    gc.freeze()
+    uvicorn.Server(config).run()
 
 
 @app.command("samples")

@@ -30,6 +30,22 @@ class DatabaseSettings(BaseModel):
         description="SQLAlchemy URL: sqlite:///path.db or postgresql://user@host:5432/db",
     )
     connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    pool_size: int = Field(
+        default=10, ge=1, le=500, description="connections the API keeps open for requests"
+    )
+    max_overflow: int = Field(
+        default=22,
+        ge=0,
+        le=500,
+        description="extra request connections under load; pool_size + max_overflow must be at "
+        "least twice GBADZ_API__WORKER_THREADS (a session per thread, and one more a thread may open)",
+    )
+    pool_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="longest a request waits for a pooled connection before answering 503 with Retry-After",
+    )
 
     @field_validator("url")
     @classmethod
@@ -185,6 +201,34 @@ class ApiSettings(BaseModel):
     max_upload_bytes: int = Field(
         default=20 * 1024**3, ge=1, description="largest file a provider may upload for ingestion"
     )
+    worker_threads: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="threads that run blocking route work (database, S3); more only add GIL "
+        "contention on a small machine, fewer queue requests sooner",
+    )
+    max_active_requests: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="requests inside the app at once; more wait, before any work is done on them "
+        "(/healthz never waits)",
+    )
+    queue_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="a request waiting longer than this for its turn gets 503"
+    )
+    keep_alive_s: int = Field(
+        default=5, ge=1, le=300, description="close a kept-alive connection idle this long"
+    )
+    request_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="close a connection that has not sent a complete request head this long after "
+        "connecting or after its last response (idle and slowly-sending connections)",
+    )
+    access_log: bool = Field(default=True, description="log one line per request (uvicorn's access log)")
     max_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,
@@ -288,6 +332,18 @@ class Settings(BaseSettings):
     oauth: OAuthSettings = OAuthSettings()
     ingest: IngestSettings = IngestSettings()
     transfer: TransferSettings = TransferSettings()
+
+    @model_validator(mode="after")
+    def _pool_fits_threads(self) -> Settings:
+        # Admitted request sessions (one per worker thread) plus one connection each thread may
+        # open on its own (a detached audit record, a read path's session): see gbadz.db.admitted.
+        needed = 2 * self.api.worker_threads
+        if self.db.pool_size + self.db.max_overflow < needed:
+            raise ValueError(
+                f"GBADZ_DB__POOL_SIZE + GBADZ_DB__MAX_OVERFLOW must be at least {needed} "
+                f"(twice GBADZ_API__WORKER_THREADS={self.api.worker_threads})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:

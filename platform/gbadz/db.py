@@ -8,8 +8,9 @@ One unit of work is one transaction, opened one way per context (ADR 0004):
   ``gbadz.deps`` so that the CLI, which imports this module, does not pay for FastAPI's
   import (about 0.3 s a command);
 - a CLI command, an Airflow task or the demo: :func:`session_scope`;
-- a background loop in the API process: :func:`gbadz.background.every` runs work that opens
-  its own session;
+- a background loop in the API process: :func:`gbadz.background.every` runs work in a thread
+  that opens its own session on the background engine (a pool of its own, see
+  :func:`create_engine`);
 - a use case that must be durable before it acts (a delivery's log entry before its URLs):
   the service takes the sessionmaker and uses :func:`session_scope`.
 
@@ -19,15 +20,17 @@ issue SQL (``tests/test_layers.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
@@ -36,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from gbadz.config import DatabaseSettings
-from gbadz.errors import ConfigurationError, DatabaseUnavailable
+from gbadz.errors import ConfigurationError, DatabaseBusy, DatabaseUnavailable
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -61,7 +64,14 @@ def describe_url(url: str) -> str:
         return "<unparseable database URL>"
 
 
-def create_engine(settings: DatabaseSettings) -> Engine:
+def create_engine(settings: DatabaseSettings, *, background: bool = False) -> Engine:
+    """An engine for API requests, CLI commands and tasks, or (``background``) a small one of its own.
+
+    The request pool is sized by the settings and time-limited: a request that cannot get a
+    connection within ``pool_timeout_s`` fails with :class:`DatabaseBusy` (503, Retry-After)
+    instead of hanging. The background pool is separate so that the API's refreshers, sweeps
+    and readiness checks are never starved by a burst of requests (issue #20, finding 3).
+    """
     if settings.url is None:
         raise ConfigurationError(
             "no database configured: set GBADZ_DB__URL or run `gbadz services up` for the embedded SQLite"
@@ -72,13 +82,20 @@ def create_engine(settings: DatabaseSettings) -> Engine:
     except ArgumentError as exc:
         raise ConfigurationError(f"GBADZ_DB__URL is not a database URL: {exc}") from None
     timeout = settings.connect_timeout_s
+    pool: dict[str, Any] = (
+        {"pool_size": 2, "max_overflow": 4, "pool_timeout": 10.0}
+        if background
+        else {
+            "pool_size": settings.pool_size,
+            "max_overflow": settings.max_overflow,
+            "pool_timeout": settings.pool_timeout_s,
+        }
+    )
     if parsed.get_backend_name() == "sqlite":
-        # More connections than the API's 40 worker threads: a request never waits for one.
-        pool: dict[str, Any] = {}
-        if parsed.database not in (None, "", ":memory:"):
-            pool = {"pool_size": 10, "max_overflow": 40}
-            if not parsed.database.startswith("file:"):
-                private_sqlite_file(Path(parsed.database))
+        if parsed.database in (None, "", ":memory:"):
+            pool = {}  # one connection per thread (SingletonThreadPool); nothing to size
+        elif not parsed.database.startswith("file:"):
+            private_sqlite_file(Path(parsed.database))
         engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": max(timeout, 5.0)},
@@ -93,9 +110,8 @@ def create_engine(settings: DatabaseSettings) -> Engine:
         # client id with a pasted secret, a person's name or a token (issue #20 item 8).
         hide_parameters=True,
         pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=20,
         connect_args={"connect_timeout": max(1, round(timeout))},
+        **pool,
     )
 
 
@@ -142,30 +158,87 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 async def write_session(request: Request) -> AsyncIterator[Session]:
     """One request, one transaction (ADR 0004).
 
-    An async dependency on purpose: the session connects lazily inside the route's worker
-    thread, and commit/close run here on the event loop. A sync generator dependency would
-    need a second worker thread to release its connection, and under load every worker can
-    be waiting for a pooled connection that only such a release would free (a deadlock
-    until the pool times out).
+    The route runs in a worker thread, where the session connects lazily. The commit and the
+    close run in a thread too, never on the event loop (a commit waits on the database's
+    locks and disk; issue #20, finding 3), and in a thread outside the request limiter: under
+    load every request thread can be waiting for a pooled connection that only such a release
+    frees, so a release must never wait for a request thread (FastAPI's own sync dependencies
+    exit the same way). The request is first admitted (:func:`admitted`).
     """
-    session: Session = request.app.state.sessionmaker()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    async with admitted(request):
+        session: Session = request.app.state.sessionmaker()
+        try:
+            yield session
+            if session.in_transaction():
+                await _off_loop(session.commit)
+        finally:
+            await release(session)
 
 
 async def read_session(request: Request) -> AsyncIterator[Session]:
-    """A session for one request that only reads, released on the event loop (see ``write_session``)."""
-    session: Session = request.app.state.sessionmaker()
+    """A session for one request that only reads, released off the event loop (see ``write_session``)."""
+    async with admitted(request):
+        session: Session = request.app.state.sessionmaker()
+        try:
+            yield session
+        finally:
+            await release(session)
+
+
+@asynccontextmanager
+async def admitted(request: Request) -> AsyncIterator[None]:
+    """Hold one of the app's request-session slots (``api.worker_threads`` of them) while inside.
+
+    FastAPI releases a route's session only after the response is serialised, and for a sync
+    route that is a second trip through the request threads: a session holds its connection
+    while it queues again behind every request admitted after it. Unbounded, a burst of 64
+    connections checked out more connections than the pool had and every request then
+    waited out the pool timeout. Admitted sessions are at most the number of threads, and the
+    pool holds that many plus one per thread (``Settings`` checks it), so a session always
+    finds a connection. Requests beyond wait here, on the event loop, holding nothing; one
+    that waits longer than the pool timeout is told to retry (503, Retry-After).
+    """
+    slots = _slots(request)
+    timeout = request.app.state.settings.db.pool_timeout_s
     try:
-        yield session
+        with anyio.fail_after(timeout):
+            await slots.acquire()
+    except TimeoutError:
+        raise DatabaseBusy(
+            "the server is busy: no database session became free in time; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
+    try:
+        yield
     finally:
-        session.close()
+        slots.release()
+
+
+def _slots(request: Request) -> anyio.Semaphore:
+    # One semaphore per app and event loop (a test client runs a loop per `with` block).
+    state = request.app.state
+    loop = asyncio.get_running_loop()
+    current: tuple[asyncio.AbstractEventLoop, anyio.Semaphore] | None = getattr(state, "session_slots", None)
+    if current is None or current[0] is not loop:
+        current = (loop, anyio.Semaphore(state.settings.api.worker_threads))
+        state.session_slots = current
+    return current[1]
+
+
+async def release(session: Session) -> None:
+    """Close ``session`` (rolling back what it did not commit) without blocking the event loop."""
+    if not session.in_transaction():
+        session.close()  # never connected: nothing reaches the database
+        return
+    # Shielded: a request cancelled by its client still gives its connection back.
+    with anyio.CancelScope(shield=True):
+        await _off_loop(session.close)
+
+
+async def _off_loop(work: Callable[[], object]) -> None:
+    # A limiter of its own per call: a release needs no second connection and must not queue
+    # behind request threads (at most one such thread per connection in use).
+    await anyio.to_thread.run_sync(work, limiter=anyio.CapacityLimiter(1))
 
 
 def _alembic_config(engine: Engine) -> Config:

@@ -41,7 +41,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from gbadz.config import DatabaseSettings, S3Settings, Settings
+from gbadz.config import S3Settings, Settings
 from gbadz.errors import ServicesError, StorageUnavailable
 
 STATE_FILE = "services.json"
@@ -656,7 +656,5 @@ def resolve_settings(settings: Settings) -> Settings:
             )
         update["s3"] = services.s3_settings(state.s3)
     if needs_db:
-        update["db"] = DatabaseSettings(
-            url=state.database_url or services.sqlite_url, connect_timeout_s=settings.db.connect_timeout_s
-        )
+        update["db"] = settings.db.model_copy(update={"url": state.database_url or services.sqlite_url})
     return settings.model_copy(update=update)

@@ -82,6 +82,10 @@ class DatabaseUnavailable(ServiceUnavailable):
     """The database cannot be used: unreachable, rejected us, or its schema is not current."""
 
 
+class DatabaseBusy(ServiceUnavailable):
+    """Every pooled database connection stayed in use for the pool timeout: retry shortly."""
+
+
 class ServicesError(GbadzError):
     """The embedded services could not be started, stopped or inspected."""
 

@@ -140,19 +140,31 @@ _HEAD_TOO_LARGE = (
 )
 
 
-def bounded_httptools(max_head_bytes: int) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol, refusing a request line plus headers over ``max_head_bytes``.
+def bounded_httptools(max_head_bytes: int, head_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, refusing a request line plus headers over ``max_head_bytes``
+    and closing a connection that sends no complete head within ``head_timeout_s``.
 
     httptools (llhttp) buffers a header block of any size (a 200 MB one was accepted). Bytes are
     counted as they arrive, before the parser sees them, from the end of one request's headers
     to the end of the next one's; past the limit the server answers 431 and closes. uvicorn's
     h11 protocol has the same bound built in (``h11_max_incomplete_event_size``) but serves about
-    a third of httptools' requests per second here."""
+    a third of httptools' requests per second here.
+
+    uvicorn closes a kept-alive connection idle for ``timeout_keep_alive`` after a response, but
+    arms no timer for a new connection, and any byte received cancels the keep-alive timer: a
+    connection that never sends a request, or sends its head a byte at a time, stays open for
+    ever (measured: 200 of them still open after a minute). Each costs a file descriptor; enough
+    of them and accept() fails for everyone. The head deadline covers both."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _head_bytes = 0
         _in_body = False
+        _head_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
 
         def data_received(self, data: bytes) -> None:
             # While a head is arriving, feed it in small pieces so that body bytes sent in the
@@ -171,6 +183,7 @@ def bounded_httptools(max_head_bytes: int) -> type[asyncio.Protocol]:
                 super().data_received(data)
 
         def on_headers_complete(self) -> None:
+            self._disarm()
             self._in_body, self._head_bytes = True, 0
             super().on_headers_complete()
 
@@ -178,18 +191,50 @@ def bounded_httptools(max_head_bytes: int) -> type[asyncio.Protocol]:
             self._in_body = False
             super().on_message_complete()
 
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_deadline = self.loop.call_later(head_timeout_s, self._expired)
+
+        def _disarm(self) -> None:
+            if self._head_deadline is not None:
+                self._head_deadline.cancel()
+                self._head_deadline = None
+
+        def _expired(self) -> None:
+            self._head_deadline = None
+            cycle: Any = self.cycle  # None until a request's head arrives (typed as always set)
+            if (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+                self.transport.close()
+
     return BoundedHttpToolsProtocol
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn options that bound what a client can make the server buffer: the request line
-    plus headers at ``api.max_header_bytes`` (431 or 400, and the connection closed)."""
+    """uvicorn options that bound what a client can make the server buffer and hold: the request
+    line plus headers at ``api.max_header_bytes`` (431 or 400, and the connection closed), a
+    head within ``api.request_header_timeout_s``, kept-alive idle connections ``api.keep_alive_s``."""
     limit = settings.api.max_header_bytes
     try:
-        protocol: Any = bounded_httptools(limit)
+        protocol: Any = bounded_httptools(limit, settings.api.request_header_timeout_s)
     except ImportError:  # httptools is optional in uvicorn: h11 bounds the head itself
         protocol = "h11"
-    # No route speaks WebSocket: refuse upgrades rather than hand the connection elsewhere.
-    # gbadz decides whom to believe about the client's address (api.trusted_proxies); uvicorn
-    # would otherwise take X-Forwarded-For from any local peer (issue #20 item 8).
-    return {"http": protocol, "h11_max_incomplete_event_size": limit, "ws": "none", "proxy_headers": False}
+    return {
+        "http": protocol,
+        "h11_max_incomplete_event_size": limit,
+        # No route speaks WebSocket: refuse upgrades rather than hand the connection elsewhere.
+        "ws": "none",
+        # gbadz decides whom to believe about the client's address (api.trusted_proxies); uvicorn
+        # would otherwise take X-Forwarded-For from any local peer (issue #20 item 8).
+        "proxy_headers": False,
+        "timeout_keep_alive": settings.api.keep_alive_s,
+        "access_log": settings.api.access_log,
+    }

@@ -273,7 +273,7 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
             request, 400, "Sign-in failed", "The sign-in code was not accepted. Please sign in again."
         )
     token = exchanged.json()
-    principal = request.app.state.authenticator.authenticate(f"Bearer {token['access_token']}")
+    principal = await request.app.state.authenticator.authenticate_async(f"Bearer {token['access_token']}")
     user_id = await run_in_threadpool(session.user_id, _sessions(request), principal.subject)
     value = await run_in_threadpool(
         session.open_session, _sessions(request), request.app.state.settings.console, user_id

@@ -9,6 +9,7 @@ checked against that issuer's JWKS and mapped to an organisation and role by its
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -102,13 +103,13 @@ class ClaimRefused(TokenRejected):
 class RevocationView:
     """Revoked token ids, revoked clients and disabled people, kept in memory and re-read from the database.
 
-    A background task (:meth:`load` through :func:`gbadz.background.every`, started with the app) re-reads them every
-    ``refresh_s`` with one indexed query (about a millisecond, run on the event loop: a
-    thread hop per refresh measured worse under load); requests only read the snapshot. If
-    the snapshot is older than ``max_age_s`` (no refresher running, or it is stuck),
-    a request re-reads it itself. Guarantee: a revocation takes effect at once on the replica that
-    made it (it calls :meth:`invalidate`) and within ``refresh_s`` on every other replica
-    (``max_age_s`` at worst).
+    A background task (:meth:`load` through :func:`gbadz.background.every`, started with the
+    app) re-reads them every ``refresh_s`` with one indexed query, in a worker thread on the
+    app's background engine; requests only read the snapshot. If the snapshot is older than
+    ``max_age_s`` (no refresher running, or it is stuck), a request has it re-read, off the
+    event loop (:meth:`Authenticator.authenticate_async`). Guarantee: a revocation takes
+    effect at once on the replica that made it (it calls :meth:`invalidate`) and within
+    ``refresh_s`` on every other replica (``max_age_s`` at worst).
     """
 
     def __init__(
@@ -117,29 +118,38 @@ class RevocationView:
         self.sessions = sessions
         self.refresh_s = refresh_s
         self.max_age_s = max_age_s
-        self._loaded_at = -1e9
+        self._loaded_at = -1e9  # when the query of the current snapshot started (monotonic)
         self._force_until = 0.0
         self._jtis: frozenset[str] = frozenset()
         self._clients: frozenset[str] = frozenset()
         self._people: frozenset[str] = frozenset()
         self._lock = threading.Lock()
+        self._swap = threading.Lock()
 
-    def stale(self) -> bool:
+    def stale(self, arrived: float | None = None) -> bool:
+        """Whether a request that arrived at ``arrived`` (monotonic; default now) needs a re-read."""
         now = time.monotonic()
-        return now - self._loaded_at > self.max_age_s or now < self._force_until
+        arrived = now if arrived is None else arrived
+        if now - self._loaded_at > self.max_age_s:
+            return True
+        # Just after an invalidation, only a read that started after the request arrived will do.
+        return arrived < self._force_until and self._loaded_at < arrived
 
     def invalidate(self) -> None:
-        # Re-read on every request for a moment, so the change is seen once its transaction commits.
+        # Re-read for every request for a moment, so the change is seen once its transaction commits.
         self._force_until = time.monotonic() + 2.0
 
-    def refresh(self) -> None:
+    def refresh(self, arrived: float | None = None) -> None:
+        """Re-read unless a read that serves ``arrived`` finished while this thread waited (one at a time)."""
+        arrived = time.monotonic() if arrived is None else arrived
         with self._lock:
-            if not self.stale():
-                return  # another thread refreshed while this one waited
+            if not self.stale(arrived):
+                return
             self.load()
 
     def load(self) -> None:
-        """Read the revoked tokens and clients (the background refresh calls this every ``refresh_s``)."""
+        """Read the revoked tokens, clients and disabled people (the background refresh calls this every ``refresh_s``)."""
+        started = time.monotonic()
         with self.sessions() as session:
             now = datetime.now(UTC)
             jtis = frozenset(
@@ -152,13 +162,19 @@ class RevocationView:
                 "user:" + name
                 for name in session.scalars(sa.select(User.username).where(User.disabled_at.is_not(None)))
             )
-        self._jtis, self._clients, self._people = jtis, clients, people
-        self._loaded_at = time.monotonic()
+        with self._swap:  # a read that started earlier never replaces a later one
+            if started >= self._loaded_at:
+                self._jtis, self._clients, self._people = jtis, clients, people
+                self._loaded_at = started
 
-    def check(self, principal: Principal) -> None:
-        """Raise :class:`TokenRejected` if the token or its client was revoked."""
-        if self.stale():
-            self.refresh()
+    def check(self, principal: Principal, arrived: float | None = None) -> None:
+        """Raise :class:`TokenRejected` if the token or its client was revoked.
+
+        Re-reads a stale snapshot first: from a worker thread only (the event loop calls
+        :meth:`Authenticator.authenticate_async`, which refreshes in a thread before this).
+        """
+        if self.stale(arrived):
+            self.refresh(arrived)
         if principal.jti in self._jtis:
             raise TokenRejected("the token was revoked")
         if not principal.external and principal.client_id in self._clients:
@@ -196,7 +212,33 @@ class Authenticator:
         keys = self.external.get(issuer) if isinstance(issuer, str) else None
         return keys is not None and keys.cold()
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate_async(self, authorization: str | None) -> Principal:
+        """:meth:`authenticate` for the event loop: the database and the network only in threads.
+
+        JWT checks are CPU work and the revocation snapshot is in memory, so a request is
+        authenticated on the loop; a stale snapshot is re-read in a thread of the loop's default
+        executor (outside the request threads' limiter, on the background engine) and fetching an
+        external issuer's JWKS goes to a request thread.
+        """
+        if self.needs_network(authorization):
+            return await run_in_threadpool(self.authenticate, authorization)
+        arrived = time.monotonic()
+        if self.revocations.stale(arrived):
+            await asyncio.to_thread(self.revocations.refresh, arrived)
+        refused: list[ClaimRefused] = []
+        try:
+            return self.authenticate(authorization, arrived, on_refusal=refused.append)
+        finally:
+            # The audit record is a database write: never on the event loop (issue #20 item 3).
+            for refusal in refused:
+                await asyncio.to_thread(self._audit_refusal, refusal)
+
+    def authenticate(
+        self,
+        authorization: str | None,
+        arrived: float | None = None,
+        on_refusal: Callable[[ClaimRefused], object] | None = None,
+    ) -> Principal:
         if not authorization:
             raise Unauthenticated("a bearer access token is required", headers=_challenge())
         scheme, _, token = authorization.partition(" ")
@@ -213,10 +255,10 @@ class Authenticator:
             elif principal.expires_at.timestamp() + self.settings.leeway_s < time.time():
                 self._verified.pop(token, None)
                 raise TokenRejected("the token expired")
-            self.revocations.check(principal)
+            self.revocations.check(principal, arrived)
         except TokenRejected as exc:
             if isinstance(exc, ClaimRefused):
-                self._audit_refusal(exc)
+                (on_refusal or self._audit_refusal)(exc)
             raise Unauthenticated(exc.description, headers=_challenge(exc.error, exc.description)) from None
         return principal
 
@@ -310,13 +352,7 @@ def require_scopes(*scopes: str) -> Callable[[Request], Awaitable[Principal]]:
 
     async def dependency(request: Request) -> Principal:
         authenticator: Authenticator = request.app.state.authenticator
-        header = request.headers.get("authorization")
-        # JWT checks are CPU work and the revocation snapshot is in memory, so authentication
-        # runs on the event loop; only fetching an external issuer's JWKS goes to a thread.
-        if authenticator.needs_network(header):
-            principal = await run_in_threadpool(authenticator.authenticate, header)
-        else:
-            principal = authenticator.authenticate(header)
+        principal = await authenticator.authenticate_async(request.headers.get("authorization"))
         missing = sorted(set(scopes) - principal.scopes)
         if missing:
             raise InsufficientScope(
