@@ -126,8 +126,13 @@ def private_sqlite_file(path: Path) -> None:
     files with the database file's mode, so they follow; ones left by an older version are
     tightened here too. A path that cannot be created is left for SQLite to report on connect.
     """
+    # Never open (and close) an existing database file here: closing any descriptor of a file
+    # drops every POSIX lock this process holds on it, and SQLite's locks are POSIX locks — a
+    # second engine on the same file (the app's background engine) corrupted the database.
     try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
     except OSError:
         return
     for candidate in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)):

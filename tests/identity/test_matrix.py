@@ -13,6 +13,9 @@ from gbadz.identity.scopes import ROLE_SCOPES
 from tests.api import Client, bearer, fetch_token
 
 SHARING = "/delta-sharing/"  # authenticated by a grant's sharing token (tests/delivery/test_sharing.py)
+# Authenticated by the signed ticket in the path (tests/delivery/test_at_rest.py): a forged one is
+# missing (404) whoever asks, an OAuth token opens nothing.
+TICKET = "/api/v1/delivery-files/"
 # Routes anyone may call: operations probes and the OAuth endpoints (which authenticate clients themselves).
 PUBLIC = {
     ("GET", "/healthz"),
@@ -51,7 +54,7 @@ class TestAuthorizationMatrix:
         undeclared = [
             (m, p)
             for m, p, scopes in _operations(app)
-            if scopes is None and (m, p) not in PUBLIC and not p.startswith(SHARING)
+            if scopes is None and (m, p) not in PUBLIC and not p.startswith((SHARING, TICKET))
         ]
         assert [] == undeclared
         assert len(_operations(app)) > len(PUBLIC)
@@ -71,6 +74,13 @@ class TestAuthorizationMatrix:
                 for headers in [{}, *(bearer(t) for t in tokens.values())]:
                     status = http.request(method, url, headers=headers).status_code
                     if status != 401:
+                        failures.append((method, path, "oauth token" if headers else None, status))
+                continue
+            if path.startswith(TICKET):
+                url = re.sub(r"\{[^}]+\}", "eyJnIjoiZm9yZ2VkIn0.AAAA", path)
+                for headers in [{}, *(bearer(t) for t in tokens.values())]:
+                    status = http.request(method, url, headers=headers).status_code
+                    if status != 404:
                         failures.append((method, path, "oauth token" if headers else None, status))
                 continue
             url = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", path)
