@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -25,12 +25,14 @@ router = APIRouter(
     prefix="/api/v1", tags=["compliance"], responses=error_responses(Unauthenticated, InsufficientScope)
 )
 Auditor = Annotated[Principal, Depends(require_scopes("transfers:audit"))]
+# format=csv answers the same rows as a spreadsheet.
+CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
 
 
 @router.get(
     "/transfers",
     response_model=list[TransferRow],
-    responses=error_responses(BadRequest),
+    responses=CSV | error_responses(BadRequest),
     summary="Transfers from the log, filtered; format=csv for a spreadsheet",
 )
 def list_transfers(
@@ -60,6 +62,7 @@ def list_transfers(
 @router.get(
     "/determinations",
     response_model=list[TransferRow],
+    responses=CSV,
     summary="Compliance determinations from the transfer log (final basis, mechanism, PIPIA, approvers)",
 )
 def list_determinations(
