@@ -75,8 +75,10 @@ def list_all_tables(share: str, grant: Recipient) -> JSONResponse:
 @router.get(
     "/shares/{share}/schemas/{schema}/tables/{table}/version",
     response_class=Response,
-    responses={200: {"description": "No body: the version is in the delta-table-version header"}}
-    | error_responses(NotFound),
+    responses={
+        200: {"description": "No body: the version is in the delta-table-version header"},
+        **error_responses(NotFound),
+    },
 )
 def table_version(share: str, schema: str, table: str, grant: Recipient, sessions: Sessions) -> Response:
     check_table(grant, share, schema, table)
