@@ -125,6 +125,10 @@ def world(
         "dataset": dataset,
         "exporter": provider.client.org_id,
         "recipient": consumer.client.org_id,
+        "org_id": consumer.client.org_id,
+        "exporter_org_id": shenzhen.client.org_id,
+        "recipient_org_id": consumer.client.org_id,
+        "sector_evidence_id": mechanism["id"],
         "table": dataset,
         "version": "1.0.0",
         "grant_id": grant,
@@ -175,8 +179,9 @@ def _fuzz(operation: Any, credential: dict[str, str], examples: int, world: Worl
         suppress_health_check=list(HealthCheck),
     )
     def fuzz(case: Any, known: bool) -> None:
-        if known:  # half the calls aim at the seeded records
-            for parameters in (case.path_parameters, case.query):
+        if known:  # half the calls aim at the seeded records (ids in the path, query or body)
+            body = case.body if isinstance(case.body, dict) else None
+            for parameters in (case.path_parameters, case.query, body):
                 for name in parameters or {}:
                     if name in world.known:
                         parameters[name] = world.known[name]
