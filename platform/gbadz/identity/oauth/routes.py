@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from gbadz.errors import ErrorBody
 from gbadz.identity.oauth.clients import ALL_AUTH_METHODS
 from gbadz.identity.oauth.limits import FailureLimiter
 from gbadz.identity.oauth.rfc7523 import ASSERTION_ALGORITHMS
@@ -81,6 +82,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     },
     401: {"model": OAuthErrorBody, "description": "invalid_client: the client did not authenticate"},
     413: {"model": OAuthErrorBody, "description": "the body is larger than 64 KiB"},
+    422: {"model": ErrorBody, "description": "RequestValidationError: a value no client can have (a NUL)"},
     429: {"model": OAuthErrorBody, "description": "too many failed authentications; see Retry-After"},
 }
 _CLIENT_AUTH = ("client_id", "client_secret", "client_assertion_type", "client_assertion")
