@@ -17,7 +17,8 @@ from gbadz import audit, db
 from gbadz.config import DatabaseSettings
 from gbadz.errors import ConfigurationError, DatabaseUnavailable
 from gbadz.identity.models import Organization
-from tests.api import Client, bearer, fetch_token
+from tests.api import Client, bearer, fetch_token, make_client
+from tests.datasets import YAML, as_yaml, contract, org_name
 
 
 class TestMigrations:
@@ -221,3 +222,14 @@ class TestNulInText:
                 .where(Organization.name.startswith(prefix))
             )
         assert 0 == stored
+
+    def test_a_contract_with_a_nul_is_refused(self, app: FastAPI, http: TestClient) -> None:
+        """A contract whose text holds a NUL (YAML's "\\0") is 422, not a PostgreSQL 500."""
+        provider = make_client(app, "provider")
+        doc = contract(f"t-{secrets.token_hex(5)}", org_name(app, provider.org_id), purpose_text="x\x00y")
+        response = http.post(
+            "/api/v1/datasets", content=as_yaml(doc), headers=bearer(fetch_token(http, provider)) | YAML
+        )
+        assert (422, "RequestValidationError") == (response.status_code, response.json()["error"]), (
+            response.text
+        )
