@@ -127,6 +127,18 @@ class TestErrorShape:
         assert ["body", "size"] == body["detail"][0]["loc"]
         assert "secret-big" not in response.text
 
+    def test_a_body_that_is_not_utf8_is_a_validation_error(self, settings: Settings) -> None:
+        """JSON that is not UTF-8 is 422 naming the body, like other malformed JSON (FastAPI said a bare 400)."""
+        with TestClient(_with_probe_routes(create_app(settings))) as client:
+            response = client.post(
+                "/_probe/items/1", content=b"\xff\xfe{", headers={"Content-Type": "application/json"}
+            )
+        body = response.json()
+        assert (422, "RequestValidationError") == (response.status_code, body["error"])
+        assert [
+            {"loc": ["body"], "msg": "the body is not UTF-8 encoded JSON", "type": "json_invalid"}
+        ] == body["detail"]
+
     def test_unexpected_error_is_generic(self, settings: Settings) -> None:
         """A bug is a 500 with a generic message and the request id; internals are not leaked."""
         with TestClient(_with_probe_routes(create_app(settings)), raise_server_exceptions=False) as client:

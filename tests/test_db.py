@@ -17,7 +17,8 @@ from gbadz import audit, db
 from gbadz.config import DatabaseSettings
 from gbadz.errors import ConfigurationError, DatabaseUnavailable
 from gbadz.identity.models import Organization
-from tests.api import Client, bearer, fetch_token
+from tests.api import Client, bearer, fetch_token, make_client
+from tests.datasets import YAML, as_yaml, contract, org_name
 
 
 class TestMigrations:
@@ -169,3 +170,66 @@ class TestRequestTransaction:
         assert "InternalServerError" == response.json()["error"]
         with app.state.sessionmaker() as session:
             assert session.scalar(sa.select(Organization).where(Organization.name == name)) is None
+
+
+class TestNulInText:
+    @pytest.mark.parametrize(
+        ("method", "url", "form", "field"),
+        [
+            (
+                "POST",
+                "/oauth/token",
+                {"grant_type": "client_credentials", "client_id": "a\x00b", "client_secret": "x"},
+                "pk",
+            ),
+            ("GET", "/api/v1/datasets/a%00b", None, "id"),
+            ("GET", "/api/v1/transfers?dataset=a%00b", None, "dataset_id"),
+        ],
+    )
+    def test_a_nul_is_refused_naming_the_value_on_both_databases(
+        self,
+        http: TestClient,
+        clients: dict[str, Client],
+        method: str,
+        url: str,
+        form: dict[str, str] | None,
+        field: str,
+    ) -> None:
+        """Text with a NUL is 422 naming its column: PostgreSQL raised a DataError for it (a 500)."""
+        headers = {} if form else bearer(fetch_token(http, clients["compliance_officer"]))
+        response = http.request(method, url, data=form, headers=headers)
+        assert 422 == response.status_code, response.text
+        assert [
+            {"loc": [field], "msg": "text may not contain a NUL character (U+0000)", "type": "string_nul"}
+        ] == (response.json()["detail"])
+
+    def test_nothing_is_written_when_one_value_holds_a_nul(
+        self, app: FastAPI, http: TestClient, clients: dict[str, Client]
+    ) -> None:
+        """The refused statement never runs, and the request's transaction leaves no row behind."""
+        prefix = f"nul-{secrets.token_hex(4)}"
+        response = http.post(
+            "/api/v1/organizations",
+            json={"name": prefix + "\x00", "jurisdiction": "HK"},
+            headers=bearer(fetch_token(http, clients["admin"])),
+        )
+        assert 422 == response.status_code, response.text
+        assert "name" == response.json()["detail"][0]["loc"][-1]
+        with app.state.sessionmaker() as session:
+            stored = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Organization)
+                .where(Organization.name.startswith(prefix))
+            )
+        assert 0 == stored
+
+    def test_a_contract_with_a_nul_is_refused(self, app: FastAPI, http: TestClient) -> None:
+        """A contract whose text holds a NUL (YAML's "\\0") is 422, not a PostgreSQL 500."""
+        provider = make_client(app, "provider")
+        doc = contract(f"t-{secrets.token_hex(5)}", org_name(app, provider.org_id), purpose_text="x\x00y")
+        response = http.post(
+            "/api/v1/datasets", content=as_yaml(doc), headers=bearer(fetch_token(http, provider)) | YAML
+        )
+        assert (422, "RequestValidationError") == (response.status_code, response.json()["error"]), (
+            response.text
+        )

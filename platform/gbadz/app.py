@@ -154,6 +154,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers an undecodable JSON body with a bare 400 no route declares; it is
+            # payload validation like any other malformed JSON (found by tests/test_fuzz_api.py).
+            detail = [{"loc": ["body"], "msg": "the body is not UTF-8 encoded JSON", "type": "json_invalid"}]
+            return JSONResponse(_body(request, "RequestValidationError", detail), status_code=422)
         name = _HTTP_ERROR_NAMES.get(exc.status_code, "HTTPError")
         return JSONResponse(
             _body(request, name, exc.detail), status_code=exc.status_code, headers=exc.headers

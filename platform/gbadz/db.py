@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import stat
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import sqlalchemy as sa
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
@@ -328,3 +330,24 @@ def check_database(engine: Engine) -> str:
             f"database schema is at {current or 'no revision'}, expected {head}: run `gbadz db upgrade`"
         )
     return current
+
+
+_BIND_SUFFIX = re.compile(r"_\d+$")
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _refuse_nul(
+    _conn: Any, _cursor: Any, _statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    """Refuse a NUL in any text bound to a statement, naming its column: PostgreSQL raised a DataError
+    for it (a 500 on any route that stores or looks up such a value; found by tests/test_fuzz_api.py),
+    and SQLite would keep what PostgreSQL refuses, so both refuse it here, before the statement runs."""
+    rows = parameters if executemany else [parameters]
+    positions = getattr(getattr(context, "compiled", None), "positiontup", None) or []
+    for row in rows:
+        items = row.items() if isinstance(row, dict) else zip(positions, row or (), strict=False)
+        for name, value in items:
+            if isinstance(value, str) and "\x00" in value:
+                field = _BIND_SUFFIX.sub("", str(name)) or "value"
+                reason = "text may not contain a NUL character (U+0000)"
+                raise RequestValidationError([{"loc": [field], "msg": reason, "type": "string_nul"}])

@@ -399,7 +399,9 @@ def record_mechanism(body: EvidenceCreate, principal: Reviewer, session: WriteSe
     "/mechanisms/{evidence_id}/amend",
     status_code=201,
     response_model=EvidenceRead,
-    responses=error_responses(MechanismNotFound, MechanismWithdrawn, MechanismIncomplete, DuplicateMechanism),
+    responses=error_responses(
+        BadRequest, MechanismNotFound, MechanismWithdrawn, MechanismIncomplete, DuplicateMechanism
+    ),
     summary="Correct a mechanism: a new version supersedes it (the old one is kept, withdrawn)",
 )
 def amend_mechanism(
@@ -425,8 +427,16 @@ def withdraw_mechanism(
 @router.put(
     "/mechanisms/{evidence_id}/document",
     response_model=EvidenceRead,
-    responses=error_responses(MechanismNotFound, MechanismWithdrawn, DuplicateMechanism, PayloadTooLarge),
+    responses=error_responses(
+        BadRequest, MechanismNotFound, MechanismWithdrawn, DuplicateMechanism, PayloadTooLarge
+    ),
     summary="Upload the filed document itself (PDF or image; kept in the object-locked bucket with its SHA-256)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in DOCUMENT_TYPES},
+        }
+    },
 )
 async def upload_mechanism_document(
     evidence_id: RecordId,

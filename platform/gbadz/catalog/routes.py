@@ -30,6 +30,7 @@ from gbadz.errors import (
     PreconditionFailed,
     StorageUnavailable,
     Unauthenticated,
+    Unprocessable,
     UnsupportedMediaType,
     error_responses,
 )
@@ -248,7 +249,10 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     "/datasets",
     status_code=201,
     response_model=schemas.DatasetDetail,
-    responses=error_responses(BadRequest, Forbidden, Conflict, PayloadTooLarge, UnsupportedMediaType),
+    # 422: a contract value the database cannot hold (a NUL character); see gbadz.db._refuse_nul.
+    responses=error_responses(
+        BadRequest, Forbidden, Conflict, PayloadTooLarge, UnsupportedMediaType, Unprocessable
+    ),
     summary="Register a dataset by its data contract (providers)",
     openapi_extra=CONTRACT_BODY,
 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from gbadz.compliance import service
 from gbadz.compliance.repository import TransferFilter
@@ -25,12 +25,16 @@ router = APIRouter(
     prefix="/api/v1", tags=["compliance"], responses=error_responses(Unauthenticated, InsufficientScope)
 )
 Auditor = Annotated[Principal, Depends(require_scopes("transfers:audit"))]
+# Log positions are BIGINT columns: a larger number overflowed the database driver (a 500).
+LAST_POSITION = 2**63 - 1
+# format=csv answers the same rows as a spreadsheet.
+CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
 
 
 @router.get(
     "/transfers",
     response_model=list[TransferRow],
-    responses=error_responses(BadRequest),
+    responses=CSV | error_responses(BadRequest),
     summary="Transfers from the log, filtered; format=csv for a spreadsheet",
 )
 def list_transfers(
@@ -60,6 +64,7 @@ def list_transfers(
 @router.get(
     "/determinations",
     response_model=list[TransferRow],
+    responses=CSV,
     summary="Compliance determinations from the transfer log (final basis, mechanism, PIPIA, approvers)",
 )
 def list_determinations(
@@ -166,11 +171,13 @@ def verify_transfer_log(principal: Auditor, sessions: Sessions, log: Log) -> Ver
     summary="One transfer-log entry with its inclusion proof in a signed checkpoint",
 )
 def get_entry(
-    index: int,
+    index: Annotated[int, Path(ge=0, le=LAST_POSITION)],
     principal: Auditor,
     sessions: Sessions,
     log: Log,
-    tree_size: Annotated[int | None, Query(ge=1, description="default: the latest checkpoint")] = None,
+    tree_size: Annotated[
+        int | None, Query(ge=1, le=LAST_POSITION, description="default: the latest checkpoint")
+    ] = None,
 ) -> EntryRead:
     return translog.entry_with_proof(sessions, log, index, tree_size)
 
@@ -186,7 +193,7 @@ def get_consistency(
     principal: Auditor,
     sessions: Sessions,
     log: Log,
-    first: Annotated[int, Query(alias="from", ge=1)],
-    second: Annotated[int, Query(alias="to", ge=1)],
+    first: Annotated[int, Query(alias="from", ge=1, le=LAST_POSITION)],
+    second: Annotated[int, Query(alias="to", ge=1, le=LAST_POSITION)],
 ) -> ConsistencyRead:
     return translog.consistency(sessions, log, first, second)

@@ -12,13 +12,19 @@ from starlette.concurrency import run_in_threadpool
 
 from gbadz.access.models import Grant
 from gbadz.delivery import service, sharing
-from gbadz.delivery.sharing import SCHEMA, check_table, share_name
+from gbadz.delivery.sharing import SCHEMA, SharingError, check_table, share_name
 from gbadz.deps import S3, AppSettings, Keys, Log, Rules, Sessions
-from gbadz.errors import Gone, NotFound, error_responses
+from gbadz.errors import Gone, GrantInactive, InsufficientScope, NotFound, Unauthenticated, error_responses
 from gbadz.identity.auth import require_scopes
 from gbadz.identity.tokens import Principal
 
-router = APIRouter(prefix="/delta-sharing", tags=["delta sharing"], include_in_schema=True)
+# Every route reads a sharing token first: 401 without a valid one, 410 once its grant ended.
+router = APIRouter(
+    prefix="/delta-sharing",
+    tags=["delta sharing"],
+    include_in_schema=True,
+    responses=error_responses(SharingError, GrantInactive),
+)
 
 
 def recipient(sessions: Sessions, keys: Keys, authorization: Annotated[str | None, Header()] = None) -> Grant:
@@ -27,6 +33,9 @@ def recipient(sessions: Sessions, keys: Keys, authorization: Annotated[str | Non
 
 
 Recipient = Annotated[Grant, Depends(recipient)]
+NDJSON: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Newline-delimited JSON actions", "content": {"application/x-ndjson": {}}}
+}
 
 
 def _ndjson(lines: Iterator[dict[str, Any]] | list[dict[str, Any]], version: int) -> Response:
@@ -63,14 +72,25 @@ def list_all_tables(share: str, grant: Recipient) -> JSONResponse:
     return JSONResponse({"items": [{"name": grant.dataset_id, "schema": SCHEMA, "share": share}]})
 
 
-@router.get("/shares/{share}/schemas/{schema}/tables/{table}/version", responses=error_responses(NotFound))
+@router.get(
+    "/shares/{share}/schemas/{schema}/tables/{table}/version",
+    response_class=Response,
+    responses={
+        200: {"description": "No body: the version is in the delta-table-version header"},
+        **error_responses(NotFound),
+    },
+)
 def table_version(share: str, schema: str, table: str, grant: Recipient, sessions: Sessions) -> Response:
     check_table(grant, share, schema, table)
     _, version = sharing.table_metadata(sessions, grant)
     return Response(status_code=200, headers={"delta-table-version": str(version)})
 
 
-@router.get("/shares/{share}/schemas/{schema}/tables/{table}/metadata", responses=error_responses(NotFound))
+@router.get(
+    "/shares/{share}/schemas/{schema}/tables/{table}/metadata",
+    response_class=Response,
+    responses=NDJSON | error_responses(NotFound),
+)
 def table_metadata(share: str, schema: str, table: str, grant: Recipient, sessions: Sessions) -> Response:
     check_table(grant, share, schema, table)
     metadata, version = sharing.table_metadata(sessions, grant)
@@ -79,7 +99,8 @@ def table_metadata(share: str, schema: str, table: str, grant: Recipient, sessio
 
 @router.post(
     "/shares/{share}/schemas/{schema}/tables/{table}/query",
-    responses=error_responses(NotFound, Gone, service.CopyAltered, service.DeliveryRateLimited),
+    response_class=Response,
+    responses=NDJSON | error_responses(NotFound, Gone, service.CopyAltered, service.DeliveryRateLimited),
 )
 async def query_table(
     share: str,
@@ -102,7 +123,9 @@ async def query_table(
     return _ndjson(lines, version)
 
 
-profile_router = APIRouter(prefix="/api/v1", tags=["delivery"])
+profile_router = APIRouter(
+    prefix="/api/v1", tags=["delivery"], responses=error_responses(Unauthenticated, InsufficientScope)
+)
 
 
 @profile_router.get(

@@ -13,8 +13,10 @@ from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from gbadz.errors import ErrorBody
 from gbadz.identity.oauth.clients import ALL_AUTH_METHODS
 from gbadz.identity.oauth.limits import FailureLimiter, Network, client_address
 from gbadz.identity.oauth.rfc7523 import ASSERTION_ALGORITHMS
@@ -54,6 +56,33 @@ def _basic_unreadable(headers: dict[str, str]) -> bool:
         return ":" not in base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         return True
+
+
+class OAuthErrorBody(BaseModel):
+    """An error of the authorization server, in the shape RFC 6749 §5.2 sets."""
+
+    error: str
+    error_description: str | None = None
+
+
+# What these endpoints answer besides 200 (RFC 6749 §5.2, RFC 7009 §2.2.1, RFC 7662 §2.3).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": OAuthErrorBody,
+        "description": "invalid_request | invalid_grant | unsupported_grant_type …",
+    },
+    401: {"model": OAuthErrorBody, "description": "invalid_client: the client did not authenticate"},
+    413: {"model": OAuthErrorBody, "description": "the body is larger than 64 KiB"},
+    422: {"model": ErrorBody, "description": "RequestValidationError: a value no client can have (a NUL)"},
+    429: {"model": OAuthErrorBody, "description": "too many failed authentications; see Retry-After"},
+}
+_CLIENT_AUTH = ("client_id", "client_secret", "client_assertion_type", "client_assertion")
+
+
+def _form(*fields: str) -> dict[str, Any]:
+    """The form-encoded body an endpoint reads, for the OpenAPI document (it parses the body itself)."""
+    schema = {"type": "object", "properties": {name: {"type": "string"} for name in (*fields, *_CLIENT_AUTH)}}
+    return {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": schema}}}}
 
 
 def build_router(
@@ -116,15 +145,30 @@ def build_router(
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    @router.post("/oauth/token", summary="Token endpoint (RFC 6749 §3.2; client credentials grant)")
+    @router.post(
+        "/oauth/token",
+        summary="Token endpoint (RFC 6749 §3.2; client credentials grant)",
+        responses=_ERRORS,
+        openapi_extra=_form("grant_type", "scope", "code", "redirect_uri", "code_verifier"),
+    )
     async def token(request: Request) -> Response:
         return await _run(request, None)
 
-    @router.post("/oauth/introspect", summary="Token introspection (RFC 7662)")
+    @router.post(
+        "/oauth/introspect",
+        summary="Token introspection (RFC 7662)",
+        responses=_ERRORS,
+        openapi_extra=_form("token", "token_type_hint"),
+    )
     async def introspect(request: Request) -> Response:
         return await _run(request, "introspection")
 
-    @router.post("/oauth/revoke", summary="Token revocation (RFC 7009)")
+    @router.post(
+        "/oauth/revoke",
+        summary="Token revocation (RFC 7009)",
+        responses=_ERRORS,
+        openapi_extra=_form("token", "token_type_hint"),
+    )
     async def revoke(request: Request) -> Response:
         return await _run(request, "revocation")
 
