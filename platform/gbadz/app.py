@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -84,14 +84,59 @@ class AdmissionMiddleware:
     answered within a few turns of the loop. Before this, a closed loop of 64 connections kept
     64 requests' work queued on the loop and a probe waited behind it (issue #20, finding 3).
     A request that waits longer than ``timeout_s`` is answered 503 with Retry-After.
+
+    A request's body (up to ``max_body_bytes``) is read *before* it takes a slot, within
+    ``body_timeout_s`` (408 after): a client trickling a body a byte at a time then holds a
+    connection, not one of the few slots everyone shares (16 such clients had every other
+    request waiting into 503s). The routes in ``streaming`` (uploads, filed documents) stream
+    their bodies to storage and hold their slot while they do; they need a token first.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, timeout_s: float, exempt: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        timeout_s: float,
+        exempt: frozenset[str],
+        *,
+        max_body_bytes: int = 1024 * 1024,
+        body_timeout_s: float = 30.0,
+        streaming: Sequence[limits.RouteLimit] = (),
+    ) -> None:
         self.app = app
         self.limit = limit
         self.timeout_s = timeout_s
         self.exempt = exempt
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.streaming = tuple(streaming)
         self._slots: tuple[asyncio.AbstractEventLoop, anyio.Semaphore] | None = None
+
+    def _buffers(self, scope: Scope) -> bool:
+        """Whether this request's body is read before admission (not a streaming route, not declared too large)."""
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"").strip()
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        if not chunked and (not length or length == b"0"):
+            return False
+        if length and (not length.isdigit() or len(length) > 20 or int(length) > self.max_body_bytes):
+            return False  # the body limit answers it at once, without reading
+        method, path = scope["method"], scope["path"]
+        return not any(method in r.methods and r.path.fullmatch(path) for r in self.streaming)
+
+    async def _read_body(self, receive: Receive) -> list[Message] | None:
+        """The request's messages up to the end of its body (or just past ``max_body_bytes``,
+        for the body limit to refuse); None if the client disconnected."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return None
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False) or size > self.max_body_bytes:
+                return messages
 
     def _semaphore(self) -> anyio.Semaphore:
         # One per event loop (a test client runs a loop per `with` block).
@@ -104,6 +149,26 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
+        if self._buffers(scope):
+            try:
+                with anyio.fail_after(self.body_timeout_s):
+                    buffered = await self._read_body(receive)
+            except TimeoutError:
+                response = JSONResponse(
+                    {"error": "RequestTimeout", "detail": "body: not received in time", "request_id": None},
+                    status_code=408,
+                    headers={"Connection": "close"},
+                )
+                await response(scope, receive, send)
+                return
+            if buffered is None:
+                return  # the client went away before sending its body
+            original = receive
+
+            async def replay() -> Message:
+                return buffered.pop(0) if buffered else await original()
+
+            receive = replay
         slots = self._semaphore()
         try:
             with anyio.fail_after(self.timeout_s):
@@ -320,13 +385,10 @@ def create_app(settings: Settings) -> FastAPI:
     # Inside the request-id middleware, so a refusal carries the request's id. The console's
     # document form gets 1 MiB of slack for its multipart framing: its route checks the form's
     # token first and then the exact limit.
-    app.add_middleware(
-        limits.BodyLimit,
-        default=settings.api.max_body_bytes,
-        routes=limits.route_limits(
-            settings, MAX_DOCUMENT_BYTES, CONSOLE_DOCUMENT_BYTES + MAX_FORM_BYTES + 1024 * 1024
-        ),
+    streaming = limits.route_limits(
+        settings, MAX_DOCUMENT_BYTES, CONSOLE_DOCUMENT_BYTES + MAX_FORM_BYTES + 1024 * 1024
     )
+    app.add_middleware(limits.BodyLimit, default=settings.api.max_body_bytes, routes=streaming)
     app.add_middleware(RequestIdMiddleware)
     # Added last, so outermost: a waiting request has had no work done on it yet.
     app.add_middleware(
@@ -334,6 +396,9 @@ def create_app(settings: Settings) -> FastAPI:
         limit=settings.api.max_active_requests,
         timeout_s=settings.api.queue_timeout_s,
         exempt=frozenset({"/healthz"}),
+        max_body_bytes=settings.api.max_body_bytes,
+        body_timeout_s=settings.api.request_body_timeout_s,
+        streaming=streaming,
     )
     install_error_handlers(app)
 

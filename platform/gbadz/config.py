@@ -228,6 +228,13 @@ class ApiSettings(BaseModel):
         description="close a connection that has not sent a complete request head this long after "
         "connecting or after its last response (idle and slowly-sending connections)",
     )
+    request_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="a request body (outside the upload routes) not fully received this long after its "
+        "head is answered 408; it is read before the request takes one of the shared slots",
+    )
     access_log: bool = Field(default=True, description="log one line per request (uvicorn's access log)")
     max_body_bytes: int = Field(
         default=1024 * 1024,
