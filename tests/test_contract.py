@@ -169,6 +169,8 @@ class TestCraftedYaml:
             (with_examples("[" + ", ".join(["1"] * 21) + "]"), EXAMPLES, "at most 20 examples"),
             (with_examples("[{a: 1}]"), EXAMPLES, "example [0] must be one value"),
             (with_examples('["' + "y" * 201 + '"]'), EXAMPLES, "at most 200 characters"),
+            (with_examples("[2024-02-30]"), "line 17", "not a valid date or time"),
+            (with_examples("[2024-01-01 25:00:00]"), "line 17", "not a valid date or time"),
         ],
         ids=[
             "billion-laughs",
@@ -183,6 +185,8 @@ class TestCraftedYaml:
             "too-many-examples",
             "nested-example",
             "long-example",
+            "no-such-day",
+            "no-such-hour",
         ],
     )
     def test_refused_naming_the_field_quickly(self, raw: bytes, field: str, reason: str) -> None:

@@ -94,6 +94,14 @@ class _CEvents(Composer, CParser, SafeConstructor, Resolver):
         Resolver.__init__(self)
 
 
+def _checked_timestamp(loader: SafeConstructor, node: yaml.ScalarNode) -> Any:
+    """A YAML timestamp that is no date (2024-02-30, 25:00) is refused naming its line, not a ValueError."""
+    try:
+        return SafeConstructor.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError):
+        raise _YAMLRefused(f"line {node.start_mark.line + 1}", "not a valid date or time") from None
+
+
 class _ContractLoader(_CEvents):
     """The safe loader, bounded while it composes: nesting depth, and no alias that refers to
     the collection it is in (a recursive structure). The composed graph is then checked by
@@ -212,6 +220,9 @@ def safe_yaml(raw: bytes) -> Any:
         return loader.construct_document(root)
     finally:
         loader.dispose()
+
+
+_ContractLoader.add_constructor("tag:yaml.org,2002:timestamp", _checked_timestamp)
 
 
 class Strict(BaseModel):
