@@ -76,9 +76,7 @@ def served(
     port = free_port()
     env = cli_env(
         tmp_path / "home",
-        GBADZ_ENV="test",
-        GBADZ_LOG_LEVEL="WARNING",
-        GBADZ_API__ACCESS_LOG="false",
+        **{"GBADZ_ENV": "test", "GBADZ_LOG_LEVEL": "WARNING", "GBADZ_API__ACCESS_LOG": "false"} | served_env,
         GBADZ_API__REQUEST_HEADER_TIMEOUT_S=str(HEAD_TIMEOUT_S),
         GBADZ_DB__URL=database_url,
         GBADZ_S3__ENDPOINT_URL=s3_settings.endpoint_url or "",
@@ -87,14 +85,13 @@ def served(
         GBADZ_CRYPTO__PASSPHRASE="the test suite's keyring passphrase",
         GBADZ_CRYPTO__SCRYPT_LOG2_N="10",
         GBADZ_OAUTH__ISSUER=f"http://127.0.0.1:{port}",
-        **served_env,
     )
     errors = tmp_path / "serve.stderr"
     with errors.open("wb") as stderr:
         server = subprocess.Popen(
             [sys.executable, "-m", "gbadz", "serve", "--port", str(port)],
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=stderr,  # uvicorn's access log goes to stdout
             stderr=stderr,
             start_new_session=True,
         )
@@ -265,3 +262,28 @@ class TestSlowBodies:
         finally:
             for sock in slow:
                 sock.close()
+
+
+class TestAccessLog:
+    @pytest.fixture
+    def served_env(self) -> dict[str, str]:
+        return {"GBADZ_LOG_LEVEL": "INFO", "GBADZ_API__ACCESS_LOG": "true"}
+
+    @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+    def test_delivery_tickets_stay_out_of_the_access_log(
+        self, served: tuple[int, str], tmp_path: Path
+    ) -> None:
+        """A delivery-file URL is logged without its ticket, a bearer credential for the data (review of #20)."""
+        port, _ = served
+        ticket = "eyJnIjoiUkVWSUVXLVRJQ0tFVCJ9.c2lnbmF0dXJlLXNlY3JldA"
+        assert 404 == httpx.get(f"http://127.0.0.1:{port}/api/v1/delivery-files/{ticket}?x=1").status_code
+        log = tmp_path / "serve.stderr"
+        deadline = time.monotonic() + 5
+        while (
+            "/delivery-files/[ticket]" not in log.read_text(errors="replace") and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        text = log.read_text(errors="replace")
+        assert "/delivery-files/[ticket]" in text
+        assert "c2lnbmF0dXJl" not in text
+        assert "eyJnIjoi" not in text

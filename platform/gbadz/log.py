@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -64,6 +65,27 @@ class _ServerErrors(logging.Filter):
 
 _server_filter = _ServerErrors()
 
+_TICKET = re.compile(r"(/delivery-files/)[^/?#\s]+")
+
+
+class _AccessRedaction(logging.Filter):
+    """The access log names a delivery-file URL without its ticket: the ticket is a bearer
+    credential for decrypted data until it expires, and its first part names the grant."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            isinstance(args, tuple)
+            and len(args) >= 3
+            and isinstance(args[2], str)
+            and "/delivery-files/" in args[2]
+        ):
+            record.args = (*args[:2], _TICKET.sub(r"\1[ticket]", args[2]), *args[3:])
+        return True
+
+
+_access_filter = _AccessRedaction()
+
 
 def debug_enabled() -> bool:
     return _level <= logging.DEBUG
@@ -76,11 +98,14 @@ def mark_logged(exc: BaseException) -> None:
 
 
 def quiet_server_errors() -> None:
-    """Install the filter on the ASGI server's error logger (after the server configured logging)."""
+    """Install the filters on the ASGI server's error and access loggers (after the server configured logging)."""
     for name in _SERVER_ERROR_LOGGERS:
         logger = logging.getLogger(name)
         if _server_filter not in logger.filters:
             logger.addFilter(_server_filter)
+    access = logging.getLogger("uvicorn.access")
+    if _access_filter not in access.filters:
+        access.addFilter(_access_filter)
 
 
 def configure(level: str = "INFO", json: bool = False) -> None:
