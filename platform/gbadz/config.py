@@ -299,10 +299,12 @@ class IngestSettings(BaseModel):
     max_rows: int = Field(default=100_000_000, ge=1, description="rows a file may declare")
     max_columns: int = Field(default=1024, ge=1, description="columns a file may declare")
     max_table_bytes: int = Field(
-        default=4 * 1024**3,
+        default=1024**3,
         ge=1024,
         description="decoded (in-memory) size a file may reach: checked against a Parquet file's "
-        "metadata before reading and counted batch by batch while reading",
+        "metadata before reading and counted batch by batch while reading. Validation still holds "
+        "the table (and a pandas copy) in memory: about 10 million rows of a typical contract per "
+        "GiB; raise it only on workers with the memory for it",
     )
     max_line_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="longest CSV line (and so field) accepted"

@@ -155,7 +155,7 @@ class TestBoundedReading:
         assert time.monotonic() - started < 5
         assert peak_rss_since_reset() - before < 256 * 1024 * 1024
         assert (None, False) == (table, report.success)
-        assert "decodes to more than 4,294,967,296 bytes" in report.summary()
+        assert "decodes to more than 1,073,741,824 bytes" in report.summary()
         assert "xxxx" not in report.summary()
 
     def test_declared_uncompressed_size_is_checked_before_reading(
@@ -167,6 +167,32 @@ class TestBoundedReading:
         _, report = validate_file(hospital, path, limits)
         assert "declares" in report.summary()
         assert "bytes uncompressed; the limit is 8,388,608" in report.summary()
+
+    def test_repeated_integers_are_counted_at_their_decoded_width(
+        self, hospital: Contract, tmp_path: Path
+    ) -> None:
+        """A run of one integer declares a few KB after encoding; its decoded width is what counts."""
+        path = tmp_path / "zeros.parquet"
+        rows = 4_000_000
+        contract = load_contract(REPO / "contracts" / "sz-hospital-outpatient-visits.yaml")
+        like = pa.schema([(p.name, ARROW_TYPES[p.logicalType]) for p in contract.table.properties])
+        zeros = {
+            f.name: pa.array(np.zeros(rows, dtype=np.int64)).cast(f.type)
+            if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+            else pa.nulls(rows, f.type)
+            for f in like
+        }
+        pq.write_table(pa.table(zeros), path, compression="zstd", write_statistics=False, store_schema=False)
+        meta = pq.read_metadata(path)
+        encoded = sum(
+            meta.row_group(g).column(c).total_uncompressed_size
+            for g in range(meta.num_row_groups)
+            for c in range(meta.num_columns)
+        )
+        limit = 16 << 20
+        assert encoded < limit  # the old check, on encoded sizes, let it through
+        _, report = validate_file(hospital, path, IngestSettings(max_table_bytes=limit))
+        assert "bytes uncompressed; the limit is 16,777,216" in report.summary()
 
     def test_row_and_column_counts_are_checked_before_reading(
         self, hospital: Contract, tmp_path: Path
