@@ -83,7 +83,7 @@ class TestBuckets:
     def test_ensure_buckets_sets_the_retention_of_an_existing_landing_bucket(
         self, s3_settings: S3Settings
     ) -> None:
-        """A landing bucket made before (object lock, no retention) gets the configured one."""
+        """A landing bucket made before (object lock, no retention) gets the configured one; never a shorter one."""
         client = storage.make_client(s3_settings)
         bucket = f"test-landing-{secrets.token_hex(4)}"
         client.make_bucket(bucket, object_lock=True)
@@ -93,6 +93,9 @@ class TestBuckets:
         assert ObjectLockConfig(COMPLIANCE, 2, DAYS) == client.get_object_lock_config(bucket)
         settings = settings.model_copy(update={"landing_retention_days": 3})
         storage.ensure_buckets(client, settings)
+        assert ObjectLockConfig(COMPLIANCE, 3, DAYS) == client.get_object_lock_config(bucket)
+        # A lower setting never shortens what the bucket keeps (only an operator, on the bucket).
+        storage.ensure_buckets(client, settings.model_copy(update={"landing_retention_days": 1}))
         assert ObjectLockConfig(COMPLIANCE, 3, DAYS) == client.get_object_lock_config(bucket)
 
     def test_a_landing_bucket_without_object_lock_is_refused(self, s3_settings: S3Settings) -> None:

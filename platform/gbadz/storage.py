@@ -19,7 +19,7 @@ import urllib3
 from minio import Minio
 from minio.commonconfig import COMPLIANCE
 from minio.error import S3Error
-from minio.objectlockconfig import DAYS, ObjectLockConfig
+from minio.objectlockconfig import DAYS, YEARS, ObjectLockConfig
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from gbadz.config import S3Settings
@@ -174,8 +174,26 @@ def _ensure_landing_retention(client: Minio, settings: S3Settings) -> None:
             "bucket with object lock (`gbadz storage init` does when it does not exist) or set "
             "GBADZ_S3__LANDING_BUCKET to one that has it"
         ) from None
-    if current != wanted:
-        client.set_object_lock_config(bucket, wanted)
+    if current == wanted:
+        return
+    held = _retention_days(current) if current.mode == COMPLIANCE else 0
+    if held > settings.landing_retention_days:
+        # Lowering it would shorten what the law needs kept for every future raw upload: an
+        # operator lowers it on the bucket, deliberately, not through a setting (review of #20).
+        log.warning(
+            "landing retention kept",
+            bucket=bucket,
+            configured_days=settings.landing_retention_days,
+            kept_days=held,
+        )
+        return
+    client.set_object_lock_config(bucket, wanted)
+
+
+def _retention_days(config: ObjectLockConfig) -> int:
+    value = config.duration[0] if config.duration else 0
+    unit = config.duration[1] if config.duration else None
+    return int(value or 0) * (365 if unit == YEARS else 1)
 
 
 def delivery_prefix(dataset_id: str) -> str:
