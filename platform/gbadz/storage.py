@@ -191,9 +191,7 @@ def _ensure_landing_retention(client: Minio, settings: S3Settings) -> None:
 
 
 def _retention_days(config: ObjectLockConfig) -> int:
-    value = config.duration[0] if config.duration else 0
-    unit = config.duration[1] if config.duration else None
-    return int(value or 0) * (365 if unit == YEARS else 1)
+    return int(config.duration or 0) * (365 if config.duration_unit == YEARS else 1)
 
 
 def delivery_prefix(dataset_id: str) -> str:
