@@ -87,7 +87,7 @@ class TestExternalIssuer:
         me = http.get("/api/v1/me", headers=bearer(_token(idp_key)))
         assert 200 == me.status_code, me.text
         body = me.json()
-        assert ("org-hk-logistics", "consumer", True, "logistics-portal") == (
+        assert ("org-hk-logistics", "consumer", True, f"ext:{ISSUER}#logistics-portal") == (
             body["org_id"],
             body["role"],
             body["external"],
@@ -224,6 +224,20 @@ class TestIssuerBounds:
             assert (200, "compliance_officer") == (me.status_code, me.json()["role"])
             consumer = _token(idp_key)
             assert 401 == client.get("/api/v1/me", headers=bearer(consumer)).status_code
+
+    def test_subjects_are_named_under_their_issuer(
+        self, settings: Settings, jwks_url: str, idp_key: RSAKey
+    ) -> None:
+        """A subject or client id minted to read as one of ours ("user:…", "gbz_…") is named under its issuer."""
+        issuer = ExternalIssuer(issuer=ISSUER, jwks_uri=jwks_url, organizations=[HOME_ORG])
+        app = create_app(settings.model_copy(update={"oauth": OAuthSettings(external_issuers=[issuer])}))
+        with TestClient(app) as client:
+            token = _token(idp_key, sub="user:ho.kayan", azp="gbz_000000000000000000000000")
+            me = client.get("/api/v1/me", headers=bearer(token)).json()
+        assert (f"ext:{ISSUER}#user:ho.kayan", f"ext:{ISSUER}#gbz_000000000000000000000000") == (
+            me["subject"],
+            me["client_id"],
+        )
 
     def test_unconfigured_issuer_speaks_for_nobody(
         self, settings: Settings, jwks_url: str, idp_key: RSAKey

@@ -333,9 +333,13 @@ class Authenticator:
             raise TokenRejected(
                 f"the token's {cfg.scope_claim!r} claim is neither a string nor a list of strings"
             )
+        # Named under their issuer: an external identity provider cannot mint a subject or client
+        # id that reads as one of ours (a "user:…" or a "gbz_…") in the audit trail or in the
+        # "never the same person twice" checks of an approval.
+        namespace = f"ext:{cfg.issuer}#"
         return Principal(
-            subject=str(claims["sub"]),
-            client_id=str(claims.get("client_id") or claims.get("azp") or claims["sub"]),
+            subject=namespace + str(claims["sub"]),
+            client_id=namespace + str(claims.get("client_id") or claims.get("azp") or claims["sub"]),
             org_id=org,
             role=str(role),
             # An external issuer cannot grant more than the role allows here.
