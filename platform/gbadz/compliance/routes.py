@@ -21,6 +21,10 @@ from gbadz.translog.schemas import CheckpointRead, ConsistencyRead, EntryRead, V
 from gbadz.translog.service import LogEntryNotFound, NoCoveringCheckpoint
 from gbadz.vocabulary import Jurisdiction, Outcome
 
+# Filters are compared with values inside the signed entries: no control characters (a NUL
+# cannot even be bound on PostgreSQL).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
 router = APIRouter(
     prefix="/api/v1", tags=["compliance"], responses=error_responses(Unauthenticated, InsufficientScope)
 )
@@ -40,13 +44,17 @@ CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema":
 def list_transfers(
     principal: Auditor,
     session: ReadSession,
-    exporter: Annotated[str | None, Query(max_length=36, description="exporter organisation id")] = None,
-    recipient: Annotated[str | None, Query(max_length=36, description="recipient organisation id")] = None,
+    exporter: Annotated[
+        str | None, Query(max_length=36, pattern=PRINTABLE, description="exporter organisation id")
+    ] = None,
+    recipient: Annotated[
+        str | None, Query(max_length=36, pattern=PRINTABLE, description="recipient organisation id")
+    ] = None,
     origin: Annotated[Jurisdiction | None, Query()] = None,
     destination: Annotated[Jurisdiction | None, Query()] = None,
     outcome: Annotated[Outcome | None, Query()] = None,
-    mechanism: Annotated[str | None, Query(max_length=32)] = None,
-    dataset: Annotated[str | None, Query(max_length=100)] = None,
+    mechanism: Annotated[str | None, Query(max_length=32, pattern=PRINTABLE)] = None,
+    dataset: Annotated[str | None, Query(max_length=100, pattern=PRINTABLE)] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601 with a time zone")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601 with a time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
