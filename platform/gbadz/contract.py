@@ -94,7 +94,7 @@ class _CEvents(Composer, CParser, SafeConstructor, Resolver):
         Resolver.__init__(self)
 
 
-def _checked_timestamp(loader: SafeConstructor, node: yaml.ScalarNode) -> Any:
+def _checked_timestamp(loader: _ContractLoader, node: yaml.ScalarNode) -> Any:
     """A YAML timestamp that is no date (2024-02-30, 25:00) is refused naming its line, not a ValueError."""
     try:
         return SafeConstructor.construct_yaml_timestamp(loader, node)
@@ -222,7 +222,8 @@ def safe_yaml(raw: bytes) -> Any:
         loader.dispose()
 
 
-_ContractLoader.add_constructor("tag:yaml.org,2002:timestamp", _checked_timestamp)
+# The stubs bound add_constructor to PyYAML's own loader classes; ours composes like them.
+_ContractLoader.add_constructor("tag:yaml.org,2002:timestamp", _checked_timestamp)  # type: ignore[type-var]
 
 
 class Strict(BaseModel):
