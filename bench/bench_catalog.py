@@ -299,9 +299,18 @@ def _database(base: str | None, tmp: str) -> Iterator[str]:
 @contextlib.contextmanager
 def api_server(url: str, tmp: str) -> Iterator[str]:
     """``gbadz serve`` (one uvicorn worker) on a loopback port over ``url``; yields its base URL."""
+    with served(url, tmp) as (base, _):
+        yield base
+
+
+@contextlib.contextmanager
+def served(url: str, tmp: str, extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """``gbadz serve`` (one uvicorn worker) on a loopback port over ``url``, with ``extra_env``
+    settings; yields its base URL and PID."""
     port = free_port()
     env = apply_environment(
-        {
+        (extra_env or {})
+        | {
             "GBADZ_ENV": "test",
             "GBADZ_HOME": tmp,
             "GBADZ_LOG_LEVEL": "WARNING",
@@ -336,7 +345,7 @@ def api_server(url: str, tmp: str) -> Iterator[str]:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the API did not start: " + errors.read_text(errors="replace"))
             time.sleep(0.1)
-        yield base
+        yield base, server.pid
     finally:
         server.send_signal(signal.SIGINT)
         try:

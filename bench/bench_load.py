@@ -21,10 +21,8 @@ import base64
 import contextlib
 import http.client
 import re
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,9 +30,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import bench_catalog
-import httpx
-
-from gbadz.config import apply_environment
 
 bench_catalog.DATASETS = 2_000
 DURATION_S = 60
@@ -66,52 +61,11 @@ def rss_mib(pid: int) -> float:
 
 @contextlib.contextmanager
 def api_server(url: str, tmp: str) -> Iterator[tuple[str, int]]:
-    """``gbadz serve`` on a loopback port over ``url``; yields its base URL and PID."""
-    port = bench_catalog.free_port()
-    env = apply_environment(
-        {
-            "GBADZ_ENV": "test",
-            "GBADZ_HOME": tmp,
-            "GBADZ_LOG_LEVEL": "WARNING",
-            "GBADZ_API__ACCESS_LOG": "false",
-            "GBADZ_API__REQUEST_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S),
-            "GBADZ_DB__URL": url,
-            "GBADZ_S3__ENDPOINT_URL": "http://127.0.0.1:1",
-            "GBADZ_S3__ACCESS_KEY": "unused",
-            "GBADZ_S3__SECRET_KEY": "unused-secret",
-            "GBADZ_CRYPTO__PASSPHRASE": "benchmark keyring passphrase",
-            "GBADZ_CRYPTO__SCRYPT_LOG2_N": "12",
-            "GBADZ_OAUTH__ISSUER": f"http://127.0.0.1:{port}",
-        }
-    )
-    errors = Path(tmp) / "serve.stderr"
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gbadz"), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=errors.open("wb"),
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the API did not start: " + errors.read_text(errors="replace"))
-            time.sleep(0.1)
-        yield base, server.pid
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    """``gbadz serve`` on a loopback port over ``url``, no access log and the bench's head timeout;
+    yields its base URL and PID."""
+    extra = {"GBADZ_API__ACCESS_LOG": "false", "GBADZ_API__REQUEST_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S)}
+    with bench_catalog.served(url, tmp, extra) as served:
+        yield served
 
 
 def start_wrk(
