@@ -429,6 +429,30 @@ def deliver(
         raise StorageUnavailable("storage: the delivery store is unavailable; try again later") from None
 
 
+def _reused(
+    body: dict[str, Any],
+    log_index: int,
+    grant: Grant,
+    files: list[DeliveredFile],
+    appended: Appended | None,
+    issued_at: datetime,
+) -> Delivery:
+    """A delivery handed out again from its logged entry ``body`` (no new copy, nobody counted twice)."""
+    return Delivery(
+        transfer_id=body["transfer_id"],
+        log_index=log_index,
+        grant_id=grant.id,
+        dataset_id=body["dataset_id"],
+        version=body["dataset_version"],
+        columns=body["columns"],
+        files=files,
+        reused=True,
+        appended=appended,
+        access_expiry=grant.expires_at,
+        issued_at=issued_at,
+    )
+
+
 def _deliver_checked(
     session: Session,
     *,
@@ -469,19 +493,7 @@ def _deliver_checked(
                     "decided_at_transfer": redecision.summary(),
                 }
                 appended = log.append(session, reissue, kind="reissue", grant_id=grant.id)
-                return Delivery(
-                    transfer_id=body["transfer_id"],
-                    log_index=earlier_entry.index,
-                    grant_id=grant.id,
-                    dataset_id=body["dataset_id"],
-                    version=body["dataset_version"],
-                    columns=body["columns"],
-                    files=earlier_files,
-                    reused=True,
-                    appended=appended,
-                    access_expiry=grant.expires_at,
-                    issued_at=now,
-                )
+                return _reused(body, earlier_entry.index, grant, earlier_files, appended, now)
             scoped_key = None  # too old, the data changed, or the copy is gone: a new, logged delivery
     live = _live_issuance(session, settings, grant, dataset, version.version, now)
     if live is not None:
@@ -492,19 +504,7 @@ def _deliver_checked(
             # One click, one logged transfer: a repeat within the URLs' life gets the very URLs
             # already logged (same expiry, same signature), so nothing new leaves and nothing
             # new is logged or stored.
-            return Delivery(
-                transfer_id=body["transfer_id"],
-                log_index=transfer_index,
-                grant_id=grant.id,
-                dataset_id=body["dataset_id"],
-                version=body["dataset_version"],
-                columns=body["columns"],
-                files=live_files,
-                reused=True,
-                appended=None,
-                access_expiry=grant.expires_at,
-                issued_at=issued,
-            )
+            return _reused(body, transfer_index, grant, live_files, None, issued)
     _rate_limited(session, settings, grant.id, now)
     transfer_id = str(uuid.uuid4())
     earlier = _delivered(session, grant.id, version.version, dataset.contract_sha256) if reuse_files else None
