@@ -8,14 +8,16 @@ Order of events (issue #8, invariant 1 of architecture.md):
    grant, or its mechanism lapsed: the grant is suspended (its own transaction) and 410;
 2. materialise: read the curated Parquet under the grant (only granted columns; encrypted
    columns decrypted by the grant's keys), apply the contract's delivery protections
-   (masks; ``drop_on_export`` columns never leave), write Parquet batch by batch into the
-   delivery bucket — a failure here logs nothing and hands out nothing;
+   (masks; ``drop_on_export`` columns never leave), write Parquet batch by batch, sealed under
+   the grant's own key (ADR 0018), into the delivery bucket — a failure here logs nothing and
+   hands out nothing; a stored copy is reused only if it still hashes as logged;
 3. in one transaction: the delivery row, the year-to-date counters (de-duplicated
    individuals) and the transfer-log entry; commit;
-4. presign GET URLs (a local computation: it cannot fail half-way).
+4. sign the URLs: tickets to ``/api/v1/delivery-files/…``, which decrypts while the grant is
+   active (a local computation: it cannot fail half-way).
 
 A retry with the same ``Idempotency-Key`` after a crash between 3 and 4 (within an hour, same
-version and contract) reuses the logged delivery and only presigns again: one transfer, and
+version and contract) reuses the logged delivery and only signs its URLs again: one transfer, and
 a ``reissue`` entry in the log for the new URLs.
 """
 
