@@ -442,10 +442,12 @@ class EmbeddedServices:
 
     def _start_s3_retrying(self, preferred_ports: dict[str, int]) -> S3State:
         """Start SeaweedFS; if a chosen port was taken before it could bind (another process
-        picked the same free port in between), start again on fresh ports."""
+        picked the same free port in between), start again. Each attempt keeps the preferred
+        ports that are still free (a restarted server keeps the address its clients hold) and
+        picks the others afresh."""
         for attempt in range(START_ATTEMPTS):
             try:
-                return self._start_s3(preferred_ports if attempt == 0 else {})
+                return self._start_s3(preferred_ports)
             except ServicesError as exc:
                 if attempt == START_ATTEMPTS - 1 or not any(m in str(exc) for m in PORT_TAKEN):
                     raise
