@@ -437,6 +437,48 @@ class Licence(Strict):
         return parse_duration(self.max_grant_duration)
 
 
+class ComputeBudget(Strict):
+    """The privacy budget one analysis grant may spend in all (pure or approximate DP)."""
+
+    epsilon: float = Field(gt=0, le=10, description="ε for the whole grant (basic composition)")
+    delta: float = Field(
+        default=1e-7,
+        ge=0,
+        le=1e-5,
+        description="δ for the whole grant: what releasing group keys not declared in the contract costs",
+    )
+    max_epsilon_per_query: float | None = Field(
+        default=None, gt=0, le=10, description="the most one query may spend (default: the whole budget)"
+    )
+
+
+class Compute(Strict):
+    """Compute-to-data (ADR 0022): what analysts may ask of the rows without seeing them.
+
+    ``dp``: differentially private aggregates under a per-grant budget, each person bounded
+    to ``max_rows_per_person`` rows (and ``max_groups_per_person`` groups); ``threshold``:
+    exact aggregates with small groups suppressed, only for a dataset with no personal
+    information (a minimum group size alone is broken by differencing); ``none``: no analyses.
+    """
+
+    mode: Literal["dp", "threshold", "none"] = "none"
+    dimensions: list[str] = Field(
+        default_factory=list, max_length=32, description="columns an analyst may group and filter by"
+    )
+    measures: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="numeric columns an analyst may sum and average; bounded by the schema's minimum/maximum",
+    )
+    privacy_unit: str | None = Field(
+        default=None, description="the subject-identifier column whose people the budget protects"
+    )
+    max_rows_per_person: int = Field(default=1, ge=1, le=10_000)
+    max_groups_per_person: int | None = Field(default=None, ge=1, le=10_000)
+    budget: ComputeBudget | None = None
+    min_group_size: int = Field(default=10, ge=1, le=1_000_000)
+
+
 class GbadzBlock(Strict):
     provider: Provider
     origin: str
@@ -450,6 +492,7 @@ class GbadzBlock(Strict):
     anonymisation: Anonymisation | None = None
     minors: Minors | None = None
     licence: Licence
+    compute: Compute = Field(default_factory=Compute)
 
     @field_validator("sector_overlay")
     @classmethod
@@ -558,7 +601,74 @@ class Contract(Strict):
                 "gbadz.provenance.collection_purposes: a Hong Kong dataset with personal data states the "
                 "purposes it was collected for (PDPO DPP3)"
             )
+        self._check_compute()
         return self
+
+    def _check_compute(self) -> None:
+        """The compute block names analysable columns and a privacy model that fits the data."""
+        compute = self.gbadz.compute
+        if compute.mode == "none":
+            return
+        props = {p.name: p for p in self.table.properties}
+        where = "gbadz.compute"
+        if not compute.dimensions and not compute.measures:
+            raise ValueError(f"{where}: name at least one dimension or measure, or set mode: none")
+        for name in [*compute.dimensions, *compute.measures]:
+            if name not in props:
+                raise ValueError(f"{where}: names a column not in the schema: {name}")
+        both = sorted(set(compute.dimensions) & set(compute.measures))
+        if both:
+            raise ValueError(f"{where}: a column is a dimension or a measure, not both: {', '.join(both)}")
+        for name in compute.dimensions:
+            facts = self.facts(name)
+            # Grouping by a per-person or per-row value would release one group per person.
+            if facts.subject_identifier or facts.protection == "pseudonymise" or props[name].unique:
+                raise ValueError(
+                    f"{where}.dimensions: {name} identifies a person or a row; it cannot be grouped by"
+                )
+            if facts.protection == "drop_on_export":
+                raise ValueError(f"{where}.dimensions: {name} is dropped on export; it cannot be analysed")
+        for name in compute.measures:
+            prop = props[name]
+            options = prop.logicalTypeOptions
+            if prop.logicalType not in ("integer", "number"):
+                raise ValueError(f"{where}.measures: {name} must be an integer or number column")
+            if options is None or options.minimum is None or options.maximum is None:
+                raise ValueError(
+                    f"{where}.measures: {name} needs logicalTypeOptions minimum and maximum (its contribution bounds)"
+                )
+            if self.facts(name).subject_identifier or self.facts(name).protection in (
+                "pseudonymise",
+                "drop_on_export",
+            ):
+                raise ValueError(f"{where}.measures: {name} identifies a person or is dropped on export")
+        if compute.mode == "threshold":
+            if self.has_pi:
+                raise ValueError(
+                    f"{where}.mode: threshold is only for a dataset with no personal information; "
+                    "a minimum group size alone is broken by differencing: use dp"
+                )
+            return
+        if compute.budget is None:
+            raise ValueError(f"{where}.budget: a dp mode needs a budget (epsilon per grant)")
+        per_query = compute.budget.max_epsilon_per_query
+        if per_query is not None and per_query > compute.budget.epsilon:
+            raise ValueError(f"{where}.budget.max_epsilon_per_query: more than the grant's whole epsilon")
+        if self.has_pi:
+            if compute.privacy_unit is None:
+                raise ValueError(
+                    f"{where}.privacy_unit: a dataset with personal information names its subject identifier"
+                )
+            if compute.privacy_unit not in self.subject_columns:
+                raise ValueError(
+                    f"{where}.privacy_unit: {compute.privacy_unit} is not the subject_identifier column"
+                )
+        elif compute.privacy_unit is not None and compute.privacy_unit not in props:
+            raise ValueError(
+                f"{where}.privacy_unit: names a column not in the schema: {compute.privacy_unit}"
+            )
+        if compute.privacy_unit in compute.dimensions or compute.privacy_unit in compute.measures:
+            raise ValueError(f"{where}.privacy_unit: the privacy unit cannot be a dimension or measure")
 
     @property
     def table(self) -> SchemaObject:
@@ -615,6 +725,8 @@ class Contract(Strict):
             # Who may see restricted metadata, and what the licence allows, change what others get.
             "visible_to": sorted(g.visible_to),
             "licence": g.licence.model_dump(),
+            # What analysts may compute, and under which privacy model (ADR 0022).
+            **({"compute": g.compute.model_dump()} if g.compute.mode != "none" else {}),
         }
         return hashlib.sha256(json.dumps(signed, sort_keys=True).encode()).hexdigest()
 

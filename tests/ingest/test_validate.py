@@ -53,7 +53,7 @@ class TestFailures:
         assert {"patient_id", "department", "fee_cny"} == set(failed)
         assert 6 == failed["fee_cny"].unexpected_count
         assert [5, 1002, 1999] == failed["fee_cny"].sample_rows[:3]
-        assert "fee_cny: must be between 0.0 and 100000.0 (6 rows)" in report.summary()
+        assert "fee_cny: must be between 0.0 and 5000.0 (6 rows)" in report.summary()
 
     def test_personal_values_never_enter_the_report(self, hospital: Contract, tmp_path: Path) -> None:
         """Failing values of a PI column are not copied into the report; other columns' are."""
