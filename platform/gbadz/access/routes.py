@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as FastPath
-from sqlalchemy.orm import Session
 
 from gbadz import storage
 from gbadz.access import service
@@ -90,7 +89,7 @@ def _request_read(request: AccessRequest, grant_id: str | None = None) -> Access
     return read
 
 
-def _grant_read(grant: Grant, session: Session) -> GrantRead:
+def _grant_read(grant: Grant, session: ReadSession) -> GrantRead:
     return GrantRead(
         id=grant.id,
         request_id=grant.request_id,
@@ -118,7 +117,7 @@ def _grant_read(grant: Grant, session: Session) -> GrantRead:
     )
 
 
-def _analysis_terms(session: Session, grant: Grant) -> AnalysisTerms | None:
+def _analysis_terms(session: ReadSession, grant: Grant) -> AnalysisTerms | None:
     terms = service.analysis_terms_of(session, grant)
     return AnalysisTerms.model_validate(terms) if terms is not None else None
 
