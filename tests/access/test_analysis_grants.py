@@ -531,3 +531,55 @@ class TestNoCopyOfAnAnalysisGrant:
             body["analysis"]["budget"],
             body["analysis"]["dimensions"],
         )
+
+
+class TestAChangedContract:
+    def test_a_changed_compute_block_voids_the_finding_until_an_officer_decides_again(
+        self,
+        app: FastAPI,
+        http: TestClient,
+        party: MakeParty,
+        hospital_analysis: dict[str, Any],
+        settings: Settings,
+        tmp_path: Path,
+    ) -> None:
+        """The provider raises the budget: the finding was made on the old parameters, so the grant
+        stops (MA2 again) until an officer records it anew; a contract offering no analyses keeps
+        it stopped."""
+        checker = officer(http, party)
+        done = http.post(
+            hospital_analysis["approve"],
+            json={
+                "findings": dp_finding(),
+                "determination": analysis_determination(hospital_analysis["sector"]["id"]),
+            },
+            headers=checker.headers,
+        ).json()
+        grant, startup = done["grant_id"], hospital_analysis["startup"]
+        provider = hospital_analysis["provider"]
+        doc = hospital(provider)
+        doc["id"] = hospital_analysis["dataset"]
+        doc["version"] = "1.0.1"
+        doc["gbadz"]["compute"]["budget"]["epsilon"] = 9.0
+        changed = http.put(
+            f"/api/v1/datasets/{doc['id']}", content=as_yaml(doc), headers=provider.headers | YAML
+        )
+        assert 200 == changed.status_code, changed.text
+        redecide = f"/api/v1/grants/{grant}/redecide"
+        kept = http.post(redecide, headers=checker.headers)
+        assert 200 == kept.status_code, kept.text
+        assert ("suspended", True) == (kept.json()["status"], "MA2" in kept.json()["suspended_reason"])
+        resumed = http.post(redecide, json={"findings": dp_finding()}, headers=checker.headers).json()
+        assert ("active", None) == (resumed["status"], resumed["suspended_reason"])
+        assert 9.0 == resumed["analysis"]["budget"]["epsilon"]
+        doc["version"] = "1.0.2"
+        doc["gbadz"]["compute"] = {"mode": "none"}
+        changed = http.put(
+            f"/api/v1/datasets/{doc['id']}", content=as_yaml(doc), headers=provider.headers | YAML
+        )
+        assert 200 == changed.status_code, changed.text
+        stopped = http.post(redecide, json={"findings": dp_finding()}, headers=checker.headers).json()
+        assert ("suspended", None) == (stopped["status"], stopped["analysis"])
+        assert "no longer offers analyses" in stopped["suspended_reason"]
+        held = http.get(f"/api/v1/grants/{grant}", headers=startup.headers).json()
+        assert "suspended" == held["status"]
