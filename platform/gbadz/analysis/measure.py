@@ -43,6 +43,7 @@ import hashlib
 import json
 import math
 import secrets
+import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -53,7 +54,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from gbadz.analysis.query import AggregateFunction, Condition, Plan, QueryRefused, Term
+from gbadz.analysis.plan import AggregateFunction, Condition, Plan, QueryRefused, Term
 from gbadz.analysis.spec import AnalysisSpec, Dimension, Measure, Scalar
 from gbadz.errors import BadRequest, GbadzError
 
@@ -158,6 +159,8 @@ class Release:
     suppressed: int
     query_sha256: str
     result_sha256: str = field(default="")
+    #: Seconds spent per phase (diagnostics for benchmarks; not part of the result or its hash).
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +174,7 @@ class Release:
             "suppressed": self.suppressed,
             "query_sha256": self.query_sha256,
             "result_sha256": self.result_sha256,
+            "timings": dict(self.timings),
         }
 
     @classmethod
@@ -188,6 +192,7 @@ class Release:
             suppressed=int(data["suppressed"]),
             query_sha256=str(data["query_sha256"]),
             result_sha256=str(data["result_sha256"]),
+            timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
         )
 
 
@@ -744,12 +749,17 @@ def release(table: pa.Table, plan: Plan, spec: AnalysisSpec, epsilon: float) -> 
     if table.num_rows > spec.max_rows:
         raise MeasurementFailed("the table holds more rows than its contract's rowCount rule allows")
     seed = secrets.randbits(63)
+    started = time.perf_counter()
     frame = _prepare(table, plan, spec, seed)
+    prepared = time.perf_counter()
     if spec.mode == "threshold":
         measured = _exact(frame, plan, spec, mech)
     else:
         measured = _noisy(frame, plan, spec, mech)
-    return _finish(measured, plan, spec, mech)
+    done = time.perf_counter()
+    result = _finish(measured, plan, spec, mech)
+    result.timings.update({"prepare": prepared - started, "measure": done - prepared})
+    return result
 
 
 def _exact(frame: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> Any:
