@@ -450,14 +450,7 @@ def _threshold(
             "keys-not-public",
             "grouping by a column without declared values needs a δ budget; the contract has none",
         )
-    return _threshold_cached(
-        epsilon,
-        delta,
-        count_scale,
-        sum_scales,
-        json.dumps(plan.as_dict(), sort_keys=True),
-        json.dumps(spec.as_dict(), sort_keys=True),
-    )
+    return _threshold_cached(epsilon, delta, count_scale, sum_scales, plan, spec)
 
 
 @lru_cache(maxsize=256)
@@ -466,11 +459,9 @@ def _threshold_cached(
     delta: float,
     count_scale: float,
     sum_scales: tuple[float, ...],
-    plan_json: str,
-    spec_json: str,
+    plan: Plan,
+    spec: AnalysisSpec,
 ) -> int:
-    plan = Plan.from_dict(json.loads(plan_json))
-    spec = AnalysisSpec.from_dict(json.loads(spec_json))
     frame = _prepare(_empty_table(plan, spec), plan, spec, 1).lazy()
     k = spec.max_rows_per_person if spec.privacy_unit else 1
     mech = _Mechanism(epsilon, delta, k, _summed(plan), False, None, count_scale, sum_scales, None)
@@ -592,7 +583,7 @@ def _predicate(c: Condition, spec: AnalysisSpec) -> Any:
         case ">=":
             expr = left >= pl.lit(values[0])
         case "in" | "not in":
-            expr = left.is_in(pl.Series(values))
+            expr = left.is_in(values)
             expr = ~expr if c.op == "not in" else expr
         case "between" | "not between":
             expr = left.is_between(pl.lit(values[0]), pl.lit(values[1]))
@@ -773,13 +764,33 @@ def _exact(frame: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> Any:
     return frame.select(aggs)
 
 
-def _noisy(frame: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> Any:
-    compiled = _compile(frame.lazy(), plan, spec, mech)
+#: Measurements by (plan, spec, mechanism, frame schema). A measurement holds no data (OpenDP
+#: runs its plan on whatever frame it is given), so one built for a shape serves every release of
+#: that shape, each with fresh noise; building one costs about 30 ms.
+_MEASUREMENTS: dict[tuple[Any, ...], Any] = {}
+_MAX_MEASUREMENTS = 128
+
+
+def _measurement_for(frame: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> Any:
+    """The checked OpenDP measurement of ``plan`` for frames shaped like ``frame``."""
+    key = (plan, spec, mech, tuple((name, str(dtype)) for name, dtype in frame.schema.items()))
+    cached = _MEASUREMENTS.get(key)
+    if cached is not None:
+        return cached
+    compiled = _compile(frame.clear().lazy(), plan, spec, mech)
     measurement = compiled.make(mech.threshold)
     spent = measurement.map(compiled.d_in)
     if spent[0] > compiled.d_out[0] * (1 + 1e-9) or spent[1] > compiled.d_out[1]:
         # Never run a measurement whose own privacy map exceeds what is charged.
         raise MeasurementFailed("the measurement would spend more than its budget")
+    if len(_MEASUREMENTS) >= _MAX_MEASUREMENTS:
+        _MEASUREMENTS.clear()
+    _MEASUREMENTS[key] = measurement
+    return measurement
+
+
+def _noisy(frame: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> Any:
+    measurement = _measurement_for(frame, plan, spec, mech)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = measurement(frame.lazy())
@@ -808,7 +819,10 @@ def _finish(measured: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> 
             factor = _factor(spec, agg.column)
             total = float(row[f"s{i}"]) / factor
             if agg.function == "sum":
-                record[agg.name] = _round(total, spec.measure(agg.column or ""))
+                measure = spec.measure(agg.column or "")
+                if measure is not None and measure.minimum >= 0 and spec.mode == "dp":
+                    total = max(total, 0.0)  # post-processing: a negative sum of non-negatives is noise
+                record[agg.name] = _round(total, measure)
             else:
                 measure = spec.measure(agg.column or "")
                 assert measure is not None
