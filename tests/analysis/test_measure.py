@@ -1,5 +1,7 @@
 """The measurement: near the truth, each person bounded, a differencing attacker held to ε."""
 
+# ruff: noqa: S608 - analysts' SQL under test, checked by the allow-list and never executed
+
 from __future__ import annotations
 
 import math
