@@ -5,9 +5,9 @@ stdin; writes the release as JSON to stdout and exits 0, or writes ``{"error", "
 exits 2. With ``--expect-isolated`` it first checks that it sees no network interface but
 loopback (exit 3 otherwise), so a namespace that silently did not apply never measures.
 
-``--probe-connect HOST:PORT`` exists for the sandbox's tests only: it tries to open a TCP
-connection from inside the sandbox and reports whether it could. It is reachable from this
-command line alone; no API path builds it.
+``--probe NAME [ARG]`` exists for the sandbox's tests only (see :func:`probe`): it runs a check
+inside the sandbox, such as trying to open a TCP connection, and reports what happened. It is
+reachable from this command line alone; no API path builds it.
 
 Nothing here logs or prints a value from the rows (invariant 9); stderr is not read by the
 parent beyond its first word.
@@ -16,6 +16,7 @@ parent beyond its first word.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -80,22 +81,42 @@ def measure_stdin() -> int:
     return EXIT_OK
 
 
-def probe_connect(target: str) -> int:
-    """Test-only: can this process open a TCP connection to ``target`` (host:port)?"""
-    host, _, port = target.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=2):
-            _write({"connected": True})
-    except OSError as exc:
-        _write({"connected": False, "errno": exc.errno})
+def probe(name: str, argument: str) -> int:
+    """Test-only checks run inside the sandbox (``--probe NAME [ARG]``); never built by the API.
+
+    ``connect HOST:PORT``: can this process open a TCP connection? ``write``: can it create a
+    file with content in its working directory? ``env``: which variable names does it see?
+    ``abort``: crash with SIGABRT, as a native library might.
+    """
+    if name == "connect":
+        host, _, port = argument.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                _write({"connected": True})
+        except OSError as exc:
+            _write({"connected": False, "errno": exc.errno})
+    elif name == "write":
+        try:
+            Path("probe.bin").write_bytes(b"x" * 4096)
+            _write({"written": True})
+        except OSError as exc:
+            _write({"written": False, "errno": exc.errno})
+    elif name == "env":
+        # What the process was started with (read from /proc: configuration is read by Settings only).
+        entries = Path("/proc/self/environ").read_bytes().split(b"\0")
+        _write({"names": sorted(e.split(b"=", 1)[0].decode() for e in entries if e)})
+    elif name == "abort":
+        os.abort()
     return EXIT_OK
 
 
 def main(argv: list[str]) -> int:
     if "--expect-isolated" in argv and interfaces() != ["lo"]:
         return EXIT_NOT_ISOLATED
-    if "--probe-connect" in argv:
-        return probe_connect(argv[argv.index("--probe-connect") + 1])
+    if "--probe" in argv:
+        at = argv.index("--probe")
+        rest = [*argv[at + 1 :], "", ""]
+        return probe(rest[0], rest[1] if rest[1] != "--expect-isolated" else "")
     return measure_stdin()
 
 

@@ -201,6 +201,9 @@ def _answer(code: int, out: bytes, err: bytes, limits: Limits) -> dict[str, Any]
             # Our own messages, written to name no value (invariant 9).
             raise AnalysisFailed(f"the analysis failed: {failure.get('detail')}")
         raise AnalysisFailed(f"the analysis failed ({kind or 'unknown error'})")
+    if b"memory allocation of" in err or b"MemoryError" in err:
+        # Rust aborts on a failed allocation; Python raises MemoryError outside our handler.
+        raise AnalysisFailed(f"the analysis ran out of memory (limit {limits.memory_bytes // 2**20} MiB)")
     if err.startswith(b"unshare:"):
         raise SandboxUnavailable("the analysis sandbox could not make a network namespace; nothing ran")
     if code == -signal.SIGXCPU or code == -signal.SIGKILL:
@@ -209,6 +212,4 @@ def _answer(code: int, out: bytes, err: bytes, limits: Limits) -> dict[str, Any]
         raise AnalysisFailed("the analysis tried to write a file, which is not allowed")
     if code < 0:
         raise AnalysisFailed(f"the analysis crashed ({signal.Signals(-code).name})")
-    if b"MemoryError" in err or b"memory allocation" in err:
-        raise AnalysisFailed(f"the analysis ran out of memory (limit {limits.memory_bytes // 2**20} MiB)")
     raise AnalysisFailed(f"the analysis crashed (exit status {code})")
