@@ -127,8 +127,12 @@ class TestNoDisk:
         """After a run the temporary area holds nothing: the working directory was empty and is gone."""
         monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
         plan = validate(f"SELECT department, COUNT(*) FROM {T} GROUP BY department", spec)
-        sandbox.run(hospital(10_000), plan, spec, 1.0)
+        sandbox.run(hospital(10_000), plan, spec, 1.0, Limits(warm=False))
         assert [] == list(tmp_path.iterdir())
+        # With a spare child, what remains is the spare's own directory, still empty.
+        sandbox.run(hospital(10_000), plan, spec, 1.0, Limits(timeout_s=29))
+        assert [] == [p for p in tmp_path.rglob("*") if not p.is_dir()]
+        assert len(list(tmp_path.iterdir())) <= 1
 
 
 class TestEnvironment:
@@ -202,6 +206,18 @@ class TestRelease:
             assert d1 == d2
             assert abs(n1 - n2) <= 6 * acc["n"]
             assert abs(m1 - m2) < 0.05 * m1
+
+    def test_each_analysis_has_its_own_child(self, spec: AnalysisSpec) -> None:
+        """The spare child serves one analysis; the next analysis gets a new process."""
+        plan = validate(f"SELECT COUNT(*) FROM {T}", spec)
+        limits = Limits(timeout_s=28)
+        sandbox.prewarm(limits, wait=True)
+        first = sandbox._SPARES._ready[limits].process
+        sandbox.run(hospital(300), plan, spec, 1.0, limits)
+        assert first.poll() is not None
+        second = sandbox._SPARES._ready[limits].process
+        assert first.pid != second.pid
+        assert second.poll() is None
 
     def test_bad_epsilon_refused_before_spawn(self, spec: AnalysisSpec) -> None:
         """A bad ε is the caller's 400 and starts no child."""
