@@ -54,8 +54,8 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from gbadz.analysis.plan import AggregateFunction, Condition, Plan, QueryRefused, Term
-from gbadz.analysis.spec import AnalysisSpec, Dimension, Measure, Scalar
+from gbadz.analysis.plan import Aggregate, AggregateFunction, Condition, GroupKey, Plan, QueryRefused, Term
+from gbadz.analysis.spec import AnalysisSpec, Budget, Dimension, Measure, Scalar
 from gbadz.errors import BadRequest, GbadzError
 
 #: Accuracy is the half-width of the (1 - ALPHA) interval: the true value lies within ± it with 95%.
@@ -274,7 +274,9 @@ def _integer_bounds(measure: Measure) -> tuple[int, int]:
     return math.ceil(measure.minimum * factor), math.floor(measure.maximum * factor)
 
 
-def _mechanism(plan: Plan, spec: AnalysisSpec, epsilon: float) -> _Mechanism:
+def _mechanism(
+    plan: Plan, spec: AnalysisSpec, epsilon: float, threshold_hint: int | None = None
+) -> _Mechanism:
     epsilon = check_epsilon(spec, epsilon)
     domains = _key_domains(plan, spec)
     measures = _summed(plan)
@@ -299,7 +301,12 @@ def _mechanism(plan: Plan, spec: AnalysisSpec, epsilon: float) -> _Mechanism:
     delta = query_delta(spec, plan, epsilon)
     threshold = None
     if domains is None and plan.keys:
-        threshold = _threshold(plan, spec, epsilon, delta, count_scale, tuple(sum_scales))
+        if threshold_hint is not None and threshold_hint > k:
+            # The parent's search, sent along: the measurement's privacy map is checked with
+            # it before anything runs, so a wrong hint cannot spend more than is charged.
+            threshold = int(threshold_hint)
+        else:
+            threshold = _threshold(plan, spec, epsilon, delta, count_scale, tuple(sum_scales))
     return _Mechanism(
         epsilon,
         delta,
@@ -339,6 +346,32 @@ def _dp() -> SimpleNamespace:
         make_private_lazyframe=make_private_lazyframe,
         discrete_laplacian_scale_to_accuracy=discrete_laplacian_scale_to_accuracy,
     )
+
+
+def warm_up() -> None:
+    """Pay OpenDP's first-use costs now, on no data: the first measurement a process builds
+    takes seconds (its Rust side starts up), later ones tens of milliseconds (measured). A spare
+    sandboxed child calls this before its rows arrive."""
+    spec = AnalysisSpec(
+        dataset="warm-up",
+        table="t",
+        mode="dp",
+        dimensions=(Dimension("a", "string", ("x", "y")), Dimension("d", "date", None)),
+        measures=(Measure("m", "number", 0.0, 1.0),),
+        privacy_unit="p",
+        max_rows_per_person=1,
+        max_groups_per_person=None,
+        min_group_size=1,
+        budget=Budget(1.0, 1e-7, 1.0),
+        max_rows=1000,
+        schema_columns=("a", "d", "m", "p"),
+    )
+    for keys in (
+        (GroupKey("a", Term("a")),),
+        (GroupKey("a", Term("a")), GroupKey("m", Term("d", "trunc_month"))),
+    ):
+        plan = Plan(keys=keys, aggregates=(Aggregate("n", "count"), Aggregate("s", "sum", "m")))
+        release(_empty_table(plan, spec), plan, spec, 1.0)
 
 
 @dataclass(frozen=True)
@@ -747,11 +780,23 @@ def _factor(spec: AnalysisSpec, column: str | None) -> int:
     return NUMBER_SCALE if measure is not None and measure.logical_type == "number" else 1
 
 
-def release(table: pa.Table, plan: Plan, spec: AnalysisSpec, epsilon: float) -> Release:
-    """Measure the plan over ``table`` and release the result (in this process: see sandbox.run)."""
+def threshold_for(plan: Plan, spec: AnalysisSpec, epsilon: float) -> int | None:
+    """The noisy-count threshold of a query (None when its keys are public), as estimated."""
+    return _mechanism(plan, spec, epsilon).threshold
+
+
+def release(
+    table: pa.Table, plan: Plan, spec: AnalysisSpec, epsilon: float, *, threshold: int | None = None
+) -> Release:
+    """Measure the plan over ``table`` and release the result (in this process: see sandbox.run).
+
+    ``threshold``: the key-release threshold already found for this query (by the estimate),
+    which saves the search; it is checked by OpenDP's privacy map like everything else.
+    """
     if spec.mode not in ("dp", "threshold"):
         raise MeasurementFailed("the dataset's contract offers no analyses")
-    mech = _mechanism(plan, spec, epsilon)
+    planned = time.perf_counter()
+    mech = _mechanism(plan, spec, epsilon, threshold)
     if table.num_rows > spec.max_rows:
         raise MeasurementFailed("the table holds more rows than its contract's rowCount rule allows")
     seed = secrets.randbits(63)
@@ -764,7 +809,9 @@ def release(table: pa.Table, plan: Plan, spec: AnalysisSpec, epsilon: float) -> 
         measured = _noisy(frame, plan, spec, mech)
     done = time.perf_counter()
     result = _finish(measured, plan, spec, mech)
-    result.timings.update({"prepare": prepared - started, "measure": done - prepared})
+    result.timings.update(
+        {"plan": started - planned, "prepare": prepared - started, "measure": done - prepared}
+    )
     return result
 
 
@@ -922,4 +969,6 @@ __all__ = [
     "query_delta",
     "release",
     "result_sha256",
+    "threshold_for",
+    "warm_up",
 ]
