@@ -159,7 +159,8 @@ class Release:
     suppressed: int
     query_sha256: str
     result_sha256: str = field(default="")
-    #: Seconds spent per phase (diagnostics for benchmarks; not part of the result or its hash).
+    #: Seconds spent per phase, for benchmarks; not part of the result or its hash. Not for
+    #: analysts: how long filtering took says something about how many rows matched.
     timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
