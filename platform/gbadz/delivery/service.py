@@ -539,7 +539,6 @@ def _deliver_checked(
     spi_columns = [c for c in columns if contract.classification(c).spi]
     basis = {"exempt": "exempt", "mechanism": "mechanism"}.get(str(decision.get("counter")))
     exporter = access_repository.organisation(session, dataset.provider_org_id)
-    recipient = access_repository.organisation(session, grant.grantee_org_id)
     snapshot = None
     n_individuals = 0
     counting_method = "none"
@@ -571,6 +570,81 @@ def _deliver_checked(
         n_individuals = len(subjects)
         counting_method = f"distinct {contract.subject_column} (pseudonymised)"
     access_service.release_reservation(grant)
+    entry = transfer_record(
+        session,
+        grant=grant,
+        dataset=dataset,
+        version=version.version,
+        redecision=redecision,
+        transfer_id=transfer_id,
+        now=now,
+        actor=actor,
+        mode=mode,
+        rules=rules,
+    ) | {
+        "content_hash": hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest(),
+        "files": [f.__dict__ for f in files],
+        "columns": columns,
+        "has_pi": has_pi,
+        "has_spi": has_spi_columns or bool(snapshot and snapshot.spi_after > snapshot.spi_before),
+        "spi_categories": spi_categories,
+        "deid_status": "pseudonymised"
+        if any(contract.facts(c).protection == "pseudonymise" for c in columns)
+        else "raw",
+        "n_individuals": n_individuals,
+        "counting_method": counting_method,
+        "counter_year": snapshot.year if snapshot else counters.counter_year(now, rules),
+        "counter_basis": basis or "none",
+        "pi_ytd_before": snapshot.pi_before if snapshot else None,
+        "pi_ytd_after": snapshot.pi_after if snapshot else None,
+        "spi_ytd_before": snapshot.spi_before if snapshot else None,
+        "spi_ytd_after": snapshot.spi_after if snapshot else None,
+        "deid": {c: contract.facts(c).protection or "none" for c in columns},
+    }
+    logged = log.append(
+        session,
+        entry,
+        kind=mode,
+        grant_id=grant.id,
+        idempotency_key=scoped_key,
+    )
+    return Delivery(
+        transfer_id,
+        logged.index,
+        grant.id,
+        dataset.id,
+        version.version,
+        columns,
+        files,
+        reused=False,
+        appended=logged,
+        access_expiry=grant.expires_at,
+        issued_at=now,
+    )
+
+
+def transfer_record(
+    session: Session,
+    *,
+    grant: Grant,
+    dataset: Dataset,
+    version: int,
+    redecision: Any,
+    transfer_id: str,
+    now: datetime,
+    actor: str,
+    mode: str,
+    rules: RuleSet,
+) -> dict[str, Any]:
+    """The decision half of a transfer-log entry: who sends what to whom, decided how, approved by
+    whom (crossborder-rules.md §8). Every transfer kind (a copy, a Delta Sharing query, a DP
+    release) records it the same way; each adds the fields of what it sent (its data half).
+
+    ``redecision`` is the decision taken at this transfer (invariant 7), not the grant's.
+    """
+    decision = redecision.decision.as_dict()
+    exporter = access_repository.organisation(session, dataset.provider_org_id)
+    recipient = access_repository.organisation(session, grant.grantee_org_id)
     request = repository.request_of(session, grant)
     zone = ZoneInfo(LOCAL_TIME_ZONES[dataset.origin]) if dataset.origin in LOCAL_TIME_ZONES else rules.zone
     evidence = redecision.evidence
@@ -590,7 +664,8 @@ def _deliver_checked(
     used = session.get(MechanismEvidence, evidence["used_id"]) if evidence.get("used_id") else None
     sector_id = (grant.decision.get("determination") or {}).get("sector_evidence_id")
     sector = session.get(MechanismEvidence, sector_id) if sector_id else None
-    entry: dict[str, Any] = {
+    contract = stored_contract(dataset)
+    return {
         "transfer_id": transfer_id,
         "access_request_id": grant.request_id,
         "grant_id": grant.id,
@@ -608,27 +683,10 @@ def _deliver_checked(
         "destination": recipient.jurisdiction if recipient else None,
         "processing_location": request.processing_location if request else None,
         "dataset_id": dataset.id,
-        "dataset_version": version.version,
+        "dataset_version": version,
         "contract_sha256": dataset.contract_sha256,
-        "content_hash": hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest(),
-        "files": [f.__dict__ for f in files],
-        "columns": columns,
         "category": dataset.category,
         "sector_overlay": contract.gbadz.sector_overlay,
-        "has_pi": has_pi,
-        "has_spi": has_spi_columns or bool(snapshot and snapshot.spi_after > snapshot.spi_before),
-        "spi_categories": spi_categories,
-        "deid_status": "pseudonymised"
-        if any(contract.facts(c).protection == "pseudonymise" for c in columns)
-        else "raw",
-        "n_individuals": n_individuals,
-        "counting_method": counting_method,
-        "counter_year": snapshot.year if snapshot else counters.counter_year(now, rules),
-        "counter_basis": basis or "none",
-        "pi_ytd_before": snapshot.pi_before if snapshot else None,
-        "pi_ytd_after": snapshot.pi_after if snapshot else None,
-        "spi_ytd_before": snapshot.spi_before if snapshot else None,
-        "spi_ytd_after": snapshot.spi_after if snapshot else None,
         "purpose_code": grant.purpose,
         "purpose_text": request.purpose_text if request else None,
         "mechanism": (used.variant or used.kind)
@@ -663,28 +721,7 @@ def _deliver_checked(
         "storage_location_at_recipient": (request.processing_location if request else None)
         or (recipient.jurisdiction if recipient else None),
         "retention_at_recipient": f"until {grant.expires_at.date().isoformat()} (the grant's end), then deleted and attested",
-        "deid": {c: contract.facts(c).protection or "none" for c in columns},
     }
-    logged = log.append(
-        session,
-        entry,
-        kind=mode,
-        grant_id=grant.id,
-        idempotency_key=scoped_key,
-    )
-    return Delivery(
-        transfer_id,
-        logged.index,
-        grant.id,
-        dataset.id,
-        version.version,
-        columns,
-        files,
-        reused=False,
-        appended=logged,
-        access_expiry=grant.expires_at,
-        issued_at=now,
-    )
 
 
 def presign(
