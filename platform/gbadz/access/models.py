@@ -29,6 +29,8 @@ class AccessRequest(Base):
     requested_by: Mapped[str] = mapped_column(sa.String(200))
     purpose: Mapped[str] = mapped_column(sa.String(64))
     purpose_text: Mapped[str] = mapped_column(sa.Text)
+    # copy (the rows leave, as granted) | analysis (only aggregates computed inside the zone leave).
+    kind: Mapped[str] = mapped_column(sa.String(16), default="copy", server_default="copy")
     columns: Mapped[list[str]] = mapped_column(sa.JSON)
     destination: Mapped[str] = mapped_column(sa.String(16))  # the recipient's registered jurisdiction
     # Declared by the requester; it can only make the decision stricter (invariant 6).
@@ -59,6 +61,8 @@ class Grant(Base):
     grantee_org_id: Mapped[str] = mapped_column(sa.String(36), index=True)
     provider_org_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
     purpose: Mapped[str] = mapped_column(sa.String(64))
+    # The request's kind: a copy grant never answers an analysis, an analysis grant never a copy.
+    kind: Mapped[str] = mapped_column(sa.String(16), default="copy", server_default="copy")
     columns: Mapped[list[str]] = mapped_column(sa.JSON)
     decision: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
