@@ -332,10 +332,16 @@ class ComputeSettings(BaseModel):
     """
 
     timeout_s: float = Field(
-        default=30.0, gt=0, le=3600, description="wall-clock limit of one analysis (the child is killed after it)"
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="wall-clock limit of one analysis (the child is killed after it)",
     )
     memory_mb: int = Field(
-        default=2048, ge=64, le=1024 * 1024, description="address-space limit of the analysis child process (MiB)"
+        default=2048,
+        ge=64,
+        le=1024 * 1024,
+        description="address-space limit of the analysis child process (MiB)",
     )
     rows_sync_max: int = Field(
         default=5_000_000,

@@ -133,7 +133,7 @@ def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -
     return grant
 
 
-def _preconditions_met(session: Session, grant: Grant) -> None:
+def preconditions_met(session: Session, grant: Grant) -> None:
     """PIPIA and notice/consent come before any data leaves (PIPL Arts.39, 55)."""
     waiting = access_service.open_preconditions(session, grant.id)
     if waiting:
@@ -406,7 +406,7 @@ def deliver(
         counters.lock_totals(session, dataset.provider_org_id, counters.counter_year(now, rules))
     # Every transfer is decided again, replays included (invariant 7).
     redecision = access_service.redecide(session, grant, dataset, version.version, now, rules)
-    _preconditions_met(session, grant)
+    preconditions_met(session, grant)
     try:
         return _deliver_checked(
             session,
