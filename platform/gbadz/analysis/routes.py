@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from gbadz.analysis import query, service
+from gbadz.analysis.models import Analysis
 from gbadz.analysis.schemas import (
     AnalysisAsk,
     AnalysisRead,
@@ -39,7 +40,7 @@ GrantID = Annotated[str, Path(max_length=36)]
 GRANT_ERRORS = (GrantNotFound, service.CopyGrant, GrantInactive, GrantSuspended, DatasetRetired)
 
 
-def _read(found: service.Analysis) -> AnalysisRead:
+def _read(found: Analysis) -> AnalysisRead:
     return AnalysisRead.model_validate(found, from_attributes=True)
 
 

@@ -256,6 +256,17 @@ def _epsilon(contract: Contract, settings: Settings, asked: float | None) -> flo
     return asked
 
 
+def _validated(sql: str, spec: AnalysisSpec, grant: Grant) -> Any:
+    """The allow-list's plan of ``sql``, which may read only columns the grant names."""
+    plan = query.validate(sql, spec)
+    missing = [c for c in plan.columns if c not in grant.columns]
+    if missing:
+        raise query.QueryRefused(
+            "column-not-granted", f"the grant does not cover the column(s) {', '.join(missing)}"
+        )
+    return plan
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -276,7 +287,7 @@ def estimate(
     """What the query would cost and how accurate it would be: reads no row, spends nothing."""
     grant = _active(session, grant_id, org_id, datetime.now(UTC))
     _, _, contract, spec = _dataset(session, grant)
-    plan = query.validate(sql, spec)
+    plan = _validated(sql, spec, grant)
     eps = _epsilon(contract, settings, epsilon)
     found = measure.estimate(plan, spec, eps)
     before = _budget(session, grant, contract)
@@ -373,7 +384,7 @@ def _charge(
             earlier.idempotency_key = None
             session.flush()
     dataset, version, contract, spec = _dataset(session, grant)
-    plan = query.validate(sql, spec)
+    plan = _validated(sql, spec, grant)
     eps = _epsilon(contract, settings, epsilon)
     if version.row_count > settings.compute.rows_sync_max:
         raise TooLargeForSync(
@@ -670,4 +681,6 @@ def _limits(settings: Settings) -> Any:
 
 
 def _jsonable(rows: Any) -> list[Any]:
-    return json.loads(json.dumps(rows, default=str))
+    """Rows as JSON stores them (dates as ISO text), so a stored release answers as it was released."""
+    loaded: list[Any] = json.loads(json.dumps(rows, default=str))
+    return loaded
