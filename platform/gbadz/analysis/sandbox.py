@@ -1,0 +1,214 @@
+"""Run a measurement in a child process with no network, bounded time and memory, and no disk.
+
+The API process holds decrypted rows only in memory; the measurement runs in a child so that
+a bug or an engine feature cannot reach the network or the file system with them:
+
+* ``unshare --net``: the child has its own network namespace with only a loopback interface
+  that is down, so it cannot open a connection anywhere (we run as root; a deployment uses a
+  NetworkPolicy as well). The runner also checks that it sees no interface but ``lo`` and
+  refuses to measure otherwise. If ``unshare`` is missing or fails, :class:`SandboxUnavailable`
+  is raised: we fail closed and never run unsandboxed silently (``Limits(isolate=False)`` exists
+  only for the benchmark that measures what isolation costs).
+* ``prlimit``: RLIMIT_DATA (memory; RLIMIT_AS only as an outer bound, see
+  :data:`ADDRESS_SPACE_HEADROOM`), RLIMIT_CPU (CPU seconds), RLIMIT_FSIZE=0 (no file can grow:
+  plaintext is never at rest) and no core dumps; a wall-clock timeout kills the child.
+* The rows go in as an Arrow IPC stream on stdin, the plan, spec and ε as JSON before them;
+  the release comes back as JSON on stdout. Nothing is written to disk; the child's working
+  and temporary directory is a fresh empty one, removed after.
+* A clean environment: nothing of ours (credentials, database URLs) is inherited.
+
+Errors: :class:`AnalysisFailed` on timeout, memory, or a crash, with a message that names the
+limit or the kind of failure and never a value from the rows (invariant 9).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from gbadz.analysis import measure
+from gbadz.analysis.query import Plan
+from gbadz.analysis.spec import AnalysisSpec
+from gbadz.errors import ServiceUnavailable
+
+#: Exit codes of the runner (see gbadz.analysis.runner).
+EXIT_OK = 0
+EXIT_FAILED = 2
+EXIT_NOT_ISOLATED = 3
+#: RLIMIT_AS counts address space reserved but never used: the child's runtime (Polars and
+#: OpenDP's Rust allocators, thread stacks) reserves about 2.2 GiB while its resident memory is
+#: 200 MB (measured), so an RLIMIT_AS of 2 GiB killed every run. The memory limit is therefore
+#: RLIMIT_DATA (private writable memory actually mapped: numpy, Arrow and Polars buffers), with
+#: RLIMIT_AS as an outer bound this much above it.
+ADDRESS_SPACE_HEADROOM = 4 * 1024**3
+#: The most bytes of JSON a child may answer with (a release of 10,000 rows is about 1 MB).
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+
+
+class SandboxUnavailable(ServiceUnavailable):
+    """The sandbox cannot be started (no ``unshare``/``prlimit``, or no network namespace): nothing ran."""
+
+
+class AnalysisFailed(ServiceUnavailable):
+    """The analysis was stopped (time or memory limit) or crashed; the message names no value."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one analysis may use. ``isolate=False`` is for benchmarks only (see module docstring)."""
+
+    timeout_s: float = 30.0
+    memory_bytes: int = 2 * 1024**3
+    isolate: bool = True
+    threads: int = 2
+
+
+def command(limits: Limits, *runner_args: str) -> list[str]:
+    """The argv that starts the runner under the limits (and, when ``isolate``, without a network)."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        raise SandboxUnavailable("the analysis sandbox needs prlimit (util-linux); nothing ran")
+    cpu = max(1, math.ceil(limits.timeout_s))
+    argv = [
+        prlimit,
+        f"--data={limits.memory_bytes}",
+        f"--as={limits.memory_bytes + ADDRESS_SPACE_HEADROOM}",
+        f"--cpu={cpu}",
+        "--fsize=0",
+        "--core=0",
+        "--",
+        sys.executable,
+        "-I",  # isolated: no PYTHON* variables, no user site, no cwd on sys.path
+        "-B",  # no .pyc written
+        "-m",
+        "gbadz.analysis.runner",
+        *runner_args,
+    ]
+    if limits.isolate:
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            raise SandboxUnavailable("the analysis sandbox needs unshare (util-linux); nothing ran")
+        argv = [unshare, "--net", "--", *argv, "--expect-isolated"]
+    return argv
+
+
+def environment(limits: Limits, home: str) -> dict[str, str]:
+    """The child's whole environment: no variable of ours is inherited."""
+    threads = str(max(1, limits.threads))
+    return {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": home,
+        "TMPDIR": home,
+        "POLARS_MAX_THREADS": threads,
+        "RAYON_NUM_THREADS": threads,
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+
+
+def encode(table: pa.Table, header: dict[str, Any]) -> bytes:
+    """The runner's input: 8 bytes of header length, the JSON header, then an Arrow IPC stream."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    body: bytes = sink.getvalue().to_pybytes()
+    return len(head).to_bytes(8, "big") + head + body
+
+
+def run(
+    table: pa.Table, plan: Plan, spec: AnalysisSpec, epsilon: float, limits: Limits | None = None
+) -> measure.Release:
+    """Measure ``plan`` over ``table`` in a sandboxed child and return its release."""
+    limits = limits or Limits()
+    epsilon = measure.check_epsilon(spec, epsilon)  # a bad ε is the caller's 400, before any spawn
+    needed = measure.columns_needed(plan, spec)
+    missing = [c for c in needed if c not in table.column_names]
+    if missing:
+        raise measure.MeasurementFailed(f"the table lacks columns the query needs: {', '.join(missing)}")
+    payload = encode(
+        table.select(list(needed)),  # only what the query reads crosses into the child
+        {"plan": plan.as_dict(), "spec": spec.as_dict(), "epsilon": epsilon},
+    )
+    answer = execute(command(limits), payload, limits)
+    return measure.Release.from_dict(answer)
+
+
+def execute(argv: list[str], payload: bytes, limits: Limits) -> dict[str, Any]:
+    """Start ``argv`` in a fresh empty directory, feed it ``payload``, and read its JSON answer.
+
+    Every way the child can end is mapped to an answer or to one of our errors.
+    """
+    home = tempfile.mkdtemp(prefix="gbadz-analysis-")
+    try:
+        try:
+            child = subprocess.Popen(  # noqa: S603 - argv is ours, never the analyst's text
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=home,
+                env=environment(limits, home),
+                close_fds=True,
+                start_new_session=True,
+            )
+        except OSError:
+            raise SandboxUnavailable("the analysis sandbox could not be started; nothing ran") from None
+        try:
+            out, err = child.communicate(payload, timeout=limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise AnalysisFailed(
+                f"the analysis was stopped after its time limit of {limits.timeout_s:g} s"
+            ) from None
+        return _answer(child.returncode, out, err, limits)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _answer(code: int, out: bytes, err: bytes, limits: Limits) -> dict[str, Any]:
+    """The child's answer, or the error its exit says (stderr is read for its first word only)."""
+    if code == EXIT_NOT_ISOLATED:
+        raise SandboxUnavailable("the analysis sandbox still had a network; nothing was measured")
+    if code == EXIT_OK and len(out) <= MAX_ANSWER_BYTES:
+        try:
+            answer = json.loads(out)
+        except ValueError:
+            raise AnalysisFailed("the analysis answered something that is not a result") from None
+        if isinstance(answer, dict):
+            return answer
+        raise AnalysisFailed("the analysis answered something that is not a result")
+    if code == EXIT_FAILED:
+        try:
+            failure = json.loads(out)
+        except ValueError:
+            failure = {}
+        kind = failure.get("error") if isinstance(failure, dict) else None
+        if kind == "memory":
+            raise AnalysisFailed(f"the analysis ran out of memory (limit {limits.memory_bytes // 2**20} MiB)")
+        if kind == "MeasurementFailed":
+            # Our own messages, written to name no value (invariant 9).
+            raise AnalysisFailed(f"the analysis failed: {failure.get('detail')}")
+        raise AnalysisFailed(f"the analysis failed ({kind or 'unknown error'})")
+    if err.startswith(b"unshare:"):
+        raise SandboxUnavailable("the analysis sandbox could not make a network namespace; nothing ran")
+    if code == -signal.SIGXCPU or code == -signal.SIGKILL:
+        raise AnalysisFailed(f"the analysis was stopped by its CPU limit of {math.ceil(limits.timeout_s)} s")
+    if code == -signal.SIGXFSZ:
+        raise AnalysisFailed("the analysis tried to write a file, which is not allowed")
+    if code < 0:
+        raise AnalysisFailed(f"the analysis crashed ({signal.Signals(-code).name})")
+    if b"MemoryError" in err or b"memory allocation" in err:
+        raise AnalysisFailed(f"the analysis ran out of memory (limit {limits.memory_bytes // 2**20} MiB)")
+    raise AnalysisFailed(f"the analysis crashed (exit status {code})")
