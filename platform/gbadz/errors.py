@@ -275,3 +275,17 @@ class ObligationIncomplete(Unprocessable):
 
 class DeletionAlreadyAttested(Conflict):
     """The grantee attested the deletion of its copies before."""
+
+
+# -- compute-to-data (issue #18) -----------------------------------------------------------------
+class AnalysisNotOffered(Conflict):
+    """An analysis was asked of a dataset whose contract offers none (``gbadz.compute`` mode none)."""
+
+
+class ColumnNotAnalysable(Unprocessable):
+    """An analysis grant names a column that is not a dimension or measure of the compute block
+    (the privacy unit never is one)."""
+
+
+class WrongGrantKind(Conflict):
+    """A copy was asked of an analysis grant (it releases aggregates, never rows), or the reverse."""

@@ -29,6 +29,12 @@ Purpose = Literal[
 ]
 Sector = Literal["none", "hgr", "health", "finance", "maps", "auto", "government"]
 MacaoGround = Literal["none", "consent", "contract", "vital_interest", "public_interest", "public_register"]
+#: What an access request asks for: a copy of the rows, or analyses computed inside the zone.
+GrantKind = Literal["copy", "analysis"]
+#: What leaves under a transfer (a fact the platform derives from the kind and the contract's
+#: compute mode, never a requester's word): the rows, a differentially private aggregate, or
+#: an exact aggregate with small groups suppressed.
+Release = Literal["copy", "dp_aggregate", "threshold_aggregate"]
 #: In order of strictness: a later outcome never lets more through than an earlier one.
 Outcome = Literal["NOT_EXPORT", "EXEMPT", "GBA_SC", "SCC_OR_CERT", "ASSESSMENT", "HUMAN_REVIEW", "PROHIBITED"]
 #: A mechanism on file: the general regime's (CAC assessment, national standard contract,
@@ -83,6 +89,8 @@ CATEGORIES: tuple[Category, ...] = get_args(Category)
 PURPOSES: tuple[Purpose, ...] = get_args(Purpose)
 SECTORS: tuple[Sector, ...] = get_args(Sector)
 MACAO_GROUNDS: tuple[MacaoGround, ...] = get_args(MacaoGround)
+GRANT_KINDS: tuple[GrantKind, ...] = get_args(GrantKind)
+RELEASES: tuple[Release, ...] = get_args(Release)
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 EVIDENCE_KINDS: tuple[EvidenceKind, ...] = get_args(EvidenceKind)
 EVIDENCE_VARIANTS: tuple[EvidenceVariant, ...] = get_args(EvidenceVariant)

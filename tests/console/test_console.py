@@ -978,3 +978,83 @@ class TestReviewForm:
             {"outcome": "HUMAN_REVIEW", "rule_id": "O4", "awaits": "macao_art20_ground"}, []
         )
         assert '<select id="macao_art20_ground-r1" name="macao_art20_ground"' in html
+
+
+def _grants_table(grants: list[dict[str, Any]]) -> str:
+    """The requests page as a startup sees it, with these grants (the API's answers)."""
+    from types import SimpleNamespace
+
+    from gbadz.console.web import env
+
+    person = SimpleNamespace(role="consumer", display_name="S", org_name="Startup", org_id="recipient")
+    return env.get_template("requests.html").render(
+        t=lambda text, **params: text.format(**params) if params else text,
+        signed=SimpleNamespace(person=person, csrf="token"),
+        path="/console/requests",
+        query="",
+        locale="en",
+        locales={},
+        request=None,
+        queue=[],
+        forms={},
+        requests=[],
+        grants=grants,
+        created=None,
+        errors={},
+        error_for=None,
+        values={},
+        form_key="k",
+        macao_grounds=[],
+        placed=False,
+    )
+
+
+class TestAnalysisGrantsInTheConsole:
+    """Issue #18: an analysis grant is reviewed with its DP finding and never offers a copy."""
+
+    GRANT: ClassVar[dict[str, Any]] = {
+        "id": "g1",
+        "dataset_id": "d1",
+        "status": "active",
+        "outcome": "EXEMPT",
+        "rule_id": "MA3",
+        "legal_basis": "PIPL Art.4, Art.73(4)",
+        "expires_at": "2027-01-01T00:00:00+00:00",
+        "revoked_reason": None,
+        "suspended_reason": None,
+        "copies_deleted_at": None,
+        "deletion_attested_at": None,
+    }
+
+    def test_an_awaited_dp_finding_gets_its_checkbox_and_reference(self) -> None:
+        """MA2 waits for the DP finding: the card offers it and its evaluation reference, and no PIPIA."""
+        facts = {"origin": "CN_GBA9", "has_pi": True, "release": "dp_aggregate", "sector_overlay": "none"}
+        form, html = _officer_card(
+            {"outcome": "HUMAN_REVIEW", "rule_id": "MA2", "awaits": "dp_release_accepted", "facts": facts}, []
+        )
+        assert 'type="checkbox" id="dp_release-r1" name="dp_release"' in html
+        assert 'name="dp_evaluation_ref"' in html
+        assert form["needs_pipia"] is False
+
+    def test_the_officers_form_sends_the_finding(self) -> None:
+        """The ticked finding and its reference reach the API as findings.dp_release / dp_evaluation_ref."""
+        from starlette.datastructures import FormData
+
+        from gbadz.console.routes import ApiFailed, _determination_body, review_errors
+
+        body = _determination_body(
+            FormData([("note", "evaluated"), ("dp_release", "on"), ("dp_evaluation_ref", " DP-1 ")])
+        )
+        assert {"dp_release": True, "dp_evaluation_ref": "DP-1"} == body["findings"]
+        failure = ApiFailed(409, "findings.dp_release: rule MA2 waits", "findings.dp_release")
+        assert "rule MA2 waits" == review_errors(failure)["dp_release"]
+
+    def test_an_analysis_grant_offers_no_download(self) -> None:
+        """The startup's grant row: a copy grant offers links and a sharing profile; an analysis grant neither."""
+        copy = _grants_table([self.GRANT | {"kind": "copy"}])
+        assert "Get download links" in copy
+        assert "/console/grants/g1/sharing-profile" in copy
+        analysis = _grants_table([self.GRANT | {"kind": "analysis"}])
+        assert "Get download links" not in analysis
+        assert "sharing-profile" not in analysis
+        assert "Analysis grant: aggregates only, no copy of the rows" in analysis

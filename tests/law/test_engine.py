@@ -351,7 +351,7 @@ class TestDecisionTable:
 
     def test_every_rule_is_exercised(self) -> None:
         """The tables above reach every rule of the rule set."""
-        hit = {rule for _, _, rule in SPEC_VECTORS + CASES}
+        hit = {rule for _, _, rule in SPEC_VECTORS + CASES + ANALYSIS_CASES}
         # M11 and O3 stay dormant until the rules data lists an approved FTZ list or a Macao
         # adequacy finding; both are exercised below with such data. V1a and O5a are never
         # matched: only a reviewer's determination names them (TestDetermination).
@@ -430,6 +430,9 @@ class TestExplanations:
             sz_to_hk(exporter_ciio=True, purpose="cross_border_hr"),
             sz_to_hk(anonymised=True),
             F(origin="OTHER", dest="HK", has_pi=True),
+            sz_to_hk(release="dp_aggregate"),
+            F(origin="HK", dest="OTHER", has_pi=True, release="dp_aggregate"),
+            F(origin="MO", dest="OTHER", has_pi=True, release="dp_aggregate"),
         ):
             assert "HUMAN_REVIEW" == decide(facts).outcome
 
@@ -448,6 +451,7 @@ class TestBadFacts:
             (sz_to_hk(sector_overlay="tobacco"), "sector_overlay"),
             (F(origin="CN-SZ", dest="HK", has_pi=False, has_spi=True), "has_spi"),
             (F(origin="MO", dest="HK", macao_art20_ground="because"), "macao_art20_ground"),
+            (sz_to_hk(release="raw_rows"), "release"),
         ],
     )
     def test_named_field(self, facts: TransferFacts, field: str) -> None:
@@ -562,7 +566,7 @@ counts = st.integers(min_value=0, max_value=3_000_000)
 
 @st.composite
 def facts_strategy(draw: st.DrawFn) -> TransferFacts:
-    from gbadz.vocabulary import CATEGORIES, JURISDICTIONS, MACAO_GROUNDS, PURPOSES, SECTORS
+    from gbadz.vocabulary import CATEGORIES, JURISDICTIONS, MACAO_GROUNDS, PURPOSES, RELEASES, SECTORS
 
     has_pi = draw(st.booleans())
     return TransferFacts(
@@ -590,6 +594,8 @@ def facts_strategy(draw: st.DrawFn) -> TransferFacts:
         foreign_pi_transit=draw(st.booleans()),
         necessity_accepted=draw(st.booleans()),
         volume_known=draw(st.booleans()),
+        release=draw(st.sampled_from(RELEASES)),
+        dp_release_accepted=draw(st.booleans()),
     )
 
 
@@ -830,3 +836,127 @@ class TestDetermination:
             kind="ASSESSMENT", reference="CAC-2026-9", issued=date(2026, 1, 1), valid_to=date(2026, 6, 1)
         )
         assert "expired" == check_evidence(needs, [earlier], date(2026, 7, 1)).status
+
+
+def dp(**kw: Any) -> TransferFacts:
+    """An analysis grant's release under a dp contract, Shenzhen to Hong Kong."""
+    return sz_to_hk(release="dp_aggregate", **kw)
+
+
+# Issue #18: releases of aggregates computed inside the zone. (facts, outcome, rule)
+ANALYSIS_CASES = [
+    # Mainland: a thresholded aggregate of PI never leaves; a DP one after an officer's finding
+    (sz_to_hk(release="threshold_aggregate"), "PROHIBITED", "MA1"),
+    (sz_to_hk(release="threshold_aggregate", has_spi=True, spi_ytd_after=5), "PROHIBITED", "MA1"),
+    (dp(), "HUMAN_REVIEW", "MA2"),
+    (dp(has_spi=True, spi_ytd_after=50_000, pi_ytd_after=2_000_000), "HUMAN_REVIEW", "MA2"),
+    (dp(dp_release_accepted=True), "EXEMPT", "MA3"),
+    (dp(dp_release_accepted=True, has_spi=True, spi_ytd_after=50_000), "EXEMPT", "MA3"),
+    # ... with no personal information, as today (M5), whatever the release
+    (sz_to_hk(release="threshold_aggregate", has_pi=False), "EXEMPT", "M5"),
+    (dp(has_pi=False), "EXEMPT", "M5"),
+    (dp(has_pi=False, dp_release_accepted=True), "EXEMPT", "M5"),
+    # Core, important and sector rules still come first: an aggregate of important data is important
+    (dp(dp_release_accepted=True, category="core"), "PROHIBITED", "M1"),
+    (dp(dp_release_accepted=True, category="important"), "ASSESSMENT", "M3"),
+    (dp(dp_release_accepted=True, sector_overlay="health"), "HUMAN_REVIEW", "M2"),
+    (
+        dp(dp_release_accepted=True, sector_overlay="health", sector_approved=True, has_spi=True),
+        "EXEMPT",
+        "MA3",
+    ),
+    (dp(dest="CN-GZ"), "NOT_EXPORT", "M0"),
+    # The finding is about a DP release: a copy with it decides as a copy
+    (sz_to_hk(dp_release_accepted=True, pi_ytd_after=200_000), "SCC_OR_CERT", "M16"),
+    (sz_to_hk(release="threshold_aggregate", dp_release_accepted=True), "PROHIBITED", "MA1"),
+    # Hong Kong (after H1a) and Macao (after O1a; the GBA SC recipient clause O0/O0b first)
+    (F(origin="HK", dest="OTHER", has_pi=True, release="threshold_aggregate"), "PROHIBITED", "HA1"),
+    (F(origin="HK", dest="OTHER", has_pi=True, release="dp_aggregate"), "HUMAN_REVIEW", "HA2"),
+    (
+        F(origin="HK", dest="OTHER", has_pi=True, release="dp_aggregate", dp_release_accepted=True),
+        "EXEMPT",
+        "HA3",
+    ),
+    (F(origin="HK", dest="OTHER", has_pi=False, release="threshold_aggregate"), "EXEMPT", "H1"),
+    (F(origin="MO", dest="HK", has_pi=True, release="threshold_aggregate"), "PROHIBITED", "OA1"),
+    (F(origin="MO", dest="HK", has_pi=True, release="dp_aggregate"), "HUMAN_REVIEW", "OA2"),
+    (
+        F(origin="MO", dest="HK", has_pi=True, release="dp_aggregate", dp_release_accepted=True),
+        "EXEMPT",
+        "OA3",
+    ),
+    (
+        F(
+            origin="MO",
+            dest="OTHER",
+            has_pi=True,
+            release="dp_aggregate",
+            dp_release_accepted=True,
+            originated_under_gba_sc=True,
+        ),
+        "PROHIBITED",
+        "O0",
+    ),
+    (F(origin="MO", dest="HK", has_pi=False, release="dp_aggregate"), "EXEMPT", "O1"),
+]
+
+
+class TestAnalysisReleases:
+    """Issue #18: what leaves an analysis grant is decided like any transfer, by its own rules."""
+
+    @pytest.mark.parametrize("case", ANALYSIS_CASES, ids=_id)
+    def test_case(self, case: tuple[TransferFacts, str, str]) -> None:
+        """Every release rule, and the rules that must still precede them, decide as expected."""
+        facts, outcome, rule_id = case
+        decision = decide(facts)
+        assert (outcome, rule_id) == (decision.outcome, decision.rule_id), decision.legal_basis
+
+    def test_a_dp_release_awaits_the_officers_finding(self) -> None:
+        """MA2/HA2/OA2 name the finding they wait for, so an approval without it is refused."""
+        for facts in (dp(), replace(dp(), origin="HK", dest="OTHER"), replace(dp(), origin="MO")):
+            assert "dp_release_accepted" == decide(facts).awaits
+
+    def test_an_accepted_dp_release_counts_no_individuals(self) -> None:
+        """An anonymised release is not PI: it adds nobody to the exporter's counters."""
+        for facts in (dp(dp_release_accepted=True), replace(dp(dp_release_accepted=True), origin="HK")):
+            assert "none" == decide(facts).counter
+        assert "mechanism" == decide(dp()).counter
+
+    def test_the_legal_basis_is_recorded(self) -> None:
+        """MA3's basis quotes PIPL Art.4 and Art.73(4), and the facts show what left and the finding."""
+        decision = decide(dp(dp_release_accepted=True))
+        assert decision.legal_basis.startswith("PIPL Art.4, Art.73(4)")
+        assert ("dp_aggregate", True) == (decision.facts["release"], decision.facts["dp_release_accepted"])
+
+    def test_a_finding_on_a_copy_is_not_recorded_as_a_dp_release(self) -> None:
+        """The finding relaxes only a DP release: on a copy or a thresholded aggregate the fact is false."""
+        for release in ("copy", "threshold_aggregate"):
+            facts = sz_to_hk(release=release, dp_release_accepted=True)
+            assert decide(facts).facts["dp_release_accepted"] is False
+
+    def test_copy_decisions_are_unchanged_by_the_release_rules(self) -> None:
+        """Every copy vector decides exactly as before the release rules (release defaults to copy)."""
+        for facts, outcome, rule_id in SPEC_VECTORS + CASES:
+            decision = decide(replace(facts, release="copy", dp_release_accepted=True))
+            assert (outcome, rule_id) == (decision.outcome, decision.rule_id)
+
+    def test_the_sector_overlay_still_needs_its_approval(self) -> None:
+        """Health data released with DP: the sector approval adds to MA3, and the finding to M2."""
+        decision = decide(dp(dp_release_accepted=True, sector_overlay="health", has_spi=True))
+        assert ("HUMAN_REVIEW", "M2") == (decision.outcome, decision.rule_id)
+        assert "MA3" in decision.legal_basis
+        waiting = decide(dp(sector_overlay="health", has_spi=True))
+        assert ("HUMAN_REVIEW", "M2", "dp_release_accepted") == (
+            waiting.outcome,
+            waiting.rule_id,
+            waiting.awaits,
+        )
+
+    def test_a_finding_may_only_await_a_known_fact(self) -> None:
+        """The rules file refuses a rule awaiting a fact no officer records, and accepts dp_release_accepted."""
+        raw = default_rules_bytes()
+        assert b"awaits: dp_release_accepted" in raw
+        with pytest.raises(RulesError, match="awaits"):
+            parse_rules(raw.replace(b"awaits: dp_release_accepted", b"awaits: release", 1))
+        with pytest.raises(RulesError, match="release must be one of"):
+            parse_rules(raw.replace(b"release: threshold_aggregate,", b"release: rows,", 1))

@@ -60,15 +60,24 @@ def require_basics(given: DeterminationIn | None) -> DeterminationIn:
     return given
 
 
+def dp_release_accepted(decision: Decision) -> bool:
+    """A differentially private release a compliance officer accepted as anonymised (MA3/HA3/OA3):
+    what leaves is not personal information."""
+    f = decision.facts
+    return f.get("release") == "dp_aggregate" and bool(f.get("dp_release_accepted"))
+
+
 def needs_pipia(decision: Decision) -> bool:
     """PIPL Arts.55-56: providing personal information abroad needs a PIPIA first (Mainland data,
-    under any fact set the decision considered), and so does every GBA standard contract."""
+    under any fact set the decision considered), and so does every GBA standard contract. An
+    accepted DP release, like an evaluated anonymisation, provides no personal information."""
     f = decision.facts
     origins = {f.get("origin")} | {c.get("origin") for c in decision.considered}
     return (
         (bool(origins & set(MAINLAND)) or decision.outcome == "GBA_SC")  # GBA SC: a PIPIA on both sides
         and bool(f.get("has_pi"))
         and not f.get("anonymised")
+        and not dp_release_accepted(decision)
         and decision.outcome != "NOT_EXPORT"
     )
 
@@ -246,7 +255,8 @@ def obligations_for(
             today + timedelta(days=rules.validity["macao_notification_days"]),
             pre=False,
         )
-    if f.get("has_pi") and decision.outcome != "NOT_EXPORT":
+    # An analysis grant hands out no copies (its aggregates are not personal information).
+    if f.get("has_pi") and decision.outcome != "NOT_EXPORT" and f.get("release", "copy") == "copy":
         owe(
             "recipient_deletion",
             "Delete every copy when the grant ends, and attest it here",

@@ -14,6 +14,7 @@ from gbadz.access.determination import DeterminationIn
 from gbadz.access.models import AccessRequest, Grant
 from gbadz.access.schemas import (
     AccessRequestRead,
+    AnalysisTerms,
     AssessmentAsk,
     AssessmentRead,
     DecisionRead,
@@ -31,7 +32,9 @@ from gbadz.compliance import filing, filing_pdf
 from gbadz.deps import S3, AppSettings, Keys, Log, ReadSession, Rules, WriteSession
 from gbadz.errors import (
     AccessRequestNotFound,
+    AnalysisNotOffered,
     BadRequest,
+    ColumnNotAnalysable,
     ColumnNotInSchema,
     Conflict,
     DatasetNotFound,
@@ -86,7 +89,7 @@ def _request_read(request: AccessRequest, grant_id: str | None = None) -> Access
     return read
 
 
-def _grant_read(grant: Grant) -> GrantRead:
+def _grant_read(grant: Grant, session: ReadSession) -> GrantRead:
     return GrantRead(
         id=grant.id,
         request_id=grant.request_id,
@@ -94,6 +97,8 @@ def _grant_read(grant: Grant) -> GrantRead:
         grantee_org_id=grant.grantee_org_id,
         provider_org_id=grant.provider_org_id,
         purpose=grant.purpose,
+        kind="analysis" if grant.kind == "analysis" else "copy",
+        analysis=_analysis_terms(session, grant),
         columns=grant.columns,
         status=grant.status(service.now()),
         granted_at=grant.granted_at,
@@ -112,10 +117,22 @@ def _grant_read(grant: Grant) -> GrantRead:
     )
 
 
+def _analysis_terms(session: ReadSession, grant: Grant) -> AnalysisTerms | None:
+    terms = service.analysis_terms_of(session, grant)
+    return AnalysisTerms.model_validate(terms) if terms is not None else None
+
+
 @router.post(
     "/transfer-assessments",
     response_model=AssessmentRead,
-    responses=error_responses(BadRequest, ColumnNotInSchema, DatasetNotFound, DatasetNotOpen),
+    responses=error_responses(
+        BadRequest,
+        ColumnNotInSchema,
+        ColumnNotAnalysable,
+        AnalysisNotOffered,
+        DatasetNotFound,
+        DatasetNotOpen,
+    ),
     summary="What would it take to move this dataset (these columns) to my organisation for this purpose?",
     description="Decides without creating a request: the transfer engine's outcome, legal basis, "
     "obligations and required evidence, whether that evidence is on file, and what the licence says.",
@@ -133,6 +150,7 @@ def transfer_assessment(
         processing_location=body.processing_location,
         onward_transfer="outside_gba" if body.onward_outside_gba else "none",
         gba_sc_opt_in=body.gba_sc_opt_in,
+        kind=body.kind,
     )
     result = service.assess(session, viewer, ask, rules=rules)  # advice: nothing is written
     return AssessmentRead(
@@ -151,7 +169,13 @@ def transfer_assessment(
     status_code=201,
     response_model=AccessRequestRead,
     responses=error_responses(
-        BadRequest, ColumnNotInSchema, DatasetNotFound, DatasetNotOpen, ExporterNotRegistered
+        BadRequest,
+        ColumnNotInSchema,
+        ColumnNotAnalysable,
+        AnalysisNotOffered,
+        DatasetNotFound,
+        DatasetNotOpen,
+        ExporterNotRegistered,
     ),
     summary="Ask for access: decided at once (approved, rejected, or sent to review), with its legal basis",
 )
@@ -174,6 +198,7 @@ def create_access_request(
         onward_transfer=body.onward_transfer,
         gba_sc_opt_in=body.gba_sc_opt_in,
         necessity_justification=body.necessity_justification,
+        kind=body.kind,
     )
     created = service.create_request(session, viewer, actor_of(principal), ask, rules)
     return _request_read(created, service.grant_id_of(session, created))
@@ -267,7 +292,7 @@ def list_grants(
         Query(description="only grants suspended because a transfer was decided stricter (review items)"),
     ] = False,
 ) -> list[GrantRead]:
-    return [_grant_read(g) for g in service.list_grants(session, principal, limit, suspended)]
+    return [_grant_read(g, session) for g in service.list_grants(session, principal, limit, suspended)]
 
 
 @router.post(
@@ -289,7 +314,7 @@ def revoke_grant(
     # The grant's delivery key goes first: whatever copy survives no longer decrypts (ADR 0018).
     service.destroy_delivery_key(session, keys, grant, actor_of(principal))
     _delete_copies(session, grant, client, settings)
-    return _grant_read(grant)
+    return _grant_read(grant, session)
 
 
 def _delete_copies(session: WriteSession, grant: Grant, client: S3, settings: AppSettings) -> None:
@@ -311,7 +336,7 @@ def _delete_copies(session: WriteSession, grant: Grant, client: S3, settings: Ap
     summary="One grant: decision, determination, state, and its end (copies deleted, deletion attested)",
 )
 def get_grant(grant_id: RecordId, principal: Authenticated, session: ReadSession) -> GrantRead:
-    return _grant_read(service.visible_grant(session, principal, grant_id))
+    return _grant_read(service.visible_grant(session, principal, grant_id), session)
 
 
 @router.post(
@@ -324,7 +349,7 @@ def attest_deletion(
     grant_id: RecordId, body: DeletionAttestation, principal: Authenticated, session: WriteSession
 ) -> GrantRead:
     return _grant_read(
-        service.attest_deletion(session, principal, actor_of(principal), grant_id, body.statement)
+        service.attest_deletion(session, principal, actor_of(principal), grant_id, body.statement), session
     )
 
 
@@ -379,7 +404,8 @@ def redecide_grant(
 ) -> GrantRead:
     findings = service.Findings(**body.findings.model_dump()) if body and body.findings else None
     return _grant_read(
-        service.decide_grant_again(session, principal, actor_of(principal), grant_id, rules, findings)
+        service.decide_grant_again(session, principal, actor_of(principal), grant_id, rules, findings),
+        session,
     )
 
 

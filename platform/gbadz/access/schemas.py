@@ -12,6 +12,7 @@ from gbadz.vocabulary import (
     Authority,
     EvidenceKind,
     EvidenceVariant,
+    GrantKind,
     Jurisdiction,
     MacaoGround,
     Purpose,
@@ -40,6 +41,16 @@ class AssessmentAsk(BaseModel):
     )
     onward_outside_gba: bool = False
     gba_sc_opt_in: bool = True
+    kind: GrantKind = Field(
+        default="copy", description="copy: the rows; analysis: aggregates computed inside the zone"
+    )
+
+
+KIND_DESCRIPTION = (
+    "copy: the granted columns' rows are delivered; analysis: only aggregates computed inside the "
+    "zone leave (the contract's gbadz.compute block must offer them; columns default to its "
+    "dimensions and measures). What is released is decided from the kind and the contract, never declared"
+)
 
 
 class RequestAsk(BaseModel):
@@ -67,6 +78,7 @@ class RequestAsk(BaseModel):
         description="required for the Provisions 2024 Art.5 purposes (contract_with_individual, "
         "cross_border_hr, emergency): why the export is necessary; a compliance officer accepts it",
     )
+    kind: GrantKind = Field(default="copy", description=KIND_DESCRIPTION)
 
 
 class DecisionRead(BaseModel):
@@ -114,6 +126,7 @@ class AccessRequestRead(BaseModel):
     provider_org_id: str | None
     purpose: str
     purpose_text: str
+    kind: GrantKind = "copy"
     columns: list[str]
     destination: str = Field(description="the recipient's registered jurisdiction")
     processing_location: str | None = None
@@ -133,6 +146,33 @@ class AccessRequestRead(BaseModel):
     grant_id: str | None = None
 
 
+class MeasureTerms(BaseModel):
+    name: str
+    minimum: float | None = Field(description="each value is clamped to [minimum, maximum] before summing")
+    maximum: float | None
+
+
+class AnalysisBudget(BaseModel):
+    epsilon: float = Field(description="ε for the whole grant")
+    delta: float
+    max_epsilon_per_query: float | None
+
+
+class AnalysisTerms(BaseModel):
+    """What an analysis grant may ask, from the dataset's contract (gbadz.compute) and schema."""
+
+    mode: Literal["dp", "threshold"]
+    dimensions: list[str] = Field(description="columns to group and filter by")
+    measures: list[MeasureTerms] = Field(description="columns to sum and average, with their bounds")
+    privacy_unit: str | None = Field(
+        description="the column whose people the budget protects (never granted)"
+    )
+    max_rows_per_person: int
+    max_groups_per_person: int | None
+    budget: AnalysisBudget | None = Field(description="the budget per grant (dp mode)")
+    min_group_size: int
+
+
 class GrantRead(BaseModel):
     id: str
     request_id: str
@@ -140,6 +180,12 @@ class GrantRead(BaseModel):
     grantee_org_id: str
     provider_org_id: str | None
     purpose: str
+    kind: GrantKind = Field(
+        default="copy", description="copy: deliveries of the rows; analysis: aggregates only, never a copy"
+    )
+    analysis: AnalysisTerms | None = Field(
+        default=None, description="an analysis grant: what may be asked (None for a copy grant)"
+    )
     columns: list[str]
     status: Literal["active", "suspended", "expired", "revoked"]
     granted_at: datetime
@@ -172,6 +218,18 @@ class FindingsIn(BaseModel):
     )
     anonymised: bool = Field(default=False, description="the contract's anonymisation report is accepted")
     macao_art20_ground: MacaoGround = Field(default="none", description="a PDPA Art.20(1) ground that holds")
+    dp_release: bool = Field(
+        default=False,
+        description="an analysis grant: the contract's differential privacy parameters (privacy unit, "
+        "contribution bounds, budget) make its releases anonymised (PIPL Art.4, Art.73(4))",
+    )
+    dp_evaluation_ref: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=300,
+        description="the evaluation the dp_release finding rests on",
+        examples=["DP-EVAL-2026-004"],
+    )
 
 
 class DeterminationIn(BaseModel):

@@ -43,7 +43,9 @@ from gbadz.contract import Contract
 from gbadz.crypto.keys import KeyProvider, grant_delivery_context
 from gbadz.errors import (
     AccessRequestNotFound,
+    AnalysisNotOffered,
     BadRequest,
+    ColumnNotAnalysable,
     ColumnNotInSchema,
     DatasetNotOpen,
     DeletionAlreadyAttested,
@@ -106,6 +108,7 @@ class Ask:
     onward_transfer: str  # none | within_gba | outside_gba
     gba_sc_opt_in: bool = True
     necessity_justification: str | None = None
+    kind: str = "copy"  # copy | analysis (issue #18): what the grant will let leave
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,10 @@ class Findings:
     foreign_pi_transit: bool = False
     anonymised: bool = False
     macao_art20_ground: str = "none"
+    #: PIPL Art.4, Art.73(4): the contract's differential privacy parameters make its releases
+    #: anonymised (the rules' ``dp_release_accepted``), with the officer's evaluation named.
+    dp_release: bool = False
+    dp_evaluation_ref: str | None = None
 
     @classmethod
     def of(cls, stored: dict[str, Any] | None, contract_sha256: str | None = None) -> Findings:
@@ -132,7 +139,72 @@ class Findings:
             "foreign_pi_transit": self.foreign_pi_transit,
             "anonymised": self.anonymised,
             "macao_art20_ground": self.macao_art20_ground,
+            "dp_release": self.dp_release,
+            "dp_evaluation_ref": self.dp_evaluation_ref,
         }
+
+    def merged_with(self, new: Findings) -> Findings:
+        """Findings already recorded plus those made now (a finding once made stays made)."""
+        return Findings(
+            necessity_accepted=self.necessity_accepted or new.necessity_accepted,
+            foreign_pi_transit=self.foreign_pi_transit or new.foreign_pi_transit,
+            anonymised=self.anonymised or new.anonymised,
+            macao_art20_ground=new.macao_art20_ground
+            if new.macao_art20_ground != "none"
+            else self.macao_art20_ground,
+            dp_release=self.dp_release or new.dp_release,
+            dp_evaluation_ref=new.dp_evaluation_ref if new.dp_release else self.dp_evaluation_ref,
+        )
+
+
+def analysis_terms_of(session: Session, grant: Grant) -> dict[str, Any] | None:
+    """What an analysis grant may ask now, from its dataset's current contract (None for a copy grant)."""
+    if grant.kind != "analysis":
+        return None
+    dataset = session.get(Dataset, grant.dataset_id)
+    return analysis_terms(stored_contract(dataset), grant.columns) if dataset is not None else None
+
+
+#: The officer's finding each awaited fact of the rules is recorded as (``findings.<name>``).
+FINDING_OF_FACT = {"dp_release_accepted": "dp_release"}
+
+
+def release_of(kind: str, contract: Contract) -> str | None:
+    """What leaves under a grant of this kind (the rules' ``release`` fact): the platform's fact,
+    from the kind and the contract's compute mode, never a requester's word. None: the contract
+    offers no analyses."""
+    if kind == "copy":
+        return "copy"
+    return {"dp": "dp_aggregate", "threshold": "threshold_aggregate"}.get(contract.gbadz.compute.mode)
+
+
+def analysis_terms(contract: Contract, columns: list[str] | tuple[str, ...]) -> dict[str, Any] | None:
+    """What an analysis grant may ask, from the contract's compute block and the schema's bounds
+    (None when the contract offers no analyses)."""
+    compute = contract.gbadz.compute
+    if compute.mode == "none":
+        return None
+    props = {p.name: p for p in contract.table.properties}
+
+    def bounds(name: str) -> dict[str, Any]:
+        options = props[name].logicalTypeOptions
+        return {
+            "name": name,
+            "minimum": options.minimum if options else None,
+            "maximum": options.maximum if options else None,
+        }
+
+    budget = compute.budget
+    return {
+        "mode": compute.mode,
+        "dimensions": [c for c in compute.dimensions if c in columns],
+        "measures": [bounds(c) for c in compute.measures if c in columns],
+        "privacy_unit": compute.privacy_unit,
+        "max_rows_per_person": compute.max_rows_per_person,
+        "max_groups_per_person": compute.max_groups_per_person,
+        "budget": budget.model_dump() if budget is not None else None,
+        "min_group_size": compute.min_group_size,
+    }
 
 
 @dataclass(frozen=True)
@@ -312,14 +384,21 @@ def transfer_facts(
     counted_after: tuple[int, int] | None = None,
     exclude_grant: str | None = None,
     sector_approved: bool = False,
+    release: str = "copy",
 ) -> FactSet:
     """The engine's facts from what the platform knows, and the variants parties declared.
 
     ``counted_after`` replaces the estimate of the counters after this transfer by an exact
-    figure (a delivery knows which of its individuals were counted before).
+    figure (a delivery knows which of its individuals were counted before). ``release``: what
+    leaves (``release_of``); an aggregate is computed over its columns and the privacy unit,
+    so the privacy unit's classification counts too, though it is never granted.
     """
     exporter, recipient = who.exporter, who.recipient
-    has_pi, has_spi_columns, _ = contract.classify(tuple(columns))
+    read = tuple(columns)
+    unit = contract.gbadz.compute.privacy_unit
+    if release != "copy" and unit is not None and unit not in read:
+        read = (*read, unit)
+    has_pi, has_spi_columns, _ = contract.classify(read)
     minors_possible = contract.gbadz.minors is not None and (
         not volume.known or volume.sensitive_individuals > 0
     )
@@ -370,6 +449,8 @@ def transfer_facts(
         foreign_pi_transit=findings.foreign_pi_transit,
         necessity_accepted=findings.necessity_accepted,
         volume_known=volume.known or not has_pi,
+        release=release,
+        dp_release_accepted=findings.dp_release,
     )
     # Declared facts, each decided beside the known ones (the stricter outcome wins).
     origins = {("registered exporter", origin)}
@@ -424,7 +505,15 @@ def assess(
         raise ColumnNotInSchema(
             f"columns: not in the dataset's schema: {', '.join(unknown)}", field="columns"
         )
+    release = release_of(ask.kind, contract)
+    if release is None:
+        raise AnalysisNotOffered(
+            "kind: the dataset's contract offers no analyses (gbadz.compute mode none); ask for a copy",
+            field="kind",
+        )
     columns = tuple(ask.columns) or tuple(known)
+    if release != "copy":
+        columns = _analysable(contract, tuple(ask.columns))
     if len(set(columns)) != len(columns):
         raise ColumnNotInSchema("columns: a column is named twice", field="columns")
     who = parties(session, dataset, viewer.org_id)
@@ -443,6 +532,7 @@ def assess(
         at=at,
         rules=rules,
         sector_approved=sector_approved,
+        release=release,
     )
     decision = _decide(facts, rules)
     licence = contract.gbadz.licence
@@ -471,6 +561,27 @@ def assess(
         scope,
         who,
     )
+
+
+def _analysable(contract: Contract, asked: tuple[str, ...]) -> tuple[str, ...]:
+    """An analysis grant's columns: the compute block's dimensions and measures (all of them by
+    default). The privacy unit is never one: it bounds each person's contribution inside the zone."""
+    compute = contract.gbadz.compute
+    offered = (*compute.dimensions, *compute.measures)
+    for name in asked:
+        if name == compute.privacy_unit:
+            raise ColumnNotAnalysable(
+                f"columns: {name} is the privacy unit; it bounds each person's contribution and is never "
+                "granted for analysis",
+                field="columns",
+            )
+        if name not in offered:
+            raise ColumnNotAnalysable(
+                f"columns: {name} is not a dimension or measure of the contract's compute block "
+                f"(analysable: {', '.join(offered)})",
+                field="columns",
+            )
+    return asked or offered
 
 
 def _snapshot(assessment: Assessment) -> dict[str, Any]:
@@ -510,6 +621,7 @@ def _grant(
         grantee_org_id=request.requester_org_id,
         provider_org_id=request.provider_org_id,
         purpose=request.purpose,
+        kind=request.kind,
         columns=list(request.columns),
         decision=request.decision,
         granted_at=at,
@@ -552,6 +664,7 @@ def create_request(
         requested_by=actor,
         purpose=ask.purpose,
         purpose_text=ask.purpose_text,
+        kind=ask.kind,
         columns=list(assessment.columns),
         destination=viewer.jurisdiction,
         processing_location=ask.processing_location,
@@ -621,6 +734,7 @@ def _reassess(
         onward_transfer=request.onward_transfer,
         gba_sc_opt_in=bool(request.decision.get("facts", {}).get("gba_sc_opt_in", True)),
         necessity_justification=request.necessity_justification,
+        kind=request.kind,
     )
     return assess(
         session, viewer, ask, rules=rules, at=at, findings=findings, sector_approved=sector_approved
@@ -792,15 +906,7 @@ def _determine(
     dataset = session.get(Dataset, request.dataset_id)
     contract_sha256 = dataset.contract_sha256 if dataset else None
     recorded = Findings.of(request.findings, contract_sha256)
-    new = findings or Findings()
-    merged = Findings(
-        necessity_accepted=recorded.necessity_accepted or new.necessity_accepted,
-        foreign_pi_transit=recorded.foreign_pi_transit or new.foreign_pi_transit,
-        anonymised=recorded.anonymised or new.anonymised,
-        macao_art20_ground=new.macao_art20_ground
-        if new.macao_art20_ground != "none"
-        else recorded.macao_art20_ground,
-    )
+    merged = recorded.merged_with(findings or Findings())
     assessment = _decided_again(session, request, merged, at, rules)
     sector: MechanismEvidence | None = None
     sector_status: dict[str, Any] | None = None
@@ -932,10 +1038,11 @@ def _decided_again(
             field="decision",
         )
     if decision.awaits:
+        name = FINDING_OF_FACT.get(decision.awaits, decision.awaits)
         raise MechanismNotOnFile(
-            f"findings.{decision.awaits}: rule {decision.rule_id} waits for a compliance officer's finding "
+            f"findings.{name}: rule {decision.rule_id} waits for a compliance officer's finding "
             f"({decision.legal_basis})",
-            field=f"findings.{decision.awaits}",
+            field=f"findings.{name}",
         )
     return assessment
 
@@ -1246,6 +1353,8 @@ def redecide(
         else Volume(False, version=version_no)
     )
     has_pi, has_spi_columns, _ = contract.classify(tuple(grant.columns))
+    # What leaves, from the grant's kind and the contract as it is now.
+    release = release_of(grant.kind, contract)
     determined = (grant.decision or {}).get("determination") or {}
     reviewers = {str(r.get("who")) for r in request.reviews or [] if r.get("who")}
     determined = determined | {
@@ -1271,6 +1380,7 @@ def redecide(
         rules=rules,
         exclude_grant=grant.id,
         sector_approved=sector_approved,
+        release=release or "dp_aggregate",
     )
     before = str(grant.decision.get("outcome"))
     year = counters.counter_year(at, rules)
@@ -1324,7 +1434,9 @@ def redecide(
     )
     reason = None
     licence = contract.gbadz.licence
-    if request.purpose not in licence.permitted_purposes:
+    if release is None:
+        reason = "the dataset's contract no longer offers analyses (gbadz.compute mode none)"
+    elif request.purpose not in licence.permitted_purposes:
         reason = f"the licence no longer permits the purpose {request.purpose}"
     elif request.onward_transfer != "none" and not licence.onward_transfer_allowed:
         reason = "the licence no longer allows onward transfer"

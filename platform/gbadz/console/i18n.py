@@ -349,6 +349,21 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "已核实来源：境外收集的个人信息在境内处理后出境（《促进和规范数据跨境流动规定》第四条）",
         "已核實來源：境外收集的個人信息在境內處理後出境（《促進和規範數據跨境流動規定》第四條）",
     ),
+    "finding:dp_release": (
+        "I evaluated the contract's differential privacy parameters: its releases are anonymised (PIPL Art.4, Art.73(4))",
+        "已评估数据合约的差分隐私参数：其发布结果属于匿名化信息（《个人信息保护法》第四条、第七十三条第四项）",
+        "已評估數據合約的差分隱私參數：其發佈結果屬於匿名化信息（《個人信息保護法》第四條、第七十三條第四項）",
+    ),
+    "Reference of the evaluation of the privacy parameters": (
+        None,
+        "隐私参数评估的文号",
+        "隱私參數評估的文號",
+    ),
+    "Analysis grant: aggregates only, no copy of the rows": (
+        None,
+        "分析授权：只发布汇总结果，不提供数据副本",
+        "分析授權：只發佈彙總結果，不提供數據副本",
+    ),
     "finding:anonymised": (
         "I accept the contract's anonymisation report",
         "接受数据合约所附的匿名化处理报告",

@@ -473,7 +473,9 @@ DETERMINATION_FIELDS = (
 )
 #: Findings a decision may wait for, as checkboxes; the Macao ground is a select.
 FINDING_CHECKS = ("necessity_accepted", "foreign_pi_transit", "anonymised")
-REVIEW_FIELDS = {*DETERMINATION_FIELDS, *FINDING_CHECKS, "macao_art20_ground", "reason"}
+#: The DP finding of an analysis request (issue #18), with the evaluation it rests on.
+DP_FINDING = ("dp_release", "dp_evaluation_ref")
+REVIEW_FIELDS = {*DETERMINATION_FIELDS, *FINDING_CHECKS, *DP_FINDING, "macao_art20_ground", "reason"}
 
 
 def legal_today(request: Request) -> date:
@@ -526,6 +528,8 @@ def _review_form(
         "needs_pipia": (origin in MAINLAND_REGIONS or origin.startswith("CN"))
         and bool(facts.get("has_pi"))
         and not facts.get("anonymised")
+        # An analysis is approved only as an accepted DP release (MA3): no PI leaves.
+        and facts.get("release", "copy") == "copy"
         and decision.get("outcome") != "NOT_EXPORT",
     }
 
@@ -582,6 +586,11 @@ def _determination_body(form: FormData) -> dict[str, Any]:
     ground = str(form.get("macao_art20_ground") or "")
     if ground:
         findings["macao_art20_ground"] = ground
+    if form.get("dp_release") == "on":
+        findings["dp_release"] = True
+    reference = str(form.get("dp_evaluation_ref") or "").strip()
+    if reference:
+        findings["dp_evaluation_ref"] = reference
     if findings:
         body["findings"] = findings
     return body
@@ -589,7 +598,14 @@ def _determination_body(form: FormData) -> dict[str, Any]:
 
 #: Review fields a card shows only for some decisions (a basis to name, a finding awaited).
 CONDITIONAL_REVIEW_FIELDS = frozenset(
-    {"basis_rule_id", "necessity_accepted", "foreign_pi_transit", "anonymised", "macao_art20_ground"}
+    {
+        "basis_rule_id",
+        "necessity_accepted",
+        "foreign_pi_transit",
+        "anonymised",
+        "macao_art20_ground",
+        *DP_FINDING,
+    }
 )
 
 

@@ -20,6 +20,7 @@ from gbadz.errors import (
     NotFound,
     StorageUnavailable,
     Unauthenticated,
+    WrongGrantKind,
     error_responses,
 )
 from gbadz.identity.auth import actor_of, require_scopes
@@ -58,6 +59,7 @@ class DeliveryRead(BaseModel):
     responses=error_responses(
         GrantNotFound,
         GrantInactive,
+        WrongGrantKind,
         DatasetRetired,
         NoPublishedVersion,
         service.CopyAltered,
@@ -65,7 +67,8 @@ class DeliveryRead(BaseModel):
         StorageUnavailable,
     ),
     summary="Materialise the grant's copy of the current version and get short-lived download URLs",
-    description="The transfer is written to the transfer log and committed before any URL is returned. "
+    description="An analysis grant gets no copy (409 WrongGrantKind). "
+    "The transfer is written to the transfer log and committed before any URL is returned. "
     "Retrying with the same Idempotency-Key returns the same logged delivery with fresh URLs (a logged "
     "reissue). Asking again while the latest URLs have half their life left returns that transfer and "
     "the same URLs (nothing new is logged or stored). Issuances per grant are limited (429, Retry-After). "

@@ -75,6 +75,7 @@ from gbadz.errors import (
     ObligationsOpen,
     StorageUnavailable,
     TooManyRequests,
+    WrongGrantKind,
 )
 from gbadz.law.rules import RuleSet, default_rules
 from gbadz.log import get_logger
@@ -117,12 +118,21 @@ class Delivery:
     issued_at: datetime | None = None  # when its URLs were issued (they die ttl later)
 
 
+def refuse_analysis_grant(grant: Grant) -> None:
+    """A copy is never made of an analysis grant (issue #18): its rows stay in the zone and only
+    the aggregates the law decided leave. Checked on every copy path (delivery, presigned URLs,
+    Delta Sharing)."""
+    if grant.kind != "copy":
+        raise WrongGrantKind("grant: an analysis grant releases aggregates, not copies", field="grant")
+
+
 def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -> Grant:
     # Locked: a burst of deliveries of one grant queues, so the second sees the first's transfer
     # (and reuses it) instead of making a copy of its own.
     grant = repository.held_grant(session, grant_id, org_id, lock=True)
     if grant is None:
         raise GrantNotFound(f"no grant {grant_id!r}")
+    refuse_analysis_grant(grant)
     status = grant.status(now)
     if status == "suspended":
         raise GrantSuspended(
@@ -997,7 +1007,11 @@ def serve_file(
     now = datetime.now(UTC)
     with sessions() as session:
         grant = repository.grant(session, ticket.grant_id)
-        if grant is None or not ticket.key.startswith(access_service.grant_copies_prefix(grant)):
+        if (
+            grant is None
+            or grant.kind != "copy"
+            or not ticket.key.startswith(access_service.grant_copies_prefix(grant))
+        ):
             raise sealing.TicketInvalid("no such delivery file")
         status = grant.status(now)
         dataset = session.get(Dataset, grant.dataset_id)

@@ -95,6 +95,8 @@ def recipient_grant(sessions: sessionmaker[Session], keys: KeyProvider, authoriz
         grant: Grant | None = repository.grant(session, grant_id)
         if grant is None:
             raise SharingError("the grant behind this token no longer exists")
+        if grant.kind != "copy":  # no profile is issued for one; an analysis grant is never a share
+            raise NotFound(f"no share {share_name(grant.id)!r}: an analysis grant is not shared")
         status = grant.status(datetime.now(UTC))
         if status != "active":
             raise GrantInactive(f"grant: the grant is {status}; nothing more can be shared", field="grant")
@@ -193,6 +195,7 @@ def profile(
         grant = repository.held_grant(session, grant_id, org_id)
         if grant is None:
             raise GrantNotFound(f"no grant {grant_id!r}")
+        service.refuse_analysis_grant(grant)
         status = grant.status(now)
         if status != "active":
             raise GrantInactive(f"grant: the grant is {status}; no sharing profile", field="grant")

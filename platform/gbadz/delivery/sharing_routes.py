@@ -14,7 +14,15 @@ from gbadz.access.models import Grant
 from gbadz.delivery import service, sharing
 from gbadz.delivery.sharing import SCHEMA, SharingError, check_table, share_name
 from gbadz.deps import S3, AppSettings, Keys, Log, Rules, Sessions
-from gbadz.errors import Gone, GrantInactive, InsufficientScope, NotFound, Unauthenticated, error_responses
+from gbadz.errors import (
+    Gone,
+    GrantInactive,
+    InsufficientScope,
+    NotFound,
+    Unauthenticated,
+    WrongGrantKind,
+    error_responses,
+)
 from gbadz.identity.auth import require_scopes
 from gbadz.identity.tokens import Principal
 
@@ -130,7 +138,7 @@ profile_router = APIRouter(
 
 @profile_router.get(
     "/grants/{grant_id}/sharing-profile",
-    responses=error_responses(NotFound, Gone),
+    responses=error_responses(NotFound, Gone, WrongGrantKind),
     summary="The Delta Sharing profile file for a grant (open it with the delta-sharing client)",
 )
 def sharing_profile(

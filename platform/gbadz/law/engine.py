@@ -20,6 +20,7 @@ from gbadz.vocabulary import (
     OUTCOMES,
     PURPOSES,
     REGION_OF,
+    RELEASES,
     SECTORS,
 )
 
@@ -34,6 +35,7 @@ GBA_SC_GUIDELINES = {
 _REGION_OF = REGION_OF
 _CATEGORIES, _PURPOSES = frozenset(CATEGORIES), frozenset(PURPOSES)
 _SECTORS, _MACAO_GROUNDS = frozenset(SECTORS), frozenset(MACAO_GROUNDS)
+_RELEASES = frozenset(RELEASES)
 
 
 class FactError(ValueError):
@@ -89,6 +91,13 @@ class TransferFacts:
     necessity_accepted: bool = False
     #: The individuals in the data are counted (a published version); unknown volume goes to review.
     volume_known: bool = True
+    #: What leaves (issue #18): ``copy`` (the rows), ``dp_aggregate`` or ``threshold_aggregate``
+    #: (aggregates computed inside the zone). The platform derives it from the request's kind and
+    #: the contract's compute mode; no requester declares it.
+    release: str = "copy"
+    #: PIPL Art.4, Art.73(4): a compliance officer found that the contract's differential privacy
+    #: parameters make its releases anonymised information (only for a ``dp_aggregate``).
+    dp_release_accepted: bool = False
 
     def validate(self) -> None:
         # Written for speed (it runs on every decision): direct attribute reads, set lookups.
@@ -106,6 +115,8 @@ class TransferFacts:
             raise FactError(
                 "sector_overlay", f"unknown value {self.sector_overlay!r}: use one of {', '.join(SECTORS)}"
             )
+        if self.release not in _RELEASES:
+            raise FactError("release", f"unknown value {self.release!r}: use one of {', '.join(RELEASES)}")
         if self.macao_art20_ground not in _MACAO_GROUNDS:
             raise FactError(
                 "macao_art20_ground",
@@ -197,6 +208,9 @@ def normalise(facts: TransferFacts, rules: RuleSet) -> dict[str, Any]:
         "foreign_pi_transit_claimed": facts.foreign_pi_transit_claimed,
         "necessity_accepted": facts.necessity_accepted,
         "volume_known": facts.volume_known,
+        "release": facts.release,
+        # The finding is about a differentially private release; it says nothing of a copy.
+        "dp_release_accepted": facts.dp_release_accepted and facts.release == "dp_aggregate",
         "gba_sc_variant": _gba_sc_variant(origin, dest),
         "onward_outside_gba": facts.onward_outside_gba,
         "gba_sc_opt_in": facts.gba_sc_opt_in,

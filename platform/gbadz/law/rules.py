@@ -28,6 +28,7 @@ from gbadz.vocabulary import (
     OUTCOMES,
     PURPOSES,
     REGIONS,
+    RELEASES,
     SECTORS,
 )
 
@@ -66,6 +67,8 @@ FACT_NAMES = {
     "foreign_pi_transit_claimed": bool,
     "necessity_accepted": bool,
     "volume_known": bool,
+    "release": RELEASES,
+    "dp_release_accepted": bool,
     "onward_outside_gba": bool,
     "gba_sc_opt_in": bool,
     "ftz_exempt": bool,
@@ -164,7 +167,7 @@ class Rule:
 
 #: Facts only a compliance officer's finding can set (the relaxing facts of invariant 6).
 REVIEWER_FINDINGS = frozenset(
-    {"necessity_accepted", "foreign_pi_transit", "anonymised", "macao_art20_ground"}
+    {"necessity_accepted", "foreign_pi_transit", "anonymised", "macao_art20_ground", "dp_release_accepted"}
 )
 
 
@@ -317,8 +320,9 @@ def parse_rules(raw: bytes) -> RuleSet:
             if any(a not in alternatives for a in alts):
                 raise RulesError(f"{where}: unknown alternative in {alts}")
             counter = spec.get("counter")
-            if counter not in (None, "exempt", "mechanism"):
-                raise RulesError(f"{where}: counter is exempt or mechanism")
+            # none: the transfer counts no individuals (an anonymised release is not PI).
+            if counter not in (None, "exempt", "mechanism", "none"):
+                raise RulesError(f"{where}: counter is exempt, mechanism or none")
             awaits = spec.get("awaits")
             if awaits is not None and (awaits not in REVIEWER_FINDINGS or spec["outcome"] != "HUMAN_REVIEW"):
                 raise RulesError(
