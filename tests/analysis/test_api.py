@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
+
 from tests.analysis.test_query import HOSTILE
 
 from gbadz.analysis.models import Analysis, AnalysisBudget
@@ -25,10 +26,11 @@ from gbadz.config import ComputeSettings, Settings
 from gbadz.ingest import samples
 from gbadz.translog.log import export, verify_export
 from gbadz.translog.models import Checkpoint, LogEntry, LogHead
+from tests.access.test_analysis_grants import analysis_determination, dp_finding
 from tests.access.test_bound_facts import ask, flag_gba, hospital, publish
-from tests.api import fetch_token
+from tests.api import basic, bearer, fetch_token, make_client
 from tests.conftest import wrong_secret
-from tests.datasets import Party, determination, file_mechanism, meet_preconditions
+from tests.datasets import Party, file_mechanism, org_name
 
 MakeParty = Callable[..., Party]
 ROWS = 2_000
@@ -40,44 +42,36 @@ FEE_BY_MONTH = (
 
 
 def analysis_grant(app: FastAPI, http: TestClient, startup: Party, provider: Party, dataset: str) -> str:
-    """The startup asks for an analysis of the hospital's visits; the hospital agrees; a compliance
-    officer finds the release a DP aggregate and determines it; the grant is returned."""
-    body = ask(
-        http,
-        startup,
-        dataset,
-        kind="analysis",
-        purpose_text="Average fee per department and month, for pricing research",
-    ).json()
-    assert "id" in body, body
-    if body["state"] == "approved":
-        return str(body["grant_id"])
-    approve = f"/api/v1/access-requests/{body['id']}/approve"
+    """The real workflow: the startup asks for an analysis of the hospital's visits (MA2 awaits the
+    DP finding), the hospital agrees, an independent compliance officer records the DP finding and
+    determines the release (MA3 with the health sector's approval on file); the grant is returned."""
+    asked = ask(http, startup, dataset, kind="analysis", purpose_text="Average fee per department and month")
+    assert 201 == asked.status_code, asked.text
+    approve = f"/api/v1/access-requests/{asked.json()['id']}/approve"
     step = http.post(approve, json={"reason": "the hospital agrees"}, headers=provider.headers)
-    assert step.status_code == 200, step.text
-    if step.json()["state"] == "approved":
-        return str(step.json()["grant_id"])
-    officer = party_officer(app, http)
-    found = http.post(
-        f"/api/v1/access-requests/{body['id']}/findings",
-        json={"dp_release": True, "note": "a DP aggregate under the contract's budget"},
+    assert "under_compliance_review" == step.json()["state"], step.text
+    sector = file_mechanism(
+        http,
+        app,
+        provider.client.org_id,
+        startup.client.org_id,
+        "SECTOR",
+        sector="health",
+        authority_name="Guangdong Provincial Health Commission",
+    )
+    officer = _officer(app, http)
+    done = http.post(
+        approve,
+        json={"findings": dp_finding(), "determination": analysis_determination(sector["id"])},
         headers=officer.headers,
     )
-    assert found.status_code == 200, found.text
-    if found.json()["state"] == "approved":
-        return str(found.json()["grant_id"])
-    gba_sc = file_mechanism(http, app, provider.client.org_id, startup.client.org_id, "GBA_SC")
-    done = http.post(approve, json={"determination": determination(gba_sc["id"])}, headers=officer.headers)
-    assert done.status_code == 200, done.text
-    grant = str(done.json()["grant_id"])
-    meet_preconditions(http, provider, grant)
-    return grant
+    assert 200 == done.status_code, done.text
+    assert ("approved", "MA3") == (done.json()["state"], done.json()["decision"]["rule_id"]), done.text
+    return str(done.json()["grant_id"])
 
 
-def party_officer(app: FastAPI, http: TestClient) -> Party:
-    from tests.api import make_client
-    from tests.datasets import org_name
-
+def _officer(app: FastAPI, http: TestClient) -> Party:
+    """An independent compliance officer (of neither party)."""
     client = make_client(app, "compliance_officer", "CN-SZ")
     return Party(client, fetch_token(http, client), org_name(app, client.org_id))
 
@@ -241,16 +235,20 @@ class TestTheLedger:
                 if answer.status_code == 409:
                     return
 
-        body = {"sql": FEE_BY_DEPARTMENT, "epsilon": 0.4}
+        body = {"sql": FEE_BY_DEPARTMENT, "epsilon": 0.6}
         url = f"/api/v1/grants/{grant}/analyses"
         with httpx.Client(base_url=base, timeout=60) as remote:
+            # The other replica is its own issuer: the startup signs in there too.
+            issued = remote.post(
+                "/oauth/token", data={"grant_type": "client_credentials"}, headers=basic(startup.client)
+            )
+            assert 200 == issued.status_code, issued.text
+            there = bearer(issued.json()["access_token"])
             threads = [
                 threading.Thread(
                     target=client, args=(lambda: http.post(url, json=body, headers=startup.headers),)
                 ),
-                threading.Thread(
-                    target=client, args=(lambda: remote.post(url, json=body, headers=startup.headers),)
-                ),
+                threading.Thread(target=client, args=(lambda: remote.post(url, json=body, headers=there),)),
             ]
             for t in threads:
                 t.start()
@@ -260,10 +258,10 @@ class TestTheLedger:
         assert statuses <= {201, 409}, outcomes
         spent, total = _budget(app, grant)
         released = [e for s, e in outcomes if s == 201]
-        assert 7 == len(released)  # 7 x 0.4 = 2.8 of 3.0; an eighth would pass the total
+        assert 5 == len(released)  # 5 x 0.6 = 3.0 (to the last float); a sixth would pass the total
         assert spent <= total
         assert pytest.approx(sum(released)) == spent
-        assert 7 == len([e for e in _log_entries(app, grant) if e.get("transfer_mode") == "release"])
+        assert 5 == len([e for e in _log_entries(app, grant) if e.get("transfer_mode") == "release"])
 
     def test_a_failure_after_the_charge_refunds_it(
         self, app: FastAPI, http: TestClient, visits: dict[str, Any], settings: Settings

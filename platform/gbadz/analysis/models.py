@@ -50,7 +50,7 @@ class Analysis(Base):
     state: Mapped[str] = mapped_column(sa.String(16), index=True)  # charged | released | refunded
     columns: Mapped[list[str] | None] = mapped_column(sa.JSON, default=None)
     rows: Mapped[list[Any] | None] = mapped_column(sa.JSON, default=None)
-    accuracy: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, default=None)
+    accuracy: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON, default=None)
     result_sha256: Mapped[str | None] = mapped_column(sa.String(64), default=None)
     transfer_id: Mapped[str | None] = mapped_column(sa.String(36), default=None)
     log_index: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)

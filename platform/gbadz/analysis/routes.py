@@ -27,6 +27,7 @@ from gbadz.errors import (
     NoPublishedVersion,
     StorageUnavailable,
     Unauthenticated,
+    WrongGrantKind,
     error_responses,
 )
 from gbadz.identity.auth import actor_of, require_scopes
@@ -37,7 +38,7 @@ router = APIRouter(
 )
 Requester = Annotated[Principal, Depends(require_scopes("access:request"))]
 GrantID = Annotated[str, Path(max_length=36)]
-GRANT_ERRORS = (GrantNotFound, service.CopyGrant, GrantInactive, GrantSuspended, DatasetRetired)
+GRANT_ERRORS = (GrantNotFound, WrongGrantKind, GrantInactive, GrantSuspended, DatasetRetired)
 
 
 def _read(found: Analysis) -> AnalysisRead:
@@ -77,6 +78,7 @@ def estimate_analysis(
         epsilon=found.epsilon,
         delta=found.delta,
         accuracy=found.accuracy,
+        details=found.details,
         budget=BudgetRead(**found.budget.as_dict()),
         budget_after=BudgetRead(**found.budget_after.as_dict()),
     )
@@ -97,6 +99,7 @@ def estimate_analysis(
         service.AnalysisRateLimited,
         service.AnalysisInProgress,
         service.AnalysisFailed,
+        service.AnalysisStopped,
         service.ComputeUnavailable,
         StorageUnavailable,
     ),
@@ -144,7 +147,7 @@ async def create_analysis(
 @router.get(
     "/grants/{grant_id}/analyses",
     response_model=list[AnalysisRead],
-    responses=error_responses(GrantNotFound, service.CopyGrant),
+    responses=error_responses(GrantNotFound, WrongGrantKind),
     summary="The grant's analyses, newest first",
 )
 def list_analyses(
@@ -159,7 +162,7 @@ def list_analyses(
 @router.get(
     "/grants/{grant_id}/analyses/{analysis_id}",
     response_model=AnalysisRead,
-    responses=error_responses(GrantNotFound, service.CopyGrant, service.AnalysisNotFound),
+    responses=error_responses(GrantNotFound, WrongGrantKind, service.AnalysisNotFound),
     summary="One analysis of the grant: its state, and its release if it was released",
 )
 def get_analysis(

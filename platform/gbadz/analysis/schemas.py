@@ -46,7 +46,14 @@ class EstimateRead(BaseModel):
     plan: dict[str, Any] = Field(description="the query as validated: groups, filters, aggregates")
     epsilon: float = Field(description="ε the query would spend")
     delta: float = Field(description="δ the query would spend")
-    accuracy: dict[str, Any] = Field(description="per aggregate: the noise bound at 95% confidence")
+    accuracy: list[dict[str, Any]] = Field(
+        description="per aggregate: ± the true value at 95% confidence (accuracy) and the noise scale; "
+        "an average's error is its sum's and count's"
+    )
+    details: dict[str, Any] = Field(
+        description="the mechanism's terms: mode, threshold on noisy group counts (keys not public), "
+        "rows per person"
+    )
     budget: BudgetRead
     budget_after: BudgetRead = Field(description="the budget if the query were run (nothing is spent now)")
 
@@ -63,7 +70,7 @@ class AnalysisRead(BaseModel):
     delta: float
     columns: list[str] | None = None
     rows: list[Any] | None = None
-    accuracy: dict[str, Any] | None = None
+    accuracy: list[dict[str, Any]] | None = None
     result_sha256: str | None = None
     transfer_id: str | None = None
     log_index: int | None = Field(default=None, description="the transfer-log entry recording the release")

@@ -73,6 +73,7 @@ from gbadz.errors import (
     StorageUnavailable,
     TooManyRequests,
     Unprocessable,
+    WrongGrantKind,
 )
 from gbadz.law.rules import RuleSet, default_rules
 from gbadz.log import get_logger
@@ -86,10 +87,6 @@ ANONYMISED_RULES = frozenset({"MA3", "HA3", "OA3"})
 
 class BudgetExhausted(Conflict):
     """The grant's privacy budget cannot pay for the query; the message says what is left."""
-
-
-class CopyGrant(Conflict):
-    """The grant releases copies, not analyses (a copy grant has no analyses)."""
 
 
 class NoAnalyses(Conflict):
@@ -121,7 +118,11 @@ class ComputeUnavailable(ServiceUnavailable):
 
 
 class AnalysisFailed(Unprocessable):
-    """The analysis ran and failed (for a reason naming no value); its charge was refunded."""
+    """The measurement could not be built for this query (a reason naming no value); refunded."""
+
+
+class AnalysisStopped(ServiceUnavailable):
+    """The analysis hit its time or memory limit, or its process crashed; its charge was refunded."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,8 @@ class Estimated:
     plan: dict[str, Any]
     epsilon: float
     delta: float
-    accuracy: dict[str, Any]
+    accuracy: list[dict[str, Any]]  # per aggregate: ± at 95% confidence, and the noise scale
+    details: dict[str, Any]  # the mechanism's terms: mode, threshold, public keys, contribution bound
     budget: Budget  # before
     budget_after: Budget  # if it were run
 
@@ -186,8 +188,8 @@ def _held(session: Session, grant_id: str, org_id: str) -> Grant:
     grant = held_grant(session, grant_id, org_id)
     if grant is None:
         raise GrantNotFound(f"no grant {grant_id!r}")
-    if getattr(grant, "kind", "copy") != "analysis":
-        raise CopyGrant("grant: a copy grant has no analyses", field="grant")
+    if grant.kind != "analysis":
+        raise WrongGrantKind("grant: a copy grant has no analyses", field="grant")
     return grant
 
 
@@ -297,7 +299,10 @@ def estimate(
         before.delta_total,
         before.delta_spent + found.delta,
     )
-    return Estimated(plan.as_dict(), found.epsilon, found.delta, found.accuracy, before, after)
+    details = found.as_dict()
+    return Estimated(
+        plan.as_dict(), found.epsilon, found.delta, details.pop("accuracy"), details, before, after
+    )
 
 
 def analyses(session: Session, grant_id: str, org_id: str, limit: int) -> list[Analysis]:
@@ -437,7 +442,7 @@ def _charge(
         version.manifest_key,
         grant.expires_at,
         # What the query reads, plus the privacy unit its contribution bounds are counted by.
-        tuple(dict.fromkeys([*plan.columns, *([spec.privacy_unit] if spec.privacy_unit else [])])),
+        measure.columns_needed(plan, spec),
         plan,
         spec,
         cost.epsilon,
@@ -626,15 +631,18 @@ def run(
         _refund(sessions, charged, "storage: the curated store was unavailable")
         raise StorageUnavailable("storage: the curated store is unavailable; try again later") from None
     except sandbox.SandboxUnavailable as exc:
-        log_.warning("analysis sandbox unavailable", grant=grant_id, reason=str(exc))
+        log_.warning("analysis sandbox unavailable", grant=grant_id, reason=exc.detail)
         _refund(sessions, charged, "compute: the sandbox was unavailable")
         raise ComputeUnavailable(
             "compute: the zone's sandbox could not run the analysis; nothing was spent, try again later"
         ) from None
     except sandbox.AnalysisFailed as exc:
-        reason = str(exc)
-        _refund(sessions, charged, reason)
-        raise AnalysisFailed(f"analysis: {reason}; nothing was spent", field="sql") from None
+        # Time or memory limit, or a crash: the message names the limit, never a value.
+        _refund(sessions, charged, exc.detail)
+        raise AnalysisStopped(f"analysis: {exc.detail}; nothing was spent", field="sql") from None
+    except measure.MeasurementFailed as exc:
+        _refund(sessions, charged, exc.detail)
+        raise AnalysisFailed(f"analysis: {exc.detail}; nothing was spent", field="sql") from None
     except Exception:
         log_.exception("analysis failed unexpectedly", grant=grant_id, analysis=charged.analysis_id)
         _refund(sessions, charged, "internal error")
@@ -661,7 +669,8 @@ def run(
         )
         appended = log.append(session, entry, kind="release", grant_id=grant_id)
         row.state, row.finished_at = "released", finished
-        row.columns, row.rows, row.accuracy = list(result.columns), _jsonable(result.rows), result.accuracy
+        row.columns, row.rows = list(result.columns), _jsonable(result.rows)
+        row.accuracy = [a.as_dict() for a in result.accuracy]
         row.result_sha256, row.transfer_id, row.log_index = result.result_sha256, transfer_id, appended.index
         session.flush()
         budget = _budget(session, grant, stored_contract(dataset))
@@ -676,8 +685,10 @@ def charged_grant(session: Session, grant_id: str) -> Grant:
     return grant
 
 
-def _limits(settings: Settings) -> Any:
-    return sandbox.Limits(timeout_s=settings.compute.timeout_s, memory_mb=settings.compute.memory_mb)
+def _limits(settings: Settings) -> sandbox.Limits:
+    return sandbox.Limits(
+        timeout_s=settings.compute.timeout_s, memory_bytes=settings.compute.memory_mb * 2**20
+    )
 
 
 def _jsonable(rows: Any) -> list[Any]:
