@@ -43,6 +43,7 @@ import hashlib
 import json
 import math
 import secrets
+import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -53,7 +54,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from gbadz.analysis.query import AggregateFunction, Condition, Plan, QueryRefused, Term
+from gbadz.analysis.plan import AggregateFunction, Condition, Plan, QueryRefused, Term
 from gbadz.analysis.spec import AnalysisSpec, Dimension, Measure, Scalar
 from gbadz.errors import BadRequest, GbadzError
 
@@ -158,6 +159,8 @@ class Release:
     suppressed: int
     query_sha256: str
     result_sha256: str = field(default="")
+    #: Seconds spent per phase (diagnostics for benchmarks; not part of the result or its hash).
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +174,7 @@ class Release:
             "suppressed": self.suppressed,
             "query_sha256": self.query_sha256,
             "result_sha256": self.result_sha256,
+            "timings": dict(self.timings),
         }
 
     @classmethod
@@ -188,6 +192,7 @@ class Release:
             suppressed=int(data["suppressed"]),
             query_sha256=str(data["query_sha256"]),
             result_sha256=str(data["result_sha256"]),
+            timings={str(k): float(v) for k, v in (data.get("timings") or {}).items()},
         )
 
 
@@ -445,14 +450,7 @@ def _threshold(
             "keys-not-public",
             "grouping by a column without declared values needs a δ budget; the contract has none",
         )
-    return _threshold_cached(
-        epsilon,
-        delta,
-        count_scale,
-        sum_scales,
-        json.dumps(plan.as_dict(), sort_keys=True),
-        json.dumps(spec.as_dict(), sort_keys=True),
-    )
+    return _threshold_cached(epsilon, delta, count_scale, sum_scales, plan, spec)
 
 
 @lru_cache(maxsize=256)
@@ -461,11 +459,9 @@ def _threshold_cached(
     delta: float,
     count_scale: float,
     sum_scales: tuple[float, ...],
-    plan_json: str,
-    spec_json: str,
+    plan: Plan,
+    spec: AnalysisSpec,
 ) -> int:
-    plan = Plan.from_dict(json.loads(plan_json))
-    spec = AnalysisSpec.from_dict(json.loads(spec_json))
     frame = _prepare(_empty_table(plan, spec), plan, spec, 1).lazy()
     k = spec.max_rows_per_person if spec.privacy_unit else 1
     mech = _Mechanism(epsilon, delta, k, _summed(plan), False, None, count_scale, sum_scales, None)
@@ -587,7 +583,7 @@ def _predicate(c: Condition, spec: AnalysisSpec) -> Any:
         case ">=":
             expr = left >= pl.lit(values[0])
         case "in" | "not in":
-            expr = left.is_in(pl.Series(values))
+            expr = left.is_in(values)
             expr = ~expr if c.op == "not in" else expr
         case "between" | "not between":
             expr = left.is_between(pl.lit(values[0]), pl.lit(values[1]))
@@ -744,12 +740,17 @@ def release(table: pa.Table, plan: Plan, spec: AnalysisSpec, epsilon: float) -> 
     if table.num_rows > spec.max_rows:
         raise MeasurementFailed("the table holds more rows than its contract's rowCount rule allows")
     seed = secrets.randbits(63)
+    started = time.perf_counter()
     frame = _prepare(table, plan, spec, seed)
+    prepared = time.perf_counter()
     if spec.mode == "threshold":
         measured = _exact(frame, plan, spec, mech)
     else:
         measured = _noisy(frame, plan, spec, mech)
-    return _finish(measured, plan, spec, mech)
+    done = time.perf_counter()
+    result = _finish(measured, plan, spec, mech)
+    result.timings.update({"prepare": prepared - started, "measure": done - prepared})
+    return result
 
 
 def _exact(frame: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> Any:
@@ -763,13 +764,33 @@ def _exact(frame: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> Any:
     return frame.select(aggs)
 
 
-def _noisy(frame: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> Any:
-    compiled = _compile(frame.lazy(), plan, spec, mech)
+#: Measurements by (plan, spec, mechanism, frame schema). A measurement holds no data (OpenDP
+#: runs its plan on whatever frame it is given), so one built for a shape serves every release of
+#: that shape, each with fresh noise; building one costs about 30 ms.
+_MEASUREMENTS: dict[tuple[Any, ...], Any] = {}
+_MAX_MEASUREMENTS = 128
+
+
+def _measurement_for(frame: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> Any:
+    """The checked OpenDP measurement of ``plan`` for frames shaped like ``frame``."""
+    key = (plan, spec, mech, tuple((name, str(dtype)) for name, dtype in frame.schema.items()))
+    cached = _MEASUREMENTS.get(key)
+    if cached is not None:
+        return cached
+    compiled = _compile(frame.clear().lazy(), plan, spec, mech)
     measurement = compiled.make(mech.threshold)
     spent = measurement.map(compiled.d_in)
     if spent[0] > compiled.d_out[0] * (1 + 1e-9) or spent[1] > compiled.d_out[1]:
         # Never run a measurement whose own privacy map exceeds what is charged.
         raise MeasurementFailed("the measurement would spend more than its budget")
+    if len(_MEASUREMENTS) >= _MAX_MEASUREMENTS:
+        _MEASUREMENTS.clear()
+    _MEASUREMENTS[key] = measurement
+    return measurement
+
+
+def _noisy(frame: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> Any:
+    measurement = _measurement_for(frame, plan, spec, mech)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = measurement(frame.lazy())
@@ -798,7 +819,10 @@ def _finish(measured: Any, plan: Plan, spec: AnalysisSpec, mech: _Mechanism) -> 
             factor = _factor(spec, agg.column)
             total = float(row[f"s{i}"]) / factor
             if agg.function == "sum":
-                record[agg.name] = _round(total, spec.measure(agg.column or ""))
+                measure = spec.measure(agg.column or "")
+                if measure is not None and measure.minimum >= 0 and spec.mode == "dp":
+                    total = max(total, 0.0)  # post-processing: a negative sum of non-negatives is noise
+                record[agg.name] = _round(total, measure)
             else:
                 measure = spec.measure(agg.column or "")
                 assert measure is not None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,16 +51,21 @@ def _read(stream: BinaryIO) -> tuple[dict[str, Any], Any]:
 
 
 def measure_stdin() -> int:
-    from gbadz.analysis.measure import release
-    from gbadz.analysis.query import Plan
+    started = time.perf_counter()
+    from gbadz.analysis.measure import _dp, release
+    from gbadz.analysis.plan import Plan
     from gbadz.analysis.spec import AnalysisSpec
     from gbadz.errors import GbadzError
 
     try:
+        _dp()  # OpenDP's modules, imported before the rows arrive
+        imported = time.perf_counter()
         header, table = _read(sys.stdin.buffer)
+        read = time.perf_counter()
         plan = Plan.from_dict(header["plan"])
         spec = AnalysisSpec.from_dict(header["spec"])
         result = release(table, plan, spec, float(header["epsilon"]))
+        result.timings.update({"child_imports": imported - started, "child_read": read - imported})
     except MemoryError:
         _write({"error": "memory"})
         return EXIT_FAILED

@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 
 from gbadz.analysis import measure
-from gbadz.analysis.query import Plan
+from gbadz.analysis.plan import Plan
 from gbadz.analysis.spec import AnalysisSpec
 from gbadz.errors import ServiceUnavailable
 

@@ -9,9 +9,10 @@ never loads a contract itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from gbadz.contract import Contract
+if TYPE_CHECKING:  # the sandboxed child reads a spec as JSON and never imports the contract model
+    from gbadz.contract import Contract
 
 Mode = Literal["dp", "threshold", "none"]
 DimensionType = Literal["string", "integer", "number", "boolean", "date", "timestamp"]
