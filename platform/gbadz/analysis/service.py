@@ -63,7 +63,6 @@ from gbadz.delivery.repository import held_grant
 from gbadz.errors import (
     Conflict,
     DatasetRetired,
-    GrantInactive,
     GrantNotFound,
     GrantSuspended,
     NoPublishedVersion,
@@ -194,15 +193,7 @@ def _held(session: Session, grant_id: str, org_id: str) -> Grant:
 
 
 def _active(session: Session, grant_id: str, org_id: str, now: datetime) -> Grant:
-    grant = _held(session, grant_id, org_id)
-    status = grant.status(now)
-    if status == "suspended":
-        raise GrantSuspended(
-            f"grant: suspended until a compliance officer reviews it: {grant.suspended_reason}", field="grant"
-        )
-    if status != "active":
-        raise GrantInactive(f"grant: the grant is {status}; no new analyses", field="grant")
-    return grant
+    return delivery_service.still_running(_held(session, grant_id, org_id), now, "no new analyses")
 
 
 def _dataset(session: Session, grant: Grant) -> tuple[Dataset, DatasetVersion, Contract, AnalysisSpec]:
@@ -349,10 +340,11 @@ def _rate_limited(session: Session, settings: Settings, grant_id: str, now: date
     """At most ``compute.limit`` analyses per grant per window, counted in the database (every
     replica sees the same count); estimates are free."""
     limit, window = settings.compute.limit, timedelta(seconds=settings.compute.limit_window_s)
-    times = repository.charged_since(session, grant_id, now - window)
-    if len(times) < limit:
+    wait = delivery_service.window_wait(
+        repository.charged_since(session, grant_id, now - window), limit, window, now
+    )
+    if wait is None:
         return
-    wait = max(1, math.ceil((times[len(times) - limit] + window - now).total_seconds()))
     raise AnalysisRateLimited(
         f"grant: at most {limit} analyses per {int(window.total_seconds())} s; try again in {wait} s",
         headers={"Retry-After": str(wait)},
