@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
 
+from gbadz.access.models import Grant
 from gbadz.analysis.models import Analysis, AnalysisBudget
 from gbadz.app import create_app
 from gbadz.audit import AuditEvent
@@ -25,7 +26,8 @@ from gbadz.ingest import samples
 from gbadz.translog.log import export, verify_export
 from gbadz.translog.models import Checkpoint, LogEntry, LogHead
 from tests.access.test_analysis_grants import analysis_determination, dp_finding
-from tests.access.test_bound_facts import ask, flag_gba, hospital, publish
+from tests.access.test_bound_facts import ask, flag_gba, hospital
+from tests.access.test_bound_facts import publish as publish_rows
 from tests.analysis.test_query import HOSTILE
 from tests.api import basic, bearer, fetch_token, make_client
 from tests.conftest import wrong_secret
@@ -40,7 +42,9 @@ FEE_BY_MONTH = (
 )
 
 
-def analysis_grant(app: FastAPI, http: TestClient, startup: Party, provider: Party, dataset: str) -> str:
+def analysis_grant(
+    app: FastAPI, http: TestClient, startup: Party, provider: Party, dataset: str
+) -> tuple[str, dict[str, Any]]:
     """The real workflow: the startup asks for an analysis of the hospital's visits (MA2 awaits the
     DP finding), the hospital agrees, an independent compliance officer records the DP finding and
     determines the release (MA3 with the health sector's approval on file); the grant is returned."""
@@ -66,7 +70,7 @@ def analysis_grant(app: FastAPI, http: TestClient, startup: Party, provider: Par
     )
     assert 200 == done.status_code, done.text
     assert ("approved", "MA3") == (done.json()["state"], done.json()["decision"]["rule_id"]), done.text
-    return str(done.json()["grant_id"])
+    return str(done.json()["grant_id"]), sector
 
 
 def _officer(app: FastAPI, http: TestClient) -> Party:
@@ -83,9 +87,9 @@ def visits(
     Kong startup holding an analysis grant on them."""
     provider, startup = party("provider", "CN-SZ"), party("consumer", "HK")
     flag_gba(app, provider, startup)
-    dataset = publish(app, http, settings, tmp_path, provider, hospital(provider), ROWS)
-    grant = analysis_grant(app, http, startup, provider, dataset)
-    return {"provider": provider, "startup": startup, "dataset": dataset, "grant": grant}
+    dataset = publish_rows(app, http, settings, tmp_path, provider, hospital(provider), ROWS)
+    grant, sector = analysis_grant(app, http, startup, provider, dataset)
+    return {"provider": provider, "startup": startup, "dataset": dataset, "grant": grant, "sector": sector}
 
 
 def _post(http: TestClient, grant: str, who: Party, sql: str, **extra: Any) -> httpx.Response:
@@ -298,12 +302,11 @@ class TestTheLedger:
 class TestWhoMayAsk:
     def test_someone_elses_grant_is_missing_a_copy_grant_has_none_a_revoked_one_ends(
         self,
+        publish: Callable[..., dict[str, Any]],
         app: FastAPI,
         http: TestClient,
         party: MakeParty,
         visits: dict[str, Any],
-        settings: Settings,
-        tmp_path: Path,
     ) -> None:
         """Another organisation gets 404 on every route; a copy grant 409; a revoked grant 410."""
         grant, provider = visits["grant"], visits["provider"]
@@ -317,12 +320,19 @@ class TestWhoMayAsk:
             answer = http.request(method, path, json=body, headers=stranger.headers)
             assert 404 == answer.status_code, (path, answer.text)
 
-        copy = ask(http, visits["startup"], visits["dataset"], columns=["department", "fee_cny"]).json()
-        copy_grant = copy.get("grant_id")
-        if copy_grant is not None:
-            refused = _post(http, copy_grant, visits["startup"], FEE_BY_DEPARTMENT)
-            assert (409, "grant: a copy grant has no analyses") == (
+        # A copy grant (a Hong Kong dataset with no personal information, to a Hong Kong startup).
+        copy_dataset = publish(party("provider", "HK"), with_pi=False)["id"]
+        copy = ask(http, visits["startup"], copy_dataset).json()
+        assert ("approved", "copy") == (copy["state"], copy["kind"]), copy
+        for method, path, body in (
+            ("GET", f"/api/v1/grants/{copy['grant_id']}/analysis", None),
+            ("POST", f"/api/v1/grants/{copy['grant_id']}/analyses/estimate", {"sql": FEE_BY_DEPARTMENT}),
+            ("POST", f"/api/v1/grants/{copy['grant_id']}/analyses", {"sql": FEE_BY_DEPARTMENT}),
+        ):
+            refused = http.request(method, path, json=body, headers=visits["startup"].headers)
+            assert (409, "WrongGrantKind", "grant: a copy grant has no analyses") == (
                 refused.status_code,
+                refused.json()["error"],
                 refused.json()["detail"],
             )
 
@@ -333,6 +343,43 @@ class TestWhoMayAsk:
         ended = _post(http, grant, visits["startup"], FEE_BY_DEPARTMENT)
         assert (410, "GrantInactive") == (ended.status_code, ended.json()["error"])
         assert 0.0 == _budget(app, grant)[0]
+
+    def test_a_release_decided_stricter_suspends_the_grant_and_spends_nothing(
+        self, app: FastAPI, http: TestClient, party: MakeParty, visits: dict[str, Any]
+    ) -> None:
+        """The health sector's approval withdrawn: the next analysis is decided again, stricter, so the
+        grant is suspended (410), nothing is charged and nothing is logged (invariant 7)."""
+        startup, grant = visits["startup"], visits["grant"]
+        withdrawn = http.post(
+            f"/api/v1/mechanisms/{visits['sector']['id']}/withdraw",
+            json={"reason": "the health commission withdrew its approval"},
+            headers=party("compliance_officer", "CN-SZ").headers,
+        )
+        assert 200 == withdrawn.status_code, withdrawn.text
+        stopped = _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=0.5)
+        assert (410, "GrantSuspended") == (stopped.status_code, stopped.json()["error"]), stopped.text
+        again = _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=0.5)
+        assert (410, "GrantSuspended") == (again.status_code, again.json()["error"]), again.text
+        assert 0.0 == _budget(app, grant)[0]
+        assert [] == [e for e in _log_entries(app, grant) if e.get("transfer_mode") == "release"]
+        with app.state.sessionmaker() as session:
+            held = session.get(Grant, grant)
+            assert held is not None
+            assert held.suspended_at is not None
+
+    def test_analyses_per_grant_are_limited(
+        self, app: FastAPI, http: TestClient, visits: dict[str, Any], settings: Settings
+    ) -> None:
+        """Past GBADZ_COMPUTE__LIMIT analyses in the window: 429 with Retry-After, before any charge."""
+        startup, grant = visits["startup"], visits["grant"]
+        limited = create_app(settings.model_copy(update={"compute": ComputeSettings(limit=1)}))
+        with TestClient(limited) as other:
+            url, body = f"/api/v1/grants/{grant}/analyses", {"sql": FEE_BY_DEPARTMENT, "epsilon": 0.5}
+            assert 201 == other.post(url, json=body, headers=startup.headers).status_code
+            refused = other.post(url, json=body, headers=startup.headers)
+        assert (429, "grant") == (refused.status_code, refused.json()["field"]), refused.text
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert pytest.approx(0.5) == _budget(app, grant)[0]
 
     def test_hostile_sql_is_refused_naming_the_rule(
         self, app: FastAPI, http: TestClient, visits: dict[str, Any]
@@ -397,7 +444,12 @@ class TestTheRecord:
         )
         assert {"fee_cny": [0.0, 5000.0]} == logged["release"]["bounds"]
         assert logged["release"]["mechanism"].startswith("OpenDP ")
-        assert (0, "none") == (logged["n_individuals"], logged["counter_basis"])
+        assert (0, "none", "anonymised", "MA3") == (
+            logged["n_individuals"],
+            logged["counter_basis"],
+            logged["deid_status"],
+            logged["rule_id"],
+        )
         assert logged["rule_id"]
         assert logged["legal_basis"]
         assert logged["rules_hash"]
