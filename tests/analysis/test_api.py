@@ -5,6 +5,7 @@ in the transfer log verified offline. Real S3, real databases, the real sandbox.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -403,6 +404,10 @@ class TestWhoMayAsk:
                     "sql",
                 ) or (f"rule {rule}:" not in body.get("detail", "")):
                     wrong.append((route, sql, rule, refused.status_code, body.get("detail")))
+                # The refusal names the rule, never a value the query held (invariant 9).
+                echoed = [v for v in re.findall(r"'([^']{3,})'", sql) if v in refused.text]
+                if echoed:
+                    wrong.append((route, sql, rule, "echoes", echoed))
         assert [] == wrong
         assert 0.0 == _budget(app, visits["grant"])[0]
         with app.state.sessionmaker() as session:
