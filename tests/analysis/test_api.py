@@ -12,16 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
 
+from gbadz import storage
 from gbadz.access.models import Grant
 from gbadz.analysis.models import Analysis, AnalysisBudget
 from gbadz.app import create_app
 from gbadz.audit import AuditEvent
+from gbadz.catalog.models import DatasetVersion
 from gbadz.config import ComputeSettings, Settings
 from gbadz.ingest import samples
 from gbadz.translog.log import export, verify_export
@@ -137,7 +141,11 @@ class TestTheStartupsPath:
             headers=startup.headers,
         )
         assert 200 == estimate.status_code, estimate.text
-        assert (1.0, 2.0) == (estimate.json()["epsilon"], estimate.json()["budget_after"]["epsilon_left"])
+        assert (1.0, 2.0, True) == (
+            estimate.json()["epsilon"],
+            estimate.json()["budget_after"]["epsilon_left"],
+            estimate.json()["fits"],
+        )
         assert estimate.json()["accuracy"]
         assert (0.0, 0.0) == _budget(app, grant)  # an estimate spends nothing
 
@@ -168,6 +176,12 @@ class TestTheStartupsPath:
             one.json()["result_sha256"],
         )
 
+        too_much = http.post(
+            f"/api/v1/grants/{grant}/analyses/estimate",
+            json={"sql": FEE_BY_DEPARTMENT, "epsilon": 0.5},
+            headers=startup.headers,
+        )
+        assert (200, False) == (too_much.status_code, too_much.json()["fits"])
         size = len(_log_entries(app, grant))
         exhausted = _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=0.5)
         assert 409 == exhausted.status_code, exhausted.text
@@ -214,6 +228,39 @@ class TestTheStartupsPath:
             assert 0 == session.scalar(
                 sa.select(sa.func.count()).select_from(Analysis).where(Analysis.grant_id == grant)
             )
+
+
+class TestInsideTheZone:
+    def test_an_encrypted_measure_is_decrypted_only_for_the_zone_computation(
+        self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path
+    ) -> None:
+        """A fee column encrypted at rest: the curated file does not open without its key, the analysis
+        decrypts it under the zone-compute principal (exactly the query's columns) and releases the mean."""
+        provider, startup = party("provider", "CN-SZ"), party("consumer", "HK")
+        flag_gba(app, provider, startup)
+        doc = hospital(provider)
+        doc["gbadz"]["columns"]["fee_cny"]["protection"] = "encrypt"
+        dataset = publish_rows(app, http, settings, tmp_path, provider, doc, ROWS)
+        grant, _ = analysis_grant(app, http, startup, provider, dataset)
+        with app.state.sessionmaker() as session:
+            version = session.scalars(
+                sa.select(DatasetVersion).where(DatasetVersion.dataset_id == dataset)
+            ).one()
+            manifest = json.loads(
+                storage.ObjectStore(app.state.s3, settings.s3).get_bytes(
+                    settings.s3.curated_bucket, version.manifest_key
+                )
+            )
+        stored = storage.ObjectStore(app.state.s3, settings.s3).get_bytes(
+            settings.s3.curated_bucket, manifest["files"][0]["key"]
+        )
+        with pytest.raises(OSError, match=r"[Ee]ncrypt|[Dd]ecrypt|key"):
+            pq.read_table(pa.BufferReader(stored), columns=["fee_cny"])
+        released = _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=1.0)
+        assert 201 == released.status_code, released.text
+        means = [row[2] for row in released.json()["rows"]]
+        assert means
+        assert all(isinstance(m, int | float) and -1000 < m < 6000 for m in means)
 
 
 class TestTheLedger:

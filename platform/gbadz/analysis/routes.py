@@ -81,6 +81,7 @@ def estimate_analysis(
         details=found.details,
         budget=BudgetRead(**found.budget.as_dict()),
         budget_after=BudgetRead(**found.budget_after.as_dict()),
+        fits=found.fits,
     )
 
 

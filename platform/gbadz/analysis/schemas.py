@@ -59,6 +59,7 @@ class EstimateRead(BaseModel):
     )
     budget: BudgetRead
     budget_after: BudgetRead = Field(description="the budget if the query were run (nothing is spent now)")
+    fits: bool = Field(description="whether the budget left pays for the query (else running it is a 409)")
 
 
 class AnalysisRead(BaseModel):

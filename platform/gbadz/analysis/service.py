@@ -170,6 +170,7 @@ class Estimated:
     details: dict[str, Any]  # the mechanism's terms: mode, threshold, public keys, contribution bound
     budget: Budget  # before
     budget_after: Budget  # if it were run
+    fits: bool  # what is left pays for it (the run is refused with 409 otherwise)
 
 
 @dataclass(frozen=True)
@@ -292,8 +293,12 @@ def estimate(
         before.delta_spent + found.delta,
     )
     details = found.as_dict()
+    fits = (
+        found.epsilon <= before.epsilon_total - before.epsilon_spent + repository.SLACK
+        and found.delta <= before.delta_total - before.delta_spent + repository.SLACK
+    )
     return Estimated(
-        plan.as_dict(), found.epsilon, found.delta, details.pop("accuracy"), details, before, after
+        plan.as_dict(), found.epsilon, found.delta, details.pop("accuracy"), details, before, after, fits
     )
 
 
