@@ -450,6 +450,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.state.on_reclassified = suspend_for_reclassification
     app.include_router(delivery_routes.router)
+    from gbadz.analysis import routes as analysis_routes
+
+    app.include_router(analysis_routes.router)
     from gbadz.compliance import routes as compliance
 
     app.include_router(compliance.router)

@@ -322,6 +322,48 @@ class TransferSettings(BaseModel):
     )
 
 
+class ComputeSettings(BaseModel):
+    """Bounds on one analysis run inside the zone (compute-to-data, issue #18).
+
+    An analysis is answered synchronously by the API replica that receives it, in a child
+    process with no network: these bound what one request may cost that replica. Larger
+    analyses belong on the Airflow ``zone-compute`` queue (issue #17's cluster work); until
+    then they are refused with a message saying so.
+    """
+
+    timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="wall-clock limit of one analysis (the child is killed after it)",
+    )
+    memory_mb: int = Field(
+        default=2048,
+        ge=64,
+        le=1024 * 1024,
+        description="address-space limit of the analysis child process (MiB)",
+    )
+    rows_sync_max: int = Field(
+        default=5_000_000,
+        ge=1,
+        description="the most rows (of the published version) an analysis reads synchronously; a larger "
+        "version is refused as too large for a synchronous analysis",
+    )
+    default_epsilon: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="ε a query spends when it names none and the contract sets no max_epsilon_per_query",
+    )
+    limit: int = Field(
+        default=60,
+        ge=1,
+        description="analyses (releases and failed attempts that were charged) per grant per window; "
+        "estimates are free and not counted",
+    )
+    limit_window_s: int = Field(default=3600, ge=1, le=7 * 86_400)
+
+
 class Settings(BaseSettings):
     """All of gbadz's configuration. Tests build it directly; nothing else reads os.environ."""
 
@@ -341,6 +383,7 @@ class Settings(BaseSettings):
     oauth: OAuthSettings = OAuthSettings()
     ingest: IngestSettings = IngestSettings()
     transfer: TransferSettings = TransferSettings()
+    compute: ComputeSettings = ComputeSettings()
 
     @model_validator(mode="after")
     def _pool_fits_threads(self) -> Settings:

@@ -155,5 +155,22 @@ def counts_by_exporter(session: Session, year: int) -> dict[tuple[str, str], dic
     return totals
 
 
+def releases_by_exporter(session: Session, year: int) -> dict[str, tuple[int, float]]:
+    """Aggregate releases (compute-to-data) logged in counter year ``year`` per exporter: how many,
+    and the ε they spent, read from the hashed entries."""
+    query = sa.select(LogEntry.entry).where(
+        sa.not_(_is_determination(session)), _field(session, "transfer_mode") == "release"
+    )
+    found: dict[str, tuple[int, float]] = {}
+    for (text,) in session.execute(query.execution_options(yield_per=10_000)):
+        entry = json.loads(text)
+        exporter = (entry.get("exporter") or {}).get("org_id")
+        if exporter is None or entry.get("counter_year") != year:
+            continue
+        count, spent = found.get(str(exporter), (0, 0.0))
+        found[str(exporter)] = (count + 1, spent + float((entry.get("release") or {}).get("epsilon") or 0.0))
+    return found
+
+
 def mechanisms(session: Session) -> Sequence[MechanismEvidence]:
     return session.scalars(sa.select(MechanismEvidence)).all()

@@ -28,6 +28,7 @@ PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 router = APIRouter(
     prefix="/api/v1", tags=["compliance"], responses=error_responses(Unauthenticated, InsufficientScope)
 )
+TransferMode = Literal["download", "delta_sharing_query", "reissue", "release"]
 Auditor = Annotated[Principal, Depends(require_scopes("transfers:audit"))]
 # Log positions are BIGINT columns: a larger number overflowed the database driver (a 500).
 LAST_POSITION = 2**63 - 1
@@ -55,6 +56,10 @@ def list_transfers(
     outcome: Annotated[Outcome | None, Query()] = None,
     mechanism: Annotated[str | None, Query(max_length=32, pattern=PRINTABLE)] = None,
     dataset: Annotated[str | None, Query(max_length=100, pattern=PRINTABLE)] = None,
+    transfer_mode: Annotated[
+        TransferMode | None,
+        Query(description="download, delta_sharing_query, reissue, or release (an analysis's DP aggregate)"),
+    ] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601 with a time zone")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601 with a time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -64,7 +69,17 @@ def list_transfers(
         if moment is not None and moment.tzinfo is None:
             raise BadRequest(f"{name}: give a time zone, e.g. 2026-11-01T00:00:00Z", field=name)
     where = TransferFilter(
-        exporter, recipient, origin, destination, outcome, mechanism, dataset, since, until, limit
+        exporter,
+        recipient,
+        origin,
+        destination,
+        outcome,
+        mechanism,
+        dataset,
+        since,
+        until,
+        limit,
+        transfer_mode,
     )
     return _rows(service.transfers(session, where), format)
 

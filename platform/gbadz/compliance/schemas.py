@@ -19,9 +19,16 @@ class CounterRead(BaseModel):
     exporter_org_id: str
     exporter: str | None
     year: int
-    basis: Literal["mechanism", "exempt"]
+    basis: Literal["mechanism", "exempt", "none"] = Field(
+        description="the counter the individuals are counted in; none: aggregate releases (compute-to-data), "
+        "which count nobody"
+    )
     pi_individuals: int
     spi_individuals: int
+    releases: int = Field(
+        default=0, description="differentially private releases this year (on the exporter's basis-none row)"
+    )
+    epsilon_spent: float = Field(default=0.0, description="ε spent by those releases, summed over grants")
     thresholds: dict[str, list[int]] = Field(
         description="the legal thresholds the counts are watched against (from the rules file)"
     )

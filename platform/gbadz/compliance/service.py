@@ -56,6 +56,10 @@ CSV_FIELDS = (
     "onward_transfer",
     "storage_location_at_recipient",
     "retention_at_recipient",
+    # Aggregate releases (compute-to-data, issue #18); empty for copies.
+    "release_epsilon",
+    "query_sha256",
+    "result_sha256",
 )
 
 
@@ -77,6 +81,8 @@ def _flat(index: int, entry: dict[str, Any]) -> dict[str, Any]:
     row["approvers"] = "; ".join(
         f"{a.get('step')}: {a.get('by')} at {a.get('at')}" for a in entry.get("approvers") or []
     )
+    release = entry.get("release") or {}
+    row["release_epsilon"], row["query_sha256"] = release.get("epsilon"), release.get("query_sha256")
     pipia = entry.get("pipia") or {}
     row["pipia_reference"], row["pipia_date"] = pipia.get("reference"), pipia.get("date")
     consent = entry.get("consent") or {}
@@ -122,13 +128,20 @@ def transfers_by_route(session: Session, days: int) -> list[RouteDay]:
 
 
 def exporter_counters(session: Session, rules: RuleSet, at: datetime | None = None) -> list[CounterRead]:
-    """Year-to-date individuals per exporter and basis, each against the rules' thresholds."""
+    """Year-to-date individuals per exporter and basis, each against the rules' thresholds; beside
+    them, per exporter, the year's aggregate releases and the ε they spent (basis ``none``: a
+    release counts nobody)."""
     year = counters.counter_year(at or datetime.now(UTC), rules)
     lines = rules.threshold_lines()
     names = repository.organisation_names(session)
+    rows = dict(repository.counts_by_exporter(session, year))
+    released = repository.releases_by_exporter(session, year)
+    for exporter_id in released:
+        rows.setdefault((exporter_id, "none"), {"pi": 0, "spi": 0})
     result = []
-    for (exporter_id, basis), counts in sorted(repository.counts_by_exporter(session, year).items()):
+    for (exporter_id, basis), counts in sorted(rows.items()):
         nxt = {k: next((t for t in lines[k] if counts[k] < t), None) for k in lines}
+        releases, epsilon = released.get(exporter_id, (0, 0.0)) if basis == "none" else (0, 0.0)
         result.append(
             CounterRead(
                 exporter_org_id=exporter_id,
@@ -140,6 +153,8 @@ def exporter_counters(session: Session, rules: RuleSet, at: datetime | None = No
                 thresholds={k: list(v) for k, v in lines.items()},
                 next_threshold=nxt,
                 share_of_next={k: (counts[k] / t if t else None) for k, t in nxt.items()},
+                releases=releases,
+                epsilon_spent=round(epsilon, 12),
             )
         )
     return result

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -133,17 +133,23 @@ def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -
     if grant is None:
         raise GrantNotFound(f"no grant {grant_id!r}")
     refuse_analysis_grant(grant)
+    return still_running(grant, now, "no new deliveries or URLs")
+
+
+def still_running(grant: Grant, now: datetime, refused: str) -> Grant:
+    """The grant, if it is active now; suspended, expired or revoked: 410 saying what is ``refused``
+    (every transfer kind answers an ended grant alike)."""
     status = grant.status(now)
     if status == "suspended":
         raise GrantSuspended(
             f"grant: suspended until a compliance officer reviews it: {grant.suspended_reason}", field="grant"
         )
     if status != "active":
-        raise GrantInactive(f"grant: the grant is {status}; no new deliveries or URLs", field="grant")
+        raise GrantInactive(f"grant: the grant is {status}; {refused}", field="grant")
     return grant
 
 
-def _preconditions_met(session: Session, grant: Grant) -> None:
+def preconditions_met(session: Session, grant: Grant) -> None:
     """PIPIA and notice/consent come before any data leaves (PIPL Arts.39, 55)."""
     waiting = access_service.open_preconditions(session, grant.id)
     if waiting:
@@ -343,14 +349,21 @@ def _issuances_since(session: Session, grant_id: str, since: datetime) -> list[d
     return list(repository.issued_at_since(session, grant_id, ISSUING, since))
 
 
+def window_wait(times: Sequence[datetime], limit: int, window: timedelta, now: datetime) -> int | None:
+    """A sliding-window limit over ``times`` (oldest first, all within the window): None while
+    fewer than ``limit``; else the whole seconds until the oldest that counts leaves the window."""
+    if len(times) < limit:
+        return None
+    return max(1, math.ceil((times[len(times) - limit] + window - now).total_seconds()))
+
+
 def _rate_limited(session: Session, settings: Settings, grant_id: str, now: datetime) -> None:
     """At most ``delivery_limit`` URL issuances per grant per window (counted in the transfer
     log, in the database: every replica sees the same count)."""
     limit, window = settings.api.delivery_limit, timedelta(seconds=settings.api.delivery_limit_window_s)
-    times = _issuances_since(session, grant_id, now - window)
-    if len(times) < limit:
+    wait = window_wait(_issuances_since(session, grant_id, now - window), limit, window, now)
+    if wait is None:
         return
-    wait = max(1, math.ceil((times[len(times) - limit] + window - now).total_seconds()))
     raise DeliveryRateLimited(
         f"grant: at most {limit} deliveries per {int(window.total_seconds())} s; "
         f"the current URLs stay valid, try again in {wait} s",
@@ -416,7 +429,7 @@ def deliver(
         counters.lock_totals(session, dataset.provider_org_id, counters.counter_year(now, rules))
     # Every transfer is decided again, replays included (invariant 7).
     redecision = access_service.redecide(session, grant, dataset, version.version, now, rules)
-    _preconditions_met(session, grant)
+    preconditions_met(session, grant)
     try:
         return _deliver_checked(
             session,
@@ -549,7 +562,6 @@ def _deliver_checked(
     spi_columns = [c for c in columns if contract.classification(c).spi]
     basis = {"exempt": "exempt", "mechanism": "mechanism"}.get(str(decision.get("counter")))
     exporter = access_repository.organisation(session, dataset.provider_org_id)
-    recipient = access_repository.organisation(session, grant.grantee_org_id)
     snapshot = None
     n_individuals = 0
     counting_method = "none"
@@ -581,6 +593,81 @@ def _deliver_checked(
         n_individuals = len(subjects)
         counting_method = f"distinct {contract.subject_column} (pseudonymised)"
     access_service.release_reservation(grant)
+    entry = transfer_record(
+        session,
+        grant=grant,
+        dataset=dataset,
+        version=version.version,
+        redecision=redecision,
+        transfer_id=transfer_id,
+        now=now,
+        actor=actor,
+        mode=mode,
+        rules=rules,
+    ) | {
+        "content_hash": hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest(),
+        "files": [f.__dict__ for f in files],
+        "columns": columns,
+        "has_pi": has_pi,
+        "has_spi": has_spi_columns or bool(snapshot and snapshot.spi_after > snapshot.spi_before),
+        "spi_categories": spi_categories,
+        "deid_status": "pseudonymised"
+        if any(contract.facts(c).protection == "pseudonymise" for c in columns)
+        else "raw",
+        "n_individuals": n_individuals,
+        "counting_method": counting_method,
+        "counter_year": snapshot.year if snapshot else counters.counter_year(now, rules),
+        "counter_basis": basis or "none",
+        "pi_ytd_before": snapshot.pi_before if snapshot else None,
+        "pi_ytd_after": snapshot.pi_after if snapshot else None,
+        "spi_ytd_before": snapshot.spi_before if snapshot else None,
+        "spi_ytd_after": snapshot.spi_after if snapshot else None,
+        "deid": {c: contract.facts(c).protection or "none" for c in columns},
+    }
+    logged = log.append(
+        session,
+        entry,
+        kind=mode,
+        grant_id=grant.id,
+        idempotency_key=scoped_key,
+    )
+    return Delivery(
+        transfer_id,
+        logged.index,
+        grant.id,
+        dataset.id,
+        version.version,
+        columns,
+        files,
+        reused=False,
+        appended=logged,
+        access_expiry=grant.expires_at,
+        issued_at=now,
+    )
+
+
+def transfer_record(
+    session: Session,
+    *,
+    grant: Grant,
+    dataset: Dataset,
+    version: int,
+    redecision: Any,
+    transfer_id: str,
+    now: datetime,
+    actor: str,
+    mode: str,
+    rules: RuleSet,
+) -> dict[str, Any]:
+    """The decision half of a transfer-log entry: who sends what to whom, decided how, approved by
+    whom (crossborder-rules.md §8). Every transfer kind (a copy, a Delta Sharing query, a DP
+    release) records it the same way; each adds the fields of what it sent (its data half).
+
+    ``redecision`` is the decision taken at this transfer (invariant 7), not the grant's.
+    """
+    decision = redecision.decision.as_dict()
+    exporter = access_repository.organisation(session, dataset.provider_org_id)
+    recipient = access_repository.organisation(session, grant.grantee_org_id)
     request = repository.request_of(session, grant)
     zone = ZoneInfo(LOCAL_TIME_ZONES[dataset.origin]) if dataset.origin in LOCAL_TIME_ZONES else rules.zone
     evidence = redecision.evidence
@@ -600,7 +687,8 @@ def _deliver_checked(
     used = session.get(MechanismEvidence, evidence["used_id"]) if evidence.get("used_id") else None
     sector_id = (grant.decision.get("determination") or {}).get("sector_evidence_id")
     sector = session.get(MechanismEvidence, sector_id) if sector_id else None
-    entry: dict[str, Any] = {
+    contract = stored_contract(dataset)
+    return {
         "transfer_id": transfer_id,
         "access_request_id": grant.request_id,
         "grant_id": grant.id,
@@ -618,27 +706,10 @@ def _deliver_checked(
         "destination": recipient.jurisdiction if recipient else None,
         "processing_location": request.processing_location if request else None,
         "dataset_id": dataset.id,
-        "dataset_version": version.version,
+        "dataset_version": version,
         "contract_sha256": dataset.contract_sha256,
-        "content_hash": hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest(),
-        "files": [f.__dict__ for f in files],
-        "columns": columns,
         "category": dataset.category,
         "sector_overlay": contract.gbadz.sector_overlay,
-        "has_pi": has_pi,
-        "has_spi": has_spi_columns or bool(snapshot and snapshot.spi_after > snapshot.spi_before),
-        "spi_categories": spi_categories,
-        "deid_status": "pseudonymised"
-        if any(contract.facts(c).protection == "pseudonymise" for c in columns)
-        else "raw",
-        "n_individuals": n_individuals,
-        "counting_method": counting_method,
-        "counter_year": snapshot.year if snapshot else counters.counter_year(now, rules),
-        "counter_basis": basis or "none",
-        "pi_ytd_before": snapshot.pi_before if snapshot else None,
-        "pi_ytd_after": snapshot.pi_after if snapshot else None,
-        "spi_ytd_before": snapshot.spi_before if snapshot else None,
-        "spi_ytd_after": snapshot.spi_after if snapshot else None,
         "purpose_code": grant.purpose,
         "purpose_text": request.purpose_text if request else None,
         "mechanism": (used.variant or used.kind)
@@ -673,28 +744,7 @@ def _deliver_checked(
         "storage_location_at_recipient": (request.processing_location if request else None)
         or (recipient.jurisdiction if recipient else None),
         "retention_at_recipient": f"until {grant.expires_at.date().isoformat()} (the grant's end), then deleted and attested",
-        "deid": {c: contract.facts(c).protection or "none" for c in columns},
     }
-    logged = log.append(
-        session,
-        entry,
-        kind=mode,
-        grant_id=grant.id,
-        idempotency_key=scoped_key,
-    )
-    return Delivery(
-        transfer_id,
-        logged.index,
-        grant.id,
-        dataset.id,
-        version.version,
-        columns,
-        files,
-        reused=False,
-        appended=logged,
-        access_expiry=grant.expires_at,
-        issued_at=now,
-    )
 
 
 def presign(

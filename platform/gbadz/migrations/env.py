@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from alembic import context
 
 import gbadz.access.models
+import gbadz.analysis.models
 import gbadz.audit
 import gbadz.catalog.models
 import gbadz.compliance.models
