@@ -102,7 +102,7 @@ def run(settings: Settings, console: Console | None) -> dict[str, Any]:
         resolved, organisations, startup, report["requests"], say
     )
     report["people"] = _people(resolved, organisations)
-    say("[bold]12. console[/bold] people who can sign in at /console/ (demo passwords, loopback only):")
+    say("[bold]13. console[/bold] people who can sign in at /console/ (demo passwords, loopback only):")
     for person in report["people"]:
         say(f"   {person['username']:<14} {person['password']:<24} {person['role']:<18} {person['org']}")
     say(
@@ -526,13 +526,19 @@ def _deliveries_and_compliance(
             f"   delivered {dataset}: {rows:,} rows, columns {', '.join(body['columns'][:4])}…, "
             f"logged as transfer #{body['log_index']} before the {len(body['files'])} URL(s) were issued"
         )
-    say("[bold]11. compliance[/bold] what the zone's compliance officer sees:")
+    analysis = _analysis(settings, startup, hospital, officer, sector["id"], say)
+    say("[bold]12. compliance[/bold] what the zone's compliance officer sees:")
     transfers = _call("GET", "/api/v1/transfers?limit=5", settings, headers=officer)
-    for row in transfers[:2]:
+    for row in transfers[:3]:
         e = row["entry"]
+        what = (
+            f"ε {e['release']['epsilon']:g} spent, query {e['release']['query_sha256'][:12]}…"
+            if e.get("transfer_mode") == "release"
+            else f"{e['n_individuals']:,} individuals"
+        )
         say(
-            f"   #{row['index']} {e['origin']} → {e['destination']} {e['dataset_id']}: {e['decision_outcome']} "
-            f"({e['rule_id']}) - {e['legal_basis']}; {e['n_individuals']:,} individuals; approved by "
+            f"   #{row['index']} {e['transfer_mode']} {e['origin']} → {e['destination']} {e['dataset_id']}: "
+            f"{e['decision_outcome']} ({e['rule_id']}) - {e['legal_basis']}; {what}; approved by "
             + ", ".join(a["step"] for a in e.get("approvers") or [])
         )
     counts = _call("GET", "/api/v1/compliance/counters", settings, headers=officer)
@@ -562,6 +568,7 @@ def _deliveries_and_compliance(
     )
     return {
         "delivered": delivered,
+        "analysis": analysis,
         "determination": {
             "state": approved.get("state"),
             "rule_id": decision.get("rule_id"),
@@ -582,6 +589,103 @@ def _deliveries_and_compliance(
         "counters": counts,
         "checkpoint": checkpoint["tree_size"],
         "verified": verdict.ok,
+    }
+
+
+ANALYSIS_SQL = (
+    "SELECT department, date_trunc('month', visit_date) AS month, COUNT(*) AS visits, "
+    "AVG(fee_cny) AS avg_fee FROM outpatient_visits GROUP BY department, month ORDER BY department, month"
+)
+
+
+def _analysis(
+    settings: Settings,
+    startup: dict[str, str],
+    hospital: dict[str, str],
+    officer: dict[str, str],
+    sector_id: str,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Compute-to-data (ADR 0022): the Hong Kong startup learns the average fee per department
+    and month from the hospital's visits, which never leave the zone; one DP release, logged."""
+    asked = _call(
+        "POST",
+        "/api/v1/datasets/sz-hospital-outpatient-visits/access-requests",
+        settings,
+        json={
+            "kind": "analysis",
+            "purpose": "trade_transport_academic_mfg_marketing",
+            "purpose_text": "Average outpatient fee per department and month, for a clinic chain's pricing",
+            "duration_days": 90,
+        },
+        headers=startup,
+    )
+    decision = asked["decision"]
+    say(
+        "[bold]11. analysis[/bold] the startup asks to analyse the hospital's visits without receiving them: "
+        f"{asked['state']} ({decision['rule_id']} {decision['outcome']})"
+    )
+    review = f"/api/v1/access-requests/{asked['id']}/approve"
+    _call(
+        "POST",
+        review,
+        settings,
+        json={"reason": "aggregates only, under the contract's budget"},
+        headers=hospital,
+    )
+    approved = _call(
+        "POST",
+        review,
+        settings,
+        json={
+            "findings": {"dp_release": True, "dp_evaluation_ref": "DP-EVAL-SZH-2026-004"},
+            "determination": {
+                "note": "Releases are differentially private aggregates under the contract's budget "
+                "(ε 3 per grant, at most 5 visits per patient): anonymised, not personal information.",
+                "sector_evidence_id": sector_id,
+            },
+        },
+        headers=officer,
+    )
+    grant = approved["grant_id"]
+    say(
+        f"   the hospital's step, then the compliance office's finding and determination: {approved['state']} "
+        f"as {approved['decision']['rule_id']} {approved['decision']['outcome']} - {approved['decision']['legal_basis']}"
+    )
+    ask = {"sql": ANALYSIS_SQL, "epsilon": 1.0}
+    estimate = _call("POST", f"/api/v1/grants/{grant}/analyses/estimate", settings, json=ask, headers=startup)
+    noise = ", ".join(
+        f"{a['name']} ±{a['accuracy']:,.0f}" for a in estimate["accuracy"] if a.get("accuracy") is not None
+    )
+    say(f"   estimate (nothing spent): ε {estimate['epsilon']:g}; noise at 95%: {noise}")
+    released = _call(
+        "POST",
+        f"/api/v1/grants/{grant}/analyses",
+        settings,
+        json=ask,
+        headers=startup | {"Idempotency-Key": f"demo-{asked['id']}"},
+    )
+    rows = released["rows"] or []
+    say(
+        f"   released {len(rows)} group(s) (ε {released['epsilon']:g} spent, "
+        f"{released['budget']['epsilon_left']:g} of {released['budget']['epsilon_total']:g} left), "
+        f"logged as transfer #{released['log_index']}; the first rows:"
+    )
+    for row in rows[:4]:
+        say(
+            "      "
+            + ", ".join(
+                f"{c}={v:,.1f}" if isinstance(v, float) else f"{c}={v}"
+                for c, v in zip(released["columns"], row, strict=False)
+            )
+        )
+    return {
+        "rule_id": approved["decision"]["rule_id"],
+        "grant_id": grant,
+        "groups": len(rows),
+        "epsilon": released["epsilon"],
+        "epsilon_left": released["budget"]["epsilon_left"],
+        "log_index": released["log_index"],
     }
 
 
