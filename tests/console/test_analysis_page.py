@@ -265,6 +265,9 @@ class TestLanguagesAndLinks:
                 data={"csrf": _csrf(page.text), "sql": "SELECT * FROM outpatient_visits"},
             )
             assert refusal in refused.text, code
+            # The language switch on the answered form returns to the page, not to the form's address.
+            back = client.get(f"{page_url}/estimate")
+            assert (303, page_url) == (back.status_code, back.headers["location"])
 
     def test_the_grants_list_links_analysis_grants_and_the_dataset_offers_analysis(
         self, app: FastAPI, world: World, granted: Granted, signed_in: SignedIn

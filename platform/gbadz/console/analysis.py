@@ -62,6 +62,15 @@ def eps(value: Any) -> str:
     return f"{number:.6g}" if abs(number) >= 1e-4 or number == 0 else f"{number:.2g}"
 
 
+def num(value: Any) -> str:
+    """A released or contract number for people: thousands separated, no trailing ``.0``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = int(value)
+    return f"{value:,}"
+
+
 def suggested_epsilon(spec: dict[str, Any], budget: dict[str, Any] | None) -> str:
     """The ε the form suggests: one query's limit, or what is left if less (rounded down, so the
     suggestion never asks a hair more than is left)."""
@@ -268,6 +277,7 @@ async def _page(
         date_functions=DATE_FUNCTIONS,
         form_key=secrets.token_urlsafe(16),
         eps=eps,
+        num=num,
         **context,
     )
 
@@ -336,3 +346,12 @@ async def run(request: Request, grant_id: str, signed: Consumer) -> Response:
     return RedirectResponse(
         f"/console/grants/{_q(grant_id)}/analysis?release={_q(str(released['id']))}#result", status_code=303
     )
+
+
+@router.get("/grants/{grant_id}/analysis/{action}")
+async def back_to_the_page(request: Request, grant_id: str, action: str, signed: Consumer) -> Response:
+    """A GET of a form's address (the language switch on a page a form answered, a bookmark)
+    goes back to the page itself; nothing is estimated or run."""
+    if action not in ("estimate", "run"):
+        raise PageNotFound
+    return RedirectResponse(f"/console/grants/{_q(grant_id)}/analysis", status_code=303)

@@ -252,8 +252,13 @@ def release_bars(
             for r in shown
         ]
         spread = float(noise.get(name) or 0.0)
-        high = max([v + spread for v in values if v is not None] + [0.0])
-        low = min([v - spread for v in values if v is not None] + [0.0])
+        step = _step(
+            max([v + spread for v in values if v is not None] + [0.0])
+            - min([v - spread for v in values if v is not None] + [0.0])
+        )
+        # The axis from a round number at or below the lowest whisker to one at or above the highest.
+        low = step * math.floor(min([v - spread for v in values if v is not None] + [0.0]) / step)
+        high = step * math.ceil(max([v + spread for v in values if v is not None] + [0.0]) / step)
         span = (high - low) or 1.0
         left, right, top, bar, gap = 220, 90, 26, 16, 6
         width = 760
@@ -264,9 +269,9 @@ def release_bars(
             f'<text x="{left}" y="14" fill="{TEXT}" font-weight="600">{escape(name)}</text>',
             f'<line x1="{zero:.1f}" x2="{zero:.1f}" y1="{top - 4}" y2="{height - 22}" stroke="{MUTED}"/>',
         ]
-        for tick in range(5):
-            value = low + span * tick / 4
-            x = left + plot_w * tick / 4
+        for tick in range(round(span / step) + 1):
+            value = low + step * tick
+            x = left + plot_w * (value - low) / span
             body.append(
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{height - 22}" stroke="{GRID}"/>'
             )
@@ -310,6 +315,17 @@ def release_bars(
         )
         out.append(_svg(width, height, title, body, f"release-{n}"))
     return out
+
+
+def _step(span: float) -> float:
+    """A round step (1, 2 or 5 times a power of ten) that cuts ``span`` into at most five parts."""
+    if span <= 0:
+        return 1.0
+    magnitude = 10.0 ** math.floor(math.log10(span / 5))
+    for factor in (1, 2, 5, 10):
+        if span / (factor * magnitude) <= 5:
+            return factor * magnitude
+    return 10 * magnitude  # pragma: no cover - 10 x magnitude always fits
 
 
 def _tick(value: float) -> str:
