@@ -138,6 +138,19 @@ class TestTheStartupsAnalysis:
         assert 'aria-describedby="epsilon-help epsilon-error" aria-invalid="true"' in exhausted.text
         assert (pytest.approx(0.6), 1, 1) == _spent(app, granted.grant)
 
+        # The officer sees the release in the log beside copies, and in the exporter's counters.
+        officer = signed_in("compliance_officer")
+        log = officer.get(f"/console/compliance/transfers?transfer_mode=release&dataset={granted.dataset}")
+        assert 200 == log.status_code, log.text[:500]
+        rows = re.findall(r"<tr><th scope=\"row\">(\d+)</th>(.*?)</tr>", log.text, re.DOTALL)
+        assert [str(row.log_index)] == [index for index, _ in rows]
+        assert "DP release (aggregates)" in rows[0][1]
+        assert "ε 0.6" in rows[0][1]
+        assert row.query_sha256[:12] in rows[0][1]
+        assert 'value="release" selected' in log.text
+        dashboard = officer.get("/console/compliance").text
+        assert "1 (ε 0.6)" in dashboard
+
     @pytest.mark.parametrize(
         ("sql", "rule"),
         [
@@ -322,6 +335,14 @@ class TestPieces:
         assert len(rules) > 30
         missing = sorted(r for r in rules if set(CATALOG.get(f"rule:{r}", {})) != set(LOCALES))
         assert [] == missing
+
+    def test_every_kind_of_transfer_and_analysis_state_is_translated(self) -> None:
+        """The log's kinds of transfer and an analysis's states have all three languages."""
+        from gbadz.console.routes import TRANSFER_MODES
+
+        keys = [f"mode:{m}" for m in TRANSFER_MODES]
+        keys += [f"analysis:{s}" for s in ("charged", "released", "refunded")]
+        assert [] == [k for k in keys if set(CATALOG.get(k, {})) != set(LOCALES)]
 
     def test_release_bars_draw_noise_negatives_and_escape_labels(self) -> None:
         """The chart: a bar per group and a ± whisker where noise is stated, a negative noisy sum

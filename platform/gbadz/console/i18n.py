@@ -930,6 +930,13 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "此分析仍在运行，请稍后刷新页面。",
         "此分析仍在執行，請稍後重新載入頁面。",
     ),
+    # -- the officer's log and counters: releases beside copies
+    "Kind of transfer": (None, "传输类型", "傳輸類型"),
+    "mode:download": ("copy: download", "副本：下载", "副本：下載"),
+    "mode:delta_sharing_query": ("copy: Delta Sharing", "副本：Delta Sharing", "副本：Delta Sharing"),
+    "mode:reissue": ("copy: links reissued", "副本：重新签发链接", "副本：重新簽發連結"),
+    "mode:release": ("DP release (aggregates)", "差分隐私发布（聚合结果）", "差分私隱發布（聚合結果）"),
+    "DP releases (ε spent)": (None, "差分隐私发布（已消耗 ε）", "差分私隱發布（已消耗 ε）"),
     # -- the allow-list's rules (gbadz.analysis.query), one line each
     "rule:aggregate-over-non-measure": (
         "SUM and AVG apply to measures only.",

@@ -1061,7 +1061,10 @@ TRANSFER_FILTERS = (
     "dataset",
     "since",
     "until",
+    "transfer_mode",
 )
+#: What a logged transfer was (the API's ``transfer_mode``): a copy's three ways, or a DP release.
+TRANSFER_MODES = ("download", "delta_sharing_query", "reissue", "release")
 
 
 def _transfer_query(request: Request) -> tuple[dict[str, str], dict[str, str]]:
@@ -1096,6 +1099,7 @@ async def transfers_page(request: Request, signed: Officer) -> Response:
         jurisdictions=JURISDICTIONS,
         outcomes=OUTCOMES,
         mechanisms=sorted({*OUTCOMES, *EVIDENCE_KINDS}),
+        transfer_modes=TRANSFER_MODES,
         parties=parties,
     )
 
