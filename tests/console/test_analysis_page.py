@@ -22,7 +22,7 @@ from gbadz.config import Settings
 from gbadz.console import charts
 from gbadz.console.i18n import CATALOG, LOCALES
 from gbadz.translog.models import LogEntry
-from tests.api import make_client
+from tests.api import bearer, fetch_token, make_client
 from tests.console.conftest import sign_in
 from tests.console.world import Analysis as Granted
 from tests.console.world import World, add_analysis_grant, add_person
@@ -208,6 +208,34 @@ class TestTheStartupsAnalysis:
             assert f'id="{field}-error"' in refused.text, (sql, epsilon)
         assert "ε must be a positive number, at most 0.6 for one query." in refused.text
         assert before == _spent(app, granted.grant)
+
+
+class TestAnEndedGrant:
+    def test_a_revoked_grant_keeps_its_history_and_takes_no_query(
+        self, shared: tuple[FastAPI, Settings, World], signed_in: SignedIn, tmp_path: Path
+    ) -> None:
+        """The provider revokes an analysis grant: its page still lists what was released, offers
+        no query box, says why, and a run posted anyway is refused (410) and spends nothing."""
+        app, settings, world = shared
+        ended = add_analysis_grant(app, settings, world, tmp_path, rows=300)
+        http = TestClient(app)
+        revoked = http.post(
+            f"/api/v1/grants/{ended.grant}/revoke",
+            json={"reason": "The hospital withdrew the dataset from research use"},
+            headers=bearer(fetch_token(http, world.clients["provider"])),
+        )
+        assert 200 == revoked.status_code, revoked.text
+        client = signed_in("consumer")
+        page_url = f"/console/grants/{ended.grant}/analysis"
+        page = client.get(page_url)
+        assert 200 == page.status_code, page.text[:500]
+        assert "This grant accepts no new analyses." in page.text
+        assert "the grant is revoked" in page.text
+        assert 'name="sql"' not in page.text
+        assert "No releases yet." in page.text
+        answer = client.post(f"{page_url}/run", data={"csrf": _csrf(page.text), "sql": BY_DEPARTMENT})
+        assert 410 == answer.status_code, answer.text[:500]
+        assert (0.0, 0, 0) == _spent(app, ended.grant)
 
 
 class TestWhoMaySeeIt:

@@ -177,8 +177,9 @@ def add_analysis_grant(
     with app.state.sessionmaker() as session:
         provider_name = session.get(Organization, provider.org_id).name  # type: ignore[union-attr]
     doc = yaml.safe_load((REPO / "contracts" / "sz-hospital-outpatient-visits.yaml").read_text())
-    doc["id"] = f"{world.dataset}-visits"
-    doc["name"] = f"Shenzhen outpatient visits {world.dataset[-6:]}"
+    suffix = secrets.token_hex(2)  # a world may hold more than one analysis grant
+    doc["id"] = f"{world.dataset}-visits-{suffix}"
+    doc["name"] = f"Shenzhen outpatient visits {world.dataset[-6:]}-{suffix}"
     doc["gbadz"]["provider"]["organization"] = provider_name
     if budget is not None:  # a smaller budget, so a test can exhaust it in two queries
         doc["gbadz"]["compute"]["budget"] = budget

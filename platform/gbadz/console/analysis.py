@@ -218,8 +218,8 @@ async def _page(
     overview, closed = None, None
     try:
         overview = await api.json("GET", f"{path}/analysis")
-    except ApiFailed as failure:  # ended, suspended, retired: no new analyses; the history stays
-        closed = refusal(failure, locale_of(request), None)
+    except ApiFailed as stopped:  # ended, suspended, retired: no new analyses; the history stays
+        closed = refusal(stopped, locale_of(request), None)
     releases = await api.json("GET", f"{path}/analyses", params={"limit": HISTORY})
     shown = None
     wanted = request.query_params.get("release", "")
