@@ -5,29 +5,35 @@ in the transfer log verified offline. Real S3, real databases, the real sandbox.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
 
-from tests.analysis.test_query import HOSTILE
-
+from gbadz import storage
+from gbadz.access.models import Grant
 from gbadz.analysis.models import Analysis, AnalysisBudget
 from gbadz.app import create_app
 from gbadz.audit import AuditEvent
+from gbadz.catalog.models import DatasetVersion
 from gbadz.config import ComputeSettings, Settings
 from gbadz.ingest import samples
 from gbadz.translog.log import export, verify_export
 from gbadz.translog.models import Checkpoint, LogEntry, LogHead
 from tests.access.test_analysis_grants import analysis_determination, dp_finding
-from tests.access.test_bound_facts import ask, flag_gba, hospital, publish
+from tests.access.test_bound_facts import ask, flag_gba, hospital
+from tests.access.test_bound_facts import publish as publish_rows
+from tests.analysis.test_query import HOSTILE
 from tests.api import basic, bearer, fetch_token, make_client
 from tests.conftest import wrong_secret
 from tests.datasets import Party, file_mechanism, org_name
@@ -41,7 +47,9 @@ FEE_BY_MONTH = (
 )
 
 
-def analysis_grant(app: FastAPI, http: TestClient, startup: Party, provider: Party, dataset: str) -> str:
+def analysis_grant(
+    app: FastAPI, http: TestClient, startup: Party, provider: Party, dataset: str
+) -> tuple[str, dict[str, Any]]:
     """The real workflow: the startup asks for an analysis of the hospital's visits (MA2 awaits the
     DP finding), the hospital agrees, an independent compliance officer records the DP finding and
     determines the release (MA3 with the health sector's approval on file); the grant is returned."""
@@ -67,7 +75,7 @@ def analysis_grant(app: FastAPI, http: TestClient, startup: Party, provider: Par
     )
     assert 200 == done.status_code, done.text
     assert ("approved", "MA3") == (done.json()["state"], done.json()["decision"]["rule_id"]), done.text
-    return str(done.json()["grant_id"])
+    return str(done.json()["grant_id"]), sector
 
 
 def _officer(app: FastAPI, http: TestClient) -> Party:
@@ -84,9 +92,9 @@ def visits(
     Kong startup holding an analysis grant on them."""
     provider, startup = party("provider", "CN-SZ"), party("consumer", "HK")
     flag_gba(app, provider, startup)
-    dataset = publish(app, http, settings, tmp_path, provider, hospital(provider), ROWS)
-    grant = analysis_grant(app, http, startup, provider, dataset)
-    return {"provider": provider, "startup": startup, "dataset": dataset, "grant": grant}
+    dataset = publish_rows(app, http, settings, tmp_path, provider, hospital(provider), ROWS)
+    grant, sector = analysis_grant(app, http, startup, provider, dataset)
+    return {"provider": provider, "startup": startup, "dataset": dataset, "grant": grant, "sector": sector}
 
 
 def _post(http: TestClient, grant: str, who: Party, sql: str, **extra: Any) -> httpx.Response:
@@ -133,7 +141,11 @@ class TestTheStartupsPath:
             headers=startup.headers,
         )
         assert 200 == estimate.status_code, estimate.text
-        assert (1.0, 2.0) == (estimate.json()["epsilon"], estimate.json()["budget_after"]["epsilon_left"])
+        assert (1.0, 2.0, True) == (
+            estimate.json()["epsilon"],
+            estimate.json()["budget_after"]["epsilon_left"],
+            estimate.json()["fits"],
+        )
         assert estimate.json()["accuracy"]
         assert (0.0, 0.0) == _budget(app, grant)  # an estimate spends nothing
 
@@ -164,6 +176,12 @@ class TestTheStartupsPath:
             one.json()["result_sha256"],
         )
 
+        too_much = http.post(
+            f"/api/v1/grants/{grant}/analyses/estimate",
+            json={"sql": FEE_BY_DEPARTMENT, "epsilon": 0.5},
+            headers=startup.headers,
+        )
+        assert (200, False) == (too_much.status_code, too_much.json()["fits"])
         size = len(_log_entries(app, grant))
         exhausted = _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=0.5)
         assert 409 == exhausted.status_code, exhausted.text
@@ -210,6 +228,39 @@ class TestTheStartupsPath:
             assert 0 == session.scalar(
                 sa.select(sa.func.count()).select_from(Analysis).where(Analysis.grant_id == grant)
             )
+
+
+class TestInsideTheZone:
+    def test_an_encrypted_measure_is_decrypted_only_for_the_zone_computation(
+        self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path
+    ) -> None:
+        """A fee column encrypted at rest: the curated file does not open without its key, the analysis
+        decrypts it under the zone-compute principal (exactly the query's columns) and releases the mean."""
+        provider, startup = party("provider", "CN-SZ"), party("consumer", "HK")
+        flag_gba(app, provider, startup)
+        doc = hospital(provider)
+        doc["gbadz"]["columns"]["fee_cny"]["protection"] = "encrypt"
+        dataset = publish_rows(app, http, settings, tmp_path, provider, doc, ROWS)
+        grant, _ = analysis_grant(app, http, startup, provider, dataset)
+        with app.state.sessionmaker() as session:
+            version = session.scalars(
+                sa.select(DatasetVersion).where(DatasetVersion.dataset_id == dataset)
+            ).one()
+            manifest = json.loads(
+                storage.ObjectStore(app.state.s3, settings.s3).get_bytes(
+                    settings.s3.curated_bucket, version.manifest_key
+                )
+            )
+        stored = storage.ObjectStore(app.state.s3, settings.s3).get_bytes(
+            settings.s3.curated_bucket, manifest["files"][0]["key"]
+        )
+        with pytest.raises(OSError, match=r"[Ee]ncrypt|[Dd]ecrypt|key"):
+            pq.read_table(pa.BufferReader(stored), columns=["fee_cny"])
+        released = _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=1.0)
+        assert 201 == released.status_code, released.text
+        means = [row[2] for row in released.json()["rows"]]
+        assert means
+        assert all(isinstance(m, int | float) and -1000 < m < 6000 for m in means)
 
 
 class TestTheLedger:
@@ -299,12 +350,11 @@ class TestTheLedger:
 class TestWhoMayAsk:
     def test_someone_elses_grant_is_missing_a_copy_grant_has_none_a_revoked_one_ends(
         self,
+        publish: Callable[..., dict[str, Any]],
         app: FastAPI,
         http: TestClient,
         party: MakeParty,
         visits: dict[str, Any],
-        settings: Settings,
-        tmp_path: Path,
     ) -> None:
         """Another organisation gets 404 on every route; a copy grant 409; a revoked grant 410."""
         grant, provider = visits["grant"], visits["provider"]
@@ -318,12 +368,19 @@ class TestWhoMayAsk:
             answer = http.request(method, path, json=body, headers=stranger.headers)
             assert 404 == answer.status_code, (path, answer.text)
 
-        copy = ask(http, visits["startup"], visits["dataset"], columns=["department", "fee_cny"]).json()
-        copy_grant = copy.get("grant_id")
-        if copy_grant is not None:
-            refused = _post(http, copy_grant, visits["startup"], FEE_BY_DEPARTMENT)
-            assert (409, "grant: a copy grant has no analyses") == (
+        # A copy grant (a Hong Kong dataset with no personal information, to a Hong Kong startup).
+        copy_dataset = publish(party("provider", "HK"), with_pi=False)["id"]
+        copy = ask(http, visits["startup"], copy_dataset).json()
+        assert ("approved", "copy") == (copy["state"], copy["kind"]), copy
+        for method, path, body in (
+            ("GET", f"/api/v1/grants/{copy['grant_id']}/analysis", None),
+            ("POST", f"/api/v1/grants/{copy['grant_id']}/analyses/estimate", {"sql": FEE_BY_DEPARTMENT}),
+            ("POST", f"/api/v1/grants/{copy['grant_id']}/analyses", {"sql": FEE_BY_DEPARTMENT}),
+        ):
+            refused = http.request(method, path, json=body, headers=visits["startup"].headers)
+            assert (409, "WrongGrantKind", "grant: a copy grant has no analyses") == (
                 refused.status_code,
+                refused.json()["error"],
                 refused.json()["detail"],
             )
 
@@ -335,16 +392,75 @@ class TestWhoMayAsk:
         assert (410, "GrantInactive") == (ended.status_code, ended.json()["error"])
         assert 0.0 == _budget(app, grant)[0]
 
-    @pytest.mark.parametrize(("sql", "rule"), HOSTILE)
-    def test_hostile_sql_is_refused_naming_the_rule(
-        self, app: FastAPI, http: TestClient, visits: dict[str, Any], sql: str, rule: str
+    def test_a_release_decided_stricter_suspends_the_grant_and_spends_nothing(
+        self, app: FastAPI, http: TestClient, party: MakeParty, visits: dict[str, Any]
     ) -> None:
-        """Each hostile query is a 400 naming the rule it breaks, before any charge."""
-        refused = _post(http, visits["grant"], visits["startup"], sql)
-        assert 400 == refused.status_code, refused.text
-        assert ("QueryRefused", "sql") == (refused.json()["error"], refused.json()["field"])
-        assert f"rule {rule}" in refused.json()["detail"]
+        """The health sector's approval withdrawn: the next analysis is decided again, stricter, so the
+        grant is suspended (410), nothing is charged and nothing is logged (invariant 7)."""
+        startup, grant = visits["startup"], visits["grant"]
+        withdrawn = http.post(
+            f"/api/v1/mechanisms/{visits['sector']['id']}/withdraw",
+            json={"reason": "the health commission withdrew its approval"},
+            headers=party("compliance_officer", "CN-SZ").headers,
+        )
+        assert 200 == withdrawn.status_code, withdrawn.text
+        stopped = _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=0.5)
+        assert (410, "GrantSuspended") == (stopped.status_code, stopped.json()["error"]), stopped.text
+        again = _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=0.5)
+        assert (410, "GrantSuspended") == (again.status_code, again.json()["error"]), again.text
+        assert 0.0 == _budget(app, grant)[0]
+        assert [] == [e for e in _log_entries(app, grant) if e.get("transfer_mode") == "release"]
+        with app.state.sessionmaker() as session:
+            held = session.get(Grant, grant)
+            assert held is not None
+            assert held.suspended_at is not None
+
+    def test_analyses_per_grant_are_limited(
+        self, app: FastAPI, http: TestClient, visits: dict[str, Any], settings: Settings
+    ) -> None:
+        """Past GBADZ_COMPUTE__LIMIT analyses in the window: 429 with Retry-After, before any charge."""
+        startup, grant = visits["startup"], visits["grant"]
+        limited = create_app(settings.model_copy(update={"compute": ComputeSettings(limit=1)}))
+        with TestClient(limited) as other:
+            url, body = f"/api/v1/grants/{grant}/analyses", {"sql": FEE_BY_DEPARTMENT, "epsilon": 0.5}
+            assert 201 == other.post(url, json=body, headers=startup.headers).status_code
+            refused = other.post(url, json=body, headers=startup.headers)
+        assert (429, "grant") == (refused.status_code, refused.json()["field"]), refused.text
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert pytest.approx(0.5) == _budget(app, grant)[0]
+
+    def test_hostile_sql_is_refused_naming_the_rule(
+        self, app: FastAPI, http: TestClient, visits: dict[str, Any]
+    ) -> None:
+        """Every hostile query of the allow-list's tests (raw columns, *, joins, subqueries, file and
+        network functions, stacked statements, CASE on the subject id…) is a 400 naming its rule,
+        on both the estimate and the analysis routes, before any charge."""
+        assert len(HOSTILE) >= 15
+        wrong = []
+        for sql, rule in HOSTILE:
+            for route in ("analyses/estimate", "analyses"):
+                refused = http.post(
+                    f"/api/v1/grants/{visits['grant']}/{route}",
+                    json={"sql": sql},
+                    headers=visits["startup"].headers,
+                )
+                body = refused.json()
+                if (refused.status_code, body.get("error"), body.get("field")) != (
+                    400,
+                    "QueryRefused",
+                    "sql",
+                ) or (f"rule {rule}:" not in body.get("detail", "")):
+                    wrong.append((route, sql, rule, refused.status_code, body.get("detail")))
+                # The refusal names the rule, never a value the query held (invariant 9).
+                echoed = [v for v in re.findall(r"'([^']{3,})'", sql) if v in refused.text]
+                if echoed:
+                    wrong.append((route, sql, rule, "echoes", echoed))
+        assert [] == wrong
         assert 0.0 == _budget(app, visits["grant"])[0]
+        with app.state.sessionmaker() as session:
+            assert 0 == session.scalar(
+                sa.select(sa.func.count()).select_from(Analysis).where(Analysis.grant_id == visits["grant"])
+            )
 
 
 class TestTheRecord:
@@ -380,7 +496,12 @@ class TestTheRecord:
         )
         assert {"fee_cny": [0.0, 5000.0]} == logged["release"]["bounds"]
         assert logged["release"]["mechanism"].startswith("OpenDP ")
-        assert (0, "none") == (logged["n_individuals"], logged["counter_basis"])
+        assert (0, "none", "anonymised", "MA3") == (
+            logged["n_individuals"],
+            logged["counter_basis"],
+            logged["deid_status"],
+            logged["rule_id"],
+        )
         assert logged["rule_id"]
         assert logged["legal_basis"]
         assert logged["rules_hash"]

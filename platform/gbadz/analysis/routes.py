@@ -51,8 +51,10 @@ def _read(found: Analysis) -> AnalysisRead:
     responses=error_responses(*GRANT_ERRORS, NoPublishedVersion, service.NoAnalyses),
     summary="What an analysis grant may ask (dimensions, measures, bounds, privacy unit) and its budget",
 )
-def get_analysis_spec(grant_id: GrantID, principal: Requester, session: ReadSession) -> AnalysisSpecRead:
-    found = service.overview(session, grant_id, principal.org_id)
+def get_analysis_spec(
+    grant_id: GrantID, principal: Requester, session: ReadSession, settings: AppSettings
+) -> AnalysisSpecRead:
+    found = service.overview(session, settings, grant_id, principal.org_id)
     return AnalysisSpecRead(
         grant_id=found.grant_id,
         dataset_id=found.dataset_id,
@@ -81,6 +83,7 @@ def estimate_analysis(
         details=found.details,
         budget=BudgetRead(**found.budget.as_dict()),
         budget_after=BudgetRead(**found.budget_after.as_dict()),
+        fits=found.fits,
     )
 
 

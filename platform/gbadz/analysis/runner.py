@@ -1,13 +1,13 @@
 """The sandboxed child: ``python -m gbadz.analysis.runner`` (started by gbadz.analysis.sandbox).
 
-Reads 8 bytes of header length, a JSON header (plan, spec, ε) and an Arrow IPC stream from
+Imports what it needs, writes one byte (``R``: ready), then reads 8 bytes of header length, a JSON header (plan, spec, ε) and an Arrow IPC stream from
 stdin; writes the release as JSON to stdout and exits 0, or writes ``{"error", "detail"}`` and
 exits 2. With ``--expect-isolated`` it first checks that it sees no network interface but
 loopback (exit 3 otherwise), so a namespace that silently did not apply never measures.
 
-``--probe-connect HOST:PORT`` exists for the sandbox's tests only: it tries to open a TCP
-connection from inside the sandbox and reports whether it could. It is reachable from this
-command line alone; no API path builds it.
+``--probe NAME [ARG]`` exists for the sandbox's tests only (see :func:`probe`): it runs a check
+inside the sandbox, such as trying to open a TCP connection, and reports what happened. It is
+reachable from this command line alone; no API path builds it.
 
 Nothing here logs or prints a value from the rows (invariant 9); stderr is not read by the
 parent beyond its first word.
@@ -16,6 +16,7 @@ parent beyond its first word.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -26,6 +27,8 @@ EXIT_OK = 0
 EXIT_FAILED = 2
 EXIT_NOT_ISOLATED = 3
 MAX_HEADER_BYTES = 1024 * 1024
+#: Written to stdout once the imports are done, before reading the rows (never part of the JSON).
+READY = b"R"
 
 
 def interfaces() -> list[str]:
@@ -34,20 +37,31 @@ def interfaces() -> list[str]:
     return sorted(line.split(":", 1)[0].strip() for line in lines if ":" in line)
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: of this program, not of the parent it forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _write(answer: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(answer, separators=(",", ":"), allow_nan=False))
     sys.stdout.flush()
 
 
-def _read(stream: BinaryIO) -> tuple[dict[str, Any], Any]:
+def _read(stream: BinaryIO) -> tuple[dict[str, Any], Any, float]:
+    """The header, the table, and when the first byte arrived (a spare child waits for it)."""
     import pyarrow as pa
 
-    size = int.from_bytes(stream.read(8), "big")
+    first = stream.read(8)
+    arrived = time.perf_counter()
+    size = int.from_bytes(first, "big")
     if not 0 < size <= MAX_HEADER_BYTES:
         raise ValueError("bad header length")
     header = json.loads(stream.read(size))
     table = pa.ipc.open_stream(stream).read_all()
-    return header, table
+    return header, table, arrived
 
 
 def measure_stdin() -> int:
@@ -60,12 +74,15 @@ def measure_stdin() -> int:
     try:
         _dp()  # OpenDP's modules, imported before the rows arrive
         imported = time.perf_counter()
-        header, table = _read(sys.stdin.buffer)
+        sys.stdout.buffer.write(READY)  # a spare child says it has finished its imports
+        sys.stdout.buffer.flush()
+        header, table, arrived = _read(sys.stdin.buffer)
         read = time.perf_counter()
         plan = Plan.from_dict(header["plan"])
         spec = AnalysisSpec.from_dict(header["spec"])
         result = release(table, plan, spec, float(header["epsilon"]))
-        result.timings.update({"child_imports": imported - started, "child_read": read - imported})
+        result.timings.update({"child_imports": imported - started, "child_read": read - arrived})
+        result.timings["child_peak_rss_mib"] = _peak_rss_mib()
     except MemoryError:
         _write({"error": "memory"})
         return EXIT_FAILED
@@ -80,22 +97,42 @@ def measure_stdin() -> int:
     return EXIT_OK
 
 
-def probe_connect(target: str) -> int:
-    """Test-only: can this process open a TCP connection to ``target`` (host:port)?"""
-    host, _, port = target.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=2):
-            _write({"connected": True})
-    except OSError as exc:
-        _write({"connected": False, "errno": exc.errno})
+def probe(name: str, argument: str) -> int:
+    """Test-only checks run inside the sandbox (``--probe NAME [ARG]``); never built by the API.
+
+    ``connect HOST:PORT``: can this process open a TCP connection? ``write``: can it create a
+    file with content in its working directory? ``env``: which variable names does it see?
+    ``abort``: crash with SIGABRT, as a native library might.
+    """
+    if name == "connect":
+        host, _, port = argument.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                _write({"connected": True})
+        except OSError as exc:
+            _write({"connected": False, "errno": exc.errno})
+    elif name == "write":
+        try:
+            Path("probe.bin").write_bytes(b"x" * 4096)
+            _write({"written": True})
+        except OSError as exc:
+            _write({"written": False, "errno": exc.errno})
+    elif name == "env":
+        # What the process was started with (read from /proc: configuration is read by Settings only).
+        entries = Path("/proc/self/environ").read_bytes().split(b"\0")
+        _write({"names": sorted(e.split(b"=", 1)[0].decode() for e in entries if e)})
+    elif name == "abort":
+        os.abort()
     return EXIT_OK
 
 
 def main(argv: list[str]) -> int:
     if "--expect-isolated" in argv and interfaces() != ["lo"]:
         return EXIT_NOT_ISOLATED
-    if "--probe-connect" in argv:
-        return probe_connect(argv[argv.index("--probe-connect") + 1])
+    if "--probe" in argv:
+        at = argv.index("--probe")
+        rest = [*argv[at + 1 :], "", ""]
+        return probe(rest[0], rest[1] if rest[1] != "--expect-isolated" else "")
     return measure_stdin()
 
 

@@ -23,13 +23,17 @@ limit or the kind of failure and never a value from the rows (invariant 9).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import math
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,13 +41,10 @@ import pyarrow as pa
 
 from gbadz.analysis import measure
 from gbadz.analysis.plan import Plan
+from gbadz.analysis.runner import EXIT_FAILED, EXIT_NOT_ISOLATED, EXIT_OK, READY
 from gbadz.analysis.spec import AnalysisSpec
 from gbadz.errors import ServiceUnavailable
 
-#: Exit codes of the runner (see gbadz.analysis.runner).
-EXIT_OK = 0
-EXIT_FAILED = 2
-EXIT_NOT_ISOLATED = 3
 #: RLIMIT_AS counts address space reserved but never used: the child's runtime (Polars and
 #: OpenDP's Rust allocators, thread stacks) reserves about 2.2 GiB while its resident memory is
 #: 200 MB (measured), so an RLIMIT_AS of 2 GiB killed every run. The memory limit is therefore
@@ -70,6 +71,8 @@ class Limits:
     memory_bytes: int = 2 * 1024**3
     isolate: bool = True
     threads: int = 2
+    #: Keep a spare child started ahead, so an analysis does not wait for the child's imports.
+    warm: bool = True
 
 
 def command(limits: Limits, *runner_args: str) -> list[str]:
@@ -140,8 +143,27 @@ def run(
         table.select(list(needed)),  # only what the query reads crosses into the child
         {"plan": plan.as_dict(), "spec": spec.as_dict(), "epsilon": epsilon},
     )
-    answer = execute(command(limits), payload, limits)
+    child = _SPARES.take(limits) if limits.warm else None
+    if child is None:
+        child = _Child.start(command(limits), limits)
+    try:
+        answer = child.finish(payload)
+    finally:
+        if limits.warm:
+            # The next analysis's child, started after this one so its imports do not compete
+            # with this measurement for the CPU.
+            _SPARES.put(limits, _Child.start(command(limits), limits))
     return measure.Release.from_dict(answer)
+
+
+def prewarm(limits: Limits | None = None, *, wait: bool = False) -> None:
+    """Start a spare child for ``limits`` now (an API calls this at start-up), so the first
+    analysis does not wait for the child's imports; ``wait`` until it is ready (benchmarks)."""
+    limits = limits or Limits()
+    if limits.warm and not _SPARES.has(limits):
+        _SPARES.put(limits, _Child.start(command(limits), limits))
+    if wait:
+        _SPARES.wait_ready(limits, limits.timeout_s)
 
 
 def execute(argv: list[str], payload: bytes, limits: Limits) -> dict[str, Any]:
@@ -149,10 +171,23 @@ def execute(argv: list[str], payload: bytes, limits: Limits) -> dict[str, Any]:
 
     Every way the child can end is mapped to an answer or to one of our errors.
     """
-    home = tempfile.mkdtemp(prefix="gbadz-analysis-")
-    try:
+    return _Child.start(argv, limits).finish(payload)
+
+
+class _Child:
+    """One sandboxed child: started (and importing) before its rows exist, used for one analysis."""
+
+    def __init__(self, process: subprocess.Popen[bytes], home: str, limits: Limits) -> None:
+        self.process = process
+        self.home = home
+        self.limits = limits
+        self.ready = False  # whether its ready byte was read already
+
+    @classmethod
+    def start(cls, argv: list[str], limits: Limits) -> _Child:
+        home = tempfile.mkdtemp(prefix="gbadz-analysis-")
         try:
-            child = subprocess.Popen(  # noqa: S603 - argv is ours, never the analyst's text
+            process = subprocess.Popen(  # noqa: S603 - argv is ours, never the analyst's text
                 argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -163,18 +198,103 @@ def execute(argv: list[str], payload: bytes, limits: Limits) -> dict[str, Any]:
                 start_new_session=True,
             )
         except OSError:
+            shutil.rmtree(home, ignore_errors=True)
             raise SandboxUnavailable("the analysis sandbox could not be started; nothing ran") from None
+        return cls(process, home, limits)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the child has written its ready byte (its imports are done), or timeout."""
+        if self.ready:
+            return True
+        stdout = self.process.stdout
+        if stdout is None:
+            return False
+        readable, _, _ = select.select([stdout], [], [], timeout)
+        if readable:
+            self.ready = stdout.read(len(READY)) == READY
+        return self.ready
+
+    def finish(self, payload: bytes) -> dict[str, Any]:
+        """Feed the payload, wait for the answer under the wall-clock limit, clean up."""
         try:
-            out, err = child.communicate(payload, timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
-            raise AnalysisFailed(
-                f"the analysis was stopped after its time limit of {limits.timeout_s:g} s"
-            ) from None
-        return _answer(child.returncode, out, err, limits)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+            try:
+                out, err = self.process.communicate(payload, timeout=self.limits.timeout_s)
+                if not self.ready and out.startswith(READY):
+                    out = out[len(READY) :]
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.communicate()
+                raise AnalysisFailed(
+                    f"the analysis was stopped after its time limit of {self.limits.timeout_s:g} s"
+                ) from None
+            return _answer(self.process.returncode, out, err, self.limits)
+        finally:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def discard(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired, ValueError, OSError):
+            self.process.communicate(timeout=5)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+class _Spares:
+    """At most one waiting child per kind of limits (a few kinds at most).
+
+    Starting a child costs about 1 s of imports (Python, Arrow, Polars, OpenDP: measured by
+    bench_compute.py); a spare pays it before the request comes. Each child still serves one
+    analysis only, in its own network namespace: ``unshare --net`` per child, as before.
+    """
+
+    MAX_KINDS = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready: dict[Limits, _Child] = {}
+        atexit.register(self.close)
+
+    def has(self, limits: Limits) -> bool:
+        with self._lock:
+            return limits in self._ready
+
+    def wait_ready(self, limits: Limits, timeout: float) -> None:
+        with self._lock:
+            child = self._ready.get(limits)
+        if child is not None:
+            child.wait_ready(timeout)
+
+    def take(self, limits: Limits) -> _Child | None:
+        with self._lock:
+            child = self._ready.pop(limits, None)
+        if child is not None and child.process.poll() is not None:
+            # It died waiting (killed from outside, or the runner refused to start): the caller
+            # starts a fresh one, which reports why if the cause persists.
+            child.discard()
+            return None
+        return child
+
+    def put(self, limits: Limits, child: _Child) -> None:
+        evicted: list[_Child] = []
+        with self._lock:
+            old = self._ready.pop(limits, None)
+            if old is not None:
+                evicted.append(old)
+            while len(self._ready) >= self.MAX_KINDS:
+                evicted.append(self._ready.pop(next(iter(self._ready))))
+            self._ready[limits] = child
+        for spare in evicted:
+            spare.discard()
+
+    def close(self) -> None:
+        with self._lock:
+            spares = list(self._ready.values())
+            self._ready.clear()
+        for spare in spares:
+            spare.discard()
+
+
+_SPARES = _Spares()
 
 
 def _answer(code: int, out: bytes, err: bytes, limits: Limits) -> dict[str, Any]:
@@ -201,6 +321,9 @@ def _answer(code: int, out: bytes, err: bytes, limits: Limits) -> dict[str, Any]
             # Our own messages, written to name no value (invariant 9).
             raise AnalysisFailed(f"the analysis failed: {failure.get('detail')}")
         raise AnalysisFailed(f"the analysis failed ({kind or 'unknown error'})")
+    if b"memory allocation of" in err or b"MemoryError" in err:
+        # Rust aborts on a failed allocation; Python raises MemoryError outside our handler.
+        raise AnalysisFailed(f"the analysis ran out of memory (limit {limits.memory_bytes // 2**20} MiB)")
     if err.startswith(b"unshare:"):
         raise SandboxUnavailable("the analysis sandbox could not make a network namespace; nothing ran")
     if code == -signal.SIGXCPU or code == -signal.SIGKILL:
@@ -209,6 +332,4 @@ def _answer(code: int, out: bytes, err: bytes, limits: Limits) -> dict[str, Any]
         raise AnalysisFailed("the analysis tried to write a file, which is not allowed")
     if code < 0:
         raise AnalysisFailed(f"the analysis crashed ({signal.Signals(-code).name})")
-    if b"MemoryError" in err or b"memory allocation" in err:
-        raise AnalysisFailed(f"the analysis ran out of memory (limit {limits.memory_bytes // 2**20} MiB)")
     raise AnalysisFailed(f"the analysis crashed (exit status {code})")

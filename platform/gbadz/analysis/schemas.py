@@ -7,8 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: The longest SQL text accepted (an allow-listed aggregate query is a few hundred characters).
-MAX_SQL = 8_000
+from gbadz.analysis.query import MAX_SQL_BYTES
+
+#: The longest SQL text parsed into the body at all; the allow-list refuses anything over
+#: ``MAX_SQL_BYTES`` with its own rule (``too-long``), and an empty text with ``empty``.
+MAX_SQL = 16 * MAX_SQL_BYTES
 
 
 class AnalysisAsk(BaseModel):
@@ -16,7 +19,7 @@ class AnalysisAsk(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sql: str = Field(min_length=1, max_length=MAX_SQL, description="one SELECT over the dataset's table")
+    sql: str = Field(max_length=MAX_SQL, description="one SELECT over the dataset's table")
     epsilon: float | None = Field(
         default=None,
         allow_inf_nan=False,
@@ -56,6 +59,7 @@ class EstimateRead(BaseModel):
     )
     budget: BudgetRead
     budget_after: BudgetRead = Field(description="the budget if the query were run (nothing is spent now)")
+    fits: bool = Field(description="whether the budget left pays for the query (else running it is a 409)")
 
 
 class AnalysisRead(BaseModel):

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -133,13 +133,19 @@ def _active_grant(session: Session, grant_id: str, org_id: str, now: datetime) -
     if grant is None:
         raise GrantNotFound(f"no grant {grant_id!r}")
     refuse_analysis_grant(grant)
+    return still_running(grant, now, "no new deliveries or URLs")
+
+
+def still_running(grant: Grant, now: datetime, refused: str) -> Grant:
+    """The grant, if it is active now; suspended, expired or revoked: 410 saying what is ``refused``
+    (every transfer kind answers an ended grant alike)."""
     status = grant.status(now)
     if status == "suspended":
         raise GrantSuspended(
             f"grant: suspended until a compliance officer reviews it: {grant.suspended_reason}", field="grant"
         )
     if status != "active":
-        raise GrantInactive(f"grant: the grant is {status}; no new deliveries or URLs", field="grant")
+        raise GrantInactive(f"grant: the grant is {status}; {refused}", field="grant")
     return grant
 
 
@@ -343,14 +349,21 @@ def _issuances_since(session: Session, grant_id: str, since: datetime) -> list[d
     return list(repository.issued_at_since(session, grant_id, ISSUING, since))
 
 
+def window_wait(times: Sequence[datetime], limit: int, window: timedelta, now: datetime) -> int | None:
+    """A sliding-window limit over ``times`` (oldest first, all within the window): None while
+    fewer than ``limit``; else the whole seconds until the oldest that counts leaves the window."""
+    if len(times) < limit:
+        return None
+    return max(1, math.ceil((times[len(times) - limit] + window - now).total_seconds()))
+
+
 def _rate_limited(session: Session, settings: Settings, grant_id: str, now: datetime) -> None:
     """At most ``delivery_limit`` URL issuances per grant per window (counted in the transfer
     log, in the database: every replica sees the same count)."""
     limit, window = settings.api.delivery_limit, timedelta(seconds=settings.api.delivery_limit_window_s)
-    times = _issuances_since(session, grant_id, now - window)
-    if len(times) < limit:
+    wait = window_wait(_issuances_since(session, grant_id, now - window), limit, window, now)
+    if wait is None:
         return
-    wait = max(1, math.ceil((times[len(times) - limit] + window - now).total_seconds()))
     raise DeliveryRateLimited(
         f"grant: at most {limit} deliveries per {int(window.total_seconds())} s; "
         f"the current URLs stay valid, try again in {wait} s",
