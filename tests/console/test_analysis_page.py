@@ -130,6 +130,8 @@ class TestTheStartupsAnalysis:
         assert f'id="release-{row.id}" class="highlight"' in html  # listed among earlier releases
 
         form |= {"csrf": _csrf(html), "idempotency_key": _key(html), "epsilon": "0.5"}
+        warned = client.post(f"{page_url}/estimate", data=form)
+        assert "The budget left cannot pay for this query: running it would be refused." in warned.text
         exhausted = client.post(f"{page_url}/run", data=form)
         assert 409 == exhausted.status_code, exhausted.text[:500]
         error = re.search(r'<p class="error" id="epsilon-error" role="alert">([^<]+)', exhausted.text)

@@ -840,6 +840,11 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
     "ε it would spend": (None, "将消耗的 ε", "將消耗的 ε"),
     "δ it would spend": (None, "将消耗的 δ", "將消耗的 δ"),
     "Budget left after it": (None, "运行后剩余预算", "執行後剩餘預算"),
+    "The budget left cannot pay for this query: running it would be refused.": (
+        None,
+        "剩余预算不足以支付此查询：运行将被拒绝。",
+        "剩餘預算不足以支付此查詢：執行將被拒絕。",
+    ),
     "Noise per aggregate (95% confidence)": (
         None,
         "各聚合值的噪声（95% 置信度）",
