@@ -374,6 +374,42 @@ class TestPieces:
         keys += [f"analysis:{s}" for s in ("charged", "released", "refunded")]
         assert [] == [k for k in keys if set(CATALOG.get(k, {})) != set(LOCALES)]
 
+    @pytest.mark.parametrize(
+        ("error", "status", "detail", "field", "key", "said"),
+        [
+            ("QueryRefused", 400, "sql: rule no-cte: WITH is not allowed", "sql", "sql", "不允許使用 WITH"),
+            ("QueryRefused", 400, "sql: rule brand-new: something", "sql", "sql", "查詢違反了白名單規則"),
+            ("BudgetExhausted", 409, "epsilon: 1 asked, 0.25 left of 3", "epsilon", "epsilon", "剩餘 ε 0.25"),
+            ("EpsilonRefused", 422, "epsilon: 2 is more than one query may spend", "epsilon", "epsilon", "1"),
+            (
+                "AnalysisRateLimited",
+                429,
+                "grant: at most 60 analyses; try again in 42 s",
+                "grant",
+                "form",
+                "42",
+            ),
+            ("AnalysisFailed", 422, "analysis: memory; nothing was spent", "sql", "sql", "已退回"),
+            ("ComputeUnavailable", 503, "compute: down", None, "form", "未消耗任何預算"),
+            ("StorageUnavailable", 503, "storage: down", None, "form", "未消耗任何預算"),
+            ("TooLargeForSync", 413, "dataset: too large", "dataset", "form", "過大"),
+            ("GrantSuspended", 410, "grant: suspended", "grant", "form", "不再接受新的分析"),
+            ("ObligationsOpen", 409, "grant: the PIPIA is open", "grant", "form", "法律要求"),
+            ("AnalysisInProgress", 409, "Idempotency-Key: charged", "Idempotency-Key", "form", "仍在執行"),
+            ("Something", 409, "sql: a new refusal", "sql", "sql", "a new refusal"),
+        ],
+    )
+    def test_each_refusal_is_placed_and_translated(
+        self, error: str, status: int, detail: str, field: str | None, key: str, said: str
+    ) -> None:
+        """Every refusal the API can give a run lands beside its field (or on top), in Traditional Chinese."""
+        from gbadz.console.analysis import refusal
+        from gbadz.console.routes import ApiFailed
+
+        spec = {"budget": {"epsilon": 3.0, "delta": 0.0, "max_epsilon_per_query": 1.0}}
+        placed = refusal(ApiFailed(status, detail, field, error), "zh-Hant", spec)
+        assert said in placed[key], placed
+
     def test_release_bars_draw_noise_negatives_and_escape_labels(self) -> None:
         """The chart: a bar per group and a ± whisker where noise is stated, a negative noisy sum
         left of zero, an empty mean as a dash, and a label from the data escaped."""

@@ -194,6 +194,11 @@ def refusal(failure: ApiFailed, locale: str, spec: dict[str, Any] | None) -> dic
         return {"form": t("This dataset is too large for an analysis answered at once."), "detail": text}
     if error in ("GrantInactive", "GrantSuspended", "DatasetRetired", "NoAnalyses", "NoPublishedVersion"):
         return {"form": t("This grant accepts no new analyses."), "detail": text}
+    if error == "ObligationsOpen":
+        return {
+            "form": t("The provider has not yet met what the law requires before anything leaves."),
+            "detail": text,
+        }
     if error == "AnalysisInProgress":
         return {"form": t("This analysis is still running; reload the page in a moment.")}
     field = failure.field if failure.field in ("sql", "epsilon") else "form"

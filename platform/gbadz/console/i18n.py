@@ -930,6 +930,11 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "本授权的分析次数已达上限，请稍后再试。",
         "本授權的分析次數已達上限，請稍後再試。",
     ),
+    "The provider has not yet met what the law requires before anything leaves.": (
+        None,
+        "数据提供方尚未完成数据出境前法律要求的事项。",
+        "數據提供方尚未完成數據出境前法律要求的事項。",
+    ),
     "This analysis is still running; reload the page in a moment.": (
         None,
         "此分析仍在运行，请稍后刷新页面。",
