@@ -129,8 +129,8 @@ def main() -> None:
             f"{(mine - inside - per_query - est_time) * 1000:8.1f} ms"
         )
         print(
-            f"    a cold child (no spare): its imports                   {cold * 1000:8.1f} ms"
-            f"  (imports {cold_result.timings.get('child_imports', 0) * 1000:.0f} ms)"
+            f"    a cold child (no spare)                                {cold * 1000:8.1f} ms"
+            f"  (imports + OpenDP warm-up {cold_result.timings.get('child_imports', 0) * 1000:.0f} ms)"
         )
         print(
             f"    a cold child without unshare (cost of isolation)       {unisolated * 1000:8.1f} ms"

@@ -151,10 +151,11 @@ class TestTruncation:
         rng = np.random.default_rng(3)
         people = rng.integers(0, 500, 20_000)
         frame = pl.DataFrame({"pid": [f"P{p}" for p in people], "row": np.arange(20_000)})
-        kept = measure._truncate(frame, "pid", 5, seed=11)
-        per_person = dict(kept.group_by("pid").len().iter_rows())
         before = dict(frame.group_by("pid").len().iter_rows())
-        assert all(per_person[p] == min(5, before[p]) for p in before)
+        for truncate in (measure._truncate, measure._truncate_exact):
+            kept = truncate(frame, "pid", 5, 11)
+            per_person = dict(kept.group_by("pid").len().iter_rows())
+            assert all(per_person[p] == min(5, before[p]) for p in before)
 
     def test_truncation_is_a_random_choice(self) -> None:
         """Which rows are kept is random, so a table sorted by date is not biased to its first days."""
@@ -344,3 +345,19 @@ class TestRobustness:
         result = release(table, plan, generous(spec), 10.0)
         assert [("2026-03-02",), ("2026-04-11",)] == [r[:1] for r in result.rows]
         assert len(result.result_sha256) == 64
+
+
+class TestGroupsPerPerson:
+    def test_each_person_in_at_most_g_groups(self, spec: AnalysisSpec) -> None:
+        """With max_groups_per_person 2, a person seen in every department counts in two of them."""
+        bounded_spec = replace(generous(spec), max_groups_per_person=2)
+        rows = [("P000000007", d, 100.0) for d in DEPARTMENTS]
+        frame = pl.from_arrow(visits(rows))
+        assert isinstance(frame, pl.DataFrame)
+        kept = measure._truncate_groups(frame, "patient_id", ["department"], 2, seed=3)
+        assert 2 == kept["department"].n_unique()
+        rows += [(f"P7{i:08d}", d, 100.0) for i in range(100) for d in DEPARTMENTS[:1]]
+        plan = validate(f"SELECT department, COUNT(*) AS n FROM {T} GROUP BY department", bounded_spec)
+        result = release(visits(rows), plan, bounded_spec, 10.0)
+        assert [("general",)] == [r[:1] for r in result.rows]
+        assert abs(result.rows[0][1] - 100) <= 10

@@ -110,6 +110,7 @@ HOSTILE: list[tuple[str, str]] = [
     (f"SELECT department AS n, COUNT(*) AS n FROM {T} GROUP BY department", "duplicate-name"),
     (f"SELECT COUNT(*) FROM {T} WHERE department = ?", "no-parameter"),
     ("SELECT 1", "one-table"),
+    (f"SELECT COUNT(*) FROM {T} WHERE " + "NOT " * 80 + "insured = TRUE", "too-deep"),
     ("", "empty"),
     ("SELEC department FROM", "parse-error"),
     ("SELECT COUNT(*) FROM " + T + " WHERE department IN (" + ",".join(["'ent'"] * 2000) + ")", "too-long"),

@@ -69,6 +69,10 @@ def listening() -> Iterator[int]:
         server.close()
 
 
+#: No spare child: the fail-closed tests change PATH, and a spare would outlive the test.
+COLD = Limits(warm=False)
+
+
 def probe(limits: Limits, *args: str) -> dict[str, object]:
     """Run a test-only probe of the runner inside the sandbox built for ``limits``."""
     return sandbox.execute(sandbox.command(limits, "--probe", *args), b"", limits)
@@ -163,7 +167,7 @@ class TestFailClosed:
         monkeypatch.setenv("PATH", str(tmp_path))
         plan = validate(f"SELECT COUNT(*) FROM {T}", spec)
         with pytest.raises(SandboxUnavailable):
-            sandbox.run(hospital(100), plan, spec, 1.0)
+            sandbox.run(hospital(100), plan, spec, 1.0, COLD)
 
     def test_refused_namespace_fails_closed(
         self, spec: AnalysisSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -173,7 +177,7 @@ class TestFailClosed:
         monkeypatch.setenv("PATH", f"{tmp_path}:{os.defpath}")
         plan = validate(f"SELECT COUNT(*) FROM {T}", spec)
         with pytest.raises(SandboxUnavailable):
-            sandbox.run(hospital(100), plan, spec, 1.0)
+            sandbox.run(hospital(100), plan, spec, 1.0, COLD)
 
     def test_namespace_that_did_not_apply_fails_closed(
         self, spec: AnalysisSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -183,7 +187,7 @@ class TestFailClosed:
         monkeypatch.setenv("PATH", f"{tmp_path}:{os.defpath}")
         plan = validate(f"SELECT COUNT(*) FROM {T}", spec)
         with pytest.raises(SandboxUnavailable):
-            sandbox.run(hospital(100), plan, spec, 1.0)
+            sandbox.run(hospital(100), plan, spec, 1.0, COLD)
 
 
 class TestRelease:

@@ -11,8 +11,8 @@ The privacy model (ADR 0022), in the order the code applies it:
    neighbouring datasets differ by at most k rows, which is what
    ``dp.unit_of(contributions=k)`` tells OpenDP. The privacy-unit column is then dropped, so
    nothing downstream can group or count by it. Measured on 1,000,000 hospital rows: this
-   takes about 0.4 s where OpenDP's identifier-based unit (``dp.unit_of(identifier=...)``
-   with ``truncate_per_group``) took about 4 s (architecture.md).
+   takes about 0.2-0.3 s where OpenDP's identifier-based unit (``dp.unit_of(identifier=...)``
+   with ``truncate_per_group``) took about 4 s for the whole query (architecture.md).
 3. **Derive keys** (``month(d)``, ``date_trunc``) row by row, which changes no contribution.
 4. **Measure** with OpenDP's Polars front end: one noisy count per group (always: the
    minimum group size is applied to it) and one noisy sum per measure; ``AVG`` is the noisy
@@ -54,8 +54,8 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from gbadz.analysis.plan import AggregateFunction, Condition, Plan, QueryRefused, Term
-from gbadz.analysis.spec import AnalysisSpec, Dimension, Measure, Scalar
+from gbadz.analysis.plan import Aggregate, AggregateFunction, Condition, GroupKey, Plan, QueryRefused, Term
+from gbadz.analysis.spec import AnalysisSpec, Budget, Dimension, Measure, Scalar
 from gbadz.errors import BadRequest, GbadzError
 
 #: Accuracy is the half-width of the (1 - ALPHA) interval: the true value lies within ± it with 95%.
@@ -159,7 +159,8 @@ class Release:
     suppressed: int
     query_sha256: str
     result_sha256: str = field(default="")
-    #: Seconds spent per phase (diagnostics for benchmarks; not part of the result or its hash).
+    #: Seconds spent per phase, for benchmarks; not part of the result or its hash. Not for
+    #: analysts: how long filtering took says something about how many rows matched.
     timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -274,7 +275,9 @@ def _integer_bounds(measure: Measure) -> tuple[int, int]:
     return math.ceil(measure.minimum * factor), math.floor(measure.maximum * factor)
 
 
-def _mechanism(plan: Plan, spec: AnalysisSpec, epsilon: float) -> _Mechanism:
+def _mechanism(
+    plan: Plan, spec: AnalysisSpec, epsilon: float, threshold_hint: int | None = None
+) -> _Mechanism:
     epsilon = check_epsilon(spec, epsilon)
     domains = _key_domains(plan, spec)
     measures = _summed(plan)
@@ -299,7 +302,12 @@ def _mechanism(plan: Plan, spec: AnalysisSpec, epsilon: float) -> _Mechanism:
     delta = query_delta(spec, plan, epsilon)
     threshold = None
     if domains is None and plan.keys:
-        threshold = _threshold(plan, spec, epsilon, delta, count_scale, tuple(sum_scales))
+        if threshold_hint is not None and threshold_hint > k:
+            # The parent's search, sent along: the measurement's privacy map is checked with
+            # it before anything runs, so a wrong hint cannot spend more than is charged.
+            threshold = int(threshold_hint)
+        else:
+            threshold = _threshold(plan, spec, epsilon, delta, count_scale, tuple(sum_scales))
     return _Mechanism(
         epsilon,
         delta,
@@ -339,6 +347,32 @@ def _dp() -> SimpleNamespace:
         make_private_lazyframe=make_private_lazyframe,
         discrete_laplacian_scale_to_accuracy=discrete_laplacian_scale_to_accuracy,
     )
+
+
+def warm_up() -> None:
+    """Pay OpenDP's first-use costs now, on no data: the first measurement a process builds
+    takes seconds (its Rust side starts up), later ones tens of milliseconds (measured). A spare
+    sandboxed child calls this before its rows arrive."""
+    spec = AnalysisSpec(
+        dataset="warm-up",
+        table="t",
+        mode="dp",
+        dimensions=(Dimension("a", "string", ("x", "y")), Dimension("d", "date", None)),
+        measures=(Measure("m", "number", 0.0, 1.0),),
+        privacy_unit="p",
+        max_rows_per_person=1,
+        max_groups_per_person=None,
+        min_group_size=1,
+        budget=Budget(1.0, 1e-7, 1.0),
+        max_rows=1000,
+        schema_columns=("a", "d", "m", "p"),
+    )
+    for keys in (
+        (GroupKey("a", Term("a")),),
+        (GroupKey("a", Term("a")), GroupKey("m", Term("d", "trunc_month"))),
+    ):
+        plan = Plan(keys=keys, aggregates=(Aggregate("n", "count"), Aggregate("s", "sum", "m")))
+        release(_empty_table(plan, spec), plan, spec, 1.0)
 
 
 @dataclass(frozen=True)
@@ -601,48 +635,85 @@ def _predicate(c: Condition, spec: AnalysisSpec) -> Any:
 
 
 def _truncate(frame: Any, unit: str, k: int, seed: int) -> Any:
-    """Keep at most ``k`` rows per person, chosen at random (see the module docstring: stable).
+    """Keep at most ``k`` rows per person, a uniformly random choice of each person's rows.
 
-    People are told apart by a 64-bit hash of the unit: two people sharing a hash are
-    truncated together, which only keeps fewer rows, never more than k for anyone. Only the
-    rows of people with more than k rows are ranked (about a fifth of the hospital sample's
-    rows): 0.33 s instead of 0.43 s for 1,000,000 rows, measured.
+    Why this keeps the guarantee (see the module docstring): the rows of people over the
+    bound are put in one uniformly random order and each such person keeps their first k. The
+    relative orders of disjoint sets of rows under a uniform permutation are independent, so
+    each person's choice has the same distribution whoever else is in the table; coupling the
+    two runs on that choice, neighbouring tables give truncated tables that differ by at most
+    the k rows of the person added or removed.
+
+    People must be told apart exactly: two people merged into one would share k rows, and
+    adding one could then move up to 2k rows. Grouping by a 64-bit hash of the identifier is
+    fast (grouping the strings themselves took 0.4-0.5 s for 1,000,000 rows, the hash about
+    0.1 s), so the hash is used, and every hash group over the bound is checked to hold one
+    identifier; if one does not (a collision), the exact grouping is used instead. A group at
+    or under the bound keeps all its rows, collision or not, which is right for everyone in it.
+    Only the rows of people over the bound are ranked (about a fifth of the hospital sample).
     """
     import polars as pl
 
-    n = frame.height
-    if n == 0:
+    if frame.height == 0:
         return frame
-    hashes = frame.get_column(unit).hash(seed & 0xFFFFFFFF)
+    identifiers = frame.get_column(unit)
+    hashes = identifiers.hash(seed & 0xFFFFFFFF)
     rows = pl.DataFrame({"h": hashes}).select(pl.len().over("h")).to_series().to_numpy()
-    heavy = np.flatnonzero(rows > k)
     keep = rows <= k
+    heavy = np.flatnonzero(~keep)
+    if not len(heavy):
+        return frame
+    heavy_ids = identifiers.gather(heavy)
+    heavy_hashes = hashes.gather(heavy)
+    pairs = pl.DataFrame({"h": heavy_hashes, "u": heavy_ids})
+    if pairs.n_unique() != heavy_hashes.n_unique():
+        return _truncate_exact(frame, unit, k, seed)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(heavy))
+    # A random order of the heavy rows, then a stable sort by person: each person's rows in
+    # random order, ranked; the first k of each are kept.
+    shuffled = heavy_hashes.to_numpy()[perm]
+    order = np.argsort(shuffled, kind="stable")
+    ordered = shuffled[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    counts = np.diff(np.r_[starts, len(heavy)])
+    rank = np.arange(len(heavy)) - np.repeat(starts, counts)
+    chosen = np.zeros(len(heavy), dtype=bool)
+    chosen[perm[order]] = rank < k
+    keep[heavy[chosen]] = True
+    return frame.filter(pl.Series(keep))
+
+
+def _truncate_exact(frame: Any, unit: str, k: int, seed: int) -> Any:
+    """:func:`_truncate` grouping by the identifiers themselves (after a hash collision)."""
+    import polars as pl
+
+    rows = frame.select(pl.len().over(unit)).to_series().to_numpy()
+    keep = rows <= k
+    heavy = np.flatnonzero(~keep)
     if len(heavy):
-        # A random order of the heavy rows, then a stable sort by person: each person's rows in
-        # random order, ranked; the first k of each are kept.
-        rng = np.random.default_rng(seed)
-        perm = rng.permutation(len(heavy))
-        shuffled = np.asarray(hashes.to_numpy())[heavy][perm]
-        order = np.argsort(shuffled, kind="stable")
-        ordered = shuffled[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        counts = np.diff(np.r_[starts, len(heavy)])
-        rank = np.arange(len(heavy)) - np.repeat(starts, counts)
+        perm = np.random.default_rng(seed).permutation(len(heavy))
+        shuffled = frame.select(pl.col(unit))[heavy[perm]]
+        # Position of each row among its person's rows, in the shuffled order.
+        rank = shuffled.select(pl.int_range(pl.len()).over(unit)).to_series().to_numpy()
         chosen = np.zeros(len(heavy), dtype=bool)
-        chosen[perm[order]] = rank < k
+        chosen[perm] = rank < k
         keep[heavy[chosen]] = True
     return frame.filter(pl.Series(keep))
 
 
 def _truncate_groups(frame: Any, unit: str, keys: list[str], g: int, seed: int) -> Any:
-    """Keep each person's rows in at most ``g`` of their groups (a random choice of groups)."""
+    """Keep each person's rows in at most ``g`` of their groups: a uniformly random choice of
+    their distinct groups (by exact value, as in :func:`_truncate`, and stable for the same
+    reason: each person's choice is independent of everyone else's rows)."""
     import polars as pl
 
     if frame.height == 0:
         return frame
-    ranked = frame.with_columns(pl.struct(keys).hash(seed & 0xFFFFFFFF).alias("_g"))
-    ranked = ranked.with_columns(pl.col("_g").rank("dense").over(unit).alias("_r"))
-    return ranked.filter(pl.col("_r") <= g).drop("_g", "_r")
+    pairs = frame.select([unit, *keys]).unique()
+    pairs = pairs.sample(fraction=1.0, shuffle=True, seed=seed)
+    pairs = pairs.filter(pl.int_range(pl.len()).over(unit) < g)
+    return frame.join(pairs, on=[unit, *keys], how="semi", nulls_equal=True)
 
 
 def _prepare(table: pa.Table, plan: Plan, spec: AnalysisSpec, seed: int) -> Any:
@@ -747,11 +818,23 @@ def _factor(spec: AnalysisSpec, column: str | None) -> int:
     return NUMBER_SCALE if measure is not None and measure.logical_type == "number" else 1
 
 
-def release(table: pa.Table, plan: Plan, spec: AnalysisSpec, epsilon: float) -> Release:
-    """Measure the plan over ``table`` and release the result (in this process: see sandbox.run)."""
+def threshold_for(plan: Plan, spec: AnalysisSpec, epsilon: float) -> int | None:
+    """The noisy-count threshold of a query (None when its keys are public), as estimated."""
+    return _mechanism(plan, spec, epsilon).threshold
+
+
+def release(
+    table: pa.Table, plan: Plan, spec: AnalysisSpec, epsilon: float, *, threshold: int | None = None
+) -> Release:
+    """Measure the plan over ``table`` and release the result (in this process: see sandbox.run).
+
+    ``threshold``: the key-release threshold already found for this query (by the estimate),
+    which saves the search; it is checked by OpenDP's privacy map like everything else.
+    """
     if spec.mode not in ("dp", "threshold"):
         raise MeasurementFailed("the dataset's contract offers no analyses")
-    mech = _mechanism(plan, spec, epsilon)
+    planned = time.perf_counter()
+    mech = _mechanism(plan, spec, epsilon, threshold)
     if table.num_rows > spec.max_rows:
         raise MeasurementFailed("the table holds more rows than its contract's rowCount rule allows")
     seed = secrets.randbits(63)
@@ -764,7 +847,9 @@ def release(table: pa.Table, plan: Plan, spec: AnalysisSpec, epsilon: float) -> 
         measured = _noisy(frame, plan, spec, mech)
     done = time.perf_counter()
     result = _finish(measured, plan, spec, mech)
-    result.timings.update({"prepare": prepared - started, "measure": done - prepared})
+    result.timings.update(
+        {"plan": started - planned, "prepare": prepared - started, "measure": done - prepared}
+    )
     return result
 
 
@@ -922,4 +1007,6 @@ __all__ = [
     "query_delta",
     "release",
     "result_sha256",
+    "threshold_for",
+    "warm_up",
 ]
