@@ -1101,6 +1101,11 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "不允许使用读取文件、表、网址或设置的函数。",
         "不允許使用讀取檔案、表、網址或設定的函數。",
     ),
+    "rule:too-deep": (
+        "The query nests too deeply: use fewer levels of parentheses, AND, OR and NOT.",
+        "查询嵌套过深：请减少括号及 AND、OR、NOT 的层数。",
+        "查詢嵌套過深：請減少括號及 AND、OR、NOT 的層數。",
+    ),
     "rule:too-long": ("The query is too long.", "查询语句过长。", "查詢語句過長。"),
     "rule:too-many-values": ("An IN list has too many values.", "IN 列表中的值过多。", "IN 列表中的值過多。"),
     "rule:unknown-column": ("No column of that name.", "没有该名称的列。", "沒有該名稱的欄。"),
