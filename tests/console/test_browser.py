@@ -32,7 +32,8 @@ from gbadz.app import create_app
 from gbadz.config import DatabaseSettings, OAuthSettings, Settings
 from tests.api import free_port
 from tests.conftest import REPO
-from tests.console.world import FILING_PDF, GRANTED, Person, World, add_person, build
+from tests.console.world import FILING_PDF, GRANTED, Person, World, add_analysis_grant, add_person, build
+from tests.console.world import Analysis as AnalysisGrant
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -44,6 +45,12 @@ FLAGS = [
     "--no-first-run",
     "--disable-sync",
 ]
+#: The demo's release (issue #18): the average fee per department and month, for two departments.
+FEE_BY_MONTH = (
+    "SELECT department, month(visit_date) AS month, COUNT(*) AS visits, AVG(fee_cny) AS mean_fee\n"
+    "FROM outpatient_visits\nWHERE department IN ('cardiology', 'paediatrics')\n"
+    "GROUP BY department, month(visit_date)"
+)
 AXE_OPTIONS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -65,6 +72,7 @@ class Site:
     world: World
     shots: Path
     second_officer: Person
+    analysis: AnalysisGrant
 
 
 @pytest.fixture
@@ -93,7 +101,8 @@ def site(settings: Settings, tmp_path: Path, database_url: str, fresh_database_u
     shots.mkdir(parents=True, exist_ok=True)
     try:
         second = add_person(app, "compliance_officer", world.officer_org, f"officer2-{world.dataset[-6:]}")
-        yield Site(base, app, world, shots, second)
+        analysis = add_analysis_grant(app, settings, world, tmp_path, rows=12_000)
+        yield Site(base, app, world, shots, second, analysis)
     finally:
         server.should_exit = True
         thread.join(10)
@@ -301,11 +310,14 @@ def test_each_roles_journey(browser: Browser, site: Site) -> None:
     expect(page.locator("table")).to_contain_text("the recipient deletes every copy")
     check(page, site, "12a-obligations")
     page.get_by_role("link", name="Review queue").click()
-    grant_row = page.locator("tr[id^=grant-]")
+    # The deliveries' grant (the startup's analysis grant on the hospital's visits is listed too).
+    grant_row = page.locator("tr[id^=grant-]").filter(
+        has=page.get_by_role("rowheader", name=world.dataset, exact=True)
+    )
     grant_row.get_by_label("Reason for revoking").fill("The contract's recipient clause was breached")
     grant_row.get_by_role("button", name="Revoke").click()
-    expect(page.locator("tr[id^=grant-]")).to_contain_text("The contract's recipient clause was breached")
-    expect(page.locator("tr[id^=grant-]")).to_contain_text("Delivery copies deleted")
+    expect(grant_row).to_contain_text("The contract's recipient clause was breached")
+    expect(grant_row).to_contain_text("Delivery copies deleted")
     check(page, site, "12b-grant-revoked")
     page.goto(f"{site.base}/console/compliance")
     page.get_by_role("link", name="繁體中文").click()
@@ -315,6 +327,41 @@ def test_each_roles_journey(browser: Browser, site: Site) -> None:
     expect(page.get_by_role("heading", name="合规看板")).to_be_visible()
     page.goto(f"{site.base}/console/catalog")
     check(page, site, "14-catalog-zh-Hans")
+    page.get_by_role("link", name="English").click()
+    sign_out(page)
+
+    # -- the startup analyses the hospital's visits (issue #18): what it may ask, an estimate that
+    # spends nothing, a run (the meter drops; the table and the chart), a refusal beside the box
+    sign_in(page, site, world.people["consumer"])
+    page.get_by_role("link", name="My requests and grants").click()
+    page.get_by_role("link", name=f"Analyse {site.analysis.dataset}").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Analysis: Shenzhen outpatient visits")
+    expect(page.locator("#budget-meter")).to_have_attribute("value", "3.0")
+    expect(page.get_by_text("These bounds bias results.")).to_be_visible()
+    check(page, site, "15a-analysis-page")
+    page.get_by_role("button", name="Estimate (spends nothing)").click()
+    expect(page.locator("#estimate")).to_contain_text("Estimate: nothing was spent")
+    expect(page.locator("#budget-meter")).to_have_attribute("value", "3.0")
+    check(page, site, "15b-analysis-estimate")
+    page.get_by_label("Query (SQL)").fill(FEE_BY_MONTH)
+    page.get_by_role("button", name="Run (spends ε)").click()
+    expect(page).to_have_url(re.compile(r"/analysis\?release=.+#result$"))
+    expect(page.locator("table.release tbody tr")).not_to_have_count(0)
+    expect(page.locator("table.release thead")).to_contain_text("mean_fee")
+    expect(page.locator("#budget-meter")).to_have_attribute("value", "2.0")
+    expect(page.get_by_role("img", name=re.compile("^Released values per group"))).to_have_count(2)
+    expect(page.locator("table.history tbody tr")).to_have_count(1)
+    check(page, site, "15c-analysis-result")
+    page.get_by_label("Query (SQL)").fill("SELECT patient_id, fee_cny FROM outpatient_visits")
+    page.get_by_role("button", name="Run (spends ε)").click()
+    expect(page.locator("#sql-error")).to_contain_text("(rule privacy-unit)")
+    expect(page.get_by_label("Query (SQL)")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#budget-meter")).to_have_attribute("value", "2.0")  # nothing spent
+    check(page, site, "15d-analysis-refused")
+    page.get_by_role("link", name="繁體中文").click()
+    expect(page.get_by_role("heading", name="私隱預算")).to_be_visible()
+    check(page, site, "15e-analysis-zh-Hant")
+    page.get_by_role("link", name="English").click()
     context.close()
 
 
@@ -335,6 +382,19 @@ def test_pages_read_without_javascript_and_work_from_the_keyboard(browser: Brows
         page.goto(site.base + path)
         expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
     page.get_by_role("button", name="Sign out").click()
+    context.close()
+
+    # The startup's analysis page reads, estimates and refuses with JavaScript off: a plain form.
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    sign_in(page, site, site.world.people["consumer"])
+    page.goto(f"{site.base}/console/grants/{site.analysis.grant}/analysis")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Analysis")
+    page.get_by_role("button", name="Estimate (spends nothing)").click()
+    expect(page.locator("#estimate")).to_contain_text("Estimate: nothing was spent")
+    page.get_by_label("Query (SQL)").fill("SELECT * FROM outpatient_visits")
+    page.get_by_role("button", name="Run (spends ε)").click()
+    expect(page.locator("#sql-error")).to_contain_text("(rule star)")
     context.close()
 
     context = browser.new_context()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,9 @@ from gbadz.contract import Contract
 from gbadz.identity import people
 from gbadz.identity.models import Organization
 from gbadz.ingest import pipeline, samples
-from tests.api import bearer, fetch_token, make_client
+from tests.api import Client, bearer, fetch_token, make_client
 from tests.conftest import REPO
-from tests.datasets import YAML, sign_off
+from tests.datasets import YAML, file_mechanism, sign_off
 
 PASSWORD = "correct horse battery staple"
 GRANTED = ["delivery_id", "recipient_id", "recipient_phone", "district"]
@@ -54,6 +54,8 @@ class World:
     startup_org: str
     mechanism: str = ""  # the filed GBA standard contract (recorded by the office's API client)
     officer_org: str = ""
+    #: The parties' API clients (provider, consumer, compliance_officer), for adding to the world.
+    clients: dict[str, Client] = field(default_factory=dict)
 
 
 def build(app: FastAPI, settings: Settings, tmp_path: Path) -> World:
@@ -144,7 +146,89 @@ def build(app: FastAPI, settings: Settings, tmp_path: Path) -> World:
         startup.org_id,
         mechanism=filed.json()["id"],
         officer_org=officer.org_id,
+        clients={"provider": provider, "consumer": startup, "compliance_officer": officer},
     )
+
+
+@dataclass
+class Analysis:
+    """The startup's analysis grant on the provider's hospital visits (issue #18)."""
+
+    dataset: str
+    grant: str
+    request: str
+
+
+def add_analysis_grant(
+    app: FastAPI,
+    settings: Settings,
+    world: World,
+    tmp_path: Path,
+    rows: int = 2000,
+    budget: dict[str, float] | None = None,
+) -> Analysis:
+    """The demo's release, set up as the parties would: the world's provider publishes the
+    Shenzhen hospital's outpatient visits (a ``dp`` compute block, health sector rule); the Hong
+    Kong startup asks for an analysis; the provider approves; a compliance officer records the
+    DP finding and approves with a determination naming the health regulator's approval on file
+    (recorded by another officer: four eyes). ``budget`` replaces the contract's."""
+    http = TestClient(app)
+    provider, startup, officer = (world.clients[r] for r in ("provider", "consumer", "compliance_officer"))
+    with app.state.sessionmaker() as session:
+        provider_name = session.get(Organization, provider.org_id).name  # type: ignore[union-attr]
+    doc = yaml.safe_load((REPO / "contracts" / "sz-hospital-outpatient-visits.yaml").read_text())
+    suffix = secrets.token_hex(2)  # a world may hold more than one analysis grant
+    doc["id"] = f"{world.dataset}-visits-{suffix}"
+    doc["name"] = f"Shenzhen outpatient visits {world.dataset[-6:]}-{suffix}"
+    doc["gbadz"]["provider"]["organization"] = provider_name
+    if budget is not None:  # a smaller budget, so a test can exhaust it in two queries
+        doc["gbadz"]["compute"]["budget"] = budget
+    provider_headers = bearer(fetch_token(http, provider))
+    registered = http.post(
+        "/api/v1/datasets", content=yaml.safe_dump(doc).encode(), headers=provider_headers | YAML
+    )
+    assert 201 == registered.status_code, registered.text
+    source = tmp_path / "visits.csv"
+    pacsv.write_csv(samples.generate("sz-hospital-outpatient-visits", rows), source)
+    ctx = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
+    assert pipeline.ingest(ctx, Contract.model_validate(doc), "test", source).accepted
+    sign_off(http, app, str(doc["id"]))
+    asked = http.post(
+        f"/api/v1/datasets/{doc['id']}/access-requests",
+        json={
+            "kind": "analysis",
+            "purpose": "trade_transport_academic_mfg_marketing",
+            "purpose_text": "Average fee per department and month, for pricing research",
+        },
+        headers=bearer(fetch_token(http, startup)),
+    )
+    assert 201 == asked.status_code, asked.text
+    approve = f"/api/v1/access-requests/{asked.json()['id']}/approve"
+    step = http.post(approve, json={"reason": "the hospital agrees to aggregates"}, headers=provider_headers)
+    assert "under_compliance_review" == step.json()["state"], step.text
+    sector = file_mechanism(
+        http,
+        app,
+        provider.org_id,
+        startup.org_id,
+        "SECTOR",
+        sector="health",
+        authority_name="Guangdong Provincial Health Commission",
+    )
+    done = http.post(
+        approve,
+        json={
+            "findings": {"dp_release": True, "dp_evaluation_ref": "DP-EVAL-2026-004"},
+            "determination": {
+                "note": "The contract's DP parameters were evaluated; releases are anonymised.",
+                "sector_evidence_id": sector["id"],
+            },
+        },
+        headers=bearer(fetch_token(http, officer)),
+    )
+    assert 200 == done.status_code, done.text
+    assert ("approved", "MA3") == (done.json()["state"], done.json()["decision"]["rule_id"]), done.text
+    return Analysis(str(doc["id"]), str(done.json()["grant_id"]), str(asked.json()["id"]))
 
 
 def add_person(app: FastAPI, role: str, org_id: str, username: str) -> Person:

@@ -64,6 +64,23 @@ class LicenceRead(BaseModel):
     attribution: str | None
 
 
+class ComputeOffer(BaseModel):
+    """What the contract's ``gbadz.compute`` block offers a requester (issue #18): whether an
+    ``analysis`` request can be made at all, and over which columns."""
+
+    mode: Literal["dp", "threshold", "none"] = Field(
+        default="none",
+        description="dp: differentially private aggregates; threshold: exact aggregates of "
+        "data without personal information; none: no analyses (copies only)",
+    )
+    dimensions: list[str] = Field(
+        default_factory=list, description="columns an analyst may group and filter by"
+    )
+    measures: list[str] = Field(
+        default_factory=list, description="numeric columns an analyst may sum and average"
+    )
+
+
 class QualitySummary(BaseModel):
     success: bool
     evaluated: int
@@ -90,6 +107,9 @@ class DatasetDetail(DatasetSummary):
     sector_overlay: str
     columns: list[ColumnRead]
     licence: LicenceRead
+    compute: ComputeOffer = Field(
+        default_factory=ComputeOffer, description="whether analyses may be asked instead of copies"
+    )
     contract_version: str
     contract_sha256: str
     latest: VersionSummary | None

@@ -107,6 +107,7 @@ def detail_of(dataset: Dataset, latest: DatasetVersion | None, owner: bool) -> s
             )
         )
     licence = contract.gbadz.licence
+    compute = contract.gbadz.compute
     description = contract.description
     return schemas.DatasetDetail(
         **summary_of(dataset).model_dump(),
@@ -123,6 +124,11 @@ def detail_of(dataset: Dataset, latest: DatasetVersion | None, owner: bool) -> s
             max_grant_duration=licence.max_grant_duration,
             onward_transfer_allowed=licence.onward_transfer_allowed,
             attribution=licence.attribution,
+        ),
+        compute=schemas.ComputeOffer(
+            mode=compute.mode,
+            dimensions=list(compute.dimensions) if compute.mode != "none" else [],
+            measures=list(compute.measures) if compute.mode != "none" else [],
         ),
         contract_version=contract.version,
         contract_sha256=dataset.contract_sha256,

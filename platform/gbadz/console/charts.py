@@ -210,3 +210,126 @@ def expiring(rows: list[dict[str, Any]], horizon: int = 60, t: Callable[[str], s
             f"{escape(t('nothing expires in this window'))}</text>"
         )
     return _svg(width, height, t("Mechanisms expiring soon: working days left"), body, "expiring")
+
+
+#: Groups drawn in one release chart (the table beside it lists them all).
+RELEASE_BARS_MAX = 40
+
+
+def _group_label(row: Sequence[Any], keys: Sequence[int]) -> str:
+    if not keys:
+        return "—"
+    return " · ".join("—" if row[i] is None else str(row[i]) for i in keys)
+
+
+def release_bars(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    accuracy: Sequence[Mapping[str, Any]],
+    t: Callable[[str], str] = str,
+    most: int = 3,
+) -> list[Markup]:
+    """One horizontal bar chart per released aggregate (at most ``most``): a bar per group with
+    its value, and a whisker of ± the noise at 95% where the release states it (counts, sums).
+
+    Horizontal bars keep long group labels (a department and a month) readable, and the chart
+    grows with the groups instead of squeezing them. Values are drawn from zero; a negative
+    noisy sum is drawn to the left of the axis. The values come from a DP release, never a row.
+    """
+    names = [str(a["name"]) for a in accuracy if a.get("name") in columns]
+    if not names:  # a release without stated aggregates: every numeric column not a key
+        names = [
+            c for i, c in enumerate(columns) if rows and all(isinstance(r[i], int | float) for r in rows)
+        ]
+    keys = [i for i, c in enumerate(columns) if c not in names]
+    noise = {str(a["name"]): a.get("accuracy") for a in accuracy}
+    shown = list(rows)[:RELEASE_BARS_MAX]
+    out: list[Markup] = []
+    for n, name in enumerate(names[:most]):
+        col = list(columns).index(name)
+        values = [
+            r[col] if isinstance(r[col], int | float) and not isinstance(r[col], bool) else None
+            for r in shown
+        ]
+        spread = float(noise.get(name) or 0.0)
+        step = _step(
+            max([v + spread for v in values if v is not None] + [0.0])
+            - min([v - spread for v in values if v is not None] + [0.0])
+        )
+        # The axis from a round number at or below the lowest whisker to one at or above the highest.
+        low = step * math.floor(min([v - spread for v in values if v is not None] + [0.0]) / step)
+        high = step * math.ceil(max([v + spread for v in values if v is not None] + [0.0]) / step)
+        span = (high - low) or 1.0
+        left, right, top, bar, gap = 220, 90, 26, 16, 6
+        width = 760
+        plot_w = width - left - right
+        height = top + max(len(shown), 1) * (bar + gap) + 28
+        zero = left + plot_w * (0 - low) / span
+        body: list[str] = [
+            f'<text x="{left}" y="14" fill="{TEXT}" font-weight="600">{escape(name)}</text>',
+            f'<line x1="{zero:.1f}" x2="{zero:.1f}" y1="{top - 4}" y2="{height - 22}" stroke="{MUTED}"/>',
+        ]
+        for tick in range(round(span / step) + 1):
+            value = low + step * tick
+            x = left + plot_w * (value - low) / span
+            body.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{height - 22}" stroke="{GRID}"/>'
+            )
+            body.append(
+                f'<text x="{x:.1f}" y="{height - 8}" text-anchor="middle" fill="{TEXT}">{_tick(value)}</text>'
+            )
+        for i, (row, value) in enumerate(zip(shown, values, strict=True)):
+            y = top + i * (bar + gap)
+            label = _group_label(row, keys)
+            body.append(
+                f'<text x="{left - 8}" y="{y + bar - 3}" text-anchor="end" fill="{TEXT}">'
+                f"{escape(label if len(label) <= 30 else label[:29] + '…')}</text>"
+            )
+            if value is None:
+                body.append(f'<text x="{zero + 4:.1f}" y="{y + bar - 3}" fill="{MUTED}">—</text>')
+                continue
+            x_end = left + plot_w * (value - low) / span
+            x0, w = min(zero, x_end), abs(x_end - zero)
+            said = f"{label}: {_tick(value)}" + (f" ± {_tick(spread)}" if spread else "")
+            body.append(
+                f'<rect x="{x0:.1f}" y="{y}" width="{max(w, 1):.1f}" height="{bar}" fill="{PALETTE[n % len(PALETTE)]}">'
+                f"<title>{escape(said)}</title></rect>"
+            )
+            if spread:
+                a = left + plot_w * (value - spread - low) / span
+                b = left + plot_w * (value + spread - low) / span
+                mid = y + bar / 2
+                body.append(
+                    f'<path d="M{a:.1f} {mid - 4:.1f}V{mid + 4:.1f}M{a:.1f} {mid:.1f}H{b:.1f}M{b:.1f} {mid - 4:.1f}V{mid + 4:.1f}" '
+                    f'stroke="{TEXT}" stroke-width="1.5" fill="none"/>'
+                )
+            text_x = max(x_end, zero, left + plot_w * (value + spread - low) / span) + 6
+            body.append(f'<text x="{text_x:.1f}" y="{y + bar - 3}" fill="{TEXT}">{_tick(value)}</text>')
+        if not shown:
+            body.append(
+                f'<text x="{left + plot_w / 2}" y="{top + 12}" text-anchor="middle" fill="{MUTED}">'
+                f"{escape(t('no group was released'))}</text>"
+            )
+        title = f"{t('Released values per group')}: {name}" + (
+            f" ({t('whiskers: ± noise at 95%')})" if spread else ""
+        )
+        out.append(_svg(width, height, title, body, f"release-{n}"))
+    return out
+
+
+def _step(span: float) -> float:
+    """A round step (1, 2 or 5 times a power of ten) that cuts ``span`` into at most five parts."""
+    if span <= 0:
+        return 1.0
+    magnitude = 10.0 ** math.floor(math.log10(span / 5))
+    for factor in (1, 2, 5, 10):
+        if span / (factor * magnitude) <= 5:
+            return factor * magnitude
+    return 10 * magnitude  # pragma: no cover - 10 x magnitude always fits
+
+
+def _tick(value: float) -> str:
+    """A chart number: thousands separated, at most two decimals."""
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}"

@@ -72,10 +72,11 @@ class FormExpired(Exception):
 
 
 class ApiFailed(Exception):
-    def __init__(self, status: int, detail: Any, field: str | None = None) -> None:
+    def __init__(self, status: int, detail: Any, field: str | None = None, error: str | None = None) -> None:
         self.status = status
         self.detail = detail
         self.field = field
+        self.error = error  # the API's error class (``QueryRefused``, ``BudgetExhausted``, ...)
 
 
 def _sessions(request: Request) -> Any:
@@ -193,7 +194,7 @@ class Api:
             raise SignInRequired(self.request.url.path if self.request.method == "GET" else "/console/")
         if response.status_code >= 400:
             body = _body(response)
-            raise ApiFailed(response.status_code, body.get("detail"), body.get("field"))
+            raise ApiFailed(response.status_code, body.get("detail"), body.get("field"), body.get("error"))
         return response.json()
 
 
@@ -393,6 +394,8 @@ def _ask(form: FormData) -> dict[str, Any]:
     }
     if form.get("destination"):
         body["destination"] = str(form.get("destination"))
+    if form.get("kind"):  # copy or analysis (the API names any other value)
+        body["kind"] = str(form.get("kind"))
     return body
 
 
@@ -405,6 +408,7 @@ ASK_FIELDS = {
     "duration_days",
     "onward_transfer",
     "gba_sc_opt_in",
+    "kind",
 }
 
 
@@ -418,6 +422,8 @@ async def assess(request: Request, dataset_id: str, signed: Consumer) -> Respons
         "purpose": ask["purpose"],
         "gba_sc_opt_in": ask["gba_sc_opt_in"],
     }
+    if "kind" in ask:
+        body["kind"] = ask["kind"]
     if "destination" in ask:
         body["dest"] = ask["destination"]
     body["onward_outside_gba"] = form.get("onward_transfer") == "outside_gba"
@@ -1055,7 +1061,10 @@ TRANSFER_FILTERS = (
     "dataset",
     "since",
     "until",
+    "transfer_mode",
 )
+#: What a logged transfer was (the API's ``transfer_mode``): a copy's three ways, or a DP release.
+TRANSFER_MODES = ("download", "delta_sharing_query", "reissue", "release")
 
 
 def _transfer_query(request: Request) -> tuple[dict[str, str], dict[str, str]]:
@@ -1090,6 +1099,7 @@ async def transfers_page(request: Request, signed: Officer) -> Response:
         jurisdictions=JURISDICTIONS,
         outcomes=OUTCOMES,
         mechanisms=sorted({*OUTCOMES, *EVIDENCE_KINDS}),
+        transfer_modes=TRANSFER_MODES,
         parties=parties,
     )
 
@@ -1126,7 +1136,10 @@ def error_page(request: Request, status: int, title: str, message: str) -> Respo
 
 
 def install(app: FastAPI) -> None:
+    from gbadz.console import analysis  # its pages use this module's helpers: imported once both exist
+
     app.include_router(router)
+    app.include_router(analysis.router)
 
     async def sign_in(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignInRequired)
