@@ -314,10 +314,12 @@ class TestTheLedger:
         assert pytest.approx(sum(released)) == spent
         assert 5 == len([e for e in _log_entries(app, grant) if e.get("transfer_mode") == "release"])
 
-    def test_a_failure_after_the_charge_refunds_it(
+    def test_a_failure_before_the_rows_refunds_and_one_after_them_keeps_the_charge(
         self, app: FastAPI, http: TestClient, visits: dict[str, Any], settings: Settings
     ) -> None:
-        """A storage failure and a sandbox timeout each refund the charge, audited, nothing logged."""
+        """A storage failure (no row read) refunds the charge; a sandbox timeout (the rows reached
+        the child) keeps it: refunding a failure that may depend on the data would leak it. Both
+        audited, neither logged as a release."""
         startup, grant = visits["startup"], visits["grant"]
         broken = create_app(settings.model_copy(update={"s3": wrong_secret(settings.s3)}))
         with TestClient(broken) as other, capture_logs() as logs:
@@ -325,26 +327,53 @@ class TestTheLedger:
                 f"/api/v1/grants/{grant}/analyses", json={"sql": FEE_BY_DEPARTMENT}, headers=startup.headers
             )
         assert 503 == failed.status_code, failed.text
+        assert 0.0 == _budget(app, grant)[0]
         slow = create_app(settings.model_copy(update={"compute": ComputeSettings(timeout_s=0.01)}))
         with TestClient(slow) as other:
             timed_out = other.post(
-                f"/api/v1/grants/{grant}/analyses", json={"sql": FEE_BY_DEPARTMENT}, headers=startup.headers
+                f"/api/v1/grants/{grant}/analyses",
+                json={"sql": FEE_BY_DEPARTMENT, "epsilon": 0.5},
+                headers=startup.headers,
             )
-        assert timed_out.status_code in (422, 503), timed_out.text
-        assert "nothing was spent" in timed_out.json()["detail"]
-        assert 0.0 == _budget(app, grant)[0]
+        assert (503, "AnalysisStopped") == (timed_out.status_code, timed_out.json()["error"]), timed_out.text
+        assert "stays spent" in timed_out.json()["detail"]
+        assert 0.5 == pytest.approx(_budget(app, grant)[0])
         listed = http.get(f"/api/v1/grants/{grant}/analyses", headers=startup.headers).json()
-        assert ["refunded", "refunded"] == [a["state"] for a in listed]
+        assert ["failed", "refunded"] == [a["state"] for a in listed]
         assert all(a["error"] for a in listed)
         assert [] == [e for e in _log_entries(app, grant) if e.get("transfer_mode") == "release"]
         with app.state.sessionmaker() as session:
-            refunds = session.scalars(
+            actions = session.scalars(
                 sa.select(AuditEvent.action).where(
-                    AuditEvent.subject_id == grant, AuditEvent.action == "analysis.refunded"
+                    AuditEvent.subject_id == grant,
+                    AuditEvent.action.in_(["analysis.refunded", "analysis.failed"]),
                 )
             ).all()
-        assert 2 == len(refunds)
+        assert ["analysis.failed", "analysis.refunded"] == sorted(actions)
         assert all("secret" not in json.dumps(line) for line in logs)
+
+    def test_an_idempotency_key_names_one_query(self, http: TestClient, visits: dict[str, Any]) -> None:
+        """The same key with another query or ε is 422 (no silent old answer), nothing charged."""
+        startup, grant = visits["startup"], visits["grant"]
+        headers = startup.headers | {"Idempotency-Key": "one-query"}
+        first = http.post(
+            f"/api/v1/grants/{grant}/analyses",
+            json={"sql": FEE_BY_DEPARTMENT, "epsilon": 0.5},
+            headers=headers,
+        )
+        assert 201 == first.status_code, first.text
+        for body in (
+            {"sql": FEE_BY_DEPARTMENT + " LIMIT 3", "epsilon": 0.5},
+            {"sql": FEE_BY_DEPARTMENT, "epsilon": 0.25},
+        ):
+            again = http.post(f"/api/v1/grants/{grant}/analyses", json=body, headers=headers)
+            assert (422, "Idempotency-Key") == (again.status_code, again.json().get("field")), again.text
+        same = http.post(
+            f"/api/v1/grants/{grant}/analyses",
+            json={"sql": FEE_BY_DEPARTMENT, "epsilon": 0.5},
+            headers=headers,
+        )
+        assert (201, True, first.json()["id"]) == (same.status_code, same.json()["reused"], same.json()["id"])
 
 
 class TestWhoMayAsk:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import stat
 import tempfile
@@ -86,6 +87,52 @@ class TestNetwork:
     def test_the_probe_would_connect_unsandboxed(self, listening: int) -> None:
         """The same probe without the namespace connects: the refusal above is the sandbox's doing."""
         assert {"connected": True} == probe(Limits(isolate=False), "connect", f"127.0.0.1:{listening}")
+
+
+@pytest.fixture
+def unix_listening() -> Iterator[str]:
+    """A Unix socket open to everyone in /tmp, where SeaweedFS keeps its gRPC sockets."""
+    path = f"/tmp/gbadz-probe-{os.getpid()}-{secrets.token_hex(4)}.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    os.chmod(path, 0o777)  # noqa: S103 - anyone may connect: the sandbox must still not
+    server.listen()
+    try:
+        yield path
+    finally:
+        server.close()
+        os.unlink(path)
+
+
+class TestUnixSockets:
+    def test_child_cannot_reach_a_socket_file(self, unix_listening: str) -> None:
+        """Socket files are not covered by a network namespace: the child's empty /tmp hides them."""
+        assert {"connected": False, "errno": 2} == probe(Limits(), "unix", unix_listening)
+
+    def test_the_probe_would_connect_unsandboxed(self, unix_listening: str) -> None:
+        """The same probe without the sandbox connects: the refusal above is the sandbox's doing."""
+        assert {"connected": True} == probe(Limits(isolate=False), "unix", unix_listening)
+
+    def test_child_cannot_reach_the_database_socket(self) -> None:
+        """The database's socket (trust auth on this machine) is hidden too."""
+        assert {"connected": False, "errno": 2} == probe(Limits(), "unix", "/run/postgresql/.s.PGSQL.5432")
+
+    def test_a_hidden_folder_is_empty_to_the_child(self, tmp_path: Path) -> None:
+        """The gbadz home (keyring, database file, the storage's sockets) is hidden too, wherever
+        it lies: its socket files cannot be reached."""
+        home = Path(tempfile.mkdtemp(prefix="gbadz-home-", dir=REPO))
+        path = home / "s3.sock"
+        server = socket.socket(socket.AF_UNIX)
+        try:
+            server.bind(str(path))
+            server.listen()
+            limits = Limits(warm=False, hidden=(str(home),))
+            assert {"connected": False, "errno": 2} == probe(limits, "unix", str(path))
+            assert {"connected": True} == probe(Limits(warm=False), "unix", str(path))
+        finally:
+            server.close()
+            path.unlink(missing_ok=True)
+            home.rmdir()
 
 
 class TestLimits:
@@ -183,7 +230,12 @@ class TestFailClosed:
         self, spec: AnalysisSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """An ``unshare`` that runs the child with the host's network: the runner sees it and refuses."""
-        self.fake_unshare(tmp_path, 'shift 2; exec "$@"')  # drops "--net --" and runs the rest as is
+        # Drops its own options and the mount script (never run on the host's mounts), runs the rest.
+        self.fake_unshare(
+            tmp_path,
+            'while [ "$1" != "--" ]; do shift; done; shift; '
+            'while [ "$1" != "--" ]; do shift; done; shift; exec "$@"',
+        )
         monkeypatch.setenv("PATH", f"{tmp_path}:{os.defpath}")
         plan = validate(f"SELECT COUNT(*) FROM {T}", spec)
         with pytest.raises(SandboxUnavailable):

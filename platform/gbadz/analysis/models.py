@@ -31,7 +31,9 @@ class AnalysisBudget(Base):
 
 class Analysis(Base):
     """One query under a grant: charged before it runs, then released (its result kept, the
-    transfer logged) or refunded (its charge given back, with a reason naming no value).
+    transfer logged), refunded (it failed before any row reached the measurement: its charge given
+    back, with a reason naming no value) or failed (it stopped after the rows reached the child:
+    the charge stays, since a refund would tell whether the data made it fail).
 
     A crash between the charge and the end leaves it ``charged``: the budget stays spent, which
     errs on the side of the people in the data (nothing is refunded that might have been released).
@@ -47,7 +49,7 @@ class Analysis(Base):
     query_sha256: Mapped[str] = mapped_column(sa.String(64))
     epsilon: Mapped[float] = mapped_column(sa.Float)
     delta: Mapped[float] = mapped_column(sa.Float)
-    state: Mapped[str] = mapped_column(sa.String(16), index=True)  # charged | released | refunded
+    state: Mapped[str] = mapped_column(sa.String(16), index=True)  # charged | released | refunded | failed
     columns: Mapped[list[str] | None] = mapped_column(sa.JSON, default=None)
     rows: Mapped[list[Any] | None] = mapped_column(sa.JSON, default=None)
     accuracy: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON, default=None)

@@ -103,6 +103,7 @@ def estimate_analysis(
         service.AnalysisInProgress,
         service.AnalysisFailed,
         service.AnalysisStopped,
+        service.IdempotencyKeyReused,
         service.ComputeUnavailable,
         StorageUnavailable,
     ),

@@ -102,7 +102,8 @@ def measure_stdin() -> int:
 def probe(name: str, argument: str) -> int:
     """Test-only checks run inside the sandbox (``--probe NAME [ARG]``); never built by the API.
 
-    ``connect HOST:PORT``: can this process open a TCP connection? ``write``: can it create a
+    ``connect HOST:PORT``: can this process open a TCP connection? ``unix PATH``: can it connect
+    to a Unix socket file? ``write``: can it create a
     file with content in its working directory? ``env``: which variable names does it see?
     ``abort``: crash with SIGABRT, as a native library might.
     """
@@ -110,6 +111,14 @@ def probe(name: str, argument: str) -> int:
         host, _, port = argument.rpartition(":")
         try:
             with socket.create_connection((host, int(port)), timeout=2):
+                _write({"connected": True})
+        except OSError as exc:
+            _write({"connected": False, "errno": exc.errno})
+    elif name == "unix":
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(2)
+                sock.connect(argument)
                 _write({"connected": True})
         except OSError as exc:
             _write({"connected": False, "errno": exc.errno})

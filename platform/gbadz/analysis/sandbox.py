@@ -3,9 +3,12 @@
 The API process holds decrypted rows only in memory; the measurement runs in a child so that
 a bug or an engine feature cannot reach the network or the file system with them:
 
-* ``unshare --net``: the child has its own network namespace with only a loopback interface
-  that is down, so it cannot open a connection anywhere (we run as root; a deployment uses a
-  NetworkPolicy as well). The runner also checks that it sees no interface but ``lo`` and
+* ``unshare --net --mount``: the child has its own network namespace with only a loopback
+  interface that is down, so it opens no TCP connection; its own mount namespace lays empty
+  read-only tmpfs over ``/run``, ``/tmp``, ``/dev/shm`` and the gbadz home
+  (:attr:`Limits.hidden`), so no socket file there (the database's, the storage's gRPC
+  sockets) and none of our files (keyring, database) can be reached (we run as root; a
+  deployment uses a NetworkPolicy as well). The runner also checks that it sees no interface but ``lo`` and
   refuses to measure otherwise. If ``unshare`` is missing or fails, :class:`SandboxUnavailable`
   is raised: we fail closed and never run unsandboxed silently (``Limits(isolate=False)`` exists
   only for the benchmark that measures what isolation costs).
@@ -76,6 +79,19 @@ class Limits:
     threads: int = 2
     #: Keep a spare child started ahead, so an analysis does not wait for the child's imports.
     warm: bool = True
+    #: More directories to hide from the child besides :data:`HIDDEN_DIRS` (the gbadz home:
+    #: its keyring, its database file, the embedded storage's sockets).
+    hidden: tuple[str, ...] = ()
+
+
+#: Where socket files live (the database's, the storage's gRPC sockets): hidden from the child.
+HIDDEN_DIRS = ("/run", "/tmp", "/dev/shm")  # noqa: S108 - hidden, not used
+#: Lays an empty, read-only tmpfs over each directory before ``--``, then runs what follows it.
+HIDE_DIRS = (
+    'set -e; unset PWD OLDPWD; while [ "$1" != "--" ]; do if [ -d "$1" ]; then '
+    'mount -t tmpfs -o size=4k,mode=0555,ro,nosuid,nodev,noexec gbadz-hidden "$1"; fi; shift; done; '
+    'shift; exec "$@"'
+)
 
 
 def command(limits: Limits, *runner_args: str) -> list[str]:
@@ -103,7 +119,24 @@ def command(limits: Limits, *runner_args: str) -> list[str]:
         unshare = shutil.which("unshare")
         if unshare is None:
             raise SandboxUnavailable("the analysis sandbox needs unshare (util-linux); nothing ran")
-        argv = [unshare, "--net", "--", *argv, "--expect-isolated"]
+        # A network namespace stops TCP and abstract sockets but not socket *files*, nor files: a
+        # mount namespace lays empty tmpfs over the places they live (its mounts are private:
+        # nothing changes outside the child).
+        argv = [
+            unshare,
+            "--net",
+            "--mount",
+            "--",
+            "/bin/sh",
+            "-c",
+            HIDE_DIRS,
+            "gbadz-sandbox",
+            *HIDDEN_DIRS,
+            *limits.hidden,
+            "--",
+            *argv,
+            "--expect-isolated",
+        ]
     return argv
 
 

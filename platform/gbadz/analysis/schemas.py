@@ -67,7 +67,9 @@ class AnalysisRead(BaseModel):
     grant_id: str
     dataset_id: str
     dataset_version: int
-    state: str = Field(description="charged (running) | released | refunded")
+    state: str = Field(
+        description="charged (running) | released | refunded (failed before the rows were read: ε given back) | failed (failed after: ε stays spent)"
+    )
     sql: str
     query_sha256: str
     epsilon: float
@@ -78,7 +80,7 @@ class AnalysisRead(BaseModel):
     result_sha256: str | None = None
     transfer_id: str | None = None
     log_index: int | None = Field(default=None, description="the transfer-log entry recording the release")
-    error: str | None = Field(default=None, description="why it was refunded (names no value)")
+    error: str | None = Field(default=None, description="why it was refunded or failed (names no value)")
     created_at: datetime
     finished_at: datetime | None = None
 

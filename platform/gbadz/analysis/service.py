@@ -19,8 +19,12 @@ Order of events of one analysis (issue #18; invariants 1 and 7 of architecture.m
 7. in one transaction: the analysis row ``released`` with its result, and the transfer-log
    entry of the release; commit; answer.
 
-A failure in 5 or 6 (storage, the sandbox, a timeout) refunds the charge in a transaction of its
-own (state ``refunded``, audited with a reason that names no value). A crash of the process
+A failure before any row reaches the measurement (storage, a sandbox that cannot start, a
+measurement that cannot be built) refunds the charge in a transaction of its own (state
+``refunded``, audited with a reason that names no value). A failure *after* the rows reached
+the child (its time or memory limit, a crash) keeps the charge (state ``failed``, audited): such
+a failure may depend on the data, and refunding it would release that one bit without noise,
+again and again. A crash of the process
 between 4 and 7 leaves the analysis ``charged`` and its budget spent: conservative on purpose,
 since nothing can tell whether a result left; an operator may refund it after checking the log.
 A retry with the same ``Idempotency-Key`` returns the released analysis (no second charge, no
@@ -32,11 +36,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -122,7 +128,12 @@ class AnalysisFailed(Unprocessable):
 
 
 class AnalysisStopped(ServiceUnavailable):
-    """The analysis hit its time or memory limit, or its process crashed; its charge was refunded."""
+    """The analysis hit its time or memory limit, or its process crashed, after the rows reached it:
+    its charge stays spent (a refund would reveal whether the data made it fail)."""
+
+
+class IdempotencyKeyReused(Unprocessable):
+    """An Idempotency-Key already released a different query or ε on this grant."""
 
 
 @dataclass(frozen=True)
@@ -381,6 +392,13 @@ def _charge(
     if idempotency_key is not None:
         earlier = repository.by_key(session, grant.id, idempotency_key)
         if earlier is not None and earlier.state == "released":
+            if (earlier.sql, epsilon) != (sql, earlier.epsilon) and not (
+                epsilon is None and earlier.sql == sql
+            ):
+                raise IdempotencyKeyReused(
+                    "Idempotency-Key: already used for another query or ε on this grant; use a new key",
+                    field="Idempotency-Key",
+                )
             return earlier
         if earlier is not None and earlier.state == "charged":
             raise AnalysisInProgress(
@@ -388,7 +406,7 @@ def _charge(
                 "its budget stays spent until it ends",
                 field="Idempotency-Key",
             )
-        if earlier is not None:  # refunded: the key may be used again for a new attempt
+        if earlier is not None:  # refunded or failed: the key may be used again for a new attempt
             earlier.idempotency_key = None
             session.flush()
     dataset, version, contract, spec = _dataset(session, grant)
@@ -479,6 +497,23 @@ def read_columns(client: Minio, settings: Settings, keys: KeyProvider, charged: 
     return pa.concat_tables(parts)
 
 
+def _fail(sessions: sessionmaker[Session], charged: _Charged, reason: str) -> None:
+    """Record a failure after the rows reached the measurement: the charge stays (its own transaction)."""
+    with db.session_scope(sessions) as session:
+        row = repository.of_grant(session, charged.grant_id, charged.analysis_id, lock=True)
+        if row is None or row.state != "charged":
+            return
+        row.state, row.error, row.finished_at = "failed", reason, datetime.now(UTC)
+        audit.record(
+            session,
+            actor="gbadz",
+            action="analysis.failed",
+            subject_type="grant",
+            subject_id=charged.grant_id,
+            details={"analysis": row.id, "epsilon": row.epsilon, "delta": row.delta, "reason": reason},
+        )
+
+
 def _refund(sessions: sessionmaker[Session], charged: _Charged, reason: str) -> None:
     """Give the charge back (its own transaction) and record why, naming no value."""
     with db.session_scope(sessions) as session:
@@ -523,7 +558,8 @@ def _release_entry(
     contract = stored_contract(dataset)
     spec = charged.spec.as_dict()
     rule_id = charged.redecision.decision.rule_id
-    has_pi, _, _ = contract.classify(list(charged.columns))
+    # What the rows measured were (the privacy unit included): the release itself holds no row.
+    has_pi, has_spi, spi_categories = contract.classify(list(charged.columns))
     entry = delivery_service.transfer_record(
         session,
         grant=grant,
@@ -555,8 +591,8 @@ def _release_entry(
         "columns": list(result.columns),
         "source_columns": list(charged.columns),
         "has_pi": has_pi,
-        "has_spi": False,
-        "spi_categories": [],
+        "has_spi": has_spi,
+        "spi_categories": spi_categories,
         # A DP aggregate is anonymised information when the rules say so (MA3/HA3/OA3), or when
         # the data held no personal information; otherwise an aggregate the law still reviews.
         "deid_status": "anonymised" if rule_id in ANONYMISED_RULES or not dataset.has_pi else "aggregated",
@@ -643,9 +679,14 @@ def run(
             "compute: the zone's sandbox could not run the analysis; nothing was spent, try again later"
         ) from None
     except sandbox.AnalysisFailed as exc:
-        # Time or memory limit, or a crash: the message names the limit, never a value.
-        _refund(sessions, charged, exc.detail)
-        raise AnalysisStopped(f"analysis: {exc.detail}; nothing was spent", field="sql") from None
+        # Time or memory limit, or a crash, once the rows reached the child: the charge stays (a
+        # refund would tell, for free, whether the data made it fail). The message names the
+        # limit, never a value.
+        _fail(sessions, charged, exc.detail)
+        raise AnalysisStopped(
+            f"analysis: {exc.detail}; its ε stays spent (a refund would reveal whether the data made it fail)",
+            field="sql",
+        ) from None
     except measure.MeasurementFailed as exc:
         _refund(sessions, charged, exc.detail)
         raise AnalysisFailed(f"analysis: {exc.detail}; nothing was spent", field="sql") from None
@@ -704,8 +745,22 @@ def charged_grant(session: Session, grant_id: str) -> Grant:
 
 def _limits(settings: Settings) -> sandbox.Limits:
     return sandbox.Limits(
-        timeout_s=settings.compute.timeout_s, memory_bytes=settings.compute.memory_mb * 2**20
+        timeout_s=settings.compute.timeout_s,
+        memory_bytes=settings.compute.memory_mb * 2**20,
+        # The home holds the keyring, the SQLite file and the embedded storage's sockets.
+        hidden=_hidden_from_compute(settings),
     )
+
+
+def _hidden_from_compute(settings: Settings) -> tuple[str, ...]:
+    """The gbadz home and the keyring's folder, unless one holds the interpreter or gbadz itself
+    (hiding those would stop the child; a home laid out that way is only hidden by its mode)."""
+    needed = [Path(sys.prefix).resolve(), Path(sys.executable).resolve(), Path(__file__).resolve()]
+    hidden = []
+    for folder in (Path(settings.home).resolve(), settings.keyring_path.resolve().parent):
+        if not any(path == folder or folder in path.parents for path in needed):
+            hidden.append(str(folder))
+    return tuple(dict.fromkeys(hidden))
 
 
 def _jsonable(rows: Any) -> list[Any]:

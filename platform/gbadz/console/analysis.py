@@ -184,6 +184,11 @@ def refusal(failure: ApiFailed, locale: str, spec: dict[str, Any] | None) -> dic
             if wait
             else t("This grant ran as many analyses as its limit allows; try again later."),
         }
+    if error == "AnalysisStopped":
+        return {
+            "sql": t("The analysis stopped inside the zone after reading the data; its ε stays spent."),
+            "detail": text,
+        }
     if error == "AnalysisFailed":
         return {"sql": t("The analysis failed inside the zone; its ε was refunded."), "detail": text}
     if error in ("ComputeUnavailable", "StorageUnavailable") or failure.status >= 500:

@@ -880,6 +880,12 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
     "analysis:charged": ("running (ε charged)", "运行中（已扣 ε）", "執行中（已扣 ε）"),
     "analysis:released": ("released", "已发布", "已發布"),
     "analysis:refunded": ("failed (ε refunded)", "失败（ε 已退回）", "失敗（ε 已退回）"),
+    "analysis:failed": ("failed (ε spent)", "失败（ε 已消耗）", "失敗（ε 已消耗）"),
+    "The analysis stopped inside the zone after reading the data; its ε stays spent.": (
+        None,
+        "分析在数据特区内读取数据后中止，所扣 ε 不予退回。",
+        "分析在數據特區內讀取數據後中止，所扣 ε 不予退回。",
+    ),
     # -- refusals of the analysis page, translated (the API's English detail is shown beside them)
     "Enter a query.": (None, "请输入查询语句。", "請輸入查詢語句。"),
     "Enter a query of at most {n} characters.": (
