@@ -178,7 +178,27 @@ class TestDemo:
         # on top of the sector approval, and the log shows that basis and both approvers.
         assert ("approved", "M12", "GBA_SC", "M2") == tuple(compliance["determination"].values())
         assert [1, 2] == sorted(d["log_index"] for d in compliance["delivered"])
-        [health] = [t for t in compliance["logged"] if t["dataset"] == "sz-hospital-outpatient-visits"]
+        health, release = (
+            [
+                t
+                for t in compliance["logged"]
+                if t["dataset"] == "sz-hospital-outpatient-visits"
+                and (t["transfer_mode"] == "release") is wanted
+            ]
+            for wanted in (False, True)
+        )
+        [health] = health
+        # Compute-to-data: the startup's analysis grant (the DP finding, MA3 with the health
+        # approval) released one DP answer, logged as a transfer; the budget shows what is left.
+        [release] = release
+        assert ("EXEMPT", "MA3", ["provider", "compliance"]) == (
+            release["outcome"],
+            release["rule_id"],
+            release["approvers"],
+        )
+        analysis = compliance["analysis"]
+        assert ("MA3", 1.0, 2.0) == (analysis["rule_id"], analysis["epsilon"], analysis["epsilon_left"])
+        assert analysis["groups"] > 0
         assert ("GBA_SC", "M12", "GBA_SC_HK", ["provider", "compliance"]) == (
             health["outcome"],
             health["rule_id"],
@@ -186,7 +206,17 @@ class TestDemo:
             health["approvers"],
         )
         assert compliance["verified"]
-        [hospital] = [c for c in compliance["counters"] if c["exporter"] == "Shenzhen Harbour Hospital Group"]
+        hospital, releases = (
+            [
+                c
+                for c in compliance["counters"]
+                if c["exporter"] == "Shenzhen Harbour Hospital Group" and (c["basis"] == "none") is wanted
+            ]
+            for wanted in (False, True)
+        )
+        [hospital] = hospital
+        # The release counts no individual; the exporter's report shows it with its ε.
+        assert [(1, 1.0, 0)] == [(r["releases"], r["epsilon_spent"], r["pi_individuals"]) for r in releases]
         assert 0 < hospital["pi_individuals"] <= 100_000
         # Health data is sensitive (the sector overlay), so every patient delivered counts as SPI.
         assert hospital["pi_individuals"] == hospital["spi_individuals"]

@@ -578,6 +578,7 @@ def _deliveries_and_compliance(
         "logged": [
             {
                 "dataset": row["entry"]["dataset_id"],
+                "transfer_mode": row["entry"].get("transfer_mode"),
                 "outcome": row["entry"]["decision_outcome"],
                 "rule_id": row["entry"]["rule_id"],
                 "mechanism": row["entry"].get("mechanism"),
