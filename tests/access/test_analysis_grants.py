@@ -325,6 +325,31 @@ class TestTheDpFinding:
         assert "MA2" in refused.json()["detail"]
         assert ("under_compliance_review", 0, 0) == state(app, hospital_analysis["request"])
 
+    def test_a_dp_finding_without_its_evaluation_is_refused_naming_it(
+        self, app: FastAPI, http: TestClient, party: MakeParty, hospital_analysis: dict[str, Any]
+    ) -> None:
+        """crossborder-rules.md §4: anonymised only with an evaluation attached. The officer ticks
+        the DP finding but names no evaluation: 422 naming findings.dp_evaluation_ref; nothing changes."""
+        checker = officer(http, party)
+        for findings in ({"dp_release": True}, {"dp_release": True, "dp_evaluation_ref": "   "}):
+            refused = http.post(
+                hospital_analysis["approve"],
+                json={
+                    "findings": findings,
+                    "determination": analysis_determination(hospital_analysis["sector"]["id"]),
+                },
+                headers=checker.headers,
+            )
+            assert (422, "findings.dp_evaluation_ref") == (
+                refused.status_code,
+                refused.json().get("field"),
+            ), refused.text
+            assert ("under_compliance_review", 0, 0) == state(app, hospital_analysis["request"])
+        shown = http.get(
+            f"/api/v1/access-requests/{hospital_analysis['request']}", headers=checker.headers
+        ).json()
+        assert not (shown.get("findings") or {}).get("dp_release"), shown
+
     def test_the_startup_cannot_record_the_finding(
         self, app: FastAPI, http: TestClient, hospital_analysis: dict[str, Any]
     ) -> None:

@@ -326,6 +326,20 @@ class TestRobustness:
         assert abs(n - 100) <= 10
         assert abs(total - 50 * 5000) <= 5 * 5000 * 2 / 10 * 10
 
+    def test_number_filters_mixing_integers_and_floats_release(self, spec: AnalysisSpec) -> None:
+        """fee_cny IN (1, 2.5): the literals are typed as the column's floats, so Polars builds the
+        list (a mix of ints and floats was a TypeError, a 503) and the filter counts as SQL does."""
+        rows = [(f"P7{i:08d}", "ent", (1.0, 2.5, 3.0)[i % 3]) for i in range(300)]
+        plan = validate(f"SELECT COUNT(*) AS n FROM {T} WHERE fee_cny IN (1, 2.5)", spec)
+        result = release(visits(rows), plan, generous(spec), 10.0)
+        assert abs(result.rows[0][0] - 200) <= 10
+        huge = validate(
+            f"SELECT COUNT(*) AS n FROM {T} WHERE fee_cny IN (9223372036854775808, 1.5) "
+            "AND month(visit_date) IN (3, 4.0)",
+            spec,
+        )
+        release(visits(rows), huge, generous(spec), 10.0)  # typed: no error
+
     def test_missing_column_names_the_column_only(self, spec: AnalysisSpec) -> None:
         """A table without a needed column fails naming the column, never a value (invariant 9)."""
         plan = validate(f"SELECT department, COUNT(*) FROM {T} GROUP BY department", spec)

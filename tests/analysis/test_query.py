@@ -106,6 +106,13 @@ HOSTILE: list[tuple[str, str]] = [
     (f"SELECT department, COUNT(*) FROM {T} GROUP BY department ORDER BY fee_cny", "order-by-output-only"),
     (f"SELECT COUNT(*) FROM {T} LIMIT 0", "limit"),
     (f"SELECT COUNT(*) FROM {T} LIMIT 10 OFFSET 5", "no-offset"),
+    # Literals typed to their column: an integer term takes whole numbers within int64 only
+    (f"SELECT COUNT(*) FROM {T} WHERE month(visit_date) IN (1, 2.5)", "literal-type"),
+    (f"SELECT COUNT(*) FROM {T} WHERE month(visit_date) = 9223372036854775808", "literal-type"),
+    (f"SELECT COUNT(*) FROM {T} WHERE year(visit_date) NOT IN (2026, -9223372036854775809)", "literal-type"),
+    # A percentage is not a number of rows: never read LIMIT 10% as LIMIT 10
+    (f"SELECT department, COUNT(*) FROM {T} GROUP BY department LIMIT 10%", "limit"),
+    (f"SELECT department, COUNT(*) FROM {T} GROUP BY department LIMIT 10 PERCENT", "limit"),
     (f"SELECT department, COUNT(*) FROM {T} GROUP BY department, clinic_city", "group-key-not-selected"),
     (f"SELECT department AS n, COUNT(*) AS n FROM {T} GROUP BY department", "duplicate-name"),
     (f"SELECT COUNT(*) FROM {T} WHERE department = ?", "no-parameter"),
@@ -131,6 +138,10 @@ ALLOWED = [
     f"SELECT COUNT(*) FROM {T} WHERE NOT (department = 'ent' OR fee_cny >= 1000) AND insured = TRUE",
     f"SELECT COUNT(*) FROM {T} WHERE 100 < fee_cny AND department NOT IN ('ent') AND month(visit_date) <> 2",
     f'SELECT "department", COUNT(*) FROM {T} GROUP BY {T}.department',
+    # A number column takes integers and floats alike (typed as floats), however large
+    f"SELECT COUNT(*) FROM {T} WHERE fee_cny IN (1, 2.5)",
+    f"SELECT COUNT(*) FROM {T} WHERE fee_cny IN (9223372036854775808, 1.5)",
+    f"SELECT COUNT(*) FROM {T} WHERE month(visit_date) IN (1, 2.0) AND fee_cny BETWEEN 0 AND 99.5",
 ]
 
 
@@ -203,6 +214,17 @@ class TestAllowed:
         assert "and" == where.op
         between = where.items[1]
         assert ("between", ("2026-01-01", "2026-06-30")) == (between.op, between.values)
+
+    def test_literals_take_their_columns_type(self, spec: AnalysisSpec) -> None:
+        """A number column's literals are floats, an integer term's are ints (2.0 is 2), so an IN
+        list is never a mix the measurement cannot build."""
+        plan = validate(
+            f"SELECT COUNT(*) FROM {T} WHERE fee_cny IN (1, 2.5) AND month(visit_date) IN (1, 2.0)", spec
+        )
+        assert plan.where is not None
+        fee, month = plan.where.items
+        assert [(float, 1.0), (float, 2.5)] == [(type(v), v) for v in fee.values]
+        assert [(int, 1), (int, 2)] == [(type(v), v) for v in month.values]
 
     def test_same_query_same_hash(self, spec: AnalysisSpec) -> None:
         """Whitespace and keyword case do not change the query's hash (it is of the normalised SQL)."""

@@ -1049,6 +1049,24 @@ class TestAnalysisGrantsInTheConsole:
         failure = ApiFailed(409, "findings.dp_release: rule MA2 waits", "findings.dp_release")
         assert "rule MA2 waits" == review_errors(failure)["dp_release"]
 
+    def test_a_dp_finding_without_its_evaluation_is_shown_beside_the_reference(self) -> None:
+        """The box ticked, no reference: the form sends what was given; the API's 422 naming
+        findings.dp_evaluation_ref comes back beside the reference field, as a 422, not a 500."""
+        from starlette.datastructures import FormData
+
+        from gbadz.console.routes import ApiFailed, _determination_body, _status, review_errors
+
+        body = _determination_body(FormData([("note", "evaluated"), ("dp_release", "on")]))
+        assert {"dp_release": True} == body["findings"]
+        failure = ApiFailed(
+            422,
+            "findings.dp_evaluation_ref: a DP release is anonymised only with an evaluation attached",
+            "findings.dp_evaluation_ref",
+        )
+        errors = review_errors(failure)
+        assert errors["dp_evaluation_ref"].startswith("a DP release is anonymised"), errors
+        assert 422 == _status(failure)
+
     def test_an_analysis_grant_offers_no_download(self) -> None:
         """The startup's grant row: a copy grant offers links and a sharing profile; an analysis grant neither."""
         copy = _grants_table([self.GRANT | {"kind": "copy"}])

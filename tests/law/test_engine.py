@@ -869,7 +869,8 @@ ANALYSIS_CASES = [
     # The finding is about a DP release: a copy with it decides as a copy
     (sz_to_hk(dp_release_accepted=True, pi_ytd_after=200_000), "SCC_OR_CERT", "M16"),
     (sz_to_hk(release="threshold_aggregate", dp_release_accepted=True), "PROHIBITED", "MA1"),
-    # Hong Kong (after H1a) and Macao (after O1a; the GBA SC recipient clause O0/O0b first)
+    # Hong Kong (after H1a and the GBA SC recipient clause H5/H5b) and Macao (after O1a; the GBA
+    # SC recipient clause O0/O0b first)
     (F(origin="HK", dest="OTHER", has_pi=True, release="threshold_aggregate"), "PROHIBITED", "HA1"),
     (F(origin="HK", dest="OTHER", has_pi=True, release="dp_aggregate"), "HUMAN_REVIEW", "HA2"),
     (
@@ -878,6 +879,42 @@ ANALYSIS_CASES = [
         "HA3",
     ),
     (F(origin="HK", dest="OTHER", has_pi=False, release="threshold_aggregate"), "EXEMPT", "H1"),
+    # Received from the Mainland under a GBA standard contract: not even a DP release leaves the GBA
+    (
+        F(
+            origin="HK",
+            dest="OTHER",
+            has_pi=True,
+            release="dp_aggregate",
+            dp_release_accepted=True,
+            originated_under_gba_sc=True,
+        ),
+        "PROHIBITED",
+        "H5",
+    ),
+    (
+        F(
+            origin="HK",
+            dest="OTHER",
+            has_pi=True,
+            release="dp_aggregate",
+            originated_under_gba_sc=True,
+        ),
+        "PROHIBITED",
+        "H5",
+    ),
+    (
+        F(
+            origin="HK",
+            dest="CN-SZ",  # inside the GBA (CN_GBA9)
+            has_pi=True,
+            release="dp_aggregate",
+            dp_release_accepted=True,
+            originated_under_gba_sc=True,
+        ),
+        "EXEMPT",
+        "HA3",
+    ),
     (F(origin="MO", dest="HK", has_pi=True, release="threshold_aggregate"), "PROHIBITED", "OA1"),
     (F(origin="MO", dest="HK", has_pi=True, release="dp_aggregate"), "HUMAN_REVIEW", "OA2"),
     (

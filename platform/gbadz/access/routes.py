@@ -396,7 +396,9 @@ def meet_obligation(
 @router.post(
     "/grants/{grant_id}/redecide",
     response_model=GrantRead,
-    responses=error_responses(NotYourReviewStep, GrantNotFound, GrantAlreadyRevoked, GrantInactive),
+    responses=error_responses(
+        NotYourReviewStep, GrantNotFound, GrantAlreadyRevoked, GrantInactive, DeterminationIncomplete
+    ),
     summary="Decide a suspended grant again (compliance officers): it resumes only if no stricter now",
 )
 def redecide_grant(

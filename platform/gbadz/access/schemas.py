@@ -6,8 +6,9 @@ import datetime as dt
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
+from gbadz.errors import DeterminationIncomplete
 from gbadz.vocabulary import (
     Authority,
     EvidenceKind,
@@ -227,9 +228,22 @@ class FindingsIn(BaseModel):
         default=None,
         min_length=3,
         max_length=300,
-        description="the evaluation the dp_release finding rests on",
+        description="the evaluation the dp_release finding rests on; required with dp_release "
+        "(crossborder-rules.md §4: anonymised only with an evaluation attached)",
         examples=["DP-EVAL-2026-004"],
     )
+
+    @model_validator(mode="after")
+    def _dp_release_names_its_evaluation(self) -> FindingsIn:
+        # Raised as the API's own 422 (not a pydantic error) so the body's ``field`` names the
+        # input, like ``determination.<field>``; the route has not run, so nothing changes.
+        if self.dp_release and not (self.dp_evaluation_ref or "").strip():
+            raise DeterminationIncomplete(
+                "findings.dp_evaluation_ref: a DP release is anonymised only with an evaluation "
+                "attached; name the evaluation of the contract's privacy parameters",
+                field="findings.dp_evaluation_ref",
+            )
+        return self
 
 
 class DeterminationIn(BaseModel):

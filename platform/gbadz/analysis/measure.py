@@ -585,13 +585,34 @@ def _literal(value: Scalar, term: Term, spec: AnalysisSpec) -> Any:
         else (dim.logical_type if dim else None)
     )
     if term.function in ("year", "quarter", "month"):
-        return value
+        return _typed(value, "integer")
     if kind == "date" and isinstance(value, str):
         if dim is not None and dim.logical_type == "timestamp":
             return datetime.fromisoformat(value)
         return date.fromisoformat(value)
     if kind == "timestamp" and isinstance(value, str):
         return datetime.fromisoformat(value)
+    if kind is None:
+        measure = spec.measure(term.column)
+        kind = measure.logical_type if measure is not None else "number"
+    return _typed(value, kind)
+
+
+def _typed(value: Scalar, kind: str) -> Scalar:
+    """The literal as the column's type, so an ``IN`` list is never a mix Polars cannot build
+    (validation refuses what cannot be typed; this holds a plan from elsewhere to the same)."""
+    try:
+        if kind == "integer" and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("not integral")
+            typed = int(value)
+            if not -(2**63) <= typed < 2**63:
+                raise ValueError("outside int64")
+            return typed
+        if kind == "number" and not isinstance(value, bool | str):
+            return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise MeasurementFailed("a filter literal does not fit its column's type") from None
     return value
 
 

@@ -57,6 +57,8 @@ __all__ = [
 
 #: The longest query accepted, in bytes of UTF-8 (a real aggregate query is a few hundred).
 MAX_SQL_BYTES = 4096
+#: The range of an integer column's literals (Polars' Int64).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: The most literals one ``IN`` list may hold, and the largest ``LIMIT``.
 MAX_IN_VALUES = 100
 MAX_LIMIT = 10_000
@@ -450,9 +452,15 @@ class _Checker:
         elif kind == "boolean":
             ok = isinstance(value, bool)
         elif kind == "integer":
-            ok = isinstance(value, int) and not isinstance(value, bool)
+            # Typed to the column (Polars compares an Int64 column with Int64 values): an
+            # integral literal within int64; 2.0 is 2, 2.5 and 2**63 are not integers of it.
+            if isinstance(value, float) and value.is_integer() and abs(value) <= 2**63:
+                value = int(value)
+            ok = isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
         elif kind == "number":
+            # A float, so an IN list never mixes integers and floats (Polars refuses to build it).
             ok = isinstance(value, int | float) and not isinstance(value, bool)
+            value = float(value) if ok else value
         elif kind in ("date", "timestamp") and isinstance(value, str):
             try:
                 parsed = date.fromisoformat(value) if kind == "date" else datetime.fromisoformat(value)
@@ -461,7 +469,8 @@ class _Checker:
             except ValueError:
                 ok = False
         if not ok:
-            raise QueryRefused("literal-type", f"{term.column} compares with {kind} literals")
+            within = " (whole numbers within 64 bits)" if kind == "integer" else ""
+            raise QueryRefused("literal-type", f"{term.column} compares with {kind} literals{within}")
         return value
 
     def _kind(self, term: Term) -> str:
@@ -472,7 +481,8 @@ class _Checker:
         dim = self.spec.dimension(term.column)
         if dim is not None:
             return dim.logical_type
-        return "number"
+        measure = self.spec.measure(term.column)
+        return measure.logical_type if measure is not None else "number"
 
     def _order(self, stmt: exp.Select) -> tuple[OrderKey, ...]:
         order = stmt.args.get("order")
@@ -503,6 +513,12 @@ class _Checker:
         if limit is None:
             return None
         value = limit.args.get("expression")
+        options = limit.args.get("limit_options")
+        if options is not None and any(options.args.get(k) for k in ("percent", "with_ties")):
+            # LIMIT 10% (or 10 PERCENT, or WITH TIES): not a number of rows; never read as LIMIT 10.
+            raise QueryRefused("limit", "LIMIT takes a whole number of rows, not a percentage")
+        if any(v for k, v in limit.args.items() if k not in ("expression", "limit_options")):
+            raise QueryRefused("limit", "LIMIT takes a whole number")
         if not (isinstance(value, exp.Literal) and not value.is_string and str(value.this).isdigit()):
             raise QueryRefused("limit", "LIMIT takes a whole number")
         n = int(value.this)
