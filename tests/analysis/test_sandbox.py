@@ -282,3 +282,19 @@ class TestRelease:
         plan = validate(f"SELECT COUNT(*) FROM {T}", spec)
         with pytest.raises(EpsilonRefused):
             sandbox.run(hospital(10), plan, spec, 5.0)
+
+
+class TestWhatIsHidden:
+    def test_the_home_is_hidden_unless_a_hidden_folder_holds_it(self, tmp_path: Path) -> None:
+        """A home outside /run, /tmp and /dev/shm is laid over; one under /tmp is hidden already
+        (and the limits stay the same, so a spare child serves the next analysis)."""
+        from gbadz.analysis.service import _hidden_from_compute
+        from gbadz.config import Settings
+
+        outside = REPO / ".gbadz-hidden-probe"
+        assert (str(outside.resolve()), str((outside / "keys").resolve())) == _hidden_from_compute(
+            Settings(home=outside)
+        )
+        assert () == _hidden_from_compute(Settings(home=tmp_path / "home"))
+        # Never the folder that holds the interpreter or gbadz itself: the child could not start.
+        assert () == _hidden_from_compute(Settings(home=REPO, crypto={"keyring_path": REPO / "k.bin"}))

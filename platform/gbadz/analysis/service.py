@@ -756,8 +756,11 @@ def _hidden_from_compute(settings: Settings) -> tuple[str, ...]:
     """The gbadz home and the keyring's folder, unless one holds the interpreter or gbadz itself
     (hiding those would stop the child; a home laid out that way is only hidden by its mode)."""
     needed = [Path(sys.prefix).resolve(), Path(sys.executable).resolve(), Path(__file__).resolve()]
+    always = [Path(d).resolve() for d in sandbox.HIDDEN_DIRS]
     hidden = []
     for folder in (Path(settings.home).resolve(), settings.keyring_path.resolve().parent):
+        if any(folder == d or d in folder.parents for d in always):
+            continue  # hidden already (a home under /tmp): the same limits, so spares are reused
         if not any(path == folder or folder in path.parents for path in needed):
             hidden.append(str(folder))
     return tuple(dict.fromkeys(hidden))
