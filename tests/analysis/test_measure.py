@@ -17,28 +17,8 @@ from gbadz.analysis import measure
 from gbadz.analysis.measure import EpsilonRefused, MeasurementFailed, estimate, release
 from gbadz.analysis.query import validate
 from gbadz.analysis.spec import AnalysisSpec, Budget, Dimension, Measure
-from gbadz.contract import load_contract
 from gbadz.ingest.samples import generate
-from tests.conftest import REPO
-
-T = "outpatient_visits"
-DEPARTMENTS = [
-    "general",
-    "paediatrics",
-    "cardiology",
-    "dermatology",
-    "orthopaedics",
-    "ophthalmology",
-    "ent",
-    "gynaecology",
-]
-
-
-@pytest.fixture(scope="module")
-def spec() -> AnalysisSpec:
-    return AnalysisSpec.from_contract(
-        load_contract(REPO / "contracts" / "sz-hospital-outpatient-visits.yaml")
-    )
+from tests.analysis.conftest import DEPARTMENTS, T
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from gbadz.analysis.query import MAX_SQL_BYTES, Plan, QueryRefused, validate
 from gbadz.analysis.spec import AnalysisSpec
 from gbadz.contract import load_contract
+from tests.analysis.conftest import T
 from tests.conftest import REPO
 
 HOSPITAL = REPO / "contracts" / "sz-hospital-outpatient-visits.yaml"
-T = "outpatient_visits"
 
 #: (sql, rule): each is refused for the hospital contract with exactly this rule. The API tests
 #: import this list and send each through ``POST /grants/{id}/analyses``.
@@ -143,11 +143,6 @@ ALLOWED = [
     f"SELECT COUNT(*) FROM {T} WHERE fee_cny IN (9223372036854775808, 1.5)",
     f"SELECT COUNT(*) FROM {T} WHERE month(visit_date) IN (1, 2.0) AND fee_cny BETWEEN 0 AND 99.5",
 ]
-
-
-@pytest.fixture(scope="module")
-def spec() -> AnalysisSpec:
-    return AnalysisSpec.from_contract(load_contract(HOSPITAL))
 
 
 class TestHostile:

@@ -21,27 +21,8 @@ from gbadz.analysis.measure import release
 from gbadz.analysis.query import validate
 from gbadz.analysis.sandbox import AnalysisFailed, Limits, SandboxUnavailable
 from gbadz.analysis.spec import AnalysisSpec, Budget
-from gbadz.contract import load_contract
+from tests.analysis.conftest import DEPARTMENTS, T
 from tests.conftest import REPO
-
-T = "outpatient_visits"
-DEPARTMENTS = [
-    "general",
-    "paediatrics",
-    "cardiology",
-    "dermatology",
-    "orthopaedics",
-    "ophthalmology",
-    "ent",
-    "gynaecology",
-]
-
-
-@pytest.fixture(scope="module")
-def spec() -> AnalysisSpec:
-    return AnalysisSpec.from_contract(
-        load_contract(REPO / "contracts" / "sz-hospital-outpatient-visits.yaml")
-    )
 
 
 def hospital(rows: int, seed: int = 5) -> pa.Table:
