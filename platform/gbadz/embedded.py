@@ -43,6 +43,9 @@ from pydantic import SecretStr
 
 from gbadz.config import S3Settings, Settings
 from gbadz.errors import ServicesError, StorageUnavailable
+from gbadz.log import get_logger
+
+log = get_logger("gbadz.embedded")
 
 STATE_FILE = "services.json"
 # The ports `weed mini` opens; each must be set or it falls back to a fixed default.
@@ -61,6 +64,9 @@ PORT_NAMES = (
 PREFERRED_S3_PORT = 8333
 READY_PROBE = ".gbadz-ready-probe"
 START_ATTEMPTS = 3
+#: How long a preferred port (the one a restarted server's clients hold) is retried before
+#: another is picked: a server stopped a moment ago may still be releasing it.
+PREFERRED_PORT_GRACE_S = 5.0
 #: Where listening ports are picked: below Linux's ephemeral range, above the well-known services.
 LISTEN_RANGE = (20000, 32768)
 # What `weed` says when a port chosen here was taken before it could bind it.
@@ -139,26 +145,41 @@ def free_loopback_ports(
     rng = random.SystemRandom()
     try:
         for name in keys[:count]:
-            wishes = [(preferred or {}).get(name, 0)]
-            wishes = [w for w in wishes if w] + [rng.randrange(*LISTEN_RANGE) for _ in range(64)]
-            for wish in wishes:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                # Like the Go server, ignore TIME_WAIT leftovers of our own previous run.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind(("127.0.0.1", wish))
-                except OSError:
-                    sock.close()
-                    continue
-                held.append(sock)
-                chosen[name] = wish
-                break
-            else:
+            wish = (preferred or {}).get(name, 0)
+            sock = _hold_port(wish, PREFERRED_PORT_GRACE_S) if wish else None
+            if wish and sock is None:
+                # Its clients hold the old address: say so, it is not a silent change.
+                log.warning("embedded.preferred_port_taken", port=wish, name=name)
+            for pick in [rng.randrange(*LISTEN_RANGE) for _ in range(64)] if sock is None else []:
+                sock = _hold_port(pick, 0.0)
+                if sock is not None:
+                    break
+            if sock is None:
                 raise ServicesError(f"no free loopback port in {LISTEN_RANGE[0]}-{LISTEN_RANGE[1] - 1}")
+            held.append(sock)
+            chosen[name] = sock.getsockname()[1]
     finally:
         for sock in held:
             sock.close()
     return chosen
+
+
+def _hold_port(port: int, grace_s: float) -> socket.socket | None:
+    """Bind ``port`` on loopback (retrying for ``grace_s``: a server stopped a moment ago may
+    still be closing its listener); return the bound socket, or None if it stays taken."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Like the Go server, ignore TIME_WAIT leftovers of our own previous run.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            return sock
+        except OSError:
+            sock.close()
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
 
 
 def _free_ports(count: int, preferred: dict[str, int] | None = None) -> dict[str, int]:
