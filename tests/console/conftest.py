@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi import FastAPI
@@ -14,6 +15,9 @@ from gbadz.app import create_app
 from gbadz.config import OAuthSettings, S3Settings, Settings
 from tests.conftest import lane_settings
 from tests.console.world import Person, World, build
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 BASE = "https://console.test"
 
@@ -92,3 +96,18 @@ def signed_in(world: World, browser_client: Callable[[], TestClient]) -> Callabl
         return sign_in(browser_client(), world.people[role])
 
     return make
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, once per test module (browser tests only ask for it)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.console.browsing import CHROMIUM, FLAGS
+
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is missing: `make setup` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield launched
+        launched.close()

@@ -12,8 +12,6 @@ import hashlib
 import io
 import json
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,47 +20,25 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from axe_playwright_python.sync_playwright import Axe
 from fastapi import FastAPI
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, expect
 
 from gbadz import db
 from gbadz.app import create_app
 from gbadz.config import DatabaseSettings, OAuthSettings, Settings
 from tests.api import free_port
 from tests.conftest import REPO
+from tests.console.browsing import check, serving, sign_in, sign_out
 from tests.console.world import FILING_PDF, GRANTED, Person, World, add_analysis_grant, add_person, build
 from tests.console.world import Analysis as AnalysisGrant
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 #: The demo's release (issue #18): the average fee per department and month, for two departments.
 FEE_BY_MONTH = (
     "SELECT department, month(visit_date) AS month, COUNT(*) AS visits, AVG(fee_cny) AS mean_fee\n"
     "FROM outpatient_visits\nWHERE department IN ('cardiology', 'paediatrics')\n"
     "GROUP BY department, month(visit_date)"
 )
-AXE_OPTIONS = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: `make setup` installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield launched
-        launched.close()
 
 
 @dataclass
@@ -89,48 +65,13 @@ def site(settings: Settings, tmp_path: Path, database_url: str, fresh_database_u
     engine.dispose()
     app = create_app(own)
     world = build(app, settings, tmp_path)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
     lane = "postgresql" if database_url.startswith("postgresql") else "sqlite"
     shots = REPO / "test-artifacts" / "console" / lane
     shots.mkdir(parents=True, exist_ok=True)
-    try:
+    with serving(app, port):
         second = add_person(app, "compliance_officer", world.officer_org, f"officer2-{world.dataset[-6:]}")
         analysis = add_analysis_grant(app, settings, world, tmp_path, rows=12_000)
         yield Site(base, app, world, shots, second, analysis)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-def check(page: Page, site: Site, name: str) -> None:
-    """Screenshot the page and fail on any WCAG 2.1 A/AA violation axe-core finds."""
-    page.screenshot(path=str(site.shots / f"{name}.png"), full_page=True)
-    results = Axe().run(page, options=AXE_OPTIONS)
-    problems = [
-        f"{v['id']}: {v['help']} -> {[n['target'] for n in v['nodes']][:3]}"
-        for v in results.response["violations"]
-    ]
-    assert [] == problems, f"{name}: {problems}"
-
-
-def sign_in(page: Page, site: Site, person: Person) -> None:
-    page.goto(f"{site.base}/console/")
-    expect(page.get_by_role("heading", name="Sign in to gbadz")).to_be_visible()
-    page.get_by_label("Username").fill(person.username)
-    page.get_by_label("Password").fill(person.password)
-    page.get_by_label("Password").press("Enter")  # the keyboard submits the form
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-
-
-def sign_out(page: Page) -> None:
-    page.get_by_role("button", name="Sign out").click()
-    expect(page.get_by_role("heading", name="Signed out")).to_be_visible()
 
 
 def determine(card: Locator, reference: str) -> None:
