@@ -4,6 +4,7 @@ in the transfer log verified offline. Real S3, real databases, the real sandbox.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
@@ -351,6 +352,30 @@ class TestTheLedger:
             ).all()
         assert ["analysis.failed", "analysis.refunded"] == sorted(actions)
         assert all("secret" not in json.dumps(line) for line in logs)
+
+    def test_a_published_part_altered_in_the_bucket_is_refused_and_refunded(
+        self, app: FastAPI, http: TestClient, visits: dict[str, Any], settings: Settings
+    ) -> None:
+        """Rows swapped under the version (with the gateway's credentials) never reach the
+        measurement: 409 before the rows are read, the charge refunded, no release logged."""
+        provider, startup, grant = visits["provider"], visits["startup"], visits["grant"]
+        manifest = http.get(f"/api/v1/datasets/{visits['dataset']}/versions/1", headers=provider.headers)
+        [part] = manifest.json()["manifest"]["files"]
+        bucket = settings.s3.curated_bucket
+        original = app.state.s3.get_object(bucket, part["key"]).read()
+        flipped = bytearray(original)
+        flipped[len(original) // 2] ^= 0x01
+        app.state.s3.put_object(bucket, part["key"], io.BytesIO(bytes(flipped)), len(flipped))
+        try:
+            refused = _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=0.5)
+        finally:
+            app.state.s3.put_object(bucket, part["key"], io.BytesIO(original), len(original))
+        assert (409, "PublishedVersionAltered") == (refused.status_code, refused.json()["error"]), refused.text
+        assert 0.0 == _budget(app, grant)[0]
+        [listed] = http.get(f"/api/v1/grants/{grant}/analyses", headers=startup.headers).json()
+        assert "refunded" == listed["state"]
+        assert [] == [e for e in _log_entries(app, grant) if e.get("transfer_mode") == "release"]
+        assert 201 == _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=0.5).status_code
 
     def test_an_idempotency_key_names_one_query(self, http: TestClient, visits: dict[str, Any]) -> None:
         """The same key with another query or ε is 422 (no silent old answer), nothing charged."""

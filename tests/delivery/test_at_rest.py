@@ -244,6 +244,55 @@ class TestTamperedCopy:
         assert 200 == http.get(link["url"]).status_code
 
 
+class TestTamperedVersion:
+    def test_a_published_file_altered_with_the_gateway_credentials_is_never_read(
+        self,
+        app: FastAPI,
+        http: TestClient,
+        party: Callable[..., Party],
+        published: tuple[Party, str],  # noqa: F811 - the fixture imported above
+        settings: Settings,
+    ) -> None:
+        """A curated part swapped under its version (one byte, or a part and a manifest rewritten to
+        list it) is refused before it is read: no copy, no log entry; the original back, it is served."""
+        provider, dataset = published
+        consumer = party("consumer", "HK")
+        grant = _grant(http, consumer, dataset)
+        detail = http.get(f"/api/v1/datasets/{dataset}/versions/1", headers=provider.headers)
+        assert 200 == detail.status_code, detail.text
+        manifest = detail.json()["manifest"]
+        [part] = manifest["files"]
+        bucket, s3 = settings.s3.curated_bucket, app.state.s3
+        original = s3.get_object(bucket, part["key"]).read()
+        manifest_key = f"{part['key'].rsplit('/', 1)[0]}/_manifest.json"
+        original_manifest = s3.get_object(bucket, manifest_key).read()
+        before = _entries(app, grant)
+
+        flipped = bytearray(original)
+        flipped[len(original) // 2] ^= 0x01
+        s3.put_object(bucket, part["key"], io.BytesIO(bytes(flipped)), len(flipped))
+        refused = http.post(f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers)
+        assert 409 == refused.status_code, refused.text
+        assert ("PublishedVersionAltered", "version") == (refused.json()["error"], refused.json()["field"])
+        assert settings.s3.endpoint_url not in refused.text
+
+        # The manifest rewritten to list the altered part's hash: refused against the database.
+        manifest["files"][0]["sha256"] = hashlib.sha256(bytes(flipped)).hexdigest()
+        forged = json.dumps(manifest, indent=2).encode()
+        s3.put_object(bucket, manifest_key, io.BytesIO(forged), len(forged))
+        for answer in (
+            http.post(f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers),
+            http.get(f"/api/v1/datasets/{dataset}/versions/1", headers=provider.headers),
+        ):
+            assert 409 == answer.status_code, answer.text
+            assert "PublishedVersionAltered" == answer.json()["error"]
+        assert before == _entries(app, grant)  # nothing logged, nothing handed out
+
+        s3.put_object(bucket, part["key"], io.BytesIO(original), len(original))
+        s3.put_object(bucket, manifest_key, io.BytesIO(original_manifest), len(original_manifest))
+        assert 201 == http.post(f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers).status_code
+
+
 class TestDeliveryLimits:
     def test_a_grantee_hammering_deliveries_gets_one_transfer_then_429(
         self,

@@ -17,6 +17,7 @@ from gbadz.analysis.schemas import (
     EstimateRead,
     ReleaseRead,
 )
+from gbadz.catalog.integrity import PublishedVersionAltered
 from gbadz.deps import S3, AppSettings, Keys, Log, ReadSession, Rules, Sessions
 from gbadz.errors import (
     DatasetRetired,
@@ -105,6 +106,7 @@ def estimate_analysis(
         service.AnalysisStopped,
         service.IdempotencyKeyReused,
         service.ComputeUnavailable,
+        PublishedVersionAltered,
         StorageUnavailable,
     ),
     summary="Run an analysis inside the zone and release its differentially private result",

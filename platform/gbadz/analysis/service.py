@@ -57,6 +57,7 @@ from gbadz.access.models import Grant
 from gbadz.analysis import measure, query, repository, sandbox
 from gbadz.analysis.models import Analysis, AnalysisBudget
 from gbadz.analysis.spec import AnalysisSpec
+from gbadz.catalog import integrity
 from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset, DatasetVersion
 from gbadz.catalog.service import stored_contract
@@ -349,6 +350,7 @@ class _Charged:
     dataset_id: str
     version: int
     manifest_key: str
+    manifest_sha256: str | None
     expires_at: datetime
     columns: tuple[str, ...]
     plan: Any
@@ -461,6 +463,7 @@ def _charge(
         dataset.id,
         version.version,
         version.manifest_key,
+        version.manifest_sha256,
         grant.expires_at,
         # What the query reads, plus the privacy unit its contribution bounds are counted by.
         measure.columns_needed(plan, spec),
@@ -480,7 +483,13 @@ def read_columns(client: Minio, settings: Settings, keys: KeyProvider, charged: 
     a protected column exists only in this process and the sandbox child.
     """
     store = storage.ObjectStore(client, settings.s3)
-    manifest = json.loads(store.get_bytes(settings.s3.curated_bucket, charged.manifest_key))
+    manifest = integrity.manifest(
+        store.get_bytes(settings.s3.curated_bucket, charged.manifest_key),
+        dataset_id=charged.dataset_id,
+        version=charged.version,
+        key=charged.manifest_key,
+        expected=charged.manifest_sha256,
+    )
     principal = f"zone-compute:{charged.grant_id}"
     key_grant = KeyGrant(
         principal, charged.dataset_id, str(charged.version), frozenset(charged.columns), charged.expires_at
@@ -489,6 +498,9 @@ def read_columns(client: Minio, settings: Settings, keys: KeyProvider, charged: 
     parts = []
     for item in manifest["files"]:
         data = store.get_bytes(settings.s3.curated_bucket, item["key"])
+        integrity.check_part(
+            item, hashlib.sha256(data).hexdigest(), dataset_id=charged.dataset_id, version=charged.version
+        )
         reader = pq.ParquetFile(pa.BufferReader(data), decryption_properties=props)
         parts.append(reader.read(columns=list(charged.columns)))
         del data
@@ -667,6 +679,10 @@ def run(
         computed = time.perf_counter()
     except StorageUnavailable:
         _refund(sessions, charged, "storage: the curated store was unavailable")
+        raise
+    except integrity.PublishedVersionAltered:
+        # Refused before any row reached the measurement: nothing was learnt, nothing spent.
+        _refund(sessions, charged, "storage: a stored file no longer matches its recorded SHA-256")
         raise
     except storage.S3_ERRORS as exc:
         log_.warning("analysis storage failure", grant=grant_id, reason=storage.explain(settings.s3, exc))

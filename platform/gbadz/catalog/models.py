@@ -92,6 +92,9 @@ class DatasetVersion(Base):
     # (children under 14): counted at publish time. None for versions published before counting.
     individuals: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)
     sensitive_individuals: Mapped[int | None] = mapped_column(sa.BigInteger, default=None)
+    # The SHA-256 of the manifest as written; its parts are checked against the hashes it lists
+    # on every read (issue #20). None for versions published before it was recorded.
+    manifest_sha256: Mapped[str | None] = mapped_column(sa.String(64), default=None)
 
     __table_args__ = (
         sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_id_version"),

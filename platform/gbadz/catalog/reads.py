@@ -7,15 +7,13 @@ their own, and a rendered page is put back into the index's cache.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 from minio import Minio
 from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz import storage
-from gbadz.catalog import repository, schemas, service, views
+from gbadz.catalog import integrity, repository, schemas, service, views
 from gbadz.catalog.index import CatalogIndex
 from gbadz.catalog.models import Dataset
 from gbadz.catalog.search import CatalogSearch, SearchQuery
@@ -109,8 +107,12 @@ def version_detail(
     if row is None:
         raise VersionNotFound(f"dataset {dataset_id!r} has no version {number}")
     try:
-        manifest: dict[str, Any] = json.loads(
-            storage.ObjectStore(client, settings.s3).get_bytes(settings.s3.curated_bucket, row.manifest_key)
+        manifest = integrity.manifest(
+            storage.ObjectStore(client, settings.s3).get_bytes(settings.s3.curated_bucket, row.manifest_key),
+            dataset_id=dataset_id,
+            version=number,
+            key=row.manifest_key,
+            expected=row.manifest_sha256,
         )
     except storage.S3_ERRORS as exc:
         raise StorageUnavailable(storage.explain(settings.s3, exc)) from None

@@ -15,7 +15,7 @@ from pydantic import RootModel
 from starlette.concurrency import run_in_threadpool
 
 from gbadz import storage
-from gbadz.catalog import reads, schemas, service, views
+from gbadz.catalog import integrity, reads, schemas, service, views
 from gbadz.catalog.search import SearchQuery
 from gbadz.contract import MAX_CONTRACT_BYTES
 from gbadz.deps import S3, AppSettings, Keys, OnReclassified, ReadSession, Sessions, WriteSession
@@ -206,7 +206,10 @@ def list_versions(
 @router.get(
     "/datasets/{dataset_id}/versions/{version}",
     response_model=schemas.VersionDetail,
-    responses={304: {"description": "Not Modified"}, **error_responses(NotFound, StorageUnavailable)},
+    responses={
+        304: {"description": "Not Modified"},
+        **error_responses(NotFound, integrity.PublishedVersionAltered, StorageUnavailable),
+    },
     summary="One published version: its manifest (files, hashes, protected columns) and quality report",
 )
 def get_version(

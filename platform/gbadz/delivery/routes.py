@@ -9,6 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from gbadz.catalog.integrity import PublishedVersionAltered
 from gbadz.delivery import service
 from gbadz.deps import S3, AppSettings, Keys, Log, Rules, Sessions
 from gbadz.errors import (
@@ -63,6 +64,7 @@ class DeliveryRead(BaseModel):
         DatasetRetired,
         NoPublishedVersion,
         service.CopyAltered,
+        PublishedVersionAltered,
         service.DeliveryRateLimited,
         StorageUnavailable,
     ),

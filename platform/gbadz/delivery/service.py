@@ -51,6 +51,7 @@ from gbadz.access import determination as determining
 from gbadz.access import repository as access_repository
 from gbadz.access import service as access_service
 from gbadz.access.models import Grant, MechanismEvidence
+from gbadz.catalog import integrity
 from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset, DatasetVersion
 from gbadz.catalog.service import stored_contract
@@ -171,8 +172,12 @@ def materialise(
 ) -> tuple[list[DeliveredFile], list[str], pa.Array]:
     """Write the grant's copy into the delivery bucket; return files, columns and subject tokens."""
     contract = stored_contract(dataset)
-    manifest = json.loads(
-        storage.ObjectStore(client, settings.s3).get_bytes(settings.s3.curated_bucket, version.manifest_key)
+    manifest = integrity.manifest(
+        storage.ObjectStore(client, settings.s3).get_bytes(settings.s3.curated_bucket, version.manifest_key),
+        dataset_id=dataset.id,
+        version=version.version,
+        key=version.manifest_key,
+        expected=version.manifest_sha256,
     )
     columns = [c for c in grant.columns if contract.facts(c).protection != "drop_on_export"]
     subject_column = contract.subject_column if dataset.has_pi else None
@@ -190,6 +195,9 @@ def materialise(
             source = Path(tmp) / f"source-{n}.parquet"
             target = Path(tmp) / f"part-{n:05d}.parquet"
             client.fget_object(settings.s3.curated_bucket, item["key"], str(source))
+            integrity.check_part(
+                item, integrity.file_sha256(str(source)), dataset_id=dataset.id, version=version.version
+            )
             props = protector.decryption_properties(grant.id, lambda _gid: key_grant)
             reader = pq.ParquetFile(str(source), decryption_properties=props)
             writer: pq.ParquetWriter | None = None

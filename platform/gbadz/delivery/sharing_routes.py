@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from gbadz.access.models import Grant
+from gbadz.catalog.integrity import PublishedVersionAltered
 from gbadz.delivery import service, sharing
 from gbadz.delivery.sharing import SCHEMA, SharingError, check_table, share_name
 from gbadz.deps import S3, AppSettings, Keys, Log, Rules, Sessions
@@ -108,7 +109,10 @@ def table_metadata(share: str, schema: str, table: str, grant: Recipient, sessio
 @router.post(
     "/shares/{share}/schemas/{schema}/tables/{table}/query",
     response_class=Response,
-    responses=NDJSON | error_responses(NotFound, Gone, service.CopyAltered, service.DeliveryRateLimited),
+    responses=NDJSON
+    | error_responses(
+        NotFound, Gone, service.CopyAltered, PublishedVersionAltered, service.DeliveryRateLimited
+    ),
 )
 async def query_table(
     share: str,

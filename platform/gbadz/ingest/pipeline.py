@@ -379,12 +379,23 @@ def publish(
         "published_at": datetime.now(UTC).isoformat(),
     }
     manifest_key = prefix + "_manifest.json"
+    manifest_bytes = json.dumps(manifest, indent=2).encode()
     # Written last: a version without a manifest does not exist for readers.
     storage.ObjectStore(ctx.client, ctx.settings.s3).put_bytes(
-        bucket, manifest_key, json.dumps(manifest, indent=2).encode(), "application/json"
+        bucket, manifest_key, manifest_bytes, "application/json"
     )
     register(
-        ctx, contract, contract_sha256, landed, version, manifest_key, table.num_rows, report, run_id, people
+        ctx,
+        contract,
+        contract_sha256,
+        landed,
+        version,
+        manifest_key,
+        table.num_rows,
+        report,
+        run_id,
+        people,
+        manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
     )
     return Published(version, manifest_key, table.num_rows, reused=False)
 
@@ -400,6 +411,8 @@ def register(
     report: QualityReport,
     run_id: int | None = None,
     people: People | None = None,
+    *,
+    manifest_sha256: str | None = None,
 ) -> None:
     with db.session_scope(ctx.sessions) as session:
         dataset = catalog_service.apply_contract(session, contract, contract_sha256)
@@ -416,6 +429,7 @@ def register(
             published_at=datetime.now(UTC),
             individuals=people.individuals if people else None,
             sensitive_individuals=people.sensitive_individuals if people else None,
+            manifest_sha256=manifest_sha256,
         )
         session.add(row)
         if people is not None:
