@@ -370,7 +370,9 @@ class TestTheLedger:
             refused = _post(http, grant, startup, FEE_BY_DEPARTMENT, epsilon=0.5)
         finally:
             app.state.s3.put_object(bucket, part["key"], io.BytesIO(original), len(original))
-        assert (409, "PublishedVersionAltered") == (refused.status_code, refused.json()["error"]), refused.text
+        assert (409, "PublishedVersionAltered") == (refused.status_code, refused.json()["error"]), (
+            refused.text
+        )
         assert 0.0 == _budget(app, grant)[0]
         [listed] = http.get(f"/api/v1/grants/{grant}/analyses", headers=startup.headers).json()
         assert "refunded" == listed["state"]
