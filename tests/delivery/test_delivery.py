@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from gbadz.app import create_app
+from gbadz.compliance.models import CounterTotal
 from gbadz.config import Settings
 from gbadz.contract import Contract
 from gbadz.ingest import pipeline, samples
@@ -252,6 +253,16 @@ class TestComplianceView:
         [mine] = [c for c in counts if c["exporter_org_id"] == hospital.client.org_id]
         assert patients == mine["pi_individuals"]
         assert 100_000 == mine["next_threshold"]["pi"]
+        # Someone with database access lowers the live counter: the officer's report reads the
+        # signed entries, which log verification covers (issue #20), and does not move.
+        with app.state.sessionmaker.begin() as session:
+            session.execute(
+                sa.update(CounterTotal)
+                .where(CounterTotal.exporter_id == hospital.client.org_id)
+                .values(individuals=1)
+            )
+        again = http.get("/api/v1/compliance/counters", headers=officer.headers).json()
+        assert [mine] == [c for c in again if c["exporter_org_id"] == hospital.client.org_id]
 
         rows = http.get(
             "/api/v1/transfers", params={"dataset": doc["id"], "format": "csv"}, headers=officer.headers

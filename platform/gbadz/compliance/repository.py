@@ -24,7 +24,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from gbadz.access.models import MechanismEvidence
-from gbadz.compliance.models import CounterTotal
 from gbadz.identity.models import Organization
 from gbadz.translog.models import LogEntry
 
@@ -145,14 +144,24 @@ def transfers_per_day(session: Session, since: datetime) -> list[tuple[date, str
 
 
 def counts_by_exporter(session: Session, year: int) -> dict[tuple[str, str], dict[str, int]]:
-    """Individuals counted in ``year`` per (exporter, basis), by kind (pi, spi): the running totals."""
-    query = sa.select(
-        CounterTotal.exporter_id, CounterTotal.basis, CounterTotal.kind, CounterTotal.individuals
-    ).where(CounterTotal.counter_year == year, CounterTotal.individuals > 0)
+    """Individuals counted in ``year`` per (exporter, basis), by kind (pi, spi), as the hashed
+    entries state them: each transfer signs the year-to-date totals after it, so the highest
+    is the year's total. The live counters (``CounterTotal``) decide transfers; what an officer
+    reads is what log verification covers (issue #20)."""
+    query = sa.select(LogEntry.entry).where(
+        sa.not_(_is_determination(session)), _field(session, "counter_year").is_not(None)
+    )
     totals: dict[tuple[str, str], dict[str, int]] = {}
-    for exporter_id, basis, kind, n in session.execute(query):
-        totals.setdefault((exporter_id, basis), {"pi": 0, "spi": 0})[kind] = int(n)
-    return totals
+    for (text,) in session.execute(query.execution_options(yield_per=10_000)):
+        entry = json.loads(text)
+        exporter = (entry.get("exporter") or {}).get("org_id")
+        basis = entry.get("counter_basis")
+        if exporter is None or entry.get("counter_year") != year or basis in (None, "none"):
+            continue
+        counts = totals.setdefault((str(exporter), str(basis)), {"pi": 0, "spi": 0})
+        for kind in ("pi", "spi"):
+            counts[kind] = max(counts[kind], int(entry.get(f"{kind}_ytd_after") or 0))
+    return {key: counts for key, counts in totals.items() if counts["pi"] or counts["spi"]}
 
 
 def releases_by_exporter(session: Session, year: int) -> dict[str, tuple[int, float]]:
