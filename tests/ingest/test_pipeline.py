@@ -232,12 +232,15 @@ class TestFailures:
 
 
 class TestNoPersonalValueInMessages:
-    def test_header_less_and_mistyped_files_quote_no_personal_value_anywhere(
+    def test_header_less_and_malformed_files_quote_no_personal_value_anywhere(
         self, ctx: pipeline.IngestContext, contract: tuple[Contract, str], tmp_path: Path
     ) -> None:
-        """Issue #20 item 9 (invariant 9): a CSV without its header row, or with a name where a fee
-        belongs, is rejected naming columns only; no table and no log line holds the values."""
-        from gbadz.audit import AuditEvent
+        """Issue #20 item 9 (invariant 9): a CSV without its header row, with a name where a fee or
+        a date belongs, with a ragged row, or a Parquet with a name in a typed column, is rejected
+        naming columns only; no row of any table and no log line holds the values."""
+        from structlog.testing import capture_logs
+
+        from gbadz.models import Base
 
         c, digest = contract
         table = samples.generate("sz-hospital-outpatient-visits", 20)
@@ -251,22 +254,44 @@ class TestNoPersonalValueInMessages:
         table = table.set_column(table.schema.get_field_index("phone"), "phone", pa.array(phones))
         header_less = tmp_path / "no-header.csv"
         pacsv.write_csv(table, header_less, pacsv.WriteOptions(include_header=False))
-        fees = table.column("fee_cny").cast(pa.string()).to_pylist()
-        fees[0] = "Chan Tai-man Zqx"
-        mistyped = _csv(
-            tmp_path, table.set_column(table.schema.get_field_index("fee_cny"), "fee_cny", pa.array(fees))
+
+        def with_text(column: str, name: str) -> Path:
+            values = table.column(column).cast(pa.string()).to_pylist()
+            values[0] = "Chan Tai-man Zqx 13912345678"
+            return _csv(
+                tmp_path,
+                table.set_column(table.schema.get_field_index(column), column, pa.array(values)),
+                name,
+            )
+
+        mistyped_fee, mistyped_date = with_text("fee_cny", "fee.csv"), with_text("visit_date", "date.csv")
+        ragged = _csv(tmp_path, table, "ragged.csv")
+        lines = ragged.read_text().splitlines()
+        lines[3] = lines[3] + ',"Chan Tai-man Zqx","13912345678"'
+        ragged.write_text("\n".join(lines) + "\n")
+        typed = tmp_path / "typed.parquet"
+        pq.write_table(pacsv.read_csv(mistyped_fee), typed)  # fee_cny stored as text
+        cases = (
+            (header_less, "needs a header row"),
+            (mistyped_fee, "fee_cny"),
+            (mistyped_date, "visit_date"),
+            (ragged, ""),
+            (typed, "fee_cny"),
         )
-        for path, expected in ((header_less, "needs a header row"), (mistyped, "column fee_cny")):
-            result = pipeline.ingest(ctx, c, digest, path)
-            assert not result.accepted
-            assert result.report is not None
-            assert expected in result.report.summary()
-            assert "Chan" not in json.dumps(result.report.as_dict(), ensure_ascii=False)
+        with capture_logs() as logs:
+            for path, expected in cases:
+                result = pipeline.ingest(ctx, c, digest, path)
+                assert not result.accepted, path.name
+                assert result.report is not None
+                assert expected in result.report.summary(), (path.name, result.report.summary())
+                assert "Chan" not in json.dumps(result.report.as_dict(), ensure_ascii=False)
+        # Every row of every table, and every log line.
+        stored = json.dumps(logs, default=str, ensure_ascii=False)
         with ctx.sessions() as session:
             runs = session.scalars(sa.select(IngestionRun).where(IngestionRun.dataset_id == c.id)).all()
-            stored = " ".join(str(vars(r)) for r in runs)
-            events = session.scalars(sa.select(AuditEvent).where(AuditEvent.subject_id == c.id)).all()
-            stored += " ".join(str(e.details) for e in events)
-        assert 2 == len(runs)
+            for model_table in Base.metadata.sorted_tables:
+                for row in session.execute(sa.select(model_table)):
+                    stored += json.dumps(list(row), default=str, ensure_ascii=False)
+        assert len(cases) == len(runs)
         for value in ("Chan Tai-man", "13912345678"):
             assert value not in stored

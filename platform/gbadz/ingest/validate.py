@@ -254,7 +254,9 @@ def read_table(
                 column = column.cast(types[name], safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 return _schema_failure(
-                    contract, f"values are not {types[name]}: {str(exc).splitlines()[0][:200]}", name
+                    contract,
+                    f"values are not {types[name]}: {_without_values(str(exc).splitlines()[0])[:200]}",
+                    name,
                 )
         columns.append(column)
     return pa.table(columns, names=expected)
