@@ -22,6 +22,8 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class TestIngestThroughAirflow:
+    # The production lane only: the demo test runs the same DAG through `dag.test()` on SQLite.
+    @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
     def test_good_then_bad_upload(
         self, settings: Settings, airflow_home: Path, tmp_path: Path, key_prefix: str
     ) -> None:
