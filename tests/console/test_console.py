@@ -818,7 +818,10 @@ class TestObligations:
         assert "/console/requests?created=" in asked.headers["location"]
         provider = signed_in("provider")
         mine = consumer.get("/console/requests")
-        grant = re.search(r'<tr id="grant-([^"]+)">\s*<th scope="row">[^<]+</th>\s*<td>active', mine.text)
+        grant = re.search(
+            r'<tr id="grant-([^"]+)">\s*<th scope="row"><a href="[^"]+">[^<]+</a></th>\s*<td>active',
+            mine.text,
+        )
         assert grant is not None
         deliver = f"/console/grants/{grant.group(1)}/deliver"
         waiting = consumer.post(deliver, data={"csrf": _csrf(mine.text)})

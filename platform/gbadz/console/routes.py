@@ -406,7 +406,8 @@ NO_COLUMNS = "Tick the columns you need: the ones without personal information a
 
 
 def _no_columns(body: dict[str, Any]) -> dict[str, str]:
-    return {"columns": NO_COLUMNS} if body.get("kind") != "analysis" and not body["columns"] else {}
+    # Only a copy needs columns; another kind is the API's to name (analysis, or a wrong value).
+    return {"columns": NO_COLUMNS} if body.get("kind", "copy") == "copy" and not body["columns"] else {}
 
 
 ASK_FIELDS = {
@@ -459,12 +460,12 @@ async def request_access(request: Request, dataset_id: str, signed: Consumer) ->
     }
     duration = str(form.get("duration_days") or "").strip()
     values = dict(form) | {"columns": body["columns"]}
-    if _no_columns(body):
-        return await _dataset_page(request, signed, dataset_id, 422, errors=_no_columns(body), values=values)
+    errors = _no_columns(body)
+    if duration and not _WHOLE.fullmatch(duration):
+        errors["duration_days"] = "Enter a whole number of days."
+    if errors:
+        return await _dataset_page(request, signed, dataset_id, 422, errors=errors, values=values)
     if duration:
-        if not _WHOLE.fullmatch(duration):
-            errors = {"duration_days": "Enter a whole number of days."}
-            return await _dataset_page(request, signed, dataset_id, 422, errors=errors, values=values)
         body["duration_days"] = int(duration)
     try:
         created = await Api(request, signed).json(
