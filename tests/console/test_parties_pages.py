@@ -209,13 +209,18 @@ class TestAmend:
 
 class TestOfficerGrants:
     def test_an_officer_filters_grants_and_revokes_one_with_a_reason(
-        self, macao: Macao, signed_in: SignedIn
+        self, world: World, macao: Macao, signed_in: SignedIn
     ) -> None:
         """Filters narrow the list, a bad one is named beside its field, and a revocation needs a reason."""
         client = signed_in("compliance_officer")
         page = client.get(f"/console/compliance/grants?dataset_id={macao.dataset}")
         assert 200 == page.status_code, page.text[:300]
         assert f'id="grant-{macao.grant}"' in page.text
+        assert f'<option value="{world.startup_org}"' in page.text
+        by_grantee = client.get(f"/console/compliance/grants?grantee_org_id={world.startup_org}&kind=copy")
+        assert f'id="grant-{macao.grant}"' in by_grantee.text
+        other = client.get(f"/console/compliance/grants?grantee_org_id={world.provider_org}")
+        assert f'id="grant-{macao.grant}"' not in other.text
         bad = client.get("/console/compliance/grants?expires_before=soon")
         assert 422 == bad.status_code
         assert 'id="expires_before-error"' in bad.text

@@ -65,7 +65,9 @@ async def _grants_page(request: Request, signed: Signed, status_code: int = 200,
     except ApiFailed as failure:
         errors, grants = field_errors(failure, set(GRANT_FILTERS)), []
     names = await org_names(api, signed)
-    parties = await api.json("GET", "/api/v1/compliance/parties")
+    # The grantee filter offers every organisation holding a grant (not only the filtered ones).
+    every = grants if not query else await api.json("GET", "/api/v1/grants", params={"limit": 500})
+    grantees = sorted({g["grantee_org_id"] for g in every}, key=lambda o: names.get(o, "~" + o).lower())
     context = {"error_for": None, "row_errors": {}, "values": {}} | extra
     return render(
         request,
@@ -76,7 +78,7 @@ async def _grants_page(request: Request, signed: Signed, status_code: int = 200,
         filters=filters,
         errors=errors,
         names=names,
-        grantees=parties["recipients"],
+        grantees=grantees,
         statuses=GRANT_STATUSES,
         kinds=GRANT_KINDS,
         back=request.url.path + (f"?{urlencode(query)}" if query else ""),
