@@ -599,6 +599,14 @@ def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
     # Signed URLs to the API, which decrypts the grant's sealed copy (ADR 0018): never the S3 server.
     assert f'href="{BASE}/api/v1/delivery-files/' in first.text
     assert 'href="http://127.0.0.1' not in first.text
+    # The grant's own page (issue #19) offers the same button: one click, one logged transfer.
+    own = consumer.get(f"/console/grants/{grant_id}")
+    own_key = re.search(r'name="idempotency_key" value="([^"]+)"', own.text)
+    assert own_key is not None
+    form = {"csrf": _csrf(own.text), "idempotency_key": own_key.group(1)}
+    twice = [consumer.post(action.group(1), data=form) for _ in range(2)]
+    numbers = {re.search(r"entry (\d+) of the transfer log", r.text).group(1) for r in twice}  # type: ignore[union-attr]
+    assert 1 == len(numbers)
 
 
 @pytest.mark.fresh_world
