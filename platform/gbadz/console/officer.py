@@ -81,7 +81,8 @@ async def _grants_page(request: Request, signed: Signed, status_code: int = 200,
         grantees=grantees,
         statuses=GRANT_STATUSES,
         kinds=GRANT_KINDS,
-        back=request.url.path + (f"?{urlencode(query)}" if query else ""),
+        # A revocation keeps the list as filtered: on its errors and after it.
+        keep=urlencode({k: v for k, v in filters.items() if v}),
         **context,
     )
 
@@ -109,7 +110,9 @@ async def revoke(request: Request, grant_id: str, signed: Officer) -> Response:
             error_for=grant_id,
             values={"reason": reason},
         )
-    return RedirectResponse(f"/console/compliance/grants?done=revoked#grant-{_q(grant_id)}", status_code=303)
+    keep = {k: v for k, v in request.query_params.items() if k in GRANT_FILTERS}
+    query = urlencode(keep | {"done": "revoked"})
+    return RedirectResponse(f"/console/compliance/grants?{query}#grant-{_q(grant_id)}", status_code=303)
 
 
 # -- amending a mechanism --------------------------------------------------------------------------
