@@ -226,6 +226,16 @@ class TestDemo:
         assert hospital_entry["rows"] > hospital["pi_individuals"]  # people are counted, not rows
         # One person per role for the console, whose passwords the Argon2id hashes accept.
         assert {"consumer", "provider", "compliance_officer"} == {p["role"] for p in report["people"]}
+        # A person for every demo organisation with a role in the journeys (issue #19).
+        assert {
+            "Victoria Harbour Analytics (startup)",
+            "Pearl River Insights (startup)",
+            "Shenzhen Harbour Hospital Group",
+            "Harbour Logistics Limited",
+            "Macao Tourism Board",
+            "Shenzhen Western Port Authority",
+            "Special Data Zone Compliance Office",
+        } == {p["org"] for p in report["people"]}
         from gbadz import db
         from gbadz.config import DatabaseSettings
         from gbadz.identity import people

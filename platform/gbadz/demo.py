@@ -117,6 +117,12 @@ DEMO_PEOPLE = (
     ("hk-startup", "Mei Chan", "consumer", "Victoria Harbour Analytics (startup)"),
     ("sz-hospital", "Li Wei", "provider", "Shenzhen Harbour Hospital Group"),
     ("officer", "Ho Ka-yan", "compliance_officer", "Special Data Zone Compliance Office"),
+    # Every other demo organisation with a role in the journeys (issue #19): the Shenzhen port's
+    # person reviews the GBA-contract request the demo leaves waiting on it.
+    ("hk-logistics", "Wong Siu-ming", "provider", "Harbour Logistics Limited"),
+    ("mo-tourism", "Leong Ka-man", "provider", "Macao Tourism Board"),
+    ("sz-port", "Zhang Min", "provider", "Shenzhen Western Port Authority"),
+    ("gz-startup", "Chen Jie", "consumer", "Pearl River Insights (startup)"),
 )
 
 

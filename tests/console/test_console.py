@@ -356,17 +356,21 @@ class TestForms:
         assert 200 == page.status_code
         with app.state.sessionmaker() as session:
             before = session.scalar(sa.select(sa.func.count()).select_from(AccessRequest))
+        district = {"columns": "district"}  # the form never asks for every column (minimisation)
         cases = [
-            ({"purpose": "", "purpose_text": "Route planning for the bay"}, "purpose"),
-            ({"purpose": "other", "purpose_text": "short"}, "purpose_text"),
+            ({"purpose": "", "purpose_text": "Route planning for the bay"} | district, "purpose"),
+            ({"purpose": "other", "purpose_text": "short"} | district, "purpose_text"),
             (
-                {"purpose": "other", "purpose_text": "Route planning for the bay", "duration_days": "ten"},
+                {"purpose": "other", "purpose_text": "Route planning for the bay", "duration_days": "ten"}
+                | district,
                 "duration_days",
             ),
             (
-                {"purpose": "other", "purpose_text": "Route planning for the bay", "destination": "XX"},
+                {"purpose": "other", "purpose_text": "Route planning for the bay", "destination": "XX"}
+                | district,
                 "destination",
             ),
+            ({"purpose": "other", "purpose_text": "Route planning for the bay"}, "columns"),
             (
                 {
                     "purpose": "other",
@@ -595,6 +599,14 @@ def test_reviews_then_a_delivery_sent_twice_is_one_logged_transfer(
     # Signed URLs to the API, which decrypts the grant's sealed copy (ADR 0018): never the S3 server.
     assert f'href="{BASE}/api/v1/delivery-files/' in first.text
     assert 'href="http://127.0.0.1' not in first.text
+    # The grant's own page (issue #19) offers the same button: one click, one logged transfer.
+    own = consumer.get(f"/console/grants/{grant_id}")
+    own_key = re.search(r'name="idempotency_key" value="([^"]+)"', own.text)
+    assert own_key is not None
+    form = {"csrf": _csrf(own.text), "idempotency_key": own_key.group(1)}
+    twice = [consumer.post(action.group(1), data=form) for _ in range(2)]
+    numbers = {re.search(r"entry (\d+) of the transfer log", r.text).group(1) for r in twice}  # type: ignore[union-attr]
+    assert 1 == len(numbers)
 
 
 @pytest.mark.fresh_world
@@ -814,7 +826,10 @@ class TestObligations:
         assert "/console/requests?created=" in asked.headers["location"]
         provider = signed_in("provider")
         mine = consumer.get("/console/requests")
-        grant = re.search(r'<tr id="grant-([^"]+)">\s*<th scope="row">[^<]+</th>\s*<td>active', mine.text)
+        grant = re.search(
+            r'<tr id="grant-([^"]+)">\s*<th scope="row"><a href="[^"]+">[^<]+</a></th>\s*<td>active',
+            mine.text,
+        )
         assert grant is not None
         deliver = f"/console/grants/{grant.group(1)}/deliver"
         waiting = consumer.post(deliver, data={"csrf": _csrf(mine.text)})

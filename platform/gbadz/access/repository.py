@@ -7,12 +7,14 @@ reads everything; anyone else reads only what their organisation is a party to.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from gbadz.access.models import AccessRequest, Grant, MechanismEvidence, Obligation
+from gbadz.audit import AuditEvent
 from gbadz.identity.models import Organization
 from gbadz.identity.tokens import Principal
 
@@ -66,10 +68,64 @@ def grant_id_of(session: Session, request_id: str) -> str | None:
     return session.scalar(sa.select(Grant.id).where(Grant.request_id == request_id))
 
 
-def grants_for(session: Session, principal: Principal, limit: int, *, suspended: bool = False) -> list[Grant]:
+def request_events(session: Session, request_id: str) -> Sequence[AuditEvent]:
+    """The state changes of one request, oldest first (its audit events)."""
+    return session.scalars(
+        sa.select(AuditEvent)
+        .where(
+            AuditEvent.subject_type == "access_request",
+            AuditEvent.subject_id == request_id,
+            AuditEvent.action.startswith("access_request.", autoescape=True),
+        )
+        .order_by(AuditEvent.id)
+    ).all()
+
+
+@dataclass(frozen=True)
+class GrantFilters:
+    """Narrowing a grant list (each optional; all given must hold)."""
+
+    status: str | None = None  # active | suspended | expired | revoked, as Grant.status() says
+    dataset_id: str | None = None
+    grantee_org_id: str | None = None
+    kind: str | None = None  # copy | analysis
+    expires_before: datetime | None = None
+
+
+def _status_clause(status: str, now: datetime) -> sa.ColumnElement[bool]:
+    """SQL twin of :meth:`Grant.status`."""
+    live = sa.and_(Grant.revoked_at.is_(None), Grant.expires_at > now)
+    return {
+        "revoked": Grant.revoked_at.is_not(None),
+        "expired": sa.and_(Grant.revoked_at.is_(None), Grant.expires_at <= now),
+        "suspended": sa.and_(live, Grant.suspended_at.is_not(None)),
+        "active": sa.and_(live, Grant.suspended_at.is_(None)),
+    }[status]
+
+
+def grants_for(
+    session: Session,
+    principal: Principal,
+    limit: int,
+    *,
+    suspended: bool = False,
+    filters: GrantFilters | None = None,
+    now: datetime | None = None,
+) -> list[Grant]:
     query = sa.select(Grant).where(readable_by(principal, Grant.grantee_org_id, Grant.provider_org_id))
     if suspended:  # the review items: suspended, not revoked (expiry is shown by status)
         query = query.where(Grant.suspended_at.is_not(None), Grant.revoked_at.is_(None))
+    if filters is not None:
+        if filters.status is not None:
+            query = query.where(_status_clause(filters.status, now or datetime.now(UTC)))
+        if filters.dataset_id is not None:
+            query = query.where(Grant.dataset_id == filters.dataset_id)
+        if filters.grantee_org_id is not None:
+            query = query.where(Grant.grantee_org_id == filters.grantee_org_id)
+        if filters.kind is not None:
+            query = query.where(Grant.kind == filters.kind)
+        if filters.expires_before is not None:
+            query = query.where(Grant.expires_at < filters.expires_before)
     return list(session.scalars(query.order_by(Grant.granted_at.desc(), Grant.id).limit(limit)))
 
 

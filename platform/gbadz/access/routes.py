@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Annotated, Any, Literal
 
@@ -22,11 +23,13 @@ from gbadz.access.schemas import (
     EvidenceCreate,
     EvidenceRead,
     GrantRead,
+    HistoryEntry,
     ObligationMet,
     ObligationRead,
     Rejection,
     RequestAsk,
     Review,
+    Withdrawal,
 )
 from gbadz.compliance import filing, filing_pdf
 from gbadz.deps import S3, AppSettings, Keys, Log, ReadSession, Rules, WriteSession
@@ -68,6 +71,7 @@ from gbadz.errors import (
 from gbadz.identity.auth import Authenticated, actor_of, require_scopes, viewer_of
 from gbadz.identity.tokens import Principal
 from gbadz.log import get_logger
+from gbadz.vocabulary import GrantKind
 
 router = APIRouter(
     prefix="/api/v1", tags=["access"], responses=error_responses(Unauthenticated, InsufficientScope)
@@ -90,6 +94,8 @@ def _request_read(request: AccessRequest, grant_id: str | None = None) -> Access
 
 
 def _grant_read(grant: Grant, session: ReadSession) -> GrantRead:
+    status = grant.status(service.now())
+    version = service.current_version_of(session, grant)
     return GrantRead(
         id=grant.id,
         request_id=grant.request_id,
@@ -100,7 +106,7 @@ def _grant_read(grant: Grant, session: ReadSession) -> GrantRead:
         kind="analysis" if grant.kind == "analysis" else "copy",
         analysis=_analysis_terms(session, grant),
         columns=grant.columns,
-        status=grant.status(service.now()),
+        status=status,
         granted_at=grant.granted_at,
         expires_at=grant.expires_at,
         revoked_at=grant.revoked_at,
@@ -114,7 +120,15 @@ def _grant_read(grant: Grant, session: ReadSession) -> GrantRead:
         copies_deleted_at=grant.copies_deleted_at,
         deletion_attested_at=grant.deletion_attested_at,
         deletion_statement=grant.deletion_statement,
+        current_version=version,
+        deliverable=grant.kind != "analysis" and status == "active" and version is not None,
     )
+
+
+def _evidence_read(item: Any, session: ReadSession) -> EvidenceRead:
+    read = EvidenceRead.model_validate(item)
+    read.version = service.version_of(session, item)
+    return read
 
 
 def _analysis_terms(session: ReadSession, grant: Grant) -> AnalysisTerms | None:
@@ -213,7 +227,9 @@ def list_access_requests(
     principal: Authenticated,
     session: ReadSession,
     state: Annotated[
-        Literal["under_provider_review", "under_compliance_review", "approved", "rejected"] | None, Query()
+        Literal["under_provider_review", "under_compliance_review", "approved", "rejected", "withdrawn"]
+        | None,
+        Query(),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AccessRequestRead]:
@@ -233,7 +249,24 @@ def get_access_request(
     request_id: RecordId, principal: Authenticated, session: ReadSession
 ) -> AccessRequestRead:
     found = service.visible_request(session, principal, request_id)
-    return _request_read(found, service.grant_id_of(session, found))
+    read = _request_read(found, service.grant_id_of(session, found))
+    read.history = [HistoryEntry.model_validate(h) for h in service.request_history(session, found)]
+    return read
+
+
+@router.post(
+    "/access-requests/{request_id}/withdraw",
+    response_model=AccessRequestRead,
+    responses=error_responses(AccessRequestNotFound, RequestNotUnderReview),
+    summary="Withdraw your organisation's request while it is not yet decided (reviewers can no longer act on it)",
+)
+def withdraw_access_request(
+    request_id: RecordId, principal: Requester, session: WriteSession, body: Withdrawal | None = None
+) -> AccessRequestRead:
+    reason = body.reason if body else None
+    return _request_read(
+        service.withdraw_request(session, principal, actor_of(principal), request_id, reason)
+    )
 
 
 @router.post(
@@ -291,8 +324,20 @@ def list_grants(
         bool,
         Query(description="only grants suspended because a transfer was decided stricter (review items)"),
     ] = False,
+    status: Annotated[Literal["active", "suspended", "expired", "revoked"] | None, Query()] = None,
+    dataset_id: Annotated[str | None, Query(max_length=100)] = None,
+    grantee_org_id: Annotated[str | None, Query(max_length=36)] = None,
+    kind: Annotated[GrantKind | None, Query()] = None,
+    expires_before: Annotated[
+        dt.datetime | None, Query(description="only grants that end before this instant (ISO 8601)")
+    ] = None,
 ) -> list[GrantRead]:
-    return [_grant_read(g, session) for g in service.list_grants(session, principal, limit, suspended)]
+    if expires_before is not None and expires_before.tzinfo is None:
+        expires_before = expires_before.replace(tzinfo=dt.UTC)  # a date or naive time: UTC
+    filters = service.GrantFilters(status, dataset_id, grantee_org_id, kind, expires_before)
+    return [
+        _grant_read(g, session) for g in service.list_grants(session, principal, limit, suspended, filters)
+    ]
 
 
 @router.post(
@@ -420,7 +465,7 @@ def redecide_grant(
 )
 def record_mechanism(body: EvidenceCreate, principal: Reviewer, session: WriteSession) -> EvidenceRead:
     row = service.record_evidence(session, principal, actor_of(principal), **body.model_dump())
-    return EvidenceRead.model_validate(row)
+    return _evidence_read(row, session)
 
 
 @router.post(
@@ -436,7 +481,7 @@ def amend_mechanism(
     evidence_id: RecordId, body: EvidenceCreate, principal: Reviewer, session: WriteSession
 ) -> EvidenceRead:
     row = service.amend_evidence(session, principal, actor_of(principal), evidence_id, **body.model_dump())
-    return EvidenceRead.model_validate(row)
+    return _evidence_read(row, session)
 
 
 @router.post(
@@ -449,7 +494,7 @@ def withdraw_mechanism(
     evidence_id: RecordId, body: Rejection, principal: Reviewer, session: WriteSession
 ) -> EvidenceRead:
     row = service.withdraw_evidence(session, principal, actor_of(principal), evidence_id, body.reason)
-    return EvidenceRead.model_validate(row)
+    return _evidence_read(row, session)
 
 
 @router.put(
@@ -499,7 +544,7 @@ async def upload_mechanism_document(
         store,
         settings.s3.landing_bucket,
     )
-    return EvidenceRead.model_validate(row)
+    return _evidence_read(row, session)
 
 
 @router.get(
@@ -564,7 +609,7 @@ def list_mechanisms(
     session: ReadSession,
     exporter: Annotated[str | None, Query(max_length=36)] = None,
 ) -> list[EvidenceRead]:
-    return [EvidenceRead.model_validate(r) for r in service.list_evidence(session, principal, exporter)]
+    return [_evidence_read(r, session) for r in service.list_evidence(session, principal, exporter)]
 
 
 __all__ = ["router"]

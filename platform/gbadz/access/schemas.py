@@ -118,6 +118,24 @@ class AssessmentRead(BaseModel):
     auto_approvable: bool
 
 
+#: The states a request can still be withdrawn from by its requester (nothing decided yet).
+OPEN_STATES = ("submitted", "under_provider_review", "under_compliance_review")
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    state: str
+    by: Literal["requester", "provider", "compliance_officer", "platform"]
+
+
+class Withdrawal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(
+        default=None, max_length=500, description="optional: why (kept on the request, not in the audit)"
+    )
+
+
 class AccessRequestRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -135,9 +153,16 @@ class AccessRequestRead(BaseModel):
     findings: dict[str, Any] = Field(default_factory=dict)
     onward_transfer: str
     duration_days: int
-    state: Literal["submitted", "under_provider_review", "under_compliance_review", "approved", "rejected"]
+    state: Literal[
+        "submitted", "under_provider_review", "under_compliance_review", "approved", "rejected", "withdrawn"
+    ]
     reviews: list[dict[str, Any]] = Field(
         default_factory=list, description="each review step: who, when, note"
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list,
+        description="one request (GET /access-requests/{id}): each state it entered, when, and which "
+        "party moved it (requester, provider, compliance_officer, platform); no names",
     )
     decision: DecisionRead
     licence_findings: list[str]
@@ -204,6 +229,13 @@ class GrantRead(BaseModel):
     copies_deleted_at: datetime | None = None
     deletion_attested_at: datetime | None = None
     deletion_statement: str | None = None
+    current_version: int | None = Field(
+        default=None, description="the dataset's published version a delivery would send (None: none yet)"
+    )
+    deliverable: bool = Field(
+        default=False,
+        description="a delivery can be asked now: an active copy grant of a dataset with a published version",
+    )
 
 
 class FindingsIn(BaseModel):
@@ -332,6 +364,7 @@ class EvidenceRead(EvidenceCreate):
     document_size: int | None = None
     document_type: str | None = None
     supersedes: str | None = None
+    version: int = Field(default=1, description="1 for an item first recorded, +1 for each amendment")
     withdrawn_at: datetime | None = None
     withdrawn_reason: str | None = None
 

@@ -1065,6 +1065,65 @@ def reject(session: Session, principal: Principal, actor: str, request_id: str, 
     return request
 
 
+GrantFilters = repository.GrantFilters
+
+#: States a requester can still withdraw from: nothing is decided yet (no grant, no transfer).
+WITHDRAWABLE = ("submitted", "under_provider_review", "under_compliance_review")
+
+
+def withdraw_request(
+    session: Session, principal: Principal, actor: str, request_id: str, reason: str | None
+) -> AccessRequest:
+    """The requester's organisation takes back a request not yet decided (reviewers cannot act on it after).
+
+    Another organisation, even one that can read the request, gets the missing answer: only the
+    requester withdraws. The reason stays on the request; the audit records only that one was given.
+    """
+    request = _locked(session, principal, request_id)
+    if principal.org_id != request.requester_org_id:
+        raise AccessRequestNotFound(f"no access request {request_id!r}")
+    if request.state not in WITHDRAWABLE:
+        raise RequestNotUnderReview(
+            f"state: the request is {request.state}; only a request not yet decided can be withdrawn",
+            field="state",
+        )
+    before = request.state
+    text = (reason or "").strip()
+    request.state, request.updated_at = "withdrawn", _now()
+    request.reason = text or None
+    audit.record(
+        session,
+        actor=actor,
+        action="access_request.withdrawn",
+        subject_type="access_request",
+        subject_id=request.id,
+        details={"state": "withdrawn", "from_state": before, "reason_given": bool(text)},
+    )
+    return request
+
+
+def request_history(session: Session, request: AccessRequest) -> list[dict[str, Any]]:
+    """Each state the request entered, when, and which party moved it (from its audit events).
+
+    The party, never the person: a reviewer's name is not the requester's to read.
+    """
+    history: list[dict[str, Any]] = []
+    previous = "submitted"
+    for event in repository.request_events(session, request.id):
+        state = event.action.removeprefix("access_request.")
+        if state == "submitted" or event.action == "access_request.withdrawn":
+            by = "requester"
+        elif event.actor == "gbadz":
+            by = "platform"
+        elif previous == "under_provider_review":
+            by = "provider"
+        else:
+            by = "compliance_officer"
+        history.append({"at": event.occurred_at, "state": state, "by": by})
+        previous = state
+    return history
+
+
 def _locked(session: Session, principal: Principal, request_id: str) -> AccessRequest:
     request = repository.request_for(session, principal, request_id, lock=True)
     if request is None:
@@ -1078,8 +1137,20 @@ def list_requests(
     return repository.requests_for(session, principal, state, limit)
 
 
-def list_grants(session: Session, principal: Principal, limit: int, suspended: bool = False) -> list[Grant]:
-    return repository.grants_for(session, principal, limit, suspended=suspended)
+def list_grants(
+    session: Session,
+    principal: Principal,
+    limit: int,
+    suspended: bool = False,
+    filters: repository.GrantFilters | None = None,
+) -> list[Grant]:
+    return repository.grants_for(session, principal, limit, suspended=suspended, filters=filters, now=_now())
+
+
+def current_version_of(session: Session, grant: Grant) -> int | None:
+    """The dataset's published version a delivery of the grant would send (None: nothing published)."""
+    dataset = session.get(Dataset, grant.dataset_id)
+    return dataset.current_version if dataset is not None else None
 
 
 def revoke_grant(session: Session, principal: Principal, actor: str, grant_id: str, reason: str) -> Grant:
@@ -1166,6 +1237,18 @@ def _evidence_fields(session: Session, fields: dict[str, Any]) -> dict[str, Any]
     return fields
 
 
+def version_of(session: Session, item: MechanismEvidence) -> int:
+    """1 for an item first recorded, 2 for its first amendment, ... along the ``supersedes`` chain."""
+    version, seen = 1, {item.id}
+    while item.supersedes is not None:
+        older = session.get(MechanismEvidence, item.supersedes)
+        if older is None or older.id in seen:  # pragma: no cover - the chain is written only by amend
+            break
+        seen.add(older.id)
+        version, item = version + 1, older
+    return version
+
+
 def record_evidence(
     session: Session, principal: Principal, actor: str, supersedes: str | None = None, **fields: Any
 ) -> MechanismEvidence:
@@ -1190,11 +1273,12 @@ def record_evidence(
     audit.record(
         session,
         actor=actor,
-        action="mechanism.recorded",
+        # An amendment is its own action: the new version, naming the one it supersedes.
+        action="mechanism.amended" if supersedes else "mechanism.recorded",
         subject_type="mechanism_evidence",
         subject_id=row.id,
         details={k: (v.isoformat() if isinstance(v, date) else v) for k, v in fields.items()}
-        | {"supersedes": supersedes},
+        | {"supersedes": supersedes, "version": version_of(session, row)},
     )
     return row
 

@@ -396,7 +396,18 @@ def _ask(form: FormData) -> dict[str, Any]:
         body["destination"] = str(form.get("destination"))
     if form.get("kind"):  # copy or analysis (the API names any other value)
         body["kind"] = str(form.get("kind"))
+    if body.get("kind") == "analysis":  # an analysis covers the contract's dimensions and measures
+        body["columns"] = []
     return body
+
+
+#: A copy asked with no column ticked: the form never means "every column" (data minimisation).
+NO_COLUMNS = "Tick the columns you need: the ones without personal information are ticked to start with."
+
+
+def _no_columns(body: dict[str, Any]) -> dict[str, str]:
+    # Only a copy needs columns; another kind is the API's to name (analysis, or a wrong value).
+    return {"columns": NO_COLUMNS} if body.get("kind", "copy") == "copy" and not body["columns"] else {}
 
 
 ASK_FIELDS = {
@@ -428,6 +439,8 @@ async def assess(request: Request, dataset_id: str, signed: Consumer) -> Respons
         body["dest"] = ask["destination"]
     body["onward_outside_gba"] = form.get("onward_transfer") == "outside_gba"
     values = dict(form) | {"columns": ask["columns"]}
+    if _no_columns(ask):
+        return await _dataset_page(request, signed, dataset_id, 422, errors=_no_columns(ask), values=values)
     try:
         result = await Api(request, signed).json("POST", "/api/v1/transfer-assessments", json=body)
     except ApiFailed as failure:
@@ -447,10 +460,12 @@ async def request_access(request: Request, dataset_id: str, signed: Consumer) ->
     }
     duration = str(form.get("duration_days") or "").strip()
     values = dict(form) | {"columns": body["columns"]}
+    errors = _no_columns(body)
+    if duration and not _WHOLE.fullmatch(duration):
+        errors["duration_days"] = "Enter a whole number of days."
+    if errors:
+        return await _dataset_page(request, signed, dataset_id, 422, errors=errors, values=values)
     if duration:
-        if not _WHOLE.fullmatch(duration):
-            errors = {"duration_days": "Enter a whole number of days."}
-            return await _dataset_page(request, signed, dataset_id, 422, errors=errors, values=values)
         body["duration_days"] = int(duration)
     try:
         created = await Api(request, signed).json(
@@ -1136,8 +1151,14 @@ def error_page(request: Request, status: int, title: str, message: str) -> Respo
 
 
 def install(app: FastAPI) -> None:
-    from gbadz.console import analysis  # its pages use this module's helpers: imported once both exist
+    from gbadz.console import (
+        analysis,
+        officer,
+        startup,
+    )  # they use this module's helpers: imported once both exist
 
+    app.include_router(startup.router)  # first: its /requests/{id}/withdraw is not a review action
+    app.include_router(officer.router)
     app.include_router(router)
     app.include_router(analysis.router)
 
