@@ -159,7 +159,8 @@ class TestClientSecretOnce:
         other.cookies.set("__Host-gbadz_once", once, domain="console.test")
         assert secret.group(1) not in other.get(location).text
         listed = admin.get("/console/admin/clients")
-        assert client_id in listed.text and secret.group(1) not in listed.text
+        assert client_id in listed.text
+        assert secret.group(1) not in listed.text
 
     def test_a_client_can_be_revoked_and_bad_input_is_named(
         self, admin: TestClient, app: FastAPI, world: World
@@ -203,7 +204,8 @@ class TestPeopleAndOrganisations:
         }
         short = admin.post("/console/admin/people", data=form | {"password": "tiny-secret"})
         assert 400 == short.status_code
-        assert 'id="password-error"' in short.text and "tiny-secret" not in short.text
+        assert 'id="password-error"' in short.text
+        assert "tiny-secret" not in short.text
         admin_role = admin.post("/console/admin/people", data=form | {"password": PASSWORD, "role": "admin"})
         assert (400, True) == (admin_role.status_code, 'id="role-error"' in admin_role.text)
         made = admin.post("/console/admin/people", data=form | {"password": PASSWORD})
@@ -252,6 +254,8 @@ class TestPeopleAndOrganisations:
         assert 303 == person.get("/console/catalog").status_code
         with app.state.sessionmaker() as session:
             org = session.get(Organization, org_id)
-            assert org is not None and org.disabled_at is not None and org.gba_registered
+            assert org is not None
+            assert org.disabled_at is not None
+            assert org.gba_registered
         own = admin.get("/console/admin/organizations")
         assert 'href="/console/admin/organizations/' + org_id + '/disable"' not in own.text
