@@ -225,7 +225,9 @@ class TestDemo:
         )
         assert hospital_entry["rows"] > hospital["pi_individuals"]  # people are counted, not rows
         # One person per role for the console, whose passwords the Argon2id hashes accept.
-        assert {"consumer", "provider", "compliance_officer"} == {p["role"] for p in report["people"]}
+        assert {"consumer", "provider", "compliance_officer", "admin"} == {
+            p["role"] for p in report["people"]
+        }
         from gbadz import db
         from gbadz.config import DatabaseSettings
         from gbadz.identity import people
@@ -236,7 +238,24 @@ class TestDemo:
                 user = people.authenticate(session, person["username"], person["password"])
                 assert user is not None, person["username"]
                 assert person["role"] == user.role
+            # One ready API client, its secret the one kept (as a hash), and no client per call:
+            # each organisation, role and office the demo called as has one client (issue #19).
+            import sqlalchemy as sa
+
+            from gbadz.identity import service
+            from gbadz.identity.models import OAuthClient
+
+            recipe = report["api_client"]
+            row = session.get(OAuthClient, recipe["client_id"])
+            assert row is not None
+            assert service.secret_matches(row, recipe["client_secret"])
+            assert f"-u {recipe['client_id']}:{recipe['client_secret']} " in recipe["curl"]
+            assert recipe["curl"].endswith("/oauth/token")
+            names = session.scalars(sa.select(OAuthClient.name)).all()
+            assert len(set(names)) == len(names)
         engine.dispose()
+        for written in home.rglob("*.log"):
+            assert recipe["client_secret"] not in written.read_text(errors="replace"), written
 
 
 class TestKeys:
