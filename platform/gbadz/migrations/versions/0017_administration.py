@@ -24,18 +24,19 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("organizations") as batch:
-        batch.add_column(sa.Column("operator", sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch.add_column(sa.Column("disabled_at", gbadz.models.UTCDateTime(), nullable=True))
+    # Plain ADD COLUMN, not a batch: SQLite would rebuild the table, and dropping the old
+    # ``organizations`` fails while people, clients and grants reference it.
+    op.add_column(
+        "organizations", sa.Column("operator", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
+    op.add_column("organizations", sa.Column("disabled_at", gbadz.models.UTCDateTime(), nullable=True))
     op.create_index(op.f("ix_organizations_disabled_at"), "organizations", ["disabled_at"])
-    with op.batch_alter_table("oauth_clients") as batch:
-        batch.add_column(sa.Column("name", sa.String(100), nullable=True))
+    op.add_column("oauth_clients", sa.Column("name", sa.String(100), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("oauth_clients") as batch:
-        batch.drop_column("name")
+    # ALTER TABLE ... DROP COLUMN (SQLite 3.35+ and PostgreSQL), for the same reason.
+    op.drop_column("oauth_clients", "name")
     op.drop_index(op.f("ix_organizations_disabled_at"), table_name="organizations")
-    with op.batch_alter_table("organizations") as batch:
-        batch.drop_column("disabled_at")
-        batch.drop_column("operator")
+    op.drop_column("organizations", "disabled_at")
+    op.drop_column("organizations", "operator")
