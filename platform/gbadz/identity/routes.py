@@ -107,7 +107,7 @@ def list_clients(principal: Admin, session: ReadSession, org_id: OrgFilter = Non
     "/clients",
     response_model=ClientRead,
     status_code=201,
-    responses=error_responses(BadRequest, NotFound),
+    responses=error_responses(BadRequest, NotFound, Conflict),
     summary="Register an OAuth client for an organisation (admin); the secret is shown once",
 )
 def create_client(body: ClientCreate, principal: Admin, session: WriteSession) -> ClientRead:
