@@ -259,3 +259,22 @@ class TestPeopleAndOrganisations:
             assert org.gba_registered
         own = admin.get("/console/admin/organizations")
         assert 'href="/console/admin/organizations/' + org_id + '/disable"' not in own.text
+
+    def test_choices_and_refusals_are_named_beside_their_fields_in_chinese(
+        self, admin: TestClient, world: World
+    ) -> None:
+        """A missing choice and the API's refusal are shown beside their fields in the reader's script."""
+        admin.cookies.set("gbadz_lang", "zh-Hant", domain="console.test")
+        csrf = _csrf(admin.get("/console/admin/people").text)
+        form = {"csrf": csrf, "username": "kit-zh", "display_name": "Kit", "password": "short"}
+        unchosen = admin.post("/console/admin/people", data=form | {"org_id": "", "role": ""})
+        assert 422 == unchosen.status_code
+        assert '<p class="error" id="org_id-error">請選擇機構。</p>' in unchosen.text
+        assert '<p class="error" id="role-error">請選擇角色。</p>' in unchosen.text
+        refused = admin.post(
+            "/console/admin/people", data=form | {"org_id": world.startup_org, "role": "consumer"}
+        )
+        assert 400 == refused.status_code
+        assert '<p class="error" id="password-error">須為 12 至 256 個字元</p>' in refused.text
+        assert 'value="kit-zh"' in refused.text  # what was typed stays, except the password
+        assert 'value="short"' not in refused.text

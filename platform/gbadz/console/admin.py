@@ -48,6 +48,18 @@ CLIENT_FIELDS = {"org_id", "role", "name"}
 PERSON_FIELDS = {"org_id", "username", "display_name", "role", "password"}
 
 
+#: The choices a form needs before it goes to the API (a missing one is named beside its field).
+CHOOSE = {
+    "jurisdiction": "Choose the jurisdiction.",
+    "org_id": "Choose the organisation.",
+    "role": "Choose the role.",
+}
+
+
+def _unchosen(values: dict[str, Any], *names: str) -> dict[str, str]:
+    return {name: CHOOSE[name] for name in names if not values.get(name)}
+
+
 # -- the secret, once --------------------------------------------------------------------------
 def _once_key(request: Request) -> bytes:
     key: bytes | None = getattr(request.app.state, "console_once_key", None)
@@ -121,6 +133,8 @@ async def create_organization(request: Request, signed: Administrator) -> Respon
     body: dict[str, Any] = {"name": values["name"], "jurisdiction": values["jurisdiction"], **flags}
     if values["registration_no"]:
         body["registration_no"] = values["registration_no"]
+    if errors := _unchosen(values, "jurisdiction"):
+        return await _org_page(request, signed, 422, errors=errors, values=values | flags)
     try:
         created = await Api(request, signed).json("POST", "/api/v1/organizations", json=body)
     except ApiFailed as failure:
@@ -191,6 +205,8 @@ async def create_client(request: Request, signed: Administrator) -> Response:
     body: dict[str, Any] = {"org_id": values["org_id"], "role": values["role"]}
     if values["name"]:
         body["name"] = values["name"]
+    if errors := _unchosen(values, "org_id", "role"):
+        return await _clients_page(request, signed, 422, errors=errors, error_for="new", values=values)
     try:
         created = await Api(request, signed).json("POST", "/api/v1/clients", json=body)
     except ApiFailed as failure:
@@ -270,6 +286,9 @@ async def create_person(request: Request, signed: Administrator) -> Response:
         name: str(form.get(name) or "").strip() for name in ("org_id", "username", "display_name", "role")
     }
     body["password"] = str(form.get("password") or "")
+    if errors := _unchosen(body, "org_id", "role"):
+        values = {k: v for k, v in body.items() if k != "password"}
+        return await _people_page(request, signed, 422, errors=errors, error_for="new", values=values)
     try:
         created = await Api(request, signed).json("POST", "/api/v1/people", json=body)
     except ApiFailed as failure:

@@ -1237,6 +1237,33 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "由您设定其初始密码并亲自交给本人；密码不会以明文显示、保存或记录。只有数据特区运营方的人员可担任管理员。",
         "由您設定其初始密碼並親自交給本人；密碼不會以明文顯示、保存或記錄。只有數據特區營運方的人員可擔任管理員。",
     ),
+    "Choose the jurisdiction.": (None, "请选择法域。", "請選擇法域。"),
+    "Choose the organisation.": (None, "请选择机构。", "請選擇機構。"),
+    "Choose the role.": (None, "请选择角色。", "請選擇角色。"),
+    # The API's messages for these forms, as the console shows them beside the field.
+    "must be 1-300 characters": (None, "须为 1 至 300 个字符", "須為 1 至 300 個字元"),
+    "must be 1-200 characters": (None, "须为 1 至 200 个字符", "須為 1 至 200 個字元"),
+    "must be 12-256 characters": (None, "须为 12 至 256 个字符", "須為 12 至 256 個字元"),
+    "3-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit": (
+        None,
+        "3 至 64 个字符，只可使用 a-z、0-9、“.”、“_”或“-”，并以字母或数字开头",
+        "3 至 64 個字元，只可使用 a-z、0-9、「.」、「_」或「-」，並以字母或數字開頭",
+    ),
+    "only people of the zone's operator organisation may be administrators": (
+        None,
+        "只有数据特区运营方的人员可担任管理员",
+        "只有數據特區營運方的人員可擔任管理員",
+    ),
+    "an administrator cannot disable their own organisation": (
+        None,
+        "管理员不能停用其本人所属的机构",
+        "管理員不能停用其本人所屬的機構",
+    ),
+    "an administrator cannot disable their own account": (
+        None,
+        "管理员不能停用本人的账号",
+        "管理員不能停用本人的帳號",
+    ),
 }
 
 CATALOG: dict[str, dict[str, str]] = {
