@@ -225,7 +225,9 @@ class TestDemo:
         )
         assert hospital_entry["rows"] > hospital["pi_individuals"]  # people are counted, not rows
         # One person per role for the console, whose passwords the Argon2id hashes accept.
-        assert {"consumer", "provider", "compliance_officer"} == {p["role"] for p in report["people"]}
+        assert {"consumer", "provider", "compliance_officer", "admin"} == {
+            p["role"] for p in report["people"]
+        }
         # A person for every demo organisation with a role in the journeys (issue #19).
         assert {
             "Victoria Harbour Analytics (startup)",
@@ -235,6 +237,7 @@ class TestDemo:
             "Macao Tourism Board",
             "Shenzhen Western Port Authority",
             "Special Data Zone Compliance Office",
+            "Special Data Zone Operator",
         } == {p["org"] for p in report["people"]}
         from gbadz import db
         from gbadz.config import DatabaseSettings
@@ -246,7 +249,24 @@ class TestDemo:
                 user = people.authenticate(session, person["username"], person["password"])
                 assert user is not None, person["username"]
                 assert person["role"] == user.role
+            # One ready API client, its secret the one kept (as a hash), and no client per call:
+            # each organisation, role and office the demo called as has one client (issue #19).
+            import sqlalchemy as sa
+
+            from gbadz.identity import service
+            from gbadz.identity.models import OAuthClient
+
+            recipe = report["api_client"]
+            row = session.get(OAuthClient, recipe["client_id"])
+            assert row is not None
+            assert service.secret_matches(row, recipe["client_secret"])
+            assert f"-u {recipe['client_id']}:{recipe['client_secret']} " in recipe["curl"]
+            assert recipe["curl"].endswith("/oauth/token")
+            names = session.scalars(sa.select(OAuthClient.name)).all()
+            assert len(set(names)) == len(names)
         engine.dispose()
+        for written in home.rglob("*.log"):
+            assert recipe["client_secret"] not in written.read_text(errors="replace"), written
 
 
 class TestKeys:
@@ -372,3 +392,81 @@ class TestOrgsAndClients:
         result = run_cli(home, "clients", "create", "--org", org["id"], "--role", "root", **env)
         assert 1 == result.returncode
         assert "provider consumer compliance_officer admin" in result.stderr
+
+    def test_lists_show_whole_ids_on_a_narrow_terminal(self, home: Path, tmp_path: Path) -> None:
+        """`orgs list`, `clients list` and `users list` never cut an id, even 50 columns wide;
+        `orgs disable` disables once and says so in one line the second time."""
+        env = {
+            "GBADZ_DB__URL": f"sqlite:///{tmp_path / 'admin.db'}",
+            "GBADZ_S3__ENDPOINT_URL": "http://127.0.0.1:1",
+        }
+        run_cli(home, "db", "upgrade", **env)
+        org = json.loads(
+            run_cli(
+                home,
+                "orgs",
+                "create",
+                "--name",
+                "Zone operator",
+                "--jurisdiction",
+                "CN-SZ",
+                "--operator",
+                "--json",
+                **env,
+            ).stdout
+        )
+        assert org["operator"] is True
+        client = json.loads(
+            run_cli(
+                home,
+                "clients",
+                "create",
+                "--org",
+                org["id"],
+                "--role",
+                "admin",
+                "--name",
+                "ops",
+                "--json",
+                **env,
+            ).stdout
+        )
+        password = tmp_path / "password"
+        password.write_text("a long enough first password\n")
+        made = run_cli(
+            home,
+            "users",
+            "create",
+            "--org",
+            org["id"],
+            "--role",
+            "admin",
+            "--username",
+            "root-admin",
+            "--display-name",
+            "Ada",
+            "--password-file",
+            str(password),
+            **env,
+        )
+        assert 0 == made.returncode, made.stderr
+        narrow = env | {"COLUMNS": "50"}
+        for command, ids in (
+            (("orgs", "list"), [org["id"]]),
+            (("clients", "list"), [client["client_id"], org["id"]]),
+            (("users", "list"), ["root-admin", org["id"]]),
+        ):
+            shown = run_cli(home, *command, **narrow)
+            assert 0 == shown.returncode, shown.stderr
+            for whole in ids:
+                assert whole in shown.stdout, (command, shown.stdout)
+            assert "…" not in shown.stdout
+        listed = json.loads(run_cli(home, "clients", "list", "--org", org["id"], "--json", **env).stdout)
+        assert [(client["client_id"], "ops")] == [(c["client_id"], c["name"]) for c in listed]
+        assert all("client_secret" not in c for c in listed)
+        assert client["client_secret"] not in run_cli(home, "clients", "list", **env).stdout
+        assert 0 == run_cli(home, "orgs", "disable", org["id"], **env).returncode
+        assert "disabled" in run_cli(home, "orgs", "list", **env).stdout
+        again = run_cli(home, "orgs", "disable", org["id"], **env)
+        assert (1, 1) == (again.returncode, len(again.stderr.strip().splitlines()))
+        assert "already disabled" in again.stderr

@@ -52,7 +52,7 @@ REFUSED_EXAMPLES = 2
 ROLES = ("consumer", "provider", "compliance_officer", "admin")
 SHARING = "/delta-sharing/"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-ENDS = re.compile(r"/(revoke|retire|withdraw|amend|deprecate|redecide)$")
+ENDS = re.compile(r"/(revoke|retire|withdraw|amend|deprecate|redecide|disable)$")
 MODES = st.sampled_from([GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
 

@@ -19,6 +19,7 @@ import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from gbadz import db, embedded, log, storage
@@ -177,8 +178,33 @@ def _org_payload(org: Any) -> dict[str, Any]:
         "registration_no": org.registration_no,
         "gba_registered": org.gba_registered,
         "ciio": org.ciio,
+        "operator": org.operator,
         "created_at": org.created_at.isoformat(),
+        "disabled_at": org.disabled_at.isoformat() if org.disabled_at else None,
     }
+
+
+def _show(headers: list[str], rows: list[list[str]], ids: int = 1) -> None:
+    """A table whose first ``ids`` columns are whole ids, never cut with an ellipsis. When the
+    terminal is too narrow for the whole table, each row is printed as its own short block
+    instead (the id on a line of its own, then one field a line), so nothing is ever cut."""
+    table = Table()
+    for index, header in enumerate(headers):
+        if index < ids:
+            table.add_column(header, no_wrap=True, overflow="fold")
+        else:
+            table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    needed = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    if needed <= out.width:
+        out.print(table)
+        return
+    label = max(len(h) for h in headers)
+    for row in rows:
+        out.print(row[0], soft_wrap=True, highlight=False)
+        for header, value in zip(headers[1:], row[1:], strict=True):
+            out.print(f"  {header:<{label}}  {value}", soft_wrap=True, highlight=False)
 
 
 @orgs_app.command("create")
@@ -196,6 +222,9 @@ def orgs_create(
     ciio: Annotated[
         bool, typer.Option("--ciio", help="A critical information infrastructure operator.")
     ] = False,
+    operator: Annotated[
+        bool, typer.Option("--operator", help="The zone's operator: its people may be administrators.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Register an organisation; prints it with its id."""
@@ -210,6 +239,7 @@ def orgs_create(
             registration_no=registration_no,
             gba_registered=gba_registered,
             ciio=ciio,
+            operator=operator,
         )
         payload = _org_payload(org)
     if as_json:
@@ -228,16 +258,33 @@ def orgs_list(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(payload)
         return
-    table = Table("id", "name", "jurisdiction", "GBA", "CIIO")
-    for o in payload:
-        table.add_row(
-            o["id"],
-            o["name"],
-            o["jurisdiction"],
-            "yes" if o["gba_registered"] else "no",
-            "yes" if o["ciio"] else "no",
-        )
-    out.print(table)
+    _show(
+        ["id", "name", "jurisdiction", "GBA", "CIIO", "operator", "state"],
+        [
+            [
+                o["id"],
+                o["name"],
+                o["jurisdiction"],
+                "yes" if o["gba_registered"] else "no",
+                "yes" if o["ciio"] else "no",
+                "yes" if o["operator"] else "no",
+                "disabled" if o["disabled_at"] else "active",
+            ]
+            for o in payload
+        ],
+    )
+
+
+@orgs_app.command("disable")
+def orgs_disable(
+    org_id: Annotated[str, typer.Argument(help="The organisation's id (see `gbadz orgs list`).")],
+) -> None:
+    """Disable an organisation: its people and clients stop working at once; its grants and records stay."""
+    from gbadz.identity import service
+
+    with _session() as session:
+        service.disable_organization(session, actor="cli:admin", actor_org_id="", org_id=org_id)
+    out.print(f"disabled organisation {org_id}")
 
 
 @clients_app.command("create")
@@ -247,6 +294,7 @@ def clients_create(
     jwks_file: Annotated[
         Path | None, typer.Option(help="Public JWKS file: register for private_key_jwt instead of a secret.")
     ] = None,
+    name: Annotated[str | None, typer.Option(help="What the client is for (at most 100 characters).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Register an OAuth client; prints client_id and a one-time client_secret."""
@@ -267,6 +315,7 @@ def clients_create(
             role=role,
             auth_method="private_key_jwt" if jwks is not None else "client_secret",
             jwks=jwks,
+            name=name,
         )
         scopes = sorted(ROLE_SCOPES[issued.client.role])
         payload: dict[str, Any] = {
@@ -289,7 +338,10 @@ def clients_create(
 @users_app.command("create")
 def users_create(
     org: Annotated[str, typer.Option(help="Organisation id (see `gbadz orgs list`).")],
-    role: Annotated[str, typer.Option(help="provider, consumer or compliance_officer.")],
+    role: Annotated[
+        str,
+        typer.Option(help="provider, consumer, compliance_officer or admin (operator organisations only)."),
+    ],
     username: Annotated[str, typer.Option(help="3-64 characters: a-z 0-9 . _ -")],
     display_name: Annotated[str, typer.Option(help="The name shown in the console.")],
     password_file: Annotated[
@@ -327,6 +379,82 @@ def users_disable(username: Annotated[str, typer.Argument(help="The person to di
     with _session() as session:
         people.disable_user(session, actor="cli:admin", username=username)
     out.print(f"disabled {username}")
+
+
+@clients_app.command("list")
+def clients_list(
+    org: Annotated[str | None, typer.Option(help="Only this organisation's clients.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List OAuth clients (never a secret: only its hash is kept)."""
+    from gbadz.identity import service
+    from gbadz.identity.scopes import ROLE_SCOPES
+
+    with _session() as session:
+        payload: list[dict[str, Any]] = [
+            {
+                "client_id": c.client_id,
+                "org_id": c.org_id,
+                "role": c.role,
+                "name": c.name,
+                "auth_method": c.auth_method,
+                "scopes": sorted(ROLE_SCOPES[c.role]),
+                "created_at": c.created_at.isoformat(),
+                "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+            }
+            for c in service.list_clients(session, org)
+        ]
+    if as_json:
+        _print_json(payload)
+        return
+    _show(
+        ["client_id", "org_id", "role", "name", "state"],
+        [
+            [
+                c["client_id"],
+                c["org_id"],
+                c["role"],
+                c["name"] or "",
+                "revoked" if c["revoked_at"] else "active",
+            ]
+            for c in payload
+        ],
+        ids=2,
+    )
+
+
+@users_app.command("list")
+def users_list(
+    org: Annotated[str | None, typer.Option(help="Only this organisation's people.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List people who sign in to the console."""
+    from gbadz.identity import people
+
+    with _session() as session:
+        payload: list[dict[str, Any]] = [
+            {
+                "id": u.id,
+                "username": u.username,
+                "display_name": u.display_name,
+                "org_id": u.org_id,
+                "role": u.role,
+                "created_at": u.created_at.isoformat(),
+                "disabled_at": u.disabled_at.isoformat() if u.disabled_at else None,
+            }
+            for u in people.list_users(session, org)
+        ]
+    if as_json:
+        _print_json(payload)
+        return
+    _show(
+        ["username", "org_id", "role", "state"],
+        [
+            [u["username"], u["org_id"], u["role"], "disabled" if u["disabled_at"] else "active"]
+            for u in payload
+        ],
+        ids=2,
+    )
 
 
 @clients_app.command("revoke")

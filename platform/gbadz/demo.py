@@ -105,6 +105,18 @@ def run(settings: Settings, console: Console | None) -> dict[str, Any]:
     say("[bold]13. console[/bold] people who can sign in at /console/ (demo passwords, loopback only):")
     for person in report["people"]:
         say(f"   {person['username']:<14} {person['password']:<24} {person['role']:<18} {person['org']}")
+    report["api_client"] = recipe = _recipe(resolved, organisations)
+    say(
+        f"[bold]14. API client[/bold] a ready client for {recipe['org']} ({recipe['role']}: {recipe['scope']}):"
+    )
+    if console is not None:  # as plain text, never wrapped: these lines are for copying
+        for line in (
+            f"   client_id     {recipe['client_id']}",
+            f"   client_secret {recipe['client_secret']}",
+            f"   {recipe['curl']}",
+            f'   then: curl -s -H "Authorization: Bearer <access_token>" {resolved.oauth.issuer}/api/v1/datasets',
+        ):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     say(
         "\n[green]gbadz works.[/green] Run the API and console with `gbadz serve` "
         f"({resolved.oauth.issuer}/console/); stop the embedded services "
@@ -123,6 +135,7 @@ DEMO_PEOPLE = (
     ("mo-tourism", "Leong Ka-man", "provider", "Macao Tourism Board"),
     ("sz-port", "Zhang Min", "provider", "Shenzhen Western Port Authority"),
     ("gz-startup", "Chen Jie", "consumer", "Pearl River Insights (startup)"),
+    ("admin", "Chan Tai-man", "admin", "Special Data Zone Operator"),
 )
 
 
@@ -198,6 +211,8 @@ PROVIDERS = {
 }
 STARTUPS = {"Victoria Harbour Analytics (startup)": "HK", "Pearl River Insights (startup)": "CN-GZ"}
 OFFICE = {"Special Data Zone Compliance Office": "CN-SZ"}
+#: The zone's operator: its people administer organisations, clients and people (issue #19).
+OPERATOR = {"Special Data Zone Operator": "CN-SZ"}
 
 
 def _register_organisations(settings: Settings) -> dict[str, str]:
@@ -211,7 +226,7 @@ def _register_organisations(settings: Settings) -> dict[str, str]:
     try:
         with db.make_sessionmaker(engine).begin() as session:
             ids: dict[str, str] = {}
-            for name, jurisdiction in {**PROVIDERS, **STARTUPS, **OFFICE}.items():
+            for name, jurisdiction in {**PROVIDERS, **STARTUPS, **OFFICE, **OPERATOR}.items():
                 org = session.scalar(sa.select(Organization).where(Organization.name == name))
                 if org is None:
                     org = service.create_organization(
@@ -221,6 +236,7 @@ def _register_organisations(settings: Settings) -> dict[str, str]:
                         jurisdiction=jurisdiction,
                         # Registered in a GBA city, Hong Kong or Macao (not CN or OTHER).
                         gba_registered=jurisdiction not in ("CN", "OTHER"),
+                        operator=name in OPERATOR,
                     )
                 ids[name] = org.id
             return ids
@@ -228,21 +244,90 @@ def _register_organisations(settings: Settings) -> dict[str, str]:
         engine.dispose()
 
 
-def _token(settings: Settings, org_id: str, role: str) -> str:
-    """A fresh OAuth client for the demo's caller, and a token for it (client credentials)."""
-    from gbadz.identity import service
-
-    engine = db.create_engine(settings.db)
-    try:
-        with db.make_sessionmaker(engine).begin() as session:
-            issued = service.create_client(session, actor="gbadz-demo", org_id=org_id, role=role)
-            client_id, secret = issued.client.client_id, issued.client_secret or ""
-    finally:
-        engine.dispose()
+def _token(settings: Settings, org_id: str, role: str, purpose: str = "") -> str:
+    """A token for the demo's caller (client credentials), from its named demo client."""
+    client_id, secret = _demo_client(settings, org_id, role, purpose)
     answer = _call(
         "POST", "/oauth/token", settings, data={"grant_type": "client_credentials"}, auth=(client_id, secret)
     )
     return str(answer["access_token"])
+
+
+def _demo_client(settings: Settings, org_id: str, role: str, purpose: str = "") -> tuple[str, str]:
+    """The demo's client for this organisation, role and purpose (a second office of one
+    organisation, for four eyes, is a client of its own): created once and kept, with its secret,
+    in ``<home>/demo-clients.json`` (owner-only), so re-running the demo does not pile up clients.
+    A client that was revoked, or a file that was lost, gets a new client."""
+    import sqlalchemy as sa
+
+    from gbadz.identity import service
+    from gbadz.identity.models import OAuthClient, Organization
+
+    path = settings.home / "demo-clients.json"
+    try:
+        kept: dict[str, dict[str, str]] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    key = f"{org_id}/{role}/{purpose}"
+    engine = db.create_engine(settings.db)
+    try:
+        with db.make_sessionmaker(engine).begin() as session:
+            entry = kept.get(key, {})
+            row = session.get(OAuthClient, entry.get("client_id", ""))
+            if (
+                row is not None
+                and row.revoked_at is None
+                and service.secret_matches(row, entry.get("secret", ""))
+            ):
+                return row.client_id, entry["secret"]
+            org_name = session.scalar(sa.select(Organization.name).where(Organization.id == org_id)) or ""
+            issued = service.create_client(
+                session,
+                actor="gbadz-demo",
+                org_id=org_id,
+                role=role,
+                name=f"gbadz demo: {org_name[:50]} {purpose or role}",
+            )
+            client_id, secret = issued.client.client_id, issued.client_secret or ""
+    finally:
+        engine.dispose()
+    kept[key] = {"client_id": client_id, "secret": secret}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(json.dumps(kept, indent=2))
+    return client_id, secret
+
+
+def _recipe(settings: Settings, orgs: dict[str, str]) -> dict[str, str]:
+    """One ready API client: the Hong Kong startup's, with a curl that gets a token for it."""
+    from gbadz.identity.scopes import ROLE_SCOPES
+
+    org, role = "Victoria Harbour Analytics (startup)", "consumer"
+    client_id, secret = _demo_client(settings, orgs[org], role)
+    scope = " ".join(sorted(ROLE_SCOPES[role]))
+    token_url = f"{settings.oauth.issuer}/oauth/token"
+    curl = (
+        f"curl -s -u {client_id}:{secret} -d grant_type=client_credentials "
+        f'--data-urlencode "scope={scope}" {token_url}'
+    )
+    # The recipe is tried before it is printed: the same request, to the same endpoint.
+    _call(
+        "POST",
+        "/oauth/token",
+        settings,
+        data={"grant_type": "client_credentials", "scope": scope},
+        auth=(client_id, secret),
+    )
+    return {
+        "org": org,
+        "role": role,
+        "scope": scope,
+        "client_id": client_id,
+        "client_secret": secret,
+        "token_url": token_url,
+        "curl": curl,
+    }
 
 
 def _on_file(settings: Settings, headers: dict[str, str], item: dict[str, Any]) -> dict[str, Any]:
@@ -459,7 +544,7 @@ def _deliveries_and_compliance(
     today = datetime.now(UTC).date()
     effective = today - timedelta(days=30)
     data_office = {
-        "Authorization": f"Bearer {_token(settings, orgs['Shenzhen Harbour Hospital Group'], 'provider')}"
+        "Authorization": f"Bearer {_token(settings, orgs['Shenzhen Harbour Hospital Group'], 'provider', 'data office')}"
     }
     pair = {
         "exporter_org_id": orgs["Shenzhen Harbour Hospital Group"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import sqlite3
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from gbadz import db
 from gbadz.app import create_app
 from gbadz.config import DatabaseSettings, OAuthSettings, Settings
 from gbadz.console.session import SESSION_COOKIE, digest
-from gbadz.identity import people, service
+from gbadz.identity import people
 from tests.console.conftest import BASE
 from tests.console.world import World
 
@@ -81,18 +82,28 @@ class TestUpgradeClosesStoredSessions:
             update={"db": DatabaseSettings(url=fresh_database_url), "oauth": OAuthSettings(issuer=BASE)}
         )
         app = create_app(upgraded)
-        with app.state.sessionmaker.begin() as session:
-            org = service.create_organization(session, actor="test", name="old-org", jurisdiction="HK")
-            user = people.create_user(
-                session,
-                actor="test",
-                org_id=org.id,
-                username="officer.old",
-                display_name="Old Officer",
-                role="compliance_officer",
-                password=secrets.token_urlsafe(16),
+        # Rows as 0010 stored them, in its own columns (the ORM's are the latest schema's).
+        user_id, org_id = str(uuid.uuid4()), str(uuid.uuid4())
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO organizations (id, name, jurisdiction, gba_registered, ciio, created_at)"
+                    " VALUES (:o, 'old-org', 'HK', false, false, :n)"
+                ),
+                {"o": org_id, "n": datetime.now(UTC)},
             )
-            user_id, org_id = user.id, org.id
+            conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, username, display_name, org_id, role, password_hash, created_at)"
+                    " VALUES (:u, 'officer.old', 'Old Officer', :o, 'compliance_officer', :p, :n)"
+                ),
+                {
+                    "u": user_id,
+                    "o": org_id,
+                    "p": people._hasher.hash(secrets.token_urlsafe(16)),
+                    "n": datetime.now(UTC),
+                },
+            )
         token = app.state.authorization_server.person_token_for("officer.old", org_id, "compliance_officer")
         cookie = secrets.token_urlsafe(32)
         now = datetime.now(UTC)

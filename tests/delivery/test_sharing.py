@@ -99,6 +99,23 @@ def test_load_as_pandas_reads_exactly_the_grant(
         kinds = session.scalars(sa.select(LogEntry.kind).where(LogEntry.grant_id == asked["grant_id"])).all()
     assert "delta_sharing_query" in kinds
 
+    # Disabling the recipient's organisation stops its sharing token at once, the grant untouched.
+    admin = make_client(app, "admin")
+    admin_token = httpx.post(
+        f"{base}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(admin.client_id, admin.client_secret or ""),
+    ).json()["access_token"]
+    sharing = {"Authorization": f"Bearer {body['bearerToken']}"}
+    assert 200 == httpx.get(f"{base}/delta-sharing/shares", headers=sharing).status_code
+    consumer_org = httpx.get(f"{base}/api/v1/me", headers=auth).json()["org_id"]
+    disabled = httpx.post(
+        f"{base}/api/v1/organizations/{consumer_org}/disable",
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
+    assert 200 == disabled.status_code, disabled.text
+    assert 401 == httpx.get(f"{base}/delta-sharing/shares", headers=sharing).status_code
+
     # Revoking the grant ends the share at once; a forged token is refused.
     revoked = httpx.post(
         f"{base}/api/v1/grants/{asked['grant_id']}/revoke",

@@ -54,6 +54,7 @@ HOME = {
     "consumer": "/console/catalog",
     "provider": "/console/provider",
     "compliance_officer": "/console/compliance",
+    "admin": "/console/admin/organizations",
 }
 CATEGORIES = ("general", "important", "core")
 
@@ -132,6 +133,10 @@ Consumer = Annotated[Signed, role("consumer")]
 Provider = Annotated[Signed, role("provider")]
 Reviewer = Annotated[Signed, role("provider", "compliance_officer")]
 Officer = Annotated[Signed, role("compliance_officer")]
+#: Whoever is signed in, administrators included (signing out, the home redirect): an
+#: administrator sees no participant page (``Anyone``) and no participant sees theirs.
+Everyone = Annotated[Signed, role("consumer", "provider", "compliance_officer", "admin")]
+Administrator = Annotated[Signed, role("admin")]
 
 
 async def form_of(request: Request, signed: Signed) -> FormData:
@@ -232,7 +237,7 @@ async def login(request: Request, next: str | None = None) -> Response:
             "response_type": "code",
             "client_id": CONSOLE_CLIENT_ID,
             "redirect_uri": issuer + CONSOLE_CALLBACK,
-            "scope": "catalog:read datasets:publish access:request access:review transfers:audit",
+            "scope": "catalog:read datasets:publish access:request access:review transfers:audit admin",
             "state": state,
             "code_challenge": challenge,
             "code_challenge_method": "S256",
@@ -287,7 +292,7 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
 
 
 @router.post("/logout")
-async def logout(request: Request, signed: Anyone) -> Response:
+async def logout(request: Request, signed: Everyone) -> Response:
     await form_of(request, signed)
     await run_in_threadpool(session.close, _sessions(request), signed.id_hash, signed.person)
     _tokens(request.app).forget(signed.id_hash)
@@ -310,7 +315,7 @@ async def choose_language(request: Request, to: str = "en", next: str = "/consol
 
 
 @router.get("/")
-async def home(request: Request, signed: Anyone) -> Response:
+async def home(request: Request, signed: Everyone) -> Response:
     return RedirectResponse(HOME[signed.person.role], status_code=303)
 
 
@@ -1152,15 +1157,17 @@ def error_page(request: Request, status: int, title: str, message: str) -> Respo
 
 def install(app: FastAPI) -> None:
     from gbadz.console import (
+        admin,
         analysis,
         officer,
         startup,
-    )  # they use this module's helpers: imported once both exist
+    )  # their pages use this module's helpers: imported once both exist
 
     app.include_router(startup.router)  # first: its /requests/{id}/withdraw is not a review action
     app.include_router(officer.router)
     app.include_router(router)
     app.include_router(analysis.router)
+    app.include_router(admin.router)
 
     async def sign_in(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignInRequired)

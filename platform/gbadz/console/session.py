@@ -164,18 +164,25 @@ def load(sessions: sessionmaker[Session], settings: ConsoleSettings, value: str 
             return None
         user = session.get(User, row.user_id)
         idle = now - row.last_seen_at > timedelta(seconds=settings.idle_ttl_s)
-        if row.expires_at <= now or idle or user is None or user.disabled_at is not None:
+        org = session.get(Organization, user.org_id) if user is not None else None
+        if (
+            row.expires_at <= now
+            or idle
+            or user is None
+            or user.disabled_at is not None
+            or org is None
+            or org.disabled_at is not None  # its people's sessions end with it (issue #19)
+        ):
             session.delete(row)
             return None
         if now - row.last_seen_at > timedelta(seconds=TOUCH_EVERY_S):
             row.last_seen_at = now
-        org = session.get(Organization, user.org_id)
         person = Person(
             id=user.id,
             username=user.username,
             display_name=user.display_name,
             org_id=user.org_id,
-            org_name=org.name if org else user.org_id,
+            org_name=org.name,
             role=user.role,
         )
         return Signed(row.id_hash, person, row.csrf_token)

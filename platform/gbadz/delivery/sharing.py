@@ -28,6 +28,7 @@ from gbadz.crypto.keys import KeyProvider
 from gbadz.crypto.signing import Signer, verify
 from gbadz.delivery import repository, service
 from gbadz.errors import GbadzError, GrantInactive, GrantNotFound, NotFound
+from gbadz.identity.models import Organization
 from gbadz.law.rules import RuleSet
 from gbadz.translog.log import TransferLog
 
@@ -100,6 +101,11 @@ def recipient_grant(sessions: sessionmaker[Session], keys: KeyProvider, authoriz
         status = grant.status(datetime.now(UTC))
         if status != "active":
             raise GrantInactive(f"grant: the grant is {status}; nothing more can be shared", field="grant")
+        # A disabled organisation's tokens stop, its sharing tokens included; the grant itself
+        # is left as it is (issue #19, ADR 0023).
+        recipient = session.get(Organization, grant.grantee_org_id)
+        if recipient is None or recipient.disabled_at is not None:
+            raise SharingError("the recipient organisation is disabled")
         session.expunge(grant)
         return grant
 

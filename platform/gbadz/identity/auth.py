@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from gbadz import audit
 from gbadz.config import ExternalIssuer, OAuthSettings
 from gbadz.errors import InsufficientScope, Unauthenticated
-from gbadz.identity.models import OAuthClient, RevokedToken, User
+from gbadz.identity.models import OAuthClient, Organization, RevokedToken, User
 from gbadz.identity.scopes import ROLE_SCOPES
 from gbadz.identity.service import Viewer, Viewers
 from gbadz.identity.tokens import (
@@ -101,7 +101,7 @@ class ClaimRefused(TokenRejected):
 
 
 class RevocationView:
-    """Revoked token ids, revoked clients and disabled people, kept in memory and re-read from the database.
+    """Revoked token ids, revoked clients, disabled people and organisations, kept in memory and re-read from the database.
 
     A background task (:meth:`load` through :func:`gbadz.background.every`, started with the
     app) re-reads them every ``refresh_s`` with one indexed query, in a worker thread on the
@@ -123,6 +123,7 @@ class RevocationView:
         self._jtis: frozenset[str] = frozenset()
         self._clients: frozenset[str] = frozenset()
         self._people: frozenset[str] = frozenset()
+        self._orgs: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._swap = threading.Lock()
 
@@ -148,7 +149,7 @@ class RevocationView:
             self.load()
 
     def load(self) -> None:
-        """Read the revoked tokens, clients and disabled people (the background refresh calls this every ``refresh_s``)."""
+        """Read the revoked tokens, clients, disabled people and organisations (the background refresh calls this every ``refresh_s``)."""
         started = time.monotonic()
         with self.sessions() as session:
             now = datetime.now(UTC)
@@ -162,9 +163,12 @@ class RevocationView:
                 "user:" + name
                 for name in session.scalars(sa.select(User.username).where(User.disabled_at.is_not(None)))
             )
+            orgs = frozenset(
+                session.scalars(sa.select(Organization.id).where(Organization.disabled_at.is_not(None)))
+            )
         with self._swap:  # a read that started earlier never replaces a later one
             if started >= self._loaded_at:
-                self._jtis, self._clients, self._people = jtis, clients, people
+                self._jtis, self._clients, self._people, self._orgs = jtis, clients, people, orgs
                 self._loaded_at = started
 
     def check(self, principal: Principal, arrived: float | None = None) -> None:
@@ -182,6 +186,10 @@ class RevocationView:
         # A person's token dies with their account (issue #20 item 8), not at its expiry.
         if not principal.external and principal.subject in self._people:
             raise TokenRejected("the person's account is disabled")
+        # Every token of a disabled organisation dies with it (issue #19), an external issuer's
+        # included: the issuer speaks for the organisation, and the organisation is out.
+        if principal.org_id in self._orgs:
+            raise TokenRejected("the organisation is disabled")
 
 
 class Authenticator:

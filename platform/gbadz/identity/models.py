@@ -20,7 +20,11 @@ class Organization(Base):
     jurisdiction: Mapped[str] = mapped_column(sa.String(16))
     gba_registered: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     ciio: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    #: The zone's operator: the only kind of organisation whose people may be administrators.
+    operator: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Disabled: its people and clients stop working at once; its grants and records stay.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None, index=True)
 
     __table_args__ = (sa.UniqueConstraint("name", name="uq_organizations_name"),)
 
@@ -31,6 +35,8 @@ class OAuthClient(Base):
     client_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     org_id: Mapped[str] = mapped_column(sa.ForeignKey("organizations.id"), index=True)
     role: Mapped[str] = mapped_column(sa.String(32))
+    #: What the client is for, as its administrator named it (optional; never a secret).
+    name: Mapped[str | None] = mapped_column(sa.String(100), default=None)
     auth_method: Mapped[str] = mapped_column(sa.String(32))
     secret_salt: Mapped[str | None] = mapped_column(sa.String(64), default=None)
     secret_hash: Mapped[str | None] = mapped_column(sa.String(128), default=None)

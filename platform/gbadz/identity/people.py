@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -13,12 +14,12 @@ from sqlalchemy.orm import Session
 
 from gbadz import audit
 from gbadz.errors import BadRequest, Conflict, NotFound
-from gbadz.identity.models import User
-from gbadz.identity.service import get_organization
+from gbadz.identity.models import Organization, User
+from gbadz.identity.service import active_organization
 from gbadz.models import utcnow
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
-PEOPLE_ROLES = ("provider", "consumer", "compliance_officer")
+PEOPLE_ROLES = ("provider", "consumer", "compliance_officer", "admin")
 MIN_PASSWORD = 12
 MAX_PASSWORD = 256
 # Argon2id with the library's RFC 9106 "low memory" profile defaults (64 MiB, 3 passes).
@@ -55,12 +56,14 @@ def create_user(
     if not display or len(display) > 200:
         raise BadRequest("display_name: must be 1-200 characters", field="display_name")
     if role not in PEOPLE_ROLES:
-        raise BadRequest(
-            f"role: people sign in as one of {', '.join(PEOPLE_ROLES)} (admins use API clients)", field="role"
-        )
+        raise BadRequest(f"role: people sign in as one of {', '.join(PEOPLE_ROLES)}", field="role")
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise BadRequest(f"password: must be {MIN_PASSWORD}-{MAX_PASSWORD} characters", field="password")
-    org = get_organization(session, org_id)
+    org = active_organization(session, org_id)
+    if role == "admin" and not org.operator:
+        raise BadRequest(
+            "role: only people of the zone's operator organisation may be administrators", field="role"
+        )
     if session.scalar(sa.select(User.id).where(User.username == name)):
         raise Conflict(f"a user named {name!r} already exists")
     user = User(
@@ -95,7 +98,17 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
         return None
     if user is None or user.disabled_at is not None:
         return None
+    org = session.get(Organization, user.org_id)
+    if org is None or org.disabled_at is not None:
+        return None
     return user
+
+
+def list_users(session: Session, org_id: str | None = None) -> Sequence[User]:
+    query = sa.select(User).order_by(User.username)
+    if org_id is not None:
+        query = query.where(User.org_id == org_id)
+    return session.scalars(query).all()
 
 
 def disable_user(session: Session, *, actor: str, username: str) -> User:
@@ -105,6 +118,22 @@ def disable_user(session: Session, *, actor: str, username: str) -> User:
     if user.disabled_at is None:
         user.disabled_at = utcnow()
         audit.record(session, actor=actor, action="user.disabled", subject_type="user", subject_id=user.id)
+    return user
+
+
+def disable_person(session: Session, *, actor: str, actor_subject: str, user_id: str) -> User:
+    """Disable a person by id (the API's way): 404 if there is none, 409 if already disabled or
+    if it is the caller (an administrator who locks themselves out cannot undo it)."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"person {user_id} not found")
+    if user.disabled_at is not None:
+        raise Conflict(f"person {user_id} was already disabled at {user.disabled_at.isoformat()}")
+    if actor_subject == f"user:{user.username}":
+        raise Conflict("an administrator cannot disable their own account")
+    user.disabled_at = utcnow()
+    session.flush()
+    audit.record(session, actor=actor, action="user.disabled", subject_type="user", subject_id=user.id)
     return user
 
 

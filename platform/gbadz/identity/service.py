@@ -44,6 +44,7 @@ def create_organization(
     registration_no: str | None = None,
     gba_registered: bool = False,
     ciio: bool = False,
+    operator: bool = False,
 ) -> Organization:
     name = name.strip()
     if not name or len(name) > 300:
@@ -61,6 +62,7 @@ def create_organization(
         registration_no=registration_no,
         gba_registered=gba_registered,
         ciio=ciio,
+        operator=operator,
     )
     session.add(org)
     session.flush()
@@ -70,7 +72,13 @@ def create_organization(
         action="organization.created",
         subject_type="organization",
         subject_id=org.id,
-        details={"name": name, "jurisdiction": jurisdiction, "gba_registered": gba_registered, "ciio": ciio},
+        details={
+            "name": name,
+            "jurisdiction": jurisdiction,
+            "gba_registered": gba_registered,
+            "ciio": ciio,
+            "operator": operator,
+        },
     )
     return org
 
@@ -84,6 +92,47 @@ def get_organization(session: Session, org_id: str) -> Organization:
     if org is None:
         raise NotFound(f"organisation {org_id} not found")
     return org
+
+
+def active_organization(session: Session, org_id: str, field: str = "org_id") -> Organization:
+    """The organisation, for adding a client or a person to it: missing is 404, disabled is 409."""
+    org = get_organization(session, org_id)
+    if org.disabled_at is not None:
+        raise Conflict(f"{field}: organisation {org_id} is disabled", field=field)
+    return org
+
+
+def disable_organization(session: Session, *, actor: str, actor_org_id: str, org_id: str) -> Organization:
+    """Disable an organisation: its people and clients stop working at once (the resource server's
+    revocation view reads ``disabled_at``); its grants, datasets and records are left as they are.
+
+    An administrator cannot disable their own organisation (nobody would be left to undo it)."""
+    org = get_organization(session, org_id)
+    if org.disabled_at is not None:
+        raise Conflict(f"organisation {org_id} was already disabled at {org.disabled_at.isoformat()}")
+    if org.id == actor_org_id:
+        raise Conflict("org_id: an administrator cannot disable their own organisation", field="org_id")
+    org.disabled_at = utcnow()
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="organization.disabled",
+        subject_type="organization",
+        subject_id=org.id,
+    )
+    return org
+
+
+def disabled_organizations(session: Session) -> frozenset[str]:
+    return frozenset(session.scalars(sa.select(Organization.id).where(Organization.disabled_at.is_not(None))))
+
+
+def list_clients(session: Session, org_id: str | None = None) -> Sequence[OAuthClient]:
+    query = sa.select(OAuthClient).order_by(OAuthClient.created_at.desc(), OAuthClient.client_id)
+    if org_id is not None:
+        query = query.where(OAuthClient.org_id == org_id)
+    return session.scalars(query).all()
 
 
 @dataclass(frozen=True)
@@ -100,6 +149,7 @@ def create_client(
     role: str,
     auth_method: str = "client_secret",
     jwks: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> IssuedClient:
     try:
         check_role(role)
@@ -123,7 +173,10 @@ def create_client(
             KeySet.import_key_set(jwks)  # type: ignore[arg-type]
         except (JoseError, ValueError, TypeError, KeyError) as exc:
             raise BadRequest(f"jwks: not a usable JSON Web Key Set ({exc})", field="jwks") from None
-    org = get_organization(session, org_id)
+    label = (name or "").strip() or None
+    if label is not None and len(label) > 100:
+        raise BadRequest("name: at most 100 characters", field="name")
+    org = active_organization(session, org_id)
     client_id = "gbz_" + secrets.token_hex(12)
     secret = salt = digest = None
     if auth_method == "client_secret":
@@ -134,6 +187,7 @@ def create_client(
         client_id=client_id,
         org_id=org.id,
         role=role,
+        name=label,
         auth_method=auth_method,
         secret_salt=salt,
         secret_hash=digest,

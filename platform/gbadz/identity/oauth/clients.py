@@ -66,7 +66,9 @@ class ConsoleClient(ClientMixin):  # type: ignore[misc]
 
     def get_allowed_scope(self, scope: str | None) -> str:
         # What a person finally gets is cut down to their role's scopes when the token is minted.
-        people = set().union(*(ROLE_SCOPES[r] for r in ("provider", "consumer", "compliance_officer")))
+        people = set().union(
+            *(ROLE_SCOPES[r] for r in ("provider", "consumer", "compliance_officer", "admin"))
+        )
         requested = set(scope.split()) if scope else people
         return " ".join(sorted(requested & people))
 

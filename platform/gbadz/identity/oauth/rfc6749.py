@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, ClientCredentialsGrant
 
-from gbadz.identity.models import AuthorizationCode, User
+from gbadz.identity.models import AuthorizationCode, Organization, User
 from gbadz.identity.oauth.clients import ALL_AUTH_METHODS, CODE_TTL_S
 
 if TYPE_CHECKING:
@@ -88,6 +88,9 @@ class PeopleAuthorizationCode(AuthorizationCodeGrant):  # type: ignore[misc]
         with self.server.sessions() as session:
             user = session.get(User, authorization_code.row.user_id)
             if user is None or user.disabled_at is not None:
+                return None
+            org = session.get(Organization, user.org_id)
+            if org is None or org.disabled_at is not None:
                 return None
             session.expunge(user)
             return user

@@ -13,7 +13,7 @@ from authlib.oauth2.rfc6749 import OAuth2Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz.config import OAuthSettings
-from gbadz.identity.models import OAuthClient, RevokedToken, User
+from gbadz.identity.models import OAuthClient, Organization, RevokedToken, User
 from gbadz.identity.oauth.clients import CONSOLE_CLIENT_ID, ClientRecord, ConsoleClient
 from gbadz.identity.oauth.rfc6749 import GbadzClientCredentials, PeopleAuthorizationCode
 from gbadz.identity.oauth.rfc7009 import Revocation
@@ -65,6 +65,9 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             row = session.get(OAuthClient, client_id)
             if row is None or row.revoked_at is not None:
                 return None
+            org = session.get(Organization, row.org_id)
+            if org is None or org.disabled_at is not None:
+                return None  # a disabled organisation's clients get no new tokens
             session.expunge(row)
             return ClientRecord(row)
 
@@ -108,7 +111,8 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self, username: str, org_id: str, role: str, scope: str | None = None
     ) -> dict[str, Any]:
         """A token for a person signed in through the console: their organisation, their role's scopes."""
-        allowed = ROLE_SCOPES.get(role, frozenset()) - {"admin"}
+        # An administrator's session holds exactly what an admin client holds, nothing more.
+        allowed = ROLE_SCOPES.get(role, frozenset())
         granted = " ".join(sorted(allowed & set(scope.split()) if scope else allowed))
         token, ttl = self.tokens.issue(
             client_id=CONSOLE_CLIENT_ID, subject=f"user:{username}", org_id=org_id, role=role, scope=granted
@@ -140,6 +144,9 @@ class GbadzAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return False
         with self.sessions() as session:
             if session.get(RevokedToken, claims["jti"]) is not None:
+                return False
+            org = session.get(Organization, str(claims.get("gbadz_org", "")))
+            if org is None or org.disabled_at is not None:
                 return False
             if claims.get("client_id") == CONSOLE_CLIENT_ID:
                 user = session.scalar(

@@ -6,7 +6,7 @@ the version is registered. Versions published before stay NULL: their parts are 
 against their manifest.
 
 Revision ID: 0018
-Revises: 0014
+Revises: 0017
 Create Date: 2026-12-03
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0014"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
