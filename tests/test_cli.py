@@ -10,7 +10,7 @@ import pytest
 from gbadz import storage
 from gbadz.config import S3Settings
 from gbadz.embedded import _pid_alive
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -362,3 +362,85 @@ class TestOrgsAndClients:
         result = run_cli(home, "clients", "create", "--org", org["id"], "--role", "root", **env)
         assert 1 == result.returncode
         assert "provider consumer compliance_officer admin" in result.stderr
+
+
+class TestOneLineErrors:
+    BAD_CONTRACT = "id: x\nversion: 1.0.0\n"
+
+    def test_bad_inputs_are_one_line_naming_them(self, home: Path, tmp_path: Path) -> None:
+        """A missing or invalid contract, file or setting is one line naming it, never a traceback."""
+        bad = tmp_path / "bad-contract.yaml"
+        bad.write_text(self.BAD_CONTRACT)
+        not_pem = tmp_path / "not-a-key.pem"
+        not_pem.write_text("hello")
+        good = str(REPO / "contracts" / "sz-hospital-outpatient-visits.yaml")
+        cases: list[tuple[tuple[str, ...], dict[str, str], str, int]] = [
+            (("ingest", "missing-contract.yaml", "x.csv"), {}, "missing-contract.yaml", 1),
+            (("ingest", str(bad), "x.csv"), {}, "bad-contract.yaml", 1),
+            (("ingest", good, str(tmp_path / "missing-upload.csv")), {}, "missing-upload.csv", 1),
+            (("contracts", "lint", "missing-contract.yaml"), {}, "missing-contract.yaml", 1),
+            (("audit", "verify", "--public-key", str(not_pem), "x.jsonl"), {}, "not-a-key.pem", 1),
+            (("audit", "verify", "--public-key", "missing-key.pem", "x.jsonl"), {}, "missing-key.pem", 1),
+            (("check",), {"GBADZ_API__PORT": "eighty"}, "GBADZ_API__PORT", 2),
+            (("check",), {"GBADZ_API__TRUSTED_PROXIES": "[not json"}, "GBADZ_API__", 2),
+        ]
+        failures = []
+        for args, env, name, code in cases:
+            result = run_cli(home, *args, **env)
+            lines = result.stderr.strip().splitlines()
+            if (code, 1) != (result.returncode, len(lines)) or name not in result.stderr:
+                failures.append((args, result.returncode, result.stderr[-400:]))
+            assert "Traceback" not in result.stderr + result.stdout
+        assert [] == failures
+
+
+class TestServe:
+    def test_prints_the_console_and_docs_urls_and_root_leads_to_the_console(
+        self, home: Path, s3_settings: S3Settings, tmp_path: Path
+    ) -> None:
+        """`gbadz serve` prints where the console and docs are; `/` there redirects to the console."""
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        from tests.api import free_port
+        from tests.conftest import cli_env
+
+        env = {
+            "GBADZ_S3__ENDPOINT_URL": s3_settings.endpoint_url or "",
+            "GBADZ_S3__ACCESS_KEY": s3_settings.access_key or "",
+            "GBADZ_S3__SECRET_KEY": s3_settings.secret_key.get_secret_value()
+            if s3_settings.secret_key
+            else "",
+            "GBADZ_DB__URL": f"sqlite:///{tmp_path / 'serve.db'}",
+        }
+        assert 0 == run_cli(home, "db", "upgrade", **env).returncode
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gbadz", "serve", "--port", str(port)],
+            env=cli_env(home, **env),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            printed = [server.stdout.readline() for _ in range(3)]
+            base = f"http://127.0.0.1:{port}"
+            assert f"{base}/console/" in printed[0]
+            assert f"{base}/docs" in printed[1]
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    response = httpx.get(f"{base}/", timeout=5)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the server did not start"
+                    time.sleep(0.2)
+            assert (307, "/console/") == (response.status_code, response.headers["location"])
+        finally:
+            server.terminate()
+            server.wait(20)

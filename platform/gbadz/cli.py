@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gbadz import db, embedded, log, storage
@@ -431,9 +433,25 @@ def keys_export_public(
         _print_json(signing.to_jwk(info))
 
 
+def _contract_files(paths: list[Path]) -> list[Path]:
+    """The files named, with each folder replaced by its *.yaml and *.yml files (recursively, sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
+            if not found:
+                raise BadRequest(f"{path}: no *.yaml or *.yml contract in this folder")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
 @contracts_app.command("lint")
 def contracts_lint(
-    paths: Annotated[list[Path], typer.Argument(help="Contract files.")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Contract files or folders (every *.yaml, *.yml inside).")
+    ],
     as_json: JsonFlag = False,
 ) -> None:
     """Validate contracts; every problem is printed as FILE: FIELD: REASON; exit 1 on any."""
@@ -441,19 +459,25 @@ def contracts_lint(
 
     problems: list[str] = []
     valid: list[str] = []
-    for path in paths:
+    files = _contract_files(paths)
+    failed = 0
+    for path in files:
         try:
             contract = load_contract(path)
             valid.append(f"{path}: {contract.id} {contract.version}")
         except ContractError as exc:
             problems.extend(exc.lines())
+            failed += 1
     if as_json:
         _print_json({"valid": valid, "problems": problems})
     else:
         for line in valid:
-            out.print(f"[green]ok[/green] {line}", highlight=False)
+            out.print(f"[green]ok[/green] {escape(line)}", highlight=False, soft_wrap=True)
         for line in problems:
             err.print(line, highlight=False, soft_wrap=True)
+        if len(files) > 1:
+            summary = f"{len(files)} contract(s): {len(valid)} valid, {failed} with problems"
+            (err if failed else out).print(summary, highlight=False)
     if problems:
         raise typer.Exit(1)
 
@@ -472,6 +496,8 @@ def ingest(
     from gbadz.ingest import runner
 
     load_contract(contract)  # a bad contract fails here, in one line, before Airflow starts
+    if not datafile.is_file():
+        raise BadRequest(f"{datafile}: no such file (the upload to ingest)")
     settings = _resolved()
     with err.status(f"ingesting {datafile.name} under {contract.name} (land, validate, protect, publish)…"):
         outcome = runner.run(settings, contract, datafile, dags_folder or runner.default_dags_folder())
@@ -575,7 +601,12 @@ def audit_verify(
     if public_key:
         trusted = []
         for path in public_key:
-            key = serialization.load_pem_public_key(path.read_bytes())
+            try:
+                key = serialization.load_pem_public_key(path.read_bytes())
+            except OSError as exc:
+                raise BadRequest(f"--public-key {path}: {exc.strerror or exc}") from None
+            except ValueError:
+                raise BadRequest(f"--public-key {path}: not a PEM public key") from None
             if not isinstance(key, Ed25519PublicKey):
                 err.print(f"{path}: not an Ed25519 public key")
                 raise typer.Exit(2)
@@ -648,6 +679,13 @@ def check(as_json: JsonFlag = False) -> None:
         out.print(f"[green]ok[/green] database {db_url} (schema {revision}); S3 {settings.s3.endpoint_url}")
 
 
+def serve_urls(host: str, port: int) -> list[str]:
+    """What `gbadz serve` tells a person to open: the console and the API docs."""
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    return [f"console   {base}/console/", f"API docs  {base}/docs", f"OpenAPI   {base}/openapi.json"]
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
@@ -662,10 +700,14 @@ def serve(
     settings = _resolved()
     log.configure(settings.log_level, settings.log_json)
     application = create_app(settings)
+    bind_host, bind_port = host or settings.api.host, port or settings.api.port
+    for line in serve_urls(bind_host, bind_port):
+        out.print(line, highlight=False, soft_wrap=True)
+    sys.stdout.flush()  # before uvicorn's banner, even when stdout is a pipe
     config = uvicorn.Config(
         application,
-        host=host or settings.api.host,
-        port=port or settings.api.port,
+        host=bind_host,
+        port=bind_port,
         log_level="info",
         **server_options(settings),
     )
@@ -723,17 +765,41 @@ def _config_error(exc: ValidationError) -> str:
     return "configuration error: " + "; ".join(parts)
 
 
+def _one_line(message: str) -> None:
+    # Escaped: a field path such as columns[name] is text, not Rich markup.
+    err.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    from pydantic_settings import SettingsError
+
+    from gbadz.contract import ContractError
+
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)  # click returns typer.Exit codes when not in standalone mode
     except GbadzError as exc:
-        err.print(f"[red]error:[/red] {exc.detail}", highlight=False, soft_wrap=True)
+        _one_line(exc.detail)
         sys.exit(1)
     except ValidationError as exc:
-        err.print(f"[red]error:[/red] {_config_error(exc)}", highlight=False, soft_wrap=True)
+        _one_line(_config_error(exc))
         sys.exit(2)
+    except SettingsError as exc:
+        # A GBADZ_* variable pydantic-settings could not even parse (e.g. malformed JSON).
+        group = re.search(r'field "(\w+)"', str(exc))
+        name = f"GBADZ_{group.group(1).upper()}__*" if group else "a GBADZ_* variable"
+        _one_line(f"configuration error: {name}: a value could not be parsed (lists and objects are JSON)")
+        sys.exit(2)
+    except ContractError as exc:
+        # A missing or invalid contract: FILE: FIELD: REASON, every problem on the one line.
+        _one_line(str(exc))
+        sys.exit(1)
+    except OSError as exc:
+        # A file named on the command line that cannot be read or written.
+        where = f"{exc.filename}: " if exc.filename else ""
+        _one_line(f"{where}{exc.strerror or exc}")
+        sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
