@@ -444,3 +444,60 @@ class TestServe:
         finally:
             server.terminate()
             server.wait(20)
+
+
+def _with_terminal_stderr(home: Path, *args: str) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal (as a person sees it) and stdout on a pipe."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    master, slave = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gbadz", *args],
+        env=cli_env(home),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert process.stdout is not None
+    stdout = process.stdout.read().decode()
+    return process.wait(60), stdout, b"".join(chunks).decode(errors="replace")
+
+
+class TestProgress:
+    def test_long_commands_draw_a_bar_on_a_terminal_and_nothing_on_a_pipe(
+        self, home: Path, tmp_path: Path
+    ) -> None:
+        """samples and audit verify draw a progress bar on a terminal's stderr; stdout stays clean; piped, no bar."""
+        code, stdout, stderr = _with_terminal_stderr(home, "samples", str(tmp_path / "a"), "--rows", "3000")
+        assert 0 == code, stderr
+        assert "━" in stderr
+        assert "samples" in stderr or "generating" in stderr
+        assert "\x1b" not in stdout
+        assert 6 == len(stdout.splitlines())
+
+        piped = run_cli(home, "samples", str(tmp_path / "b"), "--rows", "3000")
+        assert (0, "") == (piped.returncode, piped.stderr)
+        assert stdout.replace("/a/", "/b/") == piped.stdout
+
+        export = tmp_path / "log.jsonl"
+        export.write_text('{"type": "header", "format": "something else"}\n')
+        code, stdout, stderr = _with_terminal_stderr(home, "audit", "verify", str(export))
+        assert 1 == code
+        assert "verifying log.jsonl" in stderr
+        assert "NOT VERIFIED" in stderr
+        assert "Traceback" not in stderr

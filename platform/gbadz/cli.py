@@ -11,7 +11,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +21,14 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from gbadz import db, embedded, log, storage
@@ -62,6 +70,27 @@ err = Console(stderr=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+@contextmanager
+def _progress(description: str, total: float | None) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr, shown only to a person at a terminal: ``update(completed=…,
+    total=…, description=…)``. Piped or redirected, nothing is drawn and stdout stays clean."""
+    if not err.is_terminal:
+        yield lambda **_: None
+        return
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
+    # Lines printed to stdout meanwhile go above the bar when both are the terminal, and straight
+    # to stdout when it is a file or a pipe.
+    with Progress(*columns, console=err, transient=True, redirect_stdout=out.is_terminal) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda **fields: bar.update(task, **fields)
+
+
 def _settings() -> Settings:
     settings = get_settings()
     log.configure(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_json)
@@ -74,6 +103,18 @@ def _resolved() -> Settings:
 
 def _services(settings: Settings) -> embedded.EmbeddedServices:
     return embedded.EmbeddedServices(settings.home, bucket_settings=settings.s3)
+
+
+def _table(*headers: str, whole: tuple[str, ...] = ()) -> Table:
+    """A table whose columns never shrink to one character a line on a narrow terminal: each keeps
+    at least its header's width (or 8), the ``whole`` ones (ids, versions) never wrap, the rest fold."""
+    table = Table()
+    for header in headers:
+        keep = header in whole
+        table.add_column(
+            header, min_width=max(len(header), 8), no_wrap=keep, overflow="ellipsis" if keep else "fold"
+        )
+    return table
 
 
 def _print_json(payload: Any) -> None:
@@ -125,7 +166,7 @@ def services_status(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(payload)
         return
-    table = Table("service", "state", "where")
+    table = _table("service", "state", "where", whole=("service", "state"))
     s3 = payload["s3"]
     table.add_row("s3", "running" if s3["running"] else "stopped", s3["endpoint"] or "-")
     table.add_row(
@@ -365,7 +406,7 @@ def keys_list(as_json: JsonFlag = False) -> None:
             }
         )
         return
-    table = Table("kek", "classification", "version", "data keys", "created")
+    table = _table("kek", "classification", "version", "data keys", "created", whole=("version", "data keys"))
     for k in keks:
         table.add_row(k.kek_id, k.classification, str(k.primary_version), str(k.data_keys), k.created)
     out.print(table)
@@ -482,6 +523,24 @@ def contracts_lint(
         raise typer.Exit(1)
 
 
+@contextmanager
+def _ingest_progress(what: str) -> Iterator[None]:
+    """A bar over the run's steps (land, validate, publish or quarantine), with the rows once counted."""
+    from gbadz.ingest import progress
+
+    rows: list[int] = []
+    with _progress(f"{what}: starting Airflow", total=progress.STEPS) as update:
+
+        def step(name: str, counted: int | None) -> None:
+            if counted is not None:
+                rows.append(counted)
+            size = f", {rows[-1]:,} rows" if rows else ""
+            update(advance=1, description=f"{what}: {name} done{size}")
+
+        with progress.listening(step):
+            yield
+
+
 @app.command("ingest")
 def ingest(
     contract: Annotated[Path, typer.Argument(help="The data contract (contracts/*.yaml).")],
@@ -499,7 +558,7 @@ def ingest(
     if not datafile.is_file():
         raise BadRequest(f"{datafile}: no such file (the upload to ingest)")
     settings = _resolved()
-    with err.status(f"ingesting {datafile.name} under {contract.name} (land, validate, protect, publish)…"):
+    with _ingest_progress(f"ingesting {datafile.name}"):
         outcome = runner.run(settings, contract, datafile, dags_folder or runner.default_dags_folder())
     payload = {
         "accepted": outcome.accepted,
@@ -531,7 +590,7 @@ def ingest_queued(
     settings = _resolved()
     results = []
     for run_id in runner.queued_uploads(settings):
-        with err.status(f"ingesting upload {run_id}…"):
+        with _ingest_progress(f"ingesting upload {run_id}"):
             outcome = runner.run_upload(settings, run_id, dags_folder or runner.default_dags_folder())
         results.append(
             {
@@ -572,8 +631,10 @@ def audit_export(
         if checkpoint:
             with sessions.begin() as session:
                 log.checkpoint(session)
-        with sessions() as session:
-            entries, checkpoints = export(session, log, target)
+        with sessions() as session, _progress(f"exporting to {target.name}", total=None) as update:
+            entries, checkpoints = export(
+                session, log, target, lambda done, total: update(completed=done, total=total)
+            )
     finally:
         engine.dispose()
     if as_json:
@@ -611,7 +672,9 @@ def audit_verify(
                 err.print(f"{path}: not an Ed25519 public key")
                 raise typer.Exit(2)
             trusted.append(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
-    verdict = verify_export(source, trusted)
+    size = source.stat().st_size if source.is_file() else None
+    with _progress(f"verifying {source.name}", total=size) as update:
+        verdict = verify_export(source, trusted, lambda read: update(completed=read))
     if as_json:
         _print_json(verdict.__dict__)
     elif verdict.ok:
@@ -735,15 +798,21 @@ def samples_command(
     if fmt not in {"csv", "parquet"}:
         raise BadRequest(f"--format {fmt!r}: use csv or parquet")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for contract_id in samples.GENERATORS:
-        table = samples.generate(contract_id, rows)
-        for name, data in ((contract_id, table), (f"{contract_id}.bad", samples.corrupt(table, contract_id))):
-            path = out_dir / f"{name}.{fmt}"
-            if fmt == "csv":
-                pacsv.write_csv(data, path)
-            else:
-                pq.write_table(data, path)
-            out.print(f"wrote {path} ({data.num_rows:,} rows)")
+    total = 2 * rows * len(samples.GENERATORS)  # each contract's sample and its corrupted twin
+    with _progress("writing samples", total=total) as update:
+        for contract_id in samples.GENERATORS:
+            update(description=f"generating {contract_id}")
+            table = samples.generate(contract_id, rows)
+            twins = ((contract_id, table), (f"{contract_id}.bad", samples.corrupt(table, contract_id)))
+            for name, data in twins:
+                path = out_dir / f"{name}.{fmt}"
+                update(description=f"writing {path.name}")
+                if fmt == "csv":
+                    pacsv.write_csv(data, path)
+                else:
+                    pq.write_table(data, path)
+                update(advance=rows)
+                out.print(f"wrote {path} ({data.num_rows:,} rows)")
 
 
 @app.command("demo")
