@@ -515,7 +515,7 @@ def contracts_lint(
         for line in valid:
             out.print(f"[green]ok[/green] {escape(line)}", highlight=False, soft_wrap=True)
         for line in problems:
-            err.print(line, highlight=False, soft_wrap=True)
+            err.print(escape(line), highlight=False, soft_wrap=True)
         if len(files) > 1:
             summary = f"{len(files)} contract(s): {len(valid)} valid, {failed} with problems"
             (err if failed else out).print(summary, highlight=False)
@@ -819,8 +819,16 @@ def samples_command(
 def demo(as_json: JsonFlag = False) -> None:
     """The main job on embedded defaults: services up, schema, storage and database at work."""
     from gbadz import demo as demo_module
+    from gbadz.ingest import progress
 
-    report = demo_module.run(_settings(), console=None if as_json else out)
+    # The long steps are the DAG runs: the bar says which step of which upload is done.
+    with _progress("demo", total=None) as update:
+
+        def step(name: str, rows: int | None) -> None:
+            update(description=f"demo: ingest {name} done" + (f" ({rows:,} rows)" if rows else ""))
+
+        with progress.listening(step):
+            report = demo_module.run(_settings(), console=None if as_json else out)
     if as_json:
         _print_json(report)
 
