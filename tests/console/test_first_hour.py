@@ -7,6 +7,7 @@ import re
 import secrets
 from collections.abc import Callable
 
+import pytest
 import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -20,6 +21,7 @@ from tests.console.world import World, add_person
 from tests.datasets import YAML
 
 SignedIn = Callable[[str], TestClient]
+TEMPLATES = REPO / "platform" / "gbadz" / "console" / "templates"
 
 
 def _csrf(html: str) -> str:
@@ -118,6 +120,7 @@ class TestDurations:
         assert "6 个月" == human_duration("P6M", "zh-Hans")
         assert "PT5H" == human_duration("PT5H", "en")
         assert "—" == human_duration(None, "en")
+        assert "180 日" == human_duration(180, "zh-Hant")
 
 
 class TestPersonalDataTerms:
@@ -153,3 +156,57 @@ class TestPersonalDataTerms:
             assert all(mainland in b for b in sz), (locale, sz)
             assert all(hong_kong in b for b in hk_badges), (locale, hk_badges)
             assert not any(mainland in b for b in hk_badges), (locale, hk_badges)
+
+
+@pytest.mark.e2e
+class TestTables:
+    PAGES = (
+        ("consumer", "/console/requests"),
+        ("provider", "/console/provider"),
+        ("provider", "/console/requests"),
+        ("compliance_officer", "/console/compliance"),
+        ("compliance_officer", "/console/mechanisms"),
+        ("compliance_officer", "/console/obligations"),
+        ("compliance_officer", "/console/compliance/transfers"),
+    )
+
+    def test_no_cell_wraps_one_character_a_line_on_a_phone(self, world: World, signed_in: SignedIn) -> None:
+        """On a 360-pixel screen in 繁體中文, every table cell keeps at least three characters' width
+        and every table scrolls inside its own box instead of widening the page."""
+        from playwright.sync_api import sync_playwright
+
+        from tests.console.browsing import CHROMIUM, FLAGS
+
+        css = (TEMPLATES.parent / "static" / "console.css").read_text()
+        pages = [*self.PAGES, ("consumer", f"/console/datasets/{world.dataset}")]
+        narrow: list[tuple[str, str, float]] = []
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 360, "height": 740})
+                for role, path in pages:
+                    response = _in(signed_in(role), "zh-Hant").get(path)
+                    assert 200 == response.status_code, path
+                    html = response.text.replace(
+                        '<link rel="stylesheet" href="/console/static/console.css">', f"<style>{css}</style>"
+                    )
+                    page.set_content(html)
+                    assert page.locator("table").count() > 0, path
+                    measured = page.evaluate(
+                        """() => [...document.querySelectorAll('th, td')]
+                          .filter(c => c.innerText.trim().length > 1)
+                          .map(c => [c.innerText.trim().slice(0, 20),
+                                     c.getBoundingClientRect().width / parseFloat(getComputedStyle(c).fontSize)])"""
+                    )
+                    narrow += [(path, text, round(em, 1)) for text, em in measured if em < 3]
+                    page_width = page.evaluate("() => document.documentElement.scrollWidth")
+                    wide = page.evaluate(
+                        """() => [...document.querySelectorAll('body *')]
+                          .filter(e => e.getBoundingClientRect().right > 362 && !e.closest('.scroll'))
+                          .map(e => e.tagName + '.' + e.className + ' ' + (e.innerText || '').slice(0, 30))
+                          .slice(0, 8)"""
+                    )
+                    assert page_width <= 360, (path, page_width, wide)
+            finally:
+                browser.close()
+        assert [] == narrow

@@ -58,9 +58,12 @@ _UNITS = ("year", "month", "week", "day")
 
 
 def human_duration(value: Any, locale: str) -> str:
-    """An ISO 8601 duration as people write it: P90D -> "90 days" / "90 天" / "90 日"."""
+    """An ISO 8601 duration (or a number of days) as people write it: P90D or 90 -> "90 days" /
+    "90 天" / "90 日"."""
     if value is None or value == "":
         return "—"
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = f"P{value}D"
     found = _DURATION.match(str(value).strip().upper())
     if found is None or not any(found.groups()):
         return str(value)
