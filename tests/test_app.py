@@ -52,6 +52,14 @@ def _with_probe_routes(app: FastAPI) -> FastAPI:
     return app
 
 
+class TestRoot:
+    def test_root_leads_to_the_console(self, client: TestClient) -> None:
+        """Opening the server's address lands in the console, and `/` is not an API operation."""
+        response = client.get("/", follow_redirects=False)
+        assert (307, "/console/") == (response.status_code, response.headers["location"])
+        assert "/" not in client.get("/openapi.json").json()["paths"]
+
+
 class TestLiveness:
     def test_healthz(self, client: TestClient) -> None:
         """Liveness answers without touching dependencies."""

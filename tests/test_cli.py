@@ -10,7 +10,7 @@ import pytest
 from gbadz import storage
 from gbadz.config import S3Settings
 from gbadz.embedded import _pid_alive
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -470,3 +470,142 @@ class TestOrgsAndClients:
         again = run_cli(home, "orgs", "disable", org["id"], **env)
         assert (1, 1) == (again.returncode, len(again.stderr.strip().splitlines()))
         assert "already disabled" in again.stderr
+
+
+class TestOneLineErrors:
+    BAD_CONTRACT = "id: x\nversion: 1.0.0\n"
+
+    def test_bad_inputs_are_one_line_naming_them(self, home: Path, tmp_path: Path) -> None:
+        """A missing or invalid contract, file or setting is one line naming it, never a traceback."""
+        bad = tmp_path / "bad-contract.yaml"
+        bad.write_text(self.BAD_CONTRACT)
+        not_pem = tmp_path / "not-a-key.pem"
+        not_pem.write_text("hello")
+        good = str(REPO / "contracts" / "sz-hospital-outpatient-visits.yaml")
+        cases: list[tuple[tuple[str, ...], dict[str, str], str, int]] = [
+            (("ingest", "missing-contract.yaml", "x.csv"), {}, "missing-contract.yaml", 1),
+            (("ingest", str(bad), "x.csv"), {}, "bad-contract.yaml", 1),
+            (("ingest", good, str(tmp_path / "missing-upload.csv")), {}, "missing-upload.csv", 1),
+            (("contracts", "lint", "missing-contract.yaml"), {}, "missing-contract.yaml", 1),
+            (("audit", "verify", "--public-key", str(not_pem), "x.jsonl"), {}, "not-a-key.pem", 1),
+            (("audit", "verify", "--public-key", "missing-key.pem", "x.jsonl"), {}, "missing-key.pem", 1),
+            (("check",), {"GBADZ_API__PORT": "eighty"}, "GBADZ_API__PORT", 2),
+            (("check",), {"GBADZ_API__TRUSTED_PROXIES": "[not json"}, "GBADZ_API__", 2),
+        ]
+        failures = []
+        for args, env, name, code in cases:
+            result = run_cli(home, *args, **env)
+            lines = result.stderr.strip().splitlines()
+            if (code, 1) != (result.returncode, len(lines)) or name not in result.stderr:
+                failures.append((args, result.returncode, result.stderr[-400:]))
+            assert "Traceback" not in result.stderr + result.stdout
+        assert [] == failures
+
+
+class TestServe:
+    def test_prints_the_console_and_docs_urls_and_root_leads_to_the_console(
+        self, home: Path, s3_settings: S3Settings, tmp_path: Path
+    ) -> None:
+        """`gbadz serve` prints where the console and docs are; `/` there redirects to the console."""
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        from tests.api import free_port
+        from tests.conftest import cli_env
+
+        env = {
+            "GBADZ_S3__ENDPOINT_URL": s3_settings.endpoint_url or "",
+            "GBADZ_S3__ACCESS_KEY": s3_settings.access_key or "",
+            "GBADZ_S3__SECRET_KEY": s3_settings.secret_key.get_secret_value()
+            if s3_settings.secret_key
+            else "",
+            "GBADZ_DB__URL": f"sqlite:///{tmp_path / 'serve.db'}",
+        }
+        assert 0 == run_cli(home, "db", "upgrade", **env).returncode
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gbadz", "serve", "--port", str(port)],
+            env=cli_env(home, **env),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            printed = [server.stdout.readline() for _ in range(3)]
+            base = f"http://127.0.0.1:{port}"
+            assert f"{base}/console/" in printed[0]
+            assert f"{base}/docs" in printed[1]
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    response = httpx.get(f"{base}/", timeout=5)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the server did not start"
+                    time.sleep(0.2)
+            assert (307, "/console/") == (response.status_code, response.headers["location"])
+        finally:
+            server.terminate()
+            server.wait(20)
+
+
+def _with_terminal_stderr(home: Path, *args: str) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal (as a person sees it) and stdout on a pipe."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    master, slave = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gbadz", *args],
+        env=cli_env(home),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert process.stdout is not None
+    stdout = process.stdout.read().decode()
+    return process.wait(60), stdout, b"".join(chunks).decode(errors="replace")
+
+
+class TestProgress:
+    def test_long_commands_draw_a_bar_on_a_terminal_and_nothing_on_a_pipe(
+        self, home: Path, tmp_path: Path
+    ) -> None:
+        """samples and audit verify draw a progress bar on a terminal's stderr; stdout stays clean; piped, no bar."""
+        code, stdout, stderr = _with_terminal_stderr(home, "samples", str(tmp_path / "a"), "--rows", "3000")
+        assert 0 == code, stderr
+        assert "━" in stderr
+        assert "samples" in stderr or "generating" in stderr
+        assert "\x1b" not in stdout
+        assert 6 == len(stdout.splitlines())
+
+        piped = run_cli(home, "samples", str(tmp_path / "b"), "--rows", "3000")
+        assert (0, "") == (piped.returncode, piped.stderr)
+        assert stdout.replace("/a/", "/b/") == piped.stdout
+
+        export = tmp_path / "log.jsonl"
+        export.write_text('{"type": "header", "format": "something else"}\n')
+        code, stdout, stderr = _with_terminal_stderr(home, "audit", "verify", str(export))
+        assert 1 == code
+        assert "verifying log.jsonl" in stderr
+        assert "NOT VERIFIED" in stderr
+        assert "Traceback" not in stderr

@@ -119,6 +119,26 @@ class TestLintCommand:
         assert f"{bad}: gbadz.licence.max_grant_duration:" in result.stderr
         assert "Traceback" not in result.stderr
 
+    def test_folders(self, tmp_path: Path) -> None:
+        """A folder lints every *.yaml/*.yml inside it, recursively and sorted; one bad file fails the run."""
+        ok = run_cli(tmp_path, "contracts", "lint", str(REPO / "contracts"))
+        assert 0 == ok.returncode, ok.stderr
+        linted = [line.split()[1].rstrip(":") for line in ok.stdout.splitlines() if line.startswith("ok ")]
+        assert [str(p) for p in CONTRACTS] == linted
+        assert f"{len(CONTRACTS)} contract(s): {len(CONTRACTS)} valid, 0 with problems" in ok.stdout
+        folder = tmp_path / "mine" / "nested"
+        folder.mkdir(parents=True)
+        (folder / "good.yml").write_text(GOOD)
+        (folder / "bad.yaml").write_bytes(_mutated("bad duration"))
+        (folder / "notes.txt").write_text("not a contract")
+        result = run_cli(tmp_path, "contracts", "lint", str(tmp_path / "mine"))
+        assert 1 == result.returncode
+        assert f"{folder / 'bad.yaml'}: gbadz.licence.max_grant_duration:" in result.stderr
+        assert f"ok {folder / 'good.yml'}:" in result.stdout
+        assert "2 contract(s): 1 valid, 1 with problems" in result.stderr
+        assert "Is a directory" not in result.stderr + result.stdout
+        assert "notes.txt" not in result.stderr + result.stdout
+
 
 MO = (REPO / "contracts" / "mo-tourism-visitor-arrivals.yaml").read_text()
 FIRST = "      - {name: arrival_date, logicalType: date, required: true}\n"

@@ -16,7 +16,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -371,6 +371,8 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Greater Bay Area special data zone: catalog, licensed access and cross-boundary transfer log",
         lifespan=lifespan,
+        docs_url=None,  # gbadz.apidocs serves /docs from local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -470,6 +472,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(signin.build_router(server, signin_limiter, settings.console, trusted))
     console_routes.install(app)
     app.mount("/console/static", StaticFiles(directory=CONSOLE_HERE / "static"), name="console-static")
+
+    from gbadz import apidocs
+
+    apidocs.install(app)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        # A person who opens the server's address lands in the console (issue #19).
+        return RedirectResponse("/console/", status_code=307)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +20,16 @@ import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from gbadz import db, embedded, log, storage
@@ -61,6 +71,27 @@ err = Console(stderr=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+@contextmanager
+def _progress(description: str, total: float | None) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr, shown only to a person at a terminal: ``update(completed=…,
+    total=…, description=…)``. Piped or redirected, nothing is drawn and stdout stays clean."""
+    if not err.is_terminal:
+        yield lambda **_: None
+        return
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
+    # Lines printed to stdout meanwhile go above the bar when both are the terminal, and straight
+    # to stdout when it is a file or a pipe.
+    with Progress(*columns, console=err, transient=True, redirect_stdout=out.is_terminal) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda **fields: bar.update(task, **fields)
+
+
 def _settings() -> Settings:
     settings = get_settings()
     log.configure(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_json)
@@ -73,6 +104,18 @@ def _resolved() -> Settings:
 
 def _services(settings: Settings) -> embedded.EmbeddedServices:
     return embedded.EmbeddedServices(settings.home, bucket_settings=settings.s3)
+
+
+def _table(*headers: str, whole: tuple[str, ...] = ()) -> Table:
+    """A table whose columns never shrink to one character a line on a narrow terminal: each keeps
+    at least its header's width (or 8), the ``whole`` ones (ids, versions) never wrap, the rest fold."""
+    table = Table()
+    for header in headers:
+        keep = header in whole
+        table.add_column(
+            header, min_width=max(len(header), 8), no_wrap=keep, overflow="ellipsis" if keep else "fold"
+        )
+    return table
 
 
 def _print_json(payload: Any) -> None:
@@ -124,7 +167,7 @@ def services_status(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(payload)
         return
-    table = Table("service", "state", "where")
+    table = _table("service", "state", "where", whole=("service", "state"))
     s3 = payload["s3"]
     table.add_row("s3", "running" if s3["running"] else "stopped", s3["endpoint"] or "-")
     table.add_row(
@@ -491,7 +534,7 @@ def keys_list(as_json: JsonFlag = False) -> None:
             }
         )
         return
-    table = Table("kek", "classification", "version", "data keys", "created")
+    table = _table("kek", "classification", "version", "data keys", "created", whole=("version", "data keys"))
     for k in keks:
         table.add_row(k.kek_id, k.classification, str(k.primary_version), str(k.data_keys), k.created)
     out.print(table)
@@ -559,9 +602,25 @@ def keys_export_public(
         _print_json(signing.to_jwk(info))
 
 
+def _contract_files(paths: list[Path]) -> list[Path]:
+    """The files named, with each folder replaced by its *.yaml and *.yml files (recursively, sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
+            if not found:
+                raise BadRequest(f"{path}: no *.yaml or *.yml contract in this folder")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
 @contracts_app.command("lint")
 def contracts_lint(
-    paths: Annotated[list[Path], typer.Argument(help="Contract files.")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Contract files or folders (every *.yaml, *.yml inside).")
+    ],
     as_json: JsonFlag = False,
 ) -> None:
     """Validate contracts; every problem is printed as FILE: FIELD: REASON; exit 1 on any."""
@@ -569,21 +628,45 @@ def contracts_lint(
 
     problems: list[str] = []
     valid: list[str] = []
-    for path in paths:
+    files = _contract_files(paths)
+    failed = 0
+    for path in files:
         try:
             contract = load_contract(path)
             valid.append(f"{path}: {contract.id} {contract.version}")
         except ContractError as exc:
             problems.extend(exc.lines())
+            failed += 1
     if as_json:
         _print_json({"valid": valid, "problems": problems})
     else:
         for line in valid:
-            out.print(f"[green]ok[/green] {line}", highlight=False)
+            out.print(f"[green]ok[/green] {escape(line)}", highlight=False, soft_wrap=True)
         for line in problems:
-            err.print(line, highlight=False, soft_wrap=True)
+            err.print(escape(line), highlight=False, soft_wrap=True)
+        if len(files) > 1:
+            summary = f"{len(files)} contract(s): {len(valid)} valid, {failed} with problems"
+            (err if failed else out).print(summary, highlight=False)
     if problems:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _ingest_progress(what: str) -> Iterator[None]:
+    """A bar over the run's steps (land, validate, publish or quarantine), with the rows once counted."""
+    from gbadz.ingest import progress
+
+    rows: list[int] = []
+    with _progress(f"{what}: starting Airflow", total=progress.STEPS) as update:
+
+        def step(name: str, counted: int | None) -> None:
+            if counted is not None:
+                rows.append(counted)
+            size = f", {rows[-1]:,} rows" if rows else ""
+            update(advance=1, description=f"{what}: {name} done{size}")
+
+        with progress.listening(step):
+            yield
 
 
 @app.command("ingest")
@@ -600,8 +683,10 @@ def ingest(
     from gbadz.ingest import runner
 
     load_contract(contract)  # a bad contract fails here, in one line, before Airflow starts
+    if not datafile.is_file():
+        raise BadRequest(f"{datafile}: no such file (the upload to ingest)")
     settings = _resolved()
-    with err.status(f"ingesting {datafile.name} under {contract.name} (land, validate, protect, publish)…"):
+    with _ingest_progress(f"ingesting {datafile.name}"):
         outcome = runner.run(settings, contract, datafile, dags_folder or runner.default_dags_folder())
     payload = {
         "accepted": outcome.accepted,
@@ -633,7 +718,7 @@ def ingest_queued(
     settings = _resolved()
     results = []
     for run_id in runner.queued_uploads(settings):
-        with err.status(f"ingesting upload {run_id}…"):
+        with _ingest_progress(f"ingesting upload {run_id}"):
             outcome = runner.run_upload(settings, run_id, dags_folder or runner.default_dags_folder())
         results.append(
             {
@@ -674,8 +759,10 @@ def audit_export(
         if checkpoint:
             with sessions.begin() as session:
                 log.checkpoint(session)
-        with sessions() as session:
-            entries, checkpoints = export(session, log, target)
+        with sessions() as session, _progress(f"exporting to {target.name}", total=None) as update:
+            entries, checkpoints = export(
+                session, log, target, lambda done, total: update(completed=done, total=total)
+            )
     finally:
         engine.dispose()
     if as_json:
@@ -703,12 +790,19 @@ def audit_verify(
     if public_key:
         trusted = []
         for path in public_key:
-            key = serialization.load_pem_public_key(path.read_bytes())
+            try:
+                key = serialization.load_pem_public_key(path.read_bytes())
+            except OSError as exc:
+                raise BadRequest(f"--public-key {path}: {exc.strerror or exc}") from None
+            except ValueError:
+                raise BadRequest(f"--public-key {path}: not a PEM public key") from None
             if not isinstance(key, Ed25519PublicKey):
                 err.print(f"{path}: not an Ed25519 public key")
                 raise typer.Exit(2)
             trusted.append(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
-    verdict = verify_export(source, trusted)
+    size = source.stat().st_size if source.is_file() else None
+    with _progress(f"verifying {source.name}", total=size) as update:
+        verdict = verify_export(source, trusted, lambda read: update(completed=read))
     if as_json:
         _print_json(verdict.__dict__)
     elif verdict.ok:
@@ -776,6 +870,13 @@ def check(as_json: JsonFlag = False) -> None:
         out.print(f"[green]ok[/green] database {db_url} (schema {revision}); S3 {settings.s3.endpoint_url}")
 
 
+def serve_urls(host: str, port: int) -> list[str]:
+    """What `gbadz serve` tells a person to open: the console and the API docs."""
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{port}"
+    return [f"console   {base}/console/", f"API docs  {base}/docs", f"OpenAPI   {base}/openapi.json"]
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
@@ -790,10 +891,14 @@ def serve(
     settings = _resolved()
     log.configure(settings.log_level, settings.log_json)
     application = create_app(settings)
+    bind_host, bind_port = host or settings.api.host, port or settings.api.port
+    for line in serve_urls(bind_host, bind_port):
+        out.print(line, highlight=False, soft_wrap=True)
+    sys.stdout.flush()  # before uvicorn's banner, even when stdout is a pipe
     config = uvicorn.Config(
         application,
-        host=host or settings.api.host,
-        port=port or settings.api.port,
+        host=bind_host,
+        port=bind_port,
         log_level="info",
         **server_options(settings),
     )
@@ -821,23 +926,37 @@ def samples_command(
     if fmt not in {"csv", "parquet"}:
         raise BadRequest(f"--format {fmt!r}: use csv or parquet")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for contract_id in samples.GENERATORS:
-        table = samples.generate(contract_id, rows)
-        for name, data in ((contract_id, table), (f"{contract_id}.bad", samples.corrupt(table, contract_id))):
-            path = out_dir / f"{name}.{fmt}"
-            if fmt == "csv":
-                pacsv.write_csv(data, path)
-            else:
-                pq.write_table(data, path)
-            out.print(f"wrote {path} ({data.num_rows:,} rows)")
+    total = 2 * rows * len(samples.GENERATORS)  # each contract's sample and its corrupted twin
+    with _progress("writing samples", total=total) as update:
+        for contract_id in samples.GENERATORS:
+            update(description=f"generating {contract_id}")
+            table = samples.generate(contract_id, rows)
+            twins = ((contract_id, table), (f"{contract_id}.bad", samples.corrupt(table, contract_id)))
+            for name, data in twins:
+                path = out_dir / f"{name}.{fmt}"
+                update(description=f"writing {path.name}")
+                if fmt == "csv":
+                    pacsv.write_csv(data, path)
+                else:
+                    pq.write_table(data, path)
+                update(advance=rows)
+                out.print(f"wrote {path} ({data.num_rows:,} rows)")
 
 
 @app.command("demo")
 def demo(as_json: JsonFlag = False) -> None:
     """The main job on embedded defaults: services up, schema, storage and database at work."""
     from gbadz import demo as demo_module
+    from gbadz.ingest import progress
 
-    report = demo_module.run(_settings(), console=None if as_json else out)
+    # The long steps are the DAG runs: the bar says which step of which upload is done.
+    with _progress("demo", total=None) as update:
+
+        def step(name: str, rows: int | None) -> None:
+            update(description=f"demo: ingest {name} done" + (f" ({rows:,} rows)" if rows else ""))
+
+        with progress.listening(step):
+            report = demo_module.run(_settings(), console=None if as_json else out)
     if as_json:
         _print_json(report)
 
@@ -851,17 +970,41 @@ def _config_error(exc: ValidationError) -> str:
     return "configuration error: " + "; ".join(parts)
 
 
+def _one_line(message: str) -> None:
+    # Escaped: a field path such as columns[name] is text, not Rich markup.
+    err.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    from pydantic_settings import SettingsError
+
+    from gbadz.contract import ContractError
+
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)  # click returns typer.Exit codes when not in standalone mode
     except GbadzError as exc:
-        err.print(f"[red]error:[/red] {exc.detail}", highlight=False, soft_wrap=True)
+        _one_line(exc.detail)
         sys.exit(1)
     except ValidationError as exc:
-        err.print(f"[red]error:[/red] {_config_error(exc)}", highlight=False, soft_wrap=True)
+        _one_line(_config_error(exc))
         sys.exit(2)
+    except SettingsError as exc:
+        # A GBADZ_* variable pydantic-settings could not even parse (e.g. malformed JSON).
+        group = re.search(r'field "(\w+)"', str(exc))
+        name = f"GBADZ_{group.group(1).upper()}__*" if group else "a GBADZ_* variable"
+        _one_line(f"configuration error: {name}: a value could not be parsed (lists and objects are JSON)")
+        sys.exit(2)
+    except ContractError as exc:
+        # A missing or invalid contract: FILE: FIELD: REASON, every problem on the one line.
+        _one_line(str(exc))
+        sys.exit(1)
+    except OSError as exc:
+        # A file named on the command line that cannot be read or written.
+        where = f"{exc.filename}: " if exc.filename else ""
+        _one_line(f"{where}{exc.strerror or exc}")
+        sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

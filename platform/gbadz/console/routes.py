@@ -23,6 +23,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from gbadz.console import charts, session
 from gbadz.console.i18n import LOCALES, translate
+from gbadz.console.localize import api_message, validation_message
 from gbadz.console.session import LOGIN_COOKIE, SESSION_COOKIE, Signed
 from gbadz.console.web import (
     LANG_COOKIE,
@@ -192,7 +193,7 @@ class Api:
         response = await self.call(method, path, **kwargs)
         if response.status_code == 403 and refusals:
             body = _body(response)
-            raise ApiFailed(403, body.get("detail"), body.get("field"))
+            raise ApiFailed(403, body.get("detail"), body.get("field"), body.get("error"))
         if response.status_code in (403, 404):
             raise PageNotFound
         if response.status_code == 401:
@@ -219,11 +220,12 @@ def field_errors(failure: ApiFailed, fields: set[str]) -> dict[str, str]:
         for item in failure.detail:
             loc = [str(part) for part in item.get("loc", [])]
             name = next((part for part in reversed(loc) if part in fields), "form")
-            errors.setdefault(name, str(item.get("msg", "invalid")))
+            errors.setdefault(name, validation_message(item))
     elif failure.field in fields:
-        errors[str(failure.field)] = str(failure.detail).removeprefix(f"{failure.field}: ")
+        detail = str(failure.detail).removeprefix(f"{failure.field}: ")
+        errors[str(failure.field)] = api_message(detail, failure.error)
     else:
-        errors["form"] = str(failure.detail)
+        errors["form"] = api_message(failure.detail, failure.error)
     return errors
 
 
@@ -642,11 +644,11 @@ def review_errors(failure: ApiFailed) -> dict[str, str]:
     named = str(failure.field or "")
     short = named.split(".", 1)[1] if named.startswith(("determination.", "findings.")) else named
     if short in REVIEW_FIELDS:
-        message = str(failure.detail).removeprefix(f"{named}: ")
+        message = api_message(str(failure.detail).removeprefix(f"{named}: "), failure.error)
         if short in CONDITIONAL_REVIEW_FIELDS:  # its input may not be on this card: say it on top too
-            return {short: message, "form": str(failure.detail)}
+            return {short: message, "form": api_message(failure.detail, failure.error)}
         return {short: message}
-    return {"form": str(failure.detail)}
+    return {"form": api_message(failure.detail, failure.error)}
 
 
 def _status(failure: ApiFailed) -> int:
@@ -925,7 +927,7 @@ async def upload_document(request: Request, evidence_id: str, signed: Reviewer) 
                 refusals=True,
             )
         except ApiFailed as failure:
-            error = str(failure.detail).removeprefix("document: ")
+            error = api_message(str(failure.detail).removeprefix("document: "), failure.error)
             status = _status(failure)
     else:
         status = 422
@@ -1176,7 +1178,7 @@ def install(app: FastAPI) -> None:
     async def api_failed(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiFailed)
         status = 503 if exc.status >= 500 else exc.status
-        return error_page(request, status, "Something went wrong", str(exc.detail))
+        return error_page(request, status, "Something went wrong", api_message(exc.detail, exc.error))
 
     def page_for(status: int, title: str, message: str) -> Any:
         async def handler(request: Request, exc: Exception) -> Response:

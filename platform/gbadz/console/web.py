@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from gbadz.console import localize
 from gbadz.console.i18n import LOCALE_NAMES, LOCALES, translate
 
 HERE = Path(__file__).parent
@@ -132,6 +133,8 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     locale = locale_of(request)
 
     def t(text: str, **params: Any) -> str:
+        if isinstance(text, localize.ApiMessage):  # the API's English, translated by its code
+            return localize.localize(text, locale)
         label = translate(text, locale)
         return label.format(**params) if params else label
 
@@ -142,6 +145,9 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         locale=locale,
         locales=LOCALE_NAMES,
         t=t,
+        duration=lambda value: localize.human_duration(value, locale),
+        ingest_summary=lambda summary: localize.ingest_summary(summary, locale),
+        pd_term=localize.personal_data_term,
         **context,
     )
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)

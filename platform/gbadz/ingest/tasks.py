@@ -17,7 +17,7 @@ from gbadz import storage
 from gbadz.config import get_settings
 from gbadz.contract import Contract, load_contract
 from gbadz.embedded import resolve_settings
-from gbadz.ingest import pipeline
+from gbadz.ingest import pipeline, progress
 from gbadz.ingest.validate import QualityReport, read_table, validate_file
 
 CATALOG_REF = "catalog:"
@@ -50,6 +50,7 @@ def _contract(ref: str) -> Contract:
 def land(contract_path: str, source: str) -> dict[str, Any]:
     contract = load_contract(Path(contract_path))
     landed = pipeline.land(_context(), contract, Path(source))
+    progress.finished("land")
     return {
         "contract": contract.id,
         "contract_ref": contract_path,
@@ -70,6 +71,7 @@ def land_upload(run_id: int) -> dict[str, Any]:
         dataset = session.get(Dataset, run.dataset_id)
         if dataset is None:
             raise ValueError(f"upload {run_id}: its dataset {run.dataset_id!r} is not in the catalog")
+        progress.finished("land")
         return {
             "contract": dataset.id,
             "contract_ref": CATALOG_REF + dataset.id,
@@ -88,6 +90,7 @@ def validate(landed: dict[str, Any]) -> dict[str, Any]:
     contract = _contract(landed["contract_ref"])
     existing = pipeline.existing_version(ctx, contract, landed["sha256"])
     if existing is not None:
+        progress.finished("validate")
         return {"success": True, "existing_version": existing.version, "summary": "already published"}
     with tempfile.TemporaryDirectory(prefix="gbadz-validate-") as tmp:
         raw = pipeline.fetch_raw(ctx, contract, _landed(landed), Path(tmp))
@@ -99,6 +102,7 @@ def validate(landed: dict[str, Any]) -> dict[str, Any]:
         json.dumps(report.as_dict(), default=str).encode(),
         "application/json",
     )
+    progress.finished("validate", report.rows)
     return {"success": report.success, "summary": report.summary(), "report_key": key}
 
 
@@ -119,6 +123,7 @@ def publish(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any
         found = pipeline.existing_version(ctx, contract, landed["sha256"])
         if found is not None:
             pipeline.reuse(ctx, found, landed.get("upload"))
+        progress.finished("publish")
         return {"version": validation["existing_version"], "reused": True}
     report = _report(ctx, validation["report_key"])
     with tempfile.TemporaryDirectory(prefix="gbadz-publish-") as tmp:
@@ -139,6 +144,7 @@ def publish(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any
         run_id=landed.get("upload"),
         people=people,
     )
+    progress.finished("publish")
     return asdict(published)
 
 
@@ -148,4 +154,5 @@ def quarantine(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, 
     key = pipeline.quarantine(
         ctx, contract, _landed(landed), _report(ctx, validation["report_key"]), run_id=landed.get("upload")
     )
+    progress.finished("quarantine")
     return {"quarantine_key": key, "summary": validation["summary"]}

@@ -260,9 +260,16 @@ class TransferLog:
 
 
 # -- export and offline verification --------------------------------------------------------
-def export(session: Session, log: TransferLog, target: Path) -> tuple[int, int]:
-    """Write header, every entry and every checkpoint as JSON lines; return (entries, checkpoints)."""
+def export(
+    session: Session, log: TransferLog, target: Path, progress: Callable[[int, int], None] | None = None
+) -> tuple[int, int]:
+    """Write header, every entry and every checkpoint as JSON lines; return (entries, checkpoints).
+
+    ``progress(done, total)`` is told every 10,000 entries and at the end (the CLI's progress bar)."""
     entries = checkpoints = 0
+    total = 0
+    if progress is not None:
+        total = session.scalar(sa.select(sa.func.count()).select_from(LogEntry)) or 0
     with target.open("w", encoding="utf-8") as out:
         header = {
             "type": "header",
@@ -275,6 +282,10 @@ def export(session: Session, log: TransferLog, target: Path) -> tuple[int, int]:
         for index, entry, leaf in session.execute(query.execution_options(yield_per=10_000)):
             out.write(json.dumps({"type": "entry", "index": index, "leaf_hash": leaf, "entry": entry}) + "\n")
             entries += 1
+            if progress is not None and entries % 10_000 == 0:
+                progress(entries, max(total, entries))
+        if progress is not None:
+            progress(entries, entries)
         for cp in session.scalars(sa.select(Checkpoint).order_by(Checkpoint.tree_size)):
             line = {
                 "type": "checkpoint",
@@ -304,9 +315,14 @@ class _Bad(Exception):
         self.problem, self.index = problem, index
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _lines(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    read = 0
     with path.open("r", encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
+            if progress is not None:
+                read += len(line)
+                if number % 10_000 == 0:
+                    progress(read)
             try:
                 item = json.loads(line)
             except ValueError:
@@ -316,8 +332,12 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield number, item
 
 
-def verify_export(path: Path, trusted_keys: Iterable[bytes] | None = None) -> Verdict:
+def verify_export(
+    path: Path, trusted_keys: Iterable[bytes] | None = None, progress: Callable[[int], None] | None = None
+) -> Verdict:
     """Recompute every leaf, every checkpoint's root and signature, and their consistency.
+
+    ``progress(characters_read)`` is told every 10,000 lines (the CLI's progress bar).
 
     ``trusted_keys``: raw Ed25519 public keys obtained out of band; by default the export's
     own header (which proves integrity, not authenticity — pass the regulator's copy).
@@ -325,7 +345,7 @@ def verify_export(path: Path, trusted_keys: Iterable[bytes] | None = None) -> Ve
     tree = CompactTree()
     checkpoints = 0
     try:
-        lines = _lines(path)
+        lines = _lines(path, progress)
         number, header = next(lines, (0, {}))
         if header.get("type") != "header" or header.get("format") != EXPORT_FORMAT:
             raise _Bad(f"line {number or 1}: not a {EXPORT_FORMAT} file")
