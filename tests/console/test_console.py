@@ -888,7 +888,7 @@ def _officer_card(decision: dict[str, Any], items: list[dict[str, Any]]) -> tupl
     from types import SimpleNamespace
 
     from gbadz.console.routes import _review_form
-    from gbadz.console.web import env
+    from gbadz.console.web import env, helpers
     from gbadz.law.rules import default_rules
 
     request = {
@@ -909,6 +909,7 @@ def _officer_card(decision: dict[str, Any], items: list[dict[str, Any]]) -> tupl
     form = _review_form(holder, request, items, date(2026, 12, 1))
     person = SimpleNamespace(role="compliance_officer", display_name="O", org_name="Office", org_id="office")
     html = env.get_template("requests.html").render(
+        **helpers("en"),
         t=lambda text, **params: text.format(**params) if params else text,
         signed=SimpleNamespace(person=person, csrf="token"),
         path="/console/requests",
@@ -999,10 +1000,11 @@ def _grants_table(grants: list[dict[str, Any]]) -> str:
     """The requests page as a startup sees it, with these grants (the API's answers)."""
     from types import SimpleNamespace
 
-    from gbadz.console.web import env
+    from gbadz.console.web import env, helpers
 
     person = SimpleNamespace(role="consumer", display_name="S", org_name="Startup", org_id="recipient")
     return env.get_template("requests.html").render(
+        **helpers("en"),
         t=lambda text, **params: text.format(**params) if params else text,
         signed=SimpleNamespace(person=person, csrf="token"),
         path="/console/requests",

@@ -129,6 +129,15 @@ async def read_multipart(request: Request, limit: int, max_fields: int = 20) -> 
         raise FormUnreadable from None
 
 
+def helpers(locale: str) -> dict[str, Any]:
+    """The formatting functions every template may call, in ``locale``."""
+    return {
+        "duration": lambda value: localize.human_duration(value, locale),
+        "ingest_summary": lambda summary: localize.ingest_summary(summary, locale),
+        "pd_term": localize.personal_data_term,
+    }
+
+
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     locale = locale_of(request)
 
@@ -145,9 +154,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         locale=locale,
         locales=LOCALE_NAMES,
         t=t,
-        duration=lambda value: localize.human_duration(value, locale),
-        ingest_summary=lambda summary: localize.ingest_summary(summary, locale),
-        pd_term=localize.personal_data_term,
+        **helpers(locale),
         **context,
     )
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
