@@ -26,6 +26,7 @@ from gbadz.access.schemas import (
     ObligationRead,
     Rejection,
     RequestAsk,
+    RetirementPreviewRead,
     Review,
 )
 from gbadz.compliance import filing, filing_pdf
@@ -66,6 +67,7 @@ from gbadz.errors import (
     error_responses,
 )
 from gbadz.identity.auth import Authenticated, actor_of, require_scopes, viewer_of
+from gbadz.identity.models import Organization
 from gbadz.identity.tokens import Principal
 from gbadz.log import get_logger
 
@@ -83,14 +85,25 @@ MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 DOCUMENT_TYPES = ("application/pdf", "image/png", "image/jpeg")
 
 
-def _request_read(request: AccessRequest, grant_id: str | None = None) -> AccessRequestRead:
+def _request_read(
+    request: AccessRequest, grant_id: str | None = None, names: dict[str, Organization] | None = None
+) -> AccessRequestRead:
     read = AccessRequestRead.model_validate(request)
     read.grant_id = grant_id
+    if names is not None and request.requester_org_id in names:
+        read.requester_name = names[request.requester_org_id].name
     return read
 
 
-def _grant_read(grant: Grant, session: ReadSession) -> GrantRead:
+def _grant_read(
+    grant: Grant, session: ReadSession, names: dict[str, Organization] | None = None
+) -> GrantRead:
+    if names is None:
+        names = service.organisations_named(session, {grant.grantee_org_id})
+    grantee = names.get(grant.grantee_org_id)
     return GrantRead(
+        grantee_name=grantee.name if grantee is not None else None,
+        grantee_jurisdiction=grantee.jurisdiction if grantee is not None else None,
         id=grant.id,
         request_id=grant.request_id,
         dataset_id=grant.dataset_id,
@@ -217,10 +230,9 @@ def list_access_requests(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AccessRequestRead]:
-    return [
-        _request_read(r, service.grant_id_of(session, r))
-        for r in service.list_requests(session, principal, state, limit)
-    ]
+    found = service.list_requests(session, principal, state, limit)
+    names = service.organisations_named(session, {r.requester_org_id for r in found})
+    return [_request_read(r, service.grant_id_of(session, r), names) for r in found]
 
 
 @router.get(
@@ -233,7 +245,8 @@ def get_access_request(
     request_id: RecordId, principal: Authenticated, session: ReadSession
 ) -> AccessRequestRead:
     found = service.visible_request(session, principal, request_id)
-    return _request_read(found, service.grant_id_of(session, found))
+    names = service.organisations_named(session, {found.requester_org_id})
+    return _request_read(found, service.grant_id_of(session, found), names)
 
 
 @router.post(
@@ -291,8 +304,38 @@ def list_grants(
         bool,
         Query(description="only grants suspended because a transfer was decided stricter (review items)"),
     ] = False,
+    dataset_id: Annotated[
+        str | None,
+        Query(max_length=100, description="only grants on this dataset (one you provide, hold or audit)"),
+    ] = None,
 ) -> list[GrantRead]:
-    return [_grant_read(g, session) for g in service.list_grants(session, principal, limit, suspended)]
+    grants = service.list_grants(session, principal, limit, suspended, dataset_id)
+    names = service.organisations_named(session, {g.grantee_org_id for g in grants})
+    return [_grant_read(g, session, names) for g in grants]
+
+
+@router.get(
+    "/datasets/{dataset_id}/retirement-preview",
+    response_model=RetirementPreviewRead,
+    responses=error_responses(DatasetNotFound),
+    summary="What deprecating or retiring your dataset touches: live grants, waiting requests, copies",
+)
+def retirement_preview(
+    dataset_id: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scopes("datasets:publish"))],
+    session: ReadSession,
+    s3: S3,
+    settings: AppSettings,
+) -> RetirementPreviewRead:
+    def copies(dataset: str) -> int:
+        return storage.count_prefix(
+            s3, settings.s3, settings.s3.delivery_bucket, storage.delivery_prefix(dataset)
+        )
+
+    viewer = viewer_of(request, session, principal)
+    preview = service.retirement_preview(session, viewer, dataset_id, copies)
+    return RetirementPreviewRead.model_validate(preview, from_attributes=True)
 
 
 @router.post(

@@ -37,7 +37,7 @@ from gbadz.access.determination import DeterminationIn
 from gbadz.access.models import AccessRequest, Grant, MechanismEvidence, Obligation
 from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset
-from gbadz.catalog.service import get_visible, stored_contract
+from gbadz.catalog.service import get_owned, get_visible, stored_contract
 from gbadz.compliance import counters
 from gbadz.contract import Contract
 from gbadz.crypto.keys import KeyProvider, grant_delivery_context
@@ -47,6 +47,7 @@ from gbadz.errors import (
     BadRequest,
     ColumnNotAnalysable,
     ColumnNotInSchema,
+    DatasetNotFound,
     DatasetNotOpen,
     DeletionAlreadyAttested,
     DeterminationIncomplete,
@@ -64,6 +65,7 @@ from gbadz.errors import (
     MechanismNotFound,
     MechanismNotOnFile,
     MechanismWithdrawn,
+    NotTheProvider,
     NotYourReviewStep,
     ObligationAlreadyMet,
     ObligationIncomplete,
@@ -1078,8 +1080,54 @@ def list_requests(
     return repository.requests_for(session, principal, state, limit)
 
 
-def list_grants(session: Session, principal: Principal, limit: int, suspended: bool = False) -> list[Grant]:
-    return repository.grants_for(session, principal, limit, suspended=suspended)
+def list_grants(
+    session: Session,
+    principal: Principal,
+    limit: int,
+    suspended: bool = False,
+    dataset_id: str | None = None,
+) -> list[Grant]:
+    """Grants the principal's organisation holds or gave (officers: all); on one dataset if asked.
+    A dataset the caller is no party to filters to nothing, as a hidden one does."""
+    return repository.grants_for(session, principal, limit, suspended=suspended, dataset_id=dataset_id)
+
+
+def organisations_named(session: Session, org_ids: set[str]) -> dict[str, Organization]:
+    """The organisations a page of requests or grants names, for their names and jurisdictions."""
+    return repository.organisations(session, org_ids)
+
+
+@dataclass(frozen=True)
+class RetirementPreview:
+    """What deprecating or retiring a dataset touches, counted before the provider confirms."""
+
+    dataset_id: str
+    status: str
+    live_grants: int
+    open_requests: int
+    delivered_copies: int
+    grantees: list[str]
+
+
+def retirement_preview(
+    session: Session, viewer: Viewer, dataset_id: str, count_copies: Callable[[str], int]
+) -> RetirementPreview:
+    """The live grants, waiting requests and delivered copies of the provider's own dataset.
+    Anyone else gets 404: to them the consequences of another's retirement are not theirs to see."""
+    try:
+        dataset = get_owned(session, viewer, dataset_id)
+    except NotTheProvider:
+        raise DatasetNotFound(f"no dataset {dataset_id!r}") from None
+    grants = repository.running_grants_of(session, dataset.id, _now())
+    names = repository.organisations(session, {g.grantee_org_id for g in grants})
+    return RetirementPreview(
+        dataset_id=dataset.id,
+        status=dataset.status,
+        live_grants=len(grants),
+        open_requests=repository.open_requests_of(session, dataset.id),
+        delivered_copies=count_copies(dataset.id),
+        grantees=sorted({names[g].name if g in names else g for g in (x.grantee_org_id for x in grants)}),
+    )
 
 
 def revoke_grant(session: Session, principal: Principal, actor: str, grant_id: str, reason: str) -> Grant:

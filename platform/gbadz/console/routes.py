@@ -1136,10 +1136,14 @@ def error_page(request: Request, status: int, title: str, message: str) -> Respo
 
 
 def install(app: FastAPI) -> None:
-    from gbadz.console import analysis  # its pages use this module's helpers: imported once both exist
+    from gbadz.console import (
+        analysis,
+        provider,
+    )  # their pages use this module's helpers: imported once both exist
 
     app.include_router(router)
     app.include_router(analysis.router)
+    app.include_router(provider.router)
 
     async def sign_in(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignInRequired)

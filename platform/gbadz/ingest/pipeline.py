@@ -254,7 +254,7 @@ def reuse(ctx: IngestContext, found: DatasetVersion, run_id: int | None) -> None
         return
     with db.session_scope(ctx.sessions) as session:
         run = session.get(IngestionRun, run_id)
-        if run is not None and run.status == "queued":
+        if run is not None and run.status in ("queued", "running"):
             run.status, run.version = "accepted", found.version
             run.summary = f"identical to version {found.version}; nothing new published"
             run.finished_at = datetime.now(UTC)

@@ -65,7 +65,7 @@ def land_upload(run_id: int) -> dict[str, Any]:
 
     with _context().sessions() as session:
         run = session.get(IngestionRun, run_id)
-        if run is None or run.status != "queued":
+        if run is None or run.status not in ("queued", "running"):
             raise ValueError(f"upload {run_id}: no queued upload with that id")
         dataset = session.get(Dataset, run.dataset_id)
         if dataset is None:
