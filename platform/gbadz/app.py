@@ -374,7 +374,12 @@ def create_app(settings: Settings) -> FastAPI:
             from gbadz.ingest.runner import default_dags_folder
             from gbadz.ingest.worker import IngestWorker
 
-            worker = IngestWorker(settings, background_sessions, default_dags_folder())
+            context = None
+            if settings.ingest.worker_mode == "inline":
+                from gbadz.ingest.pipeline import IngestContext
+
+                context = IngestContext(settings, app.state.s3, app.state.keys, background_sessions)
+            worker = IngestWorker(settings, background_sessions, default_dags_folder(), context)
             refreshers.append(
                 asyncio.create_task(
                     background.every(settings.ingest.worker_interval_s, worker.drain, what="ingest worker")

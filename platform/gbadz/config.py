@@ -317,6 +317,13 @@ class IngestSettings(BaseModel):
         "this is set; off for a library caller of create_app (and a deployment with an Airflow "
         "scheduler, where `gbadz ingest-queued` or the scheduler runs uploads)",
     )
+    worker_mode: Literal["dag", "inline"] = Field(
+        default="dag",
+        description="dag: each upload runs through the ingest DAG (Airflow dag.test()) in a child "
+        "process, which reports its task states at the end; inline: the DAG's steps run in a "
+        "thread of the API process (no Airflow start-up; each step's state is shown as it ends; "
+        "the file's table is held in the API process's memory, so only for small uploads)",
+    )
     worker_interval_s: float = Field(
         default=2.0, gt=0, le=3600, description="how often the embedded worker looks for queued uploads"
     )
