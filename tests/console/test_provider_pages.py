@@ -1,0 +1,284 @@
+"""The provider's publishing pages (issue #19) over HTTP: register from a contract with each lint
+problem beside its field, the officer's listing review, an upload streamed on to the API and its
+run page, the consequences of deprecating and retiring, and each page refused to other roles."""
+
+from __future__ import annotations
+
+import io
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow.csv as pacsv
+import pytest
+import sqlalchemy as sa
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from gbadz.audit import AuditEvent
+from gbadz.identity.models import Organization
+from gbadz.ingest import pipeline, samples, worker
+from gbadz.ingest.runner import default_dags_folder
+from tests.conftest import REPO
+from tests.console.world import World
+
+SignedIn = Callable[[str], TestClient]
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
+
+
+def _provider_name(app: FastAPI, world: World) -> str:
+    with app.state.sessionmaker() as session:
+        org = session.get(Organization, world.provider_org)
+        assert org is not None
+        return org.name
+
+
+def contract_yaml(app: FastAPI, world: World, **changes: Any) -> str:
+    """The Macao arrivals contract as the world's Shenzhen provider would register it."""
+    doc = yaml.safe_load((REPO / "contracts" / "mo-tourism-visitor-arrivals.yaml").read_text())
+    doc["id"] = f"arrivals-{secrets.token_hex(4)}"
+    doc["name"] = f"Visitor arrivals {doc['id'][-8:]}"
+    doc["gbadz"]["provider"]["organization"] = _provider_name(app, world)
+    doc["gbadz"]["origin"] = "CN-SZ"
+    doc.update(changes)
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def _register(client: TestClient, text: str) -> Any:
+    csrf = _csrf(client.get("/console/provider/datasets/new").text)
+    return client.post(
+        f"/console/provider/datasets?csrf={csrf}",
+        data={"csrf": csrf, "contract_text": text},
+        files={"contract_file": ("", b"", "application/octet-stream")},
+    )
+
+
+def _sign_off(officer: TestClient, dataset_id: str) -> None:
+    page = officer.get("/console/compliance/classifications")
+    assert 200 == page.status_code
+    found = re.search(
+        rf'action="/console/compliance/classifications/{dataset_id}".*?name="contract_sha256" value="([0-9a-f]+)"',
+        page.text,
+        re.DOTALL,
+    )
+    assert found is not None, "the dataset is not in the officer's listing reviews"
+    done = officer.post(
+        f"/console/compliance/classifications/{dataset_id}",
+        data={
+            "csrf": _csrf(page.text),
+            "decision": "approve",
+            "note": "every column classified as the data shows",
+            "contract_sha256": found.group(1),
+        },
+    )
+    assert 303 == done.status_code, done.text
+
+
+def _csv(rows: int, corrupt: bool = False) -> bytes:
+    table = samples.generate("mo-tourism-visitor-arrivals", rows)
+    if corrupt:
+        table = samples.corrupt(table, "mo-tourism-visitor-arrivals")
+    sink = io.BytesIO()
+    pacsv.write_csv(table, sink)
+    return sink.getvalue()
+
+
+def _upload(client: TestClient, dataset_id: str, data: bytes, name: str = "arrivals.csv") -> Any:
+    csrf = _csrf(client.get(f"/console/provider/datasets/{dataset_id}").text)
+    return client.post(
+        f"/console/provider/datasets/{dataset_id}/uploads?csrf={csrf}",
+        data={"csrf": csrf},
+        files={"file": (name, data, "text/csv")},
+    )
+
+
+def _drain(app: FastAPI) -> int:
+    settings = app.state.settings
+    ctx = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
+    return worker.IngestWorker(settings, app.state.sessionmaker, default_dags_folder(), ctx).drain()
+
+
+class TestRegister:
+    def test_lint_problems_are_listed_with_their_fields_and_nothing_is_registered(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """A contract with two problems is refused with both, each naming its field path."""
+        provider = signed_in("provider")
+        doc = yaml.safe_load(contract_yaml(app, world))
+        doc["gbadz"]["category"] = "secret"
+        doc["schema"][0]["properties"][0]["logicalType"] = "когда"
+        page = _register(provider, yaml.safe_dump(doc, allow_unicode=True))
+        assert 400 == page.status_code
+        assert 'aria-describedby="contract_text-error"' in page.text
+        assert "<code>gbadz.category</code>" in page.text
+        assert "<code>schema[0].properties[0].logicalType</code>" in page.text
+        assert doc["id"] in page.text  # the text is kept for fixing
+        api = provider.get(f"/console/provider/datasets/{doc['id']}")
+        assert 404 == api.status_code
+
+    def test_the_api_lists_each_problem_with_its_field(
+        self, app: FastAPI, world: World, http_for: Callable[[str], dict[str, str]]
+    ) -> None:
+        """The API keeps detail and field, and adds problems: one entry per field path."""
+        doc = yaml.safe_load(contract_yaml(app, world))
+        doc["gbadz"]["category"] = "secret"
+        doc["schema"][0]["properties"][0]["logicalType"] = "nothing"
+        with TestClient(app) as http:
+            response = http.post(
+                "/api/v1/datasets",
+                content=yaml.safe_dump(doc).encode(),
+                headers=http_for("provider") | {"Content-Type": "application/yaml"},
+            )
+        body = response.json()
+        assert 400 == response.status_code
+        fields = [p["field"] for p in body["problems"]]
+        assert {"gbadz.category", "schema[0].properties[0].logicalType"} <= set(fields)
+        assert "field" not in body  # more than one field: none is named alone
+        assert all(f"{p['field']}: {p['message']}" in body["detail"] for p in body["problems"])
+
+    def test_a_registered_dataset_is_signed_off_by_an_officer_then_listed(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """Registered from the form, the dataset waits for the officer's page; once signed off,
+        a consumer finds it. The officer's page is not the provider's, nor the consumer's."""
+        provider, officer, consumer = (
+            signed_in("provider"),
+            signed_in("compliance_officer"),
+            signed_in("consumer"),
+        )
+        text = contract_yaml(app, world)
+        dataset_id = yaml.safe_load(text)["id"]
+        created = _register(provider, text)
+        assert 303 == created.status_code, created.text
+        assert f"/console/provider/datasets/{dataset_id}?registered=1" == created.headers["location"]
+        page = provider.get(created.headers["location"])
+        assert "waiting for a compliance officer" in page.text
+        assert 404 == consumer.get(f"/console/datasets/{dataset_id}").status_code
+        for other in (provider, consumer):
+            assert 404 == other.get("/console/compliance/classifications").status_code
+        _sign_off(officer, dataset_id)
+        assert 200 == consumer.get(f"/console/datasets/{dataset_id}").status_code
+        assert "signed off: listed" in provider.get(f"/console/provider/datasets/{dataset_id}").text
+
+    def test_a_change_must_raise_the_version_and_needs_the_contract_read(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """The edit page is prefilled with the contract; the same version is refused beside the
+        text, a higher one is saved. Another role cannot open the edit page."""
+        provider = signed_in("provider")
+        text = contract_yaml(app, world)
+        dataset_id = yaml.safe_load(text)["id"]
+        assert 303 == _register(provider, text).status_code
+        page = provider.get(f"/console/provider/datasets/{dataset_id}/contract")
+        assert 200 == page.status_code
+        assert f"id: {dataset_id}" in page.text
+        action = re.search(r'action="(/console/provider/datasets/[^"]+/contract\?[^"]+)"', page.text)
+        assert action is not None
+        url = action.group(1).replace("&amp;", "&")
+        doc = yaml.safe_load(text)
+        doc["description"]["purpose"] = "Daily arrivals, now with a longer description."
+        empty = {"contract_file": ("", b"", "application/octet-stream")}  # a browser sends it empty
+        same = provider.post(
+            url, data={"csrf": _csrf(page.text), "contract_text": yaml.safe_dump(doc)}, files=empty
+        )
+        assert same.status_code in (400, 409), same.text
+        assert "<code>version</code>" in same.text
+        doc["version"] = "1.1.0"
+        saved = provider.post(
+            url, data={"csrf": _csrf(page.text), "contract_text": yaml.safe_dump(doc)}, files=empty
+        )
+        assert 303 == saved.status_code, saved.text
+        assert "1.1.0" in provider.get(f"/console/provider/datasets/{dataset_id}").text
+        assert (
+            404 == signed_in("consumer").get(f"/console/provider/datasets/{dataset_id}/contract").status_code
+        )
+
+
+class TestUpload:
+    def test_an_upload_is_streamed_queued_and_its_run_page_shows_the_outcome(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """The file form lands the upload (the size is shown), the run page refreshes itself while
+        queued, and after the worker shows version 1, or the failed checks of a bad file."""
+        provider, officer = signed_in("provider"), signed_in("compliance_officer")
+        text = contract_yaml(app, world)
+        dataset_id = yaml.safe_load(text)["id"]
+        assert 303 == _register(provider, text).status_code
+        _sign_off(officer, dataset_id)
+        good = _csv(200)
+        sent = _upload(provider, dataset_id, good)
+        assert 303 == sent.status_code, sent.text
+        run_url = sent.headers["location"].split("?")[0]
+        queued = provider.get(run_url)
+        assert "3" == queued.headers.get("refresh")
+        assert "Queued" in queued.text
+        assert f"{len(good):,}" in queued.text
+        bad = _upload(provider, dataset_id, _csv(200, corrupt=True))
+        assert 303 == bad.status_code
+        assert 2 == _drain(app)
+        published = provider.get(run_url)
+        assert "refresh" not in published.headers
+        assert "Published as version 1." in published.text
+        rejected = provider.get(bad.headers["location"].split("?")[0])
+        assert "Rejected: nothing was published." in rejected.text
+        assert "Failed checks" in rejected.text
+        assert "arrivals" in rejected.text
+        # In a Chinese script, the same page.
+        hant = provider.get(run_url, headers={"Accept-Language": "zh-HK"})
+        assert "已發佈為第 1 版。" in hant.text
+
+    def test_uploads_are_refused_to_others_and_without_the_form_token(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """Another role cannot upload or read the run; a forged form (no token) is refused before
+        its body is read; a wrong file type is named beside the field; nothing is queued."""
+        provider, consumer = signed_in("provider"), signed_in("consumer")
+        csrf = _csrf(provider.get(f"/console/provider/datasets/{world.dataset}").text)
+        files = {"file": ("x.csv", b"a,b\n1,2\n", "text/csv")}
+        forged = provider.post(
+            f"/console/provider/datasets/{world.dataset}/uploads", data={"csrf": csrf}, files=files
+        )
+        assert 403 == forged.status_code
+        wrong = provider.post(
+            f"/console/provider/datasets/{world.dataset}/uploads?csrf={csrf}",
+            data={"csrf": csrf},
+            files={"file": ("x.txt", b"a,b\n", "text/plain")},
+        )
+        assert 422 == wrong.status_code
+        assert 'id="file-error"' in wrong.text
+        theirs = _csrf(consumer.get("/console/catalog").text)
+        refused = consumer.post(
+            f"/console/provider/datasets/{world.dataset}/uploads?csrf={theirs}",
+            data={"csrf": theirs},
+            files=files,
+        )
+        assert 404 == refused.status_code
+        assert 404 == consumer.get(f"/console/provider/datasets/{world.dataset}").status_code
+        runs = provider.get(f"/api/v1/datasets/{world.dataset}/ingestion-runs")  # a page, not the API
+        assert runs.status_code in (401, 403, 404)
+        with app.state.sessionmaker() as session:
+            queued = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.action == "ingestion.queued", AuditEvent.subject_id == world.dataset)
+            )
+        assert 0 == queued
+
+
+@pytest.fixture
+def http_for(app: FastAPI, world: World) -> Callable[[str], dict[str, str]]:
+    """Bearer headers of the world's API clients, by role."""
+    from tests.api import bearer, fetch_token
+
+    def make(role: str) -> dict[str, str]:
+        with TestClient(app) as http:
+            return bearer(fetch_token(http, world.clients[role]))
+
+    return make
