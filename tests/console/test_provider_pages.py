@@ -282,3 +282,104 @@ def http_for(app: FastAPI, world: World) -> Callable[[str], dict[str, str]]:
             return bearer(fetch_token(http, world.clients[role]))
 
     return make
+
+
+def _granted_dataset(
+    app: FastAPI, world: World, signed_in: SignedIn, http_for: Callable[[str], dict[str, str]]
+) -> str:
+    """A listed arrivals dataset of the world's provider on which the world's startup holds a grant."""
+    provider, officer = signed_in("provider"), signed_in("compliance_officer")
+    text = contract_yaml(app, world)
+    dataset_id = yaml.safe_load(text)["id"]
+    assert 303 == _register(provider, text).status_code
+    _sign_off(officer, dataset_id)
+    with TestClient(app) as http:
+        asked = http.post(
+            f"/api/v1/datasets/{dataset_id}/access-requests",
+            json={
+                "purpose": "trade_transport_academic_mfg_marketing",
+                "purpose_text": "Planning tours across the bay",
+                "columns": ["arrival_date", "source_market", "arrivals"],
+            },
+            headers=http_for("consumer"),
+        )
+        assert 201 == asked.status_code, asked.text
+        if asked.json()["state"] == "under_provider_review":
+            approved = http.post(
+                f"/api/v1/access-requests/{asked.json()['id']}/approve", json={}, headers=http_for("provider")
+            )
+            assert 200 == approved.status_code, approved.text
+            assert "approved" == approved.json()["state"], approved.json()
+    return str(dataset_id)
+
+
+class TestGrantsAndEndings:
+    def test_the_provider_sees_who_holds_grants_and_others_see_none_of_it(
+        self, app: FastAPI, world: World, signed_in: SignedIn, http_for: Callable[[str], dict[str, str]]
+    ) -> None:
+        """The dataset page lists the grantee by name and jurisdiction with purpose, columns and
+        expiry; the grants filter gives another provider nothing; the preview is 404 to others."""
+        dataset_id = _granted_dataset(app, world, signed_in, http_for)
+        page = signed_in("provider").get(f"/console/provider/datasets/{dataset_id}")
+        with app.state.sessionmaker() as session:
+            startup = session.get(Organization, world.startup_org)
+            assert startup is not None
+        assert startup.name in page.text
+        assert "arrival_date, source_market, arrivals" in page.text
+        with TestClient(app) as http:
+            mine = http.get(f"/api/v1/grants?dataset_id={dataset_id}", headers=http_for("provider")).json()
+            assert [(startup.name, "HK")] == [(g["grantee_name"], g["grantee_jurisdiction"]) for g in mine]
+            from tests.api import bearer, fetch_token, make_client
+
+            stranger = bearer(fetch_token(http, make_client(app, "provider", "CN-SZ")))
+            assert [] == http.get(f"/api/v1/grants?dataset_id={dataset_id}", headers=stranger).json()
+            for headers in (stranger, http_for("consumer")):
+                preview = http.get(f"/api/v1/datasets/{dataset_id}/retirement-preview", headers=headers)
+                assert 404 == preview.status_code, preview.text
+            preview = http.get(
+                f"/api/v1/datasets/{dataset_id}/retirement-preview", headers=http_for("provider")
+            )
+            assert (1, [startup.name]) == (preview.json()["live_grants"], preview.json()["grantees"])
+
+    def test_deprecate_and_retire_state_their_consequences_first(
+        self, app: FastAPI, world: World, signed_in: SignedIn, http_for: Callable[[str], dict[str, str]]
+    ) -> None:
+        """Each confirmation page counts the live grants; retiring needs the box ticked; both are
+        audited; the consumer cannot open either page."""
+        dataset_id = _granted_dataset(app, world, signed_in, http_for)
+        provider = signed_in("provider")
+        assert 404 == signed_in("consumer").get(f"/console/provider/datasets/{dataset_id}/retire").status_code
+        page = provider.get(f"/console/provider/datasets/{dataset_id}/deprecate")
+        assert "1 live grants keep working" in page.text
+        done = provider.post(
+            f"/console/provider/datasets/{dataset_id}/deprecate",
+            data={"csrf": _csrf(page.text), "reason": "superseded by a daily feed"},
+        )
+        assert 303 == done.status_code, done.text
+        page = provider.get(f"/console/provider/datasets/{dataset_id}/retire")
+        assert "1 live grants can no longer deliver anything." in page.text
+        unticked = provider.post(
+            f"/console/provider/datasets/{dataset_id}/retire",
+            data={"csrf": _csrf(page.text), "reason": "collection ended"},
+        )
+        assert 422 == unticked.status_code
+        assert 'id="confirm-error"' in unticked.text
+        short = provider.post(
+            f"/console/provider/datasets/{dataset_id}/retire",
+            data={"csrf": _csrf(page.text), "reason": "x", "confirm": "on"},
+        )
+        assert 422 == short.status_code
+        assert 'id="reason-error"' in short.text
+        retired = provider.post(
+            f"/console/provider/datasets/{dataset_id}/retire",
+            data={"csrf": _csrf(page.text), "reason": "collection ended", "confirm": "on"},
+        )
+        assert 303 == retired.status_code, retired.text
+        assert "Upload a new version" not in provider.get(f"/console/provider/datasets/{dataset_id}").text
+        with app.state.sessionmaker() as session:
+            actions = session.scalars(
+                sa.select(AuditEvent.action)
+                .where(AuditEvent.subject_id == dataset_id)
+                .order_by(AuditEvent.id)
+            ).all()
+        assert {"dataset.deprecated", "dataset.retired"} <= set(actions), actions

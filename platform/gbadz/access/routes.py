@@ -323,11 +323,12 @@ def list_grants(
 def retirement_preview(
     dataset_id: str,
     request: Request,
-    principal: Annotated[Principal, Depends(require_scopes("datasets:publish"))],
+    principal: Authenticated,
     session: ReadSession,
     s3: S3,
     settings: AppSettings,
 ) -> RetirementPreviewRead:
+    # Any caller but the dataset's provider gets 404 (not 403): the preview is the provider's own.
     def copies(dataset: str) -> int:
         return storage.count_prefix(
             s3, settings.s3, settings.s3.delivery_bucket, storage.delivery_prefix(dataset)

@@ -1315,6 +1315,14 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "请选择核准或退回该分类。",
         "請選擇核准或退回該分類。",
     ),
+    "Who holds grants": (None, "授权持有方", "授權持有方"),
+    "Grantee": (None, "被授权方", "被授權方"),
+    "analysis": (None, "仅限分析", "僅限分析"),
+    "No organisation holds a grant on this dataset.": (
+        None,
+        "尚无机构持有该数据集的授权。",
+        "尚無機構持有該數據集的授權。",
+    ),
     "Write a note of 3 to 2,000 characters.": (
         None,
         "请填写 3 至 2,000 个字符的备注。",

@@ -243,6 +243,7 @@ async def _manage_page(
     api = Api(request, signed)
     dataset, _ = await _owned(api, dataset_id)
     runs = await api.json("GET", f"/api/v1/datasets/{_q(dataset_id)}/ingestion-runs", params={"limit": 20})
+    grants = await api.json("GET", "/api/v1/grants", params={"dataset_id": dataset_id, "limit": 200})
     context = {"errors": {}} | extra
     return render(
         request,
@@ -251,6 +252,7 @@ async def _manage_page(
         signed=signed,
         dataset=dataset,
         runs=runs,
+        grants=grants,
         max_upload=request.app.state.settings.api.max_upload_bytes,
         flash=next(
             (k for k in ("registered", "changed", "deprecated", "retired") if k in request.query_params), None
