@@ -287,6 +287,10 @@ class MechanismIncomplete(Unprocessable):
     """An evidence item lacks a field its kind needs, or names one that does not fit; ``field`` names it."""
 
 
+class ColumnsNotNarrower(Unprocessable):
+    """A provider's approval named columns that were not all requested: approval can only narrow."""
+
+
 class ObligationIncomplete(Unprocessable):
     """Meeting an obligation lacks what its kind needs (a PIPIA's date)."""
 

@@ -40,9 +40,11 @@ def _provider_name(app: FastAPI, world: World) -> str:
         return org.name
 
 
-def contract_yaml(app: FastAPI, world: World, **changes: Any) -> str:
-    """The Macao arrivals contract as the world's Shenzhen provider would register it."""
-    doc = yaml.safe_load((REPO / "contracts" / "mo-tourism-visitor-arrivals.yaml").read_text())
+def contract_yaml(
+    app: FastAPI, world: World, base: str = "mo-tourism-visitor-arrivals", **changes: Any
+) -> str:
+    """A sample contract (the Macao arrivals) as the world's Shenzhen provider would register it."""
+    doc = yaml.safe_load((REPO / "contracts" / f"{base}.yaml").read_text())
     doc["id"] = f"arrivals-{secrets.token_hex(4)}"
     doc["name"] = f"Visitor arrivals {doc['id'][-8:]}"
     doc["gbadz"]["provider"]["organization"] = _provider_name(app, world)
@@ -383,3 +385,97 @@ class TestGrantsAndEndings:
                 .order_by(AuditEvent.id)
             ).all()
         assert {"dataset.deprecated", "dataset.retired"} <= set(actions), actions
+
+
+def _asked(
+    app: FastAPI, world: World, signed_in: SignedIn, http_for: Callable[[str], dict[str, str]]
+) -> tuple[str, str]:
+    """A listed deliveries dataset (personal information) and the startup's request for three of
+    its columns, waiting for the provider's review."""
+    provider, officer = signed_in("provider"), signed_in("compliance_officer")
+    text = contract_yaml(app, world, "hk-logistics-deliveries")
+    dataset_id = yaml.safe_load(text)["id"]
+    assert 303 == _register(provider, text).status_code
+    _sign_off(officer, dataset_id)
+    with TestClient(app) as http:
+        asked = http.post(
+            f"/api/v1/datasets/{dataset_id}/access-requests",
+            json={
+                "purpose": "trade_transport_academic_mfg_marketing",
+                "purpose_text": "Cold-chain route planning across the bay",
+                "columns": ["delivery_id", "district", "recipient_phone"],
+            },
+            headers=http_for("consumer"),
+        )
+    assert 201 == asked.status_code, asked.text
+    if asked.json()["state"] != "under_provider_review":
+        pytest.skip(f"the engine decided {asked.json()['state']} without the provider's review")
+    return str(dataset_id), str(asked.json()["id"])
+
+
+class TestReviewCards:
+    def test_approval_can_narrow_the_columns_but_never_widen_them(
+        self, app: FastAPI, world: World, signed_in: SignedIn, http_for: Callable[[str], dict[str, str]]
+    ) -> None:
+        """A wider set is refused naming columns and nothing changes; another provider cannot act;
+        a subset is approved, audited, and is what the grant carries."""
+        dataset_id, request_id = _asked(app, world, signed_in, http_for)
+        url = f"/api/v1/access-requests/{request_id}/approve"
+        with TestClient(app) as http:
+            wider = http.post(
+                url, json={"columns": ["delivery_id", "recipient_name"]}, headers=http_for("provider")
+            )
+            assert 422 == wider.status_code, wider.text
+            assert ("ColumnsNotNarrower", "columns") == (wider.json()["error"], wider.json()["field"])
+            empty = http.post(url, json={"columns": []}, headers=http_for("provider"))
+            assert 422 == empty.status_code
+            from tests.api import bearer, fetch_token, make_client
+
+            stranger = bearer(fetch_token(http, make_client(app, "provider", "CN-SZ")))
+            assert 404 == http.post(url, json={"columns": ["district"]}, headers=stranger).status_code
+            assert 404 == http.get(f"/api/v1/access-requests/{request_id}", headers=stranger).status_code
+            still = http.get(f"/api/v1/access-requests/{request_id}", headers=http_for("provider")).json()
+            assert ("under_provider_review", ["delivery_id", "district", "recipient_phone"]) == (
+                still["state"],
+                still["columns"],
+            )
+            with app.state.sessionmaker() as session:
+                startup = session.get(Organization, world.startup_org)
+                assert startup is not None
+            assert startup.name == still["requester_name"]
+
+        # The provider's card names the requester and narrows from the browser form.
+        provider = signed_in("provider")
+        queue = provider.get("/console/requests")
+        assert f"{startup.name} (" in queue.text
+        done = provider.post(
+            f"/console/requests/{request_id}/approve",
+            data={"csrf": _csrf(queue.text), "columns": ["delivery_id", "district"]},
+        )
+        assert 303 == done.status_code, done.text
+        with TestClient(app) as http:
+            after = http.get(f"/api/v1/access-requests/{request_id}", headers=http_for("provider")).json()
+            assert ["delivery_id", "district"] == after["columns"]
+            assert ["delivery_id", "district"] == after["reviews"][-1]["columns"]
+            grants = http.get(f"/api/v1/grants?dataset_id={dataset_id}", headers=http_for("consumer")).json()
+            if after["state"] == "approved":
+                assert [["delivery_id", "district"]] == [g["columns"] for g in grants]
+        with app.state.sessionmaker() as session:
+            narrowed = session.scalars(
+                sa.select(AuditEvent).where(
+                    AuditEvent.action == "access_request.columns_narrowed",
+                    AuditEvent.subject_id == request_id,
+                )
+            ).all()
+        assert [["delivery_id", "district"]] == [e.details["approved"] for e in narrowed]
+
+    def test_unticking_every_column_is_refused_beside_the_columns(
+        self, app: FastAPI, world: World, signed_in: SignedIn, http_for: Callable[[str], dict[str, str]]
+    ) -> None:
+        """Approving with no column ticked says so next to the columns; the request still waits."""
+        _, request_id = _asked(app, world, signed_in, http_for)
+        provider = signed_in("provider")
+        queue = provider.get("/console/requests")
+        refused = provider.post(f"/console/requests/{request_id}/approve", data={"csrf": _csrf(queue.text)})
+        assert 422 == refused.status_code
+        assert f'id="columns-{request_id}-error"' in refused.text

@@ -37,6 +37,7 @@ from gbadz.errors import (
     BadRequest,
     ColumnNotAnalysable,
     ColumnNotInSchema,
+    ColumnsNotNarrower,
     Conflict,
     DatasetNotFound,
     DatasetNotOpen,
@@ -261,6 +262,7 @@ def get_access_request(
         DeterminationIncomplete,
         FourEyes,
         MechanismWithdrawn,
+        ColumnsNotNarrower,
     ),
     summary="Approve at the current review step: the provider's, then the compliance officer's "
     "determination (basis, mechanism evidence, PIPIA, notice and consent, note)",
@@ -276,7 +278,16 @@ def approve_access_request(
     findings = service.Findings(**body.findings.model_dump()) if body.findings else None
     given = DeterminationIn(**body.determination.model_dump()) if body.determination else None
     approved = service.approve(
-        session, principal, actor_of(principal), request_id, body.reason, rules, findings, given, transfer_log
+        session,
+        principal,
+        actor_of(principal),
+        request_id,
+        body.reason,
+        rules,
+        findings,
+        given,
+        transfer_log,
+        columns=body.columns,
     )
     return _request_read(approved, service.grant_id_of(session, approved))
 

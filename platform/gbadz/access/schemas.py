@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -288,6 +288,13 @@ class Review(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=2000, description="the reviewer's note")
+    columns: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="the provider's step only: approve fewer columns than were requested (a subset); "
+        "the decision is taken again on them and the grant carries them",
+    )
     findings: FindingsIn | None = None
     determination: DeterminationIn | None = Field(
         default=None, description="required at the compliance step: the final determination"

@@ -47,6 +47,7 @@ from gbadz.errors import (
     BadRequest,
     ColumnNotAnalysable,
     ColumnNotInSchema,
+    ColumnsNotNarrower,
     DatasetNotFound,
     DatasetNotOpen,
     DeletionAlreadyAttested,
@@ -774,12 +775,15 @@ def approve(
     findings: Findings | None = None,
     determination: DeterminationIn | None = None,
     log: TransferLog | None = None,
+    columns: list[str] | None = None,
 ) -> AccessRequest:
     request = _locked(session, principal, request_id)
     rules = rules or default_rules()
     at = _now()
     outcome = request.decision.get("outcome")
     assessment: Assessment | None = None
+    if columns is not None and request.state != "under_provider_review":
+        raise Forbidden("columns: only the provider's review can narrow the columns", field="columns")
     if request.state == "under_provider_review":
         if principal.org_id != request.provider_org_id:
             raise NotYourReviewStep("only the dataset's provider reviews this request now")
@@ -789,8 +793,16 @@ def approve(
             raise Forbidden(
                 "determination: only a compliance officer determines a transfer", field="determination"
             )
+        narrowed = _narrowed(session, actor, request, columns)
         request.state = "under_compliance_review"
         _review(request, "provider", principal, actor, at, reason)
+        if narrowed:
+            request.reviews[-1] = request.reviews[-1] | {"columns": list(request.columns)}
+            # The decision is taken again on the narrowed columns (fewer can only relax the facts
+            # the law turns on; whatever it now says is what the grant and the next step rely on).
+            assessment = _reassess(session, request, Findings(), at, rules)
+            request.decision = _snapshot(assessment)
+            outcome = request.decision.get("outcome")
         if outcome not in REVIEW_OUTCOMES:
             # Decided again: still allowed without review -> approved; else a compliance officer decides.
             assessment = _reassess(session, request, Findings(), at, rules)
@@ -811,6 +823,33 @@ def approve(
     _record(session, actor, request, f"access_request.{request.state}")
     session.flush()
     return request
+
+
+def _narrowed(session: Session, actor: str, request: AccessRequest, columns: list[str] | None) -> bool:
+    """Narrow the request to ``columns`` (a subset of those requested, in their order); audited.
+    Naming a column that was not requested would widen the grant: refused, naming ``columns``."""
+    if columns is None:
+        return False
+    asked = list(request.columns)
+    extra = sorted(set(columns) - set(asked))
+    if extra:
+        raise ColumnsNotNarrower(
+            f"columns: approval can only narrow the request; not requested: {', '.join(extra)[:500]}",
+            field="columns",
+        )
+    kept = [c for c in asked if c in set(columns)]
+    if kept == asked:
+        return False
+    request.columns = kept
+    audit.record(
+        session,
+        actor=actor,
+        action="access_request.columns_narrowed",
+        subject_type="access_request",
+        subject_id=request.id,
+        details={"dataset": request.dataset_id, "requested": asked, "approved": kept},
+    )
+    return True
 
 
 def _evidence_item(

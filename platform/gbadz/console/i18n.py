@@ -1316,6 +1316,13 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "請選擇核准或退回該分類。",
     ),
     "Who holds grants": (None, "授权持有方", "授權持有方"),
+    "Requested by": (None, "申请方", "申請方"),
+    "Tick at least one column to approve.": (None, "请至少勾选一列以批准。", "請至少勾選一欄以批准。"),
+    "Columns to approve (untick to narrow)": (
+        None,
+        "批准的列（取消勾选以缩小范围）",
+        "批准的欄（取消勾選以縮小範圍）",
+    ),
     "Grantee": (None, "被授权方", "被授權方"),
     "analysis": (None, "仅限分析", "僅限分析"),
     "No organisation holds a grant on this dataset.": (

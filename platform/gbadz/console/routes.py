@@ -481,7 +481,14 @@ DETERMINATION_FIELDS = (
 FINDING_CHECKS = ("necessity_accepted", "foreign_pi_transit", "anonymised")
 #: The DP finding of an analysis request (issue #18), with the evaluation it rests on.
 DP_FINDING = ("dp_release", "dp_evaluation_ref")
-REVIEW_FIELDS = {*DETERMINATION_FIELDS, *FINDING_CHECKS, *DP_FINDING, "macao_art20_ground", "reason"}
+REVIEW_FIELDS = {
+    *DETERMINATION_FIELDS,
+    *FINDING_CHECKS,
+    *DP_FINDING,
+    "macao_art20_ground",
+    "reason",
+    "columns",
+}
 
 
 def legal_today(request: Request) -> date:
@@ -644,6 +651,17 @@ async def review(request: Request, request_id: str, action: str, signed: Reviewe
         body = _determination_body(form)
     else:
         body = {"reason": reason} if reason or action == "reject" else {}
+        if action == "approve" and signed.person.role == "provider":  # the provider may narrow
+            body["columns"] = [str(c) for c in form.getlist("columns")]
+            if not body["columns"]:
+                return await _requests_page(
+                    request,
+                    signed,
+                    422,
+                    errors={"columns": "Tick at least one column to approve."},
+                    error_for=request_id,
+                    values={"reason": reason, "columns": []},
+                )
     try:
         await Api(request, signed).json(
             "POST", f"/api/v1/access-requests/{_q(request_id)}/{action}", json=body, refusals=True
@@ -655,7 +673,8 @@ async def review(request: Request, request_id: str, action: str, signed: Reviewe
             _status(failure),
             errors=review_errors(failure),
             error_for=request_id,
-            values={k: str(v) for k, v in form.items() if k != "csrf"},
+            values={k: str(v) for k, v in form.items() if k not in ("csrf", "columns")}
+            | {"columns": [str(c) for c in form.getlist("columns")]},
         )
     return RedirectResponse(f"/console/requests?done={action}#request-{request_id}", status_code=303)
 
