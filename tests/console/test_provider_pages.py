@@ -450,7 +450,7 @@ class TestReviewCards:
         assert f"{startup.name} (" in queue.text
         done = provider.post(
             f"/console/requests/{request_id}/approve",
-            data={"csrf": _csrf(queue.text), "columns": ["delivery_id", "district"]},
+            data={"csrf": _csrf(queue.text), "columns_listed": "1", "columns": ["delivery_id", "district"]},
         )
         assert 303 == done.status_code, done.text
         with TestClient(app) as http:
@@ -476,6 +476,8 @@ class TestReviewCards:
         _, request_id = _asked(app, world, signed_in, http_for)
         provider = signed_in("provider")
         queue = provider.get("/console/requests")
-        refused = provider.post(f"/console/requests/{request_id}/approve", data={"csrf": _csrf(queue.text)})
+        refused = provider.post(
+            f"/console/requests/{request_id}/approve", data={"csrf": _csrf(queue.text), "columns_listed": "1"}
+        )
         assert 422 == refused.status_code
         assert f'id="columns-{request_id}-error"' in refused.text

@@ -651,7 +651,8 @@ async def review(request: Request, request_id: str, action: str, signed: Reviewe
         body = _determination_body(form)
     else:
         body = {"reason": reason} if reason or action == "reject" else {}
-        if action == "approve" and signed.person.role == "provider":  # the provider may narrow
+        # The provider's card lists the requested columns as ticked boxes; unticking narrows.
+        if action == "approve" and signed.person.role == "provider" and form.get("columns_listed"):
             body["columns"] = [str(c) for c in form.getlist("columns")]
             if not body["columns"]:
                 return await _requests_page(
