@@ -13,6 +13,10 @@ and ``gbadz ingest-queued``) never run one upload twice, and neither waits for t
 lock. A run left ``running`` longer than ``worker_timeout_s`` (its replica was lost) is
 claimed again. The DAG's task states are stored with the run; a DAG that ends without a
 result marks the run ``failed`` (the landed upload is kept, so nothing is lost).
+
+With ``worker_mode=inline`` the DAG's steps run in the worker thread instead (no Airflow or
+Great Expectations start-up per upload; each step's state is stored as it ends): for small
+uploads, the demo and tests. ADR 0023.
 """
 
 from __future__ import annotations
