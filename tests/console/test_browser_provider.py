@@ -16,13 +16,14 @@ import pyarrow.csv as pacsv
 import pytest
 import yaml
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, expect
 
 from gbadz import db
 from gbadz.app import create_app
 from gbadz.config import DatabaseSettings, OAuthSettings, Settings
 from gbadz.ingest import samples
-from tests.api import free_port, make_client
+from tests.api import bearer, fetch_token, free_port, make_client
 from tests.conftest import REPO
 from tests.console.browsing import check, serving, sign_in, sign_out
 from tests.console.world import Person, add_person
@@ -94,6 +95,24 @@ def _contract(site: Site, dataset_id: str, origin: str) -> str:
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
+def _granted(site: Site, dataset_id: str) -> str:
+    """The startup's request, decided at once (no personal information), as its API client sends it."""
+    startup = make_client(site.app, "consumer", "HK")
+    http = TestClient(site.app)
+    asked = http.post(
+        f"/api/v1/datasets/{dataset_id}/access-requests",
+        json={
+            "purpose": "trade_transport_academic_mfg_marketing",
+            "purpose_text": "Planning tours across the bay",
+            "columns": ["arrival_date", "source_market", "arrivals"],
+        },
+        headers=bearer(fetch_token(http, startup)),
+    )
+    assert 201 == asked.status_code, asked.text
+    assert "approved" == asked.json()["state"], asked.json()
+    return org_name(site.app, startup.org_id)
+
+
 def _upload(page: Page, site: Site, name: str) -> None:
     page.get_by_label("Data file (CSV or Parquet, at most").set_input_files(str(site.files / name))
     page.get_by_role("button", name="Upload", exact=True).click()
@@ -135,11 +154,16 @@ def test_a_provider_publishes_a_dataset_from_its_contract(browser: Browser, site
     card.get_by_role("button", name="Record the review").click()
     expect(page.get_by_role("status")).to_contain_text("Review recorded.")
     sign_out(page)
+    # A Hong Kong startup is granted three columns of the (non-personal) arrivals at once.
+    startup_name = _granted(site, dataset_id)
 
     # -- a good upload: queued, then published by the embedded worker (the page refreshes itself)
     sign_in(page, site, site.provider)
     page.get_by_role("link", name=f"Visitor arrivals at the bay {dataset_id[-6:]}").click()
     expect(page.get_by_text("signed off: listed")).to_be_visible()
+    grants = page.locator("table.grants")
+    expect(grants.get_by_role("rowheader", name=f"{startup_name} (Hong Kong SAR)")).to_be_visible()
+    expect(grants).to_contain_text("arrival_date, source_market, arrivals")
     check(page, site, "p05-dataset")
     _upload(page, site, "arrivals.csv")
     size = (site.files / "arrivals.csv").stat().st_size
@@ -173,7 +197,8 @@ def test_a_provider_publishes_a_dataset_from_its_contract(browser: Browser, site
     # -- deprecate: the consequences first, then confirm
     page.get_by_role("link", name="Deprecate", exact=True).click()
     expect(page.get_by_role("heading", name="What this does")).to_be_visible()
-    expect(page.locator("section.panel")).to_contain_text("0 live grants keep working")
+    expect(page.locator("section.panel")).to_contain_text("1 live grants keep working")
+    expect(page.locator("section.panel")).to_contain_text(startup_name)
     check(page, site, "p11-deprecate-consequences")
     page.get_by_role("button", name="Deprecate").click()
     expect(page.locator("#reason-error")).to_be_visible()  # a reason is needed
