@@ -90,11 +90,16 @@ class TestClaim:
                 )
             ).all()
         assert [queued["id"]] == [e.details["run"] for e in started]
+        # A DAG task that ends shows on the running run at once; a run no worker claimed shows nothing.
+        worker.step_done(sessions, queued["id"], "land")
+        assert {"land": "success"} == _run(http, provider, dataset, queued["id"]).json()["task_states"]
         # A worker that stops puts what it claimed back; another worker's claim is not touched.
         worker.release(sessions, queued["id"], "replica-b:2")
         assert "running" == _run(http, provider, dataset, queued["id"]).json()["status"]
         worker.release(sessions, queued["id"], "replica-a:1")
         assert "queued" == _run(http, provider, dataset, queued["id"]).json()["status"]
+        worker.step_done(sessions, queued["id"], "validate")
+        assert "validate" not in (_run(http, provider, dataset, queued["id"]).json()["task_states"] or {})
         # A run a lost replica left running past the timeout is claimed again.
         assert queued["id"] == worker.claim_next(sessions, "replica-a:1", stale_after_s=3600)
         assert queued["id"] == worker.claim_next(sessions, "replica-c:3", stale_after_s=0)

@@ -70,7 +70,7 @@ def land_upload(run_id: int) -> dict[str, Any]:
         dataset = session.get(Dataset, run.dataset_id)
         if dataset is None:
             raise ValueError(f"upload {run_id}: its dataset {run.dataset_id!r} is not in the catalog")
-        return {
+        landed = {
             "contract": dataset.id,
             "contract_ref": CATALOG_REF + dataset.id,
             "contract_sha256": dataset.contract_sha256,
@@ -80,6 +80,17 @@ def land_upload(run_id: int) -> dict[str, Any]:
             "size": int(run.report.get("size", 0)),
             "suffix": str(run.report.get("suffix", ".csv")),
         }
+    _step(run_id, "land")
+    return landed
+
+
+def _step(run_id: int | None, task: str) -> None:
+    """Show a claimed upload's finished task on its run page while the DAG goes on."""
+    if run_id is None:
+        return
+    from gbadz.ingest.worker import step_done
+
+    step_done(_context().sessions, int(run_id), task)
 
 
 def validate(landed: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +110,7 @@ def validate(landed: dict[str, Any]) -> dict[str, Any]:
         json.dumps(report.as_dict(), default=str).encode(),
         "application/json",
     )
+    _step(landed.get("upload"), "validate")
     return {"success": report.success, "summary": report.summary(), "report_key": key}
 
 

@@ -130,7 +130,13 @@ def release(sessions: sessionmaker[Session], run_id: int, worker: str) -> None:
                 IngestionRun.status == "running",
                 IngestionRun.claimed_by == worker[:100],
             )
-            .values(status="queued", started_at=None, claimed_by=None, summary="back in the queue")
+            .values(
+                status="queued",
+                started_at=None,
+                claimed_by=None,
+                task_states=None,
+                summary="back in the queue",
+            )
             .execution_options(synchronize_session=False)
         )
 
@@ -150,6 +156,14 @@ def progress(sessions: sessionmaker[Session], run_id: int, task_states: dict[str
             .values(task_states=dict(task_states))
             .execution_options(synchronize_session=False)
         )
+
+
+def step_done(sessions: sessionmaker[Session], run_id: int, task: str, state: str = "success") -> None:
+    """One DAG task of a running upload ended (called from the task, under Airflow): shown live."""
+    with db.session_scope(sessions) as session:
+        run = session.get(IngestionRun, run_id, with_for_update=True)
+        if run is not None and run.status == "running":
+            run.task_states = dict(run.task_states or {}) | {task: state}
 
 
 def run_inline(ctx: pipeline.IngestContext, run_id: int) -> dict[str, str]:
