@@ -481,3 +481,57 @@ class TestReviewCards:
         )
         assert 422 == refused.status_code
         assert f'id="columns-{request_id}-error"' in refused.text
+
+
+class TestOtherProviders:
+    def test_another_provider_cannot_reach_any_page_or_form_of_the_dataset(
+        self, app: FastAPI, world: World, signed_in: SignedIn, browser_client: Callable[[], TestClient]
+    ) -> None:
+        """A provider of another organisation gets 404 for every page and form of the dataset
+        (even though it is listed), and cannot sign off a listing review; nothing changes."""
+        from tests.api import make_client
+        from tests.console.conftest import sign_in
+        from tests.console.world import add_person
+
+        org = make_client(app, "provider", "CN-SZ").org_id
+        other = sign_in(browser_client(), add_person(app, "provider", org, f"rival-{secrets.token_hex(3)}"))
+        csrf = _csrf(other.get("/console/provider").text)
+        base = f"/console/provider/datasets/{world.dataset}"
+        for path in (base, f"{base}/contract", f"{base}/deprecate", f"{base}/retire", f"{base}/runs/1"):
+            assert 404 == other.get(path).status_code, path
+        files = {"file": ("x.csv", b"a,b\n1,2\n", "text/csv")}
+        assert 404 == other.post(f"{base}/uploads?csrf={csrf}", data={"csrf": csrf}, files=files).status_code
+        changed = other.post(
+            f"{base}/contract?csrf={csrf}",
+            data={"csrf": csrf, "contract_text": "id: x\n"},
+            files={"contract_file": ("", b"", "application/octet-stream")},
+        )
+        assert 404 == changed.status_code
+        for action in ("deprecate", "retire"):
+            ended = other.post(
+                f"{base}/{action}", data={"csrf": csrf, "reason": "taking it over", "confirm": "on"}
+            )
+            assert 404 == ended.status_code, action
+        review = other.post(
+            f"/console/compliance/classifications/{world.dataset}",
+            data={"csrf": csrf, "decision": "return", "note": "not theirs to review", "contract_sha256": "x"},
+        )
+        assert 404 == review.status_code
+        owner = signed_in("provider").get(base)
+        assert 200 == owner.status_code
+        assert "Upload a new version" in owner.text  # still active, not retired
+
+    def test_a_contract_file_registers_like_the_text(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """A YAML file chosen in the form is registered (the text box is ignored when a file is chosen)."""
+        provider = signed_in("provider")
+        text = contract_yaml(app, world)
+        csrf = _csrf(provider.get("/console/provider/datasets/new").text)
+        created = provider.post(
+            f"/console/provider/datasets?csrf={csrf}",
+            data={"csrf": csrf, "contract_text": "not: a contract"},
+            files={"contract_file": ("arrivals.yaml", text.encode(), "application/yaml")},
+        )
+        assert 303 == created.status_code, created.text
+        assert yaml.safe_load(text)["id"] in created.headers["location"]
