@@ -328,7 +328,7 @@ def list_grants(
 @router.get(
     "/datasets/{dataset_id}/retirement-preview",
     response_model=RetirementPreviewRead,
-    responses=error_responses(DatasetNotFound),
+    responses=error_responses(DatasetNotFound, StorageUnavailable),
     summary="What deprecating or retiring your dataset touches: live grants, waiting requests, copies",
 )
 def retirement_preview(
