@@ -29,6 +29,7 @@ from gbadz.errors import (
     DatabaseUnavailable,
     ErrorBody,
     GbadzError,
+    Problem,
     ServiceUnavailable,
     StorageUnavailable,
     error_responses,
@@ -191,9 +192,19 @@ def request_id_of(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-def _body(request: Request, error: str, detail: Any, field: str | None = None) -> dict[str, Any]:
-    body = ErrorBody(error=error, detail=detail, request_id=request_id_of(request), field=field)
-    return body.model_dump(exclude={"field"} if field is None else set())
+def _body(
+    request: Request,
+    error: str,
+    detail: Any,
+    field: str | None = None,
+    problems: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    listed = [Problem(field=loc, message=msg) for loc, msg in problems] if problems else None
+    body = ErrorBody(
+        error=error, detail=detail, request_id=request_id_of(request), field=field, problems=listed
+    )
+    exclude = ({"field"} if field is None else set()) | ({"problems"} if listed is None else set())
+    return body.model_dump(exclude=exclude)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -203,7 +214,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500 and not isinstance(exc, ServiceUnavailable):
             log.error("configuration error", error=exc.error, detail=exc.detail)
         return JSONResponse(
-            _body(request, exc.error, exc.detail, exc.field), status_code=status, headers=exc.headers
+            _body(request, exc.error, exc.detail, exc.field, exc.problems),
+            status_code=status,
+            headers=exc.headers,
         )
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -356,9 +369,27 @@ def create_app(settings: Settings) -> FastAPI:
                 )
             ),
         ]
+        worker = None
+        if settings.ingest.worker:
+            from gbadz.ingest.runner import default_dags_folder
+            from gbadz.ingest.worker import IngestWorker
+
+            context = None
+            if settings.ingest.worker_mode == "inline":
+                from gbadz.ingest.pipeline import IngestContext
+
+                context = IngestContext(settings, app.state.s3, app.state.keys, background_sessions)
+            worker = IngestWorker(settings, background_sessions, default_dags_folder(), context)
+            refreshers.append(
+                asyncio.create_task(
+                    background.every(settings.ingest.worker_interval_s, worker.drain, what="ingest worker")
+                )
+            )
         try:
             yield
         finally:
+            if worker is not None:
+                worker.stop()
             for refresher in refreshers:
                 refresher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -34,7 +34,7 @@ from rich.table import Table
 
 from gbadz import db, embedded, log, storage
 from gbadz.config import Settings, get_settings
-from gbadz.errors import BadRequest, GbadzError, ServiceUnavailable
+from gbadz.errors import BadRequest, GbadzError, ServicesError, ServiceUnavailable
 
 app = typer.Typer(
     name="gbadz",
@@ -705,6 +705,39 @@ def ingest(
         raise typer.Exit(1)
 
 
+@app.command("ingest-upload")
+def ingest_upload(
+    run_id: Annotated[int, typer.Argument(min=1, help="The upload's ingestion run id.")],
+    dags_folder: Annotated[
+        Path | None, typer.Option(help="Folder holding gbadz_ingest.py (default: ./dags).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run one landed upload (queued, or claimed by the embedded worker) through the ingest DAG."""
+    from gbadz.ingest import runner
+
+    settings = _resolved()
+    try:
+        outcome = runner.run_upload(settings, run_id, dags_folder or runner.default_dags_folder())
+    except ServicesError as exc:
+        if as_json:
+            _print_json({"upload": run_id, "error": str(exc)[:500], "tasks": getattr(exc, "tasks", {})})
+        raise
+    payload = {
+        "upload": run_id,
+        "accepted": outcome.accepted,
+        "version": outcome.version,
+        "summary": outcome.summary,
+        "dag_state": outcome.dag_state,
+        "tasks": outcome.task_states,
+    }
+    if as_json:
+        _print_json(payload)
+    else:
+        verdict = f"published version {outcome.version}" if outcome.accepted else "rejected"
+        out.print(f"upload {run_id}: {verdict}: {outcome.summary}", soft_wrap=True)
+
+
 @app.command("ingest-queued")
 def ingest_queued(
     dags_folder: Annotated[
@@ -717,7 +750,7 @@ def ingest_queued(
 
     settings = _resolved()
     results = []
-    for run_id in runner.queued_uploads(settings):
+    for run_id in runner.claimed_uploads(settings):
         with _ingest_progress(f"ingesting upload {run_id}"):
             outcome = runner.run_upload(settings, run_id, dags_folder or runner.default_dags_folder())
         results.append(
@@ -889,6 +922,8 @@ def serve(
     from gbadz.limits import server_options
 
     settings = _resolved()
+    if "worker" not in settings.ingest.model_fields_set:  # uploads run without an operator
+        settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"worker": True})})
     log.configure(settings.log_level, settings.log_json)
     application = create_app(settings)
     bind_host, bind_port = host or settings.api.host, port or settings.api.port

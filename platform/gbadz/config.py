@@ -310,6 +310,30 @@ class IngestSettings(BaseModel):
         default=16 * 1024 * 1024, ge=1024, description="longest CSV line (and so field) accepted"
     )
     batch_rows: int = Field(default=65_536, ge=1, description="rows read per Parquet batch")
+    worker: bool = Field(
+        default=False,
+        description="run the embedded ingest worker in the API process: it claims queued uploads "
+        "and runs each through the ingest DAG in a child process. `gbadz serve` turns it on unless "
+        "this is set; off for a library caller of create_app (and a deployment with an Airflow "
+        "scheduler, where `gbadz ingest-queued` or the scheduler runs uploads)",
+    )
+    worker_mode: Literal["dag", "inline"] = Field(
+        default="dag",
+        description="dag: each upload runs through the ingest DAG (Airflow dag.test()) in a child "
+        "process, which reports its task states at the end; inline: the DAG's steps run in a "
+        "thread of the API process (no Airflow start-up; each step's state is shown as it ends; "
+        "the file's table is held in the API process's memory, so only for small uploads)",
+    )
+    worker_interval_s: float = Field(
+        default=2.0, gt=0, le=3600, description="how often the embedded worker looks for queued uploads"
+    )
+    worker_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=86_400,
+        description="wall-clock limit of one upload's DAG run in the worker (the child is killed after "
+        "it and the run marked failed); a run left running longer by a lost replica is claimed again",
+    )
 
 
 class TransferSettings(BaseModel):
@@ -473,6 +497,15 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     }
     env.update({k: v for k, v in optional.items() if v is not None})
     return env
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a gbadz child process (the ingest worker's DAG run): this process's
+    environment without any GBADZ_* variable, plus the variables reproducing ``settings``."""
+    import os
+
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GBADZ_")}
+    return inherited | settings_environment(settings)
 
 
 @lru_cache(maxsize=1)

@@ -15,6 +15,13 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 
+class Problem(BaseModel):
+    """One of several problems with one input (a contract's lint), placed by its field path."""
+
+    field: str = Field(description="the field path, such as schema[0].properties[2].classification")
+    message: str
+
+
 class ErrorBody(BaseModel):
     """The body of every API error."""
 
@@ -22,6 +29,11 @@ class ErrorBody(BaseModel):
     detail: Any
     request_id: str | None = None
     field: str | None = Field(default=None, description="the input the error is about, when there is one")
+    problems: list[Problem] | None = Field(
+        default=None,
+        description="every problem found, each with its field path (a contract's lint); ``detail`` "
+        "joins them and ``field`` names the field when there is only one",
+    )
 
 
 class GbadzError(Exception):
@@ -30,12 +42,18 @@ class GbadzError(Exception):
     status_code: ClassVar[int] = 400
 
     def __init__(
-        self, detail: str, headers: dict[str, str] | None = None, *, field: str | None = None
+        self,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        *,
+        field: str | None = None,
+        problems: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers
         self.field = field
+        self.problems = problems
 
     @property
     def error(self) -> str:
@@ -267,6 +285,10 @@ class ObligationAlreadyMet(Conflict):
 
 class MechanismIncomplete(Unprocessable):
     """An evidence item lacks a field its kind needs, or names one that does not fit; ``field`` names it."""
+
+
+class ColumnsNotNarrower(Unprocessable):
+    """A provider's approval named columns that were not all requested: approval can only narrow."""
 
 
 class ObligationIncomplete(Unprocessable):

@@ -120,6 +120,12 @@ def route_limits(settings: Settings, document_bytes: int, console_document_bytes
             re.compile(rf"/api/v1/datasets/{segment}/uploads"),
             settings.api.max_upload_bytes,
         ),
+        # The console's upload form: the file plus 1 MiB for its multipart framing (issue #19).
+        RouteLimit(
+            frozenset({"POST"}),
+            re.compile(rf"/console/provider/datasets/{segment}/uploads"),
+            settings.api.max_upload_bytes + 1024 * 1024,
+        ),
         RouteLimit(frozenset({"PUT"}), re.compile(rf"/api/v1/mechanisms/{segment}/document"), document_bytes),
         RouteLimit(
             frozenset({"POST"}),

@@ -215,6 +215,14 @@ def delete_prefix(client: Minio, settings: S3Settings, bucket: str, prefix: str)
     return len(names)
 
 
+def count_prefix(client: Minio, settings: S3Settings, bucket: str, prefix: str) -> int:
+    """How many objects are under ``prefix`` (what :func:`delete_prefix` would delete)."""
+    try:
+        return sum(1 for o in client.list_objects(bucket, prefix=prefix, recursive=True) if o.object_name)
+    except (S3Error, Urllib3Error, OSError) as exc:
+        raise StorageUnavailable(explain(settings, exc)) from None
+
+
 @dataclass(frozen=True)
 class StoredObject:
     bucket: str

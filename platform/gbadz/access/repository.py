@@ -275,3 +275,36 @@ def grants_between(session: Session, exporter: str, recipient: str) -> list[Gran
 def successor_of(session: Session, evidence_id: str) -> MechanismEvidence | None:
     """The item that amended ``evidence_id`` (its ``supersedes``), if any."""
     return session.scalar(sa.select(MechanismEvidence).where(MechanismEvidence.supersedes == evidence_id))
+
+
+def organisations(session: Session, org_ids: set[str]) -> dict[str, Organization]:
+    """Organisations by id (the parties a list of requests or grants names), in one query."""
+    if not org_ids:
+        return {}
+    rows = session.scalars(sa.select(Organization).where(Organization.id.in_(sorted(org_ids))))
+    return {org.id: org for org in rows}
+
+
+def running_grants_of(session: Session, dataset_id: str, now: datetime) -> list[Grant]:
+    """Grants on a dataset that still run: not revoked, not expired (suspended ones included)."""
+    return list(
+        session.scalars(
+            sa.select(Grant)
+            .where(Grant.dataset_id == dataset_id, Grant.revoked_at.is_(None), Grant.expires_at > now)
+            .order_by(Grant.granted_at)
+        )
+    )
+
+
+def open_requests_of(session: Session, dataset_id: str) -> int:
+    return int(
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(AccessRequest)
+            .where(
+                AccessRequest.dataset_id == dataset_id,
+                AccessRequest.state.in_(("under_provider_review", "under_compliance_review")),
+            )
+        )
+        or 0
+    )

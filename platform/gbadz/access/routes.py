@@ -28,6 +28,7 @@ from gbadz.access.schemas import (
     ObligationRead,
     Rejection,
     RequestAsk,
+    RetirementPreviewRead,
     Review,
     Withdrawal,
 )
@@ -39,6 +40,7 @@ from gbadz.errors import (
     BadRequest,
     ColumnNotAnalysable,
     ColumnNotInSchema,
+    ColumnsNotNarrower,
     Conflict,
     DatasetNotFound,
     DatasetNotOpen,
@@ -69,6 +71,7 @@ from gbadz.errors import (
     error_responses,
 )
 from gbadz.identity.auth import Authenticated, actor_of, require_scopes, viewer_of
+from gbadz.identity.models import Organization
 from gbadz.identity.tokens import Principal
 from gbadz.log import get_logger
 from gbadz.vocabulary import GrantKind
@@ -87,16 +90,27 @@ MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 DOCUMENT_TYPES = ("application/pdf", "image/png", "image/jpeg")
 
 
-def _request_read(request: AccessRequest, grant_id: str | None = None) -> AccessRequestRead:
+def _request_read(
+    request: AccessRequest, grant_id: str | None = None, names: dict[str, Organization] | None = None
+) -> AccessRequestRead:
     read = AccessRequestRead.model_validate(request)
     read.grant_id = grant_id
+    if names is not None and request.requester_org_id in names:
+        read.requester_name = names[request.requester_org_id].name
     return read
 
 
-def _grant_read(grant: Grant, session: ReadSession) -> GrantRead:
+def _grant_read(
+    grant: Grant, session: ReadSession, names: dict[str, Organization] | None = None
+) -> GrantRead:
+    if names is None:
+        names = service.organisations_named(session, {grant.grantee_org_id})
+    grantee = names.get(grant.grantee_org_id)
     status = grant.status(service.now())
     version = service.current_version_of(session, grant)
     return GrantRead(
+        grantee_name=grantee.name if grantee is not None else None,
+        grantee_jurisdiction=grantee.jurisdiction if grantee is not None else None,
         id=grant.id,
         request_id=grant.request_id,
         dataset_id=grant.dataset_id,
@@ -233,10 +247,9 @@ def list_access_requests(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AccessRequestRead]:
-    return [
-        _request_read(r, service.grant_id_of(session, r))
-        for r in service.list_requests(session, principal, state, limit)
-    ]
+    found = service.list_requests(session, principal, state, limit)
+    names = service.organisations_named(session, {r.requester_org_id for r in found})
+    return [_request_read(r, service.grant_id_of(session, r), names) for r in found]
 
 
 @router.get(
@@ -249,7 +262,8 @@ def get_access_request(
     request_id: RecordId, principal: Authenticated, session: ReadSession
 ) -> AccessRequestRead:
     found = service.visible_request(session, principal, request_id)
-    read = _request_read(found, service.grant_id_of(session, found))
+    names = service.organisations_named(session, {found.requester_org_id})
+    read = _request_read(found, service.grant_id_of(session, found), names)
     read.history = [HistoryEntry.model_validate(h) for h in service.request_history(session, found)]
     return read
 
@@ -281,6 +295,7 @@ def withdraw_access_request(
         DeterminationIncomplete,
         FourEyes,
         MechanismWithdrawn,
+        ColumnsNotNarrower,
     ),
     summary="Approve at the current review step: the provider's, then the compliance officer's "
     "determination (basis, mechanism evidence, PIPIA, notice and consent, note)",
@@ -296,7 +311,16 @@ def approve_access_request(
     findings = service.Findings(**body.findings.model_dump()) if body.findings else None
     given = DeterminationIn(**body.determination.model_dump()) if body.determination else None
     approved = service.approve(
-        session, principal, actor_of(principal), request_id, body.reason, rules, findings, given, transfer_log
+        session,
+        principal,
+        actor_of(principal),
+        request_id,
+        body.reason,
+        rules,
+        findings,
+        given,
+        transfer_log,
+        columns=body.columns,
     )
     return _request_read(approved, service.grant_id_of(session, approved))
 
@@ -325,7 +349,10 @@ def list_grants(
         Query(description="only grants suspended because a transfer was decided stricter (review items)"),
     ] = False,
     status: Annotated[Literal["active", "suspended", "expired", "revoked"] | None, Query()] = None,
-    dataset_id: Annotated[str | None, Query(max_length=100)] = None,
+    dataset_id: Annotated[
+        str | None,
+        Query(max_length=100, description="only grants on this dataset (one you provide, hold or audit)"),
+    ] = None,
     grantee_org_id: Annotated[str | None, Query(max_length=36)] = None,
     kind: Annotated[GrantKind | None, Query()] = None,
     expires_before: Annotated[
@@ -335,9 +362,34 @@ def list_grants(
     if expires_before is not None and expires_before.tzinfo is None:
         expires_before = expires_before.replace(tzinfo=dt.UTC)  # a date or naive time: UTC
     filters = service.GrantFilters(status, dataset_id, grantee_org_id, kind, expires_before)
-    return [
-        _grant_read(g, session) for g in service.list_grants(session, principal, limit, suspended, filters)
-    ]
+    grants = service.list_grants(session, principal, limit, suspended, filters)
+    names = service.organisations_named(session, {g.grantee_org_id for g in grants})
+    return [_grant_read(g, session, names) for g in grants]
+
+
+@router.get(
+    "/datasets/{dataset_id}/retirement-preview",
+    response_model=RetirementPreviewRead,
+    responses=error_responses(DatasetNotFound, StorageUnavailable),
+    summary="What deprecating or retiring your dataset touches: live grants, waiting requests, copies",
+)
+def retirement_preview(
+    dataset_id: str,
+    request: Request,
+    principal: Authenticated,
+    session: ReadSession,
+    s3: S3,
+    settings: AppSettings,
+) -> RetirementPreviewRead:
+    # Any caller but the dataset's provider gets 404 (not 403): the preview is the provider's own.
+    def copies(dataset: str) -> int:
+        return storage.count_prefix(
+            s3, settings.s3, settings.s3.delivery_bucket, storage.delivery_prefix(dataset)
+        )
+
+    viewer = viewer_of(request, session, principal)
+    preview = service.retirement_preview(session, viewer, dataset_id, copies)
+    return RetirementPreviewRead.model_validate(preview, from_attributes=True)
 
 
 @router.post(

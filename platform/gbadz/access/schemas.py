@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -142,6 +142,9 @@ class AccessRequestRead(BaseModel):
     id: str
     dataset_id: str
     requester_org_id: str
+    requester_name: str | None = Field(
+        default=None, description="the requesting organisation's registered name (parties of the request)"
+    )
     provider_org_id: str | None
     purpose: str
     purpose_text: str
@@ -213,6 +216,10 @@ class GrantRead(BaseModel):
         default=None, description="an analysis grant: what may be asked (None for a copy grant)"
     )
     columns: list[str]
+    grantee_name: str | None = Field(default=None, description="the grantee organisation's registered name")
+    grantee_jurisdiction: str | None = Field(
+        default=None, description="the grantee organisation's registered jurisdiction"
+    )
     status: Literal["active", "suspended", "expired", "revoked"]
     granted_at: datetime
     expires_at: datetime
@@ -313,6 +320,13 @@ class Review(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(default=None, max_length=2000, description="the reviewer's note")
+    columns: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="the provider's step only: approve fewer columns than were requested (a subset); "
+        "the decision is taken again on them and the grant carries them",
+    )
     findings: FindingsIn | None = None
     determination: DeterminationIn | None = Field(
         default=None, description="required at the compliance step: the final determination"
@@ -405,3 +419,14 @@ class DeletionAttestation(BaseModel):
         max_length=2000,
         examples=["All copies deleted from our storage and backups on 2026-12-02"],
     )
+
+
+class RetirementPreviewRead(BaseModel):
+    """What deprecating or retiring the dataset touches now (the provider's confirmation page)."""
+
+    dataset_id: str
+    status: str
+    live_grants: int = Field(description="grants not revoked and not expired (suspended included)")
+    open_requests: int = Field(description="requests still waiting for a review")
+    delivered_copies: int = Field(description="objects in the delivery bucket that retiring deletes")
+    grantees: list[str] = Field(description="the organisations holding the live grants, by name")

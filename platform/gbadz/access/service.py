@@ -37,7 +37,7 @@ from gbadz.access.determination import DeterminationIn
 from gbadz.access.models import AccessRequest, Grant, MechanismEvidence, Obligation
 from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset
-from gbadz.catalog.service import get_visible, stored_contract
+from gbadz.catalog.service import get_owned, get_visible, stored_contract
 from gbadz.compliance import counters
 from gbadz.contract import Contract
 from gbadz.crypto.keys import KeyProvider, grant_delivery_context
@@ -47,6 +47,8 @@ from gbadz.errors import (
     BadRequest,
     ColumnNotAnalysable,
     ColumnNotInSchema,
+    ColumnsNotNarrower,
+    DatasetNotFound,
     DatasetNotOpen,
     DeletionAlreadyAttested,
     DeterminationIncomplete,
@@ -64,6 +66,7 @@ from gbadz.errors import (
     MechanismNotFound,
     MechanismNotOnFile,
     MechanismWithdrawn,
+    NotTheProvider,
     NotYourReviewStep,
     ObligationAlreadyMet,
     ObligationIncomplete,
@@ -772,12 +775,15 @@ def approve(
     findings: Findings | None = None,
     determination: DeterminationIn | None = None,
     log: TransferLog | None = None,
+    columns: list[str] | None = None,
 ) -> AccessRequest:
     request = _locked(session, principal, request_id)
     rules = rules or default_rules()
     at = _now()
     outcome = request.decision.get("outcome")
     assessment: Assessment | None = None
+    if columns is not None and request.state != "under_provider_review":
+        raise Forbidden("columns: only the provider's review can narrow the columns", field="columns")
     if request.state == "under_provider_review":
         if principal.org_id != request.provider_org_id:
             raise NotYourReviewStep("only the dataset's provider reviews this request now")
@@ -787,8 +793,16 @@ def approve(
             raise Forbidden(
                 "determination: only a compliance officer determines a transfer", field="determination"
             )
+        narrowed = _narrowed(session, actor, request, columns)
         request.state = "under_compliance_review"
         _review(request, "provider", principal, actor, at, reason)
+        if narrowed:
+            request.reviews[-1] = request.reviews[-1] | {"columns": list(request.columns)}
+            # The decision is taken again on the narrowed columns (fewer can only relax the facts
+            # the law turns on; whatever it now says is what the grant and the next step rely on).
+            assessment = _reassess(session, request, Findings(), at, rules)
+            request.decision = _snapshot(assessment)
+            outcome = request.decision.get("outcome")
         if outcome not in REVIEW_OUTCOMES:
             # Decided again: still allowed without review -> approved; else a compliance officer decides.
             assessment = _reassess(session, request, Findings(), at, rules)
@@ -809,6 +823,33 @@ def approve(
     _record(session, actor, request, f"access_request.{request.state}")
     session.flush()
     return request
+
+
+def _narrowed(session: Session, actor: str, request: AccessRequest, columns: list[str] | None) -> bool:
+    """Narrow the request to ``columns`` (a subset of those requested, in their order); audited.
+    Naming a column that was not requested would widen the grant: refused, naming ``columns``."""
+    if columns is None:
+        return False
+    asked = list(request.columns)
+    extra = sorted(set(columns) - set(asked))
+    if extra:
+        raise ColumnsNotNarrower(
+            f"columns: approval can only narrow the request; not requested: {', '.join(extra)[:500]}",
+            field="columns",
+        )
+    kept = [c for c in asked if c in set(columns)]
+    if kept == asked:
+        return False
+    request.columns = kept
+    audit.record(
+        session,
+        actor=actor,
+        action="access_request.columns_narrowed",
+        subject_type="access_request",
+        subject_id=request.id,
+        details={"dataset": request.dataset_id, "requested": asked, "approved": kept},
+    )
+    return True
 
 
 def _evidence_item(
@@ -1151,6 +1192,44 @@ def current_version_of(session: Session, grant: Grant) -> int | None:
     """The dataset's published version a delivery of the grant would send (None: nothing published)."""
     dataset = session.get(Dataset, grant.dataset_id)
     return dataset.current_version if dataset is not None else None
+
+
+def organisations_named(session: Session, org_ids: set[str]) -> dict[str, Organization]:
+    """The organisations a page of requests or grants names, for their names and jurisdictions."""
+    return repository.organisations(session, org_ids)
+
+
+@dataclass(frozen=True)
+class RetirementPreview:
+    """What deprecating or retiring a dataset touches, counted before the provider confirms."""
+
+    dataset_id: str
+    status: str
+    live_grants: int
+    open_requests: int
+    delivered_copies: int
+    grantees: list[str]
+
+
+def retirement_preview(
+    session: Session, viewer: Viewer, dataset_id: str, count_copies: Callable[[str], int]
+) -> RetirementPreview:
+    """The live grants, waiting requests and delivered copies of the provider's own dataset.
+    Anyone else gets 404: to them the consequences of another's retirement are not theirs to see."""
+    try:
+        dataset = get_owned(session, viewer, dataset_id)
+    except NotTheProvider:
+        raise DatasetNotFound(f"no dataset {dataset_id!r}") from None
+    grants = repository.running_grants_of(session, dataset.id, _now())
+    names = repository.organisations(session, {g.grantee_org_id for g in grants})
+    return RetirementPreview(
+        dataset_id=dataset.id,
+        status=dataset.status,
+        live_grants=len(grants),
+        open_requests=repository.open_requests_of(session, dataset.id),
+        delivered_copies=count_copies(dataset.id),
+        grantees=sorted({names[g].name if g in names else g for g in (x.grantee_org_id for x in grants)}),
+    )
 
 
 def revoke_grant(session: Session, principal: Principal, actor: str, grant_id: str, reason: str) -> Grant:

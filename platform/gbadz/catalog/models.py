@@ -128,9 +128,16 @@ class IngestionRun(Base):
     dataset_id: Mapped[str] = mapped_column(sa.String(100), index=True)
     source_sha256: Mapped[str] = mapped_column(sa.String(64))
     landing_key: Mapped[str] = mapped_column(sa.String(500))
-    status: Mapped[str] = mapped_column(sa.String(16))  # queued | accepted | rejected
+    # queued -> running (claimed by an ingest worker) -> accepted | rejected; failed when the
+    # worker could not finish the DAG (the landed upload is kept; upload it again).
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
     version: Mapped[int | None] = mapped_column(sa.Integer, default=None)
     summary: Mapped[str] = mapped_column(sa.Text)
     report: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     submitted_by: Mapped[str | None] = mapped_column(sa.String(200), default=None)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The ingest DAG's task states as the runner reported them ({"land": "success", ...}).
+    task_states: Mapped[dict[str, str] | None] = mapped_column(sa.JSON, default=None)
+    # Which worker (host:pid) claimed the run: two replicas never run one upload twice.
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(100), default=None)

@@ -8,6 +8,7 @@ their own, and a rendered page is put back into the index's cache.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from minio import Minio
 from sqlalchemy.orm import Session, sessionmaker
@@ -132,6 +133,41 @@ def ingestion_runs(
         schemas.IngestionRunRead.model_validate(r)
         for r in repository.ingestion_runs(session, dataset_id, limit)
     ]
+
+
+class RunNotFound(NotFound):
+    """The dataset has no ingestion run with this id."""
+
+
+def ingestion_run(
+    session: Session, viewer: Viewer, dataset_id: str, run_id: int
+) -> schemas.IngestionRunDetail:
+    """One run of the provider's dataset with the checks it failed: rule, column, counts and
+    row numbers from the report, never a sampled value (issue #19)."""
+    service.get_owned(session, viewer, dataset_id)
+    run = repository.ingestion_run(session, dataset_id, run_id)
+    if run is None:
+        raise RunNotFound(f"dataset {dataset_id} has no ingestion run {run_id}")
+    detail = schemas.IngestionRunDetail.model_validate(run)
+    report: dict[str, Any] = run.report or {}
+    size = report.get("size")
+    detail.size = size if isinstance(size, int) else None
+    results = report.get("results")
+    if isinstance(results, list):
+        detail.rows = report.get("rows") if isinstance(report.get("rows"), int) else None
+        detail.checks_run = len(results)
+        detail.failed_checks = [
+            schemas.FailedCheck(
+                rule=str(r.get("rule") or ""),
+                column=r.get("column"),
+                detail=r.get("detail"),
+                unexpected_count=r.get("unexpected_count"),
+                sample_rows=[int(n) for n in (r.get("sample_rows") or [])[:20]],
+            )
+            for r in results
+            if isinstance(r, dict) and not r.get("success")
+        ]
+    return detail
 
 
 def check_uploadable(sessions: sessionmaker[Session], viewers: Viewers, org_id: str, dataset_id: str) -> None:

@@ -43,3 +43,9 @@ def ingestion_runs(session: Session, dataset_id: str, limit: int) -> Sequence[In
         .order_by(IngestionRun.id.desc())
         .limit(limit)
     ).all()
+
+
+def ingestion_run(session: Session, dataset_id: str, run_id: int) -> IngestionRun | None:
+    return session.scalar(
+        sa.select(IngestionRun).where(IngestionRun.dataset_id == dataset_id, IngestionRun.id == run_id)
+    )

@@ -382,6 +382,25 @@ def list_ingestion_runs(
     return runs
 
 
+@router.get(
+    "/datasets/{dataset_id}/ingestion-runs/{run_id}",
+    response_model=schemas.IngestionRunDetail,
+    responses=error_responses(Forbidden, NotFound),
+    summary="One ingestion run: its state, the DAG's task states, and the checks it failed (providers)",
+)
+def get_ingestion_run(
+    dataset_id: str,
+    run_id: Annotated[int, PathParam(ge=1, le=2**62)],
+    request: Request,
+    principal: Publisher,
+    session: ReadSession,
+    response: Response,
+) -> schemas.IngestionRunDetail:
+    run = reads.ingestion_run(session, viewer_of(request, session, principal), dataset_id, run_id)
+    response.headers["Cache-Control"] = "no-store"
+    return run
+
+
 @router.post(
     "/datasets/{dataset_id}/uploads",
     status_code=202,

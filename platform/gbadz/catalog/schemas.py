@@ -134,13 +134,39 @@ class IngestionRunRead(BaseModel):
 
     id: int
     dataset_id: str
-    status: Literal["queued", "accepted", "rejected"]
+    status: Literal["queued", "running", "accepted", "rejected", "failed"] = Field(
+        description="queued -> running (an ingest worker claimed it) -> accepted (published) or "
+        "rejected (checks failed); failed: the worker could not finish (the upload is kept)"
+    )
     source_sha256: str
     landing_key: str
     version: int | None
     summary: str
-    finished_at: datetime
+    finished_at: datetime = Field(description="when the run ended (while queued: when it was queued)")
     submitted_by: str | None
+    started_at: datetime | None = Field(default=None, description="when a worker claimed the run")
+    task_states: dict[str, str] | None = Field(
+        default=None, description="the ingest DAG's task states, as the runner reported them"
+    )
+
+
+class FailedCheck(BaseModel):
+    """One quality check an upload failed: the rule, the column and row numbers, never a value."""
+
+    rule: str
+    column: str | None
+    detail: str | None
+    unexpected_count: int | None
+    sample_rows: list[int]
+
+
+class IngestionRunDetail(IngestionRunRead):
+    """One ingestion run with the checks it failed (from its scrubbed quality report)."""
+
+    rows: int | None = None
+    checks_run: int | None = None
+    failed_checks: list[FailedCheck] = Field(default_factory=list)
+    size: int | None = Field(default=None, description="bytes of the upload, as landed")
 
 
 class UploadAccepted(IngestionRunRead):

@@ -300,6 +300,7 @@ def _parse(raw: bytes) -> tuple[Contract, str]:
         raise BadRequest(
             "; ".join(f"{loc}: {msg}" for loc, msg in exc.problems),
             field=fields.pop() if len(fields) == 1 else None,
+            problems=list(exc.problems),
         ) from None
     return contract, hashlib.sha256(raw).hexdigest()
 

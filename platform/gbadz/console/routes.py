@@ -503,7 +503,14 @@ DETERMINATION_FIELDS = (
 FINDING_CHECKS = ("necessity_accepted", "foreign_pi_transit", "anonymised")
 #: The DP finding of an analysis request (issue #18), with the evaluation it rests on.
 DP_FINDING = ("dp_release", "dp_evaluation_ref")
-REVIEW_FIELDS = {*DETERMINATION_FIELDS, *FINDING_CHECKS, *DP_FINDING, "macao_art20_ground", "reason"}
+REVIEW_FIELDS = {
+    *DETERMINATION_FIELDS,
+    *FINDING_CHECKS,
+    *DP_FINDING,
+    "macao_art20_ground",
+    "reason",
+    "columns",
+}
 
 
 def legal_today(request: Request) -> date:
@@ -666,6 +673,18 @@ async def review(request: Request, request_id: str, action: str, signed: Reviewe
         body = _determination_body(form)
     else:
         body = {"reason": reason} if reason or action == "reject" else {}
+        # The provider's card lists the requested columns as ticked boxes; unticking narrows.
+        if action == "approve" and signed.person.role == "provider" and form.get("columns_listed"):
+            body["columns"] = [str(c) for c in form.getlist("columns")]
+            if not body["columns"]:
+                return await _requests_page(
+                    request,
+                    signed,
+                    422,
+                    errors={"columns": "Tick at least one column to approve."},
+                    error_for=request_id,
+                    values={"reason": reason, "columns": []},
+                )
     try:
         await Api(request, signed).json(
             "POST", f"/api/v1/access-requests/{_q(request_id)}/{action}", json=body, refusals=True
@@ -677,7 +696,8 @@ async def review(request: Request, request_id: str, action: str, signed: Reviewe
             _status(failure),
             errors=review_errors(failure),
             error_for=request_id,
-            values={k: str(v) for k, v in form.items() if k != "csrf"},
+            values={k: str(v) for k, v in form.items() if k not in ("csrf", "columns")}
+            | {"columns": [str(c) for c in form.getlist("columns")]},
         )
     return RedirectResponse(f"/console/requests?done={action}#request-{request_id}", status_code=303)
 
@@ -1162,6 +1182,7 @@ def install(app: FastAPI) -> None:
         admin,
         analysis,
         officer,
+        provider,
         startup,
     )  # their pages use this module's helpers: imported once both exist
 
@@ -1170,6 +1191,7 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(analysis.router)
     app.include_router(admin.router)
+    app.include_router(provider.router)
 
     async def sign_in(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignInRequired)

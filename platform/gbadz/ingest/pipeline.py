@@ -254,7 +254,7 @@ def reuse(ctx: IngestContext, found: DatasetVersion, run_id: int | None) -> None
         return
     with db.session_scope(ctx.sessions) as session:
         run = session.get(IngestionRun, run_id)
-        if run is not None and run.status == "queued":
+        if run is not None and run.status in ("queued", "running"):
             run.status, run.version = "accepted", found.version
             run.summary = f"identical to version {found.version}; nothing new published"
             run.finished_at = datetime.now(UTC)
@@ -498,6 +498,10 @@ def _finish_run(session: Session, run_id: int | None, **fields: Any) -> None:
     if run is None:
         session.add(IngestionRun(**fields))
         return
+    if isinstance(fields.get("report"), dict) and isinstance(run.report, dict):
+        # The upload's size and type, recorded when it landed, stay with its outcome's report.
+        kept = {k: run.report[k] for k in ("size", "suffix") if k in run.report}
+        fields["report"] = fields["report"] | kept
     for key, value in fields.items():
         setattr(run, key, value)
     run.finished_at = datetime.now(UTC)

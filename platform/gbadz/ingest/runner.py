@@ -8,6 +8,7 @@ import importlib.util
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,12 @@ def _outcome(settings: Settings, where: Any, dag_state: str, tasks: dict[str, st
             run_row = session.scalar(
                 sa.select(IngestionRun).where(where).order_by(IngestionRun.id.desc()).limit(1)
             )
-            if run_row is None or run_row.status == "queued":
-                raise ServicesError(
+            if run_row is None or run_row.status in ("queued", "running"):
+                failed = ServicesError(
                     f"the ingest DAG ended {dag_state} without recording a result; task states: {tasks}"
                 )
+                failed.tasks = tasks  # type: ignore[attr-defined]
+                raise failed
             return RunOutcome(
                 dag_state=dag_state,
                 task_states=tasks,
@@ -139,6 +142,21 @@ def queued_uploads(settings: Settings) -> list[int]:
                     .order_by(IngestionRun.id)
                 )
             )
+    finally:
+        engine.dispose()
+
+
+def claimed_uploads(settings: Settings) -> Iterator[int]:
+    """Queued uploads, each claimed before it is yielded (as the embedded worker claims them):
+    a worker in an API replica never runs the same upload at the same time."""
+    from gbadz.ingest.worker import claim_next, worker_name
+
+    engine = db.create_engine(settings.db)
+    try:
+        sessions = db.make_sessionmaker(engine)
+        name = "cli:" + worker_name()
+        while (run_id := claim_next(sessions, name, settings.ingest.worker_timeout_s)) is not None:
+            yield run_id
     finally:
         engine.dispose()
 

@@ -66,13 +66,12 @@ def land_upload(run_id: int) -> dict[str, Any]:
 
     with _context().sessions() as session:
         run = session.get(IngestionRun, run_id)
-        if run is None or run.status != "queued":
+        if run is None or run.status not in ("queued", "running"):
             raise ValueError(f"upload {run_id}: no queued upload with that id")
         dataset = session.get(Dataset, run.dataset_id)
         if dataset is None:
             raise ValueError(f"upload {run_id}: its dataset {run.dataset_id!r} is not in the catalog")
-        progress.finished("land")
-        return {
+        landed = {
             "contract": dataset.id,
             "contract_ref": CATALOG_REF + dataset.id,
             "contract_sha256": dataset.contract_sha256,
@@ -82,6 +81,18 @@ def land_upload(run_id: int) -> dict[str, Any]:
             "size": int(run.report.get("size", 0)),
             "suffix": str(run.report.get("suffix", ".csv")),
         }
+    progress.finished("land")
+    _step(run_id, "land")
+    return landed
+
+
+def _step(run_id: int | None, task: str) -> None:
+    """Show a claimed upload's finished task on its run page while the DAG goes on."""
+    if run_id is None:
+        return
+    from gbadz.ingest.worker import step_done
+
+    step_done(_context().sessions, int(run_id), task)
 
 
 def validate(landed: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +114,7 @@ def validate(landed: dict[str, Any]) -> dict[str, Any]:
         "application/json",
     )
     progress.finished("validate", report.rows)
+    _step(landed.get("upload"), "validate")
     return {"success": report.success, "summary": report.summary(), "report_key": key}
 
 

@@ -6,7 +6,7 @@ grants and records stay) and ``operator`` (the zone's operator: only its people 
 administrators); a client gains an optional ``name`` saying what it is for.
 
 Revision ID: 0017
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-03
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import gbadz.models
 
 revision = "0017"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,320 @@
+"""The embedded ingest worker: queued uploads run through the ingest DAG without an operator.
+
+An upload lands queued (``gbadz.ingest.uploads``). With ``GBADZ_INGEST__WORKER=true`` (the
+default of ``gbadz serve``) the API process polls for queued runs on its background pool
+(``gbadz.background.every``: a worker thread, never the event loop), claims the oldest one and
+runs it through the real ingest DAG in a child process (``gbadz ingest-upload``: Airflow's
+``dag.test()``, Great Expectations, pandas), so a large file's memory and CPU never live in the
+API process and a crash of the DAG cannot take the API down.
+
+Claiming is one conditional UPDATE (``queued`` -> ``running`` where it is still queued),
+preceded on PostgreSQL by ``SELECT ... FOR UPDATE SKIP LOCKED``: two replicas (or a replica
+and ``gbadz ingest-queued``) never run one upload twice, and neither waits for the other's
+lock. A run left ``running`` longer than ``worker_timeout_s`` (its replica was lost) is
+claimed again. The DAG's task states are stored with the run; a DAG that ends without a
+result marks the run ``failed`` (the landed upload is kept, so nothing is lost).
+
+With ``worker_mode=inline`` the DAG's steps run in the worker thread instead (no Airflow or
+Great Expectations start-up per upload; each step's state is stored as it ends): for small
+uploads, the demo and tests. ADR 0024.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from gbadz import audit, db
+from gbadz.catalog.models import Dataset, IngestionRun
+from gbadz.catalog.service import stored_contract
+from gbadz.config import Settings, child_environment
+from gbadz.ingest import pipeline
+from gbadz.ingest.validate import validate_file
+from gbadz.log import get_logger
+
+log = get_logger("gbadz.ingest.worker")
+ACTOR = "system:ingest-worker"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:60]}:{os.getpid()}"
+
+
+def claim_next(sessions: sessionmaker[Session], worker: str, stale_after_s: float) -> int | None:
+    """Claim the oldest queued upload (or one left running by a lost worker); None if none."""
+    stale = datetime.now(UTC) - timedelta(seconds=stale_after_s)
+    claimable = sa.or_(
+        IngestionRun.status == "queued",
+        sa.and_(IngestionRun.status == "running", IngestionRun.started_at < stale),
+    )
+    with db.session_scope(sessions) as session:
+        query = sa.select(IngestionRun.id, IngestionRun.dataset_id, IngestionRun.status).where(claimable)
+        query = query.order_by(IngestionRun.id).limit(1)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        found = session.execute(query).first()
+        if found is None:
+            return None
+        run_id, dataset_id, before = found
+        # The same condition again: on SQLite (no row locks) this is what makes the claim exclusive.
+        claimed = session.execute(
+            sa.update(IngestionRun)
+            .where(IngestionRun.id == run_id, claimable)
+            .values(
+                status="running",
+                started_at=datetime.now(UTC),
+                claimed_by=worker[:100],
+                summary="running the ingest DAG",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        audit.record(
+            session,
+            actor=ACTOR,
+            action="ingestion.started",
+            subject_type="dataset",
+            subject_id=dataset_id,
+            details={"run": run_id, "worker": worker[:100], "reclaimed": before == "running"},
+        )
+        return int(run_id)
+
+
+def finish(
+    sessions: sessionmaker[Session], run_id: int, task_states: dict[str, str], error: str | None
+) -> str:
+    """Store the DAG's task states with the run; a run the DAG left unfinished becomes failed."""
+    with db.session_scope(sessions) as session:
+        run = session.get(IngestionRun, run_id)
+        if run is None:
+            return "missing"
+        run.task_states = {str(k)[:100]: str(v)[:40] for k, v in task_states.items()}
+        if run.status in ("queued", "running"):
+            run.status = "failed"
+            run.summary = (
+                f"the ingest DAG did not finish ({error or 'no result'}); the upload is kept: "
+                "upload the file again, or ask the operator to look at the worker's log"
+            )[:2000]
+            run.finished_at = datetime.now(UTC)
+            audit.record(
+                session,
+                actor=ACTOR,
+                action="ingestion.failed",
+                subject_type="dataset",
+                subject_id=run.dataset_id,
+                details={"run": run_id, "error": (error or "no result")[:200], "tasks": run.task_states},
+            )
+        return run.status
+
+
+def release(sessions: sessionmaker[Session], run_id: int, worker: str) -> None:
+    """Put a run this worker claimed back in the queue (the worker is stopping)."""
+    with db.session_scope(sessions) as session:
+        session.execute(
+            sa.update(IngestionRun)
+            .where(
+                IngestionRun.id == run_id,
+                IngestionRun.status == "running",
+                IngestionRun.claimed_by == worker[:100],
+            )
+            .values(
+                status="queued",
+                started_at=None,
+                claimed_by=None,
+                task_states=None,
+                summary="back in the queue",
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
+@dataclass
+class ChildResult:
+    task_states: dict[str, str]
+    error: str | None
+
+
+def progress(sessions: sessionmaker[Session], run_id: int, task_states: dict[str, str]) -> None:
+    """Show the steps done so far on the running run (its page reads them)."""
+    with db.session_scope(sessions) as session:
+        session.execute(
+            sa.update(IngestionRun)
+            .where(IngestionRun.id == run_id, IngestionRun.status == "running")
+            .values(task_states=dict(task_states))
+            .execution_options(synchronize_session=False)
+        )
+
+
+def step_done(sessions: sessionmaker[Session], run_id: int, task: str, state: str = "success") -> None:
+    """One DAG task of a running upload ended (called from the task, under Airflow): shown live."""
+    with db.session_scope(sessions) as session:
+        run = session.get(IngestionRun, run_id, with_for_update=True)
+        if run is not None and run.status == "running":
+            run.task_states = dict(run.task_states or {}) | {task: state}
+
+
+def run_inline(ctx: pipeline.IngestContext, run_id: int) -> dict[str, str]:
+    """The DAG's steps (land, validate, route, publish | quarantine) in this thread, on the API's
+    own storage, keys and background pool; each step's state is stored as it ends."""
+    states: dict[str, str] = {}
+
+    def done(**steps: str) -> None:
+        states.update(steps)
+        progress(ctx.sessions, run_id, states)
+
+    with ctx.sessions() as session:
+        run = session.get(IngestionRun, run_id)
+        dataset = session.get(Dataset, run.dataset_id) if run is not None else None
+        if run is None or dataset is None:
+            raise LookupError(f"upload {run_id}: no such run or dataset")
+        contract = stored_contract(dataset)
+        contract_sha256 = dataset.contract_sha256
+        landed = pipeline.Landed(
+            key=run.landing_key,
+            sha256=run.source_sha256,
+            size=int(run.report.get("size", 0)),
+            suffix=str(run.report.get("suffix", ".csv")),
+        )
+    done(land="success")
+    found = pipeline.existing_version(ctx, contract, landed.sha256)
+    if found is not None:
+        pipeline.reuse(ctx, found, run_id)
+        done(validate="success", route="success", publish="success", quarantine="skipped")
+        return states
+    with tempfile.TemporaryDirectory(prefix="gbadz-worker-") as tmp:
+        raw = pipeline.fetch_raw(ctx, contract, landed, Path(tmp))
+        table, report = validate_file(contract, raw, ctx.settings.ingest)
+    done(validate="success", route="success")
+    if table is None or not report.success:
+        pipeline.quarantine(ctx, contract, landed, report, run_id=run_id)
+        done(publish="skipped", quarantine="success")
+        return states
+    people = pipeline.count_people(ctx, contract, table)
+    protected_table, protected = pipeline.protect(ctx, contract, table)
+    pipeline.publish(
+        ctx,
+        contract,
+        landed,
+        protected_table,
+        protected,
+        report,
+        contract_sha256,
+        run_id=run_id,
+        people=people,
+    )
+    done(publish="success", quarantine="skipped")
+    return states
+
+
+class IngestWorker:
+    """Claims queued uploads and runs each through the DAG (a child process, or the DAG's steps
+    in this thread when ``worker_mode`` is inline), one at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        dags_folder: Path,
+        context: pipeline.IngestContext | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.dags_folder = dags_folder
+        self.context = context
+        self.name = worker_name()
+        self._child: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def drain(self) -> int:
+        """Run queued uploads until none is left (or the worker stops); how many ran."""
+        ran = 0
+        while not self._stopping.is_set():
+            run_id = claim_next(self.sessions, self.name, self.settings.ingest.worker_timeout_s)
+            if run_id is None:
+                break
+            result = self._run_inline(run_id) if self.context is not None else self._run_child(run_id)
+            if self._stopping.is_set():
+                release(self.sessions, run_id, self.name)
+                break
+            status = finish(self.sessions, run_id, result.task_states, result.error)
+            log.info("upload ingested", run=run_id, status=status)
+            ran += 1
+        return ran
+
+    def _run_inline(self, run_id: int) -> ChildResult:
+        assert self.context is not None
+        try:
+            return ChildResult(run_inline(self.context, run_id), None)
+        except Exception as exc:  # noqa: BLE001 - any failure ends the run as failed, never the worker
+            # The class and first line: our errors name columns and rows, never a value.
+            reason = (str(exc).strip().splitlines() or [""])[0][:160]
+            log.warning("upload failed", run=run_id, error=type(exc).__name__, reason=reason)
+            with self.sessions() as session:
+                run = session.get(IngestionRun, run_id)
+                states = dict(run.task_states or {}) if run is not None else {}
+            return ChildResult(states, f"{type(exc).__name__}: {reason}")
+
+    def _run_child(self, run_id: int) -> ChildResult:
+        command = [
+            sys.executable,
+            "-m",
+            "gbadz",
+            "ingest-upload",
+            str(run_id),
+            "--dags-folder",
+            str(self.dags_folder),
+            "--json",
+        ]
+        with self._lock:
+            if self._stopping.is_set():
+                return ChildResult({}, "stopping")
+            self._child = subprocess.Popen(  # noqa: S603 - fixed argv: our own CLI, a number
+                command,
+                env=child_environment(self.settings),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        child = self._child
+        try:
+            out, err = child.communicate(timeout=self.settings.ingest.worker_timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            return ChildResult({}, "timed out")
+        finally:
+            with self._lock:
+                self._child = None
+        return _parse(out, err, child.returncode)
+
+    def stop(self) -> None:
+        """Stop at once: kill a running child (its run goes back to the queue)."""
+        self._stopping.set()
+        with self._lock:
+            if self._child is not None and self._child.poll() is None:
+                self._child.kill()
+
+
+def _parse(out: str, err: str, returncode: int) -> ChildResult:
+    try:
+        payload: dict[str, Any] = json.loads(out)
+    except ValueError:
+        # The child's last line says why (an error class and message of ours, no data values).
+        lines = [line for line in (err or "").strip().splitlines() if line.strip()]
+        return ChildResult({}, (lines[-1][:200] if lines else f"exit status {returncode}"))
+    tasks = payload.get("tasks") or {}
+    return ChildResult({str(k): str(v) for k, v in tasks.items()}, payload.get("error"))

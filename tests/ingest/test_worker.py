@@ -1,0 +1,167 @@
+"""The embedded ingest worker: it claims queued uploads once, runs them through the real DAG in a
+child process, and stores the DAG's task states and the outcome with the run (issue #19)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow.csv as pacsv
+import pytest
+import sqlalchemy as sa
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from gbadz import db
+from gbadz.app import create_app
+from gbadz.audit import AuditEvent
+from gbadz.catalog.models import IngestionRun
+from gbadz.config import DatabaseSettings, Settings
+from gbadz.ingest import pipeline, samples, worker
+from gbadz.ingest.runner import default_dags_folder
+from tests.conftest import REPO
+from tests.datasets import YAML, Party, sign_off
+
+CSV = {"Content-Type": "text/csv"}
+
+
+@pytest.fixture
+def app(settings: Settings, fresh_database_url: str) -> FastAPI:
+    """The API over a database of its own: a worker drains every queued upload it finds."""
+    own = settings.model_copy(update={"db": DatabaseSettings(url=fresh_database_url)})
+    engine = db.create_engine(own.db)
+    db.upgrade(engine)
+    engine.dispose()
+    return create_app(own)
+
+
+def _csv(rows: int, corrupt: bool = False) -> bytes:
+    table = samples.generate("mo-tourism-visitor-arrivals", rows)
+    if corrupt:
+        table = samples.corrupt(table, "mo-tourism-visitor-arrivals")
+    sink = io.BytesIO()
+    pacsv.write_csv(table, sink)
+    return sink.getvalue()
+
+
+def _register(http: TestClient, app: FastAPI, provider: Party, key_prefix: str) -> str:
+    doc = yaml.safe_load((REPO / "contracts" / "mo-tourism-visitor-arrivals.yaml").read_text())
+    doc["id"] = f"{key_prefix.strip('/')}-wk"
+    doc["gbadz"]["provider"]["organization"] = provider.org_name
+    response = http.post(
+        "/api/v1/datasets", content=yaml.safe_dump(doc).encode(), headers=provider.headers | YAML
+    )
+    assert 201 == response.status_code, response.text
+    sign_off(http, app, str(doc["id"]))
+    return str(doc["id"])
+
+
+def _upload(http: TestClient, provider: Party, dataset: str, body: bytes) -> dict[str, Any]:
+    response = http.post(f"/api/v1/datasets/{dataset}/uploads", content=body, headers=provider.headers | CSV)
+    assert 202 == response.status_code, response.text
+    return dict(response.json())
+
+
+def _run(http: TestClient, party: Party, dataset: str, run_id: int) -> Any:
+    return http.get(f"/api/v1/datasets/{dataset}/ingestion-runs/{run_id}", headers=party.headers)
+
+
+class TestClaim:
+    def test_a_queued_upload_is_claimed_by_one_worker_only(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str
+    ) -> None:
+        """Two workers racing for one queued upload: the first claims it, the second gets nothing."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        queued = _upload(http, provider, dataset, _csv(50))
+        sessions = app.state.sessionmaker
+        first = worker.claim_next(sessions, "replica-a:1", stale_after_s=3600)
+        second = worker.claim_next(sessions, "replica-b:2", stale_after_s=3600)
+        assert (queued["id"], None) == (first, second)
+        with sessions() as session:
+            run = session.get(IngestionRun, queued["id"])
+            assert run is not None
+            assert ("running", "replica-a:1") == (run.status, run.claimed_by)
+            started = session.scalars(
+                sa.select(AuditEvent).where(
+                    AuditEvent.action == "ingestion.started", AuditEvent.subject_id == dataset
+                )
+            ).all()
+        assert [queued["id"]] == [e.details["run"] for e in started]
+        # A DAG task that ends shows on the running run at once; a run no worker claimed shows nothing.
+        worker.step_done(sessions, queued["id"], "land")
+        assert {"land": "success"} == _run(http, provider, dataset, queued["id"]).json()["task_states"]
+        # A worker that stops puts what it claimed back; another worker's claim is not touched.
+        worker.release(sessions, queued["id"], "replica-b:2")
+        assert "running" == _run(http, provider, dataset, queued["id"]).json()["status"]
+        worker.release(sessions, queued["id"], "replica-a:1")
+        assert "queued" == _run(http, provider, dataset, queued["id"]).json()["status"]
+        worker.step_done(sessions, queued["id"], "validate")
+        assert "validate" not in (_run(http, provider, dataset, queued["id"]).json()["task_states"] or {})
+        # A run a lost replica left running past the timeout is claimed again.
+        assert queued["id"] == worker.claim_next(sessions, "replica-a:1", stale_after_s=3600)
+        assert queued["id"] == worker.claim_next(sessions, "replica-c:3", stale_after_s=0)
+        worker.release(sessions, queued["id"], "replica-c:3")
+
+    def test_a_run_is_read_only_by_its_provider(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str
+    ) -> None:
+        """Another provider, a consumer or a wrong run id cannot read a provider's ingestion run."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        queued = _upload(http, provider, dataset, _csv(20))
+        assert 200 == _run(http, provider, dataset, queued["id"]).status_code
+        assert 403 == _run(http, party("provider", "MO"), dataset, queued["id"]).status_code
+        assert 403 == _run(http, party("consumer", "HK"), dataset, queued["id"]).status_code
+        assert 404 == _run(http, provider, dataset, queued["id"] + 10_000).status_code
+        assert 404 == _run(http, provider, "no-such-dataset", queued["id"]).status_code
+
+
+class TestWorker:
+    def _check(self, http: TestClient, provider: Party, dataset: str, good: int, bad: int) -> None:
+        published = _run(http, provider, dataset, good).json()
+        assert ("accepted", 1) == (published["status"], published["version"]), published
+        assert "success" == published["task_states"]["publish"]
+        assert "skipped" == published["task_states"]["quarantine"]
+        assert [] == published["failed_checks"]
+        rejected = _run(http, provider, dataset, bad).json()
+        assert "rejected" == rejected["status"], rejected
+        assert "success" == rejected["task_states"]["quarantine"]
+        assert "arrivals" in {c["column"] for c in rejected["failed_checks"]}
+        assert all(
+            set(c) == {"rule", "column", "detail", "unexpected_count", "sample_rows"}
+            for c in rejected["failed_checks"]
+        )
+        assert rejected["size"] > 0
+
+    def test_inline_steps_publish_a_good_upload_and_reject_a_bad_one(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str
+    ) -> None:
+        """Inline, the worker runs the DAG's steps in its thread: version 1 published, the bad
+        upload rejected with its failed checks (columns, counts, row numbers; never a value)."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        good = _upload(http, provider, dataset, _csv(500))
+        bad = _upload(http, provider, dataset, _csv(500, corrupt=True))
+        settings = app.state.settings
+        context = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
+        ingest = worker.IngestWorker(settings, app.state.sessionmaker, default_dags_folder(), context)
+        assert 2 == ingest.drain()
+        self._check(http, provider, dataset, good["id"], bad["id"])
+        assert 0 == ingest.drain()
+
+    @pytest.mark.e2e
+    def test_the_dag_publishes_a_good_upload_and_rejects_a_bad_one(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str
+    ) -> None:
+        """With the DAG, each upload runs in a child process through Airflow; the task states it
+        reports are stored with the run beside the outcome."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        good = _upload(http, provider, dataset, _csv(500))
+        bad = _upload(http, provider, dataset, _csv(500, corrupt=True))
+        ingest = worker.IngestWorker(app.state.settings, app.state.sessionmaker, default_dags_folder())
+        assert 2 == ingest.drain()
+        self._check(http, provider, dataset, good["id"], bad["id"])
