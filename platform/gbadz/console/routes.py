@@ -23,6 +23,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from gbadz.console import charts, session
 from gbadz.console.i18n import LOCALES, translate
+from gbadz.console.inprocess import InProcess
 from gbadz.console.session import LOGIN_COOKIE, SESSION_COOKIE, Signed
 from gbadz.console.web import (
     LANG_COOKIE,
@@ -95,11 +96,24 @@ def _tokens(app: FastAPI) -> session.SessionTokens:
     return tokens
 
 
+def _live(app: FastAPI) -> session.LiveSessions:
+    live: session.LiveSessions | None = getattr(app.state, "console_live", None)
+    if live is None:
+        # As long as a revocation takes to reach this replica (see LiveSessions).
+        live = session.LiveSessions(ttl_s=app.state.authenticator.revocations.refresh_s)
+        live.watch(app.state.sessionmaker)
+        app.state.console_live = live
+    return live
+
+
 async def signed_in(request: Request) -> Signed:
     settings = request.app.state.settings
-    signed = await run_in_threadpool(
-        session.load, _sessions(request), settings.console, request.cookies.get(SESSION_COOKIE)
-    )
+    value = request.cookies.get(SESSION_COOKIE)
+    live = _live(request.app)
+    # A session read moments ago needs no worker thread; any other is read in one.
+    signed = session.remembered(live, value)
+    if signed is None:
+        signed = await run_in_threadpool(session.load, _sessions(request), settings.console, value, live)
     if signed is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         # After signing in, a GET comes back to its page; a form's target cannot be replayed.
@@ -155,15 +169,13 @@ def _q(value: str) -> str:
 
 
 # -- the API, as the signed-in person --------------------------------------------------------
-def in_process(app: FastAPI) -> httpx.AsyncClient:
-    """One HTTP client per app that calls the app itself over ASGI (no socket, no TLS context
-    per call: building a client per call cost more than the call)."""
-    client: httpx.AsyncClient | None = getattr(app.state, "console_http", None)
-    if client is None:
-        base = app.state.settings.oauth.issuer
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base, verify=False)  # noqa: S501 (no TLS: in process)
-        app.state.console_http = client
-    return client
+def in_process(app: FastAPI) -> InProcess:
+    """One caller per app that calls the app itself over ASGI, taking no second admission slot
+    (:mod:`gbadz.console.inprocess`)."""
+    caller: InProcess | None = getattr(app.state, "console_http", None)
+    if caller is None:
+        caller = app.state.console_http = InProcess(app, app.state.settings.oauth.issuer)
+    return caller
 
 
 class Api:
@@ -176,10 +188,7 @@ class Api:
 
     async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = self.headers | kwargs.pop("headers", {})
-        client = in_process(self.request.app)
-        response = await client.request(method, path, headers=headers, **kwargs)
-        client.cookies.clear()  # the API sets none; never let one person's reach another's call
-        return response
+        return await in_process(self.request.app).request(method, path, headers=headers, **kwargs)
 
     async def json(self, method: str, path: str, *, refusals: bool = False, **kwargs: Any) -> Any:
         """The API's answer; 403/404 look missing, unless ``refusals``: then a 403 is a message
@@ -259,7 +268,8 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
             request, 400, "Sign-in failed", "The sign-in expired or was refused. Please sign in again."
         )
     issuer = request.app.state.settings.oauth.issuer
-    exchanged = await in_process(request.app).post(
+    exchanged = await in_process(request.app).request(
+        "POST",
         "/oauth/token",
         data={
             "grant_type": "authorization_code",
@@ -291,6 +301,7 @@ async def logout(request: Request, signed: Anyone) -> Response:
     await form_of(request, signed)
     await run_in_threadpool(session.close, _sessions(request), signed.id_hash, signed.person)
     _tokens(request.app).forget(signed.id_hash)
+    _live(request.app).forget(signed.id_hash)
     response = RedirectResponse("/console/signed-out", status_code=303)
     response.delete_cookie(SESSION_COOKIE, secure=True, httponly=True, samesite="lax", path="/")
     return response

@@ -1,0 +1,128 @@
+"""Issue #19: what a console page costs, without giving up what it enforces.
+
+A page's API calls take no second admission slot (one slot per outer request) and still need
+the person's token; a session read moments ago is taken from memory, and whatever ends a
+session (sign-out, disabling the person, another process deleting it) still ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from gbadz import db
+from gbadz.app import create_app
+from gbadz.console.inprocess import InProcess
+from gbadz.console.models import ConsoleSession
+from gbadz.console.session import SESSION_COOKIE, digest
+from gbadz.identity import people
+from tests.console.conftest import BASE, sign_in
+from tests.console.world import World
+
+SignedIn = Callable[[str], TestClient]
+
+
+@pytest.fixture
+def one_slot(app: FastAPI) -> Iterator[FastAPI]:
+    """The same world served by an app that admits one request at a time, with a short queue."""
+    settings = app.state.settings
+    api = settings.api.model_copy(update={"max_active_requests": 1, "queue_timeout_s": 2.0})
+    narrow = create_app(settings.model_copy(update={"api": api}))
+    yield narrow
+    narrow.state.engine.dispose()
+
+
+class TestOneSlotPerPage:
+    def test_a_page_and_its_api_calls_need_one_admission_slot(self, world: World, one_slot: FastAPI) -> None:
+        """With one slot, pages answer 200: their in-process API calls do not queue for a second
+        slot (they did, and under 32 connections every slot was held by a page waiting for its
+        own call until the queue timeout)."""
+        with TestClient(one_slot, base_url=BASE, follow_redirects=False) as client:
+            sign_in(client, world.people["consumer"])
+            started = time.monotonic()
+            catalog = client.get("/console/catalog")
+            dataset = client.get(f"/console/datasets/{world.dataset}")
+            assert (200, 200) == (catalog.status_code, dataset.status_code), catalog.text
+            assert time.monotonic() - started < 2.0  # never waited out the queue timeout
+
+    def test_an_in_process_call_still_needs_a_valid_token(self, app: FastAPI) -> None:
+        """Skipping admission skips nothing else: without a token, or with a forged one, the API refuses."""
+        caller = InProcess(app, BASE)
+
+        async def calls() -> list[int]:
+            bare = await caller.request("GET", "/api/v1/datasets")
+            forged = await caller.request(
+                "GET", "/api/v1/datasets", headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."}
+            )
+            return [bare.status_code, forged.status_code]
+
+        assert [401, 401] == asyncio.run(calls())
+
+    def test_a_request_from_outside_cannot_claim_to_be_in_process(
+        self, world: World, one_slot: FastAPI
+    ) -> None:
+        """The marker is a key of the ASGI scope, not anything a client sends: a request naming it
+        in a header waits for a slot like any other."""
+        with TestClient(one_slot, base_url=BASE, follow_redirects=False) as client:
+            answer = client.get("/api/v1/datasets", headers={"gbadz.in_process": "1", "X-In-Process": "true"})
+            assert 401 == answer.status_code  # admitted as usual, then refused for want of a token
+
+
+class TestSessionsInMemory:
+    def test_a_page_read_moments_after_another_does_not_read_the_session_again(
+        self, app: FastAPI, signed_in: SignedIn
+    ) -> None:
+        """The second page within the refresh interval finds its session in memory."""
+        client = signed_in("consumer")
+        assert 200 == client.get("/console/catalog").status_code
+        statements: list[str] = []
+
+        def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            statements.append(statement)
+
+        sa.event.listen(app.state.engine, "before_cursor_execute", seen)
+        try:
+            assert 200 == client.get("/console/catalog").status_code
+        finally:
+            sa.event.remove(app.state.engine, "before_cursor_execute", seen)
+        assert [] == [s for s in statements if "console_sessions" in s]
+
+    @pytest.mark.fresh_world
+    def test_disabling_a_person_ends_their_remembered_session_at_once(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """A person disabled through this process is signed out at their very next page, however
+        recently their session was read."""
+        client = signed_in("consumer")
+        assert 200 == client.get("/console/catalog").status_code
+        with app.state.sessionmaker.begin() as session:
+            people.disable_user(session, actor="test", username=world.people["consumer"].username)
+        page = client.get("/console/catalog")
+        assert 303 == page.status_code
+        assert page.headers["location"].startswith("/console/login")
+
+    def test_a_session_deleted_by_another_process_ends_within_the_refresh_interval(
+        self, app: FastAPI, signed_in: SignedIn
+    ) -> None:
+        """Another replica (or the CLI) deleting the row is seen here within the revocation
+        refresher's interval, as a revoked token is."""
+        client = signed_in("consumer")
+        assert 200 == client.get("/console/catalog").status_code
+        other = db.create_engine(app.state.settings.db)
+        try:
+            with other.begin() as conn:
+                conn.execute(
+                    sa.delete(ConsoleSession).where(
+                        ConsoleSession.id_hash == digest(client.cookies[SESSION_COOKIE])
+                    )
+                )
+        finally:
+            other.dispose()
+        time.sleep(app.state.authenticator.revocations.refresh_s + 0.1)
+        assert 303 == client.get("/console/catalog").status_code
