@@ -126,3 +126,53 @@ class TestSessionsInMemory:
             other.dispose()
         time.sleep(app.state.authenticator.revocations.refresh_s + 0.1)
         assert 303 == client.get("/console/catalog").status_code
+
+
+class TestLabelsFoldedAtCompileTime:
+    @pytest.mark.parametrize("locale", ["en", "zh-Hans", "zh-Hant"])
+    def test_a_folded_page_is_the_page_translated_at_render_time(self, locale: str) -> None:
+        """Labels translated when the template is compiled give the same page, byte for byte,
+        as translating each label while rendering (escaping included)."""
+        from gbadz.console.i18n import translate
+        from gbadz.console.routes import CATEGORIES, JURISDICTIONS, PURPOSES
+        from gbadz.console.session import Person, Signed
+        from gbadz.console.web import ENVS, LOCALE_NAMES, env
+
+        def t(text: str, **params: object) -> str:
+            label = translate(text, locale)
+            return label.format(**params) if params else label
+
+        item = {
+            "id": "sz-port <berths>",
+            "name": "Port & berths",
+            "provider": {"org_id": "o", "name": "Shenzhen <Port>"},
+            "origin": "CN-SZ",
+            "current_version": 3,
+            "row_count": 1200,
+            "category": "important",
+            "has_pi": True,
+            "has_spi": False,
+            "status": "deprecated",
+            "tags": ["port", "<b>"],
+            "summary": "Hourly berth occupancy",
+        }
+        context = {
+            "request": None,
+            "path": "/console/catalog",
+            "query": "q=port&x=<y>",
+            "locale": locale,
+            "locales": LOCALE_NAMES,
+            "t": t,
+            "signed": Signed("h", Person("id", "u", "A <b>", "org", "Org & co", "consumer"), "csrf"),
+            "filters": {"q": "<port>", "category": "core", "origin": "HK", "has_pi": "true", "purpose": ""},
+            "page": {"items": [item, item | {"has_pi": False, "status": "active"}], "total": 2},
+            "next_link": "/console/catalog?q=a&cursor=b",
+            "errors": {"q": "q: too <long>", "form": "refused"},
+            "categories": CATEGORIES,
+            "jurisdictions": JURISDICTIONS,
+            "purposes": PURPOSES,
+        }
+        runtime = env.get_template("catalog.html").render(**context)
+        folded = ENVS[locale].get_template("catalog.html").render(**context)
+        assert runtime == folded
+        assert translate("Search datasets", locale) in folded

@@ -370,9 +370,10 @@ async def _dataset_page(
 ) -> Response:
     api = Api(request, signed)
     dataset = await api.json("GET", f"/api/v1/datasets/{_q(dataset_id)}")
-    versions = await api.json("GET", f"/api/v1/datasets/{_q(dataset_id)}/versions")
+    versions: list[dict[str, Any]] = []
     report = None
-    if dataset.get("latest"):
+    if dataset.get("latest"):  # none until a first version is published: nothing to list
+        versions = await api.json("GET", f"/api/v1/datasets/{_q(dataset_id)}/versions")
         detail = await api.json(
             "GET", f"/api/v1/datasets/{_q(dataset_id)}/versions/{dataset['latest']['version']}"
         )
