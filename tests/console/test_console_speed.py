@@ -176,3 +176,24 @@ class TestLabelsFoldedAtCompileTime:
         folded = ENVS[locale].get_template("catalog.html").render(**context)
         assert runtime == folded
         assert translate("Search datasets", locale) in folded
+
+
+class TestLiveSessionsBookkeeping:
+    def test_a_read_that_started_before_a_sign_out_is_not_kept(self) -> None:
+        """A page's read that found the row live, finishing after a sign-out forgot the session,
+        must not put it back: the next page reads the database (and finds no row)."""
+        from datetime import UTC, datetime, timedelta
+
+        from gbadz.console.session import LiveSessions, Person, Signed
+
+        live = LiveSessions(ttl_s=60.0)
+        signed = Signed("h", Person("id", "u", "U", "org", "Org", "consumer"), "csrf")
+        now = datetime.now(UTC)
+        read_at = time.monotonic()
+        live.forget("h")  # the sign-out commits while the read is under way
+        live.put(signed, read_at, now + timedelta(hours=1), now)
+        assert live.get("h") is None
+        live.put(signed, time.monotonic(), now + timedelta(hours=1), now)  # a read after it is kept
+        assert signed == live.get("h")
+        live.put(signed, time.monotonic(), now + timedelta(hours=1), now - timedelta(minutes=2))
+        assert live.get("h") is None  # due to be touched: only the database read does that

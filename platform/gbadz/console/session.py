@@ -185,6 +185,9 @@ class LiveSessions:
         self.ttl_s = ttl_s
         self._live: dict[str, _Live] = {}
         self._lock = threading.Lock()
+        # When something was last forgotten: a read that started before it may have seen the
+        # row as it was, so what it found is not kept (a sign-out racing a page's read).
+        self._forgot_at = -1e9
 
     def get(self, id_hash: str) -> Signed | None:
         live = self._live.get(id_hash)
@@ -193,27 +196,34 @@ class LiveSessions:
         if time.monotonic() - live.read_at >= self.ttl_s or datetime.now(UTC) >= min(
             live.expires_at, live.touch_by
         ):
-            self.forget(id_hash)
+            with self._lock:  # due for a read, not ended: reads under way may still be kept
+                if self._live.get(id_hash) is live:
+                    del self._live[id_hash]
             return None
         return live.signed
 
     def put(self, signed: Signed, read_at: float, expires_at: datetime, last_seen_at: datetime) -> None:
         touch_by = last_seen_at + timedelta(seconds=TOUCH_EVERY_S)
         with self._lock:
+            if read_at <= self._forgot_at:
+                return
             if len(self._live) >= self.LIMIT:
                 self._live.clear()
             self._live[signed.id_hash] = _Live(signed, read_at, expires_at, touch_by)
 
     def forget(self, id_hash: str) -> None:
         with self._lock:
+            self._forgot_at = time.monotonic()
             self._live.pop(id_hash, None)
 
     def clear(self) -> None:
         with self._lock:
+            self._forgot_at = time.monotonic()
             self._live.clear()
 
     def forget_person(self, user_id: str) -> None:
         with self._lock:
+            self._forgot_at = time.monotonic()
             for id_hash in [h for h, live in self._live.items() if live.signed.person.id == user_id]:
                 del self._live[id_hash]
 
