@@ -8,6 +8,7 @@ another role answer 404, as a hidden dataset does.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import secrets
@@ -106,6 +107,30 @@ def _live(app: FastAPI) -> session.LiveSessions:
     return live
 
 
+_REREADS: set[asyncio.Task[None]] = set()
+
+
+def _reread(request: Request, value: str | None, live: session.LiveSessions, id_hash: str) -> None:
+    """Read a remembered session again in a worker thread while pages keep using it (within
+    its time in memory): under load, every page of the session waiting for one read when it
+    ran out made the slowest pages (issue #19). An ended session is forgotten."""
+    settings, sessions = request.app.state.settings, _sessions(request)
+
+    async def read() -> None:
+        try:
+            if await run_in_threadpool(session.load, sessions, settings.console, value, live) is None:
+                live.forget(id_hash)
+        # Whatever failed, the first page after its time in memory reads it again and answers it.
+        except Exception:  # noqa: BLE001, S110
+            pass
+        finally:
+            live.reread(id_hash)
+
+    task = asyncio.get_running_loop().create_task(read())
+    _REREADS.add(task)
+    task.add_done_callback(_REREADS.discard)
+
+
 async def signed_in(request: Request) -> Signed:
     settings = request.app.state.settings
     value = request.cookies.get(SESSION_COOKIE)
@@ -114,6 +139,8 @@ async def signed_in(request: Request) -> Signed:
     signed = session.remembered(live, value)
     if signed is None:
         signed = await run_in_threadpool(session.load, _sessions(request), settings.console, value, live)
+    elif live.due(signed.id_hash):
+        _reread(request, value, live, signed.id_hash)
     if signed is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         # After signing in, a GET comes back to its page; a form's target cannot be replayed.

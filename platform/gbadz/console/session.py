@@ -188,6 +188,7 @@ class LiveSessions:
         # When something was last forgotten: a read that started before it may have seen the
         # row as it was, so what it found is not kept (a sign-out racing a page's read).
         self._forgot_at = -1e9
+        self._rereading: set[str] = set()
 
     def get(self, id_hash: str) -> Signed | None:
         live = self._live.get(id_hash)
@@ -201,6 +202,24 @@ class LiveSessions:
                     del self._live[id_hash]
             return None
         return live.signed
+
+    def due(self, id_hash: str) -> bool:
+        """Whether a remembered session is past half its time here and nobody re-reads it yet:
+        the caller re-reads it in the background (and says so by being told True once), so that
+        pages keep finding it in memory instead of all waiting for a read when it runs out."""
+        live = self._live.get(id_hash)
+        if live is None or time.monotonic() - live.read_at < self.ttl_s / 2:
+            return False
+        with self._lock:
+            if id_hash in self._rereading:
+                return False
+            self._rereading.add(id_hash)
+        return True
+
+    def reread(self, id_hash: str) -> None:
+        """A background re-read finished (whatever it found)."""
+        with self._lock:
+            self._rereading.discard(id_hash)
 
     def put(self, signed: Signed, read_at: float, expires_at: datetime, last_seen_at: datetime) -> None:
         touch_by = last_seen_at + timedelta(seconds=TOUCH_EVERY_S)
