@@ -147,7 +147,9 @@ class AdmissionMiddleware:
         return self._slots[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt:
+        if scope["type"] != "http" or scope["path"] in self.exempt or scope.get(limits.IN_PROCESS):
+            # An in-process call runs inside a request that holds a slot: a second slot for it
+            # queued it behind the next pages, every slot held by a page waiting (issue #19).
             await self.app(scope, receive, send)
             return
         if self._buffers(scope):

@@ -22,6 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gbadz.config import Settings
 
+#: ASGI scope key of a request the app makes to itself (the console's API calls): it runs
+#: inside an outer request that already holds an admission slot, so it takes none. A scope
+#: key, never a header: only code in this process can set one.
+IN_PROCESS = "gbadz.in_process"
+
 
 @dataclass(frozen=True, slots=True)
 class RouteLimit:

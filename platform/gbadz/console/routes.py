@@ -8,6 +8,7 @@ another role answer 404, as a hidden dataset does.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import secrets
@@ -23,6 +24,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from gbadz.console import charts, session
 from gbadz.console.i18n import LOCALES, translate
+from gbadz.console.inprocess import InProcess
 from gbadz.console.localize import api_message, validation_message
 from gbadz.console.session import LOGIN_COOKIE, SESSION_COOKIE, Signed
 from gbadz.console.web import (
@@ -97,11 +99,50 @@ def _tokens(app: FastAPI) -> session.SessionTokens:
     return tokens
 
 
+def _live(app: FastAPI) -> session.LiveSessions:
+    live: session.LiveSessions | None = getattr(app.state, "console_live", None)
+    if live is None:
+        # As long as a revocation takes to reach this replica (see LiveSessions).
+        live = session.LiveSessions(ttl_s=app.state.authenticator.revocations.refresh_s)
+        live.watch(app.state.sessionmaker)
+        app.state.console_live = live
+    return live
+
+
+_REREADS: set[asyncio.Task[None]] = set()
+
+
+def _reread(request: Request, value: str | None, live: session.LiveSessions, id_hash: str) -> None:
+    """Read a remembered session again in a worker thread while pages keep using it (within
+    its time in memory): under load, every page of the session waiting for one read when it
+    ran out made the slowest pages (issue #19). An ended session is forgotten."""
+    settings, sessions = request.app.state.settings, _sessions(request)
+
+    async def read() -> None:
+        try:
+            if await run_in_threadpool(session.load, sessions, settings.console, value, live) is None:
+                live.forget(id_hash)
+        # Whatever failed, the first page after its time in memory reads it again and answers it.
+        except Exception:  # noqa: BLE001, S110
+            pass
+        finally:
+            live.reread(id_hash)
+
+    task = asyncio.get_running_loop().create_task(read())
+    _REREADS.add(task)
+    task.add_done_callback(_REREADS.discard)
+
+
 async def signed_in(request: Request) -> Signed:
     settings = request.app.state.settings
-    signed = await run_in_threadpool(
-        session.load, _sessions(request), settings.console, request.cookies.get(SESSION_COOKIE)
-    )
+    value = request.cookies.get(SESSION_COOKIE)
+    live = _live(request.app)
+    # A session read moments ago needs no worker thread; any other is read in one.
+    signed = session.remembered(live, value)
+    if signed is None:
+        signed = await run_in_threadpool(session.load, _sessions(request), settings.console, value, live)
+    elif live.due(signed.id_hash):
+        _reread(request, value, live, signed.id_hash)
     if signed is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         # After signing in, a GET comes back to its page; a form's target cannot be replayed.
@@ -161,15 +202,13 @@ def _q(value: str) -> str:
 
 
 # -- the API, as the signed-in person --------------------------------------------------------
-def in_process(app: FastAPI) -> httpx.AsyncClient:
-    """One HTTP client per app that calls the app itself over ASGI (no socket, no TLS context
-    per call: building a client per call cost more than the call)."""
-    client: httpx.AsyncClient | None = getattr(app.state, "console_http", None)
-    if client is None:
-        base = app.state.settings.oauth.issuer
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base, verify=False)  # noqa: S501 (no TLS: in process)
-        app.state.console_http = client
-    return client
+def in_process(app: FastAPI) -> InProcess:
+    """One caller per app that calls the app itself over ASGI, taking no second admission slot
+    (:mod:`gbadz.console.inprocess`)."""
+    caller: InProcess | None = getattr(app.state, "console_http", None)
+    if caller is None:
+        caller = app.state.console_http = InProcess(app, app.state.settings.oauth.issuer)
+    return caller
 
 
 class Api:
@@ -182,10 +221,7 @@ class Api:
 
     async def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = self.headers | kwargs.pop("headers", {})
-        client = in_process(self.request.app)
-        response = await client.request(method, path, headers=headers, **kwargs)
-        client.cookies.clear()  # the API sets none; never let one person's reach another's call
-        return response
+        return await in_process(self.request.app).request(method, path, headers=headers, **kwargs)
 
     async def json(self, method: str, path: str, *, refusals: bool = False, **kwargs: Any) -> Any:
         """The API's answer; 403/404 look missing, unless ``refusals``: then a 403 is a message
@@ -266,7 +302,8 @@ async def callback(request: Request, code: str = "", state: str = "", error: str
             request, 400, "Sign-in failed", "The sign-in expired or was refused. Please sign in again."
         )
     issuer = request.app.state.settings.oauth.issuer
-    exchanged = await in_process(request.app).post(
+    exchanged = await in_process(request.app).request(
+        "POST",
         "/oauth/token",
         data={
             "grant_type": "authorization_code",
@@ -298,6 +335,7 @@ async def logout(request: Request, signed: Everyone) -> Response:
     await form_of(request, signed)
     await run_in_threadpool(session.close, _sessions(request), signed.id_hash, signed.person)
     _tokens(request.app).forget(signed.id_hash)
+    _live(request.app).forget(signed.id_hash)
     response = RedirectResponse("/console/signed-out", status_code=303)
     response.delete_cookie(SESSION_COOKIE, secure=True, httponly=True, samesite="lax", path="/")
     return response
@@ -366,9 +404,10 @@ async def _dataset_page(
 ) -> Response:
     api = Api(request, signed)
     dataset = await api.json("GET", f"/api/v1/datasets/{_q(dataset_id)}")
-    versions = await api.json("GET", f"/api/v1/datasets/{_q(dataset_id)}/versions")
+    versions: list[dict[str, Any]] = []
     report = None
-    if dataset.get("latest"):
+    if dataset.get("latest"):  # none until a first version is published: nothing to list
+        versions = await api.json("GET", f"/api/v1/datasets/{_q(dataset_id)}/versions")
         detail = await api.json(
             "GET", f"/api/v1/datasets/{_q(dataset_id)}/versions/{dataset['latest']['version']}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from urllib.parse import parse_qsl, quote
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
+from jinja2.ext import Extension
+from jinja2.lexer import Token, TokenStream
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -76,6 +79,44 @@ def _number(value: Any) -> str:
 env.filters["when"] = _when
 env.filters["number"] = _number
 env.filters["urlquote"] = lambda value: quote(str(value), safe="")
+
+
+class FoldLabels(Extension):
+    """Translate every ``t("a literal label")`` of a template when it is compiled.
+
+    A page's fixed labels (about half of its ``t`` calls: 85 of the catalog's 170) then cost
+    nothing when it is rendered; each call through Jinja's runtime had cost a few microseconds
+    (issue #19). Only a call with one string literal and nothing else is folded; ``t(code)``
+    and ``t("...{n}...", n=...)`` still run at render time. One environment per language
+    (:data:`ENVS`), each an overlay of :data:`env` sharing its filters and loader.
+    """
+
+    def filter_stream(self, stream: TokenStream) -> Iterator[Token]:
+        locale: str = getattr(self.environment, "label_locale", "en")
+        tokens = list(stream)
+        i = 0
+        while i < len(tokens):
+            token = tokens[i]
+            if (
+                token.test("name:t")
+                and i + 3 < len(tokens)
+                and (i == 0 or tokens[i - 1].type != "dot")
+                and [tok.type for tok in tokens[i + 1 : i + 4]] == ["lparen", "string", "rparen"]
+            ):
+                yield Token(token.lineno, "string", translate(tokens[i + 2].value, locale))
+                i += 4
+                continue
+            yield token
+            i += 1
+
+
+def _folded(locale: str) -> jinja2.Environment:
+    overlay = env.overlay(extensions=[FoldLabels])
+    overlay.label_locale = locale  # type: ignore[attr-defined]  # read by FoldLabels
+    return overlay
+
+
+ENVS = {locale: _folded(locale) for locale in LOCALES}
 
 
 class FormTooLarge(Exception):
@@ -147,14 +188,18 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         label = translate(text, locale)
         return label.format(**params) if params else label
 
-    html = env.get_template(template).render(
-        request=request,
-        path=request.url.path,
-        query=request.url.query,
-        locale=locale,
-        locales=LOCALE_NAMES,
-        t=t,
-        **helpers(locale),
-        **context,
+    html = (
+        ENVS[locale]
+        .get_template(template)
+        .render(
+            request=request,
+            path=request.url.path,
+            query=request.url.query,
+            locale=locale,
+            locales=LOCALE_NAMES,
+            t=t,
+            **helpers(locale),
+            **context,
+        )
     )
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)

@@ -1,0 +1,219 @@
+"""Issue #19: what a console page costs, without giving up what it enforces.
+
+A page's API calls take no second admission slot (one slot per outer request) and still need
+the person's token; a session read moments ago is taken from memory, and whatever ends a
+session (sign-out, disabling the person, another process deleting it) still ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from gbadz import db
+from gbadz.app import create_app
+from gbadz.console.inprocess import InProcess
+from gbadz.console.models import ConsoleSession
+from gbadz.console.session import SESSION_COOKIE, digest
+from gbadz.identity import people
+from tests.console.conftest import BASE, sign_in
+from tests.console.world import World
+
+SignedIn = Callable[[str], TestClient]
+
+
+@pytest.fixture
+def one_slot(app: FastAPI) -> Iterator[FastAPI]:
+    """The same world served by an app that admits one request at a time, with a short queue."""
+    settings = app.state.settings
+    api = settings.api.model_copy(update={"max_active_requests": 1, "queue_timeout_s": 2.0})
+    narrow = create_app(settings.model_copy(update={"api": api}))
+    yield narrow
+    narrow.state.engine.dispose()
+
+
+class TestOneSlotPerPage:
+    def test_a_page_and_its_api_calls_need_one_admission_slot(self, world: World, one_slot: FastAPI) -> None:
+        """With one slot, pages answer 200: their in-process API calls do not queue for a second
+        slot (they did, and under 32 connections every slot was held by a page waiting for its
+        own call until the queue timeout)."""
+        with TestClient(one_slot, base_url=BASE, follow_redirects=False) as client:
+            sign_in(client, world.people["consumer"])
+            started = time.monotonic()
+            catalog = client.get("/console/catalog")
+            dataset = client.get(f"/console/datasets/{world.dataset}")
+            assert (200, 200) == (catalog.status_code, dataset.status_code), catalog.text
+            assert time.monotonic() - started < 2.0  # never waited out the queue timeout
+
+    def test_an_in_process_call_still_needs_a_valid_token(self, app: FastAPI) -> None:
+        """Skipping admission skips nothing else: without a token, or with a forged one, the API refuses."""
+        caller = InProcess(app, BASE)
+
+        async def calls() -> list[int]:
+            bare = await caller.request("GET", "/api/v1/datasets")
+            forged = await caller.request(
+                "GET", "/api/v1/datasets", headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."}
+            )
+            return [bare.status_code, forged.status_code]
+
+        assert [401, 401] == asyncio.run(calls())
+
+    def test_a_request_from_outside_cannot_claim_to_be_in_process(
+        self, world: World, one_slot: FastAPI
+    ) -> None:
+        """The marker is a key of the ASGI scope, not anything a client sends: a request naming it
+        in a header waits for a slot like any other."""
+        with TestClient(one_slot, base_url=BASE, follow_redirects=False) as client:
+            answer = client.get("/api/v1/datasets", headers={"gbadz.in_process": "1", "X-In-Process": "true"})
+            assert 401 == answer.status_code  # admitted as usual, then refused for want of a token
+
+
+class TestSessionsInMemory:
+    def test_a_page_read_moments_after_another_does_not_read_the_session_again(
+        self, app: FastAPI, signed_in: SignedIn
+    ) -> None:
+        """The second page within the refresh interval finds its session in memory."""
+        client = signed_in("consumer")
+        assert 200 == client.get("/console/catalog").status_code
+        statements: list[str] = []
+
+        def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            statements.append(statement)
+
+        sa.event.listen(app.state.engine, "before_cursor_execute", seen)
+        try:
+            assert 200 == client.get("/console/catalog").status_code
+        finally:
+            sa.event.remove(app.state.engine, "before_cursor_execute", seen)
+        assert [] == [s for s in statements if "console_sessions" in s]
+
+    @pytest.mark.fresh_world
+    def test_disabling_a_person_ends_their_remembered_session_at_once(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """A person disabled through this process is signed out at their very next page, however
+        recently their session was read."""
+        client = signed_in("consumer")
+        assert 200 == client.get("/console/catalog").status_code
+        with app.state.sessionmaker.begin() as session:
+            people.disable_user(session, actor="test", username=world.people["consumer"].username)
+        page = client.get("/console/catalog")
+        assert 303 == page.status_code
+        assert page.headers["location"].startswith("/console/login")
+
+    def test_a_session_deleted_by_another_process_ends_within_the_refresh_interval(
+        self, app: FastAPI, signed_in: SignedIn
+    ) -> None:
+        """Another replica (or the CLI) deleting the row is seen here within the revocation
+        refresher's interval, as a revoked token is."""
+        client = signed_in("consumer")
+        assert 200 == client.get("/console/catalog").status_code
+        other = db.create_engine(app.state.settings.db)
+        try:
+            with other.begin() as conn:
+                conn.execute(
+                    sa.delete(ConsoleSession).where(
+                        ConsoleSession.id_hash == digest(client.cookies[SESSION_COOKIE])
+                    )
+                )
+        finally:
+            other.dispose()
+        time.sleep(app.state.authenticator.revocations.refresh_s + 0.1)
+        assert 303 == client.get("/console/catalog").status_code
+
+
+class TestLabelsFoldedAtCompileTime:
+    @pytest.mark.parametrize("locale", ["en", "zh-Hans", "zh-Hant"])
+    def test_a_folded_page_is_the_page_translated_at_render_time(self, locale: str) -> None:
+        """Labels translated when the template is compiled give the same page, byte for byte,
+        as translating each label while rendering (escaping included)."""
+        from gbadz.console.i18n import translate
+        from gbadz.console.routes import CATEGORIES, JURISDICTIONS, PURPOSES
+        from gbadz.console.session import Person, Signed
+        from gbadz.console.web import ENVS, LOCALE_NAMES, env
+
+        def t(text: str, **params: object) -> str:
+            label = translate(text, locale)
+            return label.format(**params) if params else label
+
+        item = {
+            "id": "sz-port <berths>",
+            "name": "Port & berths",
+            "provider": {"org_id": "o", "name": "Shenzhen <Port>"},
+            "origin": "CN-SZ",
+            "current_version": 3,
+            "row_count": 1200,
+            "category": "important",
+            "has_pi": True,
+            "has_spi": False,
+            "status": "deprecated",
+            "tags": ["port", "<b>"],
+            "summary": "Hourly berth occupancy",
+        }
+        context = {
+            "request": None,
+            "path": "/console/catalog",
+            "query": "q=port&x=<y>",
+            "locale": locale,
+            "locales": LOCALE_NAMES,
+            "t": t,
+            "signed": Signed("h", Person("id", "u", "A <b>", "org", "Org & co", "consumer"), "csrf"),
+            "filters": {"q": "<port>", "category": "core", "origin": "HK", "has_pi": "true", "purpose": ""},
+            "page": {"items": [item, item | {"has_pi": False, "status": "active"}], "total": 2},
+            "next_link": "/console/catalog?q=a&cursor=b",
+            "errors": {"q": "q: too <long>", "form": "refused"},
+            "categories": CATEGORIES,
+            "jurisdictions": JURISDICTIONS,
+            "purposes": PURPOSES,
+        }
+        runtime = env.get_template("catalog.html").render(**context)
+        folded = ENVS[locale].get_template("catalog.html").render(**context)
+        assert runtime == folded
+        assert translate("Search datasets", locale) in folded
+
+
+class TestLiveSessionsBookkeeping:
+    def test_a_read_that_started_before_a_sign_out_is_not_kept(self) -> None:
+        """A page's read that found the row live, finishing after a sign-out forgot the session,
+        must not put it back: the next page reads the database (and finds no row)."""
+        from datetime import UTC, datetime, timedelta
+
+        from gbadz.console.session import LiveSessions, Person, Signed
+
+        live = LiveSessions(ttl_s=60.0)
+        signed = Signed("h", Person("id", "u", "U", "org", "Org", "consumer"), "csrf")
+        now = datetime.now(UTC)
+        read_at = time.monotonic()
+        live.forget("h")  # the sign-out commits while the read is under way
+        live.put(signed, read_at, now + timedelta(hours=1), now)
+        assert live.get("h") is None
+        live.put(signed, time.monotonic(), now + timedelta(hours=1), now)  # a read after it is kept
+        assert signed == live.get("h")
+        live.put(signed, time.monotonic(), now + timedelta(hours=1), now - timedelta(minutes=2))
+        assert live.get("h") is None  # due to be touched: only the database read does that
+
+    def test_a_session_past_half_its_time_in_memory_is_read_again_once(self) -> None:
+        """Past half its time in memory, one caller (and only one at a time) is told to read the
+        session again in the background; pages meanwhile keep finding it in memory."""
+        from datetime import UTC, datetime, timedelta
+
+        from gbadz.console.session import LiveSessions, Person, Signed
+
+        live = LiveSessions(ttl_s=0.2)
+        signed = Signed("h", Person("id", "u", "U", "org", "Org", "consumer"), "csrf")
+        now = datetime.now(UTC)
+        live.put(signed, time.monotonic(), now + timedelta(hours=1), now)
+        assert not live.due("h")
+        time.sleep(0.11)
+        assert signed == live.get("h")
+        assert [True, False] == [live.due("h"), live.due("h")]
+        live.reread("h")
+        assert live.due("h")  # that read found nothing to keep: the next caller tries again
+        time.sleep(0.1)
+        assert live.get("h") is None  # never past its time in memory
