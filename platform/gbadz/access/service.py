@@ -329,6 +329,7 @@ def _evidence_status(
         "status": check.status,
         "used": check.used.reference if check.used else None,
         "used_id": check.used.id if check.used else None,
+        "used_kind": check.used.kind if check.used else None,
         "problems": list(check.problems),
         "warnings": list(check.warnings),
     }
@@ -911,6 +912,7 @@ def _valid(
         "status": "satisfied",
         "used": item.reference,
         "used_id": item.id,
+        "used_kind": item.kind,
         "problems": [],
         "warnings": list(check.warnings),
     }
@@ -978,6 +980,7 @@ def _determine(
         "status": "not_required",
         "used": None,
         "used_id": None,
+        "used_kind": None,
         "problems": [],
         "warnings": [],
     }
