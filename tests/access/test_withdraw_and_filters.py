@@ -180,7 +180,15 @@ class TestGrantFilters:
 
     @pytest.mark.parametrize(
         ("name", "value"),
-        [("status", "paused"), ("kind", "rows"), ("expires_before", "next week"), ("dataset_id", "x" * 101)],
+        [
+            ("status", "paused"),
+            ("kind", "rows"),
+            ("expires_before", "next week"),
+            # Valid ISO 8601 that UTC cannot hold (year 0 or 10000 once converted): 422, never a 500.
+            ("expires_before", "0001-01-01T00:00:00+05:00"),
+            ("expires_before", "9999-12-31T23:59:59-05:00"),
+            ("dataset_id", "x" * 101),
+        ],
     )
     def test_a_bad_filter_is_named(self, http: TestClient, party: MakeParty, name: str, value: str) -> None:
         """A filter the API cannot read is 422 naming it."""

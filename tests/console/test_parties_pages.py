@@ -415,3 +415,29 @@ class TestNextStepsTemplate:
         assert (
             "Filing by the recipient: with the Guangdong Cyberspace Administration within 10 working" in page
         )
+
+
+class TestOfficerGrantsExpiry:
+    def test_an_instant_out_of_range_is_named_beside_the_field(self, signed_in: SignedIn) -> None:
+        """An expiry UTC cannot hold (typed, or the first day picked at Shanghai midnight) is shown
+        beside the field with 422, never a 500."""
+        client = signed_in("compliance_officer")
+        for value in ("0001-01-01", "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00%2B05:00"):
+            page = client.get(f"/console/compliance/grants?expires_before={value}")
+            assert 422 == page.status_code, (value, page.text[:300])
+            assert 'id="expires_before-error"' in page.text, value
+
+    def test_a_picked_date_is_midnight_in_shanghai(self) -> None:
+        """A date picked in the filter is the start of that day in Asia/Shanghai (invariant 7)."""
+        from types import SimpleNamespace
+
+        from gbadz.console.officer import _grant_query
+        from gbadz.law.rules import default_rules
+
+        request = SimpleNamespace(
+            query_params={"expires_before": "2026-12-10"},
+            app=SimpleNamespace(state=SimpleNamespace(rules=default_rules())),
+        )
+        filters, query = _grant_query(request)  # type: ignore[arg-type]
+        assert "2026-12-10" == filters["expires_before"]  # the form keeps what was picked
+        assert "2026-12-10T00:00:00+08:00" == query["expires_before"]  # 2026-12-09 16:00 UTC

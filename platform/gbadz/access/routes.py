@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as FastPath
+from pydantic import AfterValidator
 
 from gbadz import storage
 from gbadz.access import service
@@ -88,6 +89,21 @@ RecordId = Annotated[str, FastPath(max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 log = get_logger("gbadz.access")
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 DOCUMENT_TYPES = ("application/pdf", "image/png", "image/jpeg")
+
+
+def _utc_instant(value: dt.datetime) -> dt.datetime:
+    """A query's instant in UTC (a date or a naive time is taken as UTC); one that UTC cannot
+    hold (before year 1 or after year 9999 once converted) is refused as invalid, never a 500."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("out of range: in UTC the instant falls before year 1 or after year 9999") from None
+
+
+#: An instant in a query, converted to UTC; out of range: 422 naming the parameter.
+UTCInstant = Annotated[dt.datetime, AfterValidator(_utc_instant)]
 
 
 def _request_read(
@@ -356,11 +372,9 @@ def list_grants(
     grantee_org_id: Annotated[str | None, Query(max_length=36)] = None,
     kind: Annotated[GrantKind | None, Query()] = None,
     expires_before: Annotated[
-        dt.datetime | None, Query(description="only grants that end before this instant (ISO 8601)")
+        UTCInstant | None, Query(description="only grants that end before this instant (ISO 8601)")
     ] = None,
 ) -> list[GrantRead]:
-    if expires_before is not None and expires_before.tzinfo is None:
-        expires_before = expires_before.replace(tzinfo=dt.UTC)  # a date or naive time: UTC
     filters = service.GrantFilters(status, dataset_id, grantee_org_id, kind, expires_before)
     grants = service.list_grants(session, principal, limit, suspended, filters)
     names = service.organisations_named(session, {g.grantee_org_id for g in grants})
