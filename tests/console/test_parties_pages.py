@@ -219,6 +219,34 @@ class TestGrantPage:
         assert "Get download links" not in page.text
 
 
+class TestGrantPreconditions:
+    def test_a_grant_with_open_preconditions_says_why_nothing_can_be_downloaded(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """Exempt (no GBA contract asked for), Mainland personal data: the PIPIA and the notice and
+        consent are open, so the page offers no download and names them; the request page follows
+        the grant; the obligations are the grant's own (``grant_id``), each party's wording."""
+        created = ask(app, world, world.dataset, columns=GRANTED, gba_sc_opt_in=False)
+        assert ("approved", "EXEMPT") == (created["state"], created["decision"]["outcome"]), created
+        grant = created["grant_id"]
+        page = unescape(signed_in("consumer").get(f"/console/grants/{grant}").text)
+        assert "Get download links" not in page
+        assert "obligations due before any data leaves: notice and separate consent, PIPIA." in page
+        assert "Nothing is due from your organisation on this grant." not in page  # it owes the deletion
+        assert "the recipient deletes every copy" in page
+        officer = unescape(signed_in("compliance_officer").get(f"/console/grants/{grant}").text)
+        duties = officer.split('id="duties-h"')[1].split("</table>")[0]
+        assert 3 == duties.count('<tr><th scope="row">'), duties  # this grant's, not the zone's
+        http = TestClient(app)
+        token = bearer(fetch_token(http, world.clients["compliance_officer"]))
+        mine = http.get("/api/v1/obligations", params={"grant_id": grant}, headers=token).json()
+        assert {"pipia", "notice_consent", "recipient_deletion"} == {d["kind"] for d in mine}
+        assert {grant} == {d["grant_id"] for d in mine}
+        bad = http.get("/api/v1/obligations", params={"grant_id": "../x"}, headers=token)
+        assert 422 == bad.status_code
+        assert "grant_id" in [str(part) for item in bad.json()["detail"] for part in item["loc"]]
+
+
 class TestMinimisation:
     def test_non_personal_columns_start_ticked_and_personal_ones_show_why(
         self, app: FastAPI, world: World, signed_in: SignedIn

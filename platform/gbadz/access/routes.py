@@ -116,14 +116,29 @@ def _request_read(
     return read
 
 
+def _grant_reads(
+    grants: list[Grant], session: ReadSession, request: Request, principal: Principal
+) -> list[GrantRead]:
+    """A page of grants as the caller may read them (a few queries for the whole page)."""
+    names = service.organisations_named(session, {g.grantee_org_id for g in grants})
+    versions = service.current_versions(session, principal, viewer_of(request, session, principal), grants)
+    waiting = service.open_precondition_kinds(session, grants)
+    return [_grant_read(g, session, names, versions.get(g.id), waiting.get(g.id, [])) for g in grants]
+
+
+def _one_grant(grant: Grant, session: ReadSession, request: Request, principal: Principal) -> GrantRead:
+    return _grant_reads([grant], session, request, principal)[0]
+
+
 def _grant_read(
-    grant: Grant, session: ReadSession, names: dict[str, Organization] | None = None
+    grant: Grant,
+    session: ReadSession,
+    names: dict[str, Organization],
+    version: int | None,
+    waiting: list[str],
 ) -> GrantRead:
-    if names is None:
-        names = service.organisations_named(session, {grant.grantee_org_id})
     grantee = names.get(grant.grantee_org_id)
     status = grant.status(service.now())
-    version = service.current_version_of(session, grant)
     return GrantRead(
         grantee_name=grantee.name if grantee is not None else None,
         grantee_jurisdiction=grantee.jurisdiction if grantee is not None else None,
@@ -150,8 +165,10 @@ def _grant_read(
         copies_deleted_at=grant.copies_deleted_at,
         deletion_attested_at=grant.deletion_attested_at,
         deletion_statement=grant.deletion_statement,
-        current_version=version,
-        deliverable=grant.kind != "analysis" and status == "active" and version is not None,
+        current_version=version if status == "active" else None,
+        open_preconditions=waiting,
+        # A delivery would be refused (409 ObligationsOpen) while a precondition is open.
+        deliverable=grant.kind != "analysis" and status == "active" and version is not None and not waiting,
     )
 
 
@@ -357,6 +374,7 @@ def reject_access_request(
     "/grants", response_model=list[GrantRead], summary="Grants you hold or gave (compliance officers: all)"
 )
 def list_grants(
+    request: Request,
     principal: Authenticated,
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -377,8 +395,7 @@ def list_grants(
 ) -> list[GrantRead]:
     filters = service.GrantFilters(status, dataset_id, grantee_org_id, kind, expires_before)
     grants = service.list_grants(session, principal, limit, suspended, filters)
-    names = service.organisations_named(session, {g.grantee_org_id for g in grants})
-    return [_grant_read(g, session, names) for g in grants]
+    return _grant_reads(grants, session, request, principal)
 
 
 @router.get(
@@ -415,6 +432,7 @@ def retirement_preview(
 def revoke_grant(
     grant_id: RecordId,
     body: Rejection,
+    request: Request,
     principal: Authenticated,
     session: WriteSession,
     client: S3,
@@ -425,7 +443,7 @@ def revoke_grant(
     # The grant's delivery key goes first: whatever copy survives no longer decrypts (ADR 0018).
     service.destroy_delivery_key(session, keys, grant, actor_of(principal))
     _delete_copies(session, grant, client, settings)
-    return _grant_read(grant, session)
+    return _one_grant(grant, session, request, principal)
 
 
 def _delete_copies(session: WriteSession, grant: Grant, client: S3, settings: AppSettings) -> None:
@@ -446,8 +464,10 @@ def _delete_copies(session: WriteSession, grant: Grant, client: S3, settings: Ap
     responses=error_responses(GrantNotFound),
     summary="One grant: decision, determination, state, and its end (copies deleted, deletion attested)",
 )
-def get_grant(grant_id: RecordId, principal: Authenticated, session: ReadSession) -> GrantRead:
-    return _grant_read(service.visible_grant(session, principal, grant_id), session)
+def get_grant(
+    grant_id: RecordId, request: Request, principal: Authenticated, session: ReadSession
+) -> GrantRead:
+    return _one_grant(service.visible_grant(session, principal, grant_id), session, request, principal)
 
 
 @router.post(
@@ -457,11 +477,14 @@ def get_grant(grant_id: RecordId, principal: Authenticated, session: ReadSession
     summary="The grantee attests it deleted every copy after the grant ended",
 )
 def attest_deletion(
-    grant_id: RecordId, body: DeletionAttestation, principal: Authenticated, session: WriteSession
+    grant_id: RecordId,
+    body: DeletionAttestation,
+    request: Request,
+    principal: Authenticated,
+    session: WriteSession,
 ) -> GrantRead:
-    return _grant_read(
-        service.attest_deletion(session, principal, actor_of(principal), grant_id, body.statement), session
-    )
+    grant = service.attest_deletion(session, principal, actor_of(principal), grant_id, body.statement)
+    return _one_grant(grant, session, request, principal)
 
 
 @router.get(
@@ -475,8 +498,12 @@ def list_obligations(
     state: Annotated[Literal["open", "met"] | None, Query()] = None,
     overdue: Annotated[bool, Query(description="only open obligations past their due date")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    grant_id: Annotated[
+        str | None,
+        Query(max_length=64, pattern=r"^[A-Za-z0-9-]+$", description="only the obligations of this grant"),
+    ] = None,
 ) -> list[ObligationRead]:
-    return _obligations(service.list_obligations(session, principal, state, overdue, limit))
+    return _obligations(service.list_obligations(session, principal, state, overdue, limit, grant_id))
 
 
 def _obligations(duties: list[Any]) -> list[ObligationRead]:
@@ -513,13 +540,16 @@ def meet_obligation(
     summary="Decide a suspended grant again (compliance officers): it resumes only if no stricter now",
 )
 def redecide_grant(
-    grant_id: RecordId, principal: Reviewer, session: WriteSession, rules: Rules, body: Review | None = None
+    grant_id: RecordId,
+    request: Request,
+    principal: Reviewer,
+    session: WriteSession,
+    rules: Rules,
+    body: Review | None = None,
 ) -> GrantRead:
     findings = service.Findings(**body.findings.model_dump()) if body and body.findings else None
-    return _grant_read(
-        service.decide_grant_again(session, principal, actor_of(principal), grant_id, rules, findings),
-        session,
-    )
+    grant = service.decide_grant_again(session, principal, actor_of(principal), grant_id, rules, findings)
+    return _one_grant(grant, session, request, principal)
 
 
 @router.post(

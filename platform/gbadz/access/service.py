@@ -37,7 +37,7 @@ from gbadz.access.determination import DeterminationIn
 from gbadz.access.models import AccessRequest, Grant, MechanismEvidence, Obligation
 from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset
-from gbadz.catalog.service import get_owned, get_visible, stored_contract
+from gbadz.catalog.service import get_owned, get_visible, stored_contract, visibility_clause
 from gbadz.compliance import counters
 from gbadz.contract import Contract
 from gbadz.crypto.keys import KeyProvider, grant_delivery_context
@@ -1191,10 +1191,23 @@ def list_grants(
     return repository.grants_for(session, principal, limit, suspended=suspended, filters=filters, now=_now())
 
 
-def current_version_of(session: Session, grant: Grant) -> int | None:
-    """The dataset's published version a delivery of the grant would send (None: nothing published)."""
-    dataset = session.get(Dataset, grant.dataset_id)
-    return dataset.current_version if dataset is not None else None
+def current_versions(
+    session: Session, principal: Principal, viewer: Viewer, grants: list[Grant]
+) -> dict[str, int | None]:
+    """The published version a delivery of each grant would send, by grant id: only for an active
+    grant on a dataset the caller may see (an ended grant, or a hidden dataset, tells nothing of
+    the dataset's versions; compliance officers see every dataset). Missing or None: none."""
+    at = _now()
+    active = [g for g in grants if g.status(at) == "active"]
+    visible = None if repository.sees_everything(principal) else visibility_clause(viewer)
+    found = repository.current_versions(session, {g.dataset_id for g in active}, visible)
+    return {g.id: found.get(g.dataset_id) for g in active}
+
+
+def open_precondition_kinds(session: Session, grants: list[Grant]) -> dict[str, list[str]]:
+    """What must be met before any data leaves under each grant (PIPIA, notice and consent), by
+    grant id: the same open preconditions a delivery refuses on (``open_preconditions``)."""
+    return repository.open_precondition_kinds(session, {g.id for g in grants})
 
 
 def organisations_named(session: Session, org_ids: set[str]) -> dict[str, Organization]:
@@ -1773,11 +1786,17 @@ def decide_grant_again(
 
 # -- obligations -------------------------------------------------------------------------------
 def list_obligations(
-    session: Session, principal: Principal, state: str | None, overdue: bool, limit: int
+    session: Session,
+    principal: Principal,
+    state: str | None,
+    overdue: bool,
+    limit: int,
+    grant_id: str | None = None,
 ) -> list[Obligation]:
-    """The obligations the caller owes or oversees (an officer sees all); ``overdue``: open and past due."""
+    """The obligations the caller owes or oversees (an officer sees all); ``overdue``: open and past
+    due; ``grant_id``: only those one grant created."""
     today = legal_date(_now(), default_rules())
-    return repository.obligations_for(session, principal, state, today if overdue else None, limit)
+    return repository.obligations_for(session, principal, state, today if overdue else None, limit, grant_id)
 
 
 def open_preconditions(session: Session, grant_id: str) -> list[Obligation]:

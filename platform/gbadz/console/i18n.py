@@ -1220,7 +1220,21 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "授权暂停期间数据不得出境；由合规官重新作出决定。",
         "授權暫停期間數據不得出境；由合規主任重新作出決定。",
     ),
-    "Nothing is due from your organisation yet.": (None, "贵机构暂无待履行事项。", "貴機構暫無待履行事項。"),
+    "Nothing is due from your organisation on this grant.": (
+        None,
+        "贵机构在此授权下暂无待履行事项。",
+        "貴機構在此授權下暫無待履行事項。",
+    ),
+    "No obligation of this grant is recorded.": (
+        None,
+        "此授权尚无记录在案的义务。",
+        "此授權尚無記錄在案的義務。",
+    ),
+    "Nothing can be downloaded until the exporter meets the obligations due before any data leaves: {obligations}.": (
+        None,
+        "在数据出境方履行数据出境前须履行的义务之前，不能下载：{obligations}。",
+        "在數據出境方履行數據出境前須履行的義務之前，不能下載：{obligations}。",
+    ),
     "No version of the dataset is published yet: there is nothing to download.": (
         None,
         "该数据集尚未发布任何版本：暂无可下载内容。",

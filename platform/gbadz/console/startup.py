@@ -122,13 +122,13 @@ async def grant_page(request: Request, grant_id: str, signed: Anyone) -> Respons
     api = Api(request, signed)
     grant = await api.json("GET", f"/api/v1/grants/{_q(grant_id)}")
     asked = await api.json("GET", f"/api/v1/access-requests/{_q(grant['request_id'])}")
-    duties = await api.json("GET", "/api/v1/obligations", params={"limit": 1000})
+    duties = await api.json("GET", "/api/v1/obligations", params={"grant_id": grant["id"], "limit": 1000})
     return render(
         request,
         "grant.html",
         signed=signed,
         g=grant,
         r=asked,
-        duties=[d for d in duties if d["grant_id"] == grant["id"]],
+        duties=duties,
         form_key=secrets.token_urlsafe(12),
     )
