@@ -166,6 +166,41 @@ class TestWhatHappensNext:
         assert "The grant is in force" not in steps
 
 
+class TestNoNamesAcrossParties:
+    def test_the_startup_reads_party_roles_not_the_reviewers_identities(
+        self, app: FastAPI, world: World
+    ) -> None:
+        """Invariant 9: the startup reading its determined request (and its grant's determination)
+        sees which party took each step, never the provider's or the officer's username or client
+        id; the provider sees its own step's; the compliance office sees everything."""
+        done = determined(app, world)
+        http = TestClient(app)
+        heads = {role: bearer(fetch_token(http, world.clients[role])) for role in world.clients}
+        people = {role: world.clients[role].client_id for role in ("provider", "compliance_officer")}
+        path = f"/api/v1/access-requests/{done['id']}"
+        read = http.get(path, headers=heads["consumer"])
+        assert 200 == read.status_code, read.text
+        assert [
+            ("provider", "provider", "provider"),
+            ("compliance", "compliance_officer", "compliance_officer"),
+        ] == [(r["step"], r["by"], r["who"]) for r in read.json()["reviews"]]
+        assert "compliance_officer" == read.json()["findings"]["by"]
+        grant = http.get(f"/api/v1/grants/{done['grant_id']}", headers=heads["consumer"])
+        assert ["provider", "compliance_officer"] == [
+            a["by"] for a in grant.json()["determination"]["approvers"]
+        ]
+        listed = http.get("/api/v1/access-requests", headers=heads["consumer"]).text
+        for text in (read.text, grant.text, listed):
+            for client_id in people.values():
+                assert client_id not in text
+        provider = http.get(path, headers=heads["provider"]).json()
+        assert [people["provider"], "compliance_officer"] == [r["who"] for r in provider["reviews"]]
+        assert people["compliance_officer"] not in str(provider)
+        office = http.get(path, headers=heads["compliance_officer"]).json()
+        assert [people["provider"], people["compliance_officer"]] == [r["who"] for r in office["reviews"]]
+        assert people["compliance_officer"] in office["findings"]["by"]
+
+
 class TestWithdraw:
     def test_the_startup_withdraws_after_confirming_and_the_provider_can_no_longer_approve(
         self, app: FastAPI, world: World, signed_in: SignedIn

@@ -107,9 +107,15 @@ UTCInstant = Annotated[dt.datetime, AfterValidator(_utc_instant)]
 
 
 def _request_read(
-    request: AccessRequest, grant_id: str | None = None, names: dict[str, Organization] | None = None
+    request: AccessRequest,
+    principal: Principal,
+    grant_id: str | None = None,
+    names: dict[str, Organization] | None = None,
 ) -> AccessRequestRead:
     read = AccessRequestRead.model_validate(request)
+    # People's identities stay with the compliance office and their own organisation (invariant 9).
+    read.reviews = service.reviews_as_seen_by(principal, request.reviews)
+    read.findings = service.findings_as_seen_by(principal, request.findings)
     read.grant_id = grant_id
     if names is not None and request.requester_org_id in names:
         read.requester_name = names[request.requester_org_id].name
@@ -123,7 +129,9 @@ def _grant_reads(
     names = service.organisations_named(session, {g.grantee_org_id for g in grants})
     versions = service.current_versions(session, principal, viewer_of(request, session, principal), grants)
     waiting = service.open_precondition_kinds(session, grants)
-    return [_grant_read(g, session, names, versions.get(g.id), waiting.get(g.id, [])) for g in grants]
+    return [
+        _grant_read(g, session, principal, names, versions.get(g.id), waiting.get(g.id, [])) for g in grants
+    ]
 
 
 def _one_grant(grant: Grant, session: ReadSession, request: Request, principal: Principal) -> GrantRead:
@@ -133,6 +141,7 @@ def _one_grant(grant: Grant, session: ReadSession, request: Request, principal: 
 def _grant_read(
     grant: Grant,
     session: ReadSession,
+    principal: Principal,
     names: dict[str, Organization],
     version: int | None,
     waiting: list[str],
@@ -161,7 +170,7 @@ def _grant_read(
         outcome=str(grant.decision.get("outcome")),
         legal_basis=str(grant.decision.get("legal_basis")),
         rule_id=grant.decision.get("rule_id"),
-        determination=grant.determination,
+        determination=service.determination_as_seen_by(principal, grant.determination),
         copies_deleted_at=grant.copies_deleted_at,
         deletion_attested_at=grant.deletion_attested_at,
         deletion_statement=grant.deletion_statement,
@@ -262,7 +271,7 @@ def create_access_request(
         kind=body.kind,
     )
     created = service.create_request(session, viewer, actor_of(principal), ask, rules)
-    return _request_read(created, service.grant_id_of(session, created))
+    return _request_read(created, principal, service.grant_id_of(session, created))
 
 
 @router.get(
@@ -282,7 +291,7 @@ def list_access_requests(
 ) -> list[AccessRequestRead]:
     found = service.list_requests(session, principal, state, limit)
     names = service.organisations_named(session, {r.requester_org_id for r in found})
-    return [_request_read(r, service.grant_id_of(session, r), names) for r in found]
+    return [_request_read(r, principal, service.grant_id_of(session, r), names) for r in found]
 
 
 @router.get(
@@ -296,7 +305,7 @@ def get_access_request(
 ) -> AccessRequestRead:
     found = service.visible_request(session, principal, request_id)
     names = service.organisations_named(session, {found.requester_org_id})
-    read = _request_read(found, service.grant_id_of(session, found), names)
+    read = _request_read(found, principal, service.grant_id_of(session, found), names)
     read.history = [HistoryEntry.model_validate(h) for h in service.request_history(session, found)]
     return read
 
@@ -312,7 +321,7 @@ def withdraw_access_request(
 ) -> AccessRequestRead:
     reason = body.reason if body else None
     return _request_read(
-        service.withdraw_request(session, principal, actor_of(principal), request_id, reason)
+        service.withdraw_request(session, principal, actor_of(principal), request_id, reason), principal
     )
 
 
@@ -355,7 +364,7 @@ def approve_access_request(
         transfer_log,
         columns=body.columns,
     )
-    return _request_read(approved, service.grant_id_of(session, approved))
+    return _request_read(approved, principal, service.grant_id_of(session, approved))
 
 
 @router.post(
@@ -367,7 +376,8 @@ def approve_access_request(
 def reject_access_request(
     request_id: RecordId, body: Rejection, principal: Reviewer, session: WriteSession
 ) -> AccessRequestRead:
-    return _request_read(service.reject(session, principal, actor_of(principal), request_id, body.reason))
+    rejected = service.reject(session, principal, actor_of(principal), request_id, body.reason)
+    return _request_read(rejected, principal)
 
 
 @router.get(

@@ -1168,6 +1168,41 @@ def request_history(session: Session, request: AccessRequest) -> list[dict[str, 
     return history
 
 
+#: The party each review step is taken by: what another party reads instead of a person.
+STEP_PARTY = {"provider": "provider", "compliance": "compliance_officer"}
+
+
+def reviews_as_seen_by(principal: Principal, reviews: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Review steps as the caller may read them (invariant 9): compliance officers, and the
+    organisation that took a step, see who took it; any other party reads the party's role
+    (provider, compliance_officer) in place of the person's username or client id."""
+    if repository.sees_everything(principal):
+        return [dict(step) for step in reviews or []]
+    seen = []
+    for step in reviews or []:
+        if step.get("org_id") == principal.org_id:
+            seen.append(dict(step))
+            continue
+        party = STEP_PARTY.get(str(step.get("step")), "reviewer")
+        seen.append(step | {key: party for key in ("by", "who") if key in step})
+    return seen
+
+
+def findings_as_seen_by(principal: Principal, findings: dict[str, Any] | None) -> dict[str, Any]:
+    """An officer's findings as the caller may read them: who recorded them only for officers."""
+    found = dict(findings or {})
+    if "by" in found and not repository.sees_everything(principal):
+        found["by"] = "compliance_officer"
+    return found
+
+
+def determination_as_seen_by(principal: Principal, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A grant's determination record with its approvers as the caller may read them."""
+    if record is None or "approvers" not in record:
+        return record
+    return record | {"approvers": reviews_as_seen_by(principal, record.get("approvers"))}
+
+
 def _locked(session: Session, principal: Principal, request_id: str) -> AccessRequest:
     request = repository.request_for(session, principal, request_id, lock=True)
     if request is None:
