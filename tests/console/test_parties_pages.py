@@ -291,6 +291,7 @@ class TestMinimisation:
         provider = make_client(app, "provider", "MO")
         dataset = f"mo-pi-{secrets.token_hex(4)}"
         doc = contract(dataset, org_name(app, provider.org_id), origin="MO", with_pi=True)
+        doc["gbadz"]["columns"]["phone"]["spi"] = "financial_account"  # shown by its translated name
         registered = http.post(
             "/api/v1/datasets", content=as_yaml(doc), headers=bearer(fetch_token(http, provider)) | YAML
         )
@@ -301,7 +302,12 @@ class TestMinimisation:
             assert f'name="columns" value="{name}" checked' in page, name
         for name in ("phone", "customer_id"):
             assert f'name="columns" value="{name}" aria-describedby="why-' in page, name
-        assert "Protection" in page.split('value="phone"')[1].split("</p>")[0]
+        why = page.split('value="phone"')[1].split("</p>")[0]
+        assert "Protection" in why
+        assert ("Sensitive category: financial account", False) == (
+            why.split("<p", 1)[1].split(">", 1)[1].split(" ·")[0],
+            "financial_account" in why,
+        )
 
 
 class TestAmend:

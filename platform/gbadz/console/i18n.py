@@ -735,11 +735,6 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "数据分析：仅聚合结果，在数据特区内计算",
         "數據分析：僅聚合結果，在數據特區內計算",
     ),
-    "An analysis grant covers the contract's dimensions and measures; leave the columns below unticked:": (
-        None,
-        "分析授权涵盖合约所列的维度和度量，下方的列无需勾选：",
-        "分析授權涵蓋合約所列的維度和度量，下方的欄無需勾選：",
-    ),
     "The rows stay in the zone. Only aggregates with calibrated noise leave it: each release spends privacy budget and is recorded in the transfer log.": (
         None,
         "原始数据不出数据特区，只有加入校准噪声的聚合结果才会出境：每次发布都会消耗隐私预算，并记录在出境传输日志中。",
@@ -1351,6 +1346,12 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "数据出境安全评估：数据出境方已通过评估；本次出境依据已备案的评估结果：{reference}。",
         "數據出境安全評估：數據出境方已通過評估；本次出境依據已備案的評估結果：{reference}。",
     ),
+    "An analysis grant covers the contract's dimensions and measures; the columns below are for a copy.": (
+        None,
+        "分析授权涵盖合约所列的维度和度量；下方的字段仅适用于副本。",
+        "分析授權涵蓋合約所列的維度和度量；下方的欄位僅適用於副本。",
+    ),
+    "Dimensions and measures": (None, "维度和度量", "維度和度量"),
     # issue #19: administrators
     "admin": ("administrator", "管理员", "管理員"),
     "Organisations": (None, "机构", "機構"),
