@@ -235,6 +235,10 @@ class TestMechanismVersions:
             event.details["version"],
             event.details["supersedes"],
         )
+        # Each superseded version's own history ends with the version that replaced it.
+        for older, newer in ((first["id"], second.json()["id"]), (second.json()["id"], third.json()["id"])):
+            last = events(app, "mechanism_evidence", older)[-1]
+            assert ("mechanism.superseded", newer) == (last.action, last.details["superseded_by"])
         listed = {m["id"]: m for m in http.get("/api/v1/mechanisms", headers=officer.headers).json()}
         assert [1, 2, 3] == [
             listed[i]["version"] for i in (first["id"], second.json()["id"], third.json()["id"])

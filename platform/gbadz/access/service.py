@@ -1457,6 +1457,15 @@ def amend_evidence(
     session.flush()
     new = record_evidence(session, principal, actor, supersedes=old.id, **fields)
     old.withdrawn_reason = f"amended: superseded by {new.id}"
+    # The old item's own history says it ended, and by which version (its id, not only the new one's).
+    audit.record(
+        session,
+        actor=actor,
+        action="mechanism.superseded",
+        subject_type="mechanism_evidence",
+        subject_id=old.id,
+        details={"superseded_by": new.id, "kind": old.kind, "version": version_of(session, old)},
+    )
     return new
 
 
