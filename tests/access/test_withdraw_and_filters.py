@@ -246,3 +246,15 @@ class TestMechanismVersions:
         # Amending a superseded version is refused: only the newest is on file.
         again = http.post(f"/api/v1/mechanisms/{first['id']}/amend", json=body, headers=officer.headers)
         assert (409, "state") == (again.status_code, again.json()["field"]), again.text
+
+
+class TestInstantsOutOfRange:
+    @pytest.mark.parametrize("name", ["since", "until"])
+    @pytest.mark.parametrize("value", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+    def test_a_transfer_log_instant_utc_cannot_hold_is_named(
+        self, http: TestClient, party: MakeParty, name: str, value: str
+    ) -> None:
+        """The transfer log's filters too: valid ISO 8601 outside UTC's range names the field, never a 500."""
+        officer = party("compliance_officer", "CN-SZ")
+        answer = http.get("/api/v1/transfers", params={name: value}, headers=officer.headers)
+        assert (400, name) == (answer.status_code, answer.json()["field"]), answer.text
