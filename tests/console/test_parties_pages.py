@@ -190,12 +190,16 @@ class TestNoNamesAcrossParties:
             a["by"] for a in grant.json()["determination"]["approvers"]
         ]
         listed = http.get("/api/v1/access-requests", headers=heads["consumer"]).text
-        for text in (read.text, grant.text, listed):
+        mechanisms = http.get("/api/v1/mechanisms", headers=heads["consumer"])
+        assert {"compliance_officer"} == {m["recorded_by"] for m in mechanisms.json()}
+        for text in (read.text, grant.text, listed, mechanisms.text):
             for client_id in people.values():
                 assert client_id not in text
         provider = http.get(path, headers=heads["provider"]).json()
         assert [people["provider"], "compliance_officer"] == [r["who"] for r in provider["reviews"]]
         assert people["compliance_officer"] not in str(provider)
+        recorded = http.get("/api/v1/mechanisms", headers=heads["compliance_officer"]).json()
+        assert any(m["recorded_by"].endswith(f"@{world.officer_org}") for m in recorded)
         office = http.get(path, headers=heads["compliance_officer"]).json()
         assert [people["provider"], people["compliance_officer"]] == [r["who"] for r in office["reviews"]]
         assert people["compliance_officer"] in office["findings"]["by"]

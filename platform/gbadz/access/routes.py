@@ -181,9 +181,11 @@ def _grant_read(
     )
 
 
-def _evidence_read(item: Any, session: ReadSession) -> EvidenceRead:
+def _evidence_read(item: Any, session: ReadSession, principal: Principal) -> EvidenceRead:
     read = EvidenceRead.model_validate(item)
     read.version = service.version_of(session, item)
+    # The other party reads who recorded it by role, not by username or client id (invariant 9).
+    read.recorded_by = service.actor_as_seen_by(principal, item.recorded_by)
     return read
 
 
@@ -571,7 +573,7 @@ def redecide_grant(
 )
 def record_mechanism(body: EvidenceCreate, principal: Reviewer, session: WriteSession) -> EvidenceRead:
     row = service.record_evidence(session, principal, actor_of(principal), **body.model_dump())
-    return _evidence_read(row, session)
+    return _evidence_read(row, session, principal)
 
 
 @router.post(
@@ -587,7 +589,7 @@ def amend_mechanism(
     evidence_id: RecordId, body: EvidenceCreate, principal: Reviewer, session: WriteSession
 ) -> EvidenceRead:
     row = service.amend_evidence(session, principal, actor_of(principal), evidence_id, **body.model_dump())
-    return _evidence_read(row, session)
+    return _evidence_read(row, session, principal)
 
 
 @router.post(
@@ -600,7 +602,7 @@ def withdraw_mechanism(
     evidence_id: RecordId, body: Rejection, principal: Reviewer, session: WriteSession
 ) -> EvidenceRead:
     row = service.withdraw_evidence(session, principal, actor_of(principal), evidence_id, body.reason)
-    return _evidence_read(row, session)
+    return _evidence_read(row, session, principal)
 
 
 @router.put(
@@ -650,7 +652,7 @@ async def upload_mechanism_document(
         store,
         settings.s3.landing_bucket,
     )
-    return _evidence_read(row, session)
+    return _evidence_read(row, session, principal)
 
 
 @router.get(
@@ -715,7 +717,9 @@ def list_mechanisms(
     session: ReadSession,
     exporter: Annotated[str | None, Query(max_length=36)] = None,
 ) -> list[EvidenceRead]:
-    return [_evidence_read(r, session) for r in service.list_evidence(session, principal, exporter)]
+    return [
+        _evidence_read(r, session, principal) for r in service.list_evidence(session, principal, exporter)
+    ]
 
 
 __all__ = ["router"]

@@ -1196,6 +1196,14 @@ def findings_as_seen_by(principal: Principal, findings: dict[str, Any] | None) -
     return found
 
 
+def actor_as_seen_by(principal: Principal, actor: str) -> str:
+    """An audit actor (``role:client@org``) as the caller may read it: in full for compliance
+    officers and the actor's own organisation; for anyone else only the role."""
+    if repository.sees_everything(principal) or actor.endswith(f"@{principal.org_id}"):
+        return actor
+    return actor.split(":", 1)[0]
+
+
 def determination_as_seen_by(principal: Principal, record: dict[str, Any] | None) -> dict[str, Any] | None:
     """A grant's determination record with its approvers as the caller may read them."""
     if record is None or "approvers" not in record:
