@@ -71,6 +71,17 @@ AUTHORITIES_OF_VARIANT: dict[str, tuple[str, ...]] = {
     "SECTOR_APPROVAL": ("SECTOR_REGULATOR",),
     "DSPDP_AUTHORISATION": ("MO_DSPDP",),
 }
+#: Who each party of a GBA standard contract files it with, by the party's region
+#: (crossborder-rules.md §2.1-§2.2): Mainland parties with the Guangdong CAC, Hong Kong
+#: parties with the Digital Policy Office, Macao parties with the DSPDP. Both parties file.
+GBA_SC_FILING_AUTHORITY: dict[str, Authority] = {"HK": "HK_DPO", "MO": "MO_DSPDP"}
+
+
+def gba_sc_filing_authority(region: object) -> Authority:
+    """Who a party of a GBA standard contract in ``region`` files it with (default: the Guangdong CAC)."""
+    return GBA_SC_FILING_AUTHORITY.get(str(region), "GD_CAC")
+
+
 #: PIPL Art.28 sensitive personal information, and minors under 14.
 SpiCategory = Literal[
     "biometric",

@@ -9,6 +9,7 @@ hurry) and shown refused with nothing changed.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -290,10 +291,12 @@ class TestTheDpFinding:
             grant["columns"],
         )
         determined = grant["determination"]
-        assert (released, [("provider", step.json()["reviews"][0]["by"])]) == (
+        # The grantee reads the party that took each step, never the person (invariant 9).
+        assert (released, [("provider", "provider")]) == (
             determined["rule_id"],
             [(a["step"], a["by"]) for a in determined["approvers"] if a["step"] == "provider"],
         )
+        assert step.json()["reviews"][0]["by"] not in json.dumps(grant)
         assert {"provider", "compliance"} == {a["step"] for a in determined["approvers"]}
         assert (True, DP_REF) == (
             determined["findings"]["dp_release"],

@@ -383,6 +383,48 @@ class TestVolumes:
         assert not any(s.startswith("R") for s in subjects)
 
 
+class TestDeliverable:
+    def test_a_grant_is_not_deliverable_while_its_preconditions_are_open(
+        self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path
+    ) -> None:
+        """An exempt Mainland grant of personal data: PIPIA and notice/consent are open, so it is not
+        ``deliverable`` (a delivery would be 409) and says which; met, it is, and a delivery works.
+        Ended, or on a dataset hidden from the grantee, it tells no current version."""
+        provider, startup = party("provider", "CN-SZ"), party("consumer", "HK")
+        dataset = publish(app, http, settings, tmp_path, provider, logistics(provider, "CN-SZ"), 60)
+        asked = ask(http, startup, dataset).json()
+        assert ("approved", "EXEMPT") == (asked["state"], asked["decision"]["outcome"]), asked
+        path = f"/api/v1/grants/{asked['grant_id']}"
+
+        def held() -> dict[str, Any]:
+            answer = http.get(path, headers=startup.headers)
+            assert 200 == answer.status_code, answer.text
+            return dict(answer.json())
+
+        grant = held()
+        assert (1, False, ["notice_consent", "pipia"]) == (
+            grant["current_version"],
+            grant["deliverable"],
+            grant["open_preconditions"],
+        )
+        listed = {g["id"]: g for g in http.get("/api/v1/grants", headers=startup.headers).json()}
+        assert not listed[grant["id"]]["deliverable"]
+        refused = http.post(f"{path}/deliveries", headers=startup.headers)
+        assert (409, "ObligationsOpen") == (refused.status_code, refused.json()["error"]), refused.text
+        meet_preconditions(http, provider, grant["id"])
+        assert (True, []) == (held()["deliverable"], held()["open_preconditions"])
+        assert 201 == http.post(f"{path}/deliveries", headers=startup.headers).status_code
+        retired = http.post(
+            f"/api/v1/datasets/{dataset}/retire",
+            json={"reason": "Replaced by a new feed"},
+            headers=provider.headers,
+        )
+        assert 200 == retired.status_code, retired.text
+        assert (None, False) == (held()["current_version"], held()["deliverable"])  # hidden now
+        revoked = http.post(f"{path}/revoke", json={"reason": "Licence ended"}, headers=provider.headers)
+        assert (200, None) == (revoked.status_code, revoked.json()["current_version"]), revoked.text
+
+
 class TestDecidedAgainWhenDataLeaves:
     def test_a_reclassified_contract_suspends_its_grants_until_decided_again(
         self, app: FastAPI, http: TestClient, party: MakeParty, settings: Settings, tmp_path: Path

@@ -180,7 +180,15 @@ class TestGrantFilters:
 
     @pytest.mark.parametrize(
         ("name", "value"),
-        [("status", "paused"), ("kind", "rows"), ("expires_before", "next week"), ("dataset_id", "x" * 101)],
+        [
+            ("status", "paused"),
+            ("kind", "rows"),
+            ("expires_before", "next week"),
+            # Valid ISO 8601 that UTC cannot hold (year 0 or 10000 once converted): 422, never a 500.
+            ("expires_before", "0001-01-01T00:00:00+05:00"),
+            ("expires_before", "9999-12-31T23:59:59-05:00"),
+            ("dataset_id", "x" * 101),
+        ],
     )
     def test_a_bad_filter_is_named(self, http: TestClient, party: MakeParty, name: str, value: str) -> None:
         """A filter the API cannot read is 422 naming it."""
@@ -227,6 +235,10 @@ class TestMechanismVersions:
             event.details["version"],
             event.details["supersedes"],
         )
+        # Each superseded version's own history ends with the version that replaced it.
+        for older, newer in ((first["id"], second.json()["id"]), (second.json()["id"], third.json()["id"])):
+            last = events(app, "mechanism_evidence", older)[-1]
+            assert ("mechanism.superseded", newer) == (last.action, last.details["superseded_by"])
         listed = {m["id"]: m for m in http.get("/api/v1/mechanisms", headers=officer.headers).json()}
         assert [1, 2, 3] == [
             listed[i]["version"] for i in (first["id"], second.json()["id"], third.json()["id"])
@@ -234,3 +246,15 @@ class TestMechanismVersions:
         # Amending a superseded version is refused: only the newest is on file.
         again = http.post(f"/api/v1/mechanisms/{first['id']}/amend", json=body, headers=officer.headers)
         assert (409, "state") == (again.status_code, again.json()["field"]), again.text
+
+
+class TestInstantsOutOfRange:
+    @pytest.mark.parametrize("name", ["since", "until"])
+    @pytest.mark.parametrize("value", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+    def test_a_transfer_log_instant_utc_cannot_hold_is_named(
+        self, http: TestClient, party: MakeParty, name: str, value: str
+    ) -> None:
+        """The transfer log's filters too: valid ISO 8601 outside UTC's range names the field, never a 500."""
+        officer = party("compliance_officer", "CN-SZ")
+        answer = http.get("/api/v1/transfers", params={name: value}, headers=officer.headers)
+        assert (400, name) == (answer.status_code, answer.json()["field"]), answer.text

@@ -25,6 +25,7 @@ from gbadz.identity.models import Organization
 from gbadz.law.engine import Decision
 from gbadz.law.evidence import add_working_days, legal_date
 from gbadz.law.rules import RuleSet
+from gbadz.vocabulary import gba_sc_filing_authority
 
 MAINLAND = ("CN_GBA9", "CN_OTHER")
 
@@ -269,7 +270,7 @@ def obligations_for(
 
 def _filing_authority(region: Any) -> str:
     """Who a party of a GBA standard contract files with: the Guangdong CAC, the HK DPO or the DSPDP."""
-    return {"HK": "HK_DPO", "MO": "MO_DSPDP"}.get(str(region), "GD_CAC")
+    return gba_sc_filing_authority(region)
 
 
 def party_record(org: Organization | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from gbadz.access.models import AccessRequest, Grant, MechanismEvidence, Obligation
 from gbadz.audit import AuditEvent
+from gbadz.catalog.models import Dataset
 from gbadz.identity.models import Organization
 from gbadz.identity.tokens import Principal
 
@@ -208,7 +209,12 @@ def live_grants_of(session: Session, dataset_id: str, now: datetime) -> list[Gra
 
 
 def obligations_for(
-    session: Session, principal: Principal, state: str | None, overdue_on: date | None, limit: int
+    session: Session,
+    principal: Principal,
+    state: str | None,
+    overdue_on: date | None,
+    limit: int,
+    grant_id: str | None = None,
 ) -> list[Obligation]:
     query = (
         sa.select(Obligation)
@@ -217,6 +223,8 @@ def obligations_for(
     )
     if not sees_everything(principal):
         query = query.where(Obligation.owner_org_id == principal.org_id)
+    if grant_id is not None:
+        query = query.where(Obligation.grant_id == grant_id)
     if state is not None:
         query = query.where(Obligation.state == state)
     if overdue_on is not None:
@@ -248,6 +256,37 @@ def open_preconditions(session: Session, grant_id: str) -> list[Obligation]:
             )
         )
     )
+
+
+def open_precondition_kinds(session: Session, grant_ids: set[str]) -> dict[str, list[str]]:
+    """The kinds of each grant's open preconditions, in one query (a page of grants)."""
+    if not grant_ids:
+        return {}
+    rows = session.execute(
+        sa.select(Obligation.grant_id, Obligation.kind)
+        .where(
+            Obligation.grant_id.in_(grant_ids),
+            Obligation.precondition.is_(True),
+            Obligation.state == "open",
+        )
+        .order_by(Obligation.kind)
+    )
+    found: dict[str, list[str]] = {}
+    for grant_id, kind in rows:
+        found.setdefault(grant_id, []).append(kind)
+    return found
+
+
+def current_versions(
+    session: Session, dataset_ids: set[str], visible: sa.ColumnElement[bool] | None
+) -> dict[str, int | None]:
+    """The published version of each dataset the ``visible`` clause admits (None: every one)."""
+    if not dataset_ids:
+        return {}
+    query = sa.select(Dataset.id, Dataset.current_version).where(Dataset.id.in_(dataset_ids))
+    if visible is not None:
+        query = query.where(visible)
+    return {row.id: row.current_version for row in session.execute(query)}
 
 
 def ended_grants_with_copies(session: Session, now: datetime, limit: int) -> list[Grant]:

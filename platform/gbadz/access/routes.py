@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as FastPath
+from pydantic import AfterValidator
 
 from gbadz import storage
 from gbadz.access import service
@@ -90,24 +91,63 @@ MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 DOCUMENT_TYPES = ("application/pdf", "image/png", "image/jpeg")
 
 
+def _utc_instant(value: dt.datetime) -> dt.datetime:
+    """A query's instant in UTC (a date or a naive time is taken as UTC); one that UTC cannot
+    hold (before year 1 or after year 9999 once converted) is refused as invalid, never a 500."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("out of range: in UTC the instant falls before year 1 or after year 9999") from None
+
+
+#: An instant in a query, converted to UTC; out of range: 422 naming the parameter.
+UTCInstant = Annotated[dt.datetime, AfterValidator(_utc_instant)]
+
+
 def _request_read(
-    request: AccessRequest, grant_id: str | None = None, names: dict[str, Organization] | None = None
+    request: AccessRequest,
+    principal: Principal,
+    grant_id: str | None = None,
+    names: dict[str, Organization] | None = None,
 ) -> AccessRequestRead:
     read = AccessRequestRead.model_validate(request)
+    # People's identities stay with the compliance office and their own organisation (invariant 9).
+    read.reviews = service.reviews_as_seen_by(principal, request.reviews)
+    read.findings = service.findings_as_seen_by(principal, request.findings)
     read.grant_id = grant_id
     if names is not None and request.requester_org_id in names:
         read.requester_name = names[request.requester_org_id].name
     return read
 
 
+def _grant_reads(
+    grants: list[Grant], session: ReadSession, request: Request, principal: Principal
+) -> list[GrantRead]:
+    """A page of grants as the caller may read them (a few queries for the whole page)."""
+    names = service.organisations_named(session, {g.grantee_org_id for g in grants})
+    versions = service.current_versions(session, principal, viewer_of(request, session, principal), grants)
+    waiting = service.open_precondition_kinds(session, grants)
+    return [
+        _grant_read(g, session, principal, names, versions.get(g.id), waiting.get(g.id, [])) for g in grants
+    ]
+
+
+def _one_grant(grant: Grant, session: ReadSession, request: Request, principal: Principal) -> GrantRead:
+    return _grant_reads([grant], session, request, principal)[0]
+
+
 def _grant_read(
-    grant: Grant, session: ReadSession, names: dict[str, Organization] | None = None
+    grant: Grant,
+    session: ReadSession,
+    principal: Principal,
+    names: dict[str, Organization],
+    version: int | None,
+    waiting: list[str],
 ) -> GrantRead:
-    if names is None:
-        names = service.organisations_named(session, {grant.grantee_org_id})
     grantee = names.get(grant.grantee_org_id)
     status = grant.status(service.now())
-    version = service.current_version_of(session, grant)
     return GrantRead(
         grantee_name=grantee.name if grantee is not None else None,
         grantee_jurisdiction=grantee.jurisdiction if grantee is not None else None,
@@ -130,18 +170,22 @@ def _grant_read(
         outcome=str(grant.decision.get("outcome")),
         legal_basis=str(grant.decision.get("legal_basis")),
         rule_id=grant.decision.get("rule_id"),
-        determination=grant.determination,
+        determination=service.determination_as_seen_by(principal, grant.determination),
         copies_deleted_at=grant.copies_deleted_at,
         deletion_attested_at=grant.deletion_attested_at,
         deletion_statement=grant.deletion_statement,
-        current_version=version,
-        deliverable=grant.kind != "analysis" and status == "active" and version is not None,
+        current_version=version if status == "active" else None,
+        open_preconditions=waiting,
+        # A delivery would be refused (409 ObligationsOpen) while a precondition is open.
+        deliverable=grant.kind != "analysis" and status == "active" and version is not None and not waiting,
     )
 
 
-def _evidence_read(item: Any, session: ReadSession) -> EvidenceRead:
+def _evidence_read(item: Any, session: ReadSession, principal: Principal) -> EvidenceRead:
     read = EvidenceRead.model_validate(item)
     read.version = service.version_of(session, item)
+    # The other party reads who recorded it by role, not by username or client id (invariant 9).
+    read.recorded_by = service.actor_as_seen_by(principal, item.recorded_by)
     return read
 
 
@@ -229,7 +273,7 @@ def create_access_request(
         kind=body.kind,
     )
     created = service.create_request(session, viewer, actor_of(principal), ask, rules)
-    return _request_read(created, service.grant_id_of(session, created))
+    return _request_read(created, principal, service.grant_id_of(session, created))
 
 
 @router.get(
@@ -249,7 +293,7 @@ def list_access_requests(
 ) -> list[AccessRequestRead]:
     found = service.list_requests(session, principal, state, limit)
     names = service.organisations_named(session, {r.requester_org_id for r in found})
-    return [_request_read(r, service.grant_id_of(session, r), names) for r in found]
+    return [_request_read(r, principal, service.grant_id_of(session, r), names) for r in found]
 
 
 @router.get(
@@ -263,7 +307,7 @@ def get_access_request(
 ) -> AccessRequestRead:
     found = service.visible_request(session, principal, request_id)
     names = service.organisations_named(session, {found.requester_org_id})
-    read = _request_read(found, service.grant_id_of(session, found), names)
+    read = _request_read(found, principal, service.grant_id_of(session, found), names)
     read.history = [HistoryEntry.model_validate(h) for h in service.request_history(session, found)]
     return read
 
@@ -279,7 +323,7 @@ def withdraw_access_request(
 ) -> AccessRequestRead:
     reason = body.reason if body else None
     return _request_read(
-        service.withdraw_request(session, principal, actor_of(principal), request_id, reason)
+        service.withdraw_request(session, principal, actor_of(principal), request_id, reason), principal
     )
 
 
@@ -322,7 +366,7 @@ def approve_access_request(
         transfer_log,
         columns=body.columns,
     )
-    return _request_read(approved, service.grant_id_of(session, approved))
+    return _request_read(approved, principal, service.grant_id_of(session, approved))
 
 
 @router.post(
@@ -334,13 +378,15 @@ def approve_access_request(
 def reject_access_request(
     request_id: RecordId, body: Rejection, principal: Reviewer, session: WriteSession
 ) -> AccessRequestRead:
-    return _request_read(service.reject(session, principal, actor_of(principal), request_id, body.reason))
+    rejected = service.reject(session, principal, actor_of(principal), request_id, body.reason)
+    return _request_read(rejected, principal)
 
 
 @router.get(
     "/grants", response_model=list[GrantRead], summary="Grants you hold or gave (compliance officers: all)"
 )
 def list_grants(
+    request: Request,
     principal: Authenticated,
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -356,15 +402,12 @@ def list_grants(
     grantee_org_id: Annotated[str | None, Query(max_length=36)] = None,
     kind: Annotated[GrantKind | None, Query()] = None,
     expires_before: Annotated[
-        dt.datetime | None, Query(description="only grants that end before this instant (ISO 8601)")
+        UTCInstant | None, Query(description="only grants that end before this instant (ISO 8601)")
     ] = None,
 ) -> list[GrantRead]:
-    if expires_before is not None and expires_before.tzinfo is None:
-        expires_before = expires_before.replace(tzinfo=dt.UTC)  # a date or naive time: UTC
     filters = service.GrantFilters(status, dataset_id, grantee_org_id, kind, expires_before)
     grants = service.list_grants(session, principal, limit, suspended, filters)
-    names = service.organisations_named(session, {g.grantee_org_id for g in grants})
-    return [_grant_read(g, session, names) for g in grants]
+    return _grant_reads(grants, session, request, principal)
 
 
 @router.get(
@@ -401,6 +444,7 @@ def retirement_preview(
 def revoke_grant(
     grant_id: RecordId,
     body: Rejection,
+    request: Request,
     principal: Authenticated,
     session: WriteSession,
     client: S3,
@@ -411,7 +455,7 @@ def revoke_grant(
     # The grant's delivery key goes first: whatever copy survives no longer decrypts (ADR 0018).
     service.destroy_delivery_key(session, keys, grant, actor_of(principal))
     _delete_copies(session, grant, client, settings)
-    return _grant_read(grant, session)
+    return _one_grant(grant, session, request, principal)
 
 
 def _delete_copies(session: WriteSession, grant: Grant, client: S3, settings: AppSettings) -> None:
@@ -432,8 +476,10 @@ def _delete_copies(session: WriteSession, grant: Grant, client: S3, settings: Ap
     responses=error_responses(GrantNotFound),
     summary="One grant: decision, determination, state, and its end (copies deleted, deletion attested)",
 )
-def get_grant(grant_id: RecordId, principal: Authenticated, session: ReadSession) -> GrantRead:
-    return _grant_read(service.visible_grant(session, principal, grant_id), session)
+def get_grant(
+    grant_id: RecordId, request: Request, principal: Authenticated, session: ReadSession
+) -> GrantRead:
+    return _one_grant(service.visible_grant(session, principal, grant_id), session, request, principal)
 
 
 @router.post(
@@ -443,11 +489,14 @@ def get_grant(grant_id: RecordId, principal: Authenticated, session: ReadSession
     summary="The grantee attests it deleted every copy after the grant ended",
 )
 def attest_deletion(
-    grant_id: RecordId, body: DeletionAttestation, principal: Authenticated, session: WriteSession
+    grant_id: RecordId,
+    body: DeletionAttestation,
+    request: Request,
+    principal: Authenticated,
+    session: WriteSession,
 ) -> GrantRead:
-    return _grant_read(
-        service.attest_deletion(session, principal, actor_of(principal), grant_id, body.statement), session
-    )
+    grant = service.attest_deletion(session, principal, actor_of(principal), grant_id, body.statement)
+    return _one_grant(grant, session, request, principal)
 
 
 @router.get(
@@ -461,8 +510,12 @@ def list_obligations(
     state: Annotated[Literal["open", "met"] | None, Query()] = None,
     overdue: Annotated[bool, Query(description="only open obligations past their due date")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    grant_id: Annotated[
+        str | None,
+        Query(max_length=64, pattern=r"^[A-Za-z0-9-]+$", description="only the obligations of this grant"),
+    ] = None,
 ) -> list[ObligationRead]:
-    return _obligations(service.list_obligations(session, principal, state, overdue, limit))
+    return _obligations(service.list_obligations(session, principal, state, overdue, limit, grant_id))
 
 
 def _obligations(duties: list[Any]) -> list[ObligationRead]:
@@ -499,13 +552,16 @@ def meet_obligation(
     summary="Decide a suspended grant again (compliance officers): it resumes only if no stricter now",
 )
 def redecide_grant(
-    grant_id: RecordId, principal: Reviewer, session: WriteSession, rules: Rules, body: Review | None = None
+    grant_id: RecordId,
+    request: Request,
+    principal: Reviewer,
+    session: WriteSession,
+    rules: Rules,
+    body: Review | None = None,
 ) -> GrantRead:
     findings = service.Findings(**body.findings.model_dump()) if body and body.findings else None
-    return _grant_read(
-        service.decide_grant_again(session, principal, actor_of(principal), grant_id, rules, findings),
-        session,
-    )
+    grant = service.decide_grant_again(session, principal, actor_of(principal), grant_id, rules, findings)
+    return _one_grant(grant, session, request, principal)
 
 
 @router.post(
@@ -517,7 +573,7 @@ def redecide_grant(
 )
 def record_mechanism(body: EvidenceCreate, principal: Reviewer, session: WriteSession) -> EvidenceRead:
     row = service.record_evidence(session, principal, actor_of(principal), **body.model_dump())
-    return _evidence_read(row, session)
+    return _evidence_read(row, session, principal)
 
 
 @router.post(
@@ -533,7 +589,7 @@ def amend_mechanism(
     evidence_id: RecordId, body: EvidenceCreate, principal: Reviewer, session: WriteSession
 ) -> EvidenceRead:
     row = service.amend_evidence(session, principal, actor_of(principal), evidence_id, **body.model_dump())
-    return _evidence_read(row, session)
+    return _evidence_read(row, session, principal)
 
 
 @router.post(
@@ -546,7 +602,7 @@ def withdraw_mechanism(
     evidence_id: RecordId, body: Rejection, principal: Reviewer, session: WriteSession
 ) -> EvidenceRead:
     row = service.withdraw_evidence(session, principal, actor_of(principal), evidence_id, body.reason)
-    return _evidence_read(row, session)
+    return _evidence_read(row, session, principal)
 
 
 @router.put(
@@ -596,7 +652,7 @@ async def upload_mechanism_document(
         store,
         settings.s3.landing_bucket,
     )
-    return _evidence_read(row, session)
+    return _evidence_read(row, session, principal)
 
 
 @router.get(
@@ -661,7 +717,9 @@ def list_mechanisms(
     session: ReadSession,
     exporter: Annotated[str | None, Query(max_length=36)] = None,
 ) -> list[EvidenceRead]:
-    return [_evidence_read(r, session) for r in service.list_evidence(session, principal, exporter)]
+    return [
+        _evidence_read(r, session, principal) for r in service.list_evidence(session, principal, exporter)
+    ]
 
 
 __all__ = ["router"]

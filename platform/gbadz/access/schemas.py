@@ -237,11 +237,18 @@ class GrantRead(BaseModel):
     deletion_attested_at: datetime | None = None
     deletion_statement: str | None = None
     current_version: int | None = Field(
-        default=None, description="the dataset's published version a delivery would send (None: none yet)"
+        default=None,
+        description="the dataset's published version a delivery would send (None: none yet, the grant "
+        "is not active, or the dataset is hidden from you)",
+    )
+    open_preconditions: list[str] = Field(
+        default_factory=list,
+        description="obligations still open that must be met before any data leaves (pipia, notice_consent)",
     )
     deliverable: bool = Field(
         default=False,
-        description="a delivery can be asked now: an active copy grant of a dataset with a published version",
+        description="a delivery can be asked now: an active copy grant of a dataset with a published "
+        "version and no open precondition",
     )
 
 

@@ -37,7 +37,7 @@ from gbadz.access.determination import DeterminationIn
 from gbadz.access.models import AccessRequest, Grant, MechanismEvidence, Obligation
 from gbadz.catalog import repository as catalog_repository
 from gbadz.catalog.models import Dataset
-from gbadz.catalog.service import get_owned, get_visible, stored_contract
+from gbadz.catalog.service import get_owned, get_visible, stored_contract, visibility_clause
 from gbadz.compliance import counters
 from gbadz.contract import Contract
 from gbadz.crypto.keys import KeyProvider, grant_delivery_context
@@ -329,6 +329,7 @@ def _evidence_status(
         "status": check.status,
         "used": check.used.reference if check.used else None,
         "used_id": check.used.id if check.used else None,
+        "used_kind": check.used.kind if check.used else None,
         "problems": list(check.problems),
         "warnings": list(check.warnings),
     }
@@ -911,6 +912,7 @@ def _valid(
         "status": "satisfied",
         "used": item.reference,
         "used_id": item.id,
+        "used_kind": item.kind,
         "problems": [],
         "warnings": list(check.warnings),
     }
@@ -978,6 +980,7 @@ def _determine(
         "status": "not_required",
         "used": None,
         "used_id": None,
+        "used_kind": None,
         "problems": [],
         "warnings": [],
     }
@@ -1165,6 +1168,49 @@ def request_history(session: Session, request: AccessRequest) -> list[dict[str, 
     return history
 
 
+#: The party each review step is taken by: what another party reads instead of a person.
+STEP_PARTY = {"provider": "provider", "compliance": "compliance_officer"}
+
+
+def reviews_as_seen_by(principal: Principal, reviews: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Review steps as the caller may read them (invariant 9): compliance officers, and the
+    organisation that took a step, see who took it; any other party reads the party's role
+    (provider, compliance_officer) in place of the person's username or client id."""
+    if repository.sees_everything(principal):
+        return [dict(step) for step in reviews or []]
+    seen = []
+    for step in reviews or []:
+        if step.get("org_id") == principal.org_id:
+            seen.append(dict(step))
+            continue
+        party = STEP_PARTY.get(str(step.get("step")), "reviewer")
+        seen.append(step | {key: party for key in ("by", "who") if key in step})
+    return seen
+
+
+def findings_as_seen_by(principal: Principal, findings: dict[str, Any] | None) -> dict[str, Any]:
+    """An officer's findings as the caller may read them: who recorded them only for officers."""
+    found = dict(findings or {})
+    if "by" in found and not repository.sees_everything(principal):
+        found["by"] = "compliance_officer"
+    return found
+
+
+def actor_as_seen_by(principal: Principal, actor: str) -> str:
+    """An audit actor (``role:client@org``) as the caller may read it: in full for compliance
+    officers and the actor's own organisation; for anyone else only the role."""
+    if repository.sees_everything(principal) or actor.endswith(f"@{principal.org_id}"):
+        return actor
+    return actor.split(":", 1)[0]
+
+
+def determination_as_seen_by(principal: Principal, record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A grant's determination record with its approvers as the caller may read them."""
+    if record is None or "approvers" not in record:
+        return record
+    return record | {"approvers": reviews_as_seen_by(principal, record.get("approvers"))}
+
+
 def _locked(session: Session, principal: Principal, request_id: str) -> AccessRequest:
     request = repository.request_for(session, principal, request_id, lock=True)
     if request is None:
@@ -1188,10 +1234,23 @@ def list_grants(
     return repository.grants_for(session, principal, limit, suspended=suspended, filters=filters, now=_now())
 
 
-def current_version_of(session: Session, grant: Grant) -> int | None:
-    """The dataset's published version a delivery of the grant would send (None: nothing published)."""
-    dataset = session.get(Dataset, grant.dataset_id)
-    return dataset.current_version if dataset is not None else None
+def current_versions(
+    session: Session, principal: Principal, viewer: Viewer, grants: list[Grant]
+) -> dict[str, int | None]:
+    """The published version a delivery of each grant would send, by grant id: only for an active
+    grant on a dataset the caller may see (an ended grant, or a hidden dataset, tells nothing of
+    the dataset's versions; compliance officers see every dataset). Missing or None: none."""
+    at = _now()
+    active = [g for g in grants if g.status(at) == "active"]
+    visible = None if repository.sees_everything(principal) else visibility_clause(viewer)
+    found = repository.current_versions(session, {g.dataset_id for g in active}, visible)
+    return {g.id: found.get(g.dataset_id) for g in active}
+
+
+def open_precondition_kinds(session: Session, grants: list[Grant]) -> dict[str, list[str]]:
+    """What must be met before any data leaves under each grant (PIPIA, notice and consent), by
+    grant id: the same open preconditions a delivery refuses on (``open_preconditions``)."""
+    return repository.open_precondition_kinds(session, {g.id for g in grants})
 
 
 def organisations_named(session: Session, org_ids: set[str]) -> dict[str, Organization]:
@@ -1406,6 +1465,15 @@ def amend_evidence(
     session.flush()
     new = record_evidence(session, principal, actor, supersedes=old.id, **fields)
     old.withdrawn_reason = f"amended: superseded by {new.id}"
+    # The old item's own history says it ended, and by which version (its id, not only the new one's).
+    audit.record(
+        session,
+        actor=actor,
+        action="mechanism.superseded",
+        subject_type="mechanism_evidence",
+        subject_id=old.id,
+        details={"superseded_by": new.id, "kind": old.kind, "version": version_of(session, old)},
+    )
     return new
 
 
@@ -1770,11 +1838,17 @@ def decide_grant_again(
 
 # -- obligations -------------------------------------------------------------------------------
 def list_obligations(
-    session: Session, principal: Principal, state: str | None, overdue: bool, limit: int
+    session: Session,
+    principal: Principal,
+    state: str | None,
+    overdue: bool,
+    limit: int,
+    grant_id: str | None = None,
 ) -> list[Obligation]:
-    """The obligations the caller owes or oversees (an officer sees all); ``overdue``: open and past due."""
+    """The obligations the caller owes or oversees (an officer sees all); ``overdue``: open and past
+    due; ``grant_id``: only those one grant created."""
     today = legal_date(_now(), default_rules())
-    return repository.obligations_for(session, principal, state, today if overdue else None, limit)
+    return repository.obligations_for(session, principal, state, today if overdue else None, limit, grant_id)
 
 
 def open_preconditions(session: Session, grant_id: str) -> list[Obligation]:

@@ -4,7 +4,7 @@ mechanisms about to expire, and the transfer log's checkpoints and proofs (scope
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -34,6 +34,15 @@ Auditor = Annotated[Principal, Depends(require_scopes("transfers:audit"))]
 LAST_POSITION = 2**63 - 1
 # format=csv answers the same rows as a spreadsheet.
 CSV: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
+
+
+def _utc_holds(moment: datetime) -> bool:
+    """Whether the instant exists in UTC (one near year 1 or 9999 in another offset may not)."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 @router.get(
@@ -68,6 +77,10 @@ def list_transfers(
     for name, moment in (("since", since), ("until", until)):
         if moment is not None and moment.tzinfo is None:
             raise BadRequest(f"{name}: give a time zone, e.g. 2026-11-01T00:00:00Z", field=name)
+        if moment is not None and not _utc_holds(moment):  # valid ISO 8601, but not a 500
+            raise BadRequest(
+                f"{name}: out of range: in UTC the instant falls before year 1 or after year 9999", field=name
+            )
     where = TransferFilter(
         exporter,
         recipient,

@@ -735,11 +735,6 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "数据分析：仅聚合结果，在数据特区内计算",
         "數據分析：僅聚合結果，在數據特區內計算",
     ),
-    "An analysis grant covers the contract's dimensions and measures; leave the columns below unticked:": (
-        None,
-        "分析授权涵盖合约所列的维度和度量，下方的列无需勾选：",
-        "分析授權涵蓋合約所列的維度和度量，下方的欄無需勾選：",
-    ),
     "The rows stay in the zone. Only aggregates with calibrated noise leave it: each release spends privacy budget and is recorded in the transfer log.": (
         None,
         "原始数据不出数据特区，只有加入校准噪声的聚合结果才会出境：每次发布都会消耗隐私预算，并记录在出境传输日志中。",
@@ -1154,11 +1149,6 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "下一步由合规官对出境作出决定：法律依据、已备案的出境机制、个人信息保护影响评估以及告知和同意。",
         "下一步由合規主任對出境作出決定：法律依據、已備案的出境機制、個人信息保護影響評估以及告知和同意。",
     ),
-    "Your grant is in force: its page lists the columns, obligations and expiry.": (
-        None,
-        "您的授权已生效：授权页面列出了字段、义务和到期时间。",
-        "您的授權已生效：授權頁面列出了欄位、義務和到期時間。",
-    ),
     "The request was refused for the reason above. You may ask again, for another purpose or fewer columns.": (
         None,
         "申请因上述理由被拒绝。您可以以其他目的或更少的字段重新申请。",
@@ -1178,11 +1168,6 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         None,
         "数据出境方须完成个人信息保护影响评估，并告知个人，依法需要时取得其单独同意。",
         "數據出境方須完成個人信息保護影響評估，並告知個人，依法需要時取得其單獨同意。",
-    ),
-    "The exporter files the signed contract with the Guangdong cyberspace administration within 10 working days of its effective date.": (
-        None,
-        "数据出境方须在合同生效之日起10个工作日内向广东省网信部门备案。",
-        "數據出境方須在合同生效之日起10個工作日內向廣東省網信部門備案。",
     ),
     "Standard contract: your organisation signs the standard contract with the exporter; the exporter completes a PIPIA and files the contract with the provincial cyberspace administration within 10 working days of its effective date.": (
         None,
@@ -1230,7 +1215,21 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "授权暂停期间数据不得出境；由合规官重新作出决定。",
         "授權暫停期間數據不得出境；由合規主任重新作出決定。",
     ),
-    "Nothing is due from your organisation yet.": (None, "贵机构暂无待履行事项。", "貴機構暫無待履行事項。"),
+    "Nothing is due from your organisation on this grant.": (
+        None,
+        "贵机构在此授权下暂无待履行事项。",
+        "貴機構在此授權下暫無待履行事項。",
+    ),
+    "No obligation of this grant is recorded.": (
+        None,
+        "此授权尚无记录在案的义务。",
+        "此授權尚無記錄在案的義務。",
+    ),
+    "Nothing can be downloaded until the exporter meets the obligations due before any data leaves: {obligations}.": (
+        None,
+        "在数据出境方履行数据出境前须履行的义务之前，不能下载：{obligations}。",
+        "在數據出境方履行數據出境前須履行的義務之前，不能下載：{obligations}。",
+    ),
     "No version of the dataset is published yet: there is nothing to download.": (
         None,
         "该数据集尚未发布任何版本：暂无可下载内容。",
@@ -1286,6 +1285,73 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
     "Kind of grant": (None, "授权类型", "授權類型"),
     "Expiring before": (None, "在此日期前到期", "在此日期前到期"),
     "No grant matches.": (None, "没有符合条件的授权。", "沒有符合條件的授權。"),
+    "The grant is in force: its page lists the columns, obligations and expiry.": (
+        None,
+        "授权已生效：授权页面列出了字段、义务和到期时间。",
+        "授權已生效：授權頁面列出了欄位、義務和到期時間。",
+    ),
+    "The grant is suspended: no data leaves under it until a compliance officer decides it again. Its page says why.": (
+        None,
+        "授权已暂停：在合规官重新作出决定之前，不得依该授权出境任何数据。授权页面载明原因。",
+        "授權已暫停：在合規主任重新作出決定之前，不得依該授權出境任何數據。授權頁面載明原因。",
+    ),
+    "The grant was revoked: no data leaves under it any more. Its page says why.": (
+        None,
+        "授权已撤销：不再依该授权出境任何数据。授权页面载明原因。",
+        "授權已撤銷：不再依該授權出境任何數據。授權頁面載明原因。",
+    ),
+    "The grant has expired: no data leaves under it any more. The recipient deletes every copy and attests it on the grant's page.": (
+        None,
+        "授权已到期：不再依该授权出境任何数据。接收方须删除全部副本，并在授权页面作出声明。",
+        "授權已到期：不再依該授權出境任何數據。接收方須刪除全部副本，並在授權頁面作出聲明。",
+    ),
+    "GBA Standard Contract: the exporter and the recipient signed the GBA standard contract; the transfer relies on the contract on file: {reference}.": (
+        None,
+        "大湾区标准合同：数据出境方与接收方已签订粤港澳大湾区个人信息跨境流动标准合同；本次出境依据已备案的合同：{reference}。",
+        "大灣區標準合同：數據出境方與接收方已簽訂粵港澳大灣區個人信息跨境流動標準合同；本次出境依據已備案的合同：{reference}。",
+    ),
+    "The exporter completed the personal information protection impact assessment (PIPIA) and told the individuals, with their separate consent where needed; the compliance officer's determination records both.": (
+        None,
+        "数据出境方已完成个人信息保护影响评估，并已告知个人，依法需要时已取得其单独同意；合规官的决定记录了上述两项。",
+        "數據出境方已完成個人信息保護影響評估，並已告知個人，依法需要時已取得其單獨同意；合規主任的決定記錄了上述兩項。",
+    ),
+    # One line per party of a GBA standard contract: each files with its own authority (rules §2.1-§2.2).
+    "Filing by the {party}: with the {authority} within {days} working days of the contract's effective date.": (
+        None,
+        "{party}备案：在合同生效之日起{days}个工作日内向{authority}备案。",
+        "{party}備案：在合同生效之日起{days}個工作日內向{authority}備案。",
+    ),
+    "Standard contract: the exporter and the recipient signed the standard contract and the exporter filed it; the transfer relies on the contract on file: {reference}.": (
+        None,
+        "标准合同：数据出境方与接收方已签订个人信息出境标准合同，并由数据出境方备案；本次出境依据已备案的合同：{reference}。",
+        "標準合同：數據出境方與接收方已簽訂個人信息出境標準合同，並由數據出境方備案；本次出境依據已備案的合同：{reference}。",
+    ),
+    "Certification: the exporter and the recipient were certified for personal information protection; the transfer relies on the certificate on file: {reference}.": (
+        None,
+        "个人信息保护认证：数据出境方和接收方已通过个人信息保护认证；本次出境依据已备案的认证证书：{reference}。",
+        "個人信息保護認證：數據出境方和接收方已通過個人信息保護認證；本次出境依據已備案的認證證書：{reference}。",
+    ),
+    "The transfer relies on the standard contract or the certification on file: {reference}.": (
+        None,
+        "本次出境依据已备案的标准合同或认证：{reference}。",
+        "本次出境依據已備案的標準合同或認證：{reference}。",
+    ),
+    "One of two mechanisms is needed before any data leaves: a standard contract or a certification.": (
+        None,
+        "数据出境之前须具备以下两种机制之一：标准合同或认证。",
+        "數據出境之前須具備以下兩種機制之一：標準合同或認證。",
+    ),
+    "CAC security assessment: the exporter passed the assessment; the transfer relies on the assessment on file: {reference}.": (
+        None,
+        "数据出境安全评估：数据出境方已通过评估；本次出境依据已备案的评估结果：{reference}。",
+        "數據出境安全評估：數據出境方已通過評估；本次出境依據已備案的評估結果：{reference}。",
+    ),
+    "An analysis grant covers the contract's dimensions and measures; the columns below are for a copy.": (
+        None,
+        "分析授权涵盖合约所列的维度和度量；下方的字段仅适用于副本。",
+        "分析授權涵蓋合約所列的維度和度量；下方的欄位僅適用於副本。",
+    ),
+    "Dimensions and measures": (None, "维度和度量", "維度和度量"),
     # issue #19: administrators
     "admin": ("administrator", "管理员", "管理員"),
     "Organisations": (None, "机构", "機構"),

@@ -8,6 +8,7 @@ an amendment is the API's ``/mechanisms/{id}/amend`` (the parties stay, the old 
 
 from __future__ import annotations
 
+from datetime import date, datetime, time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -51,8 +52,17 @@ def _grant_query(request: Request) -> tuple[dict[str, str], dict[str, str]]:
     params = request.query_params
     filters = {name: params.get(name, "").strip()[:120] for name in GRANT_FILTERS}
     query = {k: v for k, v in filters.items() if v}
-    if len(query.get("expires_before", "")) == 10:  # a date picked in the form: the start of that day, UTC
-        query["expires_before"] += "T00:00:00Z"
+    picked = query.get("expires_before", "")
+    if len(picked) == 10:
+        # A date picked in the form: the start of that day on the law's calendar (Asia/Shanghai,
+        # invariant 7), not UTC's. A date that does not parse goes as typed: the API names it.
+        try:
+            day = date.fromisoformat(picked)
+        except ValueError:
+            pass
+        else:
+            zone = request.app.state.rules.zone
+            query["expires_before"] = datetime.combine(day, time(), tzinfo=zone).isoformat()
     return filters, query
 
 

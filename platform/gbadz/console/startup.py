@@ -15,9 +15,20 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from gbadz.console.routes import Anyone, Api, ApiFailed, Consumer, _q, _status, field_errors, form_of
+from gbadz.console.routes import (
+    Anyone,
+    Api,
+    ApiFailed,
+    Consumer,
+    PageNotFound,
+    _q,
+    _status,
+    field_errors,
+    form_of,
+)
 from gbadz.console.session import Signed
 from gbadz.console.web import render
+from gbadz.vocabulary import gba_sc_filing_authority
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 #: States the requester can still withdraw from (the API's ``WITHDRAWABLE``).
@@ -25,11 +36,29 @@ OPEN_STATES = ("submitted", "under_provider_review", "under_compliance_review")
 MAX_REASON = 500
 
 
+def gba_sc_filings(decision: dict[str, Any], days: int) -> list[dict[str, Any]]:
+    """Who files a GBA standard contract, and with whom: each party with its own authority
+    (crossborder-rules.md §2.1-§2.2), as the grant's filing obligations name them."""
+    facts = decision.get("facts") or {}
+    return [
+        {"role": role, "authority": gba_sc_filing_authority(facts.get(side)), "days": days}
+        for role, side in (("exporter", "origin"), ("recipient", "dest"))
+    ]
+
+
 async def _request_page(
     request: Request, signed: Signed, request_id: str, template: str, status_code: int = 200, **extra: Any
 ) -> Response:
     api = Api(request, signed)
     found = await api.json("GET", f"/api/v1/access-requests/{_q(request_id)}")
+    grant = None
+    if found.get("grant_id"):
+        # The grant's own status (active, suspended, revoked, expired) says what happens next.
+        try:
+            grant = await api.json("GET", f"/api/v1/grants/{_q(found['grant_id'])}")
+        except PageNotFound:  # pragma: no cover - whoever sees the request sees its grant
+            grant = None
+    days = int(request.app.state.rules.validity["filing_working_days"])
     context = {"errors": {}, "values": {}} | extra
     return render(
         request,
@@ -37,6 +66,8 @@ async def _request_page(
         status_code=status_code,
         signed=signed,
         r=found,
+        grant=grant,
+        filings=gba_sc_filings(found["decision"], days),
         withdrawable=signed.person.role == "consumer"
         and signed.person.org_id == found["requester_org_id"]
         and found["state"] in OPEN_STATES,
@@ -91,13 +122,13 @@ async def grant_page(request: Request, grant_id: str, signed: Anyone) -> Respons
     api = Api(request, signed)
     grant = await api.json("GET", f"/api/v1/grants/{_q(grant_id)}")
     asked = await api.json("GET", f"/api/v1/access-requests/{_q(grant['request_id'])}")
-    duties = await api.json("GET", "/api/v1/obligations", params={"limit": 1000})
+    duties = await api.json("GET", "/api/v1/obligations", params={"grant_id": grant["id"], "limit": 1000})
     return render(
         request,
         "grant.html",
         signed=signed,
         g=grant,
         r=asked,
-        duties=[d for d in duties if d["grant_id"] == grant["id"]],
+        duties=duties,
         form_key=secrets.token_urlsafe(12),
     )
