@@ -158,6 +158,13 @@ SCHEMA_EXAMPLES: dict[str, Any] = {
         "effective_date": "2026-03-01",
         "purposes": ["trade_transport_academic_mfg_marketing"],
     },
+    "PersonCreate": {
+        "org_id": "5c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f",
+        "username": "mei.chan",
+        "display_name": "Mei Chan",
+        "role": "consumer",
+        "password": "correct horse battery staple",
+    },
     "AnalysisAsk": {"sql": "SELECT district, COUNT(*) AS visits FROM data GROUP BY district", "epsilon": 0.5},
 }
 OPERATION_EXAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
@@ -178,6 +185,11 @@ OPERATION_EXAMPLES: dict[tuple[str, str], tuple[str, Any]] = {
     ("post", "/api/v1/datasets/{dataset_id}/uploads"): (
         "text/csv",
         "delivery_id,delivered_on,district\nD-0001,2026-11-30,Kwun Tong\nD-0002,2026-11-30,Sha Tin\n",
+    ),
+    # An optional body (its schema is "Withdrawal or null", so not found by name).
+    ("post", "/api/v1/access-requests/{request_id}/withdraw"): (
+        "application/json",
+        {"reason": "The project was cancelled"},
     ),
     ("post", "/api/v1/grants/{grant_id}/redecide"): (
         "application/json",

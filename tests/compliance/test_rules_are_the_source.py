@@ -65,12 +65,27 @@ class TestThresholdsLiveInTheRulesFile:
         officer = make_client(app, "compliance_officer", "CN-SZ")
         exporter = make_client(app, "provider", "CN-SZ")
         with app.state.sessionmaker.begin() as session:
-            counters.record(
+            snapshot = counters.record(
                 session,
                 exporter_id=exporter.org_id,
                 basis="mechanism",
                 subjects=["p1", "p2"],
                 at=datetime.now(UTC),
+            )
+            # The officer's report reads the counters the signed transfer entries state (#20),
+            # as a delivery writes them beside its counting.
+            app.state.transfer_log.append(
+                session,
+                {
+                    "exporter": {"org_id": exporter.org_id},
+                    "counter_year": snapshot.year,
+                    "counter_basis": snapshot.basis,
+                    "pi_ytd_before": snapshot.pi_before,
+                    "pi_ytd_after": snapshot.pi_after,
+                    "spi_ytd_before": snapshot.spi_before,
+                    "spi_ytd_after": snapshot.spi_after,
+                },
+                kind="download",
             )
             people.create_user(
                 session,

@@ -1086,7 +1086,8 @@ class TestAnalysisGrantsInTheConsole:
 
     def test_an_analysis_grant_offers_no_download(self) -> None:
         """The startup's grant row: a copy grant offers links and a sharing profile; an analysis grant neither."""
-        copy = _grants_table([self.GRANT | {"kind": "copy"}])
+        # GrantRead carries `deliverable` (an active copy grant with a published version).
+        copy = _grants_table([self.GRANT | {"kind": "copy", "current_version": 1, "deliverable": True}])
         assert "Get download links" in copy
         assert "/console/grants/g1/sharing-profile" in copy
         analysis = _grants_table([self.GRANT | {"kind": "analysis"}])

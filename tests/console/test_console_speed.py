@@ -136,7 +136,7 @@ class TestLabelsFoldedAtCompileTime:
         from gbadz.console.i18n import translate
         from gbadz.console.routes import CATEGORIES, JURISDICTIONS, PURPOSES
         from gbadz.console.session import Person, Signed
-        from gbadz.console.web import ENVS, LOCALE_NAMES, env
+        from gbadz.console.web import ENVS, LOCALE_NAMES, env, helpers
 
         def t(text: str, **params: object) -> str:
             label = translate(text, locale)
@@ -171,6 +171,7 @@ class TestLabelsFoldedAtCompileTime:
             "categories": CATEGORIES,
             "jurisdictions": JURISDICTIONS,
             "purposes": PURPOSES,
+            **helpers(locale),
         }
         runtime = env.get_template("catalog.html").render(**context)
         folded = ENVS[locale].get_template("catalog.html").render(**context)

@@ -47,8 +47,14 @@ class TestTranslatedErrors:
         client = signed_in("consumer")
         path = f"/console/datasets/{world.dataset}"
         cases = [
-            # a 422 item, by its pydantic type
-            ({"purpose": "other", "purpose_text": "short"}, "purpose_text", "過短。", "过短。"),
+            # a 422 item, by its pydantic type (a column ticked: a copy without one is the
+            # console's own refusal, from minimised columns)
+            (
+                {"purpose": "other", "purpose_text": "short", "columns": "district"},
+                "purpose_text",
+                "過短。",
+                "过短。",
+            ),
             # a business error, by the API's error class (ColumnNotInSchema)
             (
                 {

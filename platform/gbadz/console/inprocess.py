@@ -11,7 +11,8 @@ routing, the token's authentication and every rule of the route) with two differ
 - No HTTP client stands between: httpx over ``ASGITransport`` built a request, parsed its URL,
   encoded the query and read cookies on every call, about half of what the API's fast paths
   themselves cost. The answer is still an ``httpx.Response`` (status, headers, content), so
-  what the pages read is unchanged; a call with a form or files goes through httpx as before.
+  what the pages read is unchanged; a call with a form, files or a streamed body (an upload)
+  goes through httpx as before.
 
 The scope marker is a key of the ASGI scope, which only code in this process can set: nothing
 a client sends (headers, path, query) becomes a scope key, so no request from outside can skip
@@ -62,7 +63,9 @@ class InProcess:
         self._fallback: httpx.AsyncClient | None = None
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        if not set(kwargs) <= _SIMPLE or "?" in path:
+        streamed = not isinstance(kwargs.get("content"), str | bytes | bytearray | memoryview | None)
+        if not set(kwargs) <= _SIMPLE or "?" in path or streamed:
+            # Forms, files and streamed bodies (an upload read chunk by chunk, never whole).
             return await self._through_httpx(method, path, **kwargs)
         headers: list[tuple[bytes, bytes]] = [(b"host", self.host_header)]
         body = b""
@@ -136,7 +139,8 @@ class InProcess:
         )
 
     async def _through_httpx(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Forms and files: httpx encodes them, over a transport that marks the scope the same way."""
+        """Forms, files and streamed bodies: httpx encodes them, over a transport that marks the
+        scope the same way."""
         if self._fallback is None:
             base = f"{self.scheme}://{self.host_header.decode('latin-1')}"
             self._fallback = httpx.AsyncClient(transport=_MarkedTransport(self.app), base_url=base)

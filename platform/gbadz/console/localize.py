@@ -44,7 +44,13 @@ def validation_message(item: dict[str, Any]) -> str:
 
 
 def localize(message: ApiMessage, locale: str) -> str:
-    """The message in ``locale``: its translation with the API's English beside it; English as is."""
+    """The message in ``locale``: its translation with the API's English beside it; English as is.
+
+    A message the catalog translates word for word (the admin forms' "must be 12-256 characters")
+    is shown translated alone: it has no specifics left for the English to name."""
+    whole = CATALOG.get(str(message))
+    if whole is not None:
+        return whole.get(locale, str(message))
     entry = CATALOG.get(message.code)
     if entry is None and message.code.startswith("validation:"):
         entry = CATALOG["validation:invalid"]
