@@ -4,6 +4,7 @@ child process, and stores the DAG's task states and the outcome with the run (is
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +22,11 @@ from gbadz.app import create_app
 from gbadz.audit import AuditEvent
 from gbadz.catalog.models import Dataset, IngestionRun
 from gbadz.catalog.service import stored_contract
-from gbadz.config import DatabaseSettings, Settings
+from gbadz.config import DatabaseSettings, Settings, settings_environment
 from gbadz.ingest import pipeline, samples, worker
 from gbadz.ingest.runner import default_dags_folder
 from gbadz.ingest.validate import validate_file
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tests.datasets import YAML, Party, sign_off
 
 CSV = {"Content-Type": "text/csv"}
@@ -272,3 +273,44 @@ class TestStaleClaim:
         run = _run(http, provider, dataset, queued["id"]).json()
         assert ("accepted", 1, "success") == (run["status"], run["version"], run["task_states"]["publish"])
         assert 200 == http.get(f"/api/v1/datasets/{dataset}/versions/1", headers=provider.headers).status_code
+
+
+class TestRequeue:
+    def test_the_operator_requeues_a_failed_run_and_it_publishes(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str, tmp_path: Path
+    ) -> None:
+        """`gbadz ingest-requeue RUN` queues a failed run again (audited, the landed upload reused
+        as it is); a run that is not failed, or no run, is refused in one line."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        queued = _upload(http, provider, dataset, _csv(120))
+        sessions = app.state.sessionmaker
+        assert queued["id"] == worker.claim_next(sessions, "lost:1", stale_after_s=3600)
+        assert "failed" == worker.finish(sessions, queued["id"], {}, "timed out", "lost:1")
+        landing_key = _landing_key(app, queued["id"])
+        env = settings_environment(app.state.settings)
+        again = run_cli(tmp_path, "ingest-requeue", str(queued["id"]), "--json", **env)
+        assert 0 == again.returncode, again.stderr
+        assert {"upload": queued["id"], "dataset": dataset, "status": "queued"} == json.loads(again.stdout)
+        assert "queued" == _run(http, provider, dataset, queued["id"]).json()["status"]
+        with sessions() as session:
+            audited = session.scalars(
+                sa.select(AuditEvent).where(AuditEvent.action == "ingestion.requeued")
+            ).all()
+        assert [(queued["id"], "cli:admin")] == [(e.details["run"], e.actor) for e in audited]
+        assert 1 == _inline(app, "replica-a:1").drain()
+        run = _run(http, provider, dataset, queued["id"]).json()
+        assert ("accepted", 1) == (run["status"], run["version"])
+        assert landing_key == _landing_key(app, queued["id"])
+        refused = run_cli(tmp_path, "ingest-requeue", str(queued["id"]), **env)
+        assert 1 == refused.returncode
+        assert "is accepted: only a failed run can be queued again" in refused.stderr
+        missing = run_cli(tmp_path, "ingest-requeue", str(queued["id"] + 10_000), **env)
+        assert (1, True) == (missing.returncode, "no such run" in missing.stderr)
+
+
+def _landing_key(app: FastAPI, run_id: int) -> str:
+    with app.state.sessionmaker() as session:
+        run = session.get(IngestionRun, run_id)
+        assert run is not None
+        return run.landing_key

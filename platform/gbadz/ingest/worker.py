@@ -198,7 +198,7 @@ def finish(
             run.status = "failed"
             run.summary = (
                 f"the ingest DAG did not finish ({error or 'no result'}); the upload is kept: "
-                "upload the file again, or ask the operator to look at the worker's log"
+                "the operator can queue it again (gbadz ingest-requeue RUN_ID) after a look at the worker's log"
             )[:2000]
             run.finished_at = datetime.now(UTC)
             audit.record(
@@ -231,6 +231,34 @@ def release(sessions: sessionmaker[Session], run_id: int, worker: str) -> None:
             )
             .execution_options(synchronize_session=False)
         )
+
+
+def requeue(session: Session, run_id: int, actor: str) -> IngestionRun:
+    """Put a failed run back in the queue (an operator's decision, audited). Its landed upload is
+    reused as it is (the raw object is immutable and never re-uploaded or altered)."""
+    from gbadz.errors import Conflict, NotFound
+
+    run = session.get(IngestionRun, run_id, with_for_update=True)
+    if run is None:
+        raise NotFound(f"ingestion run {run_id}: no such run", field="run_id")
+    if run.status != "failed":
+        raise Conflict(
+            f"ingestion run {run_id} is {run.status}: only a failed run can be queued again", field="run_id"
+        )
+    run.status = "queued"
+    run.started_at = None
+    run.claimed_by = None
+    run.task_states = None
+    run.summary = "back in the queue (requeued by the operator)"
+    audit.record(
+        session,
+        actor=actor,
+        action="ingestion.requeued",
+        subject_type="dataset",
+        subject_id=run.dataset_id,
+        details={"run": run_id, "landing_key": run.landing_key, "source_sha256": run.source_sha256},
+    )
+    return run
 
 
 @dataclass
