@@ -198,7 +198,7 @@ def finish(
             run.status = "failed"
             run.summary = (
                 f"the ingest DAG did not finish ({error or 'no result'}); the upload is kept: "
-                "the operator can queue it again (gbadz ingest-requeue RUN_ID) after a look at the worker's log"
+                f"the operator can queue it again (gbadz ingest-requeue {run_id}) after a look at the worker's log"
             )[:2000]
             run.finished_at = datetime.now(UTC)
             audit.record(
