@@ -314,3 +314,23 @@ def _landing_key(app: FastAPI, run_id: int) -> str:
         run = session.get(IngestionRun, run_id)
         assert run is not None
         return run.landing_key
+
+
+class TestRowNumbers:
+    def test_a_bad_first_data_row_is_reported_as_row_1(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str
+    ) -> None:
+        """Failing rows are the file's data rows numbered from 1, the header row not counted."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        header, first, *rest = _csv(30).decode().splitlines()
+        columns = header.replace('"', "").split(",")
+        cells = first.split(",")
+        cells[columns.index("arrivals")] = "-5"
+        body = "\n".join([header, ",".join(cells), *rest]).encode() + b"\n"
+        bad = _upload(http, provider, dataset, body)
+        assert 1 == _inline(app, "replica-a:1").drain()
+        run = _run(http, provider, dataset, bad["id"]).json()
+        assert "rejected" == run["status"], run
+        [check] = [c for c in run["failed_checks"] if c["column"] == "arrivals"]
+        assert [1] == check["sample_rows"]

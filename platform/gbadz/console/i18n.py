@@ -1845,10 +1845,10 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "{n} 项有效授权在到期或被您撤销前继续有效。",
         "{n} 項有效授權在到期或被您撤銷前繼續有效。",
     ),
-    "{n} of {m} checks failed. Rows are numbered from 1; no value of the file is shown.": (
+    "{n} of {m} checks failed. Rows are the file's data rows numbered from 1 (the header row is not counted); no value of the file is shown.": (
         None,
-        "{m} 项检查中有 {n} 项未通过。行号从 1 起算；不显示文件中的任何值。",
-        "{m} 項檢查中有 {n} 項未通過。行號從 1 起算；不顯示檔案中的任何值。",
+        "{m} 项检查中有 {n} 项未通过。行号为文件的数据行号，从 1 起算（不计标题行）；不显示文件中的任何值。",
+        "{m} 項檢查中有 {n} 項未通過。行號為檔案的資料列號，從 1 起算（不計標題列）；不顯示檔案中的任何值。",
     ),
     "{n} requests waiting for a decision can no longer be granted.": (
         None,
