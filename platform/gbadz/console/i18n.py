@@ -1845,6 +1845,11 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "{n} 项有效授权在到期或被您撤销前继续有效。",
         "{n} 項有效授權在到期或被您撤銷前繼續有效。",
     ),
+    "etag: the contract's version tag in the address is not valid; open the contract page again.": (
+        None,
+        "etag：地址中的合约版本标签无效；请重新打开合约页面。",
+        "etag：網址中的合約版本標籤無效；請重新開啟合約頁面。",
+    ),
     "{n} of {m} checks failed. Rows are the file's data rows numbered from 1 (the header row is not counted); no value of the file is shown.": (
         None,
         "{m} 项检查中有 {n} 项未通过。行号为文件的数据行号，从 1 起算（不计标题行）；不显示文件中的任何值。",
