@@ -1573,6 +1573,11 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "法律不允许此次数据出境。",
         "法律不允許此次數據出境。",
     ),
+    "error:LicenceProhibits": (
+        "The dataset's licence terms do not allow this.",
+        "数据集的许可条款不允许此项请求。",
+        "數據集的許可條款不允許此項請求。",
+    ),
     "error:MechanismNotOnFile": (
         "The transfer mechanism it relies on is not on file.",
         "所依据的出境机制尚未备案。",
@@ -1591,9 +1596,9 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "該備案已有記錄。",
     ),
     "error:ExporterNotRegistered": (
-        "The exporting organisation is not registered for this.",
-        "数据出境方尚未就此登记。",
-        "數據出境方尚未就此登記。",
+        "The exporting organisation is not registered on this platform.",
+        "数据出境方尚未在本平台登记。",
+        "數據出境方尚未在本平台登記。",
     ),
     "error:JustificationRequired": (
         "This purpose needs a necessity justification.",
