@@ -31,7 +31,11 @@ class Client:
 def make_client(app: FastAPI, role: str, jurisdiction: str = "HK", **kwargs: object) -> Client:
     with app.state.sessionmaker.begin() as session:
         org = service.create_organization(
-            session, actor="test", name=f"{role}-org-{secrets.token_hex(4)}", jurisdiction=jurisdiction
+            session,
+            actor="test",
+            name=f"{role}-org-{secrets.token_hex(4)}",
+            jurisdiction=jurisdiction,
+            operator=role == "admin",  # only the operator's clients may be administrators
         )
         issued = service.create_client(session, actor="test", org_id=org.id, role=role, **kwargs)  # type: ignore[arg-type]
         return Client(issued.client.client_id, issued.client_secret, org.id, role)

@@ -392,6 +392,10 @@ class TestOrgsAndClients:
         result = run_cli(home, "clients", "create", "--org", org["id"], "--role", "root", **env)
         assert 1 == result.returncode
         assert "provider consumer compliance_officer admin" in result.stderr
+        # Only the operator organisation's clients may be administrators.
+        admin = run_cli(home, "clients", "create", "--org", org["id"], "--role", "admin", **env)
+        assert 1 == admin.returncode
+        assert "role: only clients of the zone's operator organisation may be administrators" in admin.stderr
 
     def test_lists_show_whole_ids_on_a_narrow_terminal(self, home: Path, tmp_path: Path) -> None:
         """`orgs list`, `clients list` and `users list` never cut an id, even 50 columns wide;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -138,6 +139,19 @@ class TestLintCommand:
         assert "2 contract(s): 1 valid, 1 with problems" in result.stderr
         assert "Is a directory" not in result.stderr + result.stdout
         assert "notes.txt" not in result.stderr + result.stdout
+
+    def test_devices_and_fifos_are_refused_at_once(self, tmp_path: Path) -> None:
+        """/dev/zero (endless, no size) and a FIFO (its open would block) are not contracts: each is
+        refused in one line naming it, at once, with bounded memory."""
+        fifo = tmp_path / "contract.fifo"
+        os.mkfifo(fifo)
+        for path in ("/dev/zero", str(fifo)):
+            result = run_cli(tmp_path, "contracts", "lint", path, timeout=60)
+            assert 1 == result.returncode, result.stderr
+            assert f"{path}: (file): not a regular file" in result.stderr
+            assert "Traceback" not in result.stderr
+        with pytest.raises(ContractError, match="not a regular file"):
+            load_contract(Path("/dev/zero"))
 
 
 MO = (REPO / "contracts" / "mo-tourism-visitor-arrivals.yaml").read_text()

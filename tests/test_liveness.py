@@ -287,3 +287,19 @@ class TestAccessLog:
         assert "/delivery-files/[ticket]" in text
         assert "c2lnbmF0dXJl" not in text
         assert "eyJnIjoi" not in text
+
+    @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+    def test_form_tokens_stay_out_of_the_access_log(self, served: tuple[int, str], tmp_path: Path) -> None:
+        """A multipart form's ``?csrf=`` token is logged as [redacted], the rest of the address kept."""
+        port, _ = served
+        token = "Zm9ybS10b2tlbi1zZWNyZXQtdmFsdWU"
+        httpx.post(f"http://127.0.0.1:{port}/console/provider/datasets?x=1&csrf={token}&etag=a", timeout=10)
+        httpx.get(f"http://127.0.0.1:{port}/console/login?CSRF={token}", timeout=10)
+        log = tmp_path / "serve.stderr"
+        deadline = time.monotonic() + 5
+        while log.read_text(errors="replace").count("[redacted]") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = log.read_text(errors="replace")
+        assert "/console/provider/datasets?x=1&csrf=[redacted]&etag=a" in text
+        assert "/console/login?CSRF=[redacted]" in text
+        assert token not in text

@@ -738,6 +738,23 @@ def ingest_upload(
         out.print(f"upload {run_id}: {verdict}: {outcome.summary}", soft_wrap=True)
 
 
+@app.command("ingest-requeue")
+def ingest_requeue(
+    run_id: Annotated[int, typer.Argument(min=1, help="The failed ingestion run's id.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Queue a failed upload again (its landed file is reused as it is); audited."""
+    from gbadz.ingest.worker import requeue
+
+    with _session() as session:
+        run = requeue(session, run_id, actor="cli:admin")
+        payload = {"upload": run.id, "dataset": run.dataset_id, "status": run.status}
+    if as_json:
+        _print_json(payload)
+    else:
+        out.print(f"upload {run_id} of {payload['dataset']}: queued again", soft_wrap=True)
+
+
 @app.command("ingest-queued")
 def ingest_queued(
     dags_folder: Annotated[

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -792,14 +793,27 @@ def parse_contract(raw: bytes, path: str = "<contract>") -> Contract:
 
 
 def load_contract(path: Path) -> Contract:
+    """Read a contract file: a regular file only (a FIFO would block, a device such as /dev/zero
+    never ends and reports no size), and never more than the limit, whatever its size says."""
     try:
-        size = path.stat().st_size
-        if size > MAX_CONTRACT_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
             raise ContractError(
                 str(path),
-                [("(file)", f"{size:,} bytes is over the {MAX_CONTRACT_BYTES:,}-byte limit for a contract")],
+                [("(file)", "not a regular file (a directory, device, FIFO or socket): give a file")],
             )
-        raw = path.read_bytes()
+        if info.st_size > MAX_CONTRACT_BYTES:
+            raise ContractError(
+                str(path),
+                [
+                    (
+                        "(file)",
+                        f"{info.st_size:,} bytes is over the {MAX_CONTRACT_BYTES:,}-byte limit for a contract",
+                    )
+                ],
+            )
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONTRACT_BYTES + 1)  # a file that grew: parse_contract refuses it
     except OSError as exc:
         raise ContractError(str(path), [("(file)", exc.strerror or str(exc))]) from None
     return parse_contract(raw, str(path))

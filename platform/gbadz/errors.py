@@ -217,6 +217,11 @@ class TransferProhibited(Conflict):
     """The rules prohibit the transfer: no approval can allow it."""
 
 
+class LicenceProhibits(TransferProhibited):
+    """The contract's licence terms do not allow what is asked (purpose, duration, recipient): not
+    the law, the provider's terms; the status is the same (409)."""
+
+
 class MechanismNotOnFile(Conflict):
     """The decision needs a mechanism (GBA SC, SCC, certification, CAC approval) and none valid is on file."""
 

@@ -66,21 +66,25 @@ class _ServerErrors(logging.Filter):
 _server_filter = _ServerErrors()
 
 _TICKET = re.compile(r"(/delivery-files/)[^/?#\s]+")
+# A console form's token in the address (multipart forms carry it in ``?csrf=``).
+_CSRF = re.compile(r"([?&]csrf=)[^&#\s]*", re.IGNORECASE)
 
 
 class _AccessRedaction(logging.Filter):
     """The access log names a delivery-file URL without its ticket: the ticket is a bearer
-    credential for decrypted data until it expires, and its first part names the grant."""
+    credential for decrypted data until it expires, and its first part names the grant. A
+    console form's ``csrf`` query parameter is left out too (it is the session's form token)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if (
-            isinstance(args, tuple)
-            and len(args) >= 3
-            and isinstance(args[2], str)
-            and "/delivery-files/" in args[2]
-        ):
-            record.args = (*args[:2], _TICKET.sub(r"\1[ticket]", args[2]), *args[3:])
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path = args[2]
+            if "/delivery-files/" in path:
+                path = _TICKET.sub(r"\1[ticket]", path)
+            if "csrf=" in path.lower():
+                path = _CSRF.sub(r"\1[redacted]", path)
+            if path != args[2]:
+                record.args = (*args[:2], path, *args[3:])
         return True
 
 

@@ -386,3 +386,42 @@ class TestExpiringMechanisms:
             headers=exporter.headers,
         )
         assert 409 == again.status_code
+
+
+class TestLicenceRefusal:
+    def test_a_licence_narrowed_under_review_is_refused_as_the_licence_not_the_law(
+        self,
+        http: TestClient,
+        party: MakeParty,
+        publish: Publish,
+        gba_registered: Callable[[Party], Party],
+        app: FastAPI,
+    ) -> None:
+        """The provider narrows the licence while a request waits for compliance: the approval is
+        refused (409) as LicenceProhibits naming the licence, not as a prohibited transfer."""
+        from gbadz.console.i18n import _ROWS
+        from tests.datasets import YAML, as_yaml, contract, sign_off
+
+        shenzhen = gba_registered(party("provider", "CN-SZ"))
+        dataset = publish(shenzhen, origin="CN-SZ")["id"]
+        startup = gba_registered(party("consumer", "HK"))
+        body = created(ask(http, startup, dataset, duration_days=30))
+        url = f"/api/v1/access-requests/{body['id']}/approve"
+        step = http.post(url, json={"reason": "fine by us"}, headers=shenzhen.headers)
+        assert "under_compliance_review" == step.json()["state"], step.text
+        narrowed = contract(dataset, shenzhen.org_name, origin="CN-SZ", version="1.1.0", purposes=("other",))
+        changed = http.put(
+            f"/api/v1/datasets/{dataset}", content=as_yaml(narrowed), headers=shenzhen.headers | YAML
+        )
+        assert 200 == changed.status_code, changed.text
+        sign_off(http, app, dataset)
+        officer = party("compliance_officer", "CN-SZ")
+        refused = http.post(url, json={"determination": determination()}, headers=officer.headers)
+        assert (409, "LicenceProhibits", "licence") == (
+            refused.status_code,
+            refused.json()["error"],
+            refused.json().get("field"),
+        ), refused.text
+        assert "licence.permitted_purposes" in refused.json()["detail"]
+        assert all(_ROWS["error:LicenceProhibits"][1:])
+        assert "出境" not in "".join(_ROWS["error:LicenceProhibits"][1:])

@@ -143,6 +143,24 @@ class TestDelivery:
         stranger = party("consumer", "HK")
         assert 404 == http.post(f"/api/v1/grants/{grant}/deliveries", headers=stranger.headers).status_code
 
+    def test_a_disabled_organisations_delivery_urls_stop_at_once(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], published: tuple[Party, str]
+    ) -> None:
+        """Delivery URLs an organisation already holds stop working when it is disabled (ADR 0023):
+        404, as a file that does not exist; the grant itself is left as it is."""
+        _, dataset = published
+        consumer = party("consumer", "HK")
+        grant = _grant(http, consumer, dataset)
+        response = http.post(f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers)
+        assert 201 == response.status_code, response.text
+        [link] = response.json()["files"]
+        assert 200 == http.get(link["url"]).status_code
+        admin = party("admin")
+        disabled = http.post(f"/api/v1/organizations/{consumer.client.org_id}/disable", headers=admin.headers)
+        assert 200 == disabled.status_code, disabled.text
+        assert 404 == http.get(link["url"]).status_code
+        assert 404 == http.head(link["url"]).status_code
+
     def test_a_revoked_grant_gets_no_new_urls(
         self, app: FastAPI, http: TestClient, party: Callable[..., Party], published: tuple[Party, str]
     ) -> None:

@@ -11,8 +11,11 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gbadz import audit
+from gbadz import audit, db
+from gbadz.app import create_app
 from gbadz.audit import AuditEvent
+from gbadz.config import DatabaseSettings, Settings
+from gbadz.errors import Conflict
 from gbadz.identity import people, service
 from tests.api import Client, basic, bearer, fetch_token, make_client
 
@@ -282,3 +285,64 @@ class TestPeopleApi:
             assert (
                 session.scalar(sa.select(people.User.disabled_at).where(people.User.id == rival_id)) is None
             )
+
+
+class TestAdministratorsStay:
+    def test_an_admin_client_belongs_to_an_operator_organisation(
+        self, http: TestClient, app: FastAPI, clients: dict[str, Client]
+    ) -> None:
+        """An admin client in a participant's organisation is refused (422 naming role): it could
+        otherwise disable the operator and lock every administrator out."""
+        admin = bearer(fetch_token(http, clients["admin"]))
+        refused = http.post(
+            "/api/v1/clients", json={"org_id": clients["consumer"].org_id, "role": "admin"}, headers=admin
+        )
+        assert (422, "role") == (refused.status_code, refused.json()["field"]), refused.text
+        made = http.post("/api/v1/clients", json={"org_id": _operator(app), "role": "admin"}, headers=admin)
+        assert 201 == made.status_code, made.text
+
+    def test_the_last_operator_administrator_cannot_be_disabled(
+        self, settings: Settings, fresh_database_url: str
+    ) -> None:
+        """Disabling the operator organisation, or its last administrator person, is refused (409)
+        while it would leave nobody to administer the zone; with a second administrator it works."""
+        own = settings.model_copy(update={"db": DatabaseSettings(url=fresh_database_url)})
+        engine = db.create_engine(own.db)
+        db.upgrade(engine)
+        engine.dispose()
+        app = create_app(own)
+        with TestClient(app) as http:
+            operator, other_operator = _operator(app), _operator(app)
+            with app.state.sessionmaker.begin() as session:
+                ada = people.create_user(
+                    session,
+                    actor="test",
+                    org_id=operator,
+                    username=f"ada.{secrets.token_hex(3)}",
+                    display_name="Ada",
+                    role="admin",
+                    password=PASSWORD,
+                )
+                ada_id = ada.id
+                issued = service.create_client(session, actor="test", org_id=other_operator, role="admin")
+            client = Client(issued.client.client_id, issued.client_secret, other_operator, "admin")
+            admin = bearer(fetch_token(http, client))
+            org = http.post(f"/api/v1/organizations/{operator}/disable", headers=admin)
+            assert (409, "org_id") == (org.status_code, org.json()["field"]), org.text
+            person = http.post(f"/api/v1/people/{ada_id}/disable", headers=admin)
+            assert (409, "user_id") == (person.status_code, person.json()["field"]), person.text
+            with app.state.sessionmaker.begin() as session, pytest.raises(Conflict):
+                people.disable_user(session, actor="cli:admin", username=ada.username)
+            made = http.post(
+                "/api/v1/people",
+                json={
+                    "org_id": other_operator,
+                    "username": f"bo.{secrets.token_hex(3)}",
+                    "display_name": "Bo",
+                    "role": "admin",
+                    "password": PASSWORD,
+                },
+                headers=admin,
+            )
+            assert 201 == made.status_code, made.text
+            assert 200 == http.post(f"/api/v1/organizations/{operator}/disable", headers=admin).status_code

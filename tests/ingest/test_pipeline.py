@@ -85,7 +85,7 @@ class TestAcceptedUpload:
         )
 
         curated = _objects(ctx, ctx.settings.s3.curated_bucket, f"{c.id}/")
-        manifest = json.loads(curated[f"{c.id}/v1/_manifest.json"])
+        manifest = json.loads(curated[result.published.manifest_key])
         assert {"patient_name", "phone", "diagnosis_icd10"} == {
             p["name"] for p in manifest["protected_columns"]
         }

@@ -52,7 +52,7 @@ class TestFailures:
         failed = {r.column: r for r in report.failures}
         assert {"patient_id", "department", "fee_cny"} == set(failed)
         assert 6 == failed["fee_cny"].unexpected_count
-        assert [5, 1002, 1999] == failed["fee_cny"].sample_rows[:3]
+        assert [6, 1003, 2000] == failed["fee_cny"].sample_rows[:3]  # data rows, from 1
         assert "fee_cny: must be between 0.0 and 5000.0 (6 rows)" in report.summary()
 
     def test_personal_values_never_enter_the_report(self, hospital: Contract, tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ class TestFailures:
         pq.write_table(table, path)
         _, report = validate_file(hospital, path)
         (failure,) = report.failures
-        assert ("patient_name", None, [3]) == (failure.column, failure.sample_values, failure.sample_rows)
+        assert ("patient_name", None, [4]) == (failure.column, failure.sample_values, failure.sample_rows)
         assert "XXXXXXXX" not in str(report.as_dict())
 
     @pytest.mark.parametrize(

@@ -4,7 +4,10 @@ child process, and stores the DAG's task states and the outcome with the run (is
 from __future__ import annotations
 
 import io
+import json
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow.csv as pacsv
@@ -17,11 +20,13 @@ from fastapi.testclient import TestClient
 from gbadz import db
 from gbadz.app import create_app
 from gbadz.audit import AuditEvent
-from gbadz.catalog.models import IngestionRun
-from gbadz.config import DatabaseSettings, Settings
+from gbadz.catalog.models import Dataset, IngestionRun
+from gbadz.catalog.service import stored_contract
+from gbadz.config import DatabaseSettings, Settings, settings_environment
 from gbadz.ingest import pipeline, samples, worker
 from gbadz.ingest.runner import default_dags_folder
-from tests.conftest import REPO
+from gbadz.ingest.validate import validate_file
+from tests.conftest import REPO, run_cli
 from tests.datasets import YAML, Party, sign_off
 
 CSV = {"Content-Type": "text/csv"}
@@ -165,3 +170,167 @@ class TestWorker:
         ingest = worker.IngestWorker(app.state.settings, app.state.sessionmaker, default_dags_folder())
         assert 2 == ingest.drain()
         self._check(http, provider, dataset, good["id"], bad["id"])
+
+
+def _inline(app: FastAPI, name: str) -> worker.IngestWorker:
+    settings = app.state.settings
+    context = pipeline.IngestContext(settings, app.state.s3, app.state.keys, app.state.sessionmaker)
+    ingest = worker.IngestWorker(settings, app.state.sessionmaker, default_dags_folder(), context)
+    ingest.name = name
+    return ingest
+
+
+class TestOneDatasetAtATime:
+    def test_two_workers_on_one_dataset_publish_one_readable_version_per_upload(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str
+    ) -> None:
+        """Two workers draining two uploads of one dataset at once: each upload becomes its own
+        version, both read back intact (no 409 PublishedVersionAltered), none failed."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        uploads = [_upload(http, provider, dataset, _csv(rows)) for rows in (400, 401)]
+        # While one run of the dataset is running, no worker claims the other.
+        sessions = app.state.sessionmaker
+        first = worker.claim_next(sessions, "replica-a:1", stale_after_s=3600)
+        assert (uploads[0]["id"], None) == (first, worker.claim_next(sessions, "replica-b:2", 3600))
+        worker.release(sessions, uploads[0]["id"], "replica-a:1")
+
+        workers = [_inline(app, "replica-a:1"), _inline(app, "replica-b:2")]
+        barrier = threading.Barrier(2)
+        ran: list[int] = []
+
+        def drain(ingest: worker.IngestWorker) -> None:
+            barrier.wait()
+            ran.append(ingest.drain())
+
+        threads = [threading.Thread(target=drain, args=(w,)) for w in workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert 2 == sum(ran)
+        runs = [_run(http, provider, dataset, u["id"]).json() for u in uploads]
+        assert ["accepted", "accepted"] == [r["status"] for r in runs], runs
+        assert {1, 2} == {r["version"] for r in runs}
+        for version in (1, 2):
+            read = http.get(f"/api/v1/datasets/{dataset}/versions/{version}", headers=provider.headers)
+            assert 200 == read.status_code, read.text
+
+    def test_a_writer_that_lost_the_version_number_leaves_the_winner_intact(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str, tmp_path: Path
+    ) -> None:
+        """A publication racing for a number already registered writes under its own prefix, so
+        the registered version's files are never overwritten; publish() then takes the next number."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        _upload(http, provider, dataset, _csv(300))
+        assert 1 == _inline(app, "replica-a:1").drain()
+        ctx = _inline(app, "x").context
+        assert ctx is not None
+        with ctx.sessions() as session:
+            contract = stored_contract(session.get(Dataset, dataset))
+            contract_sha = session.get(Dataset, dataset).contract_sha256
+        source = tmp_path / "second.csv"
+        source.write_bytes(_csv(310))
+        landed = pipeline.land(ctx, contract, source)
+        table, report = validate_file(contract, source, ctx.settings.ingest)
+        assert table is not None
+        protected_table, protected = pipeline.protect(ctx, contract, table)
+        args = (ctx, contract, landed, protected_table, protected, report, contract_sha)
+        with pytest.raises(sa.exc.IntegrityError):
+            pipeline._publish_version(*args, 1, None, None, None)
+        assert 200 == http.get(f"/api/v1/datasets/{dataset}/versions/1", headers=provider.headers).status_code
+        assert 2 == pipeline.publish(*args).version
+        assert 200 == http.get(f"/api/v1/datasets/{dataset}/versions/2", headers=provider.headers).status_code
+
+
+class TestStaleClaim:
+    def test_a_stale_claims_late_finish_does_not_overwrite_the_new_claimant(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str
+    ) -> None:
+        """A run claimed again after its first worker went quiet belongs to the second worker:
+        the first one's late progress, outcome and failure are refused."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        queued = _upload(http, provider, dataset, _csv(200))
+        sessions = app.state.sessionmaker
+        assert queued["id"] == worker.claim_next(sessions, "slow:1", stale_after_s=3600)
+        assert queued["id"] == worker.claim_next(sessions, "fresh:2", stale_after_s=0)
+        late = _inline(app, "slow:1")
+        assert late.context is not None
+        with pytest.raises(pipeline.ClaimLost):
+            worker.run_inline(late.context, queued["id"], "slow:1")
+        assert "running" == worker.finish(sessions, queued["id"], {"land": "failed"}, "timed out", "slow:1")
+        assert not worker.heartbeat(sessions, queued["id"], "slow:1")
+        assert worker.heartbeat(sessions, queued["id"], "fresh:2")
+        run = _run(http, provider, dataset, queued["id"]).json()
+        assert ("running", None) == (run["status"], run["version"])
+        assert "failed" not in (run["task_states"] or {}).values()
+        states = worker.run_inline(late.context, queued["id"], "fresh:2")
+        assert "accepted" == worker.finish(sessions, queued["id"], states, None, "fresh:2")
+        # The slow worker wakes up again: nothing it says changes the outcome.
+        assert "accepted" == worker.finish(sessions, queued["id"], {}, "timed out", "slow:1")
+        run = _run(http, provider, dataset, queued["id"]).json()
+        assert ("accepted", 1, "success") == (run["status"], run["version"], run["task_states"]["publish"])
+        assert 200 == http.get(f"/api/v1/datasets/{dataset}/versions/1", headers=provider.headers).status_code
+
+
+class TestRequeue:
+    def test_the_operator_requeues_a_failed_run_and_it_publishes(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str, tmp_path: Path
+    ) -> None:
+        """`gbadz ingest-requeue RUN` queues a failed run again (audited, the landed upload reused
+        as it is); a run that is not failed, or no run, is refused in one line."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        queued = _upload(http, provider, dataset, _csv(120))
+        sessions = app.state.sessionmaker
+        assert queued["id"] == worker.claim_next(sessions, "lost:1", stale_after_s=3600)
+        assert "failed" == worker.finish(sessions, queued["id"], {}, "timed out", "lost:1")
+        landing_key = _landing_key(app, queued["id"])
+        env = settings_environment(app.state.settings)
+        again = run_cli(tmp_path, "ingest-requeue", str(queued["id"]), "--json", **env)
+        assert 0 == again.returncode, again.stderr
+        assert {"upload": queued["id"], "dataset": dataset, "status": "queued"} == json.loads(again.stdout)
+        assert "queued" == _run(http, provider, dataset, queued["id"]).json()["status"]
+        with sessions() as session:
+            audited = session.scalars(
+                sa.select(AuditEvent).where(AuditEvent.action == "ingestion.requeued")
+            ).all()
+        assert [(queued["id"], "cli:admin")] == [(e.details["run"], e.actor) for e in audited]
+        assert 1 == _inline(app, "replica-a:1").drain()
+        run = _run(http, provider, dataset, queued["id"]).json()
+        assert ("accepted", 1) == (run["status"], run["version"])
+        assert landing_key == _landing_key(app, queued["id"])
+        refused = run_cli(tmp_path, "ingest-requeue", str(queued["id"]), **env)
+        assert 1 == refused.returncode
+        assert "is accepted: only a failed run can be queued again" in refused.stderr
+        missing = run_cli(tmp_path, "ingest-requeue", str(queued["id"] + 10_000), **env)
+        assert (1, True) == (missing.returncode, "no such run" in missing.stderr)
+
+
+def _landing_key(app: FastAPI, run_id: int) -> str:
+    with app.state.sessionmaker() as session:
+        run = session.get(IngestionRun, run_id)
+        assert run is not None
+        return run.landing_key
+
+
+class TestRowNumbers:
+    def test_a_bad_first_data_row_is_reported_as_row_1(
+        self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str
+    ) -> None:
+        """Failing rows are the file's data rows numbered from 1, the header row not counted."""
+        provider = party("provider", "MO")
+        dataset = _register(http, app, provider, key_prefix)
+        header, first, *rest = _csv(30).decode().splitlines()
+        columns = header.replace('"', "").split(",")
+        cells = first.split(",")
+        cells[columns.index("arrivals")] = "-5"
+        body = "\n".join([header, ",".join(cells), *rest]).encode() + b"\n"
+        bad = _upload(http, provider, dataset, body)
+        assert 1 == _inline(app, "replica-a:1").drain()
+        run = _run(http, provider, dataset, bad["id"]).json()
+        assert "rejected" == run["status"], run
+        [check] = [c for c in run["failed_checks"] if c["column"] == "arrivals"]
+        assert [1] == check["sample_rows"]

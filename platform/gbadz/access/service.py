@@ -62,6 +62,7 @@ from gbadz.errors import (
     GrantStillRunning,
     IntegrityCheckFailed,
     JustificationRequired,
+    LicenceProhibits,
     MechanismIncomplete,
     MechanismNotFound,
     MechanismNotOnFile,
@@ -1075,7 +1076,7 @@ def _decided_again(
     assessment = _reassess(session, request, findings, at, rules, sector_approved=sector_approved)
     decision = assessment.decision
     if assessment.licence_findings:
-        raise TransferProhibited("licence: " + "; ".join(assessment.licence_findings), field="licence")
+        raise LicenceProhibits("licence: " + "; ".join(assessment.licence_findings), field="licence")
     if decision.outcome == "PROHIBITED":
         raise TransferProhibited(
             f"decision: {decision.rule_id} {decision.legal_basis}: a prohibited transfer can never be approved",

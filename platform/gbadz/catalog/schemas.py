@@ -157,7 +157,9 @@ class FailedCheck(BaseModel):
     column: str | None
     detail: str | None
     unexpected_count: int | None
-    sample_rows: list[int]
+    sample_rows: list[int] = Field(
+        description="some failing rows: the file's data rows numbered from 1, the header row not counted"
+    )
 
 
 class IngestionRunDetail(IngestionRunRead):

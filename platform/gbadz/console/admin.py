@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -79,8 +80,11 @@ def _bound(signed: Signed, client_id: str) -> bytes:
 
 
 def seal(request: Request, signed: Signed, client_id: str, secret: str) -> str:
+    """The secret with the time it was issued, sealed: the cookie's max-age is the browser's
+    word only, so the age is checked inside the sealed data too (a replayed copy expires)."""
     nonce = secrets.token_bytes(12)
-    sealed = AESGCM(_once_key(request)).encrypt(nonce, secret.encode(), _bound(signed, client_id))
+    plain = f"{int(time.time())}|{secret}".encode()
+    sealed = AESGCM(_once_key(request)).encrypt(nonce, plain, _bound(signed, client_id))
     return base64.urlsafe_b64encode(nonce + sealed).decode()
 
 
@@ -90,9 +94,14 @@ def unseal(request: Request, signed: Signed, client_id: str) -> str | None:
         return None
     try:
         raw = base64.urlsafe_b64decode(value)
-        return AESGCM(_once_key(request)).decrypt(raw[:12], raw[12:], _bound(signed, client_id)).decode()
+        plain = AESGCM(_once_key(request)).decrypt(raw[:12], raw[12:], _bound(signed, client_id)).decode()
+        issued, _, secret = plain.partition("|")
+        age = time.time() - int(issued)
     except (ValueError, InvalidTag):
         return None
+    if not secret or not -5 <= age <= ONCE_TTL_S:
+        return None
+    return secret
 
 
 def _forget_once(response: Response) -> Response:

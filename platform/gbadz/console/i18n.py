@@ -1639,6 +1639,11 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "法律不允许此次数据出境。",
         "法律不允許此次數據出境。",
     ),
+    "error:LicenceProhibits": (
+        "The dataset's licence terms do not allow this.",
+        "数据集的许可条款不允许此项请求。",
+        "數據集的許可條款不允許此項請求。",
+    ),
     "error:MechanismNotOnFile": (
         "The transfer mechanism it relies on is not on file.",
         "所依据的出境机制尚未备案。",
@@ -1657,9 +1662,9 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "該備案已有記錄。",
     ),
     "error:ExporterNotRegistered": (
-        "The exporting organisation is not registered for this.",
-        "数据出境方尚未就此登记。",
-        "數據出境方尚未就此登記。",
+        "The exporting organisation is not registered on this platform.",
+        "数据出境方尚未在本平台登记。",
+        "數據出境方尚未在本平台登記。",
     ),
     "error:JustificationRequired": (
         "This purpose needs a necessity justification.",
@@ -1911,10 +1916,15 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "{n} 项有效授权在到期或被您撤销前继续有效。",
         "{n} 項有效授權在到期或被您撤銷前繼續有效。",
     ),
-    "{n} of {m} checks failed. Rows are numbered from 1; no value of the file is shown.": (
+    "etag: the contract's version tag in the address is not valid; open the contract page again.": (
         None,
-        "{m} 项检查中有 {n} 项未通过。行号从 1 起算；不显示文件中的任何值。",
-        "{m} 項檢查中有 {n} 項未通過。行號從 1 起算；不顯示檔案中的任何值。",
+        "etag：地址中的合约版本标签无效；请重新打开合约页面。",
+        "etag：網址中的合約版本標籤無效；請重新開啟合約頁面。",
+    ),
+    "{n} of {m} checks failed. Rows are the file's data rows numbered from 1 (the header row is not counted); no value of the file is shown.": (
+        None,
+        "{m} 项检查中有 {n} 项未通过。行号为文件的数据行号，从 1 起算（不计标题行）；不显示文件中的任何值。",
+        "{m} 項檢查中有 {n} 項未通過。行號為檔案的資料列號，從 1 起算（不計標題列）；不顯示檔案中的任何值。",
     ),
     "{n} requests waiting for a decision can no longer be granted.": (
         None,

@@ -157,6 +157,11 @@ def _contract_page(
     )
 
 
+#: An entity tag (RFC 9110): printable ASCII in quotes, weak or strong; the page's ``?etag=``.
+ETAG = re.compile(r'(?:W/)?"[\x21\x23-\x7e]{0,98}"')
+BAD_ETAG = "etag: the contract's version tag in the address is not valid; open the contract page again."
+
+
 @router.get("/provider/datasets/new")
 async def new_dataset(request: Request, signed: Provider) -> Response:
     organisation = yaml.safe_dump(signed.person.org_name, default_style='"').strip()
@@ -209,9 +214,20 @@ async def edit_contract(request: Request, dataset_id: str, signed: Provider) -> 
 @router.post("/provider/datasets/{dataset_id}/contract")
 async def change_contract(request: Request, dataset_id: str, signed: Provider) -> Response:
     api = Api(request, signed)
-    etag = str(request.query_params.get("etag") or "")[:100]
+    etag = str(request.query_params.get("etag") or "")
     text, errors = await _contract_text(request, signed)
-    dataset, _ = await _owned(api, dataset_id)
+    dataset, current = await _owned(api, dataset_id)
+    if etag and not ETAG.fullmatch(etag):
+        # It goes into the If-Match header: only an entity tag as the API writes one (ASCII).
+        return _contract_page(
+            request,
+            signed,
+            dataset=dataset,
+            text=text,
+            status_code=422,
+            errors={"contract_text": BAD_ETAG},
+            etag=current,
+        )
     if errors:
         return _contract_page(
             request, signed, dataset=dataset, text=text, status_code=422, errors=errors, etag=etag

@@ -78,6 +78,7 @@ from gbadz.errors import (
     TooManyRequests,
     WrongGrantKind,
 )
+from gbadz.identity.models import Organization
 from gbadz.law.rules import RuleSet, default_rules
 from gbadz.log import get_logger
 from gbadz.translog.log import Appended, TransferLog
@@ -1033,6 +1034,11 @@ def serve_file(
             or grant.kind != "copy"
             or not ticket.key.startswith(access_service.grant_copies_prefix(grant))
         ):
+            raise sealing.TicketInvalid("no such delivery file")
+        # A disabled organisation's access stops at once (ADR 0023), delivery URLs it already
+        # holds included: as for its sharing tokens, the grant itself is left as it is.
+        grantee = session.get(Organization, grant.grantee_org_id)
+        if grantee is None or grantee.disabled_at is not None:
             raise sealing.TicketInvalid("no such delivery file")
         status = grant.status(now)
         dataset = session.get(Dataset, grant.dataset_id)

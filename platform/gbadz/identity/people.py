@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from gbadz import audit
 from gbadz.errors import BadRequest, Conflict, NotFound
 from gbadz.identity.models import Organization, User
-from gbadz.identity.service import active_organization
+from gbadz.identity.service import active_organization, keep_an_administrator
 from gbadz.models import utcnow
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
@@ -116,6 +116,7 @@ def disable_user(session: Session, *, actor: str, username: str) -> User:
     if user is None:
         raise NotFound(f"no user named {username!r}")
     if user.disabled_at is None:
+        keep_an_administrator(session, without_user=user.id)
         user.disabled_at = utcnow()
         audit.record(session, actor=actor, action="user.disabled", subject_type="user", subject_id=user.id)
     return user
@@ -131,6 +132,7 @@ def disable_person(session: Session, *, actor: str, actor_subject: str, user_id:
         raise Conflict(f"person {user_id} was already disabled at {user.disabled_at.isoformat()}")
     if actor_subject == f"user:{user.username}":
         raise Conflict("an administrator cannot disable their own account")
+    keep_an_administrator(session, without_user=user.id)
     user.disabled_at = utcnow()
     session.flush()
     audit.record(session, actor=actor, action="user.disabled", subject_type="user", subject_id=user.id)

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from gbadz import audit
-from gbadz.errors import BadRequest, Conflict, NotFound
-from gbadz.identity.models import OAuthClient, Organization
+from gbadz.errors import BadRequest, Conflict, NotFound, Unprocessable
+from gbadz.identity.models import OAuthClient, Organization, User
 from gbadz.identity.scopes import ROLE_SCOPES, check_role
 from gbadz.models import utcnow
 from gbadz.vocabulary import REGIME_OF, check_jurisdiction
@@ -112,6 +112,7 @@ def disable_organization(session: Session, *, actor: str, actor_org_id: str, org
         raise Conflict(f"organisation {org_id} was already disabled at {org.disabled_at.isoformat()}")
     if org.id == actor_org_id:
         raise Conflict("org_id: an administrator cannot disable their own organisation", field="org_id")
+    keep_an_administrator(session, without_org=org.id)
     org.disabled_at = utcnow()
     session.flush()
     audit.record(
@@ -122,6 +123,44 @@ def disable_organization(session: Session, *, actor: str, actor_org_id: str, org
         subject_id=org.id,
     )
     return org
+
+
+def active_administrators(
+    session: Session, *, without_org: str | None = None, without_user: str | None = None
+) -> int:
+    """Active administrator people of active operator organisations (leaving one out, if asked)."""
+    query = (
+        sa.select(sa.func.count())
+        .select_from(User)
+        .join(Organization, Organization.id == User.org_id)
+        .where(
+            User.role == "admin",
+            User.disabled_at.is_(None),
+            Organization.operator.is_(True),
+            Organization.disabled_at.is_(None),
+        )
+    )
+    if without_org is not None:
+        query = query.where(Organization.id != without_org)
+    if without_user is not None:
+        query = query.where(User.id != without_user)
+    return int(session.scalar(query) or 0)
+
+
+def keep_an_administrator(
+    session: Session, *, without_org: str | None = None, without_user: str | None = None
+) -> None:
+    """Refuse (409) a disable that would leave no active administrator person of an operator
+    organisation: nobody could then sign in to undo it."""
+    if active_administrators(session) and not active_administrators(
+        session, without_org=without_org, without_user=without_user
+    ):
+        field = "org_id" if without_org is not None else "user_id"
+        raise Conflict(
+            f"{field}: this would leave no active administrator of the operator organisation; "
+            "make another administrator first",
+            field=field,
+        )
 
 
 def disabled_organizations(session: Session) -> frozenset[str]:
@@ -177,6 +216,10 @@ def create_client(
     if label is not None and len(label) > 100:
         raise BadRequest("name: at most 100 characters", field="name")
     org = active_organization(session, org_id)
+    if role == "admin" and not org.operator:
+        raise Unprocessable(
+            "role: only clients of the zone's operator organisation may be administrators", field="role"
+        )
     client_id = "gbz_" + secrets.token_hex(12)
     secret = salt = digest = None
     if auth_method == "client_secret":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
 from minio import Minio
 from minio.error import S3Error
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,6 +47,12 @@ from gbadz.law.evidence import legal_date
 
 PART_SIZE = 16 * 1024 * 1024
 ROW_GROUP = 256 * 1024
+#: How often a publication is retried under the next version when another writer took its number.
+VERSION_ATTEMPTS = 5
+
+
+class ClaimLost(RuntimeError):
+    """The run was finished or claimed again by another worker: this outcome is not stored."""
 
 
 @dataclass
@@ -248,12 +256,14 @@ def existing_version(ctx: IngestContext, contract: Contract, sha: str) -> Datase
         return row
 
 
-def reuse(ctx: IngestContext, found: DatasetVersion, run_id: int | None) -> None:
+def reuse(ctx: IngestContext, found: DatasetVersion, run_id: int | None, *, claim: str | None = None) -> None:
     """A queued upload whose bytes were already published: close its run against that version."""
     if run_id is None:
         return
     with db.session_scope(ctx.sessions) as session:
-        run = session.get(IngestionRun, run_id)
+        run = session.get(IngestionRun, run_id, with_for_update=True)
+        if run is not None and claim is not None and run.claimed_by != claim[:100]:
+            raise ClaimLost(f"upload {run_id}: claimed by another worker; its outcome is theirs")
         if run is not None and run.status in ("queued", "running"):
             run.status, run.version = "accepted", found.version
             run.summary = f"identical to version {found.version}; nothing new published"
@@ -261,7 +271,13 @@ def reuse(ctx: IngestContext, found: DatasetVersion, run_id: int | None) -> None
 
 
 def quarantine(
-    ctx: IngestContext, contract: Contract, landed: Landed, report: QualityReport, run_id: int | None = None
+    ctx: IngestContext,
+    contract: Contract,
+    landed: Landed,
+    report: QualityReport,
+    run_id: int | None = None,
+    *,
+    claim: str | None = None,
 ) -> str:
     """Keep the quality report beside the raw file and record the rejected run; nothing is published."""
     key = f"{contract.id}/quarantine/{landed.sha256}.report.json"
@@ -276,6 +292,7 @@ def quarantine(
             dataset_id=contract.id,
             source_sha256=landed.sha256,
             landing_key=landed.key,
+            claim=claim,
             status="rejected",
             summary=report.summary(),
             report=json.loads(body),
@@ -327,15 +344,57 @@ def publish(
     contract_sha256: str,
     run_id: int | None = None,
     people: People | None = None,
+    *,
+    claim: str | None = None,
 ) -> Published:
-    """Write the protected Parquet, then the manifest, then register the version."""
-    found = existing_version(ctx, contract, landed.sha256)
-    if found is not None:
-        reuse(ctx, found, run_id)
-        return Published(found.version, found.manifest_key, found.row_count, reused=True)
-    with ctx.sessions() as session:
-        version = _next_version(session, contract.id)
-    prefix = f"{contract.id}/v{version}/"
+    """Write the protected Parquet, then the manifest, then register the version.
+
+    The files go under a prefix of their own (the version and a random token): a writer that
+    loses the race for a version number never overwrites the files of the version that won; it
+    writes again under the next number."""
+    for attempt in range(VERSION_ATTEMPTS):
+        found = existing_version(ctx, contract, landed.sha256)
+        if found is not None:
+            reuse(ctx, found, run_id, claim=claim)
+            return Published(found.version, found.manifest_key, found.row_count, reused=True)
+        with ctx.sessions() as session:
+            version = _next_version(session, contract.id)
+        try:
+            return _publish_version(
+                ctx,
+                contract,
+                landed,
+                table,
+                protected,
+                report,
+                contract_sha256,
+                version,
+                run_id,
+                people,
+                claim,
+            )
+        except sa_exc.IntegrityError:
+            # Another writer registered this number (or these bytes) first: its files are intact
+            # (ours are under another prefix); take the next number, or reuse its version.
+            if attempt == VERSION_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _publish_version(
+    ctx: IngestContext,
+    contract: Contract,
+    landed: Landed,
+    table: pa.Table,
+    protected: list[ProtectedColumn],
+    report: QualityReport,
+    contract_sha256: str,
+    version: int,
+    run_id: int | None,
+    people: People | None,
+    claim: str | None,
+) -> Published:
+    prefix = f"{contract.id}/v{version}/{secrets.token_hex(8)}/"
     bucket = ctx.settings.s3.curated_bucket
     with tempfile.TemporaryDirectory(prefix="gbadz-publish-") as tmp:
         part = Path(tmp) / "part-00000.parquet"
@@ -396,6 +455,7 @@ def publish(
         run_id,
         people,
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        claim=claim,
     )
     return Published(version, manifest_key, table.num_rows, reused=False)
 
@@ -413,6 +473,7 @@ def register(
     people: People | None = None,
     *,
     manifest_sha256: str | None = None,
+    claim: str | None = None,
 ) -> None:
     with db.session_scope(ctx.sessions) as session:
         dataset = catalog_service.apply_contract(session, contract, contract_sha256)
@@ -441,6 +502,7 @@ def register(
             dataset_id=contract.id,
             source_sha256=landed.sha256,
             landing_key=landed.key,
+            claim=claim,
             status="accepted",
             version=version,
             summary=report.summary(),
@@ -492,12 +554,17 @@ def _store_subjects(session: Session, dataset_id: str, version: int, people: Peo
         )
 
 
-def _finish_run(session: Session, run_id: int | None, **fields: Any) -> None:
-    """Record an ingestion's outcome: on its queued upload's row if there is one, else a new row."""
-    run = session.get(IngestionRun, run_id) if run_id is not None else None
+def _finish_run(session: Session, run_id: int | None, *, claim: str | None = None, **fields: Any) -> None:
+    """Record an ingestion's outcome: on its queued upload's row if there is one, else a new row.
+
+    An upload's run is finished once, by the worker holding its claim (``claim``): a worker that
+    lost its claim (it was too slow and the run was claimed again) stores nothing."""
+    run = session.get(IngestionRun, run_id, with_for_update=True) if run_id is not None else None
     if run is None:
         session.add(IngestionRun(**fields))
         return
+    if run.status not in ("queued", "running") or (claim is not None and run.claimed_by != claim[:100]):
+        raise ClaimLost(f"upload {run_id}: already finished or claimed by another worker")
     if isinstance(fields.get("report"), dict) and isinstance(run.report, dict):
         # The upload's size and type, recorded when it landed, stay with its outcome's report.
         kept = {k: run.report[k] for k in ("size", "suffix") if k in run.report}

@@ -148,15 +148,19 @@ def queued_uploads(settings: Settings) -> list[int]:
 
 def claimed_uploads(settings: Settings) -> Iterator[int]:
     """Queued uploads, each claimed before it is yielded (as the embedded worker claims them):
-    a worker in an API replica never runs the same upload at the same time."""
-    from gbadz.ingest.worker import claim_next, worker_name
+    a worker in an API replica never runs the same upload at the same time. As in the embedded
+    worker, the claim is kept fresh while the caller runs the upload, for at most
+    ``worker_timeout_s``; past that the run may be claimed again and this outcome is not stored."""
+    from gbadz.ingest.worker import beating, claim_next, worker_name
 
     engine = db.create_engine(settings.db)
     try:
         sessions = db.make_sessionmaker(engine)
         name = "cli:" + worker_name()
-        while (run_id := claim_next(sessions, name, settings.ingest.worker_timeout_s)) is not None:
-            yield run_id
+        timeout = settings.ingest.worker_timeout_s
+        while (run_id := claim_next(sessions, name, timeout)) is not None:
+            with beating(sessions, run_id, name, timeout):
+                yield run_id
     finally:
         engine.dispose()
 

@@ -76,6 +76,9 @@ def land_upload(run_id: int) -> dict[str, Any]:
             "contract_ref": CATALOG_REF + dataset.id,
             "contract_sha256": dataset.contract_sha256,
             "upload": run_id,
+            # The worker holding the claim when the DAG started: the outcome is stored only
+            # while it still holds it (a run claimed again by another worker is theirs).
+            "claim": run.claimed_by,
             "key": run.landing_key,
             "sha256": run.source_sha256,
             "size": int(run.report.get("size", 0)),
@@ -134,7 +137,7 @@ def publish(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any
     if validation.get("existing_version"):
         found = pipeline.existing_version(ctx, contract, landed["sha256"])
         if found is not None:
-            pipeline.reuse(ctx, found, landed.get("upload"))
+            pipeline.reuse(ctx, found, landed.get("upload"), claim=landed.get("claim"))
         progress.finished("publish")
         return {"version": validation["existing_version"], "reused": True}
     report = _report(ctx, validation["report_key"])
@@ -155,6 +158,7 @@ def publish(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any
         landed["contract_sha256"],
         run_id=landed.get("upload"),
         people=people,
+        claim=landed.get("claim"),
     )
     progress.finished("publish")
     return asdict(published)
@@ -164,7 +168,12 @@ def quarantine(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, 
     ctx = _context()
     contract: Contract = _contract(landed["contract_ref"])
     key = pipeline.quarantine(
-        ctx, contract, _landed(landed), _report(ctx, validation["report_key"]), run_id=landed.get("upload")
+        ctx,
+        contract,
+        _landed(landed),
+        _report(ctx, validation["report_key"]),
+        run_id=landed.get("upload"),
+        claim=landed.get("claim"),
     )
     progress.finished("quarantine")
     return {"quarantine_key": key, "summary": validation["summary"]}

@@ -42,7 +42,7 @@ class CheckResult:
     success: bool
     unexpected_count: int | None = None
     unexpected_percent: float | None = None
-    sample_rows: list[int] = field(default_factory=list)
+    sample_rows: list[int] = field(default_factory=list)  # the file's data rows, from 1 (no header)
     sample_values: list[Any] | None = None
     observed: Any = None
     detail: str | None = None
@@ -343,7 +343,11 @@ def run_suite(contract: Contract, table: pa.Table) -> QualityReport:
                 success=bool(info["success"]),
                 unexpected_count=detail.get("unexpected_count"),
                 unexpected_percent=detail.get("unexpected_percent"),
-                sample_rows=[int(i) for i in (detail.get("partial_unexpected_index_list") or [])][:SAMPLE],
+                # GX gives pandas' 0-based index; providers read the file's data rows from 1
+                # (the header row not counted), as every report and page says.
+                sample_rows=[int(i) + 1 for i in (detail.get("partial_unexpected_index_list") or [])][
+                    :SAMPLE
+                ],
                 # Personal data never enters a quality report.
                 sample_values=None if pi else (detail.get("partial_unexpected_list") or None),
                 observed=detail.get("observed_value"),

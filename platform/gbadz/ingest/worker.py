@@ -28,6 +28,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,61 +55,150 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:60]}:{os.getpid()}"
 
 
-def claim_next(sessions: sessionmaker[Session], worker: str, stale_after_s: float) -> int | None:
-    """Claim the oldest queued upload (or one left running by a lost worker); None if none."""
-    stale = datetime.now(UTC) - timedelta(seconds=stale_after_s)
-    claimable = sa.or_(
-        IngestionRun.status == "queued",
-        sa.and_(IngestionRun.status == "running", IngestionRun.started_at < stale),
+def _claimable(stale: datetime) -> sa.ColumnElement[bool]:
+    """Queued, or left running by a lost worker; and no other run of its dataset is running now
+    (two runs of one dataset at once would race for its next version)."""
+    other = sa.orm.aliased(IngestionRun)
+    busy = (
+        sa.select(other.id)
+        .where(
+            other.dataset_id == IngestionRun.dataset_id,
+            other.id != IngestionRun.id,
+            other.status == "running",
+            other.started_at >= stale,
+        )
+        .exists()
     )
+    return sa.and_(
+        sa.or_(
+            IngestionRun.status == "queued",
+            sa.and_(IngestionRun.status == "running", IngestionRun.started_at < stale),
+        ),
+        ~busy,
+    )
+
+
+def claim_next(sessions: sessionmaker[Session], worker: str, stale_after_s: float) -> int | None:
+    """Claim the oldest queued upload (or one left running by a lost worker); None if none.
+
+    Never a run whose dataset has another run running: one dataset's uploads run one at a time.
+    On PostgreSQL the run's and its dataset's rows are locked (SKIP LOCKED) in the claiming
+    transaction, so two workers cannot both see the dataset idle; on SQLite the conditional
+    UPDATE runs under the database's single write lock.
+    """
+    stale = datetime.now(UTC) - timedelta(seconds=stale_after_s)
     with db.session_scope(sessions) as session:
-        query = sa.select(IngestionRun.id, IngestionRun.dataset_id, IngestionRun.status).where(claimable)
-        query = query.order_by(IngestionRun.id).limit(1)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        found = session.execute(query).first()
-        if found is None:
-            return None
-        run_id, dataset_id, before = found
-        # The same condition again: on SQLite (no row locks) this is what makes the claim exclusive.
-        claimed = session.execute(
-            sa.update(IngestionRun)
-            .where(IngestionRun.id == run_id, claimable)
-            .values(
-                status="running",
-                started_at=datetime.now(UTC),
-                claimed_by=worker[:100],
-                summary="running the ingest DAG",
+        postgres = session.get_bind().dialect.name == "postgresql"
+        candidates = session.execute(
+            sa.select(IngestionRun.id, IngestionRun.dataset_id, IngestionRun.status)
+            .where(_claimable(stale))
+            .order_by(IngestionRun.id)
+            .limit(20)
+        ).all()
+        for run_id, dataset_id, before in candidates:
+            if postgres:
+                locked = session.execute(
+                    sa.select(IngestionRun.id)
+                    .where(IngestionRun.id == run_id)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                dataset_free = session.execute(
+                    sa.select(Dataset.id).where(Dataset.id == dataset_id).with_for_update(skip_locked=True)
+                ).first()
+                if locked is None or dataset_free is None:
+                    continue
+            # The same condition again, now under the locks (PostgreSQL) or the write lock (SQLite).
+            claimed = session.execute(
+                sa.update(IngestionRun)
+                .where(IngestionRun.id == run_id, _claimable(stale))
+                .values(
+                    status="running",
+                    started_at=datetime.now(UTC),
+                    claimed_by=worker[:100],
+                    summary="running the ingest DAG",
+                )
+                .execution_options(synchronize_session=False)
             )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            audit.record(
+                session,
+                actor=ACTOR,
+                action="ingestion.started",
+                subject_type="dataset",
+                subject_id=dataset_id,
+                details={"run": run_id, "worker": worker[:100], "reclaimed": before == "running"},
+            )
+            return int(run_id)
+        return None
+
+
+def heartbeat(sessions: sessionmaker[Session], run_id: int, worker: str) -> bool:
+    """The claimant is still working: refresh the claim's time (False: the claim was lost)."""
+    with db.session_scope(sessions) as session:
+        done = session.execute(
+            sa.update(IngestionRun)
+            .where(
+                IngestionRun.id == run_id,
+                IngestionRun.status == "running",
+                IngestionRun.claimed_by == worker[:100],
+            )
+            .values(started_at=datetime.now(UTC))
             .execution_options(synchronize_session=False)
         )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        audit.record(
-            session,
-            actor=ACTOR,
-            action="ingestion.started",
-            subject_type="dataset",
-            subject_id=dataset_id,
-            details={"run": run_id, "worker": worker[:100], "reclaimed": before == "running"},
-        )
-        return int(run_id)
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def beating(sessions: sessionmaker[Session], run_id: int, worker: str, timeout_s: float) -> Iterator[None]:
+    """Keep a claim fresh while its upload runs, for at most ``timeout_s``: a run that outlives
+    its timeout (a stuck inline step, a long ``gbadz ingest-queued`` run) goes stale and may be
+    claimed again; the late claimant's finish is then refused (the claim is checked)."""
+    stop = threading.Event()
+    interval = max(0.05, min(timeout_s / 4, 30.0))
+    deadline = time.monotonic() + timeout_s
+
+    def beat() -> None:
+        while not stop.wait(interval) and time.monotonic() < deadline:
+            try:
+                if not heartbeat(sessions, run_id, worker):
+                    return
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried; the run goes on
+                log.warning("ingest heartbeat failed", run=run_id, error=type(exc).__name__)
+
+    thread = threading.Thread(target=beat, name=f"gbadz-ingest-heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def finish(
-    sessions: sessionmaker[Session], run_id: int, task_states: dict[str, str], error: str | None
+    sessions: sessionmaker[Session],
+    run_id: int,
+    task_states: dict[str, str],
+    error: str | None,
+    worker: str | None = None,
 ) -> str:
-    """Store the DAG's task states with the run; a run the DAG left unfinished becomes failed."""
+    """Store the DAG's task states with the run; a run the DAG left unfinished becomes failed.
+
+    With ``worker``, only while that worker still holds the claim: a run claimed again by another
+    worker (this one was too slow) keeps the new claimant's states and outcome."""
     with db.session_scope(sessions) as session:
-        run = session.get(IngestionRun, run_id)
+        run = session.get(IngestionRun, run_id, with_for_update=True)
         if run is None:
             return "missing"
+        if worker is not None and run.claimed_by != worker[:100]:
+            log.warning("claim lost; outcome not stored", run=run_id)
+            return run.status
         run.task_states = {str(k)[:100]: str(v)[:40] for k, v in task_states.items()}
         if run.status in ("queued", "running"):
             run.status = "failed"
             run.summary = (
                 f"the ingest DAG did not finish ({error or 'no result'}); the upload is kept: "
-                "upload the file again, or ask the operator to look at the worker's log"
+                f"the operator can queue it again (gbadz ingest-requeue {run_id}) after a look at the worker's log"
             )[:2000]
             run.finished_at = datetime.now(UTC)
             audit.record(
@@ -141,19 +233,55 @@ def release(sessions: sessionmaker[Session], run_id: int, worker: str) -> None:
         )
 
 
+def requeue(session: Session, run_id: int, actor: str) -> IngestionRun:
+    """Put a failed run back in the queue (an operator's decision, audited). Its landed upload is
+    reused as it is (the raw object is immutable and never re-uploaded or altered)."""
+    from gbadz.errors import Conflict, NotFound
+
+    run = session.get(IngestionRun, run_id, with_for_update=True)
+    if run is None:
+        raise NotFound(f"ingestion run {run_id}: no such run", field="run_id")
+    if run.status != "failed":
+        raise Conflict(
+            f"ingestion run {run_id} is {run.status}: only a failed run can be queued again", field="run_id"
+        )
+    run.status = "queued"
+    run.started_at = None
+    run.claimed_by = None
+    run.task_states = None
+    run.summary = "back in the queue (requeued by the operator)"
+    audit.record(
+        session,
+        actor=actor,
+        action="ingestion.requeued",
+        subject_type="dataset",
+        subject_id=run.dataset_id,
+        details={"run": run_id, "landing_key": run.landing_key, "source_sha256": run.source_sha256},
+    )
+    return run
+
+
 @dataclass
 class ChildResult:
     task_states: dict[str, str]
     error: str | None
 
 
-def progress(sessions: sessionmaker[Session], run_id: int, task_states: dict[str, str]) -> None:
-    """Show the steps done so far on the running run (its page reads them)."""
+def progress(
+    sessions: sessionmaker[Session], run_id: int, task_states: dict[str, str], worker: str | None = None
+) -> None:
+    """Show the steps done so far on the running run (its page reads them); with ``worker``, only
+    while it holds the claim (and the claim's time is refreshed)."""
+    where = [IngestionRun.id == run_id, IngestionRun.status == "running"]
+    values: dict[str, Any] = {"task_states": dict(task_states)}
+    if worker is not None:
+        where.append(IngestionRun.claimed_by == worker[:100])
+        values["started_at"] = datetime.now(UTC)
     with db.session_scope(sessions) as session:
         session.execute(
             sa.update(IngestionRun)
-            .where(IngestionRun.id == run_id, IngestionRun.status == "running")
-            .values(task_states=dict(task_states))
+            .where(*where)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
 
@@ -166,14 +294,15 @@ def step_done(sessions: sessionmaker[Session], run_id: int, task: str, state: st
             run.task_states = dict(run.task_states or {}) | {task: state}
 
 
-def run_inline(ctx: pipeline.IngestContext, run_id: int) -> dict[str, str]:
+def run_inline(ctx: pipeline.IngestContext, run_id: int, worker: str | None = None) -> dict[str, str]:
     """The DAG's steps (land, validate, route, publish | quarantine) in this thread, on the API's
-    own storage, keys and background pool; each step's state is stored as it ends."""
+    own storage, keys and background pool; each step's state is stored as it ends. With
+    ``worker``, the outcome is stored only while that worker holds the run's claim."""
     states: dict[str, str] = {}
 
     def done(**steps: str) -> None:
         states.update(steps)
-        progress(ctx.sessions, run_id, states)
+        progress(ctx.sessions, run_id, states, worker)
 
     with ctx.sessions() as session:
         run = session.get(IngestionRun, run_id)
@@ -191,7 +320,7 @@ def run_inline(ctx: pipeline.IngestContext, run_id: int) -> dict[str, str]:
     done(land="success")
     found = pipeline.existing_version(ctx, contract, landed.sha256)
     if found is not None:
-        pipeline.reuse(ctx, found, run_id)
+        pipeline.reuse(ctx, found, run_id, claim=worker)
         done(validate="success", route="success", publish="success", quarantine="skipped")
         return states
     with tempfile.TemporaryDirectory(prefix="gbadz-worker-") as tmp:
@@ -199,7 +328,7 @@ def run_inline(ctx: pipeline.IngestContext, run_id: int) -> dict[str, str]:
         table, report = validate_file(contract, raw, ctx.settings.ingest)
     done(validate="success", route="success")
     if table is None or not report.success:
-        pipeline.quarantine(ctx, contract, landed, report, run_id=run_id)
+        pipeline.quarantine(ctx, contract, landed, report, run_id=run_id, claim=worker)
         done(publish="skipped", quarantine="success")
         return states
     people = pipeline.count_people(ctx, contract, table)
@@ -214,6 +343,7 @@ def run_inline(ctx: pipeline.IngestContext, run_id: int) -> dict[str, str]:
         contract_sha256,
         run_id=run_id,
         people=people,
+        claim=worker,
     )
     done(publish="success", quarantine="skipped")
     return states
@@ -246,11 +376,13 @@ class IngestWorker:
             run_id = claim_next(self.sessions, self.name, self.settings.ingest.worker_timeout_s)
             if run_id is None:
                 break
-            result = self._run_inline(run_id) if self.context is not None else self._run_child(run_id)
+            timeout = self.settings.ingest.worker_timeout_s
+            with beating(self.sessions, run_id, self.name, timeout):
+                result = self._run_inline(run_id) if self.context is not None else self._run_child(run_id)
             if self._stopping.is_set():
                 release(self.sessions, run_id, self.name)
                 break
-            status = finish(self.sessions, run_id, result.task_states, result.error)
+            status = finish(self.sessions, run_id, result.task_states, result.error, self.name)
             log.info("upload ingested", run=run_id, status=status)
             ran += 1
         return ran
@@ -258,7 +390,7 @@ class IngestWorker:
     def _run_inline(self, run_id: int) -> ChildResult:
         assert self.context is not None
         try:
-            return ChildResult(run_inline(self.context, run_id), None)
+            return ChildResult(run_inline(self.context, run_id, self.name), None)
         except Exception as exc:  # noqa: BLE001 - any failure ends the run as failed, never the worker
             # The class and first line: our errors name columns and rows, never a value.
             reason = (str(exc).strip().splitlines() or [""])[0][:160]
