@@ -469,9 +469,18 @@ class TestOrgsAndClients:
         assert [(client["client_id"], "ops")] == [(c["client_id"], c["name"]) for c in listed]
         assert all("client_secret" not in c for c in listed)
         assert client["client_secret"] not in run_cli(home, "clients", "list", **env).stdout
-        assert 0 == run_cli(home, "orgs", "disable", org["id"], **env).returncode
+        # The operator holds the last administrator: it cannot be disabled; a participant can.
+        last = run_cli(home, "orgs", "disable", org["id"], **env)
+        assert 1 == last.returncode
+        assert "no active administrator" in last.stderr
+        other = json.loads(
+            run_cli(
+                home, "orgs", "create", "--name", "Harbour trader", "--jurisdiction", "HK", "--json", **env
+            ).stdout
+        )
+        assert 0 == run_cli(home, "orgs", "disable", other["id"], **env).returncode
         assert "disabled" in run_cli(home, "orgs", "list", **env).stdout
-        again = run_cli(home, "orgs", "disable", org["id"], **env)
+        again = run_cli(home, "orgs", "disable", other["id"], **env)
         assert (1, 1) == (again.returncode, len(again.stderr.strip().splitlines()))
         assert "already disabled" in again.stderr
 
