@@ -59,6 +59,8 @@ def _runs(http: TestClient, provider: Party, dataset: str) -> list[dict[str, Any
 
 class TestUploads:
     @pytest.mark.e2e
+    # The production lane: the inline and SQLite paths are covered beside it and by the demo.
+    @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
     def test_upload_is_landed_queued_then_published_by_the_dag(
         self,
         http: TestClient,

@@ -158,6 +158,8 @@ class TestWorker:
         assert 0 == ingest.drain()
 
     @pytest.mark.e2e
+    # The production lane: the inline and SQLite paths are covered beside it and by the demo.
+    @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
     def test_the_dag_publishes_a_good_upload_and_rejects_a_bad_one(
         self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str
     ) -> None:
