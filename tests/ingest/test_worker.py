@@ -336,3 +336,17 @@ class TestRowNumbers:
         assert "rejected" == run["status"], run
         [check] = [c for c in run["failed_checks"] if c["column"] == "arrivals"]
         assert [1] == check["sample_rows"]
+
+
+class TestFailureReasons:
+    def test_a_childs_last_line_keeps_no_quoted_value(self) -> None:
+        """A library's message on the child's last line may quote a cell: the run's summary and its
+        audit event keep the error, not the value (invariant 9)."""
+        from gbadz.ingest.worker import _parse
+
+        line = "pyarrow.lib.ArrowInvalid: Failed to parse string: 'Chan Tai-man 13912345678' as a scalar"
+        result = _parse("not json", f"Traceback (most recent call last):\n{line}\n", 1)
+        assert result.error is not None
+        assert "ArrowInvalid" in result.error
+        assert "Chan" not in result.error
+        assert "13912345678" not in result.error

@@ -106,7 +106,7 @@ def _column_mismatch(expected: list[str], found: list[str]) -> str | None:
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
-def _without_values(message: str) -> str:
+def without_values(message: str) -> str:
     """A parser's message with the values it quotes removed (they may be personal)."""
     return _QUOTED.sub("'…'", message)
 
@@ -234,7 +234,7 @@ def read_table(
             return _schema_failure(
                 contract, f"a line is longer than the {limits.max_line_bytes:,}-byte limit for one line"
             )
-        message = _without_values(str(exc).splitlines()[0])[:300]
+        message = without_values(str(exc).splitlines()[0])[:300]
         found = re.search(r"CSV column #(\d+)", message)
         column = None
         if found is not None and int(found.group(1)) < len(header):
@@ -255,7 +255,7 @@ def read_table(
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 return _schema_failure(
                     contract,
-                    f"values are not {types[name]}: {_without_values(str(exc).splitlines()[0])[:200]}",
+                    f"values are not {types[name]}: {without_values(str(exc).splitlines()[0])[:200]}",
                     name,
                 )
         columns.append(column)

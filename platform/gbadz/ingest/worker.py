@@ -43,8 +43,9 @@ from gbadz import audit, db
 from gbadz.catalog.models import Dataset, IngestionRun
 from gbadz.catalog.service import stored_contract
 from gbadz.config import Settings, child_environment
+from gbadz.errors import GbadzError
 from gbadz.ingest import pipeline
-from gbadz.ingest.validate import validate_file
+from gbadz.ingest.validate import validate_file, without_values
 from gbadz.log import get_logger
 
 log = get_logger("gbadz.ingest.worker")
@@ -392,8 +393,10 @@ class IngestWorker:
         try:
             return ChildResult(run_inline(self.context, run_id, self.name), None)
         except Exception as exc:  # noqa: BLE001 - any failure ends the run as failed, never the worker
-            # The class and first line: our errors name columns and rows, never a value.
-            reason = (str(exc).strip().splitlines() or [""])[0][:160]
+            # Our errors name columns and rows, never a value; another library's message may quote
+            # one (pyarrow does), so only its class is kept, and quoted text is dropped from ours.
+            first = (str(exc).strip().splitlines() or [""])[0] if isinstance(exc, GbadzError) else ""
+            reason = without_values(first)[:160]
             log.warning("upload failed", run=run_id, error=type(exc).__name__, reason=reason)
             with self.sessions() as session:
                 run = session.get(IngestionRun, run_id)
@@ -447,6 +450,7 @@ def _parse(out: str, err: str, returncode: int) -> ChildResult:
     except ValueError:
         # The child's last line says why (an error class and message of ours, no data values).
         lines = [line for line in (err or "").strip().splitlines() if line.strip()]
-        return ChildResult({}, (lines[-1][:200] if lines else f"exit status {returncode}"))
+        # Quoted text dropped: a library's message on the child's last line may quote a value.
+        return ChildResult({}, (without_values(lines[-1])[:200] if lines else f"exit status {returncode}"))
     tasks = payload.get("tasks") or {}
     return ChildResult({str(k): str(v) for k, v in tasks.items()}, payload.get("error"))
