@@ -97,7 +97,9 @@ def render(entries: dict[str, Entry], names: set[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("lock", type=Path)
     parser.add_argument("--group", action="append", default=[], help="also keep this dependency group")
     parser.add_argument("--only", action="append", default=[], help="print only these packages")
@@ -111,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         names = runtime_names(entries, frozenset(args.group))
         if not names:
-            parser.error("no package of the project's own dependencies found: is this a uv lock with annotations?")
+            parser.error(
+                "no package of the project's own dependencies found: is this a uv lock with annotations?"
+            )
     sys.stdout.write(render(entries, names))
     return 0
 

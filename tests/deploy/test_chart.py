@@ -8,6 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
 from tests.deploy.conftest import (
     CHART,
     KUBERNETES_VERSIONS,
