@@ -110,3 +110,18 @@ def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         elif doc["kind"] == "CronJob":
             specs.append((doc["metadata"]["name"], spec["jobTemplate"]["spec"]["template"]["spec"]))
     return specs
+
+
+def host_violations(docs: list[dict[str, Any]]) -> list[str]:
+    """What in these manifests reaches the host: hostPort, host namespaces, hostPath, privileged."""
+    found = []
+    for name, spec in pod_specs(docs):
+        found += [f"{name}: {k}" for k in ("hostNetwork", "hostPID", "hostIPC") if spec.get(k)]
+        found += [f"{name}: hostPath {v['name']}" for v in spec.get("volumes", []) if "hostPath" in v]
+        for container in spec["containers"] + spec.get("initContainers", []):
+            if container.get("securityContext", {}).get("privileged"):
+                found.append(f"{name}/{container['name']}: privileged")
+            found += [
+                f"{name}/{container['name']}: hostPort" for p in container.get("ports", []) if "hostPort" in p
+            ]
+    return found
