@@ -139,3 +139,30 @@ def test_simple_auth_passwords_are_shared_not_generated(airflow_values: Values) 
     assert core["simple_auth_manager_passwords_file"].startswith(mount["mountPath"] + "/")
     (init,) = api["extraInitContainers"]
     assert "cp /secret/passwords.json /opt/airflow/auth/passwords.json" in init["command"][-1]
+
+
+def test_the_gbadz_chart_reaches_this_api_server_as_its_user(
+    airflow_values: Values, chart_values: Values
+) -> None:
+    settings = chart_values["settings"]
+    url = urlsplit(settings["GBADZ_AIRFLOW__URL"])
+    execution = urlsplit(env(airflow_values)["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+    assert url.hostname is not None
+    assert (execution.hostname, execution.port) == (url.hostname.split(".")[0], url.port)
+    assert url.hostname.split(".")[1] == "airflow"
+    users = dict(
+        u.split(":")[:2] for u in airflow_values["config"]["core"]["simple_auth_manager_users"].split(",")
+    )
+    assert settings["GBADZ_AIRFLOW__USERNAME"] in users
+    (peer,) = [
+        p for p in airflow_values["apiServer"]["networkPolicy"]["ingress"]["from"] if "namespaceSelector" in p
+    ]
+    egress = chart_values["networkPolicy"]["egress"]["airflow"]
+    assert 8080 == egress["ports"][0]["port"]
+    assert peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "gbadz"
+
+
+def test_the_init_container_uses_the_airflow_image(airflow_values: Values) -> None:
+    (init,) = airflow_values["apiServer"]["extraInitContainers"]
+    image = airflow_values["images"]["airflow"]
+    assert f"{image['repository']}:{image['tag']}" == init["image"]
