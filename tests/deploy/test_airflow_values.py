@@ -68,6 +68,8 @@ def test_gbadz_settings_from_the_secret_and_the_same_endpoints(
 
 def test_workers_open_the_same_keyring_as_the_api(airflow_values: Values, chart_values: Values) -> None:
     assert chart_values["uid"] == airflow_values["uid"]
+    # Given `securityContexts.pod`, the chart ignores `uid` (seen rendering chart 1.20.0-dev).
+    assert chart_values["uid"] == airflow_values["securityContexts"]["pod"]["runAsUser"]
     workers = airflow_values["workers"]
     (volume,) = workers["extraVolumes"]
     (mount,) = workers["extraVolumeMounts"]
