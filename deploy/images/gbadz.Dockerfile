@@ -40,11 +40,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GBADZ_API__HOST=0.0.0.0 \
     GBADZ_API__PORT=8000 \
     GBADZ_CRYPTO__KEYRING_PATH=/var/lib/gbadz-keys/keyring.bin
-# util-linux gives the compute-to-data sandbox `unshare` and `prlimit` (ADR 0022); without the
-# right to make namespaces (the default in a container) analyses answer 503, never unsandboxed.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends util-linux \
- && rm -rf /var/lib/apt/lists/* \
+# The compute-to-data sandbox needs `unshare` and `prlimit` (util-linux, an essential package of
+# the base image; the build fails if they are gone). Without the right to make namespaces (the
+# default in a container) analyses answer 503, never unsandboxed (ADR 0022).
+RUN command -v unshare && command -v prlimit \
  && groupadd --system --gid 10001 gbadz \
  && useradd --system --uid 10001 --gid gbadz --home-dir /var/lib/gbadz --shell /usr/sbin/nologin gbadz \
  && install -d -o gbadz -g gbadz -m 0700 /var/lib/gbadz /var/lib/gbadz-keys
