@@ -6,8 +6,6 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from tests.deploy.conftest import REPO
 
 Values = dict[str, Any]
@@ -57,13 +55,18 @@ def test_one_execution_api_url_for_every_component(airflow_values: Values) -> No
     assert "execution_api_server_url" not in airflow_values["config"].get("core", {})
 
 
-def test_gbadz_settings_from_the_secret_and_the_same_endpoints(
-    airflow_values: Values, chart_values: Values
-) -> None:
-    extra = yaml.safe_load(airflow_values["extraEnvFrom"])
-    assert [{"secretRef": {"name": chart_values["existingSecret"]}}] == extra
-    assert chart_values["settings"]["GBADZ_S3__ENDPOINT_URL"] == env(airflow_values)["GBADZ_S3__ENDPOINT_URL"]
-    assert "prod" == env(airflow_values)["GBADZ_ENV"]
+def test_gbadz_settings_only_for_the_workers(airflow_values: Values, chart_values: Values) -> None:
+    """Workers run the DAG's gbadz tasks; no other Airflow component sees gbadz's secrets."""
+    assert airflow_values.get("extraEnvFrom") is None
+    assert not [name for name in env(airflow_values) if name.startswith("GBADZ_")]
+    workers = {e["name"]: e for e in airflow_values["workers"]["env"]}
+    for key in ("GBADZ_DB__URL", "GBADZ_S3__ACCESS_KEY", "GBADZ_S3__SECRET_KEY", "GBADZ_CRYPTO__PASSPHRASE"):
+        assert {"name": chart_values["existingSecret"], "key": key} == workers[key]["valueFrom"][
+            "secretKeyRef"
+        ]
+        assert "value" not in workers[key]
+    assert chart_values["settings"]["GBADZ_S3__ENDPOINT_URL"] == workers["GBADZ_S3__ENDPOINT_URL"]["value"]
+    assert "prod" == workers["GBADZ_ENV"]["value"]
 
 
 def test_workers_open_the_same_keyring_as_the_api(airflow_values: Values, chart_values: Values) -> None:
@@ -75,10 +78,8 @@ def test_workers_open_the_same_keyring_as_the_api(airflow_values: Values, chart_
     (mount,) = workers["extraVolumeMounts"]
     assert chart_values["keyring"]["existingClaim"] == volume["persistentVolumeClaim"]["claimName"]
     assert chart_values["keyring"]["mountPath"] == mount["mountPath"]
-    assert (
-        f"{chart_values['keyring']['mountPath']}/keyring.bin"
-        == env(airflow_values)["GBADZ_CRYPTO__KEYRING_PATH"]
-    )
+    workers_env = {e["name"]: e.get("value") for e in workers["env"]}
+    assert f"{chart_values['keyring']['mountPath']}/keyring.bin" == workers_env["GBADZ_CRYPTO__KEYRING_PATH"]
 
 
 def test_external_databases_and_baked_dags(airflow_values: Values) -> None:

@@ -213,6 +213,13 @@ class TestAirflow:
         for name, service in components.items():
             assert "airflow-logs:/opt/airflow/logs" in service["volumes"], name
 
+    def test_only_the_worker_gets_gbadz_secrets(self, compose: dict[str, Any]) -> None:
+        for name, service in airflow_services(compose).items():
+            has = "GBADZ_CRYPTO__PASSPHRASE" in service["environment"]
+            assert has == (name == "airflow-worker"), name
+        worker = airflow_services(compose)["airflow-worker"]["environment"]
+        assert "CeleryExecutor" == worker["AIRFLOW__CORE__EXECUTOR"]
+
     def test_airflow_runs_as_the_keyring_owner(self, compose: dict[str, Any]) -> None:
         dockerfile = (DEPLOY / "images" / "gbadz.Dockerfile").read_text(encoding="utf-8")
         (uid,) = re.findall(r"^USER (\d+):\d+$", dockerfile, flags=re.MULTILINE)
@@ -223,8 +230,7 @@ class TestAirflow:
             for n, s in services(compose).items()
             if "gbadz-keys:/var/lib/gbadz-keys" in s.get("volumes", [])
         }
-        assert {"gbadz-init", "gbadz-api-1", "gbadz-api-2"} <= holders
-        assert "airflow-worker" in holders
+        assert {"gbadz-init", "gbadz-api-1", "gbadz-api-2", "airflow-worker"} == holders
 
 
 class TestGbadzApi:
