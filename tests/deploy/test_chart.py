@@ -245,3 +245,11 @@ def test_the_settings_are_accepted_by_gbadz(by_kind: ByKind, monkeypatch: pytest
     settings = Settings()
     assert "prod" == settings.env
     assert ["10.0.0.0/8"] == settings.api.trusted_proxies
+
+
+def test_optional_parts_can_be_turned_off() -> None:
+    """Without the policies (a CNI that enforces none) or the hook (migrations run by hand)."""
+    docs = render_chart("--set", "networkPolicy.enabled=false", "--set", "migration.enabled=false")
+    assert {"PodDisruptionBudget", "ConfigMap", "Service", "Deployment"} == {d["kind"] for d in docs}
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[0], strict=True)
