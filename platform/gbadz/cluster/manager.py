@@ -33,7 +33,7 @@ import httpx
 from gbadz.cluster import env as cenv
 from gbadz.cluster import procs
 from gbadz.cluster.state import AIRFLOW_USER, ClusterHome, ClusterSecrets, ClusterState, ProcState
-from gbadz.config import S3Settings
+from gbadz.config import S3Settings, Settings
 from gbadz.embedded import (
     free_loopback_ports,
     restrict_tree,
@@ -50,12 +50,13 @@ log = get_logger("gbadz.cluster")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 UP_TIMEOUT_S = 300.0
-STOP_GRACE_S = 15.0
+STOP_GRACE_S = 10.0
 #: Two racks of two volume servers: with replication 010 and one server per rack, writes hang
 #: while a rack is down (architecture.md); two per rack keep a writable pair in each.
 VOLUMES = {"volume-r1a": "rack1", "volume-r1b": "rack1", "volume-r2a": "rack2", "volume-r2b": "rack2"}
 REPLICATION = "010"
 VOLUME_SIZE_LIMIT_MB = 1024
+VOLUME_SLOTS = 100
 WEED_PARTS = ("master", *VOLUMES, "filer", "s3")
 AIRFLOW_PARTS = ("airflow-api", "scheduler", "dag-processor")
 REPLICAS = ("a", "b")
@@ -267,6 +268,10 @@ class Cluster:
                 f"-master={master}",
                 "-dataCenter=dc1",
                 f"-rack={VOLUMES[part]}",
+                # Every bucket is a collection that grows six replicated volumes at once: the
+                # default of 8 volume slots per server fills with two buckets (volumes are
+                # created lazily and hold no space until written).
+                f"-max={VOLUME_SLOTS}",
             ]
         if part == "filer":
             return [
@@ -536,6 +541,28 @@ class Cluster:
             url = f"{cenv.replica_url(state, replica)}/readyz"
             self._wait(state, part, lambda url=url: httpx.get(url, timeout=3).status_code == 200, deadline)  # type: ignore[misc]
 
+    # -- settings --------------------------------------------------------------------------
+    def settings(self) -> Settings:
+        """The gbadz settings of the cluster's replicas (for an operator's in-process tools)."""
+        from pydantic import SecretStr
+
+        from gbadz.config import CryptoSettings, DatabaseSettings, OAuthSettings
+
+        state, secret = self.home.load(), self.home.secrets()
+        return Settings(
+            env=state.env,
+            home=self.home.gbadz_home,
+            db=DatabaseSettings(url=cenv.database_url(state.postgres_url, state.gbadz_database)),
+            s3=self.s3_settings(state, secret),
+            crypto=CryptoSettings(
+                keyring_path=self.home.keyring_path, passphrase=SecretStr(secret.keyring_passphrase)
+            ),
+            oauth=OAuthSettings(issuer=cenv.replica_url(state, "a")),
+        )
+
+    def secrets(self) -> ClusterSecrets:
+        return self.home.secrets()
+
     # -- down ------------------------------------------------------------------------------
     def down(self, *, purge: bool = False) -> list[str]:
         """Stop every process this cluster started (by PID, SIGTERM then SIGKILL); keep the data
@@ -546,16 +573,20 @@ class Cluster:
             return []
         state = self.home.load()
         stopped = []
-        for part in reversed(self.parts(state) + [p for p in state.procs if p not in self.parts(state)]):
-            proc = state.procs.get(part)
-            if proc is None:
-                continue
-            if procs.stop(proc.pid, proc.start_ticks, STOP_GRACE_S):
-                stopped.append(part)
-            proc.pid = 0
+        # The apps first (replicas, Airflow), all at once, then SeaweedFS, all at once.
+        weed = [p for p in state.procs if p in WEED_PARTS]
+        for tier, grace in (
+            ([p for p in state.procs if p not in WEED_PARTS], STOP_GRACE_S),
+            (weed, STOP_GRACE_S),
+        ):
+            targets = {state.procs[p].pid: p for p in tier}
+            for pid in procs.stop([(state.procs[p].pid, state.procs[p].start_ticks) for p in tier], grace):
+                stopped.append(targets[pid])
+            for part in tier:
+                state.procs[part].pid = 0
         # Anything left with the cluster's marker (a child that left its group) goes too.
-        for pid in procs.marked(state.cluster_id):
-            procs.stop(pid, procs.start_ticks(pid), 5.0)
+        leftovers = procs.marked(state.cluster_id)
+        procs.stop([(pid, procs.start_ticks(pid)) for pid in leftovers], 5.0)
         self._remove_sockets(state)
         self.home.save(state)
         if purge:

@@ -103,25 +103,29 @@ def marked(cluster_id: str) -> list[int]:
     ]
 
 
-def stop(pid: int, ticks: int, grace_s: float) -> bool:
-    """Stop process ``pid`` (started at ``ticks``) and the members of its group: SIGTERM, then
-    SIGKILL after ``grace_s`` (Airflow's api-server sometimes ignores SIGTERM). Return whether
-    anything of ours was running. Nothing outside our process and its group is signalled."""
+def stop(targets: list[tuple[int, int]], grace_s: float) -> list[int]:
+    """Stop each process ``(pid, start ticks)`` and the members of its group, all at once:
+    SIGTERM, then SIGKILL after ``grace_s`` (Airflow's api-server sometimes ignores SIGTERM).
+    Return the PIDs of ``targets`` that were running. Nothing outside our processes and their
+    groups is signalled."""
 
     def ours() -> list[int]:
-        found = group_members(pid, ticks)
-        if is_ours(pid, ticks) and pid not in found:
-            found.append(pid)
+        found: list[int] = []
+        for pid, ticks in targets:
+            found += group_members(pid, ticks)
+            if is_ours(pid, ticks):
+                found.append(pid)
         return found
 
+    running = [pid for pid, ticks in targets if is_ours(pid, ticks) or group_members(pid, ticks)]
     members = ours()
     if not members:
-        return False
+        return running
     _signal(members, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if not ours():
-            return True
+            return running
         time.sleep(0.2)
     for _ in range(50):
         members = ours()
@@ -129,7 +133,7 @@ def stop(pid: int, ticks: int, grace_s: float) -> bool:
             break
         _signal(members, signal.SIGKILL)
         time.sleep(0.1)
-    return True
+    return running
 
 
 def _signal(pids: list[int], sig: signal.Signals) -> None:
