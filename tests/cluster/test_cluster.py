@@ -292,8 +292,15 @@ class TestIngestOnCelery:
             assert up.state.celery_queue == states[task]["queue"]
             assert states[task]["hostname"]
         # Task logs are in the cluster's S3 (remote logging), not only on the worker's disk.
+        # The worker uploads a task's log once the task has ended, which may be after the run.
         s3 = storage.make_client(up.cluster.s3_settings(up.state, up.cluster.secrets()))
-        logged = [o.object_name for o in s3.list_objects(cenv.LOGS_BUCKET, prefix="tasks/", recursive=True)]
+        deadline = time.monotonic() + 60
+        logged: list[str] = []
+        while time.monotonic() < deadline and not any("task_id=publish" in key for key in logged):
+            time.sleep(0.5)
+            logged = [
+                str(o.object_name) for o in s3.list_objects(cenv.LOGS_BUCKET, prefix="tasks/", recursive=True)
+            ]
         assert any("task_id=publish" in key for key in logged), logged[:5]
 
         b = httpx.Client(base_url=up.url("b"), timeout=60)
