@@ -236,9 +236,10 @@ def _grant_and_deliver(api: httpx.Client, consumer: Party, dataset: str) -> dict
     return body
 
 
-def _cluster_pids(up: Up) -> list[int]:
+def _cluster_pids(state: Any) -> list[int]:
+    """Every live process of the cluster whose processes ``state`` recorded."""
     pids: list[int] = []
-    for proc in up.state.procs.values():
+    for proc in state.procs.values():
         pids += procs.group_members(proc.pid, proc.start_ticks)
     return pids
 
@@ -265,7 +266,7 @@ class TestClusterUp:
 
     def test_every_process_listens_on_loopback_only(self, up: Up) -> None:
         """Every listening socket of every cluster process is on 127.0.0.1, and every recorded port listens."""
-        bound = procs.listening(_cluster_pids(up))
+        bound = procs.listening(_cluster_pids(up.state))
         assert bound
         assert {"127.0.0.1"} == {address for address, _, _ in bound}
         assert set(up.state.ports.values()) <= {port for _, port, _ in bound}
@@ -349,7 +350,8 @@ class TestClusterDown:
         state = up.state
         stopped = run_cli(up.home, "cluster", "down", "--name", up.name, "--json", timeout=300)
         assert 0 == stopped.returncode, stopped.stderr
-        assert not _cluster_pids(up)
+        assert not _cluster_pids(state)
+        assert all(0 == proc.pid for proc in up.state.procs.values())
         assert not procs.marked(state.cluster_id)
         listening = {
             int(line.split()[1].split(":")[1], 16)

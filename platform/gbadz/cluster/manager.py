@@ -579,8 +579,8 @@ class Cluster:
             ([p for p in state.procs if p not in WEED_PARTS], STOP_GRACE_S),
             (weed, STOP_GRACE_S),
         ):
-            targets = {state.procs[p].pid: p for p in tier}
-            for pid in procs.stop([(state.procs[p].pid, state.procs[p].start_ticks) for p in tier], grace):
+            targets = {state.procs[p].pid: p for p in tier if state.procs[p].pid > 0}
+            for pid in procs.stop([(pid, state.procs[p].start_ticks) for pid, p in targets.items()], grace):
                 stopped.append(targets[pid])
             for part in tier:
                 state.procs[part].pid = 0

@@ -80,6 +80,8 @@ def group_members(pgid: int, ticks: int) -> list[int]:
     gives no new process a PID that is still some group's id. (Airflow and Celery rewrite their
     process titles, which can clobber /proc/<pid>/environ: the marker alone cannot be read back.)
     """
+    if pgid <= 0:
+        return []  # not a process of ours (0 is the kernel's group)
     leader = _stat_fields(pgid)
     if leader is not None and leader[0] not in {"Z", "X"} and int(leader[19]) != ticks:
         return []  # the id now belongs to someone else's group
