@@ -68,3 +68,8 @@ class TestProcesses:
         assert [pid] == procs.stop([(pid, ticks)], 5.0)
         assert not any(procs.is_ours(m, procs.start_ticks(m)) for m in members)
         assert [] == procs.marked("t-1")
+
+    def test_a_stopped_part_has_no_group(self) -> None:
+        """A part recorded as stopped (PID 0) names no process: nothing of the kernel's group 0 is touched."""
+        assert [] == procs.group_members(0, 1)
+        assert [] == procs.stop([(0, 0)], 1.0)
