@@ -245,7 +245,9 @@ def _cluster_pids(state: Any) -> list[int]:
 
 
 # -- tests -------------------------------------------------------------------------------------
-class TestClusterUp:
+class TestCluster:
+    """In file order on one worker (one class: pytest-xdist's loadscope keeps it together)."""
+
     def test_up_is_healthy_idempotent_and_prints_no_secret(self, up: Up) -> None:
         """Every part is healthy; a second `up` says it is already up; no secret is ever printed."""
         assert up.status["up"], [p for p in up.status["parts"] if not p["healthy"]]
@@ -276,8 +278,6 @@ class TestClusterUp:
         for replica in ("a", "b"):
             assert 200 == httpx.get(f"{up.url(replica)}/readyz", timeout=10).status_code
 
-
-class TestIngestOnCelery:
     def test_upload_runs_on_the_celery_worker_and_is_delivered_through_the_other_replica(
         self, up: Up, world: World
     ) -> None:
@@ -343,8 +343,6 @@ class TestIngestOnCelery:
         assert not volume["alive"]
         assert not status["up"]
 
-
-class TestClusterDown:
     def test_down_leaves_no_process_and_no_port_and_no_secret_in_logs(self, up: Up) -> None:
         """`down` stops every process the cluster started and frees every port; its logs hold no secret."""
         state = up.state

@@ -169,8 +169,13 @@ class Cluster:
         self._up_seaweed(state, secret, deadline, started, progress)
         progress("databases")
         self._databases(state)
-        self._up_airflow(state, secret, deadline, started, progress)
-        self._up_replicas(state, secret, deadline, started, progress)
+        # Airflow's parts and the replicas import for seconds each: all start at once, then all
+        # are waited for (Airflow's api-server is needed only once a task runs).
+        self._start_airflow(state, secret, deadline, started, progress)
+        self._start_replicas(state, secret, started, progress)
+        progress("health")
+        self._wait_replicas(state, deadline)
+        self._wait_airflow(state, secret, deadline)
         return state, started
 
     def _start(
@@ -393,7 +398,7 @@ class Cluster:
     def _airflow() -> str:
         return str(Path(sys.executable).parent / "airflow")
 
-    def _up_airflow(
+    def _start_airflow(
         self,
         state: ClusterState,
         secret: ClusterSecrets,
@@ -437,7 +442,6 @@ class Cluster:
             ]
             self._start(state, "airflow-api", argv, env, cwd)
             started.append("airflow-api")
-        self._wait(state, "airflow-api", lambda: self._airflow_health(state) is not None, deadline)
         commands = {
             "scheduler": ["scheduler", "--skip-serve-logs"],
             "dag-processor": ["dag-processor"],
@@ -459,7 +463,9 @@ class Cluster:
                 progress(f"Airflow {part}")
                 self._start(state, part, [self._airflow(), *args], env, cwd)
                 started.append(part)
-        progress("Airflow health")
+
+    def _wait_airflow(self, state: ClusterState, secret: ClusterSecrets, deadline: float) -> None:
+        self._wait(state, "airflow-api", lambda: self._airflow_health(state) is not None, deadline)
         for part in ("scheduler", "dag-processor"):
             self._wait(state, part, lambda part=part: self._airflow_part_healthy(state, part), deadline)  # type: ignore[misc]
         for i in range(1, state.workers + 1):
@@ -510,11 +516,10 @@ class Cluster:
         return resp.status_code == 200 and not resp.json().get("is_paused", True)
 
     # -- API replicas ----------------------------------------------------------------------
-    def _up_replicas(
+    def _start_replicas(
         self,
         state: ClusterState,
         secret: ClusterSecrets,
-        deadline: float,
         started: list[str],
         progress: Callable[[str], None],
     ) -> None:
@@ -536,6 +541,8 @@ class Cluster:
             ]
             self._start(state, part, argv, env, self.home.gbadz_home)
             started.append(part)
+
+    def _wait_replicas(self, state: ClusterState, deadline: float) -> None:
         for replica in REPLICAS:
             part = f"api-{replica}"
             url = f"{cenv.replica_url(state, replica)}/readyz"
