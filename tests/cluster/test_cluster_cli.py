@@ -6,10 +6,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gbadz.cluster import procs
 from tests.conftest import run_cli
 
 
+@pytest.mark.e2e  # each test starts the CLI in a subprocess
 class TestClusterRefusals:
     def test_a_bad_name_is_refused_in_one_line(self, tmp_path: Path) -> None:
         """A name that cannot be part of a database name is refused before anything starts."""
