@@ -1043,7 +1043,9 @@ def _cluster_urls(payload: dict[str, Any]) -> list[str]:
 @cluster_app.command("up")
 def cluster_up(
     name: ClusterName = "local",
-    workers: Annotated[int, typer.Option(min=1, max=8, help="Celery workers.")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=8, help="Celery workers (default 1, then as recorded).")
+    ] = None,
     timeout: Annotated[float, typer.Option(min=10, max=3600, help="Seconds to wait for health.")] = 300,
     postgres: Annotated[
         str, typer.Option(help="PostgreSQL to create the cluster's two databases in (trust auth).")

@@ -139,7 +139,7 @@ class Cluster:
     def up(
         self,
         *,
-        workers: int = 1,
+        workers: int | None = None,
         timeout_s: float = UP_TIMEOUT_S,
         postgres_url: str = DEFAULT_POSTGRES,
         redis_url: str = DEFAULT_REDIS,
@@ -156,9 +156,10 @@ class Cluster:
         secret = self.home.secrets()
         if self.home.exists():
             state = self.home.load()
-            state.workers = max(workers, 1) if workers != state.workers else state.workers
+            # More workers join a running cluster; fewer take effect at the next start.
+            state.workers = workers or state.workers
         else:
-            state = self._new_state(postgres_url, redis_url, workers, env)
+            state = self._new_state(postgres_url, redis_url, workers or 1, env)
         if not state.ports:
             state.ports = free_loopback_ports(len(PORT_NAMES), None, PORT_NAMES)
         self.home.save(state)
