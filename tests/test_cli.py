@@ -9,7 +9,7 @@ import pytest
 
 from gbadz import storage
 from gbadz.config import S3Settings
-from gbadz.embedded import _pid_alive
+from gbadz.embedded import pid_alive
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,7 @@ class TestServices:
         second = json.loads(run_cli(home, "services", "up", "--json").stdout)
         assert (True, False) == (up1["started"], second["started"])
         assert up1["s3"]["pid"] == second["s3"]["pid"]
-        assert _pid_alive(up1["s3"]["pid"])
+        assert pid_alive(up1["s3"]["pid"])
 
         status = _status(home)
         s3 = status["s3"]
@@ -56,7 +56,7 @@ class TestServices:
         down = run_cli(home, "services", "down")
         assert 0 == down.returncode, down.stderr
         pid = up1["s3"]["pid"]
-        assert not _pid_alive(pid), "the S3 server is still running after `services down`"
+        assert not pid_alive(pid), "the S3 server is still running after `services down`"
         ports = {str(p) for p in json.loads((home / "services.json").read_text())["s3"]["ports"].values()}
         leftovers = [s for s in Path("/tmp").glob("seaweedfs-*.sock") if s.stem.rsplit("-", 1)[-1] in ports]
         assert [] == leftovers, "unix sockets left behind in /tmp"

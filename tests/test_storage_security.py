@@ -40,8 +40,8 @@ from gbadz.embedded import (
     SECURITY_VERSION,
     EmbeddedServices,
     S3State,
-    _pid_alive,
     grpc_certificates,
+    pid_alive,
 )
 from tests.conftest import TEST_BUCKETS, TEST_LANDING_RETENTION_DAYS
 
@@ -479,7 +479,7 @@ class TestUpgrade:
             assert again.s3 is not None
             assert started
             assert old_pid != again.s3.pid
-            assert not _pid_alive(old_pid)
+            assert not pid_alive(old_pid)
             assert (state.s3.endpoint, SECURITY_VERSION) == (again.s3.endpoint, again.s3.security_version)
             argv = Path(f"/proc/{again.s3.pid}/cmdline").read_bytes().split(b"\0")
             assert b"-disableHttp" in argv

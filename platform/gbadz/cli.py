@@ -65,6 +65,12 @@ audit_app = typer.Typer(
     help="The tamper-evident transfer log: export and offline verification.", no_args_is_help=True
 )
 app.add_typer(audit_app, name="audit")
+cluster_app = typer.Typer(
+    help="A production-shaped zone on this machine, on loopback: SeaweedFS cluster, PostgreSQL, "
+    "Airflow with Celery workers, two API replicas (state under $GBADZ_HOME/cluster/<name>/).",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
 
 out = Console()
 err = Console(stderr=True)
@@ -1011,6 +1017,106 @@ def demo(as_json: JsonFlag = False) -> None:
             report = demo_module.run(_settings(), console=None if as_json else out)
     if as_json:
         _print_json(report)
+
+
+ClusterName = Annotated[
+    str, typer.Option("--name", help="The cluster's name (a-z, 0-9; in its databases' names).")
+]
+
+
+def _cluster(name: str) -> Any:
+    from gbadz.cluster.manager import Cluster
+
+    return Cluster(_settings().home, name)
+
+
+def _cluster_urls(payload: dict[str, Any]) -> list[str]:
+    urls, login = payload["urls"], payload["airflow_login"]
+    return [
+        f"API replica A  {urls['api_a']}  (console {urls['api_a']}/console/)",
+        f"API replica B  {urls['api_b']}",
+        f"Airflow UI     {urls['airflow']}  (user {login['username']}, password in {login['password_file']})",
+        f"S3 endpoint    {urls['s3']}  (keys in {payload['folder']}/secrets/secrets.json)",
+    ]
+
+
+@cluster_app.command("up")
+def cluster_up(
+    name: ClusterName = "local",
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=8, help="Celery workers (default 1, then as recorded).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=10, max=3600, help="Seconds to wait for health.")] = 300,
+    postgres: Annotated[
+        str, typer.Option(help="PostgreSQL to create the cluster's two databases in (trust auth).")
+    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
+    redis: Annotated[
+        str, typer.Option(help="Redis broker (shared: the cluster keeps a key prefix of its own).")
+    ] = ("redis://127.0.0.1:6379/0"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Start every part of the cluster that is not running and wait until all are healthy
+    (idempotent: a cluster already up is left as it is)."""
+    cluster = _cluster(name)
+    began = time.perf_counter()
+    with _progress(f"cluster {name}", total=None) as update:
+        _, started = cluster.up(
+            workers=workers,
+            timeout_s=timeout,
+            postgres_url=postgres,
+            redis_url=redis,
+            progress=lambda what: update(description=f"cluster {name}: {what}"),
+        )
+    elapsed = time.perf_counter() - began
+    payload = cluster.status()
+    if as_json:
+        _print_json(payload | {"started": started, "seconds": round(elapsed, 1)})
+        return
+    if started:
+        out.print(f"cluster {name} up: started {len(started)} process(es) in {elapsed:.1f}s", highlight=False)
+    else:
+        out.print(f"cluster {name} is already up", highlight=False)
+    for line in _cluster_urls(payload):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+@cluster_app.command("down")
+def cluster_down(
+    name: ClusterName = "local",
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete its data, databases and Redis keys.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Stop the processes `cluster up` started (by PID: SIGTERM, then SIGKILL); the data is kept."""
+    stopped = _cluster(name).down(purge=purge)
+    if as_json:
+        _print_json({"stopped": stopped, "purged": purge})
+        return
+    verb = "stopped " + ", ".join(stopped) if stopped else "nothing was running"
+    out.print(f"cluster {name}: {verb}" + ("; data purged" if purge else "; data kept"), soft_wrap=True)
+
+
+@cluster_app.command("status")
+def cluster_status(name: ClusterName = "local", as_json: JsonFlag = False) -> None:
+    """Show each process of the cluster: alive, ports, health, memory; and where its login is."""
+    payload = _cluster(name).status()
+    if as_json:
+        _print_json(payload)
+        if not payload["up"]:
+            raise typer.Exit(1)
+        return
+    table = _table("part", "pid", "state", "ports", "RSS MiB", whole=("part", "pid", "state"))
+    for part in payload["parts"]:
+        state = "healthy" if part["healthy"] else ("unhealthy" if part["alive"] else "stopped")
+        ports = " ".join(str(p) for p in part["ports"].values()) or "-"
+        table.add_row(part["name"], str(part["pid"] or "-"), state, ports, f"{part['rss_bytes'] / 2**20:.0f}")
+    out.print(table)
+    out.print(f"total RSS {payload['rss_bytes'] / 2**20:.0f} MiB", highlight=False)
+    for line in _cluster_urls(payload):
+        out.print(line, highlight=False, soft_wrap=True)
+    if not payload["up"]:
+        raise typer.Exit(1)
 
 
 def _config_error(exc: ValidationError) -> str:

@@ -186,7 +186,8 @@ def _free_ports(count: int, preferred: dict[str, int] | None = None) -> dict[str
     return free_loopback_ports(count, preferred, PORT_NAMES)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (an exited child of ours is reaped; zombies count as dead)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our own exited child
     try:
@@ -199,7 +200,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _is_our_weed(pid: int, data_dir: str) -> bool:
     """True only if ``pid`` is a live `weed` whose command line names our data directory."""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -357,6 +358,24 @@ def write_security_config(config_dir: Path) -> Path:
     return path
 
 
+def write_s3_identities(path: Path, access_key: str, secret_key: str) -> Path:
+    """Write the S3 gateway's identities file (0600): one identity, ours, with every action."""
+    identity = {
+        "name": "gbadz",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }
+    write_private(path, json.dumps({"identities": [identity]}).encode())
+    return path
+
+
+def weed_environment(home: Path, **extra: str) -> dict[str, str]:
+    """The whole environment a `weed` process gets (ADR 0017): nothing inherited, since a
+    ``WEED_*`` variable would override security.toml, and a HOME of its own so no
+    ``~/.seaweedfs/*.toml`` is merged in. ``extra`` adds markers of the caller's own."""
+    return {"PATH": CHILD_PATH, "HOME": str(home), "LANG": "C.UTF-8"} | extra
+
+
 class EmbeddedServices:
     """The embedded S3 server and SQLite database of one gbadz home directory."""
 
@@ -484,21 +503,7 @@ class EmbeddedServices:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Files an earlier version left group- or world-readable (data, logs) are not any more.
         restrict_tree(s3_dir)
-        identities = s3_dir / "identities.json"
-        write_private(
-            identities,
-            json.dumps(
-                {
-                    "identities": [
-                        {
-                            "name": "gbadz",
-                            "credentials": [{"accessKey": access, "secretKey": secret}],
-                            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                        }
-                    ]
-                }
-            ).encode(),
-        )
+        identities = write_s3_identities(s3_dir / "identities.json", access, secret)
         config_dir = s3_dir / "config"
         write_security_config(config_dir)
         ports = _free_ports(len(PORT_NAMES), preferred_ports)
@@ -544,7 +549,7 @@ class EmbeddedServices:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=s3_dir,
-                env={"PATH": CHILD_PATH, "HOME": str(s3_dir), "LANG": "C.UTF-8"},
+                env=weed_environment(s3_dir),
                 umask=CHILD_UMASK,
             )
         state = S3State(
@@ -570,7 +575,7 @@ class EmbeddedServices:
         deadline = time.monotonic() + READY_TIMEOUT_S
         last = ""
         while time.monotonic() < deadline:
-            if not _pid_alive(state.pid):
+            if not pid_alive(state.pid):
                 tail = Path(state.log_file).read_text(errors="replace").splitlines()[-5:]
                 raise ServicesError("SeaweedFS exited while starting: " + " | ".join(tail))
             try:
@@ -625,12 +630,12 @@ class EmbeddedServices:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 EmbeddedServices._remove_sockets(state)
                 return
             time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
-        while _pid_alive(pid):
+        while pid_alive(pid):
             time.sleep(0.05)
         EmbeddedServices._remove_sockets(state)
 
