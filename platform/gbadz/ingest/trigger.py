@@ -117,21 +117,13 @@ def claim(
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 continue
-            audit.record(
-                session,
-                actor=ACTOR,
-                action="ingestion.started",
-                subject_type="dataset",
-                subject_id=dataset_id,
-                details={"run": int(run_id), "worker": "airflow", "airflow_run_id": airflow_id},
-            )
             return Claimed(int(run_id), str(dataset_id), airflow_id, int(attempts or 0) + 1)
         return None
 
 
 def _triggered(sessions: sessionmaker[Session], claimed: Claimed, created: bool, state: str | None) -> None:
     with db.session_scope(sessions) as session:
-        session.execute(
+        done = session.execute(
             sa.update(IngestionRun)
             .where(
                 IngestionRun.id == claimed.run_id,
@@ -146,6 +138,20 @@ def _triggered(sessions: sessionmaker[Session], claimed: Claimed, created: bool,
             )
             .execution_options(synchronize_session=False)
         )
+        if done.rowcount:  # type: ignore[attr-defined]
+            audit.record(
+                session,
+                actor=ACTOR,
+                action="ingestion.started",
+                subject_type="dataset",
+                subject_id=claimed.dataset_id,
+                details={
+                    "run": claimed.run_id,
+                    "worker": "airflow",
+                    "airflow_run_id": claimed.airflow_run_id,
+                    "created": created,
+                },
+            )
 
 
 def _trigger_failed(
