@@ -208,8 +208,8 @@ class TestSync:
     def test_a_run_airflow_never_received_is_queued_again(
         self, app: FastAPI, http: TestClient, party: Callable[..., Party], key_prefix: str
     ) -> None:
-        """A replica that stopped between the claim and the call: Airflow has no such run, so the
-        upload goes back to the queue under the same Airflow run id."""
+        """A replica that stopped between the claim and the call: Airflow still has no such run well
+        after the claim, so the upload goes back to the queue under the same Airflow run id."""
         provider = party("provider", "MO")
         dataset = register(http, app, provider, key_prefix)
         queued = upload(http, provider, dataset, csv_bytes(20))
@@ -218,7 +218,10 @@ class TestSync:
             session.get(IngestionRun, queued["id"]).next_trigger_at = None
         claimed = trigger.claim(sessions, 3600)
         assert claimed is not None
-        trigger._apply(sessions, claimed.run_id, claimed.airflow_run_id, None)
+        # Within the grace, the trigger may still be on its way: nothing changes.
+        trigger._apply(sessions, claimed.run_id, claimed.airflow_run_id, None, grace_s=60)
+        assert "running" == run_of(http, provider, dataset, queued["id"])["status"]
+        trigger._apply(sessions, claimed.run_id, claimed.airflow_run_id, None, grace_s=0)
         row = run_of(http, provider, dataset, queued["id"])
         assert ("queued", claimed.airflow_run_id) == (row["status"], row["airflow_run_id"])
 

@@ -264,19 +264,23 @@ def _watched(session: Session) -> list[tuple[int, str]]:
     return [(int(r), str(a)) for r, a in rows]
 
 
-def _apply(sessions: sessionmaker[Session], run_id: int, airflow_id: str, seen: RunState | None) -> None:
+def _apply(
+    sessions: sessionmaker[Session], run_id: int, airflow_id: str, seen: RunState | None, grace_s: float = 0.0
+) -> None:
     with db.session_scope(sessions) as session:
         run = session.get(IngestionRun, run_id, with_for_update=True)
         if run is None or run.airflow_run_id != airflow_id or run.claimed_by != claim_of(airflow_id):
             return
         if seen is None:
-            if run.status == "running":
-                # Airflow has no such run: the trigger was never sent (the replica stopped between
-                # the claim and the call). Queue it again: the same id is triggered next.
+            claimed_at = run.started_at or datetime.now(UTC)
+            if run.status == "running" and claimed_at < datetime.now(UTC) - timedelta(seconds=grace_s):
+                # Airflow has no such run, well after the claim (not a trigger still on its way):
+                # the trigger was never sent (the replica stopped between the claim and the call).
+                # Queue it again: the same id is triggered next.
                 run.status, run.started_at = "queued", None
                 run.summary = "queued: Airflow has no run for it yet; triggering again"
                 run.next_trigger_at = None
-            else:
+            elif run.status != "running":
                 run.airflow_state = "missing"
             return
         run.airflow_state = seen.state[:32]
@@ -315,8 +319,10 @@ def sync(sessions: sessionmaker[Session], client: AirflowClient) -> int:
     """Read the state of every watched Airflow run into its ingestion run; how many were read."""
     with sessions() as session:
         watched = _watched(session)
+    # A run Airflow does not know yet may be a trigger still in flight on another thread or replica.
+    grace = max(60.0, 3 * client.settings.timeout_s)
     for run_id, airflow_id in watched:
-        _apply(sessions, run_id, airflow_id, client.run_state(airflow_id))
+        _apply(sessions, run_id, airflow_id, client.run_state(airflow_id), grace)
     return len(watched)
 
 
