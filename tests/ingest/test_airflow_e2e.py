@@ -308,3 +308,34 @@ class TestAirflowUnreachable:
         assert done["trigger_attempts"] >= 2
         assert 1 == len(runs_named(airflow, queued["id"]))
         assert [1] == versions(app, dataset)
+
+
+class TestLatency:
+    def test_the_embedded_dag_mode_on_the_same_sample(
+        self,
+        base_settings: Settings,
+        app: FastAPI,
+        http: TestClient,
+        party: Callable[..., Party],
+        key_prefix: str,
+        airflow: airflow_server.AirflowServer,
+    ) -> None:
+        """For comparison: the same 300-row sample through the embedded worker's dag mode (a child
+        process running dag.test()), from upload to published, on the same machine at the same time."""
+        from gbadz.ingest import worker
+        from gbadz.ingest.runner import default_dags_folder
+
+        provider = party("provider", "MO")
+        dataset = register(http, app, provider, key_prefix)
+        embedded = base_settings.model_copy(
+            update={"ingest": IngestSettings(worker=False, worker_mode="dag")}
+        )
+        local = create_app(embedded)
+        with TestClient(local) as client:
+            started = time.monotonic()
+            queued = upload(client, provider, dataset, csv_bytes(300, seed=1))
+            assert 1 == worker.IngestWorker(embedded, local.state.sessionmaker, default_dags_folder()).drain()
+            latency = time.monotonic() - started
+            done = run_of(client, provider, dataset, queued["id"])
+        assert ("accepted", None) == (done["status"], done["airflow_run_id"])
+        print(f"upload -> published through the embedded dag mode: {latency:.1f} s")  # noqa: T201 - the measurement
