@@ -314,8 +314,8 @@ class IngestSettings(BaseModel):
         default=False,
         description="run the embedded ingest worker in the API process: it claims queued uploads "
         "and runs each through the ingest DAG in a child process. `gbadz serve` turns it on unless "
-        "this is set; off for a library caller of create_app (and a deployment with an Airflow "
-        "scheduler, where `gbadz ingest-queued` or the scheduler runs uploads)",
+        "this is set; off for a library caller of create_app. With worker_mode airflow the loop "
+        "triggers queued uploads in Airflow and reads their runs back instead (ADR 0026)",
     )
     worker_mode: Literal["dag", "inline", "airflow"] = Field(
         default="dag",

@@ -221,10 +221,3 @@ class AirflowClient:
             if isinstance(ti, dict)
         }
         return RunState(run_id, state, tasks)
-
-    def healthy(self, *, timeout: float | None = None) -> bool:
-        """The api-server answers its (unauthenticated) health endpoint."""
-        try:
-            return self._send("GET", "/api/v2/monitor/health", timeout=timeout, token=None).status_code == 200
-        except AirflowUnavailable:
-            return False
