@@ -243,6 +243,9 @@ def trigger_now(
         )
     except AirflowUnavailable:
         return False
+    except Exception as exc:  # noqa: BLE001 - the upload is landed and queued: accepted whatever happens here
+        log.warning("airflow trigger failed; the loop retries", run=run_id, error=type(exc).__name__)
+        return False
 
 
 def _watched(session: Session) -> list[tuple[int, str]]:
