@@ -40,12 +40,12 @@ DEFAULT_ARGS = {"retries": 2, "retry_delay": timedelta(seconds=10), "retry_expon
 )
 def gbadz_ingest() -> None:
     @task
-    def land(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def land(params: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
         from gbadz.ingest import tasks
 
         assert params is not None
         if params.get("upload") is not None:
-            return tasks.land_upload(int(params["upload"]))
+            return tasks.land_upload(int(params["upload"]), dag_run_id=run_id)
         if not params.get("contract") or not params.get("source"):
             raise ValueError("give either upload, or both contract and source")
         return tasks.land(params["contract"], params["source"])

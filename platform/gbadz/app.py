@@ -323,6 +323,21 @@ def transfer_rules(settings: Settings) -> RuleSet:
         ) from None
 
 
+def _airflow_client(settings: Settings) -> Any:
+    """Uploads trigger Airflow (ADR 0026) when the worker mode says so; None otherwise."""
+    if settings.ingest.worker_mode != "airflow":
+        return None
+    if not settings.airflow.configured:
+        raise ConfigurationError(
+            "GBADZ_INGEST__WORKER_MODE=airflow needs GBADZ_AIRFLOW__URL, GBADZ_AIRFLOW__USERNAME and "
+            "GBADZ_AIRFLOW__PASSWORD",
+            field="GBADZ_AIRFLOW__URL",
+        )
+    from gbadz.ingest.airflow import AirflowClient
+
+    return AirflowClient(settings.airflow)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for fully resolved settings (see :func:`gbadz.embedded.resolve_settings`)."""
     gbadz_log.ensure_configured(settings.log_level, settings.log_json)
@@ -376,12 +391,16 @@ def create_app(settings: Settings) -> FastAPI:
             from gbadz.ingest.runner import default_dags_folder
             from gbadz.ingest.worker import IngestWorker
 
-            context = None
+            context = trigger = None
             if settings.ingest.worker_mode == "inline":
                 from gbadz.ingest.pipeline import IngestContext
 
                 context = IngestContext(settings, app.state.s3, app.state.keys, background_sessions)
-            worker = IngestWorker(settings, background_sessions, default_dags_folder(), context)
+            if app.state.airflow is not None:
+                from gbadz.ingest.trigger import AirflowTrigger
+
+                trigger = AirflowTrigger(settings, background_sessions, app.state.airflow)
+            worker = IngestWorker(settings, background_sessions, default_dags_folder(), context, trigger)
             refreshers.append(
                 asyncio.create_task(
                     background.every(settings.ingest.worker_interval_s, worker.drain, what="ingest worker")
@@ -398,6 +417,8 @@ def create_app(settings: Settings) -> FastAPI:
                     await refresher
             engine.dispose()
             background_engine.dispose()
+            if app.state.airflow is not None:
+                app.state.airflow.close()
 
     app = FastAPI(
         title="gbadz",
@@ -413,6 +434,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.background_engine = background_engine
     app.state.background_sessionmaker = db.make_sessionmaker(background_engine)
     app.state.s3 = s3_client
+    app.state.airflow = _airflow_client(settings)
     from gbadz.access.routes import MAX_DOCUMENT_BYTES
     from gbadz.console.routes import MAX_DOCUMENT_BYTES as CONSOLE_DOCUMENT_BYTES
     from gbadz.console.routes import MAX_FORM_BYTES

@@ -314,15 +314,17 @@ class IngestSettings(BaseModel):
         default=False,
         description="run the embedded ingest worker in the API process: it claims queued uploads "
         "and runs each through the ingest DAG in a child process. `gbadz serve` turns it on unless "
-        "this is set; off for a library caller of create_app (and a deployment with an Airflow "
-        "scheduler, where `gbadz ingest-queued` or the scheduler runs uploads)",
+        "this is set; off for a library caller of create_app. With worker_mode airflow the loop "
+        "triggers queued uploads in Airflow and reads their runs back instead (ADR 0026)",
     )
-    worker_mode: Literal["dag", "inline"] = Field(
+    worker_mode: Literal["dag", "inline", "airflow"] = Field(
         default="dag",
         description="dag: each upload runs through the ingest DAG (Airflow dag.test()) in a child "
         "process, which reports its task states at the end; inline: the DAG's steps run in a "
         "thread of the API process (no Airflow start-up; each step's state is shown as it ends; "
-        "the file's table is held in the API process's memory, so only for small uploads)",
+        "the file's table is held in the API process's memory, so only for small uploads); "
+        "airflow: each upload triggers a run of the ingest DAG through Airflow's REST API "
+        "(GBADZ_AIRFLOW__*) and the worker reads its state back (ADR 0026)",
     )
     worker_interval_s: float = Field(
         default=2.0, gt=0, le=3600, description="how often the embedded worker looks for queued uploads"
@@ -334,6 +336,50 @@ class IngestSettings(BaseModel):
         description="wall-clock limit of one upload's DAG run in the worker (the child is killed after "
         "it and the run marked failed); a run left running longer by a lost replica is claimed again",
     )
+
+
+class AirflowSettings(BaseModel):
+    """The Airflow 3 api-server that runs uploads when ``GBADZ_INGEST__WORKER_MODE=airflow`` (ADR 0026)."""
+
+    url: str | None = Field(
+        default=None, description="base URL of Airflow's api-server, e.g. http://airflow-api:8080"
+    )
+    username: str | None = Field(default=None, description="an Airflow user allowed to trigger the DAG")
+    password: SecretStr | None = None
+    dag_id: str = Field(default="gbadz_ingest", pattern=r"^[A-Za-z0-9_.-]{1,250}$")
+    timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="each call to Airflow from the worker loop (connect and read)"
+    )
+    trigger_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="the upload route's own attempt to trigger at once; on failure the loop retries",
+    )
+    retry_min_s: float = Field(
+        default=5.0, gt=0, le=3600, description="first wait before a failed trigger is tried again"
+    )
+    retry_max_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="longest wait between two trigger attempts (backoff cap)"
+    )
+    verify_tls: bool = True
+    ca_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8080")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials: set GBADZ_AIRFLOW__USERNAME and __PASSWORD")
+        return value.rstrip("/")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url and self.username and self.password)
 
 
 class TransferSettings(BaseModel):
@@ -406,6 +452,7 @@ class Settings(BaseSettings):
     crypto: CryptoSettings = CryptoSettings()
     oauth: OAuthSettings = OAuthSettings()
     ingest: IngestSettings = IngestSettings()
+    airflow: AirflowSettings = AirflowSettings()
     transfer: TransferSettings = TransferSettings()
     compute: ComputeSettings = ComputeSettings()
 
@@ -429,6 +476,12 @@ class Settings(BaseSettings):
         if secret is not None and secret.get_secret_value() in PLACEHOLDER_SECRETS:
             raise ValueError(
                 "s3.secret_key is a well-known placeholder; set a real GBADZ_S3__SECRET_KEY "
+                "(placeholders are accepted only with GBADZ_ENV=dev)"
+            )
+        airflow_password = self.airflow.password
+        if airflow_password is not None and airflow_password.get_secret_value() in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "airflow.password is a well-known placeholder; set a real GBADZ_AIRFLOW__PASSWORD "
                 "(placeholders are accepted only with GBADZ_ENV=dev)"
             )
         passphrase = self.crypto.passphrase

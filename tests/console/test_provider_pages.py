@@ -236,6 +236,42 @@ class TestUpload:
         hant = provider.get(run_url, headers={"Accept-Language": "zh-HK"})
         assert "已發佈為第 1 版。" in hant.text
 
+    def test_the_run_page_shows_the_airflow_run_and_why_it_waits(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """Under Airflow (ADR 0026) the run page names the Airflow run and its state, and while the
+        trigger waits, the reason and the next try (no address, no secret)."""
+        from datetime import UTC, datetime, timedelta
+
+        from gbadz.catalog.models import IngestionRun
+
+        provider, officer = signed_in("provider"), signed_in("compliance_officer")
+        text = contract_yaml(app, world)
+        dataset_id = yaml.safe_load(text)["id"]
+        assert 303 == _register(provider, text).status_code
+        _sign_off(officer, dataset_id)
+        sent = _upload(provider, dataset_id, _csv(50))
+        run_url = sent.headers["location"].split("?")[0]
+        run_id = int(run_url.rsplit("/", 1)[1])
+        with app.state.sessionmaker.begin() as session:
+            run = session.get(IngestionRun, run_id)
+            run.airflow_run_id, run.airflow_state = f"gbadz-upload-{run_id}-0123456789abcdef", None
+            run.trigger_error = "Airflow is unreachable (ConnectError)"
+            run.next_trigger_at = datetime.now(UTC) + timedelta(seconds=30)
+        waiting = provider.get(run_url)
+        assert "Waiting for Airflow" in waiting.text
+        assert "Airflow is unreachable (ConnectError)" in waiting.text
+        assert f"gbadz-upload-{run_id}-0123456789abcdef" in waiting.text
+        assert "等待 Airflow" in provider.get(run_url, headers={"Accept-Language": "zh-CN"}).text
+        with app.state.sessionmaker.begin() as session:
+            run = session.get(IngestionRun, run_id)
+            run.status, run.airflow_state = "running", "running"
+            run.task_states = {"land": "success", "validate": "up_for_retry"}
+        running = provider.get(run_url)
+        assert "Waiting for Airflow" not in running.text
+        assert "up_for_retry" in running.text
+        assert "(running)" in running.text
+
     def test_uploads_are_refused_to_others_and_without_the_form_token(
         self, app: FastAPI, world: World, signed_in: SignedIn
     ) -> None:

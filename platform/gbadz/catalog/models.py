@@ -141,3 +141,11 @@ class IngestionRun(Base):
     task_states: Mapped[dict[str, str] | None] = mapped_column(sa.JSON, default=None)
     # Which worker (host:pid) claimed the run: two replicas never run one upload twice.
     claimed_by: Mapped[str | None] = mapped_column(sa.String(100), default=None)
+    # Under Airflow (ADR 0026): the DAG run gbadz triggered for this upload (a deterministic id,
+    # so a second trigger is refused by Airflow), its last known state, and why the last trigger
+    # failed (no secret, no value), how often it was tried and when it is tried next.
+    airflow_run_id: Mapped[str | None] = mapped_column(sa.String(250), default=None)
+    airflow_state: Mapped[str | None] = mapped_column(sa.String(32), default=None)
+    trigger_error: Mapped[str | None] = mapped_column(sa.String(500), default=None)
+    trigger_attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    next_trigger_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

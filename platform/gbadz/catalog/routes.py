@@ -444,11 +444,17 @@ async def upload(
         if size == 0:
             raise BadRequest("body: the upload is empty", field="body")
         ctx = pipeline.IngestContext(settings, s3, keys, sessions)
-        return await run_in_threadpool(
+        accepted = await run_in_threadpool(
             lambda: uploads.land_upload(
                 ctx, dataset_id=dataset_id, path=path, size=size, actor=actor_of(principal)
             )
         )
+        airflow = request.app.state.airflow
+        if airflow is not None:
+            # Landed and queued: a healthy Airflow starts the run now; otherwise the upload stays
+            # queued with the reason and the worker loop triggers it later (ADR 0026).
+            accepted = await run_in_threadpool(uploads.trigger_upload, ctx, airflow, accepted)
+        return accepted
     finally:
         with contextlib.suppress(OSError):
             path.unlink()

@@ -148,6 +148,22 @@ class IngestionRunRead(BaseModel):
     task_states: dict[str, str] | None = Field(
         default=None, description="the ingest DAG's task states, as the runner reported them"
     )
+    airflow_run_id: str | None = Field(
+        default=None, description="the Airflow DAG run ingesting this upload (worker mode airflow)"
+    )
+    airflow_state: str | None = Field(
+        default=None,
+        description="that DAG run's state as Airflow last reported it (queued, running, success, failed)",
+    )
+    trigger_error: str | None = Field(
+        default=None,
+        description="why the last attempt to trigger Airflow failed; the upload stays queued and is "
+        "triggered again later",
+    )
+    trigger_attempts: int = Field(default=0, description="attempts made to trigger the Airflow run")
+    next_trigger_at: datetime | None = Field(
+        default=None, description="when a queued upload whose trigger failed is tried again"
+    )
 
 
 class FailedCheck(BaseModel):

@@ -1997,6 +1997,10 @@ _ROWS: dict[str, tuple[str | None, str, str]] = {
         "请填写 3 至 2,000 个字符的备注。",
         "請填寫 3 至 2,000 個字元的備註。",
     ),
+    # -- Uploads trigger Airflow (issue #17, ADR 0026) --------------------------------------
+    "Airflow run": (None, "Airflow 运行", "Airflow 運行"),
+    "Waiting for Airflow": (None, "等待 Airflow", "等待 Airflow"),
+    "Next try": (None, "下次尝试", "下次嘗試"),
 }
 
 CATALOG: dict[str, dict[str, str]] = {

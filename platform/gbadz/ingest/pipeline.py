@@ -286,6 +286,8 @@ def quarantine(
         ctx.settings.s3.landing_bucket, key, body, "application/json"
     )
     with db.session_scope(ctx.sessions) as session:
+        if _already(session, run_id, "rejected", claim):
+            return key  # a retried task whose first try stored the outcome and then died
         _finish_run(
             session,
             run_id,
@@ -552,6 +554,14 @@ def _store_subjects(session: Session, dataset_id: str, version: int, people: Peo
             "INSERT INTO version_subjects (dataset_id, version, n, subject, sensitive) VALUES (?, ?, ?, ?, ?)",
             rows,
         )
+
+
+def _already(session: Session, run_id: int | None, status: str, claim: str | None) -> bool:
+    """The upload's run already ended ``status`` under this claim (a retry of a finished step)."""
+    if run_id is None:
+        return False
+    run = session.get(IngestionRun, run_id)
+    return run is not None and run.status == status and (claim is None or run.claimed_by == claim[:100])
 
 
 def _finish_run(session: Session, run_id: int | None, *, claim: str | None = None, **fields: Any) -> None:

@@ -60,14 +60,20 @@ def land(contract_path: str, source: str) -> dict[str, Any]:
     }
 
 
-def land_upload(run_id: int) -> dict[str, Any]:
-    """An upload the API already landed: its queued run says where it is."""
+def land_upload(run_id: int, dag_run_id: str | None = None) -> dict[str, Any]:
+    """An upload the API already landed: its queued run says where it is.
+
+    ``dag_run_id``: the Airflow run executing this task. An upload gbadz handed to Airflow (ADR
+    0026) is ingested only by the DAG run gbadz triggered for it: another run naming the same
+    upload (a replay, a hand-made trigger) is refused, so it is never ingested twice."""
     from gbadz.catalog.models import Dataset, IngestionRun
 
     with _context().sessions() as session:
         run = session.get(IngestionRun, run_id)
         if run is None or run.status not in ("queued", "running"):
             raise ValueError(f"upload {run_id}: no queued upload with that id")
+        if run.airflow_run_id is not None and dag_run_id != run.airflow_run_id:
+            raise ValueError(f"upload {run_id}: it is ingested by another Airflow run, not {dag_run_id}")
         dataset = session.get(Dataset, run.dataset_id)
         if dataset is None:
             raise ValueError(f"upload {run_id}: its dataset {run.dataset_id!r} is not in the catalog")

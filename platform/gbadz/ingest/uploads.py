@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,3 +46,22 @@ def land_upload(
             details={"run": run.id, "source_sha256": landed.sha256, "size": size},
         )
         return schemas.UploadAccepted(**schemas.IngestionRunRead.model_validate(run).model_dump(), size=size)
+
+
+def trigger_upload(
+    ctx: pipeline.IngestContext, client: Any, accepted: schemas.UploadAccepted
+) -> schemas.UploadAccepted:
+    """Worker mode airflow: trigger the just-queued upload's Airflow run at once (short timeout).
+    Whatever Airflow answers, the upload is accepted: on failure it stays queued with the reason
+    and the worker loop tries again (ADR 0026). The conf is gbadz's alone: ``{"upload": id}``."""
+    from gbadz.catalog.models import IngestionRun
+    from gbadz.ingest import trigger
+
+    trigger.trigger_now(ctx.sessions, client, ctx.settings, accepted.id)
+    with ctx.sessions() as session:
+        run = session.get(IngestionRun, accepted.id)
+        if run is None:  # pragma: no cover - the run was committed just before
+            return accepted
+        return schemas.UploadAccepted(
+            **schemas.IngestionRunRead.model_validate(run).model_dump(), size=accepted.size
+        )

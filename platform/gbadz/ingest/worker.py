@@ -70,10 +70,15 @@ def _claimable(stale: datetime) -> sa.ColumnElement[bool]:
         )
         .exists()
     )
+    # A run an Airflow DAG run holds (ADR 0026) is never taken over for being quiet: Airflow
+    # retries its tasks under the same claim, and the trigger loop watches it instead.
+    held_by_worker = sa.or_(
+        IngestionRun.claimed_by.is_(None), ~IngestionRun.claimed_by.startswith("airflow:")
+    )
     return sa.and_(
         sa.or_(
             IngestionRun.status == "queued",
-            sa.and_(IngestionRun.status == "running", IngestionRun.started_at < stale),
+            sa.and_(IngestionRun.status == "running", IngestionRun.started_at < stale, held_by_worker),
         ),
         ~busy,
     )
@@ -250,6 +255,8 @@ def requeue(session: Session, run_id: int, actor: str) -> IngestionRun:
     run.started_at = None
     run.claimed_by = None
     run.task_states = None
+    # Under Airflow the next trigger is a new DAG run (its id counts the attempts made so far).
+    run.airflow_run_id = run.airflow_state = run.trigger_error = run.next_trigger_at = None
     run.summary = "back in the queue (requeued by the operator)"
     audit.record(
         session,
@@ -360,18 +367,24 @@ class IngestWorker:
         sessions: sessionmaker[Session],
         dags_folder: Path,
         context: pipeline.IngestContext | None = None,
+        trigger: Any = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.dags_folder = dags_folder
         self.context = context
+        #: worker_mode airflow: a gbadz.ingest.trigger.AirflowTrigger does the work (ADR 0026).
+        self.trigger = trigger
         self.name = worker_name()
         self._child: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
     def drain(self) -> int:
-        """Run queued uploads until none is left (or the worker stops); how many ran."""
+        """Run queued uploads until none is left (or the worker stops); how many ran (airflow
+        mode: how many were triggered)."""
+        if self.trigger is not None:
+            return 0 if self._stopping.is_set() else int(self.trigger.drain())
         ran = 0
         while not self._stopping.is_set():
             run_id = claim_next(self.sessions, self.name, self.settings.ingest.worker_timeout_s)
