@@ -7,13 +7,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from pydantic import ValidationError
 
-from gbadz.config import IngestSettings, Settings
+from gbadz.config import Settings
 from tests.deploy.conftest import DEPLOY, REPO
 
 CHECK_JSONSCHEMA = str(Path(sys.prefix) / "bin" / "check-jsonschema")
@@ -28,7 +27,6 @@ SECRET_WORDS = (
     "BROKER_URL",
     "DB__URL",
 )
-AIRFLOW_WORKER_MODE_KNOWN = "airflow" in get_args(IngestSettings.model_fields["worker_mode"].annotation)
 
 
 def check_compose_schema(path: Path) -> subprocess.CompletedProcess[str]:
@@ -258,13 +256,6 @@ class TestGbadzApi:
                 monkeypatch.delenv(key)
         for key, value in services(compose)["gbadz-api-1"]["environment"].items():
             monkeypatch.setenv(key, interpolate(str(value), secrets))
-        if not AIRFLOW_WORKER_MODE_KNOWN:
-            # Until the Airflow trigger (issue #17, part 2) is merged, `airflow` is the one value
-            # this version refuses; anything else wrong is a failure.
-            with pytest.raises(ValidationError) as caught:
-                Settings()
-            assert [("ingest", "worker_mode")] == [tuple(e["loc"]) for e in caught.value.errors()]
-            pytest.xfail("GBADZ_INGEST__WORKER_MODE=airflow arrives with issue #17 part 2")
         settings = Settings()
         assert "prod" == settings.env
         assert "http://seaweedfs:8333" == settings.s3.endpoint_url

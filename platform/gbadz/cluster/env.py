@@ -86,20 +86,14 @@ def replica_environment(
     env |= {
         "GBADZ_API__HOST": "127.0.0.1",
         "GBADZ_API__PORT": str(state.ports[f"api_{replica}"]),
-        # The embedded ingest worker stays off: uploads are run by Airflow's Celery workers.
-        "GBADZ_INGEST__WORKER": "false",
-    }
-    # ---- Airflow trigger (issue #17, part 2) -------------------------------------------------
-    # Uploads will trigger the ingest DAG through Airflow's REST API (worker_mode "airflow",
-    # gbadz.ingest.airflow). These are the settings that lane reads; they are ignored until it
-    # lands (Settings ignores unknown variables). When it does, also set
-    # GBADZ_INGEST__WORKER=true and GBADZ_INGEST__WORKER_MODE=airflow above.
-    env |= {
+        # Uploads trigger the ingest DAG through Airflow's REST API (ADR 0026): the replicas'
+        # worker only triggers and follows runs; Airflow's Celery workers run them.
+        "GBADZ_INGEST__WORKER": "true",
+        "GBADZ_INGEST__WORKER_MODE": "airflow",
         "GBADZ_AIRFLOW__URL": airflow_url(state),
         "GBADZ_AIRFLOW__USERNAME": AIRFLOW_USER,
         "GBADZ_AIRFLOW__PASSWORD": secret.airflow_password,
     }
-    # ------------------------------------------------------------------------------------------
     return env
 
 
