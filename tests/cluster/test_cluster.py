@@ -158,7 +158,11 @@ def _trigger(airflow: httpx.Client, upload: int) -> tuple[str, str, float]:
     run_id = run.json()["dag_run_id"]
     state = "queued"
     while time.monotonic() - began < DAG_TIMEOUT_S:
-        state = airflow.get(f"/api/v2/dags/gbadz_ingest/dagRuns/{run_id}").json()["state"]
+        try:
+            state = airflow.get(f"/api/v2/dags/gbadz_ingest/dagRuns/{run_id}").json()["state"]
+        except httpx.TimeoutException:
+            # The one api-server worker can stall for 30 s on a saturated machine: ask again.
+            continue
         if state in {"success", "failed"}:
             break
         time.sleep(0.5)
