@@ -37,20 +37,25 @@ class AirflowServer:
     password: str
     env: dict[str, str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _token: str | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def token(self) -> str:
-        response = httpx.post(
-            f"{self.url}/auth/token", json={"username": self.username, "password": self.password}, timeout=10
-        )
-        response.raise_for_status()
-        return str(response.json()["access_token"])
+        if self._token is None:
+            response = httpx.post(
+                f"{self.url}/auth/token",
+                json={"username": self.username, "password": self.password},
+                timeout=30,
+            )
+            response.raise_for_status()
+            self._token = str(response.json()["access_token"])
+        return self._token
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=10)
+        return httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=30)
 
     def dag_runs(self) -> list[dict[str, object]]:
         response = self.get(f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100")

@@ -8,8 +8,10 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -357,3 +359,69 @@ class TestLatency:
         print(  # noqa: T201 - the measurement
             f"upload -> published: Airflow (LocalExecutor) {through_airflow:.1f} s, embedded dag mode {through_dag:.1f} s"
         )
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``pid`` is a descendant of ``ancestor`` (read from /proc): only what we started is killed."""
+    seen = 0
+    while pid > 1 and seen < 64:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        seen += 1
+    return False
+
+
+class TestWorkerKilled:
+    def test_a_task_killed_mid_ingest_is_retried_and_publishes_once(
+        self,
+        app: FastAPI,
+        http: TestClient,
+        party: Callable[..., Party],
+        key_prefix: str,
+        airflow: airflow_server.AirflowServer,
+    ) -> None:
+        """The process running an ingest task is killed (SIGKILL) while it works: Airflow retries the
+        task under the same DAG run, the claim lets the retry run, exactly one version is published
+        and the landed upload is intact."""
+        import os
+        import signal
+
+        provider = party("provider", "MO")
+        dataset = register(http, app, provider, key_prefix)
+        queued = upload(http, provider, dataset, csv_bytes(2000))
+        client: AirflowClient = app.state.airflow
+        scheduler = airflow.processes["scheduler"].pid
+        path = f"/api/v2/dags/{airflow_server.DAG_ID}/dagRuns/{queued['airflow_run_id']}/taskInstances"
+
+        def victim() -> dict[str, Any]:
+            try:
+                listed = airflow.get(path).json().get("task_instances", [])
+            except httpx.HTTPError:  # the api-server is slow under load: ask again
+                return {}
+            for ti in listed:
+                if ti["task_id"] in ("validate", "publish") and ti["state"] == "running" and ti.get("pid"):
+                    return dict(ti)
+            return {}
+
+        target = wait_for(victim, lambda ti: bool(ti), timeout_s=300)
+        pid = int(target["pid"])
+        assert _descends_from(pid, scheduler), "the task's process is not one this test started"
+        os.kill(pid, signal.SIGKILL)
+        done = wait_for(
+            lambda: run_of(http, provider, dataset, queued["id"]),
+            lambda r: r["airflow_state"] in ("success", "failed"),
+            timeout_s=600,
+        )
+        assert ("accepted", 1, "success") == (done["status"], done["version"], done["airflow_state"]), done
+        retried = [
+            ti for ti in airflow.get(path).json()["task_instances"] if ti["task_id"] == target["task_id"]
+        ]
+        assert retried[0]["try_number"] >= 2, retried
+        assert [1] == versions(app, dataset)
+        assert queued["landing_key"] == done["landing_key"]
+        assert client.run_state(queued["airflow_run_id"]) is not None
