@@ -141,3 +141,13 @@ class IngestionRun(Base):
     task_states: Mapped[dict[str, str] | None] = mapped_column(sa.JSON, default=None)
     # Which worker (host:pid) claimed the run: two replicas never run one upload twice.
     claimed_by: Mapped[str | None] = mapped_column(sa.String(100), default=None)
+
+
+class CatalogGeneration(Base):
+    """One row: bumped by every transaction that changes the catalog, in that transaction, so
+    every replica's read index sees a change by its number, whatever the writer's clock (ADR 0027)."""
+
+    __tablename__ = "catalog_generation"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(sa.BigInteger)

@@ -107,3 +107,14 @@ class AuthFailure(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     __table_args__ = (sa.Index("ix_auth_failures_key_at", "key_hash", "at"),)
+
+
+class AuthLimitKey(Base):
+    """One row per key failures are counted against (by its SHA-256). An attempt upserts its
+    keys' rows before it counts, so concurrent attempts on any replicas queue on the row lock
+    and each one sees the attempts before it (ADR 0027)."""
+
+    __tablename__ = "auth_limit_keys"
+
+    key_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    touched_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
