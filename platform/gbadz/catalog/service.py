@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from gbadz import audit
+from gbadz import audit, db
 from gbadz.catalog.models import CatalogGeneration, Dataset, DatasetVersion
 from gbadz.contract import Contract, ContractError, parse_contract
 from gbadz.crypto.keys import KeyProvider
@@ -179,6 +179,7 @@ def _count_change(session: Session) -> None:
             .where(CatalogGeneration.id == 1)
             .values(value=CatalogGeneration.value + 1)
         )
+        db.notify(session, db.CATALOG_CHANNEL)  # other replicas rebuild at once, not at their next poll
         session.info[COMMITTED_CHANGE] = True
 
 
