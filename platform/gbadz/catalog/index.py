@@ -12,7 +12,8 @@ Freshness: a write through this API process invalidates the snapshot at once; a 
 task polls the generation (the ``catalog_generation`` counter every catalog-changing
 transaction bumps, plus row count and newest ``updated_at``) every ``refresh_s`` so writes by
 other replicas or the ingest DAG are seen within about a second; a request that finds the
-snapshot older than ``max_age_s`` checks the generation itself (ADR 0027).
+snapshot older than ``max_age_s`` checks the generation itself. On PostgreSQL the writing
+transaction's ``NOTIFY`` invalidates every replica's snapshot as it commits (ADR 0027).
 """
 
 from __future__ import annotations
