@@ -58,6 +58,7 @@ class Listener:
     """
 
     RETRY_S = 1.0
+    WAKE_S = 0.2  # how often the thread looks at its stop flag between notifications
 
     def __init__(self, url: str, handlers: Mapping[str, Callable[[], object]]) -> None:
         self.url = url
@@ -68,7 +69,7 @@ class Listener:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 2.0) -> None:
         self._stop.set()
         self._thread.join(timeout_s)
 
@@ -89,7 +90,7 @@ class Listener:
                     for channel in self.handlers:
                         self._handle(channel)
                     while not self._stop.is_set():
-                        for note in connection.notifies(timeout=0.5):
+                        for note in connection.notifies(timeout=self.WAKE_S):
                             self._handle(note.channel)
             except Exception as exc:  # noqa: BLE001 - reconnect after any failure, as the timers retry
                 log.warning("notification listener failed; reconnecting", error=type(exc).__name__)
