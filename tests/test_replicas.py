@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from gbadz.config import ApiSettings, S3Settings, Settings
+from gbadz import db
+from gbadz.config import ApiSettings, DatabaseSettings, S3Settings, Settings
 from gbadz.translog.log import TransferLog, export, verify_export
 from gbadz.translog.models import LogEntry
 from tests.api import Client, basic, bearer, free_port, make_client
@@ -124,13 +126,35 @@ class Pair:
     settings: Settings
     env: dict[str, str]
     ports: tuple[int, int]
+    engine: Engine
+
+
+@pytest.fixture(scope="module")
+def own_database(database_url: str) -> Iterator[str]:
+    """A PostgreSQL schema of the replicas' own, migrated: the lane's schema also holds the
+    checkpoints of other tests' keyrings, which the replicas' log export could not verify."""
+    base = database_url.split("?", 1)[0]
+    plain = db.normalise_url(base).replace("postgresql+psycopg://", "postgresql://")
+    schema = f"gbadz_replicas_{secrets.token_hex(4)}"
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    url = f"{base}?options=-csearch_path%3D{schema}"
+    try:
+        migrated = db.create_engine(DatabaseSettings(url=url))
+        db.upgrade(migrated)
+        migrated.dispose()
+        yield url
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture(scope="module")
 def pair(
-    database_url: str, engine: Engine, s3_settings: S3Settings, tmp_path_factory: pytest.TempPathFactory
+    own_database: str, s3_settings: S3Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pair]:
     """Replicas A and B of ``gbadz serve`` on one database, one S3 server and one keyring."""
+    database_url = own_database
     home = tmp_path_factory.mktemp("replicas")
     ports = (free_port(), free_port())
     issuer = f"http://127.0.0.1:{ports[0]}"
@@ -142,8 +166,12 @@ def pair(
         }
     )
     env = _env(settings, database_url, s3_settings, issuer)
-    with serving(env, ports[0], home / "a.log") as a, serving(env, ports[1], home / "b.log") as b:
-        yield Pair(a, b, settings, env, ports)
+    engine = db.create_engine(DatabaseSettings(url=database_url))
+    try:
+        with serving(env, ports[0], home / "a.log") as a, serving(env, ports[1], home / "b.log") as b:
+            yield Pair(a, b, settings, env, ports, engine)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -314,7 +342,6 @@ class TestDelivery:
     def test_concurrent_deliveries_of_one_grant_on_a_and_b_are_one_transfer(
         self,
         pair: Pair,
-        engine: Engine,
         app: FastAPI,
         http: TestClient,
         party: Callable[..., Party],
@@ -330,12 +357,11 @@ class TestDelivery:
         assert {201} == {a.status_code for a in answers}, [a.text for a in answers]
         assert 1 == len({a.json()["transfer_id"] for a in answers})
         assert 1 == [a.json()["reused"] for a in answers].count(False)
-        assert ["download"] == [kind for _, kind, _ in _entries(engine, grant)]
+        assert ["download"] == [kind for _, kind, _ in _entries(pair.engine, grant)]
 
     def test_reissues_on_both_replicas_respect_the_per_grant_limit(
         self,
         pair: Pair,
-        engine: Engine,
         http: TestClient,
         party: Callable[..., Party],
         published: tuple[Party, str],  # noqa: F811 - the fixture imported above
@@ -350,13 +376,12 @@ class TestDelivery:
             answers = list(pool.map(lambda r: _deliver(r, grant, consumer, "k1"), replicas))
         statuses = sorted(a.status_code for a in answers)
         assert [201] * (DELIVERY_LIMIT - 1) + [429] * (len(replicas) - DELIVERY_LIMIT + 1) == statuses
-        kinds = [kind for _, kind, _ in _entries(engine, grant)]
+        kinds = [kind for _, kind, _ in _entries(pair.engine, grant)]
         assert ["download"] + ["reissue"] * (DELIVERY_LIMIT - 1) == kinds
 
     def test_the_same_idempotency_key_on_a_then_b_is_the_same_logged_transfer(
         self,
         pair: Pair,
-        engine: Engine,
         app: FastAPI,
         http: TestClient,
         party: Callable[..., Party],
@@ -373,14 +398,13 @@ class TestDelivery:
         assert 201 == again.status_code, again.text
         assert first.json()["transfer_id"] == again.json()["transfer_id"]
         assert first.json()["log_index"] == again.json()["log_index"]
-        downloads = [e for _, kind, e in _entries(engine, grant) if kind == "download"]
+        downloads = [e for _, kind, e in _entries(pair.engine, grant) if kind == "download"]
         assert [first.json()["transfer_id"]] == [e["transfer_id"] for e in downloads]
         _log_verifies(app, tmp_path)
 
     def test_a_replica_killed_mid_delivery_then_a_retry_on_b_is_one_transfer(
         self,
         pair: Pair,
-        engine: Engine,
         app: FastAPI,
         http: TestClient,
         party: Callable[..., Party],
@@ -401,7 +425,7 @@ class TestDelivery:
             pending.result(timeout=60)
         retried = _deliver(pair.b, grant, consumer, "crash")
         assert 201 == retried.status_code, retried.text
-        downloads = [e for _, kind, e in _entries(engine, grant) if kind == "download"]
+        downloads = [e for _, kind, e in _entries(pair.engine, grant) if kind == "download"]
         assert [retried.json()["transfer_id"]] == [e["transfer_id"] for e in downloads]
         _log_verifies(app, tmp_path)
 
