@@ -386,6 +386,16 @@ def create_app(settings: Settings) -> FastAPI:
                 )
             ),
         ]
+        # PostgreSQL: another replica's revocation or catalog change arrives as a notification
+        # (milliseconds); the timers above remain the bound if one is lost (ADR 0027).
+        listen_url = db.listen_url(background_engine)
+        listener = None
+        if listen_url is not None:
+            listener = background.Listener(
+                listen_url,
+                {db.REVOCATIONS_CHANNEL: revocations.load, db.CATALOG_CHANNEL: index.invalidate},
+            )
+            listener.start()
         worker = None
         if settings.ingest.worker:
             from gbadz.ingest.runner import default_dags_folder
@@ -409,6 +419,8 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             if worker is not None:
                 worker.stop()
             for refresher in refreshers:

@@ -351,3 +351,25 @@ def _refuse_nul(
                 field = _BIND_SUFFIX.sub("", str(name)) or "value"
                 reason = "text may not contain a NUL character (U+0000)"
                 raise RequestValidationError([{"loc": [field], "msg": reason, "type": "string_nul"}])
+
+
+#: PostgreSQL channels every API replica listens on (ADR 0027): a revocation (a token, a client,
+#: a person, an organisation) or a catalog change, announced as its transaction commits.
+REVOCATIONS_CHANNEL = "gbadz_revocations"
+CATALOG_CHANNEL = "gbadz_catalog"
+
+
+def notify(session: Session, channel: str) -> None:
+    """Tell every replica listening on ``channel`` when this transaction commits (a ``NOTIFY``:
+    PostgreSQL sends it at the commit, never after a rollback). Nothing on SQLite, which is
+    the one-process mode: the process that wrote has invalidated its own caches."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"NOTIFY {channel}")
+
+
+def listen_url(engine: Engine) -> str | None:
+    """A libpq URL for a LISTEN connection of its own to ``engine``'s database (None: not PostgreSQL)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

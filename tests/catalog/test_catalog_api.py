@@ -667,3 +667,36 @@ class TestCraftedContracts:
             expected[name] = (400, field, True, True)
             assert 404 == http.get(f"/api/v1/datasets/{doc['id']}", headers=provider.headers).status_code
         assert expected == answers
+
+
+class TestCatalogGeneration:
+    def test_a_change_written_with_a_slow_clock_reaches_another_replicas_index(
+        self,
+        app: FastAPI,
+        http: TestClient,
+        party: Callable[..., Party],
+        publish: Callable[..., dict[str, Any]],
+    ) -> None:
+        """A replica whose clock is behind retires a dataset: another replica's search drops it at
+        its next generation check, because the generation counter moved (ADR 0027)."""
+        from gbadz.catalog.index import CatalogIndex
+        from gbadz.catalog.models import Dataset
+        from gbadz.catalog.service import CHANGED
+
+        provider, consumer = party("provider", "HK"), party("consumer", "HK")
+        word = token()
+        created = publish(provider, tags=(word,))
+        publish(provider)  # newer: the newest updated_at is not the retired dataset's
+        other = CatalogIndex(app.state.sessionmaker)  # replica B's index, built before the change
+        assert created["id"] in other.current().ids
+        with app.state.sessionmaker.begin() as session:
+            dataset = session.get(Dataset, created["id"])
+            assert dataset is not None
+            stamped = dataset.updated_at
+            dataset.status = "retired"
+            dataset.updated_at = stamped - timedelta(minutes=5)  # written by a clock 5 minutes behind
+            session.info[CHANGED] = True
+        other.check()
+        snapshot = other.current()
+        assert "retired" == snapshot.rows[snapshot.position[created["id"]]]["status"]
+        assert 0 == http.get(f"/api/v1/datasets?q={word}", headers=consumer.headers).json()["total"]

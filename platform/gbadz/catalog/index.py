@@ -9,9 +9,11 @@ same as the database engines' (the same word tokens, prefix matching, relevance 
 visibility rule and cursor format; the test suite runs every search test on both).
 
 Freshness: a write through this API process invalidates the snapshot at once; a background
-task polls the generation (row count, newest ``updated_at``) every ``refresh_s`` so writes
-by other replicas or the ingest DAG are seen within about a second; a request that finds
-the snapshot older than ``max_age_s`` checks the generation itself.
+task polls the generation (the ``catalog_generation`` counter every catalog-changing
+transaction bumps, plus row count and newest ``updated_at``) every ``refresh_s`` so writes by
+other replicas or the ingest DAG are seen within about a second; a request that finds the
+snapshot older than ``max_age_s`` checks the generation itself. On PostgreSQL the writing
+transaction's ``NOTIFY`` invalidates every replica's snapshot as it commits (ADR 0027).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from gbadz.catalog.models import Dataset
+from gbadz.catalog.models import CatalogGeneration, Dataset
 from gbadz.catalog.search import WEIGHTS, Page, SearchQuery, decode_cursor, encode_cursor
-from gbadz.catalog.service import CHANGED, LISTED_STATUSES
+from gbadz.catalog.service import COMMITTED_CHANGE, LISTED_STATUSES
 from gbadz.errors import BadRequest
 from gbadz.identity.service import Viewer
 from gbadz.log import get_logger
@@ -235,9 +237,15 @@ class Snapshot:
         return Page(items=items, total=total, next_cursor=next_cursor, sort=sort)
 
 
+_COUNTER = sa.select(CatalogGeneration.value).where(CatalogGeneration.id == 1).scalar_subquery()
+
+
 def _generation(session: Session) -> tuple[Any, ...]:
-    row: Any = session.execute(sa.select(sa.func.count(), sa.func.max(Dataset.updated_at))).one()
-    return (int(row[0]), str(row[1]))
+    """What the snapshot was built from: the catalog's generation counter (bumped by every gbadz
+    transaction that changes the catalog, ADR 0027), and the row count and newest ``updated_at``
+    for a change made outside gbadz."""
+    row: Any = session.execute(sa.select(sa.func.count(), sa.func.max(Dataset.updated_at), _COUNTER)).one()
+    return (int(row[0]), str(row[1]), row[2])
 
 
 def _groups(values: list[Any], size: int) -> dict[Any, np.ndarray]:
@@ -348,10 +356,11 @@ class CatalogIndex:
         self._dirty = True
 
     def watch(self, sessions: sessionmaker[Session]) -> None:
-        """Invalidate when a session of ``sessions`` commits a catalog change (``session.info[CHANGED]``)."""
+        """Invalidate when a session of ``sessions`` commits a catalog change (counted in the
+        generation by :func:`gbadz.catalog.service._count_change`)."""
 
         def after_commit(session: Session) -> None:
-            if session.info.pop(CHANGED, False):
+            if session.info.pop(COMMITTED_CHANGE, False):
                 self.invalidate()
 
         sa.event.listen(sessions, "after_commit", after_commit)

@@ -149,3 +149,13 @@ class IngestionRun(Base):
     trigger_error: Mapped[str | None] = mapped_column(sa.String(500), default=None)
     trigger_attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     next_trigger_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class CatalogGeneration(Base):
+    """One row: bumped by every transaction that changes the catalog, in that transaction, so
+    every replica's read index sees a change by its number, whatever the writer's clock (ADR 0027)."""
+
+    __tablename__ = "catalog_generation"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(sa.BigInteger)

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from gbadz import audit
-from gbadz.catalog.models import Dataset, DatasetVersion
+from gbadz import audit, db
+from gbadz.catalog.models import CatalogGeneration, Dataset, DatasetVersion
 from gbadz.contract import Contract, ContractError, parse_contract
 from gbadz.crypto.keys import KeyProvider
 from gbadz.errors import (
@@ -164,6 +164,23 @@ def listing_fields(contract: Contract, contract_sha256: str) -> dict[str, Any]:
 
 
 CHANGED = "catalog_changed"  # session.info flag: the read index is invalidated when the session commits
+COMMITTED_CHANGE = "catalog_change_committing"  # set when CHANGED was counted in the generation
+
+
+@sa.event.listens_for(Session, "before_commit")
+def _count_change(session: Session) -> None:
+    """A transaction that changed the catalog bumps ``catalog_generation`` as it commits: every
+    replica's read index sees the change by this number, in any process (the API, the CLI, an
+    Airflow worker) and whatever the writer's clock (ADR 0027). The row lock is held only from
+    here to the commit."""
+    if session.info.pop(CHANGED, False):
+        session.execute(
+            sa.update(CatalogGeneration)
+            .where(CatalogGeneration.id == 1)
+            .values(value=CatalogGeneration.value + 1)
+        )
+        db.notify(session, db.CATALOG_CHANNEL)  # other replicas rebuild at once, not at their next poll
+        session.info[COMMITTED_CHANGE] = True
 
 
 def apply_contract(session: Session, contract: Contract, contract_sha256: str) -> Dataset:

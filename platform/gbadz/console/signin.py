@@ -170,7 +170,10 @@ def build_router(
         else:
             limits[f"signin-user-addr:{name}|{address}"] = console.failed_signin_limit
             limits[f"signin-user:{name}"] = console.failed_signin_user_limit
-        wait = await run_in_threadpool(limiter.retry_after, limits)
+        # Counted before the password is checked, uncounted if it was right (ADR 0027): guesses
+        # sent at once, to one replica or several, never get more than the limit checked.
+        attempt = await run_in_threadpool(limiter.attempt, limits)
+        wait = attempt.wait
         if wait is not None:
             response = _form(
                 request, 429, errors={"form": "Too many failed sign-ins. Try again in a few minutes."}
@@ -180,11 +183,12 @@ def build_router(
 
         user = await run_in_threadpool(check_person, server, username, password)
         if user is None:
-            await run_in_threadpool(limiter.failed, *limits)
+            attempt.failed()
             return _form(
                 request, 400, errors={"password": "The username or the password is wrong."}, username=username
             )
 
+        await run_in_threadpool(attempt.succeeded)
         status, _, headers = await run_in_threadpool(issue_code, server, oauth_request, grant, user, address)
         location = dict(headers).get("Location")
         if status != 302 or not location:

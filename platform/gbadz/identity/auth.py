@@ -108,8 +108,10 @@ class RevocationView:
     app's background engine; requests only read the snapshot. If the snapshot is older than
     ``max_age_s`` (no refresher running, or it is stuck), a request has it re-read, off the
     event loop (:meth:`Authenticator.authenticate_async`). Guarantee: a revocation takes
-    effect at once on the replica that made it (it calls :meth:`invalidate`) and within
-    ``refresh_s`` on every other replica (``max_age_s`` at worst).
+    effect at once on the replica that made it (it calls :meth:`invalidate`); on PostgreSQL
+    every other replica re-reads as the revoking transaction's ``NOTIFY`` arrives
+    (:class:`gbadz.background.Listener`, milliseconds), and within ``refresh_s`` if a
+    notification is lost (``max_age_s`` at worst; ADR 0027).
     """
 
     def __init__(

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, UOWTransaction, mapped_column
 
+from gbadz import db
 from gbadz.models import Base, UTCDateTime, utcnow
 
 
@@ -107,3 +108,32 @@ class AuthFailure(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     __table_args__ = (sa.Index("ix_auth_failures_key_at", "key_hash", "at"),)
+
+
+class AuthLimitKey(Base):
+    """One row per key failures are counted against (by its SHA-256). An attempt upserts its
+    keys' rows before it counts, so concurrent attempts on any replicas queue on the row lock
+    and each one sees the attempts before it (ADR 0027)."""
+
+    __tablename__ = "auth_limit_keys"
+
+    key_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    touched_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+def _revokes(obj: object) -> bool:
+    """Whether flushing ``obj`` revokes something a replica's revocation snapshot holds."""
+    if isinstance(obj, RevokedToken):
+        return True
+    columns: dict[type, str] = {OAuthClient: "revoked_at", User: "disabled_at", Organization: "disabled_at"}
+    column = columns.get(type(obj))
+    return column is not None and sa.inspect(obj).attrs[column].history.has_changes()
+
+
+@sa.event.listens_for(Session, "after_flush")
+def _announce_revocation(session: Session, _flush: UOWTransaction) -> None:
+    """A transaction that revokes a token or a client, or disables a person or an organisation,
+    tells every replica as it commits (``NOTIFY``, ADR 0027): they re-read their revocation
+    snapshot at once instead of within their 1 s refresh. Flushed state is still pre-flush here."""
+    if any(_revokes(obj) for obj in (*session.new, *session.dirty)):
+        db.notify(session, db.REVOCATIONS_CHANNEL)

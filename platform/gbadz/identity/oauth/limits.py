@@ -7,10 +7,10 @@ Who is counted (ADR 0021):
   right-most entry that is not itself a trusted proxy. A client cannot choose the address it
   is counted under;
 - failures are counted **in the database** (``auth_failures``, by the SHA-256 of the key), so
-  replicas enforce one limit, not one each. A check is one indexed query (1.6 ms on SQLite,
-  3 ms on PostgreSQL here), skipped for a key found clean less than ``CLEAN_TTL_S`` ago in
-  this process and not failed here since: another replica's failures show up within that
-  second. Old rows are purged as failures are recorded;
+  replicas enforce one limit, not one each. An attempt is counted *before* its credentials are
+  checked, under the keys' row locks (:meth:`FailureLimiter.attempt`), and uncounted when they
+  were right: concurrent guesses on several replicas cannot all pass one check (ADR 0027).
+  Old rows are purged as attempts are counted;
 - nothing is counted against a name alone in a way a stranger could use to lock its owner
   out: client secrets are 256-bit random values, so client authentication is limited per
   address only; sign-in is limited per (username, address), per address, and per username
@@ -25,12 +25,16 @@ import ipaddress
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from gbadz.identity.models import AuthFailure
+from gbadz.identity.models import AuthFailure, AuthLimitKey
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PURGE_AFTER = timedelta(days=1)  # longer than any window (the settings cap windows at a day)
@@ -73,31 +77,75 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One authentication attempt, counted before it is checked.
+
+    ``wait`` is set (seconds) when a key had reached its limit: the attempt is refused and was
+    not counted. Otherwise the attempt is in ``auth_failures`` already, as a failure: the caller
+    calls :meth:`succeeded` when the credentials were right, which takes it out. An attempt whose
+    process dies before it says how it went stays counted as a failure.
+    """
+
+    limiter: FailureLimiter | None
+    wait: int | None
+    ids: tuple[int, ...] = ()
+
+    def succeeded(self) -> None:
+        if self.limiter is not None and self.ids:
+            self.limiter.forget(self.ids)
+
+    def failed(self) -> None:
+        """The credentials were wrong: the attempt stays counted (nothing to write)."""
+
+
+def _quick_commit(session: Session) -> None:
+    """On PostgreSQL, commit this transaction without waiting for its WAL flush
+    (``synchronous_commit = off``, this transaction only): its locks and rows are visible to
+    every replica at once as usual; only a crash of the database server in the next fraction of
+    a second could lose it, i.e. forget an attempt or keep a success counted. A limiter can
+    afford that; two disk flushes per token request it could not (ADR 0027)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+
+
+def _insert(dialect: str) -> Any:
+    return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
 class FailureLimiter:
-    """Sliding-window counts of failures per key, kept in the ``auth_failures`` table."""
+    """Sliding-window counts of failures per key, kept in the ``auth_failures`` table.
+
+    Check and count are one step (:meth:`attempt`), atomic across replicas: the attempt first
+    upserts its keys' rows in ``auth_limit_keys`` (``INSERT ... ON CONFLICT DO UPDATE``, in key
+    order), which holds their row locks (PostgreSQL; SQLite's one writer) until it has counted
+    itself. A burst of concurrent guesses, spread over any number of replicas, therefore sees
+    every guess before it, and no more than the limit is ever checked (ADR 0027).
+    """
 
     PURGE_EVERY_S = 60.0
-    CLEAN_TTL_S = 1.0
-    CLEAN_LIMIT = 100_000
 
     def __init__(self, sessions: sessionmaker[Session], window_s: float) -> None:
         self.sessions = sessions
         self.window = window_s
         self._purged_at = -1e9
         self._lock = threading.Lock()
-        # key hash -> when the database last showed it with no failure in the window
-        self._clean: dict[str, float] = {}
 
-    def retry_after(self, limits: Mapping[str, int]) -> int | None:
-        """Seconds to wait if any key has reached its limit of failures in the window, else None."""
+    def attempt(self, limits: Mapping[str, int]) -> Attempt:
+        """Refuse (``wait`` set) if any key has reached its limit of failures in the window;
+        else count this attempt as a failure of every key until it :meth:`Attempt.succeeded`."""
         if not limits:
-            return None
-        hashes = {_hash(key): limit for key, limit in limits.items()}
-        tick = time.monotonic()
-        if all(tick - self._clean.get(h, -1e9) < self.CLEAN_TTL_S for h in hashes):
-            return None
+            return Attempt(None, None)
+        hashes = dict(sorted((_hash(key), limit) for key, limit in limits.items()))
         now = datetime.now(UTC)
-        with self.sessions() as session:
+        with self.sessions.begin() as session:
+            _quick_commit(session)
+            insert = _insert(session.get_bind().dialect.name)(AuthLimitKey)
+            session.execute(
+                insert.values([{"key_hash": h, "touched_at": now} for h in hashes]).on_conflict_do_update(
+                    index_elements=[AuthLimitKey.key_hash], set_={"touched_at": insert.excluded.touched_at}
+                )
+            )
             rows = session.execute(
                 sa.select(AuthFailure.key_hash, sa.func.count(), sa.func.min(AuthFailure.at))
                 .where(
@@ -106,29 +154,28 @@ class FailureLimiter:
                 )
                 .group_by(AuthFailure.key_hash)
             ).all()
-        waits = [
-            int(self.window - (now - oldest).total_seconds()) + 1
-            for key_hash, count, oldest in rows
-            if count >= hashes[key_hash] and oldest is not None
-        ]
-        with self._lock:
-            if len(self._clean) >= self.CLEAN_LIMIT:
-                self._clean.clear()
-            seen = {key_hash for key_hash, _, _ in rows}
-            for key_hash in hashes.keys() - seen:
-                self._clean[key_hash] = tick
-        return max(1, max(waits)) if waits else None
-
-    def failed(self, *keys: str) -> None:
-        with self._lock:
-            for key in keys:
-                self._clean.pop(_hash(key), None)
-        now = datetime.now(UTC)
-        with self.sessions.begin() as session:
-            session.add_all(AuthFailure(key_hash=_hash(key), at=now) for key in keys)
+            waits = [
+                int(self.window - (now - oldest).total_seconds()) + 1
+                for key_hash, count, oldest in rows
+                if count >= hashes[key_hash] and oldest is not None
+            ]
+            if waits:
+                return Attempt(self, max(1, max(waits)))
+            counted = [AuthFailure(key_hash=h, at=now) for h in hashes]
+            session.add_all(counted)
+            session.flush()
+            ids = tuple(row.id for row in counted)
             with self._lock:
                 purge = time.monotonic() - self._purged_at > self.PURGE_EVERY_S
                 if purge:
                     self._purged_at = time.monotonic()
             if purge:
                 session.execute(sa.delete(AuthFailure).where(AuthFailure.at < now - PURGE_AFTER))
+                session.execute(sa.delete(AuthLimitKey).where(AuthLimitKey.touched_at < now - PURGE_AFTER))
+        return Attempt(self, None, ids)
+
+    def forget(self, ids: tuple[int, ...]) -> None:
+        """Take a successful attempt's rows out of the counts."""
+        with self.sessions.begin() as session:
+            _quick_commit(session)
+            session.execute(sa.delete(AuthFailure).where(AuthFailure.id.in_(ids)))

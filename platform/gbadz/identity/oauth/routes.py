@@ -107,8 +107,10 @@ def build_router(
         oauth_request = _oauth_request(server, request.url.path, request.headers, body)
 
         def call() -> tuple[int, Any, list[tuple[str, str]]]:
-            # In a worker thread: the shared counters are a database query.
-            wait = limiter.retry_after(limits)
+            # In a worker thread: the shared counters are database writes. The attempt is counted
+            # before the credentials are checked (a failure until it succeeds, ADR 0027).
+            attempt = limiter.attempt(limits)
+            wait = attempt.wait
             if wait is not None:
                 return (
                     429,
@@ -119,7 +121,7 @@ def build_router(
                     [("Retry-After", str(wait))],
                 )
             if _basic_unreadable(headers):
-                limiter.failed(*limits)
+                attempt.failed()
                 return (
                     401,
                     {
@@ -134,7 +136,9 @@ def build_router(
                 answer = server.create_endpoint_response(endpoint, oauth_request)
             payload = answer[1]
             if isinstance(payload, dict) and payload.get("error") == "invalid_client":
-                limiter.failed(*limits)
+                attempt.failed()
+            else:
+                attempt.succeeded()
             return answer  # type: ignore[no-any-return]
 
         status, payload, response_headers = await run_in_threadpool(call)
