@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +52,7 @@ class Pseudonymiser:
             raise ValueError("a pseudonym key must be at least 256 bits")
         self._key = key
         self._limit = cache
-        self._cache: dict[bytes, str] = {}
+        self._cache: OrderedDict[bytes, str] = OrderedDict()
 
     def token(self, value: Any) -> str:
         mac = hmac.digest(self._key, _canonical(value), hashlib.sha256)[:_DIGEST_BYTES]
@@ -75,9 +76,12 @@ class Pseudonymiser:
             return pc.take(pa.array(fresh, pa.string()), encoded.indices)
         made = dict(zip(missing, fresh, strict=True))
         tokens = pa.array([cache.get(c) or made[c] for c in canonical], pa.string())
+        if len(made) >= self._limit:
+            cache.clear()
+            made = dict(list(made.items())[-self._limit :])
         cache.update(made)
-        for _ in range(len(cache) - self._limit):
-            del cache[next(iter(cache))]  # oldest first: insertion order
+        while len(cache) > self._limit:
+            cache.popitem(last=False)  # oldest first, O(1) (a dict's front deletions make it O(n))
         return pc.take(tokens, encoded.indices)
 
 
