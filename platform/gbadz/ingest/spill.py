@@ -176,7 +176,8 @@ class DistinctSubjects:
         if tokens.null_count or not pc.all(pc.equal(pc.binary_length(tokens), TOKEN_BYTES)).as_py():
             raise ValueError("subject tokens must be non-null pseudonyms of fixed width")
         _, offsets, data = tokens.buffers()
-        assert offsets is not None and data is not None
+        if offsets is None or data is None:
+            raise ValueError("subject tokens must be a plain string array")
         start = int(np.frombuffer(offsets, dtype=np.int32)[tokens.offset])  # fixed width: contiguous
         fixed = np.frombuffer(data, dtype=f"S{TOKEN_BYTES}", count=len(tokens), offset=start)
         chars = np.frombuffer(data, dtype=np.uint8, count=len(tokens) * TOKEN_BYTES, offset=start)
