@@ -301,15 +301,28 @@ class IngestSettings(BaseModel):
     max_table_bytes: int = Field(
         default=1024**3,
         ge=1024,
-        description="decoded (in-memory) size a file may reach: checked against a Parquet file's "
-        "metadata before reading and counted batch by batch while reading. Validation still holds "
-        "the table (and a pandas copy) in memory: about 10 million rows of a typical contract per "
-        "GiB; raise it only on workers with the memory for it",
+        description="decoded size a file may reach, counted batch by batch as it streams (and checked "
+        "against a Parquet file's metadata, or a CSV file's size, before reading): a bound on the work "
+        "one upload may cause (decompression bombs), no longer on memory, since ingest holds one batch "
+        "at a time (ADR 0028). 1 GiB is about ten million rows of a typical contract; raising it "
+        "costs disk and time, not memory",
     )
     max_line_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="longest CSV line (and so field) accepted"
     )
-    batch_rows: int = Field(default=65_536, ge=1, description="rows read per Parquet batch")
+    batch_rows: int = Field(
+        default=262_144,
+        ge=1,
+        description="rows per record batch: ingest reads, validates (Great Expectations runs once per "
+        "batch, about 0.6 s of fixed cost each), pseudonymises and writes one batch at a time, so "
+        "this and the widest row bound the ingest worker's memory (ADR 0028)",
+    )
+    pseudonym_cache: int = Field(
+        default=65_536,
+        ge=0,
+        description="identifiers whose pseudonyms are kept between batches of one upload (a bounded "
+        "cache; 0 turns it off)",
+    )
     worker: bool = Field(
         default=False,
         description="run the embedded ingest worker in the API process: it claims queued uploads "
@@ -322,9 +335,9 @@ class IngestSettings(BaseModel):
         description="dag: each upload runs through the ingest DAG (Airflow dag.test()) in a child "
         "process, which reports its task states at the end; inline: the DAG's steps run in a "
         "thread of the API process (no Airflow start-up; each step's state is shown as it ends; "
-        "the file's table is held in the API process's memory, so only for small uploads); "
-        "airflow: each upload triggers a run of the ingest DAG through Airflow's REST API "
-        "(GBADZ_AIRFLOW__*) and the worker reads its state back (ADR 0026)",
+        "the file streams through the API process one batch at a time, but its CPU is the API's, "
+        "so only for small uploads); airflow: each upload triggers a run of the ingest DAG "
+        "through Airflow's REST API (GBADZ_AIRFLOW__*) and the worker reads its state back (ADR 0026)",
     )
     worker_interval_s: float = Field(
         default=2.0, gt=0, le=3600, description="how often the embedded worker looks for queued uploads"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -42,10 +43,16 @@ def _canonical(value: Any) -> bytes:
 
 
 class Pseudonymiser:
-    def __init__(self, key: bytes) -> None:
+    """``cache``: how many identifiers' pseudonyms are kept between calls (the batches of one
+    upload; oldest first out, so memory stays bounded). The cache holds identifiers in this
+    process's memory only, like the batch being protected."""
+
+    def __init__(self, key: bytes, cache: int = 0) -> None:
         if len(key) < 32:
             raise ValueError("a pseudonym key must be at least 256 bits")
         self._key = key
+        self._limit = cache
+        self._cache: OrderedDict[bytes, str] = OrderedDict()
 
     def token(self, value: Any) -> str:
         mac = hmac.digest(self._key, _canonical(value), hashlib.sha256)[:_DIGEST_BYTES]
@@ -57,19 +64,31 @@ class Pseudonymiser:
             values = values.combine_chunks()
         encoded = pc.dictionary_encode(values)
         uniques = encoded.dictionary.to_pylist()
+        cache = self._cache
+        # Keyed by the canonical bytes, never the value: 1, 1.0 and True are one dict key.
+        canonical = [_canonical(v) for v in uniques]
+        missing = [c for c in canonical if c not in cache] if self._limit else canonical
         key = self._key
-        digests = b"".join(hmac.digest(key, _canonical(v), hashlib.sha256)[:_DIGEST_BYTES] for v in uniques)
+        digests = b"".join(hmac.digest(key, c, hashlib.sha256)[:_DIGEST_BYTES] for c in missing)
         text = base64.b32encode(digests).decode("ascii").lower()
-        tokens = pa.array(
-            ["p" + text[i * _TOKEN_CHARS : (i + 1) * _TOKEN_CHARS] for i in range(len(uniques))], pa.string()
-        )
+        fresh = ["p" + text[i * _TOKEN_CHARS : (i + 1) * _TOKEN_CHARS] for i in range(len(missing))]
+        if not self._limit:
+            return pc.take(pa.array(fresh, pa.string()), encoded.indices)
+        made = dict(zip(missing, fresh, strict=True))
+        tokens = pa.array([cache.get(c) or made[c] for c in canonical], pa.string())
+        if len(made) >= self._limit:
+            cache.clear()
+            made = dict(list(made.items())[-self._limit :])
+        cache.update(made)
+        while len(cache) > self._limit:
+            cache.popitem(last=False)  # oldest first, O(1) (a dict's front deletions make it O(n))
         return pc.take(tokens, encoded.indices)
 
 
-def pseudonymiser_for(provider: KeyProvider, dataset: str) -> Pseudonymiser:
+def pseudonymiser_for(provider: KeyProvider, dataset: str, cache: int = 0) -> Pseudonymiser:
     """The dataset's pseudonymiser (its key lives in the keyring; shredding the dataset destroys it)."""
     dek_id = provider.data_key_id(KeyContext(dataset, "*", PSEUDONYM_COLUMN, "pi"))
-    return Pseudonymiser(provider.data_key(dek_id))
+    return Pseudonymiser(provider.data_key(dek_id), cache)
 
 
 def mask_keep_last(value: str | None, keep: int = 4, char: str = "*") -> str | None:

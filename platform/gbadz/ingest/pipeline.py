@@ -18,11 +18,13 @@ import hashlib
 import json
 import secrets
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -42,7 +44,8 @@ from gbadz.crypto.keys import Classification, KeyContext, KeyProvider, provider_
 from gbadz.crypto.pseudonym import Pseudonymiser, pseudonymiser_for
 from gbadz.errors import StorageUnavailable
 from gbadz.identity.models import Organization
-from gbadz.ingest.validate import QualityReport, validate_file
+from gbadz.ingest.spill import DistinctSubjects
+from gbadz.ingest.validate import FileRefused, QualityReport, contract_schema, iter_batches, validate_stream
 from gbadz.law.evidence import legal_date
 
 PART_SIZE = 16 * 1024 * 1024
@@ -105,15 +108,23 @@ class People:
     def sensitive_individuals(self) -> int:
         return int(pc.sum(pc.cast(self.sensitive, pa.int64())).as_py() or 0)
 
+    def chunks(self) -> Iterator[tuple[list[str], list[bool]]]:
+        yield self.subjects.to_pylist(), self.sensitive.to_pylist()
+
+
+#: A version's individuals: in memory (:func:`count_people` over a table) or spilled to disk
+#: partition by partition (:class:`PeopleCounter` over a stream of batches).
+Individuals = People | DistinctSubjects
+
 
 def exporter_key_name(exporter: str) -> str:
     """The key context under which an exporter's subjects are hashed (one key per exporter)."""
     return f"exporter:{exporter}"
 
 
-def subject_hasher(provider: KeyProvider, exporter: str) -> Pseudonymiser:
+def subject_hasher(provider: KeyProvider, exporter: str, cache: int = 0) -> Pseudonymiser:
     dek_id = provider.data_key_id(KeyContext(exporter_key_name(exporter), "*", "subject", "pi"))
-    return Pseudonymiser(provider.data_key(dek_id))
+    return Pseudonymiser(provider.data_key(dek_id), cache)
 
 
 def _exporter_of(ctx: IngestContext, contract: Contract) -> str:
@@ -127,7 +138,7 @@ def _exporter_of(ctx: IngestContext, contract: Contract) -> str:
     return org_id or f"unregistered:{name}"
 
 
-def _minor_rows(contract: Contract, table: pa.Table, at: datetime) -> pa.Array | None:
+def _minor_rows(contract: Contract, table: pa.Table | pa.RecordBatch, at: datetime) -> pa.Array | None:
     """Rows of children under 14 (PIPL Art.28), erring towards sensitive: a birth year within
     14 years of this year counts; a null birth date or year counts too."""
     rule = contract.gbadz.minors
@@ -174,6 +185,48 @@ def count_people(ctx: IngestContext, contract: Contract, table: pa.Table) -> Peo
         grouped["subject"].combine_chunks(),
         pc.cast(grouped["sensitive_max"], pa.bool_()).combine_chunks(),
     )
+
+
+class PeopleCounter:
+    """:func:`count_people` over a stream of batches, in bounded memory: each batch's subject
+    tokens are spilled to hash partitions (:class:`gbadz.ingest.spill.DistinctSubjects`) and
+    made distinct one partition at a time at the end."""
+
+    def __init__(self, ctx: IngestContext, contract: Contract, names: list[str], workdir: Path) -> None:
+        self.contract = contract
+        self.columns = [c for c in contract.subject_columns if c in names] if contract.has_pi else []
+        self.subjects = DistinctSubjects(workdir) if self.columns else None
+        if self.columns:
+            exporter = _exporter_of(ctx, contract)
+            self.hasher = subject_hasher(ctx.provider, exporter, ctx.settings.ingest.pseudonym_cache)
+        self.at = datetime.now(UTC)
+        self.rows = 0
+
+    def add(self, batch: pa.Table | pa.RecordBatch) -> None:
+        if self.subjects is None:
+            return
+        minors = _minor_rows(self.contract, batch, self.at)
+        flags = (
+            np.zeros(batch.num_rows, np.uint8)
+            if minors is None
+            else pc.cast(minors, pa.uint8()).to_numpy(zero_copy_only=False)
+        )
+        for name in self.columns:
+            tokens = self.hasher.array(batch[name])
+            if tokens.null_count:
+                # A row without an identifier is a person of its own (never nobody): erring upwards.
+                rows = pa.array(
+                    [f"{self.contract.id}#{name}#{i}" for i in range(self.rows, self.rows + batch.num_rows)],
+                    pa.string(),
+                )
+                tokens = pc.coalesce(tokens, self.hasher.array(rows))
+            self.subjects.add(tokens, flags)
+        self.rows += batch.num_rows
+
+    def finish(self) -> DistinctSubjects | None:
+        if self.subjects is not None:
+            self.subjects.finish()
+        return self.subjects
 
 
 def _classification(contract: Contract) -> Classification:
@@ -310,23 +363,107 @@ def quarantine(
     return key
 
 
+class Protection:
+    """What protecting a contract's columns does to each batch: identifiers are pseudonymised
+    now (one pseudonymiser and its bounded cache for every batch of the upload, so equal inputs
+    get equal pseudonyms in every batch); every other protected column is marked for Parquet
+    encryption (masks and drop-on-export are stored encrypted and applied on delivery)."""
+
+    def __init__(self, ctx: IngestContext, contract: Contract, names: list[str]) -> None:
+        self.pseudonymised: list[str] = []
+        self.encrypted: list[ProtectedColumn] = []
+        for name in names:
+            facts = contract.facts(name)
+            if facts.protection in (None, "none"):
+                continue
+            if facts.protection == "pseudonymise":
+                self.pseudonymised.append(name)
+            else:
+                self.encrypted.append(ProtectedColumn(name, "spi" if facts.spi else "pi"))
+        self.pseudonymiser = (
+            pseudonymiser_for(ctx.provider, contract.id, ctx.settings.ingest.pseudonym_cache)
+            if self.pseudonymised
+            else None
+        )
+
+    def schema(self, schema: pa.Schema) -> pa.Schema:
+        for name in self.pseudonymised:
+            index = schema.get_field_index(name)
+            schema = schema.set(index, pa.field(name, pa.string()))
+        return schema
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        for name in self.pseudonymised:
+            assert self.pseudonymiser is not None
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, self.pseudonymiser.array(table[name]))
+        return table
+
+
 def protect(
     ctx: IngestContext, contract: Contract, table: pa.Table
 ) -> tuple[pa.Table, list[ProtectedColumn]]:
     """Pseudonymise identifiers now; mark every other protected column for Parquet encryption."""
-    pseudonymiser = None
-    encrypted: list[ProtectedColumn] = []
-    for index, name in enumerate(table.column_names):
-        facts = contract.facts(name)
-        if facts.protection in (None, "none"):
-            continue
-        if facts.protection == "pseudonymise":
-            pseudonymiser = pseudonymiser or pseudonymiser_for(ctx.provider, contract.id)
-            table = table.set_column(index, name, pseudonymiser.array(table[name]))
-            continue
-        # encrypt, masks and drop-on-export are all stored encrypted; masks and drops apply on delivery.
-        encrypted.append(ProtectedColumn(name, "spi" if facts.spi else "pi"))
-    return table, encrypted
+    protection = Protection(ctx, contract, table.column_names)
+    return protection.apply(table), protection.encrypted
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A validated local file to publish batch by batch (never whole in memory)."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class _Written:
+    rows: int
+    schema: pa.Schema
+    people: Individuals | None
+
+
+def _write_stream(
+    ctx: IngestContext,
+    contract: Contract,
+    source: FileSource,
+    part: Path,
+    version: int,
+    protected: list[ProtectedColumn],
+    workdir: Path,
+) -> _Written:
+    """Read, count individuals, protect and write the file one batch at a time: one Parquet
+    writer with the version's column encryption; row groups of ``ROW_GROUP`` rows as before."""
+    schema = contract_schema(contract)
+    protection = Protection(ctx, contract, schema.names)
+    if [c.name for c in protection.encrypted] != [c.name for c in protected]:
+        raise ValueError("the protected columns do not match the contract's")
+    counter = PeopleCounter(ctx, contract, schema.names, workdir)
+    out_schema = protection.schema(schema)
+    pending: list[pa.RecordBatch] = []
+    held = rows = 0
+    with ColumnProtector(ctx.provider).open_writer(
+        str(part), out_schema, contract.id, str(version), protected, compression="zstd"
+    ) as writer:
+
+        def flush() -> None:
+            table = protection.apply(pa.Table.from_batches(pending, schema=schema))
+            writer.write_table(table, row_group_size=ROW_GROUP)
+            pending.clear()
+
+        try:
+            for batch in iter_batches(contract, source.path, ctx.settings.ingest):
+                counter.add(batch)
+                pending.append(batch)
+                held += batch.num_rows
+                rows += batch.num_rows
+                if held >= ROW_GROUP:
+                    flush()
+                    held = 0
+        except FileRefused as exc:  # validated before: a file that no longer reads is refused, never guessed
+            raise RuntimeError(f"{contract.id}: the validated file no longer reads: {exc.detail}") from None
+        if pending:
+            flush()
+    return _Written(rows, out_schema, counter.finish())
 
 
 def _next_version(session: Session, dataset_id: str) -> int:
@@ -340,16 +477,20 @@ def publish(
     ctx: IngestContext,
     contract: Contract,
     landed: Landed,
-    table: pa.Table,
+    table: pa.Table | FileSource,
     protected: list[ProtectedColumn],
     report: QualityReport,
     contract_sha256: str,
     run_id: int | None = None,
-    people: People | None = None,
+    people: Individuals | None = None,
     *,
     claim: str | None = None,
 ) -> Published:
     """Write the protected Parquet, then the manifest, then register the version.
+
+    ``table`` is either a protected table in memory (with its ``people``), or a validated
+    :class:`FileSource`, read, counted, protected and written batch by batch (see
+    :func:`publish_file`).
 
     The files go under a prefix of their own (the version and a random token): a writer that
     loses the race for a version number never overwrites the files of the version that won; it
@@ -387,43 +528,68 @@ def _publish_version(
     ctx: IngestContext,
     contract: Contract,
     landed: Landed,
-    table: pa.Table,
+    table: pa.Table | FileSource,
     protected: list[ProtectedColumn],
     report: QualityReport,
     contract_sha256: str,
     version: int,
     run_id: int | None,
-    people: People | None,
+    people: Individuals | None,
+    claim: str | None,
+) -> Published:
+    with tempfile.TemporaryDirectory(prefix="gbadz-publish-") as tmp:
+        part = Path(tmp) / "part-00000.parquet"
+        if isinstance(table, FileSource):
+            written = _write_stream(ctx, contract, table, part, version, protected, Path(tmp))
+        else:
+            ColumnProtector(ctx.provider).write_table(
+                table,
+                str(part),
+                contract.id,
+                str(version),
+                protected,
+                row_group_size=ROW_GROUP,
+                compression="zstd",
+            )
+            written = _Written(table.num_rows, table.schema, people)
+        # Registered before the temporary folder goes: spilled individuals are read from it.
+        return _upload_and_register(
+            ctx, contract, landed, part, written, protected, report, contract_sha256, version, run_id, claim
+        )
+
+
+def _upload_and_register(
+    ctx: IngestContext,
+    contract: Contract,
+    landed: Landed,
+    part: Path,
+    written: _Written,
+    protected: list[ProtectedColumn],
+    report: QualityReport,
+    contract_sha256: str,
+    version: int,
+    run_id: int | None,
     claim: str | None,
 ) -> Published:
     prefix = f"{contract.id}/v{version}/{secrets.token_hex(8)}/"
     bucket = ctx.settings.s3.curated_bucket
-    with tempfile.TemporaryDirectory(prefix="gbadz-publish-") as tmp:
-        part = Path(tmp) / "part-00000.parquet"
-        ColumnProtector(ctx.provider).write_table(
-            table,
-            str(part),
-            contract.id,
-            str(version),
-            protected,
-            row_group_size=ROW_GROUP,
-            compression="zstd",
-        )
-        part_sha, part_size = file_sha256(part)
-        try:
-            ctx.client.fput_object(bucket, prefix + part.name, str(part), part_size=PART_SIZE)
-        except storage.S3_ERRORS as exc:
-            raise StorageUnavailable(storage.explain(ctx.settings.s3, exc)) from None
+    people, rows = written.people, written.rows
+    part_sha, part_size = file_sha256(part)
+    try:
+        # A multipart PUT streamed from the file, PART_SIZE at a time.
+        ctx.client.fput_object(bucket, prefix + part.name, str(part), part_size=PART_SIZE)
+    except storage.S3_ERRORS as exc:
+        raise StorageUnavailable(storage.explain(ctx.settings.s3, exc)) from None
     manifest: dict[str, Any] = {
         "dataset": contract.id,
         "version": version,
         "contract_version": contract.version,
         "contract_sha256": contract_sha256,
         "source_sha256": landed.sha256,
-        "rows": table.num_rows,
+        "rows": rows,
         "individuals": people.individuals if people else None,
         "sensitive_individuals": people.sensitive_individuals if people else None,
-        "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+        "schema": [{"name": f.name, "type": str(f.type)} for f in written.schema],
         "protected_columns": [{"name": c.name, "classification": c.classification} for c in protected],
         "pseudonymised_columns": [
             n for n, f in contract.gbadz.columns.items() if f.protection == "pseudonymise"
@@ -433,7 +599,7 @@ def _publish_version(
                 "key": prefix + "part-00000.parquet",
                 "sha256": part_sha,
                 "size": part_size,
-                "rows": table.num_rows,
+                "rows": rows,
             }
         ],
         "quality": {"success": report.success, "checks": len(report.results), "summary": report.summary()},
@@ -452,14 +618,14 @@ def _publish_version(
         landed,
         version,
         manifest_key,
-        table.num_rows,
+        rows,
         report,
         run_id,
         people,
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
         claim=claim,
     )
-    return Published(version, manifest_key, table.num_rows, reused=False)
+    return Published(version, manifest_key, rows, reused=False)
 
 
 def register(
@@ -472,7 +638,7 @@ def register(
     rows: int,
     report: QualityReport,
     run_id: int | None = None,
-    people: People | None = None,
+    people: Individuals | None = None,
     *,
     manifest_sha256: str | None = None,
     claim: str | None = None,
@@ -526,34 +692,38 @@ def register(
         )
 
 
-def _store_subjects(session: Session, dataset_id: str, version: int, people: People) -> None:
+def _store_subjects(session: Session, dataset_id: str, version: int, people: Individuals) -> None:
     """Write the version's keyed subject hashes in the caller's transaction, in bulk: COPY on
-    PostgreSQL, one prepared executemany on SQLite (row-by-row ORM inserts cost 6 s a million)."""
-    count = len(people.subjects)
-    rows = zip(
-        [dataset_id] * count,
-        [version] * count,
-        range(count),
-        people.subjects.to_pylist(),
-        people.sensitive.to_pylist(),
-        strict=True,
-    )
+    PostgreSQL, one prepared executemany per chunk on SQLite (row-by-row ORM inserts cost 6 s a
+    million). Spilled individuals arrive one partition at a time (bounded memory)."""
     connection = session.connection()
     raw: Any = connection.connection.driver_connection
-    if connection.dialect.name == "postgresql":
-        with (
-            raw.cursor() as cursor,
-            cursor.copy(
-                "COPY version_subjects (dataset_id, version, n, subject, sensitive) FROM STDIN"
-            ) as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
-    else:
-        raw.executemany(
-            "INSERT INTO version_subjects (dataset_id, version, n, subject, sensitive) VALUES (?, ?, ?, ?, ?)",
-            rows,
+    start = 0
+    for subjects, sensitive in people.chunks():
+        count = len(subjects)
+        rows = zip(
+            [dataset_id] * count,
+            [version] * count,
+            range(start, start + count),
+            subjects,
+            sensitive,
+            strict=True,
         )
+        start += count
+        if connection.dialect.name == "postgresql":
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(
+                    "COPY version_subjects (dataset_id, version, n, subject, sensitive) FROM STDIN"
+                ) as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            raw.executemany(
+                "INSERT INTO version_subjects (dataset_id, version, n, subject, sensitive) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
 
 
 def _already(session: Session, run_id: int | None, status: str, claim: str | None) -> bool:
@@ -602,16 +772,33 @@ def ingest(ctx: IngestContext, contract: Contract, contract_sha256: str, source:
             True, landed, None, Published(found.version, found.manifest_key, found.row_count, True), None
         )
     # In one process the local file is the landed one (same SHA-256); the DAG's tasks, which
-    # may run on different workers, fetch and decrypt the landed copy instead.
-    table, report = validate_file(contract, source, ctx.settings.ingest)
-    if table is None:
+    # may run on different workers, fetch and decrypt the landed copy instead. Both read it
+    # twice, batch by batch: once to validate, once (only if it passed) to publish.
+    report = validate_stream(contract, source, ctx.settings.ingest)
+    if not report.success:
         return IngestResult(False, landed, report, None, quarantine(ctx, contract, landed, report))
-    people = count_people(ctx, contract, table)
-    protected_table, protected = protect(ctx, contract, table)
-    published = publish(
-        ctx, contract, landed, protected_table, protected, report, contract_sha256, people=people
-    )
+    published = publish_file(ctx, contract, landed, source, report, contract_sha256)
     return IngestResult(True, landed, report, published, None)
+
+
+def publish_file(
+    ctx: IngestContext,
+    contract: Contract,
+    landed: Landed,
+    source: Path,
+    report: QualityReport,
+    contract_sha256: str,
+    run_id: int | None = None,
+    *,
+    claim: str | None = None,
+) -> Published:
+    """Publish a validated local file in bounded memory: individuals counted, identifiers
+    pseudonymised and protected columns encrypted batch by batch into one Parquet file, which is
+    then uploaded in parts (ADR 0028)."""
+    protected = Protection(ctx, contract, contract_schema(contract).names).encrypted
+    return publish(
+        ctx, contract, landed, FileSource(source), protected, report, contract_sha256, run_id, claim=claim
+    )
 
 
 def contract_hash(path: Path) -> str:

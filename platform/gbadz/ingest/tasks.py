@@ -18,7 +18,7 @@ from gbadz.config import get_settings
 from gbadz.contract import Contract, load_contract
 from gbadz.embedded import resolve_settings
 from gbadz.ingest import pipeline, progress
-from gbadz.ingest.validate import QualityReport, read_table, validate_file
+from gbadz.ingest.validate import QualityReport, validate_stream
 
 CATALOG_REF = "catalog:"
 
@@ -114,7 +114,7 @@ def validate(landed: dict[str, Any]) -> dict[str, Any]:
         return {"success": True, "existing_version": existing.version, "summary": "already published"}
     with tempfile.TemporaryDirectory(prefix="gbadz-validate-") as tmp:
         raw = pipeline.fetch_raw(ctx, contract, _landed(landed), Path(tmp))
-        _, report = validate_file(contract, raw, ctx.settings.ingest)
+        report = validate_stream(contract, raw, ctx.settings.ingest)
     key = f"{contract.id}/reports/{landed['sha256']}.json"
     storage.ObjectStore(ctx.client, ctx.settings.s3).put_bytes(
         ctx.settings.s3.landing_bucket,
@@ -149,23 +149,17 @@ def publish(landed: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any
     report = _report(ctx, validation["report_key"])
     with tempfile.TemporaryDirectory(prefix="gbadz-publish-") as tmp:
         raw = pipeline.fetch_raw(ctx, contract, _landed(landed), Path(tmp))
-        table = read_table(contract, raw, ctx.settings.ingest)
-    if isinstance(table, QualityReport):  # cannot happen after a passed validation; refuse rather than guess
-        raise RuntimeError(f"{contract.id}: landed file no longer reads: {table.summary()}")
-    people = pipeline.count_people(ctx, contract, table)
-    protected_table, protected = pipeline.protect(ctx, contract, table)
-    published = pipeline.publish(
-        ctx,
-        contract,
-        _landed(landed),
-        protected_table,
-        protected,
-        report,
-        landed["contract_sha256"],
-        run_id=landed.get("upload"),
-        people=people,
-        claim=landed.get("claim"),
-    )
+        # Batch by batch (ADR 0028); a file that no longer reads raises rather than guesses.
+        published = pipeline.publish_file(
+            ctx,
+            contract,
+            _landed(landed),
+            raw,
+            report,
+            landed["contract_sha256"],
+            run_id=landed.get("upload"),
+            claim=landed.get("claim"),
+        )
     progress.finished("publish")
     return asdict(published)
 

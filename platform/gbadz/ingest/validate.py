@@ -9,8 +9,11 @@ columns are never copied into the report.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,10 +132,48 @@ def _decoded_bytes(column: pa.Array) -> int:
 _FIXED_WIDTH = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
 
 
-def _read_parquet(path: Path, expected: list[str], limits: IngestSettings) -> pa.Table | str:
-    """A Parquet file's contract columns, or why it is refused. The footer's declared sizes are
-    checked first (nothing is decompressed); then batches are read with text columns kept as
-    dictionaries, measured, and only decoded while the running total stays within the limit."""
+class FileRefused(Exception):
+    """The file cannot be read as the contract says; ``detail`` names columns and limits, never a value."""
+
+    def __init__(self, detail: str, column: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.column = column
+
+
+def contract_schema(contract: Contract) -> pa.Schema:
+    """The Arrow schema every batch of an upload has: the contract's columns, in order, typed."""
+    return pa.schema([(p.name, ARROW_TYPES[p.logicalType]) for p in contract.table.properties])
+
+
+def _csv_batches(
+    path: Path, expected: list[str], types: dict[str, pa.DataType], limits: IngestSettings, header: list[str]
+) -> Iterator[pa.RecordBatch]:
+    size = path.stat().st_size
+    if size > limits.max_table_bytes:
+        raise TooLarge(f"the file is {size:,} bytes; the limit is {limits.max_table_bytes:,}")
+    read_options = pacsv.ReadOptions(block_size=limits.max_line_bytes)
+    with pacsv.open_csv(
+        path, read_options=read_options, convert_options=pacsv.ConvertOptions(column_types={})
+    ) as reader:
+        header.extend(reader.schema.names)
+    if len(header) > limits.max_columns:
+        raise TooLarge(f"the file has {len(header):,} columns; the limit is {limits.max_columns:,}")
+    mismatch = _column_mismatch(expected, header)
+    if mismatch:
+        raise FileRefused(mismatch)
+    convert = pacsv.ConvertOptions(
+        column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
+    )
+    with pacsv.open_csv(path, read_options=read_options, convert_options=convert) as reader:
+        yield from reader
+
+
+def _parquet_batches(path: Path, expected: list[str], limits: IngestSettings) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's contract columns in batches, or why it is refused. The footer's declared
+    sizes are checked first (nothing is decompressed); then batches are read with text columns
+    kept as dictionaries, measured, and only decoded while the running total stays within the
+    limit."""
     meta = pq.read_metadata(path)
     if meta.num_columns > limits.max_columns:
         raise TooLarge(f"the file declares {meta.num_columns:,} columns; the limit is {limits.max_columns:,}")
@@ -160,18 +201,20 @@ def _read_parquet(path: Path, expected: list[str], limits: IngestSettings) -> pa
     schema = pq.read_schema(path)
     mismatch = _column_mismatch(expected, schema.names)
     if mismatch:
-        return mismatch
+        raise FileRefused(mismatch)
     fields = [schema.field(name) for name in expected]
     nested = [f.name for f in fields if pa.types.is_nested(f.type)]
     if nested:
-        return f"nested values are not accepted (columns {', '.join(nested)}): each column holds one value per row"
+        raise FileRefused(
+            f"nested values are not accepted (columns {', '.join(nested)}): each column holds one value per row"
+        )
     # A column the footer's Arrow schema calls a dictionary is read as one anyway; give it back plain.
     plain = pa.schema(
         [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in fields]
     )
     texts = [f.name for f in plain if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
     reader = pq.ParquetFile(path, read_dictionary=texts)
-    batches, total = [], 0
+    total = 0
     for batch in reader.iter_batches(batch_size=limits.batch_rows, columns=expected, use_threads=False):
         total += sum(_decoded_bytes(column) for column in batch.columns)
         if total > limits.max_table_bytes:
@@ -182,84 +225,114 @@ def _read_parquet(path: Path, expected: list[str], limits: IngestSettings) -> pa
         columns = [
             col.dictionary_decode() if isinstance(col, pa.DictionaryArray) else col for col in batch.columns
         ]
-        batches.append(pa.RecordBatch.from_arrays(columns, schema=plain))
-    return pa.Table.from_batches(batches, schema=plain)
+        yield pa.RecordBatch.from_arrays(columns, schema=plain)
 
 
-def read_table(
+def _typed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """The batch's contract columns in the contract's order and types (a failed cast names the column)."""
+    columns = []
+    for wanted in schema:
+        column = batch.column(wanted.name)
+        if column.type != wanted.type:
+            try:
+                column = column.cast(wanted.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise FileRefused(
+                    f"values are not {wanted.type}: {without_values(str(exc).splitlines()[0])[:200]}",
+                    wanted.name,
+                ) from None
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _rebatched(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Batches of exactly ``rows`` rows (the last one shorter), whatever sizes the reader gave."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(rows - held, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            held += take
+            batch = batch.slice(take)
+            if held == rows:
+                yield pending[0] if len(pending) == 1 else _concat(pending)
+                pending, held = [], 0
+    if held:
+        yield pending[0] if len(pending) == 1 else _concat(pending)
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def iter_batches(
     contract: Contract, path: Path, limits: IngestSettings | None = None
-) -> pa.Table | QualityReport:
-    """The file as an Arrow table with the contract's column types, or a failed report saying why."""
+) -> Iterator[pa.RecordBatch]:
+    """The upload as record batches of ``limits.batch_rows`` rows with the contract's columns and
+    types, read from a local file one batch at a time (memory does not grow with the file).
+
+    Raises :class:`FileRefused` (naming columns and limits, never a value) when the file cannot
+    be read as the contract says, also after some batches were yielded: ``max_rows`` and
+    ``max_table_bytes`` are counted as the file streams, so an oversize file is refused mid-way.
+    """
     limits = limits or IngestSettings()
-    props = contract.table.properties
-    expected = [p.name for p in props]
-    header = expected
-    types = {p.name: ARROW_TYPES[p.logicalType] for p in props}
+    schema = contract_schema(contract)
+    expected = schema.names
+    types = {f.name: f.type for f in schema}
+    header: list[str] = list(expected)
     suffix = path.suffix.lower()
+    rows = decoded = 0
     try:
         if suffix == ".parquet":
-            read = _read_parquet(path, expected, limits)
-            if isinstance(read, str):
-                return _schema_failure(contract, read)
-            table = read
+            raw = _parquet_batches(path, expected, limits)
         elif suffix in (".csv", ".txt"):
-            size = path.stat().st_size
-            if size > limits.max_table_bytes:
-                raise TooLarge(f"the file is {size:,} bytes; the limit is {limits.max_table_bytes:,}")
-            read_options = pacsv.ReadOptions(block_size=limits.max_line_bytes)
-            with pacsv.open_csv(
-                path, read_options=read_options, convert_options=pacsv.ConvertOptions(column_types={})
-            ) as reader:
-                header = reader.schema.names
-            if len(header) > limits.max_columns:
-                raise TooLarge(f"the file has {len(header):,} columns; the limit is {limits.max_columns:,}")
-            mismatch = _column_mismatch(expected, header)
-            if mismatch:
-                return _schema_failure(contract, mismatch)
-            table = pacsv.read_csv(
-                path,
-                read_options=read_options,
-                convert_options=pacsv.ConvertOptions(
-                    column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
-                ),
-            )
+            header = []
+            raw = _csv_batches(path, expected, types, limits, header)
         else:
-            return _schema_failure(
-                contract, f"unsupported file type {suffix or '(none)'}: upload CSV or Parquet"
-            )
+            raise FileRefused(f"unsupported file type {suffix or '(none)'}: upload CSV or Parquet")
+        for batch in _rebatched(raw, limits.batch_rows):
+            rows += batch.num_rows
+            if rows > limits.max_rows:
+                raise TooLarge(
+                    f"the file has more than {limits.max_rows:,} rows (it stopped being read after {rows:,})"
+                )
+            typed = _typed(batch, schema)
+            decoded += typed.nbytes if suffix != ".parquet" else 0  # Parquet is measured as it decodes
+            if decoded > limits.max_table_bytes:
+                raise TooLarge(
+                    f"the file decodes to more than {limits.max_table_bytes:,} bytes (it stopped being "
+                    f"read after {decoded:,})"
+                )
+            yield typed
     except TooLarge as exc:
-        return _schema_failure(contract, f"the file is refused before it is read in full: {exc}")
+        raise FileRefused(f"the file is refused before it is read in full: {exc}") from None
     except pa.ArrowInvalid as exc:
         if "straddling" in str(exc) or "block size" in str(exc):
-            return _schema_failure(
-                contract, f"a line is longer than the {limits.max_line_bytes:,}-byte limit for one line"
-            )
+            raise FileRefused(
+                f"a line is longer than the {limits.max_line_bytes:,}-byte limit for one line"
+            ) from None
         message = without_values(str(exc).splitlines()[0])[:300]
         found = re.search(r"CSV column #(\d+)", message)
         column = None
         if found is not None and int(found.group(1)) < len(header):
             column = header[int(found.group(1))]  # the position is in the file's own column order
             message = message.replace(found.group(0), f"column {column}")
-        return _schema_failure(contract, f"the file does not match the contract's types: {message}", column)
+        raise FileRefused(f"the file does not match the contract's types: {message}", column) from None
     except (OSError, UnicodeDecodeError) as exc:
-        return _schema_failure(contract, f"the file cannot be read: {exc}")
-    mismatch = _column_mismatch(expected, table.column_names)
-    if mismatch:
-        return _schema_failure(contract, mismatch)
-    columns = []
-    for name in expected:
-        column = table[name]
-        if column.type != types[name]:
-            try:
-                column = column.cast(types[name], safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                return _schema_failure(
-                    contract,
-                    f"values are not {types[name]}: {without_values(str(exc).splitlines()[0])[:200]}",
-                    name,
-                )
-        columns.append(column)
-    return pa.table(columns, names=expected)
+        raise FileRefused(f"the file cannot be read: {exc}") from None
+
+
+def read_table(
+    contract: Contract, path: Path, limits: IngestSettings | None = None
+) -> pa.Table | QualityReport:
+    """The whole file as one Arrow table with the contract's column types, or a failed report
+    saying why. Holds the file in memory: the pipeline streams (:func:`iter_batches`) instead."""
+    try:
+        batches = list(iter_batches(contract, path, limits))
+    except FileRefused as exc:
+        return _schema_failure(contract, exc.detail, exc.column)
+    return pa.Table.from_batches(batches, schema=contract_schema(contract))
 
 
 def _suite(contract: Contract) -> list[Any]:
@@ -302,66 +375,221 @@ def _suite(contract: Contract) -> list[Any]:
     return rules
 
 
-def run_suite(contract: Contract, table: pa.Table) -> QualityReport:
-    """Validate with Great Expectations (ephemeral context, pandas engine)."""
-    import great_expectations as gx
-    from great_expectations.execution_engine import pandas_execution_engine
+#: Rules that span batches: computed over the whole stream, not by Great Expectations per batch.
+UNIQUE = "expect_column_values_to_be_unique"
+ROW_COUNT = "expect_table_row_count_to_be_between"
 
-    # GX fingerprints every in-memory batch with an MD5 over pandas' hash of all values (about
-    # 1 s per million rows of strings) unless the frame exceeds HASH_THRESHOLD. The fingerprint
-    # is batch metadata only; gbadz identifies uploads by their SHA-256, so it is skipped.
-    pandas_execution_engine.HASH_THRESHOLD = 0
-    for noisy in ("great_expectations", "great_expectations._docs_decorators"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    context = gx.get_context(mode="ephemeral")
-    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    asset = context.data_sources.add_pandas("gbadz").add_dataframe_asset(name=contract.id)
-    batch_definition = asset.add_batch_definition_whole_dataframe("upload")
-    suite = gx.ExpectationSuite(name=f"{contract.id}-{contract.version}")
-    for rule in _suite(contract):
-        suite.add_expectation(rule)
-    suite = context.suites.add(suite)
-    frame = table.to_pandas()
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    outcome = batch.validate(
-        suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE}
-    )
-    results = []
-    for res in outcome.results:
-        # GX returns loosely typed JSON: read it as such.
-        info: dict[str, Any] = dict(res.to_json_dict())
-        config: dict[str, Any] = info["expectation_config"]
-        column = config.get("kwargs", {}).get("column")
-        detail: dict[str, Any] = info["result"] or {}
-        pi = column is not None and contract.facts(column).pi
-        results.append(
-            CheckResult(
-                rule=config["type"],
-                column=column,
-                success=bool(info["success"]),
-                unexpected_count=detail.get("unexpected_count"),
-                unexpected_percent=detail.get("unexpected_percent"),
-                # GX gives pandas' 0-based index; providers read the file's data rows from 1
-                # (the header row not counted), as every report and page says.
-                sample_rows=[int(i) + 1 for i in (detail.get("partial_unexpected_index_list") or [])][
-                    :SAMPLE
-                ],
-                # Personal data never enters a quality report.
-                sample_values=None if pi else (detail.get("partial_unexpected_list") or None),
-                observed=detail.get("observed_value"),
-                detail=_describe(config["type"], config.get("kwargs", {})),
-            )
+@dataclass
+class _Tally:
+    """One expectation's results summed over the batches (GX's own arithmetic for percentages)."""
+
+    rule: str
+    column: str | None
+    kwargs: dict[str, Any]
+    success: bool = True
+    elements: int = 0
+    missing: int | None = None
+    unexpected: int | None = None
+    rows: list[int] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+    observed: Any = None
+    seen: bool = False
+
+    def add(self, success: bool, detail: dict[str, Any]) -> None:
+        self.success = self.success and success
+        if not self.seen:
+            self.observed = detail.get("observed_value")
+            self.seen = True
+        self.elements += int(detail.get("element_count") or 0)
+        if "missing_count" in detail:
+            self.missing = (self.missing or 0) + int(detail.get("missing_count") or 0)
+        if detail.get("unexpected_count") is not None:
+            self.unexpected = (self.unexpected or 0) + int(detail["unexpected_count"])
+        if len(self.rows) < SAMPLE:
+            # GX reports the frame's index: each batch's frame is indexed by file position.
+            self.rows += [int(i) for i in (detail.get("partial_unexpected_index_list") or [])]
+            self.rows = self.rows[:SAMPLE]
+        if len(self.values) < SAMPLE:
+            self.values = (self.values + list(detail.get("partial_unexpected_list") or []))[:SAMPLE]
+
+    def percent(self) -> float | None:
+        if self.unexpected is None:
+            return None
+        base = self.elements - self.missing if self.missing is not None else self.elements
+        return self.unexpected / base * 100 if base > 0 else None
+
+    def result(self, contract: Contract) -> CheckResult:
+        pi = self.column is not None and contract.facts(self.column).pi
+        return CheckResult(
+            rule=self.rule,
+            column=self.column,
+            success=self.success,
+            unexpected_count=self.unexpected,
+            unexpected_percent=self.percent(),
+            # Providers read the file's data rows from 1 (the header row not counted).
+            sample_rows=[r + 1 for r in self.rows],
+            # Personal data never enters a quality report.
+            sample_values=None if pi else (self.values or None),
+            observed=self.observed,
+            detail=_describe(self.rule, self.kwargs),
         )
-    return QualityReport(
-        contract_id=contract.id,
-        contract_version=contract.version,
-        success=bool(outcome.success),
-        rows=table.num_rows,
-        checked_at=datetime.now(UTC).isoformat(),
-        results=results,
-    )
+
+
+class StreamValidator:
+    """Validate an upload batch by batch with one Great Expectations context and suite.
+
+    Per-row rules run in GX on each batch (only the batch is converted to pandas, indexed by
+    its rows' file positions); their results are summed into one report of the same shape as a
+    whole-file validation. Rules over the whole file are computed on the stream: the row count
+    exactly, uniqueness with :class:`gbadz.ingest.spill.DuplicateFinder` (hash partitions spilled
+    to ``workdir``, bounded memory). ADR 0028.
+    """
+
+    def __init__(self, contract: Contract, workdir: Path | None = None) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+        from great_expectations.execution_engine import pandas_execution_engine
+
+        from gbadz.ingest.spill import DuplicateFinder
+
+        # GX fingerprints every in-memory batch with an MD5 over pandas' hash of all values (about
+        # 1 s per million rows of strings) unless the frame exceeds HASH_THRESHOLD. The fingerprint
+        # is batch metadata only; gbadz identifies uploads by their SHA-256, so it is skipped.
+        pandas_execution_engine.HASH_THRESHOLD = 0
+        for noisy in ("great_expectations", "great_expectations._docs_decorators"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        self.contract = contract
+        self.schema = contract_schema(contract)
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        asset = context.data_sources.add_pandas("gbadz").add_dataframe_asset(name=contract.id)
+        self._batches = asset.add_batch_definition_whole_dataframe("upload")
+        suite = gx.ExpectationSuite(name=f"{contract.id}-{contract.version}")
+        self._tallies: list[_Tally] = []
+        self._by_id: dict[str, _Tally] = {}
+        self._unique: dict[int, DuplicateFinder] = {}
+        self._row_count: list[int] = []
+        in_gx: list[_Tally] = []
+        for rule in _suite(contract):
+            config = rule.configuration
+            kwargs = dict(config.kwargs)
+            tally = _Tally(rule=config.type, column=kwargs.get("column"), kwargs=kwargs)
+            self._tallies.append(tally)
+            if config.type == UNIQUE:
+                self._unique[len(self._tallies) - 1] = DuplicateFinder(workdir)
+            elif config.type == ROW_COUNT:
+                self._row_count.append(len(self._tallies) - 1)
+            else:
+                suite.add_expectation(rule)
+                in_gx.append(tally)
+        self._suite = context.suites.add(suite)
+        # The stored suite's expectations carry their ids, in the order they were added.
+        self._by_id = {str(e.id): t for e, t in zip(self._suite.expectations, in_gx, strict=True)}
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Validate one batch (its rows follow the rows already added)."""
+        offset = self.rows
+        frame = batch.to_pandas()
+        frame.index = range(offset, offset + batch.num_rows)  # pandas makes it a RangeIndex
+        outcome = self._batches.get_batch(batch_parameters={"dataframe": frame}).validate(
+            self._suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE}
+        )
+        del frame
+        for res in outcome.results:
+            # GX returns loosely typed JSON: read it as such.
+            info: dict[str, Any] = dict(res.to_json_dict())
+            self._by_id[str(info["expectation_config"]["id"])].add(
+                bool(info["success"]), info["result"] or {}
+            )
+        for index, finder in self._unique.items():
+            column = self._tallies[index].column
+            assert column is not None
+            finder.add(batch.column(column), offset)
+        self.rows += batch.num_rows
+
+    def report(self, values_at: Callable[[str, list[int]], list[Any]] | None = None) -> QualityReport:
+        """The aggregated report; ``values_at(column, rows)`` fetches sample values of a repeated
+        non-personal column (a second read of those rows only) when uniqueness failed."""
+        if not self.rows and self._by_id:
+            self.add(pa.RecordBatch.from_pylist([], schema=self.schema))  # GX's verdicts on no rows
+        for index, finder in self._unique.items():
+            tally = self._tallies[index]
+            repeated, first = finder.finish(SAMPLE)
+            tally.seen, tally.success = True, repeated == 0
+            tally.elements, tally.missing, tally.unexpected = (
+                finder.elements,
+                finder.elements - finder.nonnull,
+                repeated,
+            )
+            tally.rows = first
+            column = tally.column
+            if (
+                repeated
+                and column is not None
+                and not self.contract.facts(column).pi
+                and values_at is not None
+            ):
+                tally.values = values_at(column, first)
+        for index in self._row_count:
+            tally = self._tallies[index]
+            low, high = tally.kwargs.get("min_value"), tally.kwargs.get("max_value")
+            tally.seen, tally.observed = True, self.rows
+            tally.success = (low is None or self.rows >= low) and (high is None or self.rows <= high)
+        results = [t.result(self.contract) for t in self._tallies]
+        return QualityReport(
+            contract_id=self.contract.id,
+            contract_version=self.contract.version,
+            success=all(r.success for r in results),
+            rows=self.rows,
+            checked_at=datetime.now(UTC).isoformat(),
+            results=results,
+        )
+
+
+def _values_at(batches: Callable[[], Iterator[pa.RecordBatch]]) -> Callable[[str, list[int]], list[Any]]:
+    def values(column: str, rows: list[int]) -> list[Any]:
+        wanted, offset = sorted(set(rows)), 0
+        found: dict[int, Any] = {}
+        for batch in batches():
+            inside = [r for r in wanted if offset <= r < offset + batch.num_rows]
+            if inside:
+                taken = batch.column(column).take(pa.array([r - offset for r in inside])).to_pylist()
+                found.update(zip(inside, taken, strict=True))
+            offset += batch.num_rows
+            if offset > wanted[-1]:
+                break
+        return [found.get(r) for r in rows]
+
+    return values
+
+
+def run_suite(contract: Contract, table: pa.Table, batch_rows: int | None = None) -> QualityReport:
+    """Validate an in-memory table (in batches of ``batch_rows``, default: as it is chunked)."""
+    with tempfile.TemporaryDirectory(prefix="gbadz-validate-") as tmp:
+        checker = StreamValidator(contract, Path(tmp))
+        table = table.select(contract_schema(contract).names)
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            checker.add(batch)
+        return checker.report(_values_at(lambda: iter(table.to_batches(max_chunksize=batch_rows))))
+
+
+def validate_stream(contract: Contract, path: Path, limits: IngestSettings | None = None) -> QualityReport:
+    """Read and validate a local file batch by batch, in memory that does not grow with it."""
+    limits = limits or IngestSettings()
+    with tempfile.TemporaryDirectory(prefix="gbadz-validate-") as tmp:
+        batches = iter_batches(contract, path, limits)
+        try:
+            # The first batch before Great Expectations starts (seconds): a file refused at once
+            # (a bomb, a wrong header) is answered without it.
+            first = next(batches, None)
+            checker = StreamValidator(contract, Path(tmp))
+            for batch in itertools.chain([first] if first is not None else [], batches):
+                checker.add(batch)
+        except FileRefused as exc:
+            return _schema_failure(contract, exc.detail, exc.column)
+        return checker.report(_values_at(lambda: iter_batches(contract, path, limits)))
 
 
 def _describe(rule: str, kwargs: dict[str, Any]) -> str:
@@ -381,9 +609,10 @@ def _describe(rule: str, kwargs: dict[str, Any]) -> str:
 def validate_file(
     contract: Contract, path: Path, limits: IngestSettings | None = None
 ) -> tuple[pa.Table | None, QualityReport]:
-    """Read and validate; the table is returned only when the file passed."""
+    """Validate (streaming), then read the whole table only when the file passed (for callers
+    that want the table; the pipeline streams it instead)."""
+    report = validate_stream(contract, path, limits)
+    if not report.success:
+        return None, report
     table = read_table(contract, path, limits)
-    if isinstance(table, QualityReport):
-        return None, table
-    report = run_suite(contract, table)
-    return (table if report.success else None), report
+    return (table if isinstance(table, pa.Table) else None), report

@@ -45,7 +45,7 @@ from gbadz.catalog.service import stored_contract
 from gbadz.config import Settings, child_environment
 from gbadz.errors import GbadzError
 from gbadz.ingest import pipeline
-from gbadz.ingest.validate import validate_file, without_values
+from gbadz.ingest.validate import validate_stream, without_values
 from gbadz.log import get_logger
 
 log = get_logger("gbadz.ingest.worker")
@@ -332,27 +332,18 @@ def run_inline(ctx: pipeline.IngestContext, run_id: int, worker: str | None = No
         done(validate="success", route="success", publish="success", quarantine="skipped")
         return states
     with tempfile.TemporaryDirectory(prefix="gbadz-worker-") as tmp:
+        # The landed file is streamed down and decrypted to a local file, then read batch by
+        # batch: to validate, and (only if it passed) to publish (ADR 0028).
         raw = pipeline.fetch_raw(ctx, contract, landed, Path(tmp))
-        table, report = validate_file(contract, raw, ctx.settings.ingest)
-    done(validate="success", route="success")
-    if table is None or not report.success:
-        pipeline.quarantine(ctx, contract, landed, report, run_id=run_id, claim=worker)
-        done(publish="skipped", quarantine="success")
-        return states
-    people = pipeline.count_people(ctx, contract, table)
-    protected_table, protected = pipeline.protect(ctx, contract, table)
-    pipeline.publish(
-        ctx,
-        contract,
-        landed,
-        protected_table,
-        protected,
-        report,
-        contract_sha256,
-        run_id=run_id,
-        people=people,
-        claim=worker,
-    )
+        report = validate_stream(contract, raw, ctx.settings.ingest)
+        done(validate="success", route="success")
+        if not report.success:
+            pipeline.quarantine(ctx, contract, landed, report, run_id=run_id, claim=worker)
+            done(publish="skipped", quarantine="success")
+            return states
+        pipeline.publish_file(
+            ctx, contract, landed, raw, report, contract_sha256, run_id=run_id, claim=worker
+        )
     done(publish="success", quarantine="skipped")
     return states
 
