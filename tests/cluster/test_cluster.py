@@ -81,6 +81,18 @@ def _postgres_admin_url() -> str:
     return SUITE.postgres_url.split("?", 1)[0].replace("postgresql+psycopg://", "postgresql://")
 
 
+def _log_tail(message: str, lines: int = 30) -> str:
+    """The end of the log file a failed `cluster up` names (the folder is purged after)."""
+    import re
+
+    found = re.search(r"see (/\S+\.log)", message)
+    if found is None or not Path(found[1]).is_file():
+        return ""
+    return f"\n--- end of {found[1]}:\n" + "\n".join(
+        Path(found[1]).read_text(errors="replace").splitlines()[-lines:]
+    )
+
+
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """The module's cluster, brought up by `gbadz cluster up` and purged by `down --purge` after."""
@@ -94,7 +106,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     seconds = time.monotonic() - began
     cluster = Cluster(home, name)
     try:
-        assert 0 == started.returncode, started.stderr[-3000:]
+        assert 0 == started.returncode, started.stderr[-3000:] + _log_tail(started.stderr)
         payload = json.loads(started.stdout)
         result = Up(
             home=home,
@@ -307,6 +319,16 @@ def _grant_and_deliver(
     return body
 
 
+def _verify_log(api: httpx.Client, officer: Party) -> None:
+    """The officer has a checkpoint signed for the log's current size (the replicas sign one every
+    60 s), then verifies the whole log through ``api``."""
+    signed = api.get("/api/v1/transfer-log/checkpoint", params={"fresh": "true"}, headers=officer.headers)
+    assert 200 == signed.status_code, signed.text
+    verified = api.post("/api/v1/transfer-log/verifications", headers=officer.headers)
+    assert 200 == verified.status_code, verified.text
+    assert verified.json()["ok"], verified.json()
+
+
 def _kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 30) -> list[int]:
     """Signal the cluster process ``pid``, its process group and every descendant (Airflow runs
     each task in a process group of its own, under the worker's), as a lost machine would; wait
@@ -430,9 +452,7 @@ class TestCluster:
         entry = b.get(f"/api/v1/transfer-log/entries/{delivery['log_index']}", headers=world.officer.headers)
         assert 200 == entry.status_code, entry.text
         assert delivery["transfer_id"] == entry.json()["entry"]["transfer_id"]
-        verified = b.post("/api/v1/transfer-log/verifications", headers=world.officer.headers)
-        assert 200 == verified.status_code, verified.text
-        assert verified.json()["ok"], verified.json()
+        _verify_log(b, world.officer)
 
     def test_a_celery_worker_killed_mid_ingest_is_retried_and_publishes_once(
         self, up: Up, world: World
@@ -619,9 +639,7 @@ class TestCluster:
         ticket = urlsplit(link["url"])
         table = pq.read_table(io.BytesIO(b.get(f"{ticket.path}?{ticket.query}".rstrip("?")).content))
         assert GRANTED == table.column_names
-        verified = b.post("/api/v1/transfer-log/verifications", headers=world.officer.headers)
-        assert 200 == verified.status_code, verified.text
-        assert verified.json()["ok"], verified.json()
+        _verify_log(b, world.officer)
         began = time.monotonic()
         up.cluster.start_part("api-a", timeout_s=180)
         up.measured["replica_restart_s"] = round(time.monotonic() - began, 1)
