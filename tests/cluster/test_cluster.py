@@ -573,6 +573,97 @@ class TestCluster:
         up.measured["volume_restart_s"] = round(time.monotonic() - began, 1)
         assert up.cluster.status()["up"]
 
+    def test_a_replica_killed_before_its_delivery_commits_logs_nothing_and_b_delivers_once(
+        self, up: Up, world: World
+    ) -> None:
+        """Replica A SIGKILLed in the middle of a delivery (held at its transfer-log append by a
+        lock the test takes on the log's head row): nothing of it is logged, and the grantee's
+        retry on B with the same Idempotency-Key makes the one logged transfer; A comes back."""
+        from gbadz.translog.models import LogEntry
+
+        a = httpx.Client(base_url=up.url("a"), timeout=120)
+        b = httpx.Client(base_url=up.url("b"), timeout=120)
+        consumer = _party(up, "consumer", "HK", a)
+        grant = _grant(a, consumer, world.dataset)
+        key = f"k-{secrets.token_hex(8)}"
+        scoped = f"{grant}:{key}"
+        engine = db.create_engine(up.cluster.settings().db)
+        answer: dict[str, Any] = {}
+
+        def deliver() -> None:
+            try:
+                got = a.post(
+                    f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers | {"Idempotency-Key": key}
+                )
+                answer["status"] = got.status_code
+            except httpx.HTTPError as exc:
+                answer["error"] = type(exc).__name__
+
+        replica = up.state.procs["api-a"]
+        sender = threading.Thread(target=deliver, daemon=True)
+        try:
+            with engine.connect() as holder:
+                # Appends are serialised by an UPDATE of the head row: holding it keeps A's
+                # delivery in flight, materialised and uncommitted, for as long as the test wants.
+                holder.execute(sa.text("SELECT size FROM transfer_log_head WHERE id = 1 FOR UPDATE"))
+                sender.start()
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    with engine.connect() as conn:
+                        waiting = conn.execute(
+                            sa.text(
+                                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND wait_event_type = 'Lock' AND query ILIKE '%transfer_log_head%'"
+                            )
+                        ).scalar_one()
+                    if waiting:
+                        break
+                    time.sleep(0.1)
+                else:
+                    pytest.fail("replica A's delivery did not reach its transfer-log append within 120 s")
+                _kill_tree(replica.pid)
+                holder.rollback()
+            sender.join(30)
+            assert not sender.is_alive()
+            assert "status" not in answer, answer  # A never answered
+            with engine.connect() as conn:
+                # A's backend ends its transaction when it finds its client gone.
+                deadline = time.monotonic() + 30
+                while conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND query ILIKE '%transfer_log_head%' AND state <> 'idle' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one():
+                    assert time.monotonic() < deadline, (
+                        "replica A's transaction is still open 30 s after its death"
+                    )
+                    time.sleep(0.2)
+                assert (
+                    []
+                    == conn.execute(sa.select(LogEntry.index).where(LogEntry.idempotency_key == scoped)).all()
+                )
+            retried = b.post(
+                f"/api/v1/grants/{grant}/deliveries", headers=consumer.headers | {"Idempotency-Key": key}
+            )
+            assert 201 == retried.status_code, retried.text
+            with engine.connect() as conn:
+                [(index, entry)] = conn.execute(
+                    sa.select(LogEntry.index, LogEntry.entry).where(LogEntry.idempotency_key == scoped)
+                ).all()
+        finally:
+            engine.dispose()
+        body = retried.json()
+        assert (False, index, json.loads(entry)["transfer_id"]) == (
+            body["reused"],
+            body["log_index"],
+            body["transfer_id"],
+        )
+        _verify_log(b, world.officer)
+        began = time.monotonic()
+        up.cluster.start_part("api-a", timeout_s=180)
+        up.measured["replica_restart_before_commit_s"] = round(time.monotonic() - began, 1)
+
     def test_a_replica_killed_mid_delivery_the_retry_on_the_other_gets_the_same_transfer(
         self, up: Up, world: World
     ) -> None:
