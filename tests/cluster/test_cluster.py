@@ -38,6 +38,7 @@ from gbadz.cluster import env as cenv
 from gbadz.cluster import procs
 from gbadz.cluster.manager import Cluster
 from gbadz.embedded import pid_alive
+from gbadz.errors import BadRequest
 from gbadz.identity import service
 from gbadz.ingest import pipeline, samples
 from tests.conftest import REPO, SUITE, run_cli
@@ -397,6 +398,13 @@ class TestCluster:
         assert bound
         assert {"127.0.0.1"} == {address for address, _, _ in bound}
         assert set(up.state.ports.values()) <= {port for _, port, _ in bound}
+
+    def test_start_part_refuses_a_running_or_unknown_part(self, up: Up) -> None:
+        """Starting one part alone refuses a part that runs, or one the cluster does not have, by name."""
+        with pytest.raises(BadRequest, match="master: already running"):
+            up.cluster.start_part("master")
+        with pytest.raises(BadRequest, match="volume-r9z: not a part of cluster"):
+            up.cluster.start_part("volume-r9z")
 
     def test_both_replicas_are_ready(self, up: Up) -> None:
         """Both API replicas answer /readyz."""
