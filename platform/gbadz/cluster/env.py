@@ -93,6 +93,9 @@ def replica_environment(
         "GBADZ_AIRFLOW__URL": airflow_url(state),
         "GBADZ_AIRFLOW__USERNAME": AIRFLOW_USER,
         "GBADZ_AIRFLOW__PASSWORD": secret.airflow_password,
+        # Airflow is on this machine: once it is back it answers at once, so a deferred upload
+        # waits at most 30 s for its next trigger (the default backoff grows to 300 s).
+        "GBADZ_AIRFLOW__RETRY_MAX_S": "30",
     }
     return env
 
@@ -145,6 +148,12 @@ def airflow_environment(
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": state.redis_prefix,
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": state.celery_queue,
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        # A task whose Celery worker died stops heartbeating; the scheduler fails it after this
+        # many seconds and Airflow retries it (default 300: five minutes of a dead task looking
+        # alive). The supervisor beats every [workers] min_heartbeat_interval (5 s), so 30 s
+        # leaves room for a busy machine. Checked every 5 s instead of 10.
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home.airflow_home / "logs"),
         # Task logs go to the cluster's own S3 (the amazon provider's task handler).
         "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",

@@ -433,15 +433,7 @@ class Cluster:
             if result.returncode != 0:
                 raise ServicesError(f"`airflow db migrate` failed: see {migrate_log}")
             progress("Airflow api-server")
-            argv = [
-                self._airflow(),
-                "api-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(state.ports["airflow"]),
-            ]
-            self._start(state, "airflow-api", argv, env, cwd)
+            self._start(state, "airflow-api", self._api_server_argv(state), env, cwd)
             started.append("airflow-api")
         commands = {
             "scheduler": ["scheduler", "--skip-serve-logs"],
@@ -464,6 +456,9 @@ class Cluster:
                 progress(f"Airflow {part}")
                 self._start(state, part, [self._airflow(), *args], env, cwd)
                 started.append(part)
+
+    def _api_server_argv(self, state: ClusterState) -> list[str]:
+        return [self._airflow(), "api-server", "--host", "127.0.0.1", "--port", str(state.ports["airflow"])]
 
     def _wait_airflow(self, state: ClusterState, secret: ClusterSecrets, deadline: float) -> None:
         self._wait(state, "airflow-api", lambda: self._airflow_health(state) is not None, deadline)
@@ -548,6 +543,27 @@ class Cluster:
             part = f"api-{replica}"
             url = f"{cenv.replica_url(state, replica)}/readyz"
             self._wait(state, part, lambda url=url: httpx.get(url, timeout=3).status_code == 200, deadline)  # type: ignore[misc]
+
+    # -- one part ----------------------------------------------------------------------------
+    def start_part(self, part: str, *, timeout_s: float = UP_TIMEOUT_S) -> float:
+        """Start one part that is not running (a killed volume server, Celery worker, api-server or
+        replica) at the address its clients hold, and wait until the whole cluster is healthy
+        again; the seconds it took. The api-server comes back without ``airflow db migrate``
+        (its database is migrated already); every other part as ``up`` starts it."""
+        began = time.monotonic()
+        state = self.home.load()
+        if part not in self.parts(state):
+            raise BadRequest(f"{part}: not a part of cluster {state.name}")
+        if self._running(state, part):
+            raise BadRequest(f"{part}: already running (pid {state.procs[part].pid})")
+        if part == "airflow-api":
+            secret = self.home.secrets()
+            env = cenv.airflow_environment(state, self.home, secret, self.dags_folder)
+            self._start(state, part, self._api_server_argv(state), env, self.home.airflow_home)
+            self._wait_airflow(state, secret, began + timeout_s)
+        else:
+            self.up(timeout_s=timeout_s)  # starts what is missing, waits until every part is healthy
+        return time.monotonic() - began
 
     # -- settings --------------------------------------------------------------------------
     def settings(self) -> Settings:
