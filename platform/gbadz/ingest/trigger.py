@@ -24,9 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from gbadz import audit, db
-from gbadz.catalog.models import Dataset, IngestionRun
+from gbadz.catalog.models import IngestionRun
 from gbadz.config import Settings
 from gbadz.ingest.airflow import AirflowClient, AirflowUnavailable, RunState, dag_run_id
+from gbadz.ingest.worker import lock_run_and_dataset
 from gbadz.log import get_logger
 
 log = get_logger("gbadz.ingest.trigger")
@@ -83,17 +84,8 @@ def claim(
             .limit(20)
         ).all()
         for run_id, dataset_id, sha, previous, attempts in candidates:
-            if postgres:
-                locked = session.execute(
-                    sa.select(IngestionRun.id)
-                    .where(IngestionRun.id == run_id)
-                    .with_for_update(skip_locked=True)
-                ).first()
-                dataset_free = session.execute(
-                    sa.select(Dataset.id).where(Dataset.id == dataset_id).with_for_update(skip_locked=True)
-                ).first()
-                if locked is None or dataset_free is None:
-                    continue
+            if postgres and not lock_run_and_dataset(session, run_id, dataset_id):
+                continue
             # A run tried before keeps its id (Airflow may have created it although the answer was
             # lost: the next trigger then gets 409); a run an operator queued again gets a new one.
             airflow_id = previous or dag_run_id(int(run_id), str(sha), int(attempts or 0))

@@ -56,6 +56,18 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:60]}:{os.getpid()}"
 
 
+def lock_run_and_dataset(session: Session, run_id: int, dataset_id: str) -> bool:
+    """On PostgreSQL: lock the run's and its dataset's rows, skipping either if another worker holds
+    it (``SKIP LOCKED``), so two replicas never claim one upload, nor two uploads of one dataset."""
+    locked = session.execute(
+        sa.select(IngestionRun.id).where(IngestionRun.id == run_id).with_for_update(skip_locked=True)
+    ).first()
+    dataset_free = session.execute(
+        sa.select(Dataset.id).where(Dataset.id == dataset_id).with_for_update(skip_locked=True)
+    ).first()
+    return locked is not None and dataset_free is not None
+
+
 def _claimable(stale: datetime) -> sa.ColumnElement[bool]:
     """Queued, or left running by a lost worker; and no other run of its dataset is running now
     (two runs of one dataset at once would race for its next version)."""
@@ -102,17 +114,8 @@ def claim_next(sessions: sessionmaker[Session], worker: str, stale_after_s: floa
             .limit(20)
         ).all()
         for run_id, dataset_id, before in candidates:
-            if postgres:
-                locked = session.execute(
-                    sa.select(IngestionRun.id)
-                    .where(IngestionRun.id == run_id)
-                    .with_for_update(skip_locked=True)
-                ).first()
-                dataset_free = session.execute(
-                    sa.select(Dataset.id).where(Dataset.id == dataset_id).with_for_update(skip_locked=True)
-                ).first()
-                if locked is None or dataset_free is None:
-                    continue
+            if postgres and not lock_run_and_dataset(session, run_id, dataset_id):
+                continue
             # The same condition again, now under the locks (PostgreSQL) or the write lock (SQLite).
             claimed = session.execute(
                 sa.update(IngestionRun)
