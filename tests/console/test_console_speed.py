@@ -2,17 +2,22 @@
 
 A page's API calls take no second admission slot (one slot per outer request) and still need
 the person's token; a session read moments ago is taken from memory, and whatever ends a
-session (sign-out, disabling the person, another process deleting it) still ends it.
+session (sign-out, disabling the person, another process deleting it) still ends it. The
+catalog page searches without a round trip through the app, and still lists exactly what the
+API's search answers the person, refusing the tokens the API refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Iterator
+from urllib.parse import unquote
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -22,8 +27,11 @@ from gbadz.console.inprocess import InProcess
 from gbadz.console.models import ConsoleSession
 from gbadz.console.session import SESSION_COOKIE, digest
 from gbadz.identity import people
+from tests.api import bearer, fetch_token
+from tests.conftest import REPO
 from tests.console.conftest import BASE, sign_in
 from tests.console.world import World
+from tests.datasets import YAML
 
 SignedIn = Callable[[str], TestClient]
 
@@ -72,6 +80,79 @@ class TestOneSlotPerPage:
         with TestClient(one_slot, base_url=BASE, follow_redirects=False) as client:
             answer = client.get("/api/v1/datasets", headers={"gbadz.in_process": "1", "X-In-Process": "true"})
             assert 401 == answer.status_code  # admitted as usual, then refused for want of a token
+
+
+def _listed(page: str) -> list[str]:
+    return [unquote(found) for found in re.findall(r'<h2><a href="/console/datasets/([^"]+)">', page)]
+
+
+class TestCatalogSearchWithoutRoundTrip:
+    @pytest.mark.fresh_world
+    def test_the_catalog_page_lists_what_the_api_search_answers_the_person(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """The same datasets in the same order and the same total as the API's search for the
+        person's organisation, filters applied alike; a dataset not yet signed off is missing
+        for the consumer (as in the API) and listed for its provider."""
+        http = TestClient(app)
+        doc = yaml.safe_load((REPO / "contracts" / "hk-logistics-deliveries.yaml").read_text())
+        doc["id"] = f"{world.dataset}-unreviewed"
+        doc["name"] = "Shenzhen deliveries awaiting review"
+        doc["gbadz"]["origin"] = "CN-SZ"
+        provider_token = fetch_token(http, world.clients["provider"])
+        doc["gbadz"]["provider"]["organization"] = http.get(
+            f"/api/v1/datasets/{world.dataset}", headers=bearer(provider_token)
+        ).json()["provider"]["name"]
+        registered = http.post(
+            "/api/v1/datasets", content=yaml.safe_dump(doc).encode(), headers=bearer(provider_token) | YAML
+        )
+        assert 201 == registered.status_code, registered.text
+        queries: list[dict[str, str]] = [
+            {},
+            {"q": "deliveries"},
+            {"q": "shenzhen deliver", "origin": "CN-SZ"},
+            {"has_pi": "true"},
+            {"has_pi": "false"},
+            {"category": "core"},
+        ]
+        seen: dict[str, set[str]] = {}
+        for role in ("consumer", "provider"):
+            page_client = signed_in(role)
+            token = fetch_token(http, world.clients[role])  # an API client of the same organisation
+            seen[role] = set()
+            for params in queries:
+                api = http.get("/api/v1/datasets", params=params, headers=bearer(token)).json()
+                page = page_client.get("/console/catalog", params=params)
+                assert 200 == page.status_code, page.text
+                assert [item["id"] for item in api["items"]] == _listed(page.text), (role, params)
+                assert f"{api['total']} datasets you may see" in page.text, (role, params)
+                seen[role] |= set(_listed(page.text))
+        assert doc["id"] not in seen["consumer"]
+        assert {doc["id"], world.dataset} <= seen["provider"]
+
+    def test_a_token_the_api_refuses_is_refused_by_the_catalog_page(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """The page authorises the person's token as the API route does: a forged token sends
+        the person to sign in, a token without ``catalog:read`` looks missing (the API's 401
+        and 403), and neither shows a dataset."""
+        client = signed_in("consumer")
+        assert world.dataset in _listed(client.get("/console/catalog").text)
+        id_hash = digest(client.cookies[SESSION_COOKIE])
+        tokens = app.state.console_tokens
+        try:
+            tokens.put(id_hash, "eyJhbGciOiJub25lIn0.e30.", 900)
+            forged = client.get("/console/catalog")
+            assert 303 == forged.status_code
+            assert forged.headers["location"].startswith("/console/login")
+            narrow = fetch_token(TestClient(app), world.clients["consumer"], scope="access:request")
+            tokens.put(id_hash, narrow, 900)
+            refused = client.get("/console/catalog?q=deliveries")
+            assert 404 == refused.status_code
+            assert world.dataset not in refused.text
+        finally:
+            tokens.forget(id_hash)
+        assert world.dataset in _listed(client.get("/console/catalog").text)  # a fresh token again
 
 
 class TestSessionsInMemory:
@@ -177,6 +258,32 @@ class TestLabelsFoldedAtCompileTime:
         folded = ENVS[locale].get_template("catalog.html").render(**context)
         assert runtime == folded
         assert translate("Search datasets", locale) in folded
+
+
+class TestTemplateShortcuts:
+    def test_pages_render_as_stock_jinja_renders_them(self) -> None:
+        """The console's environment (dict keys looked up first, plain functions called
+        directly) renders what stock Jinja2 renders: a key named like a dict method is still the
+        method, a missing key is still an error, other mappings are left to Jinja."""
+        import jinja2
+
+        from gbadz.console.web import env
+
+        stock = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+        source = (
+            "{{ d.name }}|{{ d.items()|list|length }}|{{ d.get('name') }}|{{ o.name }}|"
+            "{{ f(d.name, n=2) }}|{% for x in d.tags %}{{ x }}{% endfor %}|{{ d.provider.name }}"
+        )
+        context = {
+            "d": {"name": "<a>", "items": [1], "get": "no", "tags": ["t1", "t2"], "provider": {"name": "P&"}},
+            "o": type("Named", (dict,), {"name": "attribute"})(name="key"),
+            "f": lambda text, n: text * n,
+        }
+        ours = env.from_string(source)
+        assert stock.from_string(source).render(**context) == ours.render(**context)
+        assert "&lt;a&gt;|5|&lt;a&gt;|attribute|&lt;a&gt;&lt;a&gt;|t1t2|P&amp;" == ours.render(**context)
+        with pytest.raises(jinja2.UndefinedError):
+            env.from_string("{{ d.missing }}").render(d={})
 
 
 class TestLiveSessionsBookkeeping:

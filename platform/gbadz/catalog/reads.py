@@ -7,9 +7,11 @@ their own, and a rendered page is put back into the index's cache.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from minio import Minio
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,10 +19,14 @@ from gbadz import storage
 from gbadz.catalog import integrity, repository, schemas, service, views
 from gbadz.catalog.index import CatalogIndex
 from gbadz.catalog.models import Dataset
-from gbadz.catalog.search import CatalogSearch, SearchQuery
+from gbadz.catalog.search import CatalogSearch, Page, SearchQuery
 from gbadz.config import Settings
 from gbadz.errors import NotFound, StorageUnavailable
 from gbadz.identity.service import Viewer, Viewers
+
+#: What reading the catalog takes: the API's read routes require it, and so does the console
+#: when it searches as the signed-in person.
+READ_SCOPE = "catalog:read"
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,23 @@ class ReadPath:
     viewers: Viewers
     index: CatalogIndex | None  # None when the API reads through the database engines
     engine: CatalogSearch
+
+    async def search(self, org_id: str, query: SearchQuery) -> Page | bytes:
+        """One page of search results as callers of ``org_id`` may see it: the index's page,
+        found on the event loop when the index is current and the organisation known, else
+        :func:`search_json`'s JSON from a worker thread.
+
+        The search API (``GET /api/v1/datasets``) answers with this, and so does the console's
+        catalog page after authorising the person's token the same way (ADR 0013 amendment).
+        """
+        snapshot = self.index.ready() if self.index is not None else None
+        viewer = self.viewers.known(org_id)
+        if snapshot is not None and viewer is not None:
+            return snapshot.search(viewer, query)
+        search = functools.partial(
+            search_json, self.sessions, self.viewers, org_id, query, index=self.index, engine=self.engine
+        )
+        return await anyio.to_thread.run_sync(search)
 
 
 class VersionNotFound(NotFound):

@@ -43,7 +43,7 @@ router = APIRouter(
     prefix="/api/v1", tags=["catalog"], responses=error_responses(Unauthenticated, InsufficientScope)
 )
 
-Reader = Annotated[Principal, Depends(require_scopes("catalog:read"))]
+Reader = Annotated[Principal, Depends(require_scopes(reads.READ_SCOPE))]
 Publisher = Annotated[Principal, Depends(require_scopes("datasets:publish"))]
 Auditor = Annotated[Principal, Depends(require_scopes("transfers:audit"))]
 
@@ -129,22 +129,8 @@ async def list_datasets(
         cursor=cursor,
     )
     headers = {"Cache-Control": "private, no-cache", "Vary": "Authorization"}
-    path = _read_path(request)
-    snapshot = path.index.ready() if path.index is not None else None
-    viewer = path.viewers.known(principal.org_id)
-    if snapshot is not None and viewer is not None:
-        # Fast path, on the event loop: the index is current and the caller's organisation known.
-        page = snapshot.search(viewer, query)
-        return Response(views.page_json(page), media_type="application/json", headers=headers)
-    body = await run_in_threadpool(
-        reads.search_json,
-        path.sessions,
-        path.viewers,
-        principal.org_id,
-        query,
-        index=path.index,
-        engine=path.engine,
-    )
+    found = await _read_path(request).search(principal.org_id, query)
+    body = found if isinstance(found, bytes) else views.page_json(found)
     return Response(body, media_type="application/json", headers=headers)
 
 

@@ -143,6 +143,11 @@ def detail_of(dataset: Dataset, latest: DatasetVersion | None, owner: bool) -> s
 
 
 def page_json(page: Page) -> bytes:
+    return json.dumps(page_document(page), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def page_document(page: Page) -> dict[str, Any]:
+    """A page of search results as the API answers it (``page_json`` is this, as JSON)."""
     items = []
     for row, score in page.items:
         item = dict(row)
@@ -151,8 +156,7 @@ def page_json(page: Page) -> bytes:
                 item[key] = item[key].isoformat().replace("+00:00", "Z")
         item["score"] = score
         items.append(item)
-    document = {"items": items, "total": page.total, "next_cursor": page.next_cursor, "sort": page.sort}
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    return {"items": items, "total": page.total, "next_cursor": page.next_cursor, "sort": page.sort}
 
 
 def detail_response(body: bytes, etag: str, contract_etag: str, if_none_match: str | None) -> Response:

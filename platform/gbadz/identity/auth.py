@@ -13,7 +13,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -361,18 +361,28 @@ class Authenticator:
         )
 
 
+async def authorize(
+    authenticator: Authenticator, authorization: str | None, scopes: Sequence[str]
+) -> Principal:
+    """The principal of an ``Authorization`` header value, after checking it holds every scope
+    listed: what :func:`require_scopes` does for a route, and the console for a read it makes
+    without an HTTP round trip (``gbadz.console.reads``)."""
+    principal = await authenticator.authenticate_async(authorization)
+    missing = sorted(set(scopes) - principal.scopes)
+    if missing:
+        raise InsufficientScope(
+            f"this operation needs the scope(s) {' '.join(missing)}",
+            headers=_challenge("insufficient_scope", scope=" ".join(scopes)),
+        )
+    return principal
+
+
 def require_scopes(*scopes: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency: the caller's principal, after checking it holds every scope listed."""
 
     async def dependency(request: Request) -> Principal:
         authenticator: Authenticator = request.app.state.authenticator
-        principal = await authenticator.authenticate_async(request.headers.get("authorization"))
-        missing = sorted(set(scopes) - principal.scopes)
-        if missing:
-            raise InsufficientScope(
-                f"this operation needs the scope(s) {' '.join(missing)}",
-                headers=_challenge("insufficient_scope", scope=" ".join(scopes)),
-            )
+        principal = await authorize(authenticator, request.headers.get("authorization"), scopes)
         request.state.principal = principal
         return principal
 
