@@ -129,11 +129,18 @@ class TestCatalogSearchWithoutRoundTrip:
                 seen[role] |= set(_listed(page.text))
         assert doc["id"] not in seen["consumer"]
         assert {doc["id"], world.dataset} <= seen["provider"]
+        # The dataset page reads as the API's get-by-id does: hidden looks missing.
+        hidden = signed_in("consumer").get(f"/console/datasets/{doc['id']}")
+        assert 404 == hidden.status_code
+        assert doc["name"] not in hidden.text
+        own = signed_in("provider").get(f"/console/datasets/{doc['id']}")
+        assert 200 == own.status_code
+        assert doc["name"] in own.text
 
-    def test_a_token_the_api_refuses_is_refused_by_the_catalog_page(
+    def test_a_token_the_api_refuses_is_refused_by_the_catalog_and_dataset_pages(
         self, app: FastAPI, world: World, signed_in: SignedIn
     ) -> None:
-        """The page authorises the person's token as the API route does: a forged token sends
+        """The pages authorise the person's token as the API routes do: a forged token sends
         the person to sign in, a token without ``catalog:read`` looks missing (the API's 401
         and 403), and neither shows a dataset."""
         client = signed_in("consumer")
@@ -142,14 +149,16 @@ class TestCatalogSearchWithoutRoundTrip:
         tokens = app.state.console_tokens
         try:
             tokens.put(id_hash, "eyJhbGciOiJub25lIn0.e30.", 900)
-            forged = client.get("/console/catalog")
-            assert 303 == forged.status_code
-            assert forged.headers["location"].startswith("/console/login")
+            for page in ("/console/catalog", f"/console/datasets/{world.dataset}"):
+                forged = client.get(page)
+                assert 303 == forged.status_code, page
+                assert forged.headers["location"].startswith("/console/login")
             narrow = fetch_token(TestClient(app), world.clients["consumer"], scope="access:request")
             tokens.put(id_hash, narrow, 900)
-            refused = client.get("/console/catalog?q=deliveries")
-            assert 404 == refused.status_code
-            assert world.dataset not in refused.text
+            for page in ("/console/catalog?q=deliveries", f"/console/datasets/{world.dataset}"):
+                refused = client.get(page)
+                assert 404 == refused.status_code, page
+                assert "Shenzhen last-mile deliveries" not in refused.text  # the dataset's name
         finally:
             tokens.forget(id_hash)
         assert world.dataset in _listed(client.get("/console/catalog").text)  # a fresh token again

@@ -22,7 +22,6 @@ from gbadz.deps import S3, AppSettings, Keys, OnReclassified, ReadSession, Sessi
 from gbadz.errors import (
     BadRequest,
     Conflict,
-    DatasetNotFound,
     Forbidden,
     InsufficientScope,
     NotFound,
@@ -149,22 +148,7 @@ async def get_dataset(
     principal: Reader,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    # Fast path: the index knows the caller may see it and holds its rendered page.
-    path = _read_path(request)
-    snapshot = path.index.ready() if path.index is not None else None
-    viewer = path.viewers.known(principal.org_id)
-    if snapshot is not None and viewer is not None:
-        ordinal = snapshot.can_see(viewer, dataset_id)
-        if ordinal is None:
-            raise DatasetNotFound(f"no dataset {dataset_id!r}")
-        owner = snapshot.rows[ordinal]["provider"]["org_id"] == principal.org_id
-        cached = snapshot.bodies.get((dataset_id, owner))
-        if cached is not None:
-            body, etag, contract_etag = cached
-            return views.detail_response(body, etag, contract_etag, if_none_match)
-    body, etag, contract_etag = await run_in_threadpool(
-        reads.detail, path.sessions, path.viewers, principal.org_id, dataset_id, path.index
-    )
+    body, etag, contract_etag = await _read_path(request).dataset(principal.org_id, dataset_id)
     return views.detail_response(body, etag, contract_etag, if_none_match)
 
 

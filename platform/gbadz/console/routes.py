@@ -44,6 +44,7 @@ from gbadz.deps import Rules
 from gbadz.errors import GbadzError
 from gbadz.identity import auth
 from gbadz.identity.oauth import CONSOLE_CALLBACK, CONSOLE_CLIENT_ID, GbadzAuthorizationServer
+from gbadz.identity.tokens import Principal
 from gbadz.vocabulary import (
     AUTHORITIES,
     EVIDENCE_KINDS,
@@ -258,16 +259,32 @@ class Api:
         and the same document the API writes as JSON. The query is built from the page's own
         checked filters, each a value the API's validation accepts.
         """
-        app = self.request.app
+        path = self.request.app.state.catalog_read_path
         try:
-            principal = await auth.authorize(
-                app.state.authenticator, self.headers["Authorization"], (reads.READ_SCOPE,)
-            )
-            found = await app.state.catalog_read_path.search(principal.org_id, query)
+            found = await path.search((await self._reader()).org_id, query)
         except GbadzError as exc:
-            body = {"detail": exc.detail, "field": exc.field, "error": exc.error}
-            raise self.refusal(exc.status_code, body) from None
+            raise self._refused(exc) from None
         return jsonlib.loads(found) if isinstance(found, bytes) else views.page_document(found)
+
+    async def dataset(self, dataset_id: str) -> dict[str, Any]:
+        """``GET /api/v1/datasets/{id}`` as the person, without the round trip: as :meth:`search`,
+        the route's own steps (authorise, then :meth:`ReadPath.dataset`, the page the API
+        answers); a hidden or missing dataset looks missing."""
+        path = self.request.app.state.catalog_read_path
+        try:
+            body, _etag, _contract_etag = await path.dataset((await self._reader()).org_id, _q(dataset_id))
+        except GbadzError as exc:
+            raise self._refused(exc) from None
+        document: dict[str, Any] = jsonlib.loads(body)
+        return document
+
+    async def _reader(self) -> Principal:
+        """The person's token, authorised as the API's catalog read routes authorise theirs."""
+        authenticator = self.request.app.state.authenticator
+        return await auth.authorize(authenticator, self.headers["Authorization"], (reads.READ_SCOPE,))
+
+    def _refused(self, exc: GbadzError) -> Exception:
+        return self.refusal(exc.status_code, {"detail": exc.detail, "field": exc.field, "error": exc.error})
 
 
 def _body(response: httpx.Response) -> dict[str, Any]:
@@ -438,7 +455,7 @@ async def _dataset_page(
     request: Request, signed: Signed, dataset_id: str, status_code: int = 200, **extra: Any
 ) -> Response:
     api = Api(request, signed)
-    dataset = await api.json("GET", f"/api/v1/datasets/{_q(dataset_id)}")
+    dataset = await api.dataset(dataset_id)
     versions: list[dict[str, Any]] = []
     report = None
     if dataset.get("latest"):  # none until a first version is published: nothing to list
