@@ -154,10 +154,30 @@ class FoldLabels(Extension):
             i += 1
 
 
+def translator(locale: str) -> Any:
+    """The ``t`` of templates in ``locale``: a label or code, or the API's message by its code."""
+
+    def t(text: str, **params: Any) -> str:
+        if isinstance(text, localize.ApiMessage):  # the API's English, translated by its code
+            return localize.localize(text, locale)
+        label = translate(text, locale)
+        return label.format(**params) if params else label
+
+    return t
+
+
 def _folded(locale: str) -> jinja2.Environment:
     overlay = env.overlay(extensions=[FoldLabels])
     overlay.label_locale = locale  # type: ignore[attr-defined]  # read by FoldLabels
+    # ``t`` is also a global of the language's environment, so that pages can import the macros
+    # without their context: imported with it, every render built a module whose macros and
+    # context referred to each other, a cycle holding the page's request and data until the
+    # cyclic collector ran (a full collection every second under load, issue #19).
+    overlay.globals = {**env.globals, "t": TRANSLATORS[locale]}
     return overlay
+
+
+TRANSLATORS = {locale: translator(locale) for locale in LOCALES}
 
 
 ENVS = {locale: _folded(locale) for locale in LOCALES}
@@ -225,13 +245,6 @@ def helpers(locale: str) -> dict[str, Any]:
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     locale = locale_of(request)
-
-    def t(text: str, **params: Any) -> str:
-        if isinstance(text, localize.ApiMessage):  # the API's English, translated by its code
-            return localize.localize(text, locale)
-        label = translate(text, locale)
-        return label.format(**params) if params else label
-
     html = (
         ENVS[locale]
         .get_template(template)
@@ -241,7 +254,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
             query=request.url.query,
             locale=locale,
             locales=LOCALE_NAMES,
-            t=t,
+            t=TRANSLATORS[locale],
             **helpers(locale),
             **context,
         )
