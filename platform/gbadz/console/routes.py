@@ -2,8 +2,10 @@
 
 The console is a backend-for-frontend: it keeps the person's access token server-side and
 calls the same ``/api/v1`` routes a program would, in process, so every rule (visibility,
-roles, licences, the transfer engine, validation) is the API's, enforced once. Pages of
-another role answer 404, as a hidden dataset does.
+roles, licences, the transfer engine, validation) is the API's, enforced once. The catalog's
+search and a dataset's page, read most, call what those two routes call instead (the route's
+token check, then its read: :meth:`Api.search`, :meth:`Api.dataset`). Pages of another role
+answer 404, as a hidden dataset does.
 """
 
 from __future__ import annotations
