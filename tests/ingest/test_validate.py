@@ -14,7 +14,14 @@ import pytest
 from gbadz.config import IngestSettings
 from gbadz.contract import Contract, load_contract
 from gbadz.ingest import samples
-from gbadz.ingest.validate import ARROW_TYPES, read_table, validate_file
+from gbadz.ingest.validate import (
+    ARROW_TYPES,
+    CSV_BLOCK_BYTES,
+    TooLarge,
+    _csv_block_size,
+    read_table,
+    validate_file,
+)
 from tests.conftest import REPO
 
 
@@ -218,6 +225,30 @@ class TestBoundedReading:
         read = read_table(hospital, path, IngestSettings(batch_rows=700))
         assert isinstance(read, pa.Table), read
         assert table.equals(read)
+
+    def test_csv_lines_longer_than_a_block_still_read(self, hospital: Contract, tmp_path: Path) -> None:
+        """Blocks are 1 MiB (they bound the reader's read-ahead), yet a line of 3 MiB under a
+        4 MiB limit reads whole, with CRLF line ends and as the last line without one."""
+        table = samples.generate("sz-hospital-outpatient-visits", 4)
+        long = "y" * (3 << 20)
+        table = table.set_column(2, "patient_name", pa.array(["Chan Tai Man", long, "Wong", long]))
+        path = tmp_path / "long.csv"
+        pacsv.write_csv(table, path)
+        crlf = path.read_bytes().replace(b"\n", b"\r\n").rstrip(b"\r\n")
+        path.write_bytes(crlf)
+        assert _csv_block_size(path, 4 << 20) > (3 << 20)
+        read = read_table(hospital, path, IngestSettings(max_line_bytes=4 << 20, batch_rows=2))
+        assert isinstance(read, pa.Table), read
+        assert read["patient_name"].to_pylist() == ["Chan Tai Man", long, "Wong", long]
+        assert _csv_block_size(path, 4 << 20) == _csv_block_size(path, 16 << 20)  # the file decides
+        with pytest.raises(TooLarge, match="3,145,727-byte limit"):
+            _csv_block_size(path, (3 << 20) - 1)
+
+    def test_csv_blocks_stay_small_for_short_lines(self, tmp_path: Path) -> None:
+        """A file of short lines is read in the smallest blocks, however large the limit."""
+        path = tmp_path / "short.csv"
+        path.write_bytes(b"a,b\n" + b"1,2\n" * 500_000)
+        assert _csv_block_size(path, 64 << 20) == CSV_BLOCK_BYTES
 
     def test_csv_line_over_the_limit(self, hospital: Contract, tmp_path: Path) -> None:
         """A CSV line longer than the line limit is refused naming the limit, not the value."""

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -146,13 +147,41 @@ def contract_schema(contract: Contract) -> pa.Schema:
     return pa.schema([(p.name, ARROW_TYPES[p.logicalType]) for p in contract.table.properties])
 
 
+#: The smallest CSV block read at a time. Arrow's streaming CSV reader reads up to 32 blocks
+#: ahead of the batch being converted, so the block size, not the file, bounds its memory
+#: (32 MiB with 1 MiB blocks; with 16 MiB blocks a 10-million-row file held 512 MiB ahead).
+CSV_BLOCK_BYTES = 1 << 20
+_SCAN_BYTES = 8 << 20
+
+
+def _csv_block_size(path: Path, max_line_bytes: int) -> int:
+    """A block size for reading ``path``: :data:`CSV_BLOCK_BYTES`, or more when the file has a
+    longer line (a line must fit in one block). The file is scanned for line ends first (under
+    two seconds per GB from the page cache); a line over ``max_line_bytes`` is refused here, naming
+    the limit and never the line."""
+    longest = start = 0  # ``start``: the file offset where the current line began
+    offset = 0
+    with path.open("rb") as f:
+        while chunk := f.read(_SCAN_BYTES):
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            ends = np.flatnonzero((data == 10) | (data == 13)) + offset
+            if len(ends):
+                longest = max(longest, int(ends[0]) - start, int(np.diff(ends).max(initial=0)))
+                start = int(ends[-1]) + 1
+            offset += len(chunk)
+            if max(longest, offset - start) > max_line_bytes:
+                raise TooLarge(f"a line is longer than the {max_line_bytes:,}-byte limit for one line")
+    longest = max(longest, offset - start)
+    return max(CSV_BLOCK_BYTES, min(max_line_bytes, longest + 2))
+
+
 def _csv_batches(
     path: Path, expected: list[str], types: dict[str, pa.DataType], limits: IngestSettings, header: list[str]
 ) -> Iterator[pa.RecordBatch]:
     size = path.stat().st_size
     if size > limits.max_table_bytes:
         raise TooLarge(f"the file is {size:,} bytes; the limit is {limits.max_table_bytes:,}")
-    read_options = pacsv.ReadOptions(block_size=limits.max_line_bytes)
+    read_options = pacsv.ReadOptions(block_size=_csv_block_size(path, limits.max_line_bytes))
     with pacsv.open_csv(
         path, read_options=read_options, convert_options=pacsv.ConvertOptions(column_types={})
     ) as reader:
