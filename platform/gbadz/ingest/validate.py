@@ -188,20 +188,18 @@ def scan_lines(path: Path, max_line_bytes: int, scan_bytes: int = _SCAN_BYTES) -
         while chunk := f.read(scan_bytes):
             data = np.frombuffer(chunk, dtype=np.uint8)
             ends = np.flatnonzero((data == _LF) | (data == _CR))
-            is_quote = data == _QUOTE
+            at = np.flatnonzero(data == _QUOTE)
             if len(ends):
-                if not quoted_breaks and is_quote.any():
-                    before = np.cumsum(is_quote, dtype=np.int64)[ends] + quotes  # a line end is no quote
+                if not quoted_breaks:  # quotes before each line end: their positions, counted
+                    before = np.searchsorted(at, ends) + quotes
                     quoted_breaks = bool((before & 1).any())
-                elif quotes & 1:
-                    quoted_breaks = True
                 longest = max(
                     longest,
                     int(ends[0]) + offset - start,
                     int(np.diff(ends).max(initial=1)) - 1,  # between two line ends, without them
                 )
                 start = int(ends[-1]) + offset + 1
-            quotes += int(np.count_nonzero(is_quote))
+            quotes += len(at)
             offset += len(chunk)
             if max(longest, offset - start) > max_line_bytes:
                 raise TooLarge(f"a line is longer than the {max_line_bytes:,}-byte limit for one line")
