@@ -552,7 +552,8 @@ class TestCluster:
 
     def test_a_volume_server_down_keeps_reads_and_uploads(self, up: Up, world: World) -> None:
         """With one volume server killed, published data is still delivered and a new upload still
-        lands; the volume server then comes back alone."""
+        lands; the volume server then comes back alone and the upload publishes (waited for here:
+        a version published later would change what the next tests deliver)."""
         victim = up.state.procs["volume-r1a"]
         assert procs.is_ours(victim.pid, victim.start_ticks)
         os.kill(victim.pid, signal.SIGKILL)
@@ -580,6 +581,8 @@ class TestCluster:
         up.cluster.start_part("volume-r1a", timeout_s=120)
         up.measured["volume_restart_s"] = round(time.monotonic() - began, 1)
         assert up.cluster.status()["up"]
+        run = _wait_published(a, world.provider, world.dataset, landed.json()["id"])
+        assert run["version"] is not None, run
 
     def test_a_replica_killed_before_its_delivery_commits_logs_nothing_and_b_delivers_once(
         self, up: Up, world: World

@@ -1,17 +1,19 @@
 """Uploads trigger a REAL Airflow 3 (ADR 0026): api-server + scheduler (LocalExecutor) +
 dag-processor started for this module on loopback, the repo's DAG, this module's gbadz database,
 S3 and keyring. Nothing is mocked: an upload through the HTTP API becomes one Airflow run with
-the deterministic id, publishes one version, and the provider sees Airflow's task states."""
+the deterministic id, publishes one version, and the provider sees Airflow's task states.
+
+The faults (a worker killed mid-ingest, the api-server down when an upload arrives) are tested in
+the production shape, CeleryExecutor, in tests/cluster; the latency of Airflow against
+``dag.test()`` is measured by bench/bench_cluster.py, not here."""
 
 from __future__ import annotations
 
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -84,14 +86,9 @@ def _settings(
 
 
 @pytest.fixture
-def app(
-    request: pytest.FixtureRequest, base_settings: Settings, airflow: airflow_server.AirflowServer
-) -> FastAPI:
-    """The API in worker mode airflow, its loop running every 0.5 s (the TestClient starts it); for
-    the latency measurement without the loop (the upload route triggers; the tasks store the
-    outcome), so the embedded worker's upload there is not triggered in Airflow too."""
-    measuring = request.cls is not None and request.cls.__name__ == "TestLatency"
-    return create_app(_settings(base_settings, airflow, worker=not measuring))
+def app(base_settings: Settings, airflow: airflow_server.AirflowServer) -> FastAPI:
+    """The API in worker mode airflow, its loop running every 0.5 s (the TestClient starts it)."""
+    return create_app(_settings(base_settings, airflow))
 
 
 def wait_for(
@@ -284,144 +281,3 @@ class TestAirflowUnreachable:
             client.close()
         assert "Airflow refused the credentials of GBADZ_AIRFLOW__USERNAME (401)" == caught.value.reason
         assert wrong not in str(caught.value)
-
-    def test_the_api_server_down_when_an_upload_arrives(
-        self,
-        app: FastAPI,
-        http: TestClient,
-        party: Callable[..., Party],
-        key_prefix: str,
-        airflow: airflow_server.AirflowServer,
-    ) -> None:
-        """Airflow's api-server stopped when the upload arrives: queued with the reason; started
-        again on its port, the loop triggers the upload and it publishes once."""
-        provider = party("provider", "MO")
-        dataset = register(http, app, provider, key_prefix)
-        airflow.stop("api-server")
-        try:
-            queued = upload(http, provider, dataset, csv_bytes(90))
-            assert "queued" == queued["status"]
-            assert queued["trigger_error"] in (
-                "Airflow is unreachable (ConnectError)",
-                "Airflow did not answer in time",
-            )
-        finally:
-            airflow.start_api_server()
-            airflow.wait_healthy()
-        done = wait_for(
-            lambda: run_of(http, provider, dataset, queued["id"]),
-            lambda r: r["status"] == "accepted" and r["airflow_state"] == "success",
-        )
-        assert done["trigger_attempts"] >= 2
-        assert 1 == len(runs_named(airflow, queued["id"]))
-        assert [1] == versions(app, dataset)
-
-
-class TestLatency:
-    def test_airflow_and_the_embedded_dag_mode_on_the_same_sample(
-        self,
-        base_settings: Settings,
-        app: FastAPI,
-        http: TestClient,
-        party: Callable[..., Party],
-        key_prefix: str,
-        airflow: airflow_server.AirflowServer,
-    ) -> None:
-        """The measurement: one 300-row upload from POST to published through Airflow (LocalExecutor),
-        then another through the embedded worker's dag mode (a child process running dag.test(), its
-        metadata database migrated beforehand as `gbadz serve` leaves it), on the same machine."""
-        from gbadz.config import airflow_environment, child_environment
-        from gbadz.ingest import worker
-        from gbadz.ingest.runner import default_dags_folder, ensure_metadata_db
-
-        provider = party("provider", "MO")
-        dataset = register(http, app, provider, key_prefix)
-        started = time.monotonic()
-        queued = upload(http, provider, dataset, csv_bytes(300, seed=2))
-        wait_for(
-            lambda: run_of(http, provider, dataset, queued["id"]),
-            lambda r: r["status"] == "accepted",
-        )
-        through_airflow = time.monotonic() - started
-
-        embedded = base_settings.model_copy(
-            update={"ingest": IngestSettings(worker=False, worker_mode="dag")}
-        )
-        ensure_metadata_db(child_environment(embedded) | airflow_environment(embedded, default_dags_folder()))
-        local = create_app(embedded)
-        with TestClient(local) as client:
-            started = time.monotonic()
-            queued = upload(client, provider, dataset, csv_bytes(300, seed=3))
-            assert 1 == worker.IngestWorker(embedded, local.state.sessionmaker, default_dags_folder()).drain()
-            through_dag = time.monotonic() - started
-            done = run_of(client, provider, dataset, queued["id"])
-        assert ("accepted", None) == (done["status"], done["airflow_run_id"])
-        print(  # noqa: T201 - the measurement
-            f"upload -> published: Airflow (LocalExecutor) {through_airflow:.1f} s, embedded dag mode {through_dag:.1f} s"
-        )
-
-
-def _descends_from(pid: int, ancestor: int) -> bool:
-    """Whether ``pid`` is a descendant of ``ancestor`` (read from /proc): only what we started is killed."""
-    seen = 0
-    while pid > 1 and seen < 64:
-        if pid == ancestor:
-            return True
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        pid = int(stat.rsplit(")", 1)[1].split()[1])
-        seen += 1
-    return False
-
-
-class TestWorkerKilled:
-    def test_a_task_killed_mid_ingest_is_retried_and_publishes_once(
-        self,
-        app: FastAPI,
-        http: TestClient,
-        party: Callable[..., Party],
-        key_prefix: str,
-        airflow: airflow_server.AirflowServer,
-    ) -> None:
-        """The process running an ingest task is killed (SIGKILL) while it works: Airflow retries the
-        task under the same DAG run, the claim lets the retry run, exactly one version is published
-        and the landed upload is intact."""
-        import os
-        import signal
-
-        provider = party("provider", "MO")
-        dataset = register(http, app, provider, key_prefix)
-        queued = upload(http, provider, dataset, csv_bytes(2000))
-        client: AirflowClient = app.state.airflow
-        scheduler = airflow.processes["scheduler"].pid
-        path = f"/api/v2/dags/{airflow_server.DAG_ID}/dagRuns/{queued['airflow_run_id']}/taskInstances"
-
-        def victim() -> dict[str, Any]:
-            try:
-                listed = airflow.get(path).json().get("task_instances", [])
-            except httpx.HTTPError:  # the api-server is slow under load: ask again
-                return {}
-            for ti in listed:
-                if ti["task_id"] in ("validate", "publish") and ti["state"] == "running" and ti.get("pid"):
-                    return dict(ti)
-            return {}
-
-        target = wait_for(victim, lambda ti: bool(ti), timeout_s=300)
-        pid = int(target["pid"])
-        assert _descends_from(pid, scheduler), "the task's process is not one this test started"
-        os.kill(pid, signal.SIGKILL)
-        done = wait_for(
-            lambda: run_of(http, provider, dataset, queued["id"]),
-            lambda r: r["airflow_state"] in ("success", "failed"),
-            timeout_s=600,
-        )
-        assert ("accepted", 1, "success") == (done["status"], done["version"], done["airflow_state"]), done
-        retried = [
-            ti for ti in airflow.get(path).json()["task_instances"] if ti["task_id"] == target["task_id"]
-        ]
-        assert retried[0]["try_number"] >= 2, retried
-        assert [1] == versions(app, dataset)
-        assert queued["landing_key"] == done["landing_key"]
-        assert client.run_state(queued["airflow_run_id"]) is not None

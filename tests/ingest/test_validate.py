@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -14,7 +15,16 @@ import pytest
 from gbadz.config import IngestSettings
 from gbadz.contract import Contract, load_contract
 from gbadz.ingest import samples
-from gbadz.ingest.validate import ARROW_TYPES, read_table, validate_file
+from gbadz.ingest.validate import (
+    ARROW_TYPES,
+    CSV_BLOCK_BYTES,
+    TooLarge,
+    _csv_block_size,
+    iter_batches,
+    read_table,
+    scan_lines,
+    validate_file,
+)
 from tests.conftest import REPO
 
 
@@ -218,6 +228,103 @@ class TestBoundedReading:
         read = read_table(hospital, path, IngestSettings(batch_rows=700))
         assert isinstance(read, pa.Table), read
         assert table.equals(read)
+
+    def test_csv_lines_longer_than_a_block_still_read(self, hospital: Contract, tmp_path: Path) -> None:
+        """Blocks are 1 MiB (they bound the reader's read-ahead), yet a line of 3 MiB under a
+        4 MiB limit reads whole, with CRLF line ends and as the last line without one."""
+        table = samples.generate("sz-hospital-outpatient-visits", 4)
+        long = "y" * (3 << 20)
+        table = table.set_column(2, "patient_name", pa.array(["Chan Tai Man", long, "Wong", long]))
+        path = tmp_path / "long.csv"
+        pacsv.write_csv(table, path)
+        crlf = path.read_bytes().replace(b"\n", b"\r\n").rstrip(b"\r\n")
+        path.write_bytes(crlf)
+        assert _csv_block_size(path, 4 << 20) > (3 << 20)
+        read = read_table(hospital, path, IngestSettings(max_line_bytes=4 << 20, batch_rows=2))
+        assert isinstance(read, pa.Table), read
+        assert read["patient_name"].to_pylist() == ["Chan Tai Man", long, "Wong", long]
+        assert _csv_block_size(path, 4 << 20) == _csv_block_size(path, 16 << 20)  # the file decides
+        with pytest.raises(TooLarge, match="3,145,727-byte limit"):
+            _csv_block_size(path, (3 << 20) - 1)
+
+    def test_csv_blocks_stay_small_for_short_lines(self, tmp_path: Path) -> None:
+        """A file of short lines is read in the smallest blocks, however large the limit."""
+        path = tmp_path / "short.csv"
+        path.write_bytes(b"a,b\n" + b"1,2\n" * 500_000)
+        assert _csv_block_size(path, 64 << 20) == CSV_BLOCK_BYTES
+
+    def test_csv_reading_holds_little_of_the_file_ahead(self, hospital: Contract, tmp_path: Path) -> None:
+        """Arrow's reader runs up to 32 blocks ahead of its consumer: at the first batch of an
+        80 MB file, what Arrow holds is bounded by the small blocks, not by the file."""
+        sample = pa.Table.from_pylist(
+            samples.generate("sz-hospital-outpatient-visits", 1000).to_pylist(),
+            schema=samples.generate("sz-hospital-outpatient-visits", 1).schema,
+        )
+        pacsv.write_csv(sample, tmp_path / "one.csv")
+        header, _, rows = (tmp_path / "one.csv").read_bytes().partition(b"\n")
+        path = tmp_path / "big.csv"
+        with path.open("wb") as out:
+            out.write(header + b"\n")
+            while out.tell() < 80_000_000:
+                out.write(rows)
+        before = pa.total_allocated_bytes()
+        batches = iter_batches(hospital, path, IngestSettings(batch_rows=1000))
+        first = next(batches)
+        time.sleep(0.5)  # let the read-ahead run as far as it will
+        held = pa.total_allocated_bytes() - before
+        assert 1000 == first.num_rows
+        assert held < 48 << 20, f"Arrow holds {held:,} bytes at the first batch"
+        batches.close()
+
+    def test_csv_values_may_hold_line_breaks(self, hospital: Contract, tmp_path: Path) -> None:
+        """Quoted values with line breaks (as spreadsheets export addresses) read whole, in a file
+        of many blocks; a line break after an odd number of quotes reads the file in blocks of the
+        line limit, which fit a row of several lines."""
+        table = samples.generate("sz-hospital-outpatient-visits", 40_000)
+        names = [f"{n}\nsecond line" for n in table["patient_name"].to_pylist()]
+        table = table.set_column(2, "patient_name", pa.array(names))
+        path = tmp_path / "lines.csv"
+        pacsv.write_csv(table, path)
+        assert path.stat().st_size > 4 * CSV_BLOCK_BYTES
+        assert _csv_block_size(path, 4 << 20) == (4 << 20) + 2
+        read = read_table(hospital, path, IngestSettings(max_line_bytes=4 << 20, batch_rows=7_000))
+        assert isinstance(read, pa.Table), read
+        assert names == read["patient_name"].to_pylist()
+
+    @pytest.mark.parametrize("seed", range(4))
+    def test_the_line_scan_agrees_with_a_plain_reading(self, tmp_path: Path, seed: int) -> None:
+        """Random files of a, LF, CR and quotes, scanned in chunks of 1 to 9 bytes (every chunk
+        boundary case) and in one chunk: the longest line as Python splits it, a line exactly at
+        the limit accepted and one byte over refused, quoted line breaks found as a count finds them."""
+        rng = np.random.default_rng(seed)
+        path = tmp_path / "random.csv"
+        alphabet = np.frombuffer(b'aaaa\n\r"', dtype=np.uint8)
+        for _ in range(300):
+            data = rng.choice(alphabet[: int(rng.integers(1, 8))], int(rng.integers(0, 60))).tobytes()
+            path.write_bytes(data)
+            longest = max(len(line) for line in re.split(rb"[\r\n]", data))
+            quoted = any(data[:i].count(b'"') % 2 for i, c in enumerate(data) if c in b"\r\n")
+            for chunk in (*range(1, 10), 1 << 20):
+                assert (longest, quoted) == scan_lines(path, longest, scan_bytes=chunk), (data, chunk)
+                if longest:
+                    with pytest.raises(TooLarge, match=f"longer than the {longest - 1:,}-byte limit"):
+                        scan_lines(path, longest - 1, scan_bytes=chunk)
+
+    def test_a_row_with_too_many_fields_is_refused_without_its_values(
+        self, hospital: Contract, tmp_path: Path
+    ) -> None:
+        """Arrow's column-count error copies the raw row: the report keeps the counts, not the row."""
+        table = samples.generate("sz-hospital-outpatient-visits", 3)
+        path = tmp_path / "extra.csv"
+        pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="none"))
+        header, *rows = path.read_bytes().split(b"\n")
+        rows[1] = rows[1] + b",Li Wai Ming"
+        path.write_bytes(b"\n".join([header, *rows]))
+        _, report = validate_file(hospital, path)
+        assert "Expected 12 columns, got 13" in report.summary()
+        name = table["patient_name"][1].as_py()
+        for value in (name, "Li Wai Ming", table["patient_id"][1].as_py()):
+            assert value not in report.summary()
 
     def test_csv_line_over_the_limit(self, hospital: Contract, tmp_path: Path) -> None:
         """A CSV line longer than the line limit is refused naming the limit, not the value."""
