@@ -247,10 +247,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
         # Every request connection stayed busy for the pool timeout: the server is saturated,
         # not broken. Say so and when to come back (issue #20, finding 3).
-        busy = DatabaseBusy(
-            "the server is busy: no database connection became free in time; retry shortly",
-            headers={"Retry-After": "1"},
-        )
+        busy = DatabaseBusy(db.POOL_BUSY, headers={"Retry-After": "1"})
         log.warning("database pool exhausted", error=type(exc).__name__, path=request.url.path)
         return await gbadz_error(request, busy)
 

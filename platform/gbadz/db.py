@@ -221,6 +221,21 @@ async def admitted(request: Request) -> AsyncIterator[None]:
         slots.release()
 
 
+#: What a request is told when no pooled connection became free within the pool timeout.
+POOL_BUSY = "the server is busy: no database connection became free in time; retry shortly"
+
+
+@contextmanager
+def pool_busy_refused() -> Iterator[None]:
+    """A pool timeout as the API's handler answers it (:class:`DatabaseBusy`: 503, Retry-After),
+    for callers that answer without the app's exception handlers: the console's pages that read
+    the catalog directly (ADR 0013) show it as a message instead of a JSON body."""
+    try:
+        yield
+    except sa.exc.TimeoutError:
+        raise DatabaseBusy(POOL_BUSY, headers={"Retry-After": "1"}) from None
+
+
 def _slots(request: Request) -> anyio.Semaphore:
     # One semaphore per app and event loop (a test client runs a loop per `with` block).
     state = request.app.state

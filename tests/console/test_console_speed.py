@@ -10,6 +10,8 @@ API's search answers the person, refusing the tokens the API refuses.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from gbadz import db
 from gbadz.app import create_app
+from gbadz.catalog.search import SearchQuery
 from gbadz.console.inprocess import InProcess
 from gbadz.console.models import ConsoleSession
 from gbadz.console.session import SESSION_COOKIE, digest
@@ -162,6 +165,45 @@ class TestCatalogSearchWithoutRoundTrip:
         finally:
             tokens.forget(id_hash)
         assert world.dataset in _listed(client.get("/console/catalog").text)  # a fresh token again
+
+
+@pytest.fixture
+def by_database(app: FastAPI) -> Iterator[FastAPI]:
+    """The same world served by an app that searches the database, not the in-memory index."""
+    settings = app.state.settings
+    api = settings.api.model_copy(update={"catalog_search": "database"})
+    direct = create_app(settings.model_copy(update={"api": api}))
+    yield direct
+    direct.state.engine.dispose()
+
+
+class TestDirectReadRefusals:
+    def test_what_the_apis_handlers_answered_is_a_page_not_json(
+        self, world: World, by_database: FastAPI
+    ) -> None:
+        """The catalog page reads without the API's exception handlers, so it answers their cases
+        itself: a cursor whose position holds a NUL (the database layer refuses it, as the API
+        does with a 422) and a made-up position number are messages on the page, never JSON."""
+        query = SearchQuery()
+        with TestClient(by_database, base_url=BASE, follow_redirects=False) as client:
+            sign_in(client, world.people["consumer"])
+            for key in (["2026-01-01T00:00:00+00:00", "a\u0000"], ["2026-01-01", "b"]):
+                raw = json.dumps({"f": query.fingerprint(), "k": key}).encode()
+                cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+                page = client.get("/console/catalog", params={"cursor": cursor})
+                assert page.headers["content-type"].startswith("text/html"), page.text[:200]
+                assert page.status_code in (200, 422), page.status_code
+            ranked = SearchQuery(q="deliveries")
+            raw = json.dumps({"f": ranked.fingerprint(), "k": [10**300, "a"]}).encode()
+            cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+            page = client.get("/console/catalog", params={"q": "deliveries", "cursor": cursor})
+            assert (422, "text/html") == (page.status_code, page.headers["content-type"][:9]), page.text[:200]
+            api = client.get(
+                "/api/v1/datasets",
+                params={"q": "deliveries", "cursor": cursor},
+                headers=bearer(fetch_token(client, world.clients["consumer"])),
+            )
+            assert (400, "cursor") == (api.status_code, api.json()["field"]), api.text
 
 
 class TestSessionsInMemory:

@@ -117,6 +117,9 @@ def decode_cursor(query: SearchQuery) -> list[Any] | None:
         not isinstance(key, list)
         or len(key) != 2
         or not all(isinstance(v, t) for v, t in zip(key, expected, strict=True))
+        # A relevance score is a 64-bit integer in both databases: a larger one is made up (and
+        # overflowed the bound parameter: a 500 from a forged cursor, review of #19).
+        or (isinstance(key[0], int) and not -(2**63) <= key[0] < 2**63)
     ):
         raise BadRequest("cursor: malformed position; start again without it", field="cursor")
     return key

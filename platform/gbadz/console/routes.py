@@ -15,16 +15,19 @@ import hmac
 import json as jsonlib
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
+from gbadz import db
 from gbadz.catalog import reads, views
 from gbadz.catalog.search import SearchQuery
 from gbadz.console import charts, session
@@ -81,6 +84,9 @@ class PageNotFound(Exception):
 
 class FormExpired(Exception):
     """The CSRF token of a form did not match the session's."""
+
+
+_T = TypeVar("_T")
 
 
 class ApiFailed(Exception):
@@ -262,10 +268,7 @@ class Api:
         checked filters, each a value the API's validation accepts.
         """
         path = self.request.app.state.catalog_read_path
-        try:
-            found = await path.search((await self._reader()).org_id, query)
-        except GbadzError as exc:
-            raise self._refused(exc) from None
+        found = await self._direct(lambda principal: path.search(principal.org_id, query))
         return jsonlib.loads(found) if isinstance(found, bytes) else views.page_document(found)
 
     async def dataset(self, dataset_id: str) -> dict[str, Any]:
@@ -273,20 +276,31 @@ class Api:
         the route's own steps (authorise, then :meth:`ReadPath.dataset`, the page the API
         answers); a hidden or missing dataset looks missing."""
         path = self.request.app.state.catalog_read_path
-        try:
-            body, _etag, _contract_etag = await path.dataset((await self._reader()).org_id, _q(dataset_id))
-        except GbadzError as exc:
-            raise self._refused(exc) from None
+        _q(dataset_id)  # an id no record can have looks missing, as in a path
+        body, _etag, _contract_etag = await self._direct(
+            lambda principal: path.dataset(principal.org_id, dataset_id)
+        )
         document: dict[str, Any] = jsonlib.loads(body)
         return document
 
-    async def _reader(self) -> Principal:
-        """The person's token, authorised as the API's catalog read routes authorise theirs."""
+    async def _direct(self, read: Callable[[Principal], Awaitable[_T]]) -> _T:
+        """``read`` as the person, after their token is authorised as the API's catalog read
+        routes authorise theirs; what the API's exception handlers would answer is raised as the
+        page's refusal instead (a refusal, text the database refuses, a busy pool)."""
         authenticator = self.request.app.state.authenticator
-        return await auth.authorize(authenticator, self.headers["Authorization"], (reads.READ_SCOPE,))
-
-    def _refused(self, exc: GbadzError) -> Exception:
-        return self.refusal(exc.status_code, {"detail": exc.detail, "field": exc.field, "error": exc.error})
+        try:
+            with db.pool_busy_refused():
+                principal = await auth.authorize(
+                    authenticator, self.headers["Authorization"], (reads.READ_SCOPE,)
+                )
+                return await read(principal)
+        except GbadzError as exc:
+            raise self.refusal(
+                exc.status_code, {"detail": exc.detail, "field": exc.field, "error": exc.error}
+            ) from None
+        except RequestValidationError as exc:  # a NUL in a cursor's key, refused by gbadz.db
+            detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+            raise ApiFailed(422, detail, None, "RequestValidationError") from None
 
 
 def _body(response: httpx.Response) -> dict[str, Any]:

@@ -366,7 +366,7 @@ async def authorize(
 ) -> Principal:
     """The principal of an ``Authorization`` header value, after checking it holds every scope
     listed: what :func:`require_scopes` does for a route, and the console for a read it makes
-    without an HTTP round trip (``gbadz.console.reads``)."""
+    without an HTTP round trip (``gbadz.console.routes.Api``)."""
     principal = await authenticator.authenticate_async(authorization)
     missing = sorted(set(scopes) - principal.scopes)
     if missing:
