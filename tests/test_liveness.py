@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import secrets
 import signal
 import socket
@@ -209,7 +210,10 @@ class TestBurstOnGrants:
         # (bench/bench_load.py measures the strict maximum on a quiet machine.)
         late = sorted(took for took, _ in during if took >= 0.1)
         slowest = max(took for took, _ in during)
-        assert len(late) <= len(during) // 100, f"/healthz over 100 ms {len(late)} times: {late} ({statuses})"
+        # One in a hundred, rounded up: 10 s of probes every 100 ms put 99 inside the burst's
+        # window, and floor division allowed none (seen failing once, on the burst's first probe).
+        allowed = math.ceil(len(during) / 100)
+        assert len(late) <= allowed, f"/healthz over 100 ms {len(late)} times: {late} ({statuses})"
         assert slowest < 0.25, f"/healthz took {slowest * 1000:.0f} ms during the burst ({statuses})"
         # It was a burst, and it degraded into successes or "busy, retry", never into errors.
         assert statuses.get("200", 0) >= 300, statuses
