@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -70,6 +74,75 @@ class TestConnectionErrors:
         """No URL at all points the user at the setting and the embedded services."""
         with pytest.raises(ConfigurationError, match="GBADZ_DB__URL"):
             db.create_engine(DatabaseSettings(url=None))
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # server sessions: PostgreSQL only
+class TestDeadClients:
+    def test_a_killed_client_waiting_on_a_lock_is_ended_while_the_lock_is_held(self, engine: Engine) -> None:
+        """A process killed while its statement waits on a row lock (a replica queued at the
+        transfer log's head) loses its server session within seconds, not when the lock frees."""
+        url = engine.url.render_as_string(hide_password=False)
+        waiter = (
+            "import sys, sqlalchemy as sa\n"
+            "from gbadz import db\n"
+            "from gbadz.config import DatabaseSettings\n"
+            "engine = db.create_engine(DatabaseSettings(url=sys.argv[1]))\n"
+            "with engine.begin() as conn:\n"
+            "    conn.execute(sa.text('UPDATE transfer_log_head SET size = size WHERE id = 1'))\n"
+        )
+        proc: subprocess.Popen[str] | None = None
+
+        def backends() -> list[tuple[str, str | None]]:
+            # The waiter's sessions, by the application name gbadz gives them (host/PID).
+            assert proc is not None
+            with engine.connect() as conn:
+                return [
+                    (row[0], row[1])
+                    for row in conn.execute(
+                        sa.text(
+                            "SELECT state, wait_event_type FROM pg_stat_activity WHERE application_name LIKE :n"
+                        ),
+                        {"n": f"gbadz/%/{proc.pid}"},
+                    )
+                ]
+
+        with engine.connect() as holder:
+            holder.execute(sa.text("SELECT size FROM transfer_log_head WHERE id = 1 FOR UPDATE"))
+            proc = subprocess.Popen(
+                [sys.executable, "-c", waiter, url],
+                env=os.environ | {"PYTHONPATH": "platform"},  # noqa: TID251 - PATH and friends
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while [("active", "Lock")] != backends():
+                    assert proc.poll() is None, proc.communicate()[1][-2000:]
+                    assert time.monotonic() < deadline, "the waiter never queued"
+                    time.sleep(0.1)
+                proc.kill()
+                proc.wait(10)
+                deadline = time.monotonic() + 15
+                while backends():
+                    # Without the session settings the backend waits for the lock (forever here).
+                    assert time.monotonic() < deadline, backends()
+                    time.sleep(0.2)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+            holder.rollback()
+
+    def test_sessions_carry_the_dead_client_checks(self, engine: Engine) -> None:
+        """Every pooled PostgreSQL session has the settings above, committed (not rolled back)."""
+        with engine.connect() as conn:
+            got = {name: conn.execute(sa.text(f"SHOW {name}")).scalar_one() for name in db.POSTGRES_SESSION}
+        assert {
+            "client_connection_check_interval": "2s",
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
+        } == got
 
 
 class TestAuditTrail:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import re
+import socket
 import stat
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -106,7 +107,7 @@ def create_engine(settings: DatabaseSettings, *, background: bool = False) -> En
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
         # A failing statement's error names the SQL, never the values bound to it: they can be a
         # client id with a pasted secret, a person's name or a token (issue #20 item 8).
@@ -115,6 +116,47 @@ def create_engine(settings: DatabaseSettings, *, background: bool = False) -> En
         connect_args={"connect_timeout": max(1, round(timeout))},
         **pool,
     )
+    named = "application_name" in parsed.query  # the operator's own name wins
+    event.listen(engine, "connect", _postgres_session if not named else _postgres_session_named)
+    return engine
+
+
+# A server backend learns that its client is gone only when it next reads from or writes to
+# it: one waiting on a lock — a delivery queued at the transfer log's head row — would hold its
+# place, and then the head row itself, until its statement ends; and a client lost with its
+# machine (no FIN) is noticed after PostgreSQL's default two hours of TCP silence. Every
+# replica's transfer-log append would queue behind it. So each session checks its client
+# every 2 s while a statement runs, and probes a silent peer after 30 s (3 x 10 s), the
+# server ending the session (and rolling its transaction back) when the client is gone.
+POSTGRES_SESSION = {
+    "client_connection_check_interval": "2s",
+    "tcp_keepalives_idle": "30s",
+    "tcp_keepalives_interval": "10s",
+    "tcp_keepalives_count": "3",
+}
+
+
+def application_name() -> str:
+    """How this process's sessions appear in ``pg_stat_activity``: host (a pod's name) and PID,
+    so that an operator can tell which replica, worker or command holds a lock."""
+    return f"gbadz/{socket.gethostname()}/{os.getpid()}"[-63:]
+
+
+def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
+    _set_session(dbapi_connection, {**POSTGRES_SESSION, "application_name": application_name()})
+
+
+def _postgres_session_named(dbapi_connection: Any, _record: Any) -> None:
+    _set_session(dbapi_connection, POSTGRES_SESSION)
+
+
+def _set_session(dbapi_connection: Any, values: dict[str, str]) -> None:
+    # Session-level settings (set_config(..., false)), kept by the commit; SET would do the same
+    # but cannot take bound parameters.
+    with dbapi_connection.cursor() as cursor:
+        for name, value in values.items():
+            cursor.execute("SELECT set_config(%s, %s, false)", (name, value))
+    dbapi_connection.commit()
 
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
