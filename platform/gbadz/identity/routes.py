@@ -8,7 +8,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastPath
 
 from gbadz.deps import ReadSession, WriteSession
-from gbadz.errors import BadRequest, Conflict, InsufficientScope, NotFound, Unauthenticated, error_responses
+from gbadz.errors import (
+    BadRequest,
+    Conflict,
+    InsufficientScope,
+    NotFound,
+    Unauthenticated,
+    Unprocessable,
+    error_responses,
+)
 from gbadz.identity import people, service
 from gbadz.identity.auth import Admin, Authenticated, actor_of, describe
 from gbadz.identity.models import OAuthClient
@@ -107,7 +115,8 @@ def list_clients(principal: Admin, session: ReadSession, org_id: OrgFilter = Non
     "/clients",
     response_model=ClientRead,
     status_code=201,
-    responses=error_responses(BadRequest, NotFound, Conflict),
+    # 422: an administrator client for an organisation other than the zone's operator.
+    responses=error_responses(BadRequest, NotFound, Conflict, Unprocessable),
     summary="Register an OAuth client for an organisation (admin); the secret is shown once",
 )
 def create_client(body: ClientCreate, principal: Admin, session: WriteSession) -> ClientRead:
