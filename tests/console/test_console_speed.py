@@ -177,6 +177,55 @@ def by_database(app: FastAPI) -> Iterator[FastAPI]:
     direct.state.engine.dispose()
 
 
+class TestCardsPerSnapshot:
+    def test_a_card_is_rendered_once_per_snapshot_and_a_change_shows_at_once(
+        self, app: FastAPI, world: World, signed_in: SignedIn
+    ) -> None:
+        """The catalog's cards are kept in the index snapshot they were rendered from: the page
+        shows the kept card, and a change to the dataset (a new snapshot) shows on the next page."""
+        from markupsafe import Markup
+
+        http = TestClient(app)
+        doc = yaml.safe_load((REPO / "contracts" / "hk-logistics-deliveries.yaml").read_text())
+        doc["id"] = f"{world.dataset}-cards"
+        doc["name"] = "Kwai Chung berth cards"
+        doc["gbadz"]["origin"] = "CN-SZ"  # the provider organisation's jurisdiction
+        token = fetch_token(http, world.clients["provider"])
+        doc["gbadz"]["provider"]["organization"] = http.get(
+            f"/api/v1/datasets/{world.dataset}", headers=bearer(token)
+        ).json()["provider"]["name"]
+        registered = http.post(
+            "/api/v1/datasets", content=yaml.safe_dump(doc).encode(), headers=bearer(token) | YAML
+        )
+        assert 201 == registered.status_code, registered.text
+        provider = signed_in("provider")
+        # The first search after a change reads through the database (the index rebuilds); the
+        # next is the index's, and keeps its cards.
+        for _ in range(2):
+            page = provider.get("/console/catalog", params={"q": "kwai chung berth"})
+            assert 200 == page.status_code
+            assert [doc["id"]] == _listed(page.text)
+        snapshot = app.state.catalog_read_path.index.ready()
+        assert snapshot is not None
+        key = ("console-card", "en", doc["id"])
+        assert doc["name"] in snapshot.memo[key]
+        # The page takes the card from the snapshot: what is kept there is what is shown.
+        snapshot.memo[key] = Markup(  # noqa: S704 - the test's own markup
+            f'<li class="card"><a href="/console/datasets/{doc["id"]}">kept card</a></li>'
+        )
+        assert "kept card" in provider.get("/console/catalog", params={"q": "kwai chung berth"}).text
+        deprecated = http.post(
+            f"/api/v1/datasets/{doc['id']}/deprecate",
+            json={"reason": "replaced by the hourly feed"},
+            headers=bearer(token),
+        )
+        assert 200 == deprecated.status_code, deprecated.text
+        after = provider.get("/console/catalog", params={"q": "kwai chung berth"})
+        assert "kept card" not in after.text
+        assert doc["name"] in after.text
+        assert 'class="badge badge-deprecated"' in after.text
+
+
 class TestDirectReadRefusals:
     def test_what_the_apis_handlers_answered_is_a_page_not_json(
         self, world: World, by_database: FastAPI
@@ -265,10 +314,12 @@ class TestLabelsFoldedAtCompileTime:
     def test_a_folded_page_is_the_page_translated_at_render_time(self, locale: str) -> None:
         """Labels translated when the template is compiled give the same page, byte for byte,
         as translating each label while rendering (escaping included)."""
+        from markupsafe import Markup
+
         from gbadz.console.i18n import translate
         from gbadz.console.routes import CATEGORIES, JURISDICTIONS, PURPOSES
         from gbadz.console.session import Person, Signed
-        from gbadz.console.web import ENVS, LOCALE_NAMES, env, helpers
+        from gbadz.console.web import ENVS, LOCALE_NAMES, cards, env, helpers
 
         def t(text: str, **params: object) -> str:
             label = translate(text, locale)
@@ -307,10 +358,17 @@ class TestLabelsFoldedAtCompileTime:
         }
         unfolded = env.overlay()
         unfolded.globals = {**env.globals, "t": t}  # the imported macros' t, as in ENVS
-        runtime = unfolded.get_template("catalog.html").render(**context)
-        folded = ENVS[locale].get_template("catalog.html").render(**context)
+        items = context["page"]["items"]  # type: ignore[index]
+        runtime_cards = [
+            Markup(unfolded.get_template("_card.html").render(d=d, **context))  # noqa: S704 - autoescaped
+            for d in items
+        ]
+        runtime = unfolded.get_template("catalog.html").render(cards=runtime_cards, **context)
+        folded = ENVS[locale].get_template("catalog.html").render(cards=cards(locale, items, None), **context)
         assert runtime == folded
         assert translate("Search datasets", locale) in folded
+        assert "Shenzhen &lt;Port&gt;" in folded  # a card's values are escaped
+        assert "<b>" not in folded
 
 
 class TestTemplateShortcuts:

@@ -118,6 +118,7 @@ class Snapshot:
     updated_rank: np.ndarray
     built_at: float = field(default_factory=time.monotonic)
     bodies: dict[tuple[str, bool], tuple[bytes, str, str]] = field(default_factory=dict)  # rendered pages
+    memo: dict[Any, Any] = field(default_factory=dict)  # readers' renderings of rows (Page.memo)
     _visible: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
     @property
@@ -234,7 +235,7 @@ class Snapshot:
                 next_cursor = encode_cursor(query, [last["name"], last["id"]])
             else:
                 next_cursor = encode_cursor(query, [last["updated_at"].isoformat(), last["id"]])
-        return Page(items=items, total=total, next_cursor=next_cursor, sort=sort)
+        return Page(items=items, total=total, next_cursor=next_cursor, sort=sort, memo=self.memo)
 
 
 _COUNTER = sa.select(CatalogGeneration.value).where(CatalogGeneration.id == 1).scalar_subquery()

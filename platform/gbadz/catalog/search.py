@@ -89,6 +89,10 @@ class Page:
     next_cursor: str | None
     sort: Sort
     facets: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The index snapshot's memo when the items are its rows (None from the database): a reader
+    # may keep what it derives from a row there, by the row's id, for as long as the snapshot
+    # lives (a row of one snapshot never changes; a change makes a new snapshot).
+    memo: dict[Any, Any] | None = None
 
 
 def encode_cursor(query: SearchQuery, key: Sequence[Any]) -> str:

@@ -40,6 +40,7 @@ from gbadz.console.web import (
     SECURITY_HEADERS,
     FormTooLarge,
     FormUnreadable,
+    cards,
     locale_of,
     read_form,
     read_multipart,
@@ -255,8 +256,9 @@ class Api:
             return SignInRequired(self.request.url.path if self.request.method == "GET" else "/console/")
         return ApiFailed(status, body.get("detail"), body.get("field"), body.get("error"))
 
-    async def search(self, query: SearchQuery) -> dict[str, Any]:
-        """``GET /api/v1/datasets`` as the person, without the round trip through the app.
+    async def search(self, query: SearchQuery) -> tuple[dict[str, Any], dict[Any, Any] | None]:
+        """``GET /api/v1/datasets`` as the person, without the round trip through the app, and
+        the index snapshot's memo when the items are its rows (:attr:`Page.memo`).
 
         The catalog page is the console's most read page, and the round trip (the middleware
         stack again, routing, validating the query, the JSON written and parsed again) cost
@@ -269,7 +271,9 @@ class Api:
         """
         path = self.request.app.state.catalog_read_path
         found = await self._direct(lambda principal: path.search(principal.org_id, query))
-        return jsonlib.loads(found) if isinstance(found, bytes) else views.page_document(found)
+        if isinstance(found, bytes):
+            return jsonlib.loads(found), None
+        return views.page_document(found), found.memo
 
     async def dataset(self, dataset_id: str) -> dict[str, Any]:
         """``GET /api/v1/datasets/{id}`` as the person, without the round trip: as :meth:`search`,
@@ -442,8 +446,9 @@ async def catalog(request: Request, signed: Anyone) -> Response:
         cursor=params.get("cursor", "")[:512] or None,
     )
     errors: dict[str, str] = {}
+    memo = None
     try:
-        page = await Api(request, signed).search(query)
+        page, memo = await Api(request, signed).search(query)
     except ApiFailed as failure:
         errors = field_errors(failure, set(filters) | {"cursor"})
         page = {"items": [], "total": 0, "next_cursor": None}
@@ -459,6 +464,7 @@ async def catalog(request: Request, signed: Anyone) -> Response:
         signed=signed,
         filters=filters,
         page=page,
+        cards=cards(locale_of(request), page["items"], memo),
         next_link=next_link,
         errors=errors,
         categories=CATEGORIES,
