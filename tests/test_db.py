@@ -133,8 +133,31 @@ class TestDeadClients:
                     proc.wait(10)
             holder.rollback()
 
+    def test_what_the_url_sets_wins(self, engine: Engine) -> None:
+        """An operator's ``options=-c name=value`` or ``application_name=`` in the URL is kept,
+        not overwritten on connect; the other settings still apply."""
+        query = dict(engine.url.query)
+        query["options"] = f"{query.get('options', '')} -c client_connection_check_interval=5s".strip()
+        query["application_name"] = "ops-tool"
+        url = engine.url.set(query=query).render_as_string(hide_password=False)
+        own = db.create_engine(DatabaseSettings(url=url))
+        try:
+            with own.connect() as conn:
+                got = [
+                    conn.execute(sa.text(f"SHOW {name}")).scalar_one()
+                    for name in (
+                        "client_connection_check_interval",
+                        "application_name",
+                        "tcp_keepalives_count",
+                    )
+                ]
+        finally:
+            own.dispose()
+        assert ["5s", "ops-tool", "3"] == got
+
     def test_sessions_carry_the_dead_client_checks(self, engine: Engine) -> None:
-        """Every pooled PostgreSQL session has the settings above, committed (not rolled back)."""
+        """Every pooled PostgreSQL session has the settings above, committed (not rolled back).
+        Over TCP: PostgreSQL reports keepalives as 0 on a Unix socket, as the suite never uses."""
         with engine.connect() as conn:
             got = {name: conn.execute(sa.text(f"SHOW {name}")).scalar_one() for name in db.POSTGRES_SESSION}
         assert {
@@ -143,6 +166,15 @@ class TestDeadClients:
             "tcp_keepalives_interval": "10",
             "tcp_keepalives_count": "3",
         } == got
+
+
+class TestApplicationName:
+    def test_the_application_name_fits_postgresql(self) -> None:
+        """``gbadz/<host>/<pid>`` within PostgreSQL's 63 bytes, whatever the host's name."""
+        name = db.application_name()
+        assert name.startswith("gbadz/")
+        assert name.endswith(f"/{os.getpid()}")
+        assert len(name.encode()) <= 63
 
 
 class TestAuditTrail:

@@ -36,16 +36,19 @@ import anyio
 import sqlalchemy as sa
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from gbadz.config import DatabaseSettings
 from gbadz.errors import ConfigurationError, DatabaseBusy, DatabaseUnavailable
+from gbadz.log import get_logger
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+_log = get_logger(__name__)
 
 # Alembic is imported inside the functions that migrate: it costs about 0.5 s at start-up,
 # which every CLI command and API worker would otherwise pay.
@@ -116,8 +119,7 @@ def create_engine(settings: DatabaseSettings, *, background: bool = False) -> En
         connect_args={"connect_timeout": max(1, round(timeout))},
         **pool,
     )
-    named = "application_name" in parsed.query  # the operator's own name wins
-    event.listen(engine, "connect", _postgres_session if not named else _postgres_session_named)
+    event.listen(engine, "connect", _postgres_session(session_settings(parsed)))
     return engine
 
 
@@ -137,26 +139,65 @@ POSTGRES_SESSION = {
 
 
 def application_name() -> str:
-    """How this process's sessions appear in ``pg_stat_activity``: host (a pod's name) and PID,
-    so that an operator can tell which replica, worker or command holds a lock."""
-    return f"gbadz/{socket.gethostname()}/{os.getpid()}"[-63:]
+    """How this process's sessions appear in ``pg_stat_activity``: ``gbadz/<host>/<pid>`` (a
+    pod's name is its host), so that an operator can tell which replica, worker or command holds
+    a lock. The host is shortened to keep the whole within PostgreSQL's 63 bytes."""
+    pid = str(os.getpid())
+    host = socket.gethostname().encode("ascii", "replace").decode()
+    return f"gbadz/{host[: 63 - len('gbadz//') - len(pid)]}/{pid}"
 
 
-def _postgres_session(dbapi_connection: Any, _record: Any) -> None:
-    _set_session(dbapi_connection, {**POSTGRES_SESSION, "application_name": application_name()})
+def session_settings(url: URL) -> dict[str, str]:
+    """What each session sets on connect: :data:`POSTGRES_SESSION` and the application name,
+    less whatever the URL sets itself (``application_name=``, or ``options=-c name=value``):
+    the operator's own value wins."""
+    values = {**POSTGRES_SESSION, "application_name": application_name()}
+    options = " ".join(str(v) for v in _as_list(url.query.get("options")))
+    return {
+        name: value
+        for name, value in values.items()
+        if name not in url.query and not re.search(rf"(^|\s)(-c\s*|--){name}\s*=", options)
+    }
 
 
-def _postgres_session_named(dbapi_connection: Any, _record: Any) -> None:
-    _set_session(dbapi_connection, POSTGRES_SESSION)
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else list(value) if isinstance(value, tuple) else [value]
 
 
-def _set_session(dbapi_connection: Any, values: dict[str, str]) -> None:
-    # Session-level settings (set_config(..., false)), kept by the commit; SET would do the same
-    # but cannot take bound parameters.
-    with dbapi_connection.cursor() as cursor:
+def _postgres_session(values: dict[str, str]) -> Callable[[Any, Any], None]:
+    """The connect listener setting ``values`` for the session (``set_config(..., false)``, kept
+    by the commit), in one round trip. A server or proxy that refuses one of them (a platform
+    without the client check, a pooler) still serves: each setting is then tried alone, and
+    what is refused is logged once per engine, by name."""
+    statement = "SELECT " + ", ".join("set_config(%s, %s, false)" for _ in values)
+    params = [part for pair in values.items() for part in pair]
+    refused: set[str] = set()
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if not values:
+            return
+        if _try_set(dbapi_connection, statement, params):
+            return
         for name, value in values.items():
-            cursor.execute("SELECT set_config(%s, %s, false)", (name, value))
-    dbapi_connection.commit()
+            accepted = _try_set(dbapi_connection, "SELECT set_config(%s, %s, false)", [name, value])
+            if not accepted and name not in refused:
+                refused.add(name)
+                _log.warning("postgres_session_setting_refused", setting=name)
+
+    return on_connect
+
+
+def _try_set(dbapi_connection: Any, statement: str, params: list[str]) -> bool:
+    import psycopg
+
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(statement, params)
+        dbapi_connection.commit()
+    except psycopg.Error:
+        dbapi_connection.rollback()
+        return False
+    return True
 
 
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")

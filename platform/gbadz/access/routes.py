@@ -56,6 +56,7 @@ from gbadz.errors import (
     GrantNotFound,
     GrantStillRunning,
     InsufficientScope,
+    IntegrityCheckFailed,
     MechanismIncomplete,
     MechanismNotFound,
     MechanismNotOnFile,
@@ -531,7 +532,10 @@ def _obligations(duties: list[Any]) -> list[ObligationRead]:
 @router.post(
     "/obligations/{obligation_id}/met",
     response_model=ObligationRead,
-    responses=error_responses(ObligationNotFound, Forbidden, ObligationAlreadyMet, ObligationIncomplete),
+    # 400: a recipient-deletion obligation is met by its attestation, not here.
+    responses=error_responses(
+        BadRequest, ObligationNotFound, Forbidden, ObligationAlreadyMet, ObligationIncomplete
+    ),
     summary="Record that an obligation was met, naming the record (the owner, or a compliance officer)",
 )
 def meet_obligation(
@@ -691,7 +695,11 @@ def filing_package(
 
 @router.get(
     "/mechanisms/{evidence_id}/document",
-    responses={200: {"content": {t: {} for t in DOCUMENT_TYPES}}, **error_responses(MechanismNotFound)},
+    responses={
+        200: {"content": {t: {} for t in DOCUMENT_TYPES}},
+        # 400: the stored document no longer matches its recorded SHA-256; 503: storage is down.
+        **error_responses(MechanismNotFound, IntegrityCheckFailed, StorageUnavailable),
+    },
     response_class=Response,
     summary="The filed document, checked against its recorded SHA-256",
 )

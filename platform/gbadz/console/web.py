@@ -245,7 +245,9 @@ def helpers(locale: str) -> dict[str, Any]:
 
 
 #: At most this many rendered cards are kept in one index snapshot's memo (three languages of
-#: 10,000 datasets are 30,000 cards of about 700 bytes); past it a card is rendered each time.
+#: 10,000 datasets are 30,000 cards of 0.7-2.5 KB: an English card is about 700 bytes, a Chinese
+#: one up to four bytes a character in memory, so at most about 100 MB); past it a card is
+#: rendered each time.
 CARD_MEMO_LIMIT = 40_000
 
 
