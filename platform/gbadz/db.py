@@ -470,4 +470,7 @@ def listen_url(engine: Engine) -> str | None:
     """A libpq URL for a LISTEN connection of its own to ``engine``'s database (None: not PostgreSQL)."""
     if engine.dialect.name != "postgresql":
         return None
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    url = engine.url.set(drivername="postgresql")
+    if "application_name" not in url.query:  # named as the engine's sessions are
+        url = url.update_query_dict({"application_name": application_name()})
+    return url.render_as_string(hide_password=False)
