@@ -15,6 +15,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -37,6 +38,24 @@ from tests.console.world import World
 from tests.datasets import YAML
 
 SignedIn = Callable[[str], TestClient]
+
+
+def _register(http: TestClient, world: World, suffix: str, name: str) -> dict[str, Any]:
+    """A second dataset of the world's provider, registered through the API (not yet signed
+    off, so only its provider sees it); its contract."""
+    doc = yaml.safe_load((REPO / "contracts" / "hk-logistics-deliveries.yaml").read_text())
+    doc["id"] = f"{world.dataset}-{suffix}"
+    doc["name"] = name
+    doc["gbadz"]["origin"] = "CN-SZ"  # the provider organisation's jurisdiction
+    token = fetch_token(http, world.clients["provider"])
+    doc["gbadz"]["provider"]["organization"] = http.get(
+        f"/api/v1/datasets/{world.dataset}", headers=bearer(token)
+    ).json()["provider"]["name"]
+    registered = http.post(
+        "/api/v1/datasets", content=yaml.safe_dump(doc).encode(), headers=bearer(token) | YAML
+    )
+    assert 201 == registered.status_code, registered.text
+    return doc  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -98,18 +117,7 @@ class TestCatalogSearchWithoutRoundTrip:
         person's organisation, filters applied alike; a dataset not yet signed off is missing
         for the consumer (as in the API) and listed for its provider."""
         http = TestClient(app)
-        doc = yaml.safe_load((REPO / "contracts" / "hk-logistics-deliveries.yaml").read_text())
-        doc["id"] = f"{world.dataset}-unreviewed"
-        doc["name"] = "Shenzhen deliveries awaiting review"
-        doc["gbadz"]["origin"] = "CN-SZ"
-        provider_token = fetch_token(http, world.clients["provider"])
-        doc["gbadz"]["provider"]["organization"] = http.get(
-            f"/api/v1/datasets/{world.dataset}", headers=bearer(provider_token)
-        ).json()["provider"]["name"]
-        registered = http.post(
-            "/api/v1/datasets", content=yaml.safe_dump(doc).encode(), headers=bearer(provider_token) | YAML
-        )
-        assert 201 == registered.status_code, registered.text
+        doc = _register(http, world, "unreviewed", "Shenzhen deliveries awaiting review")
         queries: list[dict[str, str]] = [
             {},
             {"q": "deliveries"},
@@ -186,18 +194,8 @@ class TestCardsPerSnapshot:
         from markupsafe import Markup
 
         http = TestClient(app)
-        doc = yaml.safe_load((REPO / "contracts" / "hk-logistics-deliveries.yaml").read_text())
-        doc["id"] = f"{world.dataset}-cards"
-        doc["name"] = "Kwai Chung berth cards"
-        doc["gbadz"]["origin"] = "CN-SZ"  # the provider organisation's jurisdiction
+        doc = _register(http, world, "cards", "Kwai Chung berth cards")
         token = fetch_token(http, world.clients["provider"])
-        doc["gbadz"]["provider"]["organization"] = http.get(
-            f"/api/v1/datasets/{world.dataset}", headers=bearer(token)
-        ).json()["provider"]["name"]
-        registered = http.post(
-            "/api/v1/datasets", content=yaml.safe_dump(doc).encode(), headers=bearer(token) | YAML
-        )
-        assert 201 == registered.status_code, registered.text
         provider = signed_in("provider")
         # The first search after a change reads through the database (the index rebuilds); the
         # next is the index's, and keeps its cards.
